@@ -1,0 +1,48 @@
+# The two commands of the README: `make run` and `make test`. Everything they need is installed here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
+
+.PHONY: run test lint bench install install-test registry clean
+
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/pip install -q --upgrade pip==26.3
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+registry:
+	@command -v docker-registry >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq docker-registry; }
+
+run: install
+	$(BIN)/regcast serve
+
+lint: install-test
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: install-test registry lint
+	@if [ -z "$$REGCAST_TEST_POSTGRES_URL" ] && $(BIN)/python -c "import psycopg,sys; psycopg.connect('$(PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
+		export REGCAST_TEST_POSTGRES_URL=$(PG_URL); echo "PostgreSQL found: $(PG_URL)"; \
+	else echo "PostgreSQL: $${REGCAST_TEST_POSTGRES_URL:-not reachable at $(PG_URL); its tests will be skipped}"; fi; \
+	$(BIN)/pytest -q
+
+bench: install-test registry
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

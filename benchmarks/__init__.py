@@ -1,0 +1,1 @@
+"""Benchmarks for regcast (``make bench``); not part of ``make test``."""

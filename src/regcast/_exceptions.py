@@ -1,0 +1,126 @@
+"""The one exception tree of regcast.
+
+Every error regcast raises on purpose is a ``RegcastError``; errors of the libraries below
+(aiohttp, ssl, sqlalchemy) are translated at one boundary (``registry/_transport.py`` for HTTP)
+so callers never need to know which library failed. Messages never hold a secret: URLs are
+redacted before they reach an exception.
+
+    RegcastError
+    ├── ConfigError                  bad settings or flags
+    ├── InvalidInput                 a reference, digest, repository name or request field is wrong
+    │   └── InvalidReference
+    ├── RegistryError                anything that went wrong talking to one registry
+    │   ├── RegistryUnreachable      DNS, connect, TLS, timeout, reset: no usable HTTP answer
+    │   ├── RegistryResponseError    an HTTP answer we did not want (carries status, OCI code, method, URL)
+    │   │   ├── AuthenticationFailed 401/403, or the token server refused
+    │   │   ├── NotFound             404 (manifest, blob, repository)
+    │   │   └── RateLimited          429
+    │   └── ProtocolViolation        an answer that breaks the spec (missing Location, bad token JSON...)
+    ├── ContentError                 bytes that are not what they claim
+    │   ├── DigestMismatch           a blob or manifest whose bytes do not hash to its digest
+    │   ├── ManifestTooLarge         over the 4 MiB cap
+    │   └── UnsupportedManifest      a media type or JSON we cannot copy
+    ├── TransferError                a copy to one target failed (wraps the cause, names the target)
+    └── JobError                     job store / worker problems
+        └── JobNotFound
+"""
+
+from __future__ import annotations
+
+
+class RegcastError(Exception):
+    """Base of every error regcast raises on purpose."""
+
+
+class ConfigError(RegcastError):
+    """Settings or flags that cannot work."""
+
+
+class InvalidInput(RegcastError):
+    """Input from a user that regcast refuses before using it."""
+
+
+class InvalidReference(InvalidInput):
+    """An image reference, repository name or digest that is not well formed."""
+
+
+class RegistryError(RegcastError):
+    """Something went wrong talking to one registry; ``registry`` names it (host[:port])."""
+
+    def __init__(self, message: str, *, registry: str = "") -> None:
+        super().__init__(message)
+        self.registry = registry
+
+
+class RegistryUnreachable(RegistryError):
+    """No usable HTTP answer: DNS, connection, TLS handshake, timeout or reset."""
+
+
+class RegistryResponseError(RegistryError):
+    """An HTTP answer regcast did not expect.
+
+    Carries the status, the first OCI error code of the body (if any), the method and the URL with
+    every secret removed, so the message can be shown and logged as it is.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        registry: str = "",
+        status: int = 0,
+        code: str = "",
+        method: str = "",
+        url: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, registry=registry)
+        self.status = status
+        self.code = code
+        self.method = method
+        self.url = url
+        self.retry_after = retry_after
+
+
+class AuthenticationFailed(RegistryResponseError):
+    """401/403 after credentials were offered, or the token server refused them."""
+
+
+class NotFound(RegistryResponseError):
+    """404: the manifest, blob or repository does not exist."""
+
+
+class RateLimited(RegistryResponseError):
+    """429: the registry asks us to slow down (``retry_after`` in seconds, if it said)."""
+
+
+class ProtocolViolation(RegistryError):
+    """An answer that breaks the distribution spec (missing Location, unparsable token...)."""
+
+
+class ContentError(RegcastError):
+    """Bytes that are not what they claim to be."""
+
+
+class DigestMismatch(ContentError):
+    """Content whose bytes do not hash to the digest it was asked for by."""
+
+
+class ManifestTooLarge(ContentError):
+    """A manifest over the size cap (4 MiB by default)."""
+
+
+class UnsupportedManifest(ContentError):
+    """A manifest regcast cannot copy: unknown media type, schema1, or broken JSON."""
+
+
+class TransferError(RegcastError):
+    """A copy to one target failed; the message names the target registry."""
+
+
+class JobError(RegcastError):
+    """Job store or worker problem."""
+
+
+class JobNotFound(JobError):
+    """No job with that id."""

@@ -1,0 +1,76 @@
+"""Settings: built once from flags and ``REGCAST_*`` environment variables (flags win), then passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from regcast.registry.client import ClientOptions
+from regcast.transfer.engine import TransferOptions
+
+
+class Settings(BaseSettings):
+    """Every knob of regcast. Unknown ``REGCAST_*`` variables are ignored."""
+
+    model_config = SettingsConfigDict(env_prefix="REGCAST_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(5001, ge=1, le=65535)
+    database_url: str = "sqlite:///regcast.db"
+    secret_key: str | None = None
+    ca_bundle: str | None = None
+
+    # transfer
+    blobs_in_flight: int = Field(4, ge=1, le=64)
+    connections_per_registry: int = Field(16, ge=1, le=256)
+    chunk_size: int = Field(1024 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
+    queue_depth: int = Field(8, ge=1, le=256)
+    connect_timeout: float = Field(20.0, gt=0)
+    read_timeout: float = Field(300.0, gt=0)
+
+    # service
+    jobs_in_flight: int = Field(4, ge=1, le=256)
+    max_targets: int = Field(100, ge=1, le=10_000)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    poll_interval: float = Field(1.0, gt=0)
+    heartbeat_interval: float = Field(5.0, gt=0)
+    stale_after: float = Field(30.0, gt=0)
+    max_attempts: int = Field(3, ge=1, le=100)
+    retry_backoff: float = Field(2.0, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_db(cls, v: str) -> str:
+        if v.startswith("postgres://"):
+            v = "postgresql://" + v[len("postgres://") :]
+        if v.startswith("postgresql://"):
+            v = "postgresql+psycopg://" + v[len("postgresql://") :]
+        return v
+
+    def client_options(self, verify_tls: bool = True) -> ClientOptions:
+        return ClientOptions(
+            verify_tls=verify_tls,
+            ca_bundle=self.ca_bundle,
+            max_connections=self.connections_per_registry,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            chunk_size=self.chunk_size,
+        )
+
+    def transfer_options(self) -> TransferOptions:
+        return TransferOptions(blobs_in_flight=self.blobs_in_flight, queue_depth=self.queue_depth)
+
+    @property
+    def database_dir(self) -> Path:
+        """Folder of the SQLite file (the key file lives beside it)."""
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url[len("sqlite:///") :]).resolve().parent
+        return Path.cwd()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with flags (``overrides`` not None) winning."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,1 @@
+"""Talking to one registry: references, digests, manifests, auth and the HTTP client."""

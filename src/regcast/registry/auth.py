@@ -1,0 +1,191 @@
+"""Registry authentication as an I/O-free flow (as httpx does it).
+
+Pure pieces only: credentials, the seed's explicit auth block, ``WWW-Authenticate`` parsing,
+scopes, token request construction, token answer parsing and the token cache. The client
+(``client.py``) performs the I/O these describe.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from regcast._exceptions import ProtocolViolation
+
+MIN_TOKEN_LIFETIME = 60.0  # distribution token spec: treat less than 60 s as 60 s
+MAX_TOKEN_ANSWER = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A username and password (or identity token). ``repr`` never shows the password."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def basic_header(self) -> str:
+        raw = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    @classmethod
+    def parse(cls, text: str) -> Credentials:
+        """``USER:PASS`` as given to ``--src-creds``/``--dest-creds``."""
+        user, sep, password = text.partition(":")
+        if not sep or not user:
+            raise ValueError("credentials must be USER:PASS")
+        return cls(user, password)
+
+
+@dataclass(frozen=True)
+class SeedAuth:
+    """The seed's ``auth`` block: a token fetched once from ``url`` and sent as ``<token_type> <token>``.
+
+    The seed sent ``GET url`` with ``header`` as request headers and ``json`` as a JSON body, and
+    read ``token`` from the answer; regcast does the same (also accepting ``access_token``).
+    """
+
+    url: str | None = None
+    token_type: str = "Bearer"
+    header: dict[str, str] = field(default_factory=dict, repr=False)
+    json_body: Any = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # lower case: "bearer" or "basic"
+    params: dict[str, str]
+
+    @property
+    def realm(self) -> str:
+        return self.params.get("realm", "")
+
+
+def _parse_params(text: str, i: int) -> tuple[dict[str, str], int]:
+    params: dict[str, str] = {}
+    n = len(text)
+    while i < n:
+        while i < n and text[i] in " ,":
+            i += 1
+        start = i
+        while i < n and text[i] not in "= ,":
+            i += 1
+        key = text[start:i].strip().lower()
+        if i >= n or text[i] != "=":
+            # a bare token: the next challenge's scheme starts here
+            return params, start
+        i += 1
+        if i < n and text[i] == '"':
+            i += 1
+            value = []
+            while i < n and text[i] != '"':
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                value.append(text[i])
+                i += 1
+            i += 1
+            params[key] = "".join(value)
+        else:
+            start = i
+            while i < n and text[i] != ",":
+                i += 1
+            params[key] = text[start:i].strip()
+    return params, i
+
+
+def parse_www_authenticate(header: str) -> list[Challenge]:
+    """Parse ``WWW-Authenticate`` into challenges; tolerant of odd spacing, quoting and commas."""
+    challenges: list[Challenge] = []
+    i, n = 0, len(header)
+    while i < n:
+        while i < n and header[i] in " ,":
+            i += 1
+        start = i
+        while i < n and header[i] not in " ,":
+            i += 1
+        scheme = header[start:i].lower()
+        if not scheme:
+            break
+        params, i = _parse_params(header, i)
+        challenges.append(Challenge(scheme, params))
+    return challenges
+
+
+def scope(repository: str, actions: str) -> str:
+    return f"repository:{repository}:{actions}"
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    url: str
+    params: list[tuple[str, str]]
+    basic: Credentials | None
+
+
+def token_request(
+    challenge: Challenge, scopes: tuple[str, ...], credentials: Credentials | None, registry_host: str
+) -> TokenRequest:
+    """What to ask the token server for. Credentials go to the realm only if it is safe.
+
+    Safe: the realm is HTTPS, or on the registry's own host (CVE-2020-15157 class of leak).
+    """
+    realm = challenge.realm
+    parts = urlsplit(realm)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ProtocolViolation(f"token realm is not an http(s) URL: {realm[:100]!r}", registry=registry_host)
+    params: list[tuple[str, str]] = []
+    if "service" in challenge.params:
+        params.append(("service", challenge.params["service"]))
+    for s in scopes:
+        params.append(("scope", s))
+    same_host = parts.hostname == urlsplit(f"//{registry_host}").hostname
+    send_creds = credentials if (parts.scheme == "https" or same_host) else None
+    return TokenRequest(realm, params, send_creds)
+
+
+def parse_token_answer(body: bytes, now: float | None = None) -> tuple[str, float]:
+    """``(token, expires_at)`` from a token server's JSON answer."""
+    now = time.monotonic() if now is None else now
+    try:
+        doc = json.loads(body[:MAX_TOKEN_ANSWER])
+    except ValueError as exc:
+        raise ProtocolViolation("token server answered with something that is not JSON") from exc
+    if not isinstance(doc, dict):
+        raise ProtocolViolation("token server answer is not a JSON object")
+    token = doc.get("token") or doc.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise ProtocolViolation("token server answer has no 'token' or 'access_token'")
+    expires_in = doc.get("expires_in")
+    lifetime = float(expires_in) if isinstance(expires_in, int | float) else MIN_TOKEN_LIFETIME
+    return token, now + max(lifetime, MIN_TOKEN_LIFETIME) - 5.0
+
+
+@dataclass
+class TokenCache:
+    """Tokens per (realm, service, scopes): several slots, unlike a one-token client."""
+
+    _tokens: dict[tuple[str, str, tuple[str, ...]], tuple[str, float]] = field(default_factory=dict)
+
+    @staticmethod
+    def key(challenge: Challenge, scopes: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:
+        return (challenge.realm, challenge.params.get("service", ""), tuple(sorted(scopes)))
+
+    def get(self, key: tuple[str, str, tuple[str, ...]], now: float | None = None) -> str | None:
+        entry = self._tokens.get(key)
+        now = time.monotonic() if now is None else now
+        if entry and entry[1] > now:
+            return entry[0]
+        self._tokens.pop(key, None)
+        return None
+
+    def put(self, key: tuple[str, str, tuple[str, ...]], token: str, expires_at: float) -> None:
+        self._tokens[key] = (token, expires_at)
+
+    def drop(self, key: tuple[str, str, tuple[str, ...]]) -> None:
+        self._tokens.pop(key, None)
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(t for t, _ in self._tokens.values())

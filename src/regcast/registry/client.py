@@ -1,0 +1,482 @@
+"""An async client for one registry endpoint: auth, manifests, blob streams and uploads.
+
+One ``RegistryClient`` per (endpoint, credentials): it owns a keep-alive connection pool,
+the remembered auth challenge and a token cache keyed by scope. Every request goes through
+``_send``, the one place that applies auth, follows redirects safely and translates errors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import aiohttp
+
+from regcast._exceptions import (
+    AuthenticationFailed,
+    ManifestTooLarge,
+    NotFound,
+    ProtocolViolation,
+    RegistryError,
+    RegistryUnreachable,
+)
+from regcast.registry import mediatypes as mt
+from regcast.registry._transport import read_capped, response_error, translate_errors
+from regcast.registry.auth import (
+    MAX_TOKEN_ANSWER,
+    Challenge,
+    Credentials,
+    SeedAuth,
+    TokenCache,
+    parse_token_answer,
+    parse_www_authenticate,
+    scope,
+    token_request,
+)
+from regcast.registry.digest import validate_digest
+from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
+from regcast.registry.redact import redact_url
+from regcast.registry.reference import Endpoint, validate_ref, validate_repository
+
+log = logging.getLogger("regcast.registry")
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
+Body = bytes | AsyncIterable[bytes] | None
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Connection settings for one registry client (built from ``Settings``)."""
+
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    max_connections: int = 16
+    connect_timeout: float = 20.0
+    read_timeout: float = 300.0
+    chunk_size: int = 1024 * 1024
+
+
+def _ssl_context(options: ClientOptions) -> ssl.SSLContext | bool:
+    if not options.verify_tls:
+        return False
+    return ssl.create_default_context(cafile=options.ca_bundle) if options.ca_bundle else True
+
+
+def _is_metadata_address(host: str | None) -> bool:
+    """Link-local (cloud metadata) addresses are never a place to follow a redirect to."""
+    if not host:
+        return False
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host.lower() in ("metadata.google.internal", "metadata")
+    return ip.is_link_local or str(ip) == "fd00:ec2::254"
+
+
+def with_query(url: str, **params: str) -> str:
+    """``url`` with ``params`` added, keeping the query it already has (distribution's ``_state``)."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs, safe=":/"), parts.fragment))
+
+
+class RegistryClient:
+    """Client of one registry endpoint. Use as ``async with``; safe to share between tasks."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        credentials: Credentials | None = None,
+        seed_auth: SeedAuth | None = None,
+        options: ClientOptions | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.endpoint = endpoint
+        self.options = options or ClientOptions()
+        self.read_only = read_only
+        self._credentials = credentials
+        self._seed_auth = seed_auth if (seed_auth and seed_auth.url and not credentials) else None
+        self._seed_token: str | None = None
+        self._challenge: Challenge | None = None
+        self._tokens = TokenCache()
+        self._session: aiohttp.ClientSession | None = None
+        self._pinged = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.endpoint.name
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret this client holds, for scrubbing free text."""
+        out = list(self._tokens.secrets())
+        if self._credentials:
+            out.append(self._credentials.password)
+        if self._seed_token:
+            out.append(self._seed_token)
+        return tuple(out)
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.options.max_connections, ssl=_ssl_context(self.options), ttl_dns_cache=300
+            )
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=self.options.connect_timeout, sock_read=self.options.read_timeout
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=timeout,
+                auto_decompress=False,
+                headers={"User-Agent": "regcast/0.1"},
+                skip_auto_headers=("Accept-Encoding",),
+            )
+        return self._session
+
+    def url(self, path: str) -> str:
+        return self.endpoint.base + path
+
+    # -- ping, scheme and challenge ---------------------------------------------------------------
+    async def ping(self) -> None:
+        """``GET /v2/``: decides HTTPS vs HTTP fallback and remembers the auth challenge.
+
+        Some registries (gcr.io) answer 401 without a challenge on later requests, so the one
+        given here is kept.
+        """
+        if self._pinged:
+            return
+        try:
+            await self._ping_once()
+        except RegistryUnreachable as exc:
+            if not (self.endpoint.fallback_http and self.endpoint.scheme == "https"):
+                raise
+            if "certificate not trusted" in str(exc):
+                raise  # a TLS server with a bad certificate is never downgraded
+            log.debug("%s does not speak TLS, using plain HTTP", self.name)
+            self.endpoint = self.endpoint.with_scheme("http")
+            await self._ping_once()
+        self._pinged = True
+
+    async def _ping_once(self) -> None:
+        url = self.url("")
+        with translate_errors(self.name, "GET", url):
+            async with self._get_session().get(url, allow_redirects=False) as resp:
+                await read_capped(resp, 65536)
+                self._remember_challenge(resp)
+                if resp.status not in (200, 401):
+                    raise await response_error(resp, self.name, "checking the v2 API")
+
+    def _remember_challenge(self, resp: aiohttp.ClientResponse) -> Challenge | None:
+        header = resp.headers.get("WWW-Authenticate")
+        if not header:
+            return None
+        for ch in parse_www_authenticate(header):
+            if ch.scheme in ("bearer", "basic"):
+                self._challenge = ch
+                return ch
+        return None
+
+    # -- auth ------------------------------------------------------------------------------------
+    async def _authorization(self, scopes: tuple[str, ...], url: str) -> str | None:
+        if urlsplit(url).netloc.lower() != self.endpoint.host.lower():
+            return None  # never send credentials to another host (redirect targets, foreign Locations)
+        if self._seed_auth is not None:
+            if self._seed_token is None:
+                self._seed_token = await self._fetch_seed_token(self._seed_auth)
+            return f"{self._seed_auth.token_type or 'Bearer'} {self._seed_token}"
+        ch = self._challenge
+        if ch is None:
+            return None
+        if ch.scheme == "basic":
+            return self._credentials.basic_header() if self._credentials else None
+        key = TokenCache.key(ch, scopes)
+        token = self._tokens.get(key)
+        if token is None:
+            token, expires_at = await self._fetch_token(ch, scopes)
+            self._tokens.put(key, token, expires_at)
+        return f"Bearer {token}"
+
+    async def _fetch_seed_token(self, auth: SeedAuth) -> str:
+        assert auth.url
+        with translate_errors(self.name, "GET", auth.url):
+            async with self._get_session().get(
+                auth.url, headers=auth.header or None, json=auth.json_body, allow_redirects=False
+            ) as resp:
+                if resp.status >= 400:
+                    raise await response_error(resp, self.name, "fetching a token from the auth url")
+                body = await read_capped(resp, MAX_TOKEN_ANSWER)
+        token, _ = parse_token_answer(body)
+        return token
+
+    async def _fetch_token(self, ch: Challenge, scopes: tuple[str, ...]) -> tuple[str, float]:
+        req = token_request(ch, scopes, self._credentials, self.endpoint.host)
+        headers = {"Authorization": req.basic.basic_header()} if req.basic else {}
+        with translate_errors(self.name, "GET", req.url):
+            async with self._get_session().get(
+                req.url, params=req.params, headers=headers, allow_redirects=False
+            ) as resp:
+                if resp.status != 200:
+                    raise await response_error(resp, self.name, "token server refused", self.secrets())
+                body = await read_capped(resp, MAX_TOKEN_ANSWER)
+        return parse_token_answer(body)
+
+    # -- the one request path ------------------------------------------------------------------
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        scopes: tuple[str, ...],
+        headers: dict[str, str] | None = None,
+        data: Body = None,
+        follow_redirects: bool = False,
+    ) -> aiohttp.ClientResponse:
+        """Send one request with auth; answer a 401 once; follow redirects only if asked.
+
+        The caller owns the response (``release()`` it). A streamed body cannot be replayed, so
+        callers make sure auth is settled (``ping`` + a cached token) before streaming.
+        """
+        if self.read_only and method not in ("GET", "HEAD"):
+            raise RegistryError(f"refusing {method} to source registry {self.name}", registry=self.name)
+        await self.ping()
+        replayable = data is None or isinstance(data, bytes)
+        resp = await self._send_once(method, url, scopes, headers, data)
+        if resp.status == 401 and replayable:
+            challenge = self._remember_challenge(resp) or self._challenge
+            resp.release()
+            if challenge is not None and challenge.scheme == "bearer":
+                self._tokens.drop(TokenCache.key(challenge, scopes))
+            elif self._seed_auth is not None:
+                self._seed_token = None
+            resp = await self._send_once(method, url, scopes, headers, data)
+        hops = 0
+        while follow_redirects and resp.status in _REDIRECTS and hops < MAX_REDIRECTS:
+            location = resp.headers.get("Location")
+            resp.release()
+            if not location:
+                raise ProtocolViolation(f"registry {self.name}: redirect without Location", registry=self.name)
+            url = self._checked_redirect(url, location)
+            resp = await self._send_once(method, url, scopes, headers, None)
+            hops += 1
+        return resp
+
+    def _checked_redirect(self, current: str, location: str) -> str:
+        target = urljoin(current, location)
+        old, new = urlsplit(current), urlsplit(target)
+        if new.scheme not in ("http", "https"):
+            raise ProtocolViolation(f"registry {self.name}: redirect to a non-HTTP URL", registry=self.name)
+        if old.scheme == "https" and new.scheme == "http":
+            raise ProtocolViolation(
+                f"registry {self.name}: refusing redirect from https to http ({redact_url(target)})",
+                registry=self.name,
+            )
+        if _is_metadata_address(new.hostname):
+            raise ProtocolViolation(
+                f"registry {self.name}: refusing redirect to link-local address {new.hostname}",
+                registry=self.name,
+            )
+        return target
+
+    async def _send_once(
+        self, method: str, url: str, scopes: tuple[str, ...], headers: dict[str, str] | None, data: Body
+    ) -> aiohttp.ClientResponse:
+        hdrs = dict(headers or {})
+        auth = await self._authorization(scopes, url)
+        if auth:
+            hdrs["Authorization"] = auth
+        log.debug("%s %s", method, redact_url(url))
+        with translate_errors(self.name, method, url):
+            return await self._get_session().request(method, url, headers=hdrs, data=data, allow_redirects=False)
+
+    # -- manifests -------------------------------------------------------------------------------
+    def _manifest_url(self, repository: str, ref: str) -> str:
+        validate_repository(repository)
+        validate_ref(ref)
+        return self.url(f"{repository}/manifests/{ref}")
+
+    async def get_manifest(self, repository: str, ref: str) -> Manifest:
+        """The manifest bytes exactly as stored, verified against the digest asked for or announced."""
+        url = self._manifest_url(repository, ref)
+        resp = await self._send(
+            "GET",
+            url,
+            scopes=(scope(repository, "pull"),),
+            headers={"Accept": mt.ACCEPT_MANIFESTS},
+            follow_redirects=True,
+        )
+        try:
+            if resp.status != 200:
+                raise await response_error(resp, self.name, f"getting manifest {repository}:{ref}")
+            length = resp.content_length
+            if length is not None and length > MAX_MANIFEST_BYTES:
+                raise ManifestTooLarge(
+                    f"registry {self.name}: manifest {repository}:{ref} is {length} bytes, "
+                    f"over the {MAX_MANIFEST_BYTES} byte limit"
+                )
+            with translate_errors(self.name, "GET", url):
+                raw = await read_capped(resp, MAX_MANIFEST_BYTES)
+            if len(raw) > MAX_MANIFEST_BYTES:
+                raise ManifestTooLarge(
+                    f"registry {self.name}: manifest {repository}:{ref} is over the {MAX_MANIFEST_BYTES} byte limit"
+                )
+            expected = ref if ":" in ref else None
+            announced = resp.headers.get("Docker-Content-Digest")
+            if expected is None and announced and announced.startswith("sha"):
+                expected = validate_digest(announced)
+            return parse_manifest(raw, resp.headers.get("Content-Type", ""), expected)
+        finally:
+            resp.release()
+
+    async def head_manifest(self, repository: str, ref: str) -> str | None:
+        """The digest the registry holds for ``ref``, or None when it has none."""
+        url = self._manifest_url(repository, ref)
+        resp = await self._send(
+            "HEAD",
+            url,
+            scopes=(scope(repository, "pull"),),
+            headers={"Accept": mt.ACCEPT_MANIFESTS},
+            follow_redirects=True,
+        )
+        try:
+            if resp.status == 404:
+                return None
+            if resp.status != 200:
+                raise await response_error(resp, self.name, f"checking manifest {repository}:{ref}")
+            digest = resp.headers.get("Docker-Content-Digest")
+        finally:
+            resp.release()
+        if digest:
+            return validate_digest(digest)
+        try:  # older registries: no digest header on HEAD, so hash the bytes
+            return (await self.get_manifest(repository, ref)).digest
+        except NotFound:
+            return None
+
+    async def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str) -> str | None:
+        """Push manifest bytes unchanged; returns the digest the registry announced, if any."""
+        url = self._manifest_url(repository, ref)
+        resp = await self._send(
+            "PUT",
+            url,
+            scopes=(scope(repository, "pull,push"),),
+            headers={"Content-Type": media_type},
+            data=raw,
+        )
+        try:
+            if resp.status not in (200, 201, 202):
+                raise await response_error(resp, self.name, f"pushing manifest {repository}:{ref}")
+            return resp.headers.get("Docker-Content-Digest")
+        finally:
+            resp.release()
+
+    # -- blobs -----------------------------------------------------------------------------------
+    async def blob_exists(self, repository: str, digest: str) -> bool:
+        validate_repository(repository)
+        url = self.url(f"{repository}/blobs/{validate_digest(digest)}")
+        resp = await self._send("HEAD", url, scopes=(scope(repository, "pull"),), follow_redirects=True)
+        try:
+            if resp.status == 200:
+                return True
+            if resp.status == 404:
+                return False
+            raise await response_error(resp, self.name, f"checking blob {digest}")
+        finally:
+            resp.release()
+
+    @asynccontextmanager
+    async def blob_stream(self, repository: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream a blob's bytes (redirects to object stores followed without our Authorization)."""
+        validate_repository(repository)
+        url = self.url(f"{repository}/blobs/{validate_digest(digest)}")
+        resp = await self._send("GET", url, scopes=(scope(repository, "pull"),), follow_redirects=True)
+        try:
+            if resp.status != 200:
+                raise await response_error(resp, self.name, f"getting blob {digest}")
+            yield self._iter_body(resp, url)
+        finally:
+            resp.release()
+
+    async def _iter_body(self, resp: aiohttp.ClientResponse, url: str) -> AsyncIterator[bytes]:
+        size = self.options.chunk_size
+        while True:
+            with translate_errors(self.name, "GET", url):
+                chunk = await resp.content.read(size)
+            if not chunk:
+                return
+            yield chunk
+
+    async def start_upload(
+        self, repository: str, *, mount: str | None = None, mount_from: str | None = None
+    ) -> str | None:
+        """Open an upload session; returns its absolute Location, or None if the mount worked."""
+        validate_repository(repository)
+        url = self.url(f"{repository}/blobs/uploads/")
+        scopes: tuple[str, ...] = (scope(repository, "pull,push"),)
+        if mount and mount_from:
+            url = with_query(url, mount=validate_digest(mount), **{"from": validate_repository(mount_from)})
+            scopes += (scope(mount_from, "pull"),)
+        resp = await self._send("POST", url, scopes=scopes, headers={"Content-Length": "0"}, data=b"")
+        try:
+            if mount and resp.status == 201:
+                return None
+            if resp.status != 202:
+                raise await response_error(resp, self.name, "starting a blob upload")
+            location = resp.headers.get("Location")
+            if not location:
+                raise ProtocolViolation(f"registry {self.name}: upload answer without Location", registry=self.name)
+            return urljoin(url, location)
+        finally:
+            resp.release()
+
+    async def finish_upload(self, location: str, digest: str, size: int, body: Body, repository: str) -> None:
+        """``PUT <location>&digest=`` with the whole body (monolithic, streamed)."""
+        url = with_query(location, digest=validate_digest(digest))
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        resp = await self._send("PUT", url, scopes=(scope(repository, "pull,push"),), headers=headers, data=body)
+        try:
+            if resp.status not in (201, 204):
+                raise await response_error(resp, self.name, f"uploading blob {digest}")
+        finally:
+            resp.release()
+
+    async def cancel_upload(self, location: str, repository: str) -> None:
+        """Best effort: tell the registry to drop an unfinished upload session."""
+        try:
+            resp = await self._send("DELETE", location, scopes=(scope(repository, "pull,push"),))
+            resp.release()
+        except RegistryError as exc:
+            log.debug("cancelling upload at %s failed: %s", self.name, exc)
+
+    async def prepare(self, repository: str, actions: str, extra: tuple[str, ...] = ()) -> None:
+        """Settle auth for ``repository`` before a streamed body (which cannot be replayed)."""
+        await self.ping()
+        await self._authorization((scope(repository, actions), *extra), self.url(""))
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, secret-free description for users."""
+    if isinstance(exc, AuthenticationFailed):
+        return f"{exc} (check the credentials)"
+    return str(exc) or type(exc).__name__
+
+
+__all__: list[Any] = ["ClientOptions", "RegistryClient", "describe", "with_query"]

@@ -1,0 +1,66 @@
+"""Credentials from the Docker config file, read as docker and skopeo read it (``auths`` only).
+
+Credential helpers (``credsStore``/``credHelpers``) would mean running other programs; regcast
+never shells out, so they are ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from regcast.registry.auth import Credentials
+from regcast.registry.reference import DOCKER_HUB
+
+_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
+
+
+def config_path() -> Path:
+    base = os.environ.get("DOCKER_CONFIG")
+    return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+
+
+def _host_of(key: str) -> str:
+    if "://" in key:
+        return urlsplit(key).netloc.lower()
+    return key.split("/", 1)[0].lower()
+
+
+def _entry_credentials(entry: object) -> Credentials | None:
+    if not isinstance(entry, dict):
+        return None
+    encoded = entry.get("auth")
+    if isinstance(encoded, str) and encoded:
+        try:
+            user, sep, password = base64.b64decode(encoded).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return Credentials(user, password) if sep else None
+    name, secret = entry.get("username"), entry.get("password")
+    if isinstance(name, str) and isinstance(secret, str) and name:
+        return Credentials(name, secret)
+    return None
+
+
+def credentials_for(registry: str, path: Path | None = None) -> Credentials | None:
+    """Credentials stored for ``registry`` (host[:port]; ``docker.io`` for Docker Hub), or None."""
+    path = path or config_path()
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    auths = doc.get("auths") if isinstance(doc, dict) else None
+    if not isinstance(auths, dict):
+        return None
+    wanted = registry.lower()
+    for key, entry in auths.items():
+        host = _host_of(key)
+        if host == wanted or (wanted == DOCKER_HUB and (key in _HUB_KEYS or host in _HUB_KEYS)):
+            creds = _entry_credentials(entry)
+            if creds:
+                return creds
+    return None

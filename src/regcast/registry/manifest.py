@@ -1,0 +1,154 @@
+"""Manifests as bytes: parsed only to find what they reference, never re-serialised.
+
+The bytes a registry served are what regcast pushes, so the digest stays the same. Parsing
+extracts the descriptors a copy needs: child manifests (indexes), config and layers (images),
+and the subject (referrers, for information only).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from regcast._exceptions import DigestMismatch, ManifestTooLarge, UnsupportedManifest
+from regcast.registry import mediatypes as mt
+from regcast.registry.digest import digest_of, validate_digest
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        """``os/arch[/variant]`` as users write it for ``--platform``."""
+        parts = text.strip().split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ValueError(f"invalid platform {text!r}: expected os/arch[/variant]")
+        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+
+    def matches(self, other: Platform | None) -> bool:
+        """Does a manifest for ``other`` satisfy a request for ``self`` (variant optional)?"""
+        if other is None:
+            return False
+        if (self.os, self.architecture) != (other.os, other.architecture):
+            return False
+        return not self.variant or self.variant == other.variant
+
+    def __str__(self) -> str:
+        return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    urls: tuple[str, ...] = ()
+    platform: Platform | None = None
+
+    @property
+    def is_foreign(self) -> bool:
+        """A non-distributable layer with URLs: never pushed (docker and skopeo agree)."""
+        return self.media_type in mt.FOREIGN_LAYERS and bool(self.urls)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    raw: bytes
+    digest: str
+    media_type: str
+    children: tuple[Descriptor, ...] = ()
+    blobs: tuple[Descriptor, ...] = ()
+    subject: Descriptor | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in mt.INDEXES
+
+
+def _descriptor(obj: Any, where: str) -> Descriptor:
+    if not isinstance(obj, dict):
+        raise UnsupportedManifest(f"{where}: descriptor is not an object")
+    digest = obj.get("digest")
+    size = obj.get("size")
+    media_type = obj.get("mediaType", "")
+    if not isinstance(digest, str) or not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise UnsupportedManifest(f"{where}: descriptor needs a digest string and a non-negative size")
+    if not isinstance(media_type, str):
+        raise UnsupportedManifest(f"{where}: mediaType must be a string")
+    validate_digest(digest)
+    urls = obj.get("urls") or ()
+    if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
+        raise UnsupportedManifest(f"{where}: urls must be a list of strings")
+    platform = None
+    p = obj.get("platform")
+    if isinstance(p, dict) and isinstance(p.get("os"), str) and isinstance(p.get("architecture"), str):
+        variant = p.get("variant")
+        platform = Platform(p["os"], p["architecture"], variant if isinstance(variant, str) else "")
+    return Descriptor(media_type, digest, size, tuple(urls), platform)
+
+
+def _media_type(doc: dict[str, Any], content_type: str) -> str:
+    declared = doc.get("mediaType")
+    if isinstance(declared, str) and declared:
+        return declared
+    ctype = content_type.split(";", 1)[0].strip()
+    if ctype in mt.MANIFESTS:
+        return ctype
+    # OCI allows omitting mediaType: tell index from image by shape.
+    if "manifests" in doc:
+        return mt.OCI_INDEX
+    if "layers" in doc or "config" in doc:
+        return mt.OCI_MANIFEST
+    return ctype
+
+
+def parse_manifest(raw: bytes, content_type: str = "", expected_digest: str | None = None) -> Manifest:
+    """Parse ``raw`` (verified against ``expected_digest`` if given) without changing a byte."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestTooLarge(f"manifest is {len(raw)} bytes, over the {MAX_MANIFEST_BYTES} byte limit")
+    algorithm = expected_digest.split(":", 1)[0] if expected_digest else "sha256"
+    digest = digest_of(raw, algorithm)
+    if expected_digest and digest != expected_digest:
+        raise DigestMismatch(f"manifest bytes hash to {digest}, not the {expected_digest} asked for")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UnsupportedManifest(f"manifest is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise UnsupportedManifest("manifest is not a JSON object")
+    media_type = _media_type(doc, content_type)
+    if media_type in (mt.DOCKER_SCHEMA1, mt.DOCKER_SCHEMA1_SIGNED) or doc.get("schemaVersion") == 1:
+        raise UnsupportedManifest("Docker schema1 manifests are not supported (deprecated; convert to schema2)")
+    if media_type in mt.INDEXES:
+        items = doc.get("manifests")
+        if not isinstance(items, list):
+            raise UnsupportedManifest("index has no 'manifests' list")
+        children = tuple(_descriptor(d, f"manifests[{i}]") for i, d in enumerate(items))
+        blobs: tuple[Descriptor, ...] = ()
+    elif media_type in mt.IMAGE_MANIFESTS:
+        config = doc.get("config")
+        layers = doc.get("layers", [])
+        if config is None or not isinstance(layers, list):
+            raise UnsupportedManifest("image manifest needs 'config' and a 'layers' list")
+        blobs = (_descriptor(config, "config"),) + tuple(_descriptor(d, f"layers[{i}]") for i, d in enumerate(layers))
+        children = ()
+    else:
+        raise UnsupportedManifest(f"unsupported manifest media type {media_type[:100]!r}")
+    subject = _descriptor(doc["subject"], "subject") if isinstance(doc.get("subject"), dict) else None
+    return Manifest(raw, digest, media_type, children, blobs, subject)
+
+
+def filter_index(index: Manifest, keep: list[Descriptor]) -> bytes:
+    """An index with only ``keep`` among its manifests (used for a multi-platform filter)."""
+    doc = json.loads(index.raw)
+    wanted = {d.digest for d in keep}
+    doc["manifests"] = [m for m in doc["manifests"] if m.get("digest") in wanted]
+    return json.dumps(doc, indent=3).encode()

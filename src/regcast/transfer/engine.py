@@ -1,0 +1,304 @@
+"""The copy engine: one source graph to many targets at once, each blob read from the source once.
+
+Per target: check the tag (skip / already done / copy), then for every blob HEAD → mount →
+upload, then child manifests, then the root manifest (the tag last). Targets fail alone: a
+target that fails is dropped from the remaining work and its reason kept in its status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from regcast._exceptions import DigestMismatch, RegcastError, RegistryError
+from regcast.registry.client import RegistryClient, describe
+from regcast.registry.manifest import Descriptor, Manifest, Platform
+from regcast.transfer.fanout import Channel, Sink, broadcast
+from regcast.transfer.plan import SourceGraph, load_graph
+from regcast.transfer.progress import Listener, NullListener, TargetState, TargetStatus
+
+log = logging.getLogger("regcast.transfer")
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    blobs_in_flight: int = 4
+    queue_depth: int = 8
+    checks_in_flight: int = 16
+
+
+@dataclass
+class Target:
+    """Where one copy goes: a client, a repository and the ref the root is pushed to."""
+
+    key: str
+    client: RegistryClient
+    repository: str
+    ref: str
+    overwrite: bool = False
+    status: TargetStatus = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.status = TargetStatus(self.key)
+
+    @property
+    def registry(self) -> str:
+        return self.client.endpoint.base
+
+
+@dataclass
+class CopyResult:
+    source_digest: str
+    targets: list[TargetStatus]
+
+    @property
+    def ok(self) -> bool:
+        return all(t.state in (TargetState.FINISHED, TargetState.SKIPPED) for t in self.targets)
+
+
+class KnownBlobs:
+    """Where a blob was last seen per registry, so later copies can mount instead of upload."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._entries: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, registry: str, digest: str, repository: str) -> None:
+        self._entries[(registry, digest)] = repository
+        self._entries.move_to_end((registry, digest))
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+    def get(self, registry: str, digest: str) -> str | None:
+        return self._entries.get((registry, digest))
+
+
+class CopyEngine:
+    """Long-lived (one per process): holds the options and the known-blob locations."""
+
+    def __init__(self, options: TransferOptions | None = None, known: KnownBlobs | None = None) -> None:
+        self.options = options or TransferOptions()
+        self.known = known or KnownBlobs()
+
+    async def plan(
+        self, source: RegistryClient, repository: str, ref: str, platforms: list[Platform] | None = None
+    ) -> SourceGraph:
+        return await load_graph(source, repository, ref, platforms)
+
+    async def copy(
+        self,
+        source: RegistryClient,
+        repository: str,
+        ref: str,
+        targets: list[Target],
+        *,
+        platforms: list[Platform] | None = None,
+        listener: Listener | None = None,
+        graph: SourceGraph | None = None,
+    ) -> CopyResult:
+        """Copy ``repository:ref`` from ``source`` to every target; never raises for one target's fault."""
+        run = _CopyRun(self, source, repository, targets, listener or NullListener())
+        graph = graph or await self.plan(source, repository, ref, platforms)
+        await run.execute(graph)
+        return CopyResult(graph.root.digest, [t.status for t in targets])
+
+
+class _CopyRun:
+    def __init__(
+        self, engine: CopyEngine, source: RegistryClient, repository: str, targets: list[Target], listener: Listener
+    ) -> None:
+        self.engine = engine
+        self.source = source
+        self.repository = repository
+        self.targets = targets
+        self.listener = listener
+        self.blob_slots = asyncio.Semaphore(engine.options.blobs_in_flight)
+        self.check_slots = asyncio.Semaphore(engine.options.checks_in_flight)
+
+    # -- status helpers ----------------------------------------------------------------------
+    def _set(self, t: Target, state: TargetState, error: str | None = None) -> None:
+        t.status.state = state
+        if error is not None:
+            t.status.error = error
+        self.listener.changed(t.status)
+
+    def _fail(self, t: Target, exc: BaseException) -> None:
+        if t.status.state is TargetState.FAILED:
+            return
+        message = describe(exc)
+        for secret in t.client.secrets() + self.source.secrets():
+            if secret and len(secret) >= 3:
+                message = message.replace(secret, "REDACTED")
+        log.warning("target %s failed: %s", t.key, message)
+        self._set(t, TargetState.FAILED, message)
+
+    def _alive(self, targets: list[Target]) -> list[Target]:
+        return [t for t in targets if t.status.state is TargetState.RUNNING]
+
+    def _add_bytes(self, t: Target, n: int, uploaded: bool = False) -> None:
+        t.status.bytes_done += n
+        if uploaded:
+            t.status.bytes_uploaded += n
+        self.listener.changed(t.status)
+
+    # -- the run -------------------------------------------------------------------------------
+    async def execute(self, graph: SourceGraph) -> None:
+        for t in self.targets:
+            t.status.bytes_total = graph.total_bytes
+            t.status.blobs_total = len(graph.blobs)
+            t.status.attempts += 1
+            self._set(t, TargetState.RUNNING)
+        await asyncio.gather(*(self._check_tag(t, graph.root) for t in self.targets))
+        active = self._alive(self.targets)
+        if not active:
+            return
+        # largest blobs first: the long transfers start early and small ones fill the gaps
+        blobs = sorted(graph.blobs, key=lambda b: b.size, reverse=True)
+        await asyncio.gather(*(self._copy_blob(b, active) for b in blobs))
+        await asyncio.gather(*(self._push_manifests(t, graph) for t in self._alive(active)))
+
+    async def _check_tag(self, t: Target, root: Manifest) -> None:
+        try:
+            existing = await t.client.head_manifest(t.repository, t.ref)
+        except RegcastError as exc:
+            self._fail(t, exc)
+            return
+        if existing == root.digest:
+            t.status.bytes_done = t.status.bytes_total
+            t.status.notes.append("already up to date")
+            self._set(t, TargetState.FINISHED)
+        elif existing is not None and not t.overwrite:
+            t.status.notes.append(f"{t.ref} exists with another digest and overwrite is off")
+            self._set(t, TargetState.SKIPPED)
+
+    async def _copy_blob(self, blob: Descriptor, targets: list[Target]) -> None:
+        async with self.blob_slots:
+            missing = [t for t in await self._heads(blob, targets) if t is not None]
+            tried_mount: set[int] = set()
+            sessions: dict[int, str] = {}
+            # Each round streams to one leader per registry; the others then mount from it.
+            # Every round finishes at least one target per registry, so the loop ends.
+            while True:
+                missing = self._alive(missing)
+                if not missing:
+                    return
+                mounted = await asyncio.gather(*(self._try_mount(t, blob, tried_mount, sessions) for t in missing))
+                missing = [t for t, ok in zip(missing, mounted, strict=True) if not ok]
+                leaders: dict[str, Target] = {}
+                for t in self._alive(missing):
+                    leaders.setdefault(t.registry, t)
+                if leaders:
+                    await self._stream(blob, list(leaders.values()), sessions)
+                missing = [t for t in missing if t not in leaders.values()]
+
+    async def _heads(self, blob: Descriptor, targets: list[Target]) -> list[Target | None]:
+        async def head(t: Target) -> Target | None:
+            if t.status.state is not TargetState.RUNNING:
+                return None
+            try:
+                async with self.check_slots:
+                    present = await t.client.blob_exists(t.repository, blob.digest)
+            except RegcastError as exc:
+                self._fail(t, exc)
+                return None
+            if present:
+                t.status.blobs_present += 1
+                self.engine.known.add(t.registry, blob.digest, t.repository)
+                self._add_bytes(t, blob.size)
+                return None
+            return t
+
+        return list(await asyncio.gather(*(head(t) for t in targets)))
+
+    def _mount_source(self, t: Target, digest: str) -> str | None:
+        if self.source.endpoint.base == t.registry and self.repository != t.repository:
+            return self.repository
+        repo = self.engine.known.get(t.registry, digest)
+        return repo if repo and repo != t.repository else None
+
+    async def _try_mount(self, t: Target, blob: Descriptor, tried: set[int], sessions: dict[int, str]) -> bool:
+        origin = None if id(t) in tried else self._mount_source(t, blob.digest)
+        if origin is None:
+            return False
+        tried.add(id(t))
+        try:
+            location = await t.client.start_upload(t.repository, mount=blob.digest, mount_from=origin)
+        except RegcastError as exc:
+            log.info("mount of %s into %s refused (%s); uploading instead", blob.digest, t.key, exc)
+            return False
+        if location is not None:  # 202: not mounted, but here is an upload session to use
+            sessions[id(t)] = location
+            return False
+        t.status.blobs_mounted += 1
+        self.engine.known.add(t.registry, blob.digest, t.repository)
+        self._add_bytes(t, blob.size)
+        return True
+
+    async def _stream(self, blob: Descriptor, leaders: list[Target], sessions: dict[int, str]) -> None:
+        async def open_session(t: Target) -> str | None:
+            if id(t) in sessions:
+                return sessions.pop(id(t))
+            try:
+                return await t.client.start_upload(t.repository)
+            except RegcastError as exc:
+                self._fail(t, exc)
+                return None
+
+        locations = await asyncio.gather(*(open_session(t) for t in leaders))
+        ready = [(t, loc) for t, loc in zip(leaders, locations, strict=True) if loc is not None]
+        if not ready:
+            return
+        sinks = [self._sink(t, loc, blob) for t, loc in ready]
+        try:
+            async with self.source.blob_stream(self.repository, blob.digest) as body:
+                errors = await broadcast(body, blob, sinks, self.engine.options.queue_depth)
+        except RegcastError as exc:  # the source could not even start the stream
+            errors = [exc] * len(ready)
+        for (t, loc), err in zip(ready, errors, strict=True):
+            if err is None:
+                t.status.blobs_uploaded += 1
+                self.engine.known.add(t.registry, blob.digest, t.repository)
+                continue
+            await _shielded_cancel(t.client, loc, t.repository)
+            if isinstance(err, DigestMismatch):
+                err = DigestMismatch(f"source registry {self.source.name}: {err}")
+            if isinstance(err, RegcastError | OSError):
+                self._fail(t, err)
+            else:
+                self._fail(t, RegistryError(f"registry {t.client.name}: upload failed: {err!r}"))
+
+    def _sink(self, t: Target, location: str, blob: Descriptor) -> Sink:
+        async def sink(ch: Channel) -> None:
+            first = await ch.get()  # wait for the first verified bytes before opening the PUT
+            body = ch.body(first, lambda n: self._add_bytes(t, n, uploaded=True))
+            await t.client.finish_upload(location, blob.digest, blob.size, body, t.repository)
+
+        return sink
+
+    async def _push_manifests(self, t: Target, graph: SourceGraph) -> None:
+        try:
+            for m in graph.manifests:
+                await self._put_manifest(t, m, m.digest)
+            await self._put_manifest(t, graph.root, t.ref)
+        except RegcastError as exc:
+            self._fail(t, exc)
+            return
+        self._set(t, TargetState.FINISHED)
+
+    async def _put_manifest(self, t: Target, m: Manifest, ref: str) -> None:
+        announced = await t.client.put_manifest(t.repository, ref, m.raw, m.media_type)
+        if announced and announced.startswith(m.digest.split(":")[0]) and announced != m.digest:
+            raise DigestMismatch(f"registry {t.client.name} stored manifest {ref} as {announced}, not {m.digest}")
+        t.status.manifests_pushed += 1
+        self.listener.changed(t.status)
+
+
+async def _shielded_cancel(client: RegistryClient, location: str, repository: str) -> None:
+    try:
+        await asyncio.shield(client.cancel_upload(location, repository))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # best effort: the registry expires stale uploads anyway
+        log.debug("could not cancel upload: %s", exc)

@@ -1,0 +1,88 @@
+"""Walk the source graph once (index → child manifests → config + layers) before any upload."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from regcast._exceptions import UnsupportedManifest
+from regcast.registry import mediatypes as mt
+from regcast.registry.client import RegistryClient
+from regcast.registry.manifest import Descriptor, Manifest, Platform, filter_index, parse_manifest
+
+MAX_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class SourceGraph:
+    """Everything one copy pushes, in push order."""
+
+    root: Manifest
+    manifests: tuple[Manifest, ...]  # child manifests, deepest first, each once
+    blobs: tuple[Descriptor, ...]  # each blob once, foreign layers left out
+    foreign: tuple[Descriptor, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(b.size for b in self.blobs)
+
+
+async def _children(
+    client: RegistryClient,
+    repository: str,
+    index: Manifest,
+    depth: int,
+    seen: dict[str, Manifest],
+    order: list[Manifest],
+) -> None:
+    if depth > MAX_DEPTH:
+        raise UnsupportedManifest(f"index nesting deeper than {MAX_DEPTH}")
+    todo = [d for d in index.children if d.digest not in seen]
+    fetched = await asyncio.gather(*(client.get_manifest(repository, d.digest) for d in todo))
+    for desc, child in zip(todo, fetched, strict=True):
+        if desc.digest in seen:
+            continue
+        seen[desc.digest] = child
+        if child.is_index:
+            await _children(client, repository, child, depth + 1, seen, order)
+        order.append(child)
+
+
+def _select(index: Manifest, platforms: list[Platform]) -> list[Descriptor]:
+    chosen = [d for d in index.children if any(p.matches(d.platform) for p in platforms)]
+    if not chosen:
+        have = ", ".join(sorted({str(d.platform) for d in index.children if d.platform})) or "none"
+        want = ", ".join(str(p) for p in platforms)
+        raise UnsupportedManifest(f"the index has no manifest for platform {want} (it has: {have})")
+    return chosen
+
+
+async def load_graph(
+    client: RegistryClient, repository: str, ref: str, platforms: list[Platform] | None = None
+) -> SourceGraph:
+    """Fetch the root and every child manifest; collect the blobs to copy.
+
+    With a platform filter on an index: one platform → its image manifest becomes the root (as
+    crane and skopeo do); several → a new index listing only those (a new digest).
+    """
+    root = await client.get_manifest(repository, ref)
+    if root.is_index and platforms:
+        chosen = _select(root, platforms)
+        if len(platforms) == 1 and len(chosen) >= 1:
+            root = await client.get_manifest(repository, chosen[0].digest)
+        else:
+            raw = filter_index(root, chosen)
+            root = parse_manifest(raw, root.media_type or mt.OCI_INDEX)
+    seen: dict[str, Manifest] = {}
+    order: list[Manifest] = []
+    if root.is_index:
+        await _children(client, repository, root, 1, seen, order)
+    blobs: dict[str, Descriptor] = {}
+    foreign: dict[str, Descriptor] = {}
+    for m in [*order, root]:
+        for b in m.blobs:
+            if b.is_foreign:
+                foreign.setdefault(b.digest, b)
+            else:
+                blobs.setdefault(b.digest, b)
+    return SourceGraph(root, tuple(order), tuple(blobs.values()), tuple(foreign.values()))

@@ -1,0 +1,49 @@
+"""Per-target state and counters that the CLI's progress bars and the job store consume."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class TargetState(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    SKIPPED = "SKIPPED"
+    FAILED = "FAILED"
+
+
+@dataclass
+class TargetStatus:
+    """Live status of one target during a copy (mutated by the engine only)."""
+
+    key: str
+    state: TargetState = TargetState.PENDING
+    error: str | None = None
+    bytes_total: int = 0
+    bytes_done: int = 0
+    bytes_uploaded: int = 0
+    blobs_total: int = 0
+    blobs_present: int = 0
+    blobs_mounted: int = 0
+    blobs_uploaded: int = 0
+    manifests_pushed: int = 0
+    attempts: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.state in (TargetState.FINISHED, TargetState.SKIPPED, TargetState.FAILED)
+
+
+class Listener(Protocol):
+    """Told whenever a target's status changes (bytes included); must return quickly."""
+
+    def changed(self, status: TargetStatus) -> None: ...
+
+
+class NullListener:
+    def changed(self, status: TargetStatus) -> None:
+        return None

@@ -1,0 +1,127 @@
+"""Shared fixtures: real registries (open, htpasswd+TLS, token auth) started once per session."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.support.registry import BINARY, RegistryServer
+from tests.support.tokenserver import TokenServer
+
+BASIC_USERS = {"alice": "alice-S3cret-pw"}
+TOKEN_USERS = {"bob": "bob-T0ken-pw"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if shutil.which(BINARY) is None:
+        skip = pytest.mark.skip(reason="docker-registry binary not installed (make test installs it)")
+        for item in items:
+            if "integration" in str(item.fspath):
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path]:
+    authority = trustme.CA()
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    authority.cert_pem.write_to_path(str(path))
+    return authority, path
+
+
+@pytest.fixture(scope="session")
+def ca_bundle(ca: tuple[trustme.CA, Path]) -> Path:
+    return ca[1]
+
+
+def _tls_files(authority: trustme.CA, directory: Path) -> tuple[Path, Path]:
+    cert = authority.issue_cert("127.0.0.1", "localhost")
+    directory.mkdir(parents=True, exist_ok=True)
+    crt, key = directory / "server.crt", directory / "server.key"
+    cert.cert_chain_pems[0].write_to_path(str(crt))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(crt), append=True)
+    cert.private_key_pem.write_to_path(str(key))
+    return crt, key
+
+
+class Registries:
+    def __init__(self, base: Path, ca: tuple[trustme.CA, Path]) -> None:
+        self.base = base
+        self.ca = ca
+        self.started: list[RegistryServer] = []
+        self.token_servers: list[TokenServer] = []
+
+    def open(self, name: str) -> RegistryServer:
+        reg = RegistryServer(name, self.base / name).start()
+        self.started.append(reg)
+        return reg
+
+    def basic_tls(self, name: str) -> RegistryServer:
+        d = self.base / name
+        reg = RegistryServer(name, d, flavour="basic", users=dict(BASIC_USERS),
+                             cert=_tls_files(self.ca[0], d / "tls"), ca_path=self.ca[1]).start()
+        self.started.append(reg)
+        return reg
+
+    def token(self, name: str, expires_in: int = 300) -> RegistryServer:
+        d = self.base / name
+        d.mkdir(parents=True, exist_ok=True)
+        ts = TokenServer(d, dict(TOKEN_USERS), expires_in=expires_in).start()
+        self.token_servers.append(ts)
+        reg = RegistryServer(name, d, flavour="token", users=dict(TOKEN_USERS), token_server=ts).start()
+        self.started.append(reg)
+        return reg
+
+    def stop(self) -> None:
+        for reg in self.started:
+            reg.stop()
+        for ts in self.token_servers:
+            ts.stop()
+
+
+@pytest.fixture(scope="session")
+def registries(tmp_path_factory: pytest.TempPathFactory, ca: tuple[trustme.CA, Path]) -> Iterator[Registries]:
+    regs = Registries(tmp_path_factory.mktemp("registries"), ca)
+    yield regs
+    regs.stop()
+
+
+@pytest.fixture(scope="session")
+def src_reg(registries: Registries) -> RegistryServer:
+    return registries.open("source")
+
+
+@pytest.fixture(scope="session")
+def open_reg(registries: Registries) -> RegistryServer:
+    return registries.open("open-target")
+
+
+@pytest.fixture(scope="session")
+def basic_reg(registries: Registries) -> RegistryServer:
+    return registries.basic_tls("basic-tls")
+
+
+@pytest.fixture(scope="session")
+def token_reg(registries: Registries) -> RegistryServer:
+    return registries.token("token")
+
+
+@pytest.fixture
+def repo(request: pytest.FixtureRequest) -> str:
+    """A fresh repository name per test."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    return f"t/{name}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture(autouse=True)
+def _no_docker_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never read the developer's own ~/.docker/config.json."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    os.makedirs(tmp_path / "docker-config", exist_ok=True)

@@ -1,0 +1,158 @@
+"""Test images built by the tests: schema2, OCI, manifest lists, indexes, artifacts, odd layers."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+
+from tests.support.registry import RegistryHTTP
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def layer_bytes(size: int = 4096, seed: bytes | None = None) -> bytes:
+    """A real gzip'd tar with one file of random content (``size`` bytes before compression)."""
+    content = seed if seed is not None else os.urandom(size)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("file.bin")
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    return gzip.compress(buf.getvalue(), mtime=0)
+
+
+@dataclass
+class Manifest:
+    raw: bytes
+    media_type: str
+
+    @property
+    def digest(self) -> str:
+        return sha(self.raw)
+
+
+@dataclass
+class Image:
+    """A root manifest, its child manifests (push order) and every blob's bytes."""
+
+    root: Manifest
+    children: list[Manifest] = field(default_factory=list)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return self.root.digest
+
+    def push(self, http: RegistryHTTP, repo: str, tag: str | None = "latest") -> Image:
+        for digest, data in self.blobs.items():
+            http.push_blob(repo, data, digest)
+        for child in self.children:
+            http.push_manifest(repo, child.digest, child.raw, child.media_type)
+        http.push_manifest(repo, tag or self.digest, self.root.raw, self.root.media_type)
+        return self
+
+
+def _desc(media_type: str, data: bytes, **extra: object) -> dict[str, object]:
+    return {"mediaType": media_type, "size": len(data), "digest": sha(data), **extra}
+
+
+def image(layers: list[bytes] | None = None, *, oci: bool = False, pretty: bool = False,
+          arch: str = "amd64", foreign: list[dict[str, object]] | None = None) -> Image:
+    layers = layers if layers is not None else [layer_bytes(), layer_bytes()]
+    config = json.dumps({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
+                         "config": {"Env": [f"N={os.urandom(4).hex()}"]}}).encode()
+    ctype, ltype, mtype = (OCI_CONFIG, OCI_LAYER, OCI_MANIFEST) if oci else (DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST)
+    layer_descs = [_desc(ltype, data) for data in layers] + list(foreign or [])
+    doc: dict[str, object] = {"schemaVersion": 2, "mediaType": mtype, "config": _desc(ctype, config),
+                              "layers": layer_descs}
+    if pretty:
+        # non-canonical: odd key order, indentation, trailing newline
+        doc = {"layers": doc["layers"], "schemaVersion": 2, "config": doc["config"], "mediaType": mtype}
+        raw = (json.dumps(doc, indent=4) + "\n").encode()
+    else:
+        raw = json.dumps(doc, separators=(",", ":")).encode()
+    blobs = {sha(config): config}
+    blobs.update({sha(data): data for data in layers})
+    return Image(Manifest(raw, mtype), [], blobs)
+
+
+def index(images: list[tuple[Image, dict[str, str]]], *, oci: bool = True) -> Image:
+    itype = OCI_INDEX if oci else DOCKER_LIST
+    doc = {"schemaVersion": 2, "mediaType": itype, "manifests": [
+        {"mediaType": img.root.media_type, "size": len(img.root.raw), "digest": img.digest, "platform": plat}
+        for img, plat in images
+    ]}
+    raw = json.dumps(doc, indent=2).encode()
+    blobs: dict[str, bytes] = {}
+    for img, _ in images:
+        blobs.update(img.blobs)
+    return Image(Manifest(raw, itype), [img.root for img, _ in images], blobs)
+
+
+def multi_platform(oci: bool = True, platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64/v8", "linux/s390x"),
+                   shared_base: bool = True) -> Image:
+    base = layer_bytes(8192)
+    imgs = []
+    for p in platforms:
+        parts = p.split("/")
+        plat = {"os": parts[0], "architecture": parts[1]}
+        if len(parts) == 3:
+            plat["variant"] = parts[2]
+        layers = ([base] if shared_base else []) + [layer_bytes(2048)]
+        imgs.append((image(layers, oci=oci, arch=parts[1]), plat))
+    return index(imgs, oci=oci)
+
+
+def helm_chart() -> Image:
+    config = json.dumps({"name": "demo", "version": "1.2.3", "apiVersion": "v2"}).encode()
+    chart = layer_bytes(3000)
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+           "config": _desc("application/vnd.cncf.helm.config.v1+json", config),
+           "layers": [_desc("application/vnd.cncf.helm.chart.content.v1.tar+gzip", chart)],
+           "annotations": {"org.opencontainers.image.title": "demo"}}
+    raw = json.dumps(doc).encode()
+    return Image(Manifest(raw, OCI_MANIFEST), [], {sha(config): config, sha(chart): chart})
+
+
+def artifact_with_empty_config(subject: Image | None = None) -> Image:
+    """An OCI 1.1 artifact: artifactType, the empty JSON config, and optionally a subject."""
+    empty = b"{}"
+    payload = b'{"sbom": "' + os.urandom(8).hex().encode() + b'"}'
+    doc: dict[str, object] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                              "artifactType": "application/spdx+json",
+                              "config": _desc("application/vnd.oci.empty.v1+json", empty),
+                              "layers": [_desc("application/spdx+json", payload)]}
+    if subject is not None:
+        doc["subject"] = {"mediaType": subject.root.media_type, "digest": subject.digest,
+                          "size": len(subject.root.raw)}
+    raw = json.dumps(doc).encode()
+    return Image(Manifest(raw, OCI_MANIFEST), [], {sha(empty): empty, sha(payload): payload})
+
+
+def foreign_layer_image() -> Image:
+    data = os.urandom(512)  # never pushed anywhere: it lives "at a foreign URL"
+    foreign = {"mediaType": DOCKER_FOREIGN, "size": len(data), "digest": sha(data),
+               "urls": ["https://example.invalid/layer.tar.gz"]}
+    return image([layer_bytes()], foreign=[foreign])
+
+
+def manifest_blobs(raw: bytes) -> list[dict[str, object]]:
+    doc = json.loads(raw)
+    return [doc["config"], *doc.get("layers", [])] if "config" in doc else []

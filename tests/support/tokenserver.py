@@ -1,0 +1,116 @@
+"""A small Docker token server for the tests (distribution token spec, ES256 JWTs with x5c).
+
+It runs in a thread on 127.0.0.1, checks Basic credentials against its users, and grants the
+scopes asked for to known users (``grant`` can narrow that to test partial grants).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def _signing_cert() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "regcast-test-token-signer")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+class TokenServer:
+    def __init__(self, directory: Path, users: dict[str, str], service: str = "regcast-test",
+                 issuer: str = "regcast-test-issuer", expires_in: int = 300) -> None:
+        self.users = users
+        self.service = service
+        self.issuer = issuer
+        self.expires_in = expires_in
+        self.requests: list[dict[str, object]] = []
+        self.grant: Callable[[str | None, list[str]], list[str]] | None = None
+        self._key, self._cert = _signing_cert()
+        self.cert_path = directory / "token-signer.pem"
+        self.cert_path.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
+        self._x5c = base64.b64encode(self._cert.public_bytes(serialization.Encoding.DER)).decode()
+        server = self
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(server))
+        self.port = self._httpd.server_address[1]
+        self.realm = f"http://127.0.0.1:{self.port}/token"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def start(self) -> TokenServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def issue(self, user: str | None, scopes: list[str]) -> str:
+        access = []
+        granted = self.grant(user, scopes) if self.grant else scopes
+        for s in granted:
+            kind, _, rest = s.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer, "sub": user or "", "aud": self.service, "exp": now + self.expires_in,
+            "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access,
+        }
+        return jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": [self._x5c]})
+
+    @staticmethod
+    def _handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return
+
+            def do_GET(self) -> None:
+                query = parse_qs(urlsplit(self.path).query)
+                user = None
+                header = self.headers.get("Authorization", "")
+                if header.startswith("Basic "):
+                    name, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                    if server.users.get(name) != password:
+                        self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]})
+                        return
+                    user = name
+                scopes = query.get("scope", []) if user else []
+                server.requests.append({"user": user, "scopes": scopes, "service": query.get("service")})
+                token = server.issue(user, scopes)
+                self._send(200, {"token": token, "expires_in": server.expires_in,
+                                 "issued_at": dt.datetime.now(dt.UTC).isoformat()})
+
+            def _send(self, status: int, body: dict[str, object]) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+        return Handler

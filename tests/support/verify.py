@@ -1,0 +1,43 @@
+"""Outcome checks: byte-identical manifests and every blob present with the digest it claims."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from tests.support.registry import RegistryHTTP
+
+FOREIGN = {"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+           "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"}
+
+
+def assert_same_image(src: RegistryHTTP, src_repo: str, src_ref: str,
+                      dst: RegistryHTTP, dst_repo: str, dst_ref: str) -> str:
+    """Compare the graph at ``dst`` with the source's; returns the root digest."""
+    a = src.get_manifest(src_repo, src_ref)
+    b = dst.get_manifest(dst_repo, dst_ref)
+    assert a.status_code == 200, a.text
+    assert b.status_code == 200, f"{dst.reg.name}: {b.status_code} {b.text}"
+    assert b.content == a.content, "manifest bytes differ"
+    digest = "sha256:" + hashlib.sha256(b.content).hexdigest()
+    assert b.headers.get("Docker-Content-Digest", digest) == digest
+    _check_graph(src, src_repo, dst, dst_repo, b.content)
+    return digest
+
+
+def _check_graph(src: RegistryHTTP, src_repo: str, dst: RegistryHTTP, dst_repo: str, raw: bytes) -> None:
+    doc = json.loads(raw)
+    for child in doc.get("manifests", []):
+        a = src.get_manifest(src_repo, child["digest"])
+        b = dst.get_manifest(dst_repo, child["digest"])
+        assert b.status_code == 200 and b.content == a.content, f"child {child['digest']} differs"
+        _check_graph(src, src_repo, dst, dst_repo, b.content)
+    if "config" in doc:
+        for desc in [doc["config"], *doc.get("layers", [])]:
+            if desc.get("mediaType") in FOREIGN and desc.get("urls"):
+                assert dst.head_blob(dst_repo, desc["digest"]) == 404, "foreign layer was pushed"
+                continue
+            r = dst.get_blob(dst_repo, desc["digest"])
+            assert r.status_code == 200, f"{dst.reg.name}: blob {desc['digest']} missing ({r.status_code})"
+            got = "sha256:" + hashlib.sha256(r.content).hexdigest()
+            assert got == desc["digest"] and len(r.content) == desc["size"], f"blob {desc['digest']} corrupt"

@@ -65,8 +65,14 @@ class Registries:
 
     def basic_tls(self, name: str) -> RegistryServer:
         d = self.base / name
-        reg = RegistryServer(name, d, flavour="basic", users=dict(BASIC_USERS),
-                             cert=_tls_files(self.ca[0], d / "tls"), ca_path=self.ca[1]).start()
+        reg = RegistryServer(
+            name,
+            d,
+            flavour="basic",
+            users=dict(BASIC_USERS),
+            cert=_tls_files(self.ca[0], d / "tls"),
+            ca_path=self.ca[1],
+        ).start()
         self.started.append(reg)
         return reg
 

@@ -17,8 +17,14 @@ from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
 
 
-def run_copy(src: RegistryServer, repo: str, ref: str, targets: list[Target],
-             engine: CopyEngine | None = None, platforms: list[Platform] | None = None) -> CopyResult:
+def run_copy(
+    src: RegistryServer,
+    repo: str,
+    ref: str,
+    targets: list[Target],
+    engine: CopyEngine | None = None,
+    platforms: list[Platform] | None = None,
+) -> CopyResult:
     async def go() -> CopyResult:
         source = client_for(src, read_only=True)
         try:
@@ -45,8 +51,15 @@ IMAGE_KINDS: dict[str, Callable[[], images.Image]] = {
 
 
 @pytest.mark.parametrize("kind", list(IMAGE_KINDS))
-def test_copy_to_three_mixed_targets(kind: str, repo: str, src_reg: RegistryServer, open_reg: RegistryServer,
-                                     basic_reg: RegistryServer, token_reg: RegistryServer, ca_bundle: Path) -> None:
+def test_copy_to_three_mixed_targets(
+    kind: str,
+    repo: str,
+    src_reg: RegistryServer,
+    open_reg: RegistryServer,
+    basic_reg: RegistryServer,
+    token_reg: RegistryServer,
+    ca_bundle: Path,
+) -> None:
     img = IMAGE_KINDS[kind]().push(src_reg.http(), repo, "v1")
     regs = [open_reg, basic_reg, token_reg]
     targets = [target(r, repo, "v1", ca_bundle) for r in regs]
@@ -60,12 +73,14 @@ def test_copy_to_three_mixed_targets(kind: str, repo: str, src_reg: RegistryServ
         assert t.bytes_done == t.bytes_total
 
 
-def test_deep_repository_path_and_rename(repo: str, src_reg: RegistryServer, token_reg: RegistryServer,
-                                         basic_reg: RegistryServer, ca_bundle: Path) -> None:
+def test_deep_repository_path_and_rename(
+    repo: str, src_reg: RegistryServer, token_reg: RegistryServer, basic_reg: RegistryServer, ca_bundle: Path
+) -> None:
     deep = f"{repo}/a/b/c/d.e/f_g/h__i"
     images.image().push(src_reg.http(), deep, "1.0")
-    result = run_copy(src_reg, deep, "1.0", [target(token_reg, deep, "1.0"),
-                                            target(basic_reg, "renamed/x", "prod", ca_bundle)])
+    result = run_copy(
+        src_reg, deep, "1.0", [target(token_reg, deep, "1.0"), target(basic_reg, "renamed/x", "prod", ca_bundle)]
+    )
     assert result.ok, [t.error for t in result.targets]
     assert_same_image(src_reg.http(), deep, "1.0", token_reg.http(), deep, "1.0")
     assert_same_image(src_reg.http(), deep, "1.0", basic_reg.http(), "renamed/x", "prod")
@@ -78,8 +93,9 @@ def test_reference_by_digest(repo: str, src_reg: RegistryServer, open_reg: Regis
     assert_same_image(src_reg.http(), repo, img.digest, open_reg.http(), repo, img.digest)
 
 
-def test_second_copy_transfers_nothing(repo: str, src_reg: RegistryServer, open_reg: RegistryServer,
-                                       token_reg: RegistryServer) -> None:
+def test_second_copy_transfers_nothing(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer, token_reg: RegistryServer
+) -> None:
     images.multi_platform().push(src_reg.http(), repo, "v1")
     first = run_copy(src_reg, repo, "v1", [target(open_reg, repo, "v1"), target(token_reg, repo, "v1")])
     assert first.ok and all(t.bytes_uploaded > 0 for t in first.targets)
@@ -111,11 +127,13 @@ def test_mount_within_the_source_registry(repo: str, src_reg: RegistryServer) ->
     assert_same_image(src_reg.http(), repo, "v1", src_reg.http(), repo + "-copy", "v1")
 
 
-def test_two_targets_on_one_registry_upload_once_then_mount(repo: str, src_reg: RegistryServer,
-                                                            token_reg: RegistryServer) -> None:
+def test_two_targets_on_one_registry_upload_once_then_mount(
+    repo: str, src_reg: RegistryServer, token_reg: RegistryServer
+) -> None:
     img = images.image().push(src_reg.http(), repo, "v1")
-    result = run_copy(src_reg, repo, "v1", [target(token_reg, repo + "/one", "v1"),
-                                            target(token_reg, repo + "/two", "v1")])
+    result = run_copy(
+        src_reg, repo, "v1", [target(token_reg, repo + "/one", "v1"), target(token_reg, repo + "/two", "v1")]
+    )
     assert result.ok, [t.error for t in result.targets]
     uploaded = sum(t.blobs_uploaded for t in result.targets)
     mounted = sum(t.blobs_mounted for t in result.targets)
@@ -147,12 +165,18 @@ def test_overwrite_false_skips_existing_tag(repo: str, src_reg: RegistryServer, 
 def test_platform_filter_single_and_multiple(repo: str, src_reg: RegistryServer, open_reg: RegistryServer) -> None:
     img = images.multi_platform().push(src_reg.http(), repo, "v1")
     arm = img.children[1]
-    one = run_copy(src_reg, repo, "v1", [target(open_reg, repo + "/one", "v1")],
-                   platforms=[Platform.parse("linux/arm64")])
+    one = run_copy(
+        src_reg, repo, "v1", [target(open_reg, repo + "/one", "v1")], platforms=[Platform.parse("linux/arm64")]
+    )
     assert one.ok and one.source_digest == arm.digest
     assert open_reg.http().get_manifest(repo + "/one", "v1").content == arm.raw
-    two = run_copy(src_reg, repo, "v1", [target(open_reg, repo + "/two", "v1")],
-                   platforms=[Platform.parse("linux/amd64"), Platform.parse("linux/s390x")])
+    two = run_copy(
+        src_reg,
+        repo,
+        "v1",
+        [target(open_reg, repo + "/two", "v1")],
+        platforms=[Platform.parse("linux/amd64"), Platform.parse("linux/s390x")],
+    )
     assert two.ok
     pushed = open_reg.http().get_manifest(repo + "/two", "v1").json()
     assert [m["platform"]["architecture"] for m in pushed["manifests"]] == ["amd64", "s390x"]
@@ -161,8 +185,9 @@ def test_platform_filter_single_and_multiple(repo: str, src_reg: RegistryServer,
     assert open_reg.http().get_manifest(repo + "/two", arm.digest).status_code == 404
 
 
-def test_corrupted_source_blob_is_never_committed(repo: str, src_reg: RegistryServer, open_reg: RegistryServer,
-                                                  token_reg: RegistryServer) -> None:
+def test_corrupted_source_blob_is_never_committed(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer, token_reg: RegistryServer
+) -> None:
     layer = images.layer_bytes(200_000)
     images.image([layer]).push(src_reg.http(), repo, "v1")
     path = src_reg.blob_path(images.sha(layer))
@@ -178,14 +203,22 @@ def test_corrupted_source_blob_is_never_committed(repo: str, src_reg: RegistrySe
         assert reg.http().get_manifest(repo, "v1").status_code == 404
 
 
-def test_wrong_password_and_unreachable_target_fail_alone(repo: str, src_reg: RegistryServer,
-                                                          basic_reg: RegistryServer, open_reg: RegistryServer,
-                                                          token_reg: RegistryServer, ca_bundle: Path) -> None:
+def test_wrong_password_and_unreachable_target_fail_alone(
+    repo: str,
+    src_reg: RegistryServer,
+    basic_reg: RegistryServer,
+    open_reg: RegistryServer,
+    token_reg: RegistryServer,
+    ca_bundle: Path,
+) -> None:
     images.image().push(src_reg.http(), repo, "v1")
     dead = RegistryServer("dead", Path("/nonexistent"), port=1)
-    targets = [target(basic_reg, repo, "v1", ca_bundle, password="wrong-password-123"),
-               target(token_reg, repo, "v1", password="wrong-token-pw-456"),
-               target(dead, repo, "v1"), target(open_reg, repo, "v1")]
+    targets = [
+        target(basic_reg, repo, "v1", ca_bundle, password="wrong-password-123"),
+        target(token_reg, repo, "v1", password="wrong-token-pw-456"),
+        target(dead, repo, "v1"),
+        target(open_reg, repo, "v1"),
+    ]
     result = run_copy(src_reg, repo, "v1", targets)
     basic, token, unreachable, good = result.targets
     assert basic.state is TargetState.FAILED and basic_reg.host in (basic.error or "")

@@ -11,8 +11,14 @@ from regcast.transfer.engine import Target
 from tests.support.registry import RegistryServer
 
 
-def client_for(reg: RegistryServer, ca_bundle: Path | None = None, *, password: str | None = None,
-               read_only: bool = False, **options: object) -> RegistryClient:
+def client_for(
+    reg: RegistryServer,
+    ca_bundle: Path | None = None,
+    *,
+    password: str | None = None,
+    read_only: bool = False,
+    **options: object,
+) -> RegistryClient:
     creds = None
     if reg.users:
         user, pw = next(iter(reg.users.items()))
@@ -21,6 +27,12 @@ def client_for(reg: RegistryServer, ca_bundle: Path | None = None, *, password: 
     return RegistryClient(parse_endpoint(reg.endpoint), credentials=creds, options=opts, read_only=read_only)
 
 
-def target(reg: RegistryServer, repo: str, ref: str = "latest", ca_bundle: Path | None = None,
-           overwrite: bool = False, **kw: object) -> Target:
+def target(
+    reg: RegistryServer,
+    repo: str,
+    ref: str = "latest",
+    ca_bundle: Path | None = None,
+    overwrite: bool = False,
+    **kw: object,
+) -> Target:
     return Target(reg.endpoint + "#" + repo, client_for(reg, ca_bundle, **kw), repo, ref, overwrite=overwrite)  # type: ignore[arg-type]

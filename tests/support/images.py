@@ -73,15 +73,33 @@ def _desc(media_type: str, data: bytes, **extra: object) -> dict[str, object]:
     return {"mediaType": media_type, "size": len(data), "digest": sha(data), **extra}
 
 
-def image(layers: list[bytes] | None = None, *, oci: bool = False, pretty: bool = False,
-          arch: str = "amd64", foreign: list[dict[str, object]] | None = None) -> Image:
+def image(
+    layers: list[bytes] | None = None,
+    *,
+    oci: bool = False,
+    pretty: bool = False,
+    arch: str = "amd64",
+    foreign: list[dict[str, object]] | None = None,
+) -> Image:
     layers = layers if layers is not None else [layer_bytes(), layer_bytes()]
-    config = json.dumps({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
-                         "config": {"Env": [f"N={os.urandom(4).hex()}"]}}).encode()
-    ctype, ltype, mtype = (OCI_CONFIG, OCI_LAYER, OCI_MANIFEST) if oci else (DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST)
+    config = json.dumps(
+        {
+            "architecture": arch,
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "config": {"Env": [f"N={os.urandom(4).hex()}"]},
+        }
+    ).encode()
+    ctype, ltype, mtype = (
+        (OCI_CONFIG, OCI_LAYER, OCI_MANIFEST) if oci else (DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST)
+    )
     layer_descs = [_desc(ltype, data) for data in layers] + list(foreign or [])
-    doc: dict[str, object] = {"schemaVersion": 2, "mediaType": mtype, "config": _desc(ctype, config),
-                              "layers": layer_descs}
+    doc: dict[str, object] = {
+        "schemaVersion": 2,
+        "mediaType": mtype,
+        "config": _desc(ctype, config),
+        "layers": layer_descs,
+    }
     if pretty:
         # non-canonical: odd key order, indentation, trailing newline
         doc = {"layers": doc["layers"], "schemaVersion": 2, "config": doc["config"], "mediaType": mtype}
@@ -95,10 +113,14 @@ def image(layers: list[bytes] | None = None, *, oci: bool = False, pretty: bool 
 
 def index(images: list[tuple[Image, dict[str, str]]], *, oci: bool = True) -> Image:
     itype = OCI_INDEX if oci else DOCKER_LIST
-    doc = {"schemaVersion": 2, "mediaType": itype, "manifests": [
-        {"mediaType": img.root.media_type, "size": len(img.root.raw), "digest": img.digest, "platform": plat}
-        for img, plat in images
-    ]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": itype,
+        "manifests": [
+            {"mediaType": img.root.media_type, "size": len(img.root.raw), "digest": img.digest, "platform": plat}
+            for img, plat in images
+        ],
+    }
     raw = json.dumps(doc, indent=2).encode()
     blobs: dict[str, bytes] = {}
     for img, _ in images:
@@ -106,8 +128,11 @@ def index(images: list[tuple[Image, dict[str, str]]], *, oci: bool = True) -> Im
     return Image(Manifest(raw, itype), [img.root for img, _ in images], blobs)
 
 
-def multi_platform(oci: bool = True, platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64/v8", "linux/s390x"),
-                   shared_base: bool = True) -> Image:
+def multi_platform(
+    oci: bool = True,
+    platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64/v8", "linux/s390x"),
+    shared_base: bool = True,
+) -> Image:
     base = layer_bytes(8192)
     imgs = []
     for p in platforms:
@@ -123,10 +148,13 @@ def multi_platform(oci: bool = True, platforms: tuple[str, ...] = ("linux/amd64"
 def helm_chart() -> Image:
     config = json.dumps({"name": "demo", "version": "1.2.3", "apiVersion": "v2"}).encode()
     chart = layer_bytes(3000)
-    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-           "config": _desc("application/vnd.cncf.helm.config.v1+json", config),
-           "layers": [_desc("application/vnd.cncf.helm.chart.content.v1.tar+gzip", chart)],
-           "annotations": {"org.opencontainers.image.title": "demo"}}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": _desc("application/vnd.cncf.helm.config.v1+json", config),
+        "layers": [_desc("application/vnd.cncf.helm.chart.content.v1.tar+gzip", chart)],
+        "annotations": {"org.opencontainers.image.title": "demo"},
+    }
     raw = json.dumps(doc).encode()
     return Image(Manifest(raw, OCI_MANIFEST), [], {sha(config): config, sha(chart): chart})
 
@@ -135,21 +163,27 @@ def artifact_with_empty_config(subject: Image | None = None) -> Image:
     """An OCI 1.1 artifact: artifactType, the empty JSON config, and optionally a subject."""
     empty = b"{}"
     payload = b'{"sbom": "' + os.urandom(8).hex().encode() + b'"}'
-    doc: dict[str, object] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                              "artifactType": "application/spdx+json",
-                              "config": _desc("application/vnd.oci.empty.v1+json", empty),
-                              "layers": [_desc("application/spdx+json", payload)]}
+    doc: dict[str, object] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/spdx+json",
+        "config": _desc("application/vnd.oci.empty.v1+json", empty),
+        "layers": [_desc("application/spdx+json", payload)],
+    }
     if subject is not None:
-        doc["subject"] = {"mediaType": subject.root.media_type, "digest": subject.digest,
-                          "size": len(subject.root.raw)}
+        doc["subject"] = {"mediaType": subject.root.media_type, "digest": subject.digest, "size": len(subject.root.raw)}
     raw = json.dumps(doc).encode()
     return Image(Manifest(raw, OCI_MANIFEST), [], {sha(empty): empty, sha(payload): payload})
 
 
 def foreign_layer_image() -> Image:
     data = os.urandom(512)  # never pushed anywhere: it lives "at a foreign URL"
-    foreign = {"mediaType": DOCKER_FOREIGN, "size": len(data), "digest": sha(data),
-               "urls": ["https://example.invalid/layer.tar.gz"]}
+    foreign = {
+        "mediaType": DOCKER_FOREIGN,
+        "size": len(data),
+        "digest": sha(data),
+        "urls": ["https://example.invalid/layer.tar.gz"],
+    }
     return image([layer_bytes()], foreign=[foreign])
 
 

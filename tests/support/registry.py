@@ -94,8 +94,12 @@ class RegistryServer:
             assert self.token_server
             ts = self.token_server
             lines += [
-                "auth:", "  token:", f"    realm: {ts.realm}", f"    service: {ts.service}",
-                f"    issuer: {ts.issuer}", f"    rootcertbundle: {ts.cert_path}",
+                "auth:",
+                "  token:",
+                f"    realm: {ts.realm}",
+                f"    service: {ts.service}",
+                f"    issuer: {ts.issuer}",
+                f"    rootcertbundle: {ts.cert_path}",
             ]
         return "\n".join(lines) + "\n"
 
@@ -137,7 +141,9 @@ class RegistryHTTP:
     def __init__(self, reg: RegistryServer) -> None:
         self.reg = reg
         self.client = httpx.Client(
-            base_url=f"{reg.scheme}://{reg.host}/v2/", verify=ssl.create_default_context(cafile=str(reg.ca_path)) if reg.ca_path else True, timeout=60
+            base_url=f"{reg.scheme}://{reg.host}/v2/",
+            verify=ssl.create_default_context(cafile=str(reg.ca_path)) if reg.ca_path else True,
+            timeout=60,
         )
         self.user = next(iter(reg.users), None)
 
@@ -155,20 +161,26 @@ class RegistryHTTP:
         assert r.status_code == 202, r.text
         loc = r.headers["Location"]
         sep = "&" if "?" in loc else "?"
-        r = self.client.put(f"{loc}{sep}digest={digest}", content=data,
-                            headers={**h, "Content-Type": "application/octet-stream"})
+        r = self.client.put(
+            f"{loc}{sep}digest={digest}", content=data, headers={**h, "Content-Type": "application/octet-stream"}
+        )
         assert r.status_code == 201, r.text
 
     def push_manifest(self, repo: str, ref: str, raw: bytes, media_type: str) -> None:
-        r = self.client.put(f"{repo}/manifests/{ref}", content=raw,
-                            headers={**self._auth(repo), "Content-Type": media_type})
+        r = self.client.put(
+            f"{repo}/manifests/{ref}", content=raw, headers={**self._auth(repo), "Content-Type": media_type}
+        )
         assert r.status_code == 201, r.text
 
     def get_manifest(self, repo: str, ref: str) -> httpx.Response:
-        accept = ", ".join([
-            "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
-            "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
-        ])
+        accept = ", ".join(
+            [
+                "application/vnd.oci.image.index.v1+json",
+                "application/vnd.docker.distribution.manifest.list.v2+json",
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            ]
+        )
         return self.client.get(f"{repo}/manifests/{ref}", headers={**self._auth(repo), "Accept": accept})
 
     def get_blob(self, repo: str, digest: str) -> httpx.Response:

@@ -43,8 +43,14 @@ def _signing_cert() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
 
 
 class TokenServer:
-    def __init__(self, directory: Path, users: dict[str, str], service: str = "regcast-test",
-                 issuer: str = "regcast-test-issuer", expires_in: int = 300) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        users: dict[str, str],
+        service: str = "regcast-test",
+        issuer: str = "regcast-test-issuer",
+        expires_in: int = 300,
+    ) -> None:
         self.users = users
         self.service = service
         self.issuer = issuer
@@ -78,8 +84,14 @@ class TokenServer:
             access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
         now = int(time.time())
         claims = {
-            "iss": self.issuer, "sub": user or "", "aud": self.service, "exp": now + self.expires_in,
-            "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access,
+            "iss": self.issuer,
+            "sub": user or "",
+            "aud": self.service,
+            "exp": now + self.expires_in,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": access,
         }
         return jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": [self._x5c]})
 
@@ -102,8 +114,10 @@ class TokenServer:
                 scopes = query.get("scope", []) if user else []
                 server.requests.append({"user": user, "scopes": scopes, "service": query.get("service")})
                 token = server.issue(user, scopes)
-                self._send(200, {"token": token, "expires_in": server.expires_in,
-                                 "issued_at": dt.datetime.now(dt.UTC).isoformat()})
+                self._send(
+                    200,
+                    {"token": token, "expires_in": server.expires_in, "issued_at": dt.datetime.now(dt.UTC).isoformat()},
+                )
 
             def _send(self, status: int, body: dict[str, object]) -> None:
                 raw = json.dumps(body).encode()

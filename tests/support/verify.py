@@ -7,12 +7,15 @@ import json
 
 from tests.support.registry import RegistryHTTP
 
-FOREIGN = {"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-           "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"}
+FOREIGN = {
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+}
 
 
-def assert_same_image(src: RegistryHTTP, src_repo: str, src_ref: str,
-                      dst: RegistryHTTP, dst_repo: str, dst_ref: str) -> str:
+def assert_same_image(
+    src: RegistryHTTP, src_repo: str, src_ref: str, dst: RegistryHTTP, dst_repo: str, dst_ref: str
+) -> str:
     """Compare the graph at ``dst`` with the source's; returns the root digest."""
     a = src.get_manifest(src_repo, src_ref)
     b = dst.get_manifest(dst_repo, dst_ref)

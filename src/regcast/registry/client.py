@@ -152,7 +152,9 @@ class RegistryClient:
             )
         return self._session
 
-    def url(self, path: str) -> str:
+    async def url(self, path: str) -> str:
+        """Absolute API URL for ``path``, after the first ping has settled the scheme."""
+        await self.ping()
         return self.endpoint.base + path
 
     # -- ping, scheme and challenge ---------------------------------------------------------------
@@ -177,7 +179,7 @@ class RegistryClient:
         self._pinged = True
 
     async def _ping_once(self) -> None:
-        url = self.url("")
+        url = self.endpoint.base
         with translate_errors(self.name, "GET", url):
             async with self._get_session().get(url, allow_redirects=False) as resp:
                 await read_capped(resp, 65536)
@@ -308,14 +310,14 @@ class RegistryClient:
             return await self._get_session().request(method, url, headers=hdrs, data=data, allow_redirects=False)
 
     # -- manifests -------------------------------------------------------------------------------
-    def _manifest_url(self, repository: str, ref: str) -> str:
+    async def _manifest_url(self, repository: str, ref: str) -> str:
         validate_repository(repository)
         validate_ref(ref)
-        return self.url(f"{repository}/manifests/{ref}")
+        return await self.url(f"{repository}/manifests/{ref}")
 
     async def get_manifest(self, repository: str, ref: str) -> Manifest:
         """The manifest bytes exactly as stored, verified against the digest asked for or announced."""
-        url = self._manifest_url(repository, ref)
+        url = await self._manifest_url(repository, ref)
         resp = await self._send(
             "GET",
             url,
@@ -348,7 +350,7 @@ class RegistryClient:
 
     async def head_manifest(self, repository: str, ref: str) -> str | None:
         """The digest the registry holds for ``ref``, or None when it has none."""
-        url = self._manifest_url(repository, ref)
+        url = await self._manifest_url(repository, ref)
         resp = await self._send(
             "HEAD",
             url,
@@ -373,7 +375,7 @@ class RegistryClient:
 
     async def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str) -> str | None:
         """Push manifest bytes unchanged; returns the digest the registry announced, if any."""
-        url = self._manifest_url(repository, ref)
+        url = await self._manifest_url(repository, ref)
         resp = await self._send(
             "PUT",
             url,
@@ -391,7 +393,7 @@ class RegistryClient:
     # -- blobs -----------------------------------------------------------------------------------
     async def blob_exists(self, repository: str, digest: str) -> bool:
         validate_repository(repository)
-        url = self.url(f"{repository}/blobs/{validate_digest(digest)}")
+        url = await self.url(f"{repository}/blobs/{validate_digest(digest)}")
         resp = await self._send("HEAD", url, scopes=(scope(repository, "pull"),), follow_redirects=True)
         try:
             if resp.status == 200:
@@ -406,7 +408,7 @@ class RegistryClient:
     async def blob_stream(self, repository: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
         """Stream a blob's bytes (redirects to object stores followed without our Authorization)."""
         validate_repository(repository)
-        url = self.url(f"{repository}/blobs/{validate_digest(digest)}")
+        url = await self.url(f"{repository}/blobs/{validate_digest(digest)}")
         resp = await self._send("GET", url, scopes=(scope(repository, "pull"),), follow_redirects=True)
         try:
             if resp.status != 200:
@@ -429,7 +431,7 @@ class RegistryClient:
     ) -> str | None:
         """Open an upload session; returns its absolute Location, or None if the mount worked."""
         validate_repository(repository)
-        url = self.url(f"{repository}/blobs/uploads/")
+        url = await self.url(f"{repository}/blobs/uploads/")
         scopes: tuple[str, ...] = (scope(repository, "pull,push"),)
         if mount and mount_from:
             url = with_query(url, mount=validate_digest(mount), **{"from": validate_repository(mount_from)})
@@ -469,7 +471,7 @@ class RegistryClient:
     async def prepare(self, repository: str, actions: str, extra: tuple[str, ...] = ()) -> None:
         """Settle auth for ``repository`` before a streamed body (which cannot be replayed)."""
         await self.ping()
-        await self._authorization((scope(repository, actions), *extra), self.url(""))
+        await self._authorization((scope(repository, actions), *extra), await self.url(""))
 
 
 def describe(exc: BaseException) -> str:

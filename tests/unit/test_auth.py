@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from regcast._exceptions import ProtocolViolation
+from regcast.registry.auth import (
+    Challenge,
+    Credentials,
+    TokenCache,
+    parse_token_answer,
+    parse_www_authenticate,
+    token_request,
+)
+
+
+def test_bearer_challenge() -> None:
+    [ch] = parse_www_authenticate(
+        'Bearer realm="https://auth.example/token",service="registry.example",'
+        'scope="repository:samalba/my-app:pull,push"'
+    )
+    assert ch.scheme == "bearer" and ch.realm == "https://auth.example/token"
+    assert ch.params["scope"] == "repository:samalba/my-app:pull,push"
+
+
+def test_odd_spacing_quoting_and_several_challenges() -> None:
+    chs = parse_www_authenticate(
+        'Basic realm="x y", Bearer  realm=https://a/t , service="s\\"q",error=insufficient_scope'
+    )
+    assert [c.scheme for c in chs] == ["basic", "bearer"]
+    assert chs[0].params == {"realm": "x y"}
+    assert chs[1].params == {"realm": "https://a/t", "service": 's"q', "error": "insufficient_scope"}
+
+
+@given(st.text(max_size=200))
+def test_www_authenticate_never_crashes(text: str) -> None:
+    for ch in parse_www_authenticate(text):
+        assert isinstance(ch.params, dict)
+
+
+def test_scopes_with_host_port_repositories_kept_whole() -> None:
+    ch = Challenge("bearer", {"realm": "https://auth.example/token", "service": "svc"})
+    req = token_request(ch, ("repository:host:5000/x:pull", "repository:a/b:pull,push"), None, "reg.example")
+    assert req.params == [
+        ("service", "svc"),
+        ("scope", "repository:host:5000/x:pull"),
+        ("scope", "repository:a/b:pull,push"),
+    ]
+
+
+def test_credentials_only_to_safe_realms() -> None:
+    creds = Credentials("u", "p")
+    https_other = Challenge("bearer", {"realm": "https://auth.example/token"})
+    http_same = Challenge("bearer", {"realm": "http://reg.example:8080/token"})
+    http_other = Challenge("bearer", {"realm": "http://evil.example/token"})
+    assert token_request(https_other, (), creds, "reg.example").basic == creds
+    assert token_request(http_same, (), creds, "reg.example").basic == creds
+    assert token_request(http_other, (), creds, "reg.example").basic is None
+    with pytest.raises(ProtocolViolation):
+        token_request(Challenge("bearer", {"realm": "file:///etc/passwd"}), (), creds, "reg.example")
+
+
+def test_token_answers() -> None:
+    assert parse_token_answer(json.dumps({"token": "t", "expires_in": 300}).encode(), now=0) == ("t", 295.0)
+    assert parse_token_answer(json.dumps({"access_token": "a", "expires_in": 10}).encode(), now=0)[1] == 55.0
+    assert parse_token_answer(b'{"token": "t"}', now=100)[1] == 155.0
+    for bad in (b"<html>", b"[]", b'{"token": ""}', b'{"expires_in": 3}'):
+        with pytest.raises(ProtocolViolation):
+            parse_token_answer(bad)
+
+
+def test_token_cache_slots_and_expiry() -> None:
+    cache = TokenCache()
+    ch = Challenge("bearer", {"realm": "r", "service": "s"})
+    k1, k2 = TokenCache.key(ch, ("a",)), TokenCache.key(ch, ("b", "a"))
+    cache.put(k1, "one", 100)
+    cache.put(k2, "two", 100)
+    assert cache.get(k1, now=50) == "one" and cache.get(k2, now=50) == "two"
+    assert TokenCache.key(ch, ("a", "b")) == k2
+    assert cache.get(k1, now=101) is None
+
+
+def test_credentials_repr_hides_password() -> None:
+    assert "hunter2" not in repr(Credentials("u", "hunter2"))
+    assert Credentials.parse("u:p:with:colons") == Credentials("u", "p:with:colons")

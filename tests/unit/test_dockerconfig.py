@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from regcast.registry.auth import Credentials
+from regcast.registry.dockerconfig import credentials_for
+
+
+def write(tmp_path: Path, auths: dict[str, object]) -> Path:
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps({"auths": auths, "credsStore": "desktop"}))
+    return p
+
+
+def test_auth_entries(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        {
+            "https://index.docker.io/v1/": {"auth": base64.b64encode(b"hub:pw:x").decode()},
+            "https://reg.example:5000": {"username": "u", "password": "p"},
+            "ghcr.io": {"auth": "!!notbase64"},
+            "quay.io": {},
+        },
+    )
+    assert credentials_for("docker.io", p) == Credentials("hub", "pw:x")
+    assert credentials_for("reg.example:5000", p) == Credentials("u", "p")
+    assert credentials_for("ghcr.io", p) is None
+    assert credentials_for("quay.io", p) is None
+    assert credentials_for("other.example", p) is None
+    assert credentials_for("x", tmp_path / "missing.json") is None

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from regcast._exceptions import DigestMismatch, InvalidReference, ManifestTooLarge, RegcastError, UnsupportedManifest
+from regcast.registry.client import with_query
+from regcast.registry.digest import digest_of, validate_digest
+from regcast.registry.manifest import MAX_MANIFEST_BYTES, Platform, parse_manifest
+from regcast.registry.redact import redact_text, redact_url
+
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+
+def test_image_manifest_keeps_bytes_and_finds_blobs() -> None:
+    raw = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "x", "digest": D1, "size": 2},
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                    "digest": D2,
+                    "size": 9,
+                    "urls": ["https://x"],
+                }
+            ],
+        },
+        indent=7,
+    ).encode()
+    m = parse_manifest(raw)
+    assert m.raw is raw and m.digest == digest_of(raw)
+    assert [b.digest for b in m.blobs] == [D1, D2] and m.blobs[1].is_foreign and not m.blobs[0].is_foreign
+
+
+def test_index_without_media_type_uses_shape_and_content_type() -> None:
+    raw = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {"digest": D1, "size": 1, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}
+            ],
+        }
+    ).encode()
+    m = parse_manifest(raw, "application/vnd.docker.distribution.manifest.list.v2+json")
+    assert m.is_index and m.media_type.endswith("list.v2+json")
+    assert Platform.parse("linux/arm64").matches(m.children[0].platform)
+    assert not Platform.parse("linux/arm64/v7").matches(m.children[0].platform)
+
+
+def test_rejections() -> None:
+    with pytest.raises(DigestMismatch):
+        parse_manifest(b"{}", expected_digest=D1)
+    with pytest.raises(ManifestTooLarge):
+        parse_manifest(b" " * (MAX_MANIFEST_BYTES + 1))
+    with pytest.raises(UnsupportedManifest):
+        parse_manifest(b'{"schemaVersion": 1, "fsLayers": []}')
+    with pytest.raises(UnsupportedManifest):
+        parse_manifest(b"not json")
+    with pytest.raises(InvalidReference):
+        parse_manifest(
+            json.dumps(
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"digest": "sha256:../../etc", "size": 1},
+                    "layers": [],
+                }
+            ).encode()
+        )
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_manifest_parser_only_raises_regcast_errors(doc: object) -> None:
+    with contextlib.suppress(RegcastError):
+        parse_manifest(json.dumps(doc).encode(), "application/vnd.oci.image.manifest.v1+json")
+
+
+def test_digest_validation() -> None:
+    assert validate_digest(D1) == D1
+    for bad in ("sha256:" + "A" * 64, "sha256:" + "1" * 63, "sha1:" + "1" * 40, "sha256:/../x"):
+        with pytest.raises(InvalidReference):
+            validate_digest(bad)
+
+
+def test_redact_url_and_text() -> None:
+    url = "https://user:Pw9zz@s3.example/b?X-Amz-Signature=S1gQQ&X-Amz-Credential=k&part=1&access_token=T0kQQ"
+    out = redact_url(url)
+    assert "Pw9zz" not in out and "S1gQQ" not in out and "T0kQQ" not in out and "part=1" in out
+    text = redact_text("Authorization: Bearer eyJhbGciOi.abc.def failed for hunter2", ("hunter2",))
+    assert "eyJ" not in text and "hunter2" not in text
+
+
+def test_with_query_keeps_state() -> None:
+    loc = "http://r/v2/a/blobs/uploads/u?_state=xyz%3D&foo=1"
+    assert with_query(loc, digest=D1) == f"http://r/v2/a/blobs/uploads/u?_state=xyz%3D&foo=1&digest={D1}"
+    assert with_query("/v2/a/blobs/uploads/u", digest=D1).endswith(f"?digest={D1}")

@@ -179,3 +179,138 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
             click.echo(f"error: {t.key}: {t.error}", err=True)
             status = EXIT_FAILED
     sys.exit(status)
+
+
+def _service_parts(settings: Settings) -> tuple[Any, Any]:
+    from regcast.jobs.secrets import SecretBox
+    from regcast.jobs.store import JobStore
+
+    return JobStore(settings.database_url), SecretBox.from_settings(settings.secret_key, settings.database_dir)
+
+
+_db_option = click.option(
+    "--database-url", help="Job database (default: sqlite:///regcast.db; env REGCAST_DATABASE_URL)."
+)
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (default 127.0.0.1; env REGCAST_HOST).")
+@click.option("--port", type=int, help="Port (default 5001; env REGCAST_PORT).")
+@_db_option
+def serve(host: str | None, port: int | None, database_url: str | None) -> None:
+    """The job service: REST API, workers and docs (/docs) in one process."""
+    import uvicorn
+
+    from regcast.api.app import Service, create_app
+
+    try:
+        settings = load_settings(host=host, port=port, database_url=database_url)
+        store, box = _service_parts(settings)
+    except (RegcastError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    app = create_app(Service(settings, store, box))
+    click.echo(f"regcast serving on http://{settings.host}:{settings.port} (database: {_db_label(settings)})", err=True)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="info", access_log=False, timeout_graceful_shutdown=30
+    )
+
+
+def _db_label(settings: Settings) -> str:
+    from regcast.registry.redact import redact_url
+
+    return redact_url(settings.database_url)
+
+
+@main.command()
+@_db_option
+def worker(database_url: str | None) -> None:
+    """Workers only, no HTTP API (scaled deployments sharing one PostgreSQL)."""
+    import signal
+
+    from regcast.jobs.worker import Worker
+
+    try:
+        settings = load_settings(database_url=database_url)
+        store, box = _service_parts(settings)
+    except (RegcastError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+    async def run() -> None:
+        w = Worker(store, settings, box)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, w.stop)
+        delay = 1.0
+        while not w.stopping.is_set():
+            try:
+                await asyncio.to_thread(store.migrate)
+                break
+            except Exception as exc:  # database not up yet: wait, as serve does
+                click.echo(f"database unavailable ({type(exc).__name__}); retrying in {delay:.0f}s", err=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+        await w.run()
+        store.close()
+
+    asyncio.run(run())
+
+
+@main.command()
+@click.argument("job_id", required=False)
+@click.option("--state", type=click.Choice(["QUEUED", "RUNNING", "FINISHED", "FAILED", "CANCELLED"]))
+@click.option("--limit", type=int, default=50, show_default=True)
+@_db_option
+def jobs(job_id: str | None, state: str | None, limit: int, database_url: str | None) -> None:
+    """List jobs (newest first), or show one, from the configured database."""
+    from rich.table import Table
+
+    from regcast.api.status import iso
+
+    settings = load_settings(database_url=database_url)
+    store, _box = _service_parts(settings)
+    try:
+        store.migrate()
+    except Exception as exc:
+        click.echo(f"error: database unavailable ({type(exc).__name__})", err=True)
+        sys.exit(EXIT_FAILED)
+    console = Console()
+    if job_id:
+        job = store.get(job_id)
+        if job is None:
+            click.echo(f"error: job {job_id} not found", err=True)
+            sys.exit(EXIT_FAILED)
+        src = job.request["source"]
+        console.print(f"[bold]{job.id}[/]  {job.state}  attempts {job.attempts}")
+        console.print(f"source  {src['endpoint']} {src['image']}:{src['ref']}  {job.source_digest or ''}")
+        console.print(f"started {iso(job.started_at)}  finished {iso(job.finished_at) or '-'}")
+        if job.error:
+            console.print(f"error   {job.error}", markup=False)
+        table = Table("#", "endpoint", "image", "state", "bytes", "attempts", "error")
+        for t in job.targets:
+            table.add_row(
+                str(t.idx),
+                t.endpoint,
+                f"{t.repository}:{t.ref}",
+                t.state,
+                f"{t.bytes_done}/{t.bytes_total}",
+                str(t.attempts),
+                t.error or "",
+            )
+        console.print(table)
+        return
+    page, total = store.list_jobs(state, limit, 0)
+    table = Table(title=f"{len(page)} of {total} job(s)")
+    table.add_column("id", no_wrap=True, min_width=36)
+    for name in ("state", "started", "source", "targets done"):
+        table.add_column(name)
+    for j in page:
+        src = j.request["source"]
+        done = sum(t.state in ("FINISHED", "SKIPPED") for t in j.targets)
+        table.add_row(
+            j.id,
+            j.state,
+            iso(j.started_at) or "",
+            f"{src['endpoint']} {src['image']}:{src['ref']}",
+            f"{done}/{len(j.targets)}",
+        )
+    console.print(table)

@@ -12,7 +12,15 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from regcast._exceptions import DigestMismatch, RegcastError, RegistryError
+from regcast._exceptions import (
+    AuthenticationFailed,
+    DigestMismatch,
+    InvalidInput,
+    ManifestTooLarge,
+    RegcastError,
+    RegistryError,
+    UnsupportedManifest,
+)
 from regcast.registry.client import RegistryClient, describe
 from regcast.registry.manifest import Descriptor, Manifest, Platform
 from regcast.transfer.fanout import Channel, Sink, broadcast
@@ -20,6 +28,9 @@ from regcast.transfer.plan import SourceGraph, load_graph
 from regcast.transfer.progress import Listener, NullListener, TargetState, TargetStatus
 
 log = logging.getLogger("regcast.transfer")
+
+# Trying again cannot fix these; everything else (network, 5xx, a corrupt read) may pass next time.
+PERMANENT_ERRORS = (AuthenticationFailed, InvalidInput, ManifestTooLarge, UnsupportedManifest)
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,7 @@ class _CopyRun:
             if secret and len(secret) >= 3:
                 message = message.replace(secret, "REDACTED")
         log.warning("target %s failed: %s", t.key, message)
+        t.status.retryable = not isinstance(exc, PERMANENT_ERRORS)
         self._set(t, TargetState.FAILED, message)
 
     def _alive(self, targets: list[Target]) -> list[Target]:
@@ -256,6 +268,11 @@ class _CopyRun:
                 errors = await broadcast(body, blob, sinks, self.engine.options.queue_depth)
         except RegcastError as exc:  # the source could not even start the stream
             errors = [exc] * len(ready)
+        except asyncio.CancelledError:  # job cancelled or shutting down: leave no open sessions
+            await asyncio.gather(
+                *(_shielded_cancel(t.client, loc, t.repository) for t, loc in ready), return_exceptions=True
+            )
+            raise
         for (t, loc), err in zip(ready, errors, strict=True):
             if err is None:
                 t.status.blobs_uploaded += 1

@@ -1,0 +1,1 @@
+"""Durable jobs: models (tables), store (all SQL), secrets (encrypted credentials), worker."""

@@ -1,0 +1,167 @@
+"""Run one claimed job: build clients from the stored request, copy, retry failed targets.
+
+Targets already FINISHED or SKIPPED (in the store) are never redone. Progress is flushed to the
+store by the worker's monitor loop; this module only mutates in-memory ``TargetStatus``es.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from regcast._exceptions import NotFound, RegcastError
+from regcast.config import Settings
+from regcast.jobs.secrets import SecretBox
+from regcast.jobs.spec import AuthIn, DistributeRequest
+from regcast.jobs.store import JobRecord
+from regcast.registry.client import RegistryClient, describe
+from regcast.registry.reference import parse_endpoint
+from regcast.transfer.engine import PERMANENT_ERRORS, CopyEngine, Target
+from regcast.transfer.progress import TargetState, TargetStatus
+
+log = logging.getLogger("regcast.worker")
+DONE_STATES = (TargetState.FINISHED.value, TargetState.SKIPPED.value)
+
+
+@dataclass
+class JobRun:
+    """In-memory state of one job being run; the worker reads it to persist progress."""
+
+    record: JobRecord
+    statuses: dict[int, TargetStatus] = field(default_factory=dict)
+    source_digest: str | None = None
+    error: str | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def changed_now(self, _status: TargetStatus | None = None) -> None:
+        self.changed.set()
+
+
+def client_for(
+    endpoint: str, auth: dict[str, Any] | None, verify: bool, settings: Settings, read_only: bool = False
+) -> RegistryClient:
+    parsed = AuthIn.model_validate(auth) if auth else None
+    return RegistryClient(
+        parse_endpoint(endpoint),
+        credentials=parsed.credentials() if parsed else None,
+        seed_auth=parsed.seed_auth() if parsed else None,
+        options=settings.client_options(verify_tls=verify),
+        read_only=read_only,
+    )
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, engine: CopyEngine, box: SecretBox) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.box = box
+
+    def prepare(self, record: JobRecord) -> JobRun:
+        run = JobRun(record)
+        for t in record.targets:
+            st = TargetStatus(
+                t.endpoint, bytes_done=t.bytes_done, bytes_total=t.bytes_total, attempts=t.attempts, error=t.error
+            )
+            st.state = TargetState(t.state) if t.state in TargetState.__members__ else TargetState.PENDING
+            run.statuses[t.idx] = st
+        return run
+
+    async def run(self, run: JobRun) -> None:
+        """Copy to every target not yet done; retry retryable failures with backoff."""
+        request = DistributeRequest.model_validate(_with_auth(run.record, self.box))
+        src = request.source
+        if src.verify_tls is False:
+            log.warning("job %s: TLS verification is off for source %s", run.record.id, src.endpoint)
+        source = client_for(src.endpoint, _auth(request, None), src.verify_tls, self.settings, read_only=True)
+        try:
+            try:
+                graph = await self.engine.plan(source, src.image, src.ref, request.platform_list())
+            except NotFound:
+                run.error = "Image not found"
+                raise
+            run.source_digest = graph.root.digest
+            run.changed_now()
+            for attempt in range(self.settings.max_attempts):
+                todo = [
+                    i
+                    for i, st in run.statuses.items()
+                    if st.state.value not in DONE_STATES and (attempt == 0 or st.retryable)
+                ]
+                if not todo:
+                    return
+                if attempt:
+                    delay = self.settings.retry_backoff * 2 ** (attempt - 1)
+                    log.info("job %s: retrying %d target(s) in %.1fs", run.record.id, len(todo), delay)
+                    await asyncio.sleep(delay)
+                await self._copy_once(run, request, source, graph, todo)
+        finally:
+            await source.close()
+
+    async def _copy_once(
+        self, run: JobRun, request: DistributeRequest, source: RegistryClient, graph: Any, todo: list[int]
+    ) -> None:
+        targets: list[Target] = []
+        try:
+            for i in todo:
+                t_in = request.targets[i]
+                if t_in.verify_tls is False:
+                    log.warning("job %s: TLS verification is off for target %s", run.record.id, t_in.endpoint)
+                client = client_for(t_in.endpoint, _auth(request, i), t_in.verify_tls, self.settings)
+                target = Target(
+                    t_in.endpoint,
+                    client,
+                    t_in.image or request.source.image,
+                    t_in.ref or request.source.ref,
+                    overwrite=t_in.overwrite,
+                )
+                previous = run.statuses[i]
+                target.status.attempts = previous.attempts
+                run.statuses[i] = target.status
+                targets.append(target)
+            await self.engine.copy(
+                source, request.source.image, request.source.ref, targets, listener=_Notify(run), graph=graph
+            )
+        finally:
+            await asyncio.gather(*(t.client.close() for t in targets), return_exceptions=True)
+
+
+class _Notify:
+    def __init__(self, run: JobRun) -> None:
+        self.run = run
+        self._last: dict[str, TargetState] = {}
+
+    def changed(self, status: TargetStatus) -> None:
+        # wake the monitor at once on a state change; byte counts are flushed on its tick
+        if self._last.get(status.key) is not status.state:
+            self._last[status.key] = status.state
+            self.run.changed.set()
+
+
+def _with_auth(record: JobRecord, box: SecretBox) -> dict[str, Any]:
+    sealed = box.open(record.secrets) if record.secrets else {}
+    auths: list[Any] = sealed.get("targets") or []
+    source: dict[str, Any] = {**record.request["source"], "auth": sealed.get("source")}
+    targets: list[dict[str, Any]] = [
+        {**t, "auth": auths[i] if i < len(auths) else None} for i, t in enumerate(record.request["targets"])
+    ]
+    return {"source": source, "targets": targets, "platforms": record.request.get("platforms")}
+
+
+def _auth(request: DistributeRequest, idx: int | None) -> dict[str, Any] | None:
+    auth = request.source.auth if idx is None else request.targets[idx].auth
+    return auth.model_dump(by_alias=True) if auth else None
+
+
+def failure_summary(run: JobRun, secrets: tuple[str, ...] = ()) -> str | None:
+    failed = [st for st in run.statuses.values() if st.state is TargetState.FAILED]
+    if not failed:
+        return run.error
+    return "; ".join(f"{st.key}: {st.error}" for st in failed)
+
+
+def describe_job_error(exc: BaseException) -> str:
+    if isinstance(exc, PERMANENT_ERRORS | RegcastError):
+        return describe(exc)
+    return f"internal error: {type(exc).__name__}"

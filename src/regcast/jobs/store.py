@@ -1,0 +1,372 @@
+"""All SQL of the job service, for SQLite and PostgreSQL alike (one code path).
+
+Claims are one ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED) AND state = 'QUEUED'``
+statement: atomic on both databases. Every write a worker makes is fenced by its worker id
+and the RUNNING state, so a worker that lost its job (requeued as stale) cannot overwrite the
+new owner's progress. Calls are synchronous; async code runs them in a thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, and_, create_engine, event, func, insert, select, text, true, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import SQLAlchemyError
+
+from regcast._exceptions import JobError
+from regcast.jobs.models import FINAL_STATES, JobState, job_targets, jobs
+
+log = logging.getLogger("regcast.jobs")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes: they were written as UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class TargetRecord:
+    idx: int
+    endpoint: str
+    repository: str
+    ref: str
+    state: str
+    bytes_done: int = 0
+    bytes_total: int = 0
+    attempts: int = 0
+    error: str | None = None
+
+
+@dataclass
+class JobRecord:
+    id: str
+    state: str
+    created_at: dt.datetime
+    started_at: dt.datetime
+    running_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    updated_at: dt.datetime
+    request: dict[str, Any]
+    secrets: bytes | None
+    source_digest: str | None
+    attempts: int
+    worker_id: str | None
+    heartbeat_at: dt.datetime | None
+    cancel_requested: bool
+    error: str | None
+    targets: list[TargetRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TargetUpdate:
+    idx: int
+    state: str
+    bytes_done: int
+    bytes_total: int
+    attempts: int
+    error: str | None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args={"connect_timeout": 5})
+
+
+class JobStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema and health ----------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (safe to run on every start)."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(resources.files("regcast.jobs") / "migrations"))
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                # several replicas starting together: one migrates, the others wait
+                conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(func.count()).select_from(jobs).where(jobs.c.id == ""))
+
+    # -- reading ---------------------------------------------------------------------------------
+    @staticmethod
+    def _record(row: Row[Any], targets: list[TargetRecord]) -> JobRecord:
+        m = row._mapping
+        created, started, updated = _utc(m["created_at"]), _utc(m["started_at"]), _utc(m["updated_at"])
+        assert created and started and updated
+        return JobRecord(
+            id=m["id"],
+            state=m["state"],
+            created_at=created,
+            started_at=started,
+            running_at=_utc(m["running_at"]),
+            finished_at=_utc(m["finished_at"]),
+            updated_at=updated,
+            request=m["request"],
+            secrets=m["secrets"],
+            source_digest=m["source_digest"],
+            attempts=m["attempts"],
+            worker_id=m["worker_id"],
+            heartbeat_at=_utc(m["heartbeat_at"]),
+            cancel_requested=bool(m["cancel_requested"]),
+            error=m["error"],
+            targets=targets,
+        )
+
+    def _targets(self, conn: Connection, ids: list[str]) -> dict[str, list[TargetRecord]]:
+        out: dict[str, list[TargetRecord]] = {i: [] for i in ids}
+        if not ids:
+            return out
+        rows = conn.execute(
+            select(job_targets).where(job_targets.c.job_id.in_(ids)).order_by(job_targets.c.job_id, job_targets.c.idx)
+        )
+        for r in rows:
+            m = r._mapping
+            out[m["job_id"]].append(
+                TargetRecord(
+                    m["idx"],
+                    m["endpoint"],
+                    m["repository"],
+                    m["ref"],
+                    m["state"],
+                    m["bytes_done"],
+                    m["bytes_total"],
+                    m["attempts"],
+                    m["error"],
+                )
+            )
+        return out
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None:
+                return None
+            return self._record(row, self._targets(conn, [job_id])[job_id])
+
+    def list_jobs(self, state: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[JobRecord], int]:
+        """Newest first, optionally of one state; returns (page, total)."""
+        where = jobs.c.state == state if state else true()
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(jobs).where(where)).scalar_one()
+            rows = conn.execute(
+                select(jobs).where(where).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)
+            ).all()
+            targets = self._targets(conn, [r._mapping["id"] for r in rows])
+            return [self._record(r, targets[r._mapping["id"]]) for r in rows], int(total)
+
+    # -- writing: API side ---------------------------------------------------------------------------
+    def create(self, request: dict[str, Any], sealed: bytes | None, targets: list[tuple[str, str, str]]) -> str:
+        job_id = str(uuid.uuid4())
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(jobs).values(
+                    id=job_id,
+                    state=JobState.QUEUED.value,
+                    created_at=now,
+                    started_at=now,
+                    updated_at=now,
+                    request=request,
+                    secrets=sealed,
+                    attempts=0,
+                    cancel_requested=False,
+                )
+            )
+            conn.execute(
+                insert(job_targets),
+                [
+                    {
+                        "job_id": job_id,
+                        "idx": i,
+                        "endpoint": e,
+                        "repository": r,
+                        "ref": ref,
+                        "state": "PENDING",
+                        "bytes_done": 0,
+                        "bytes_total": 0,
+                        "attempts": 0,
+                        "updated_at": now,
+                    }
+                    for i, (e, r, ref) in enumerate(targets)
+                ],
+            )
+        return job_id
+
+    def request_cancel(self, job_id: str) -> JobRecord | None:
+        """QUEUED → CANCELLED at once; RUNNING → flagged for its worker; final states unchanged."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED.value)
+                .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now, error="cancelled by user")
+            )
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING.value)
+                .values(cancel_requested=True, updated_at=now)
+            )
+        return self.get(job_id)
+
+    # -- writing: worker side (fenced) ---------------------------------------------------------------
+    def _owned(self, job_id: str, worker_id: str) -> Any:
+        return and_(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.state == JobState.RUNNING.value)
+
+    def claim(self, worker_id: str) -> JobRecord | None:
+        """Atomically take the oldest runnable QUEUED job, or None."""
+        now = utcnow()
+        candidate = (
+            select(jobs.c.id)
+            .where(jobs.c.state == JobState.QUEUED.value)
+            .where((jobs.c.not_before.is_(None)) | (jobs.c.not_before <= now))
+            .order_by(jobs.c.created_at)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id == candidate, jobs.c.state == JobState.QUEUED.value)
+            .values(
+                state=JobState.RUNNING.value,
+                worker_id=worker_id,
+                heartbeat_at=now,
+                running_at=now,
+                updated_at=now,
+                attempts=jobs.c.attempts + 1,
+            )
+            .returning(jobs.c.id)
+        )
+        with self.engine.begin() as conn:
+            job_id = conn.execute(stmt).scalar()
+        return self.get(job_id) if job_id else None
+
+    def save_progress(
+        self, job_id: str, worker_id: str, updates: list[TargetUpdate], source_digest: str | None = None
+    ) -> tuple[bool, bool]:
+        """Persist target progress and the heartbeat; returns (still owned, cancel requested)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            values: dict[str, Any] = {"updated_at": now, "heartbeat_at": now}
+            if source_digest:
+                values["source_digest"] = source_digest
+            if conn.execute(update(jobs).where(self._owned(job_id, worker_id)).values(**values)).rowcount != 1:
+                return False, False
+            for u in updates:
+                conn.execute(
+                    update(job_targets)
+                    .where(job_targets.c.job_id == job_id, job_targets.c.idx == u.idx)
+                    .values(
+                        state=u.state,
+                        bytes_done=u.bytes_done,
+                        bytes_total=u.bytes_total,
+                        attempts=u.attempts,
+                        error=u.error,
+                        updated_at=now,
+                    )
+                )
+            cancel = conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
+        return True, bool(cancel)
+
+    def finish(self, job_id: str, worker_id: str, state: JobState, error: str | None = None) -> bool:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            n = conn.execute(
+                update(jobs)
+                .where(self._owned(job_id, worker_id))
+                .values(
+                    state=state.value,
+                    finished_at=now,
+                    updated_at=now,
+                    error=error,
+                    worker_id=None,
+                )
+            ).rowcount
+        return n == 1
+
+    def release(self, job_id: str, worker_id: str) -> bool:
+        """Graceful shutdown: the job goes back to QUEUED, this attempt not counted."""
+        with self.engine.begin() as conn:
+            n = conn.execute(
+                update(jobs)
+                .where(self._owned(job_id, worker_id))
+                .values(
+                    state=JobState.QUEUED.value,
+                    worker_id=None,
+                    updated_at=utcnow(),
+                    attempts=jobs.c.attempts - 1,
+                )
+            ).rowcount
+        return n == 1
+
+    def requeue_stale(self, stale_after: float, max_attempts: int) -> list[str]:
+        """Jobs whose worker stopped heartbeating: requeue, or FAIL after ``max_attempts`` claims."""
+        now = utcnow()
+        limit = now - dt.timedelta(seconds=stale_after)
+        stale = and_(jobs.c.state == JobState.RUNNING.value, jobs.c.heartbeat_at < limit)
+        with self.engine.begin() as conn:
+            ids = [r[0] for r in conn.execute(select(jobs.c.id).where(stale).with_for_update(skip_locked=True))]
+            if not ids:
+                return []
+            conn.execute(
+                update(jobs)
+                .where(stale, jobs.c.id.in_(ids), jobs.c.attempts >= max_attempts)
+                .values(
+                    state=JobState.FAILED.value,
+                    finished_at=now,
+                    updated_at=now,
+                    worker_id=None,
+                    error=f"worker stopped responding; gave up after {max_attempts} attempts",
+                )
+            )
+            conn.execute(
+                update(jobs)
+                .where(stale, jobs.c.id.in_(ids))
+                .values(state=JobState.QUEUED.value, worker_id=None, updated_at=now)
+            )
+        for i in ids:
+            log.warning("job %s: its worker stopped heartbeating; requeued", i)
+        return ids
+
+    def is_final(self, state: str) -> bool:
+        return state in {s.value for s in FINAL_STATES}
+
+
+def wrap_db_errors(exc: SQLAlchemyError) -> JobError:
+    """One line, no SQL, no connection string."""
+    return JobError(f"database error: {type(exc.orig if hasattr(exc, 'orig') else exc).__name__}")

@@ -1,0 +1,178 @@
+"""Workers: claim jobs, run them, keep the store told, recover jobs of workers that died.
+
+Side tasks are named and supervised (restarted after a crash). A running job has a monitor
+that flushes progress (which is also its heartbeat), notices a cancel request or a lost claim,
+and writes the final state shielded from cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from regcast._exceptions import NotFound, RegcastError
+from regcast.config import Settings
+from regcast.jobs.models import JobState
+from regcast.jobs.runner import DONE_STATES, JobRun, JobRunner, describe_job_error, failure_summary
+from regcast.jobs.secrets import SecretBox
+from regcast.jobs.store import JobRecord, JobStore, TargetUpdate
+from regcast.transfer.engine import CopyEngine
+
+log = logging.getLogger("regcast.worker")
+
+
+async def supervised(name: str, fn: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run ``fn`` until ``stop``; log and restart it if it crashes."""
+    while not stop.is_set():
+        try:
+            await fn()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("side task %s crashed; restarting in 1s", name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+
+class Worker:
+    def __init__(
+        self,
+        store: JobStore,
+        settings: Settings,
+        box: SecretBox,
+        engine: CopyEngine | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.runner = JobRunner(settings, engine or CopyEngine(settings.transfer_options()), box)
+        self.stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs are interrupted and put back in the queue."""
+        self.stopping.set()
+
+    async def run(self) -> None:
+        log.info("worker %s started (%d job(s) at a time)", self.id, self.settings.jobs_in_flight)
+        tasks = [asyncio.create_task(supervised("reaper", self._reap, self.stopping), name="reaper")]
+        tasks += [
+            asyncio.create_task(supervised(f"claim-{i}", self._claim_loop, self.stopping), name=f"claim-{i}")
+            for i in range(self.settings.jobs_in_flight)
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            log.info("worker %s stopped", self.id)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    async def _reap(self) -> None:
+        interval = max(0.5, self.settings.stale_after / 3)
+        while not self.stopping.is_set():
+            try:
+                await asyncio.to_thread(self.store.requeue_stale, self.settings.stale_after, self.settings.max_attempts)
+            except SQLAlchemyError as exc:
+                log.warning("reaper: database unavailable (%s)", type(exc).__name__)
+            await self._sleep(interval)
+
+    async def _claim_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                record = await asyncio.to_thread(self.store.claim, self.id)
+            except SQLAlchemyError as exc:
+                log.warning("claim: database unavailable (%s)", type(exc).__name__)
+                await self._sleep(2.0)
+                continue
+            if record is None:
+                await self._sleep(self.settings.poll_interval)
+                continue
+            await self.execute(record)
+
+    # -- one job ----------------------------------------------------------------------------------
+    async def execute(self, record: JobRecord) -> None:
+        log.info("job %s: claimed by %s (attempt %d)", record.id, self.id, record.attempts)
+        run = self.runner.prepare(record)
+        task = asyncio.create_task(self.runner.run(run), name=f"job-{record.id}")
+        cancelled = False
+        while True:
+            waiter = asyncio.create_task(run.changed.wait())
+            stopper = asyncio.create_task(self.stopping.wait())
+            await asyncio.wait(
+                {task, waiter, stopper},
+                timeout=min(1.0, self.settings.heartbeat_interval),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            waiter.cancel()
+            stopper.cancel()
+            run.changed.clear()
+            owned, cancel = await self._flush(run)
+            if not owned:
+                log.warning("job %s: claim lost (requeued elsewhere); stopping here without writing", record.id)
+                await _cancel(task)
+                return
+            if cancel and not task.done():
+                log.info("job %s: cancelled by user", record.id)
+                await _cancel(task)
+                cancelled = True
+                break
+            if self.stopping.is_set() and not task.done():
+                await _cancel(task)
+                await self._flush(run)
+                await asyncio.shield(asyncio.to_thread(self.store.release, record.id, self.id))
+                log.info("job %s: interrupted by shutdown; back in the queue", record.id)
+                return
+            if task.done():
+                break
+        await asyncio.shield(self._finish(run, task, cancelled))
+
+    async def _flush(self, run: JobRun) -> tuple[bool, bool]:
+        updates = [
+            TargetUpdate(i, st.state.value, st.bytes_done, st.bytes_total, st.attempts, st.error)
+            for i, st in run.statuses.items()
+        ]
+        try:
+            return await asyncio.shield(
+                asyncio.to_thread(self.store.save_progress, run.record.id, self.id, updates, run.source_digest)
+            )
+        except SQLAlchemyError as exc:
+            log.warning("job %s: could not save progress (%s)", run.record.id, type(exc).__name__)
+            return True, False
+
+    async def _finish(self, run: JobRun, task: asyncio.Task[None], cancelled: bool) -> None:
+        error: str | None
+        if cancelled:
+            state, error = JobState.CANCELLED, "cancelled by user"
+        elif (exc := task.exception()) is not None:
+            if not isinstance(exc, RegcastError):
+                log.error("job %s: unexpected error", run.record.id, exc_info=exc)
+            state = JobState.FAILED
+            error = "Image not found" if isinstance(exc, NotFound) else describe_job_error(exc)
+            if isinstance(exc, NotFound):
+                error = f"Image not found ({describe_job_error(exc)})"
+        elif all(st.state.value in DONE_STATES for st in run.statuses.values()):
+            state, error = JobState.FINISHED, None
+        else:
+            state, error = JobState.FAILED, failure_summary(run)
+        await self._flush(run)
+        ok = await asyncio.to_thread(self.store.finish, run.record.id, self.id, state, error)
+        log.info("job %s: %s%s", run.record.id, state.value, f" ({error})" if error and ok else "")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

@@ -1,0 +1,84 @@
+"""A TCP proxy for the tests: throttles the bytes flowing back from upstream, and can cut every
+connection or refuse new ones (a database or registry that goes down)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+
+class TcpProxy:
+    def __init__(self, upstream_port: int, rate: float | None = None, upstream_host: str = "127.0.0.1") -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.rate = rate  # bytes per second from upstream to client, shared by all connections
+        self.port = 0
+        self.down = False
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._budget_lock: asyncio.Lock | None = None
+
+    def start(self) -> TcpProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        self._budget_lock = asyncio.Lock()
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def set_down(self, down: bool) -> None:
+        """Down: cut every open connection and refuse new ones."""
+        self.down = down
+        if down:
+            asyncio.run_coroutine_threadsafe(self._cut(), self._loop).result(10)
+
+    async def _cut(self) -> None:
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+
+    def stop(self) -> None:
+        async def close() -> None:
+            await self._cut()
+            if self._server:
+                self._server.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update({writer, up_writer})
+        await asyncio.gather(self._pipe(reader, up_writer, False), self._pipe(up_reader, writer, True),
+                             return_exceptions=True)
+        self._writers.discard(writer)
+        self._writers.discard(up_writer)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, throttle: bool) -> None:
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                if throttle and self.rate:
+                    assert self._budget_lock
+                    async with self._budget_lock:
+                        await asyncio.sleep(len(data) / self.rate)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()

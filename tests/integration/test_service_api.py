@@ -27,18 +27,26 @@ def service(tmp_path_factory: pytest.TempPathFactory, ca_bundle: Path) -> Iterat
     svc.stop()
 
 
-def test_submit_then_finished_with_seed_bodies(service: Service, repo: str, src_reg: RegistryServer,
-                                               open_reg: RegistryServer, basic_reg: RegistryServer,
-                                               token_reg: RegistryServer) -> None:
+def test_submit_then_finished_with_seed_bodies(
+    service: Service,
+    repo: str,
+    src_reg: RegistryServer,
+    open_reg: RegistryServer,
+    basic_reg: RegistryServer,
+    token_reg: RegistryServer,
+) -> None:
     img = images.multi_platform().push(src_reg.http(), repo, "v1")
     # endpoints written three ways: echoed exactly as written
     open_ep = f"http://127.0.0.1:{open_reg.port}/v2/"
     token_ep = f"http://127.0.0.1:{token_reg.port}"
-    body = {"source": source(src_reg, repo), "targets": [
-        {"endpoint": open_ep, "overwrite": False},
-        {"endpoint": basic_reg.endpoint, "auth": basicauth(basic_reg)},
-        {"endpoint": token_ep, "auth": basicauth(token_reg), "image": f"{repo}/renamed", "ref": "prod"},
-    ]}
+    body = {
+        "source": source(src_reg, repo),
+        "targets": [
+            {"endpoint": open_ep, "overwrite": False},
+            {"endpoint": basic_reg.endpoint, "auth": basicauth(basic_reg)},
+            {"endpoint": token_ep, "auth": basicauth(token_reg), "image": f"{repo}/renamed", "ref": "prod"},
+        ],
+    }
     r = service.http.post("/api/distribute/image", content=json.dumps(body))  # no Content-Type, as curl -d
     assert r.status_code == 201
     job_id = r.json()["id"]
@@ -67,26 +75,50 @@ BAD_BODIES = [
     (b"[]", "body: Input should be"),
     (b'{"targets": [{"endpoint": "http://127.0.0.1:5000/v2"}]}', "source: missing field"),
     (b'{"source": {"endpoint": "http://127.0.0.1:5000/v2", "image": "a", "ref": "v1"}}', "targets: missing field"),
-    (b'{"source": {"endpoint": "http://127.0.0.1:5000/v2", "image": "a", "ref": "v1"}, "targets": "x"}',
-     "targets: Input should be a valid list"),
-    (b'{"source": {"endpoint": "http://127.0.0.1:5000/v2", "image": "a", "ref": "v1"}, "targets": []}',
-     "targets: List should have at least 1 item"),
-    (b'{"source": {"endpoint": "http://127.0.0.1:5000/v2", "image": 5, "ref": "v1"}, "targets": [{}]}',
-     "source.image: Input should be a valid string"),
-    (b'{"source": {"endpoint": "ftp://x", "image": "a", "ref": "v1"}, "targets": [{"endpoint": "http://x/v2"}]}',
-     "source.endpoint: invalid endpoint URL"),
-    (b'{"source": {"endpoint": "http://x/v2", "image": "A/B", "ref": "v1"}, "targets": [{"endpoint": "http://x/v2"}]}',
-     "source.image: invalid repository name"),
-    (b'{"source": {"endpoint": "http://x/v2", "image": "a", "ref": "sha256:12"}, "targets": [{"endpoint": "http://x"}]}',
-     "source.ref: invalid digest"),
-    (b'{"source": {"endpoint": "http://x/v2", "image": "a", "ref": "v1"}, "targets": [{"endpoint": "http://x/v2", '
-     b'"overwrite": "perhaps"}]}', "targets.0.overwrite: Input should be a valid boolean"),
-    (b'{"source": {"endpoint": "http://x/v2", "image": "a", "ref": "v1"}, "targets": [{"endpoint": "http://x/v2"}, '
-     b'{"overwrite": true}]}', "targets.1.endpoint: missing field"),
-    (b'{"source": {"endpoint": "http://x/v2", "image": "a", "ref": "v1", "auth": {"token_type": "Magic"}}, '
-     b'"targets": [{"endpoint": "http://x/v2"}]}', "source.auth.token_type: must be Bearer or JWT"),
-    (b'{"source": {"endpoint": "http://x/v2", "image": "a", "ref": "v1"}, "targets": [{"endpoint": "http://x/v2"}], '
-     b'"platforms": ["linux"]}', "platforms: invalid platform"),
+    (
+        b'{"source": {"endpoint": "http://127.0.0.1:5000/v2", "image": "a", "ref": "v1"}, "targets": "x"}',
+        "targets: Input should be a valid list",
+    ),
+    (
+        b'{"source": {"endpoint": "http://127.0.0.1:5000/v2", "image": "a", "ref": "v1"}, "targets": []}',
+        "targets: List should have at least 1 item",
+    ),
+    (
+        b'{"source": {"endpoint": "http://127.0.0.1:5000/v2", "image": 5, "ref": "v1"}, "targets": [{}]}',
+        "source.image: Input should be a valid string",
+    ),
+    (
+        b'{"source": {"endpoint": "ftp://x", "image": "a", "ref": "v1"}, "targets": [{"endpoint": "http://x/v2"}]}',
+        "source.endpoint: invalid endpoint URL",
+    ),
+    (
+        b'{"source": {"endpoint": "http://x/v2", "image": "A/B", "ref": "v1"}, "targets": [{"endpoint": "http://x/v2"}]}',
+        "source.image: invalid repository name",
+    ),
+    (
+        b'{"source": {"endpoint": "http://x/v2", "image": "a", "ref": "sha256:12"}, "targets": [{"endpoint": "http://x"}]}',
+        "source.ref: invalid digest",
+    ),
+    (
+        b'{"source": {"endpoint": "http://x/v2", "image": "a", "ref": "v1"}, "targets": [{"endpoint": "http://x/v2", '
+        b'"overwrite": "perhaps"}]}',
+        "targets.0.overwrite: Input should be a valid boolean",
+    ),
+    (
+        b'{"source": {"endpoint": "http://x/v2", "image": "a", "ref": "v1"}, "targets": [{"endpoint": "http://x/v2"}, '
+        b'{"overwrite": true}]}',
+        "targets.1.endpoint: missing field",
+    ),
+    (
+        b'{"source": {"endpoint": "http://x/v2", "image": "a", "ref": "v1", "auth": {"token_type": "Magic"}}, '
+        b'"targets": [{"endpoint": "http://x/v2"}]}',
+        "source.auth.token_type: must be Bearer or JWT",
+    ),
+    (
+        b'{"source": {"endpoint": "http://x/v2", "image": "a", "ref": "v1"}, "targets": [{"endpoint": "http://x/v2"}], '
+        b'"platforms": ["linux"]}',
+        "platforms: invalid platform",
+    ),
 ]
 
 
@@ -101,16 +133,20 @@ def test_malformed_bodies_get_400_naming_the_field(service: Service, raw: bytes,
 
 def test_too_many_targets_and_too_large_body(service: Service) -> None:
     targets = [{"endpoint": "http://127.0.0.1:9/v2"}] * 101
-    r = service.http.post("/api/distribute/image", json={"source": {"endpoint": "http://127.0.0.1:9/v2",
-                                                                    "image": "a", "ref": "v1"}, "targets": targets})
+    r = service.http.post(
+        "/api/distribute/image",
+        json={"source": {"endpoint": "http://127.0.0.1:9/v2", "image": "a", "ref": "v1"}, "targets": targets},
+    )
     assert r.status_code == 400 and "at most 100 targets" in r.json()["msg"]
     r = service.http.post("/api/distribute/image", content=b"{" + b" " * (2 * 1024 * 1024) + b"}")
     assert r.status_code == 413 and r.json()["status"] == "error"
 
 
 def test_missing_image_404_and_unknown_job_404(service: Service, repo: str, src_reg: RegistryServer) -> None:
-    r = service.http.post("/api/distribute/image", json={"source": source(src_reg, repo, "nope"),
-                                                          "targets": [{"endpoint": src_reg.endpoint}]})
+    r = service.http.post(
+        "/api/distribute/image",
+        json={"source": source(src_reg, repo, "nope"), "targets": [{"endpoint": src_reg.endpoint}]},
+    )
     assert r.status_code == 404 and r.text == '{"status": "error", "msg": "Image not found"}'
     for job_id in (str(uuid.uuid4()), "not-a-uuid", "x" * 500):
         r = service.http.get(f"/api/distribute/image/{job_id}")
@@ -118,40 +154,63 @@ def test_missing_image_404_and_unknown_job_404(service: Service, repo: str, src_
 
 
 def test_source_registry_down_or_refusing(service: Service, repo: str, basic_reg: RegistryServer) -> None:
-    r = service.http.post("/api/distribute/image", json={"source": {"endpoint": "http://127.0.0.1:1/v2",
-                                                                    "image": repo, "ref": "v1"},
-                                                          "targets": [{"endpoint": "http://127.0.0.1:1/v2"}]})
+    r = service.http.post(
+        "/api/distribute/image",
+        json={
+            "source": {"endpoint": "http://127.0.0.1:1/v2", "image": repo, "ref": "v1"},
+            "targets": [{"endpoint": "http://127.0.0.1:1/v2"}],
+        },
+    )
     assert r.status_code == 502 and "127.0.0.1:1" in r.json()["msg"]
-    r = service.http.post("/api/distribute/image", json={
-        "source": source(basic_reg, repo, auth=basicauth(basic_reg, "Wr0ng-pass-word")),
-        "targets": [{"endpoint": basic_reg.endpoint}]})
+    r = service.http.post(
+        "/api/distribute/image",
+        json={
+            "source": source(basic_reg, repo, auth=basicauth(basic_reg, "Wr0ng-pass-word")),
+            "targets": [{"endpoint": basic_reg.endpoint}],
+        },
+    )
     assert r.status_code == 502 and "401" in r.json()["msg"] and "Wr0ng-pass-word" not in r.text
 
 
-def test_overwrite_false_goes_to_skipped_clusters(service: Service, repo: str, src_reg: RegistryServer,
-                                                  open_reg: RegistryServer, token_reg: RegistryServer) -> None:
+def test_overwrite_false_goes_to_skipped_clusters(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer, token_reg: RegistryServer
+) -> None:
     images.image().push(src_reg.http(), repo, "v1")
     other = images.image().push(open_reg.http(), repo, "v1")
-    job = service.submit({"source": source(src_reg, repo), "targets": [
-        {"endpoint": open_reg.endpoint, "overwrite": False},
-        {"endpoint": token_reg.endpoint, "auth": basicauth(token_reg)}]})
+    job = service.submit(
+        {
+            "source": source(src_reg, repo),
+            "targets": [
+                {"endpoint": open_reg.endpoint, "overwrite": False},
+                {"endpoint": token_reg.endpoint, "auth": basicauth(token_reg)},
+            ],
+        }
+    )
     st = service.wait(job)
     assert st["value"] == "FINISHED"
     assert st["skipped_clusters"] == [open_reg.endpoint] and st["finished_endpoints"] == [token_reg.endpoint]
     assert open_reg.http().get_manifest(repo, "v1").content == other.root.raw
-    job = service.submit({"source": source(src_reg, repo), "targets": [
-        {"endpoint": open_reg.endpoint, "overwrite": True}]})
+    job = service.submit(
+        {"source": source(src_reg, repo), "targets": [{"endpoint": open_reg.endpoint, "overwrite": True}]}
+    )
     assert service.wait(job)["finished_endpoints"] == [open_reg.endpoint]
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
 
-def test_one_target_down_fails_job_other_finished(service: Service, repo: str, src_reg: RegistryServer,
-                                                  open_reg: RegistryServer, basic_reg: RegistryServer) -> None:
+def test_one_target_down_fails_job_other_finished(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer, basic_reg: RegistryServer
+) -> None:
     images.image().push(src_reg.http(), repo, "v1")
-    job = service.submit({"source": source(src_reg, repo), "targets": [
-        {"endpoint": "http://127.0.0.1:1/v2"},
-        {"endpoint": basic_reg.endpoint, "auth": basicauth(basic_reg, "Bad-Secret-77")},
-        {"endpoint": open_reg.endpoint}]})
+    job = service.submit(
+        {
+            "source": source(src_reg, repo),
+            "targets": [
+                {"endpoint": "http://127.0.0.1:1/v2"},
+                {"endpoint": basic_reg.endpoint, "auth": basicauth(basic_reg, "Bad-Secret-77")},
+                {"endpoint": open_reg.endpoint},
+            ],
+        }
+    )
     st = service.wait(job)
     assert st["value"] == "FAILED"
     assert st["finished_endpoints"] == [open_reg.endpoint] and st["finished_at"]
@@ -163,12 +222,16 @@ def test_one_target_down_fails_job_other_finished(service: Service, repo: str, s
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
 
-def test_list_filter_and_pagination(service: Service, repo: str, src_reg: RegistryServer,
-                                    open_reg: RegistryServer) -> None:
+def test_list_filter_and_pagination(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
     images.image().push(src_reg.http(), repo, "v1")
-    ids = [service.submit({"source": source(src_reg, repo), "targets": [{"endpoint": open_reg.endpoint,
-                                                                          "image": f"{repo}/{i}"}]})
-           for i in range(5)]
+    ids = [
+        service.submit(
+            {"source": source(src_reg, repo), "targets": [{"endpoint": open_reg.endpoint, "image": f"{repo}/{i}"}]}
+        )
+        for i in range(5)
+    ]
     for i in ids:
         service.wait(i)
     page = service.http.get("/api/distribute/image", params={"limit": 3}).json()
@@ -190,8 +253,9 @@ def test_health_ready_docs(service: Service) -> None:
     assert service.http.get("/docs").status_code == 200
 
 
-def test_cancel_finished_job_is_409(service: Service, repo: str, src_reg: RegistryServer,
-                                    open_reg: RegistryServer) -> None:
+def test_cancel_finished_job_is_409(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
     images.image().push(src_reg.http(), repo, "v1")
     job = service.submit({"source": source(src_reg, repo), "targets": [{"endpoint": open_reg.endpoint}]})
     service.wait(job)

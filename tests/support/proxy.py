@@ -60,8 +60,9 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._writers.update({writer, up_writer})
-        await asyncio.gather(self._pipe(reader, up_writer, False), self._pipe(up_reader, writer, True),
-                             return_exceptions=True)
+        await asyncio.gather(
+            self._pipe(reader, up_writer, False), self._pipe(up_reader, writer, True), return_exceptions=True
+        )
         self._writers.discard(writer)
         self._writers.discard(up_writer)
 

@@ -38,8 +38,14 @@ class Process:
     def start(self) -> Process:
         self.directory.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
-        self.proc = subprocess.Popen([REGCAST, *self.args], cwd=self.directory, stdout=out, stderr=out,
-                                     env={**os.environ, **self.env}, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [REGCAST, *self.args],
+            cwd=self.directory,
+            stdout=out,
+            stderr=out,
+            env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+        )
         return self
 
     def kill(self) -> None:

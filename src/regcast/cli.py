@@ -208,6 +208,7 @@ def serve(host: str | None, port: int | None, database_url: str | None) -> None:
         store, box = _service_parts(settings)
     except (RegcastError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
+    _service_logging()
     app = create_app(Service(settings, store, box))
     click.echo(f"regcast serving on http://{settings.host}:{settings.port} (database: {_db_label(settings)})", err=True)
     uvicorn.run(
@@ -215,10 +216,17 @@ def serve(host: str | None, port: int | None, database_url: str | None) -> None:
     )
 
 
-def _db_label(settings: Settings) -> str:
-    from regcast.registry.redact import redact_url
+def _service_logging() -> None:
+    """Services log each job's lifecycle (INFO) unless -v asked for more."""
+    logger = logging.getLogger("regcast")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
 
-    return redact_url(settings.database_url)
+
+def _db_label(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
 
 
 @main.command()
@@ -234,6 +242,8 @@ def worker(database_url: str | None) -> None:
         store, box = _service_parts(settings)
     except (RegcastError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
+
+    _service_logging()
 
     async def run() -> None:
         w = Worker(store, settings, box)

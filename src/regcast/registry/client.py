@@ -7,6 +7,7 @@ the remembered auth challenge and a token cache keyed by scope. Every request go
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import ssl
@@ -461,12 +462,24 @@ class RegistryClient:
             resp.release()
 
     async def cancel_upload(self, location: str, repository: str) -> None:
-        """Best effort: tell the registry to drop an unfinished upload session."""
-        try:
-            resp = await self._send("DELETE", location, scopes=(scope(repository, "pull,push"),))
+        """Best effort: tell the registry to drop an unfinished upload session.
+
+        Right after a PUT was cut mid-body the registry may still be handling it and answer
+        404/400 to the DELETE; a few short retries let that settle (distribution does).
+        """
+        for delay in (0.0, 0.2, 0.5, 1.0):
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                resp = await self._send("DELETE", location, scopes=(scope(repository, "pull,push"),))
+            except RegistryError as exc:
+                log.debug("cancelling upload at %s failed: %s", self.name, exc)
+                return
+            status = resp.status
             resp.release()
-        except RegistryError as exc:
-            log.debug("cancelling upload at %s failed: %s", self.name, exc)
+            log.debug("cancel upload at %s: %s", self.name, status)
+            if status < 300 or status not in (400, 404, 409):
+                return
 
     async def prepare(self, repository: str, actions: str, extra: tuple[str, ...] = ()) -> None:
         """Settle auth for ``repository`` before a streamed body (which cannot be replayed)."""

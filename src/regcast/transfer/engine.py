@@ -12,6 +12,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from regcast._async import gather_all
 from regcast._exceptions import (
     AuthenticationFailed,
     DigestMismatch,
@@ -162,14 +163,14 @@ class _CopyRun:
             t.status.blobs_total = len(graph.blobs)
             t.status.attempts += 1
             self._set(t, TargetState.RUNNING)
-        await asyncio.gather(*(self._check_tag(t, graph.root) for t in self.targets))
+        await gather_all(*(self._check_tag(t, graph.root) for t in self.targets))
         active = self._alive(self.targets)
         if not active:
             return
         # largest blobs first: the long transfers start early and small ones fill the gaps
         blobs = sorted(graph.blobs, key=lambda b: b.size, reverse=True)
-        await asyncio.gather(*(self._copy_blob(b, active) for b in blobs))
-        await asyncio.gather(*(self._push_manifests(t, graph) for t in self._alive(active)))
+        await gather_all(*(self._copy_blob(b, active) for b in blobs))
+        await gather_all(*(self._push_manifests(t, graph) for t in self._alive(active)))
 
     async def _check_tag(self, t: Target, root: Manifest) -> None:
         try:
@@ -196,7 +197,7 @@ class _CopyRun:
                 missing = self._alive(missing)
                 if not missing:
                     return
-                mounted = await asyncio.gather(*(self._try_mount(t, blob, tried_mount, sessions) for t in missing))
+                mounted = await gather_all(*(self._try_mount(t, blob, tried_mount, sessions) for t in missing))
                 missing = [t for t, ok in zip(missing, mounted, strict=True) if not ok]
                 leaders: dict[str, Target] = {}
                 for t in self._alive(missing):
@@ -222,7 +223,7 @@ class _CopyRun:
                 return None
             return t
 
-        return list(await asyncio.gather(*(head(t) for t in targets)))
+        return list(await gather_all(*(head(t) for t in targets)))
 
     def _mount_source(self, t: Target, digest: str) -> str | None:
         if self.source.endpoint.base == t.registry and self.repository != t.repository:
@@ -258,7 +259,7 @@ class _CopyRun:
                 self._fail(t, exc)
                 return None
 
-        locations = await asyncio.gather(*(open_session(t) for t in leaders))
+        locations = await gather_all(*(open_session(t) for t in leaders))
         ready = [(t, loc) for t, loc in zip(leaders, locations, strict=True) if loc is not None]
         if not ready:
             return

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
+from regcast._async import gather_all
 from regcast._exceptions import UnsupportedManifest
 from regcast.registry import mediatypes as mt
 from regcast.registry.client import RegistryClient
@@ -38,7 +38,7 @@ async def _children(
     if depth > MAX_DEPTH:
         raise UnsupportedManifest(f"index nesting deeper than {MAX_DEPTH}")
     todo = [d for d in index.children if d.digest not in seen]
-    fetched = await asyncio.gather(*(client.get_manifest(repository, d.digest) for d in todo))
+    fetched = await gather_all(*(client.get_manifest(repository, d.digest) for d in todo))
     for desc, child in zip(todo, fetched, strict=True):
         if desc.digest in seen:
             continue

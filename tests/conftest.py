@@ -131,3 +131,30 @@ def _no_docker_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests never read the developer's own ~/.docker/config.json."""
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
     os.makedirs(tmp_path / "docker-config", exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def pg_base_url() -> str:
+    url = os.environ.get("REGCAST_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("REGCAST_REQUIRE_POSTGRES") == "1":
+            pytest.fail("REGCAST_REQUIRE_POSTGRES=1 but no PostgreSQL: REGCAST_TEST_POSTGRES_URL is not set")
+        pytest.skip(
+            "PostgreSQL tests skipped: REGCAST_TEST_POSTGRES_URL is not set (make test sets it when "
+            "a server answers at 127.0.0.1:5432)"
+        )
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_base_url: str) -> Iterator[str]:
+    """A fresh schema per test in the test database, selected through the URL's search_path."""
+    import psycopg
+
+    schema = f"regcast_t_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_base_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in pg_base_url else "?"
+    yield f"{pg_base_url}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(pg_base_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -207,24 +207,25 @@ class JobStore:
                     cancel_requested=False,
                 )
             )
-            conn.execute(
-                insert(job_targets),
-                [
-                    {
-                        "job_id": job_id,
-                        "idx": i,
-                        "endpoint": e,
-                        "repository": r,
-                        "ref": ref,
-                        "state": "PENDING",
-                        "bytes_done": 0,
-                        "bytes_total": 0,
-                        "attempts": 0,
-                        "updated_at": now,
-                    }
-                    for i, (e, r, ref) in enumerate(targets)
-                ],
-            )
+            if targets:  # an empty list would make SQLAlchemy run one bare INSERT
+                conn.execute(
+                    insert(job_targets),
+                    [
+                        {
+                            "job_id": job_id,
+                            "idx": i,
+                            "endpoint": e,
+                            "repository": r,
+                            "ref": ref,
+                            "state": "PENDING",
+                            "bytes_done": 0,
+                            "bytes_total": 0,
+                            "attempts": 0,
+                            "updated_at": now,
+                        }
+                        for i, (e, r, ref) in enumerate(targets)
+                    ],
+                )
         return job_id
 
     def request_cancel(self, job_id: str) -> JobRecord | None:

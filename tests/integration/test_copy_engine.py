@@ -238,3 +238,19 @@ def test_tls_without_ca_fails_clearly(repo: str, src_reg: RegistryServer, basic_
     assert "certificate" in (result.targets[0].error or "")
     ok = run_copy(src_reg, repo, "v1", [target(basic_reg, repo, "v1", verify_tls=False)])
     assert ok.ok, ok.targets[0].error
+
+
+def test_large_layer_streams_in_many_chunks_to_three_targets(repo: str, src_reg: RegistryServer,
+                                                             open_reg: RegistryServer, basic_reg: RegistryServer,
+                                                             token_reg: RegistryServer, ca_bundle: Path) -> None:
+    import os
+
+    big = os.urandom(20 * 1024 * 1024 + 12345)  # 20+ chunks of 1 MiB, an odd tail
+    img = images.image([big, images.layer_bytes(10)]).push(src_reg.http(), repo, "v1")
+    targets = [target(r, repo, "v1", ca_bundle) for r in (open_reg, basic_reg, token_reg)]
+    result = run_copy(src_reg, repo, "v1", targets)
+    assert result.ok, [t.error for t in result.targets]
+    for t in result.targets:
+        assert t.bytes_uploaded == sum(len(b) for b in img.blobs.values())
+    for r in (open_reg, basic_reg, token_reg):
+        assert_same_image(src_reg.http(), repo, "v1", r.http(), repo, "v1")

@@ -9,9 +9,11 @@ import threading
 
 
 class TcpProxy:
-    def __init__(self, upstream_port: int, rate: float | None = None, upstream_host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream_port: int, rate: float | None = None, upstream_host: str = "127.0.0.1",
+                 connect_delay: float = 0.0) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.rate = rate  # bytes per second from upstream to client, shared by all connections
+        self.connect_delay = connect_delay  # seconds added to every new connection (a WAN round trip)
         self.port = 0
         self.down = False
         self._loop = asyncio.new_event_loop()
@@ -19,6 +21,7 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._budget_lock: asyncio.Lock | None = None
+        self._free_at = 0.0
 
     def start(self) -> TcpProxy:
         self._thread.start()
@@ -54,6 +57,8 @@ class TcpProxy:
         if self.down:
             writer.transport.abort()
             return
+        if self.connect_delay:
+            await asyncio.sleep(self.connect_delay)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
@@ -66,6 +71,14 @@ class TcpProxy:
         self._writers.discard(writer)
         self._writers.discard(up_writer)
 
+    async def _spend(self, n: int) -> None:
+        """Token bucket: sleep only when ahead of the rate (sleeping per read would undershoot it)."""
+        assert self.rate
+        now = self._loop.time()
+        self._free_at = max(self._free_at, now) + n / self.rate
+        if self._free_at - now > 0.002:
+            await asyncio.sleep(self._free_at - now)
+
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, throttle: bool) -> None:
         try:
             while True:
@@ -74,8 +87,8 @@ class TcpProxy:
                     break
                 if throttle and self.rate:
                     assert self._budget_lock
-                    async with self._budget_lock:
-                        await asyncio.sleep(len(data) / self.rate)
+                    async with self._budget_lock:  # one shared link: connections take turns
+                        await self._spend(len(data))
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

@@ -323,7 +323,8 @@ def scenario_noop(bench: Bench, out: list[str]) -> None:
     src = bench.registries(1)[0]
     img = build_image(bench.workdir / "img-noop", src, "bench/noop", [MiB] * 4)
     targets = bench.registries(3)
-    results = {"regcast": Result()}
+    service = ServiceRunner(bench.workdir)
+    results = {"regcast": Result(), "service": Result()}
     if SKOPEO:
         results["skopeo-seq"] = Result()
     try:
@@ -332,11 +333,15 @@ def scenario_noop(bench: Bench, out: list[str]) -> None:
             s, rss = bench.regcast_cli(src.host, img, targets)
             results["regcast"].seconds.append(s)
             results["regcast"].rss_kib.append(rss)
+            s, rss = service.copy(src.host, img, targets)
+            results["service"].seconds.append(s)
+            results["service"].rss_kib.append(rss)
             if SKOPEO:
                 s, rss = bench.skopeo(src.host, img, targets, parallel=False)
                 results["skopeo-seq"].seconds.append(s)
                 results["skopeo-seq"].rss_kib.append(rss)
     finally:
+        service.stop()
         bench.drop([src, *targets])
     report(out, "d: no-op re-sync, 3 targets already up to date", results)
 

@@ -191,6 +191,8 @@ def create_app(service: Service) -> FastAPI:
         targets = [(t.endpoint, t.image or src.image, t.ref or src.ref) for t in body.targets]
         sealed = service.box.seal(body.sealed_auth())
         job_id = await asyncio.to_thread(store.create, body.public(), sealed, targets)
+        if service.worker is not None:
+            service.worker.wake()
         log.info("job %s: queued (%s/%s:%s to %d target(s))", job_id, src.endpoint, src.image, src.ref, len(targets))
         return SeedJSON({"id": job_id, "msg": "Image sync started", "status": "success"}, status_code=201)
 

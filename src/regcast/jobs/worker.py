@@ -56,6 +56,11 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.runner = JobRunner(settings, engine or CopyEngine(settings.transfer_options()), box)
         self.stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """A job was just queued in this process: claim now instead of at the next poll."""
+        self._wake.set()
 
     def stop(self) -> None:
         """Stop claiming; running jobs are interrupted and put back in the queue."""
@@ -63,10 +68,9 @@ class Worker:
 
     async def run(self) -> None:
         log.info("worker %s started (%d job(s) at a time)", self.id, self.settings.jobs_in_flight)
-        tasks = [asyncio.create_task(supervised("reaper", self._reap, self.stopping), name="reaper")]
-        tasks += [
-            asyncio.create_task(supervised(f"claim-{i}", self._claim_loop, self.stopping), name=f"claim-{i}")
-            for i in range(self.settings.jobs_in_flight)
+        tasks = [
+            asyncio.create_task(supervised("reaper", self._reap, self.stopping), name="reaper"),
+            asyncio.create_task(supervised("claimer", self._claim_loop, self.stopping), name="claimer"),
         ]
         try:
             await asyncio.gather(*tasks)
@@ -90,17 +94,45 @@ class Worker:
             await self._sleep(interval)
 
     async def _claim_loop(self) -> None:
-        while not self.stopping.is_set():
+        """One claimer per process fills up to ``jobs_in_flight`` slots (idle polling stays one query)."""
+        slots = asyncio.Semaphore(self.settings.jobs_in_flight)
+        running: set[asyncio.Task[None]] = set()
+
+        async def run(record: JobRecord) -> None:
             try:
-                record = await asyncio.to_thread(self.store.claim, self.id)
-            except SQLAlchemyError as exc:
-                log.warning("claim: database unavailable (%s)", type(exc).__name__)
-                await self._sleep(2.0)
-                continue
-            if record is None:
-                await self._sleep(self.settings.poll_interval)
-                continue
-            await self.execute(record)
+                await self.execute(record)
+            finally:
+                slots.release()
+                self._wake.set()  # a slot is free: look for more work at once
+
+        try:
+            while not self.stopping.is_set():
+                await slots.acquire()
+                try:
+                    record = await asyncio.to_thread(self.store.claim, self.id)
+                except SQLAlchemyError as exc:
+                    slots.release()
+                    log.warning("claim: database unavailable (%s)", type(exc).__name__)
+                    await self._sleep(2.0)
+                    continue
+                if record is None:
+                    slots.release()
+                    await self._idle()
+                    continue
+                task = asyncio.create_task(run(record), name=f"run-{record.id}")
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            if running:  # shutting down: each job stops cleanly and goes back to the queue
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def _idle(self) -> None:
+        """Wait for the poll interval, a wake-up (job queued here, slot freed) or shutdown."""
+        waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(self.stopping.wait())]
+        await asyncio.wait(waits, timeout=self.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        self._wake.clear()
 
     # -- one job ----------------------------------------------------------------------------------
     async def execute(self, record: JobRecord) -> None:

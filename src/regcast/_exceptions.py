@@ -13,6 +13,7 @@ redacted before they reach an exception.
     │   ├── RegistryUnreachable      DNS, connect, TLS, timeout, reset: no usable HTTP answer
     │   ├── RegistryResponseError    an HTTP answer we did not want (carries status, OCI code, method, URL)
     │   │   ├── AuthenticationFailed 401/403, or the token server refused
+    │   │   ├── TokenRejected        401 on a streamed upload: the token expired mid-job (retryable)
     │   │   ├── NotFound             404 (manifest, blob, repository)
     │   │   └── RateLimited          429
     │   └── ProtocolViolation        an answer that breaks the spec (missing Location, bad token JSON...)
@@ -53,7 +54,14 @@ class RegistryError(RegcastError):
 
 
 class RegistryUnreachable(RegistryError):
-    """No usable HTTP answer: DNS, connection, TLS handshake, timeout or reset."""
+    """No usable HTTP answer: DNS, connection, TLS handshake, timeout or reset.
+
+    ``transient`` is False for failures that trying again cannot fix (TLS handshake, certificate).
+    """
+
+    def __init__(self, message: str, *, registry: str = "", transient: bool = True) -> None:
+        super().__init__(message, registry=registry)
+        self.transient = transient
 
 
 class RegistryResponseError(RegistryError):
@@ -84,6 +92,10 @@ class RegistryResponseError(RegistryError):
 
 class AuthenticationFailed(RegistryResponseError):
     """401/403 after credentials were offered, or the token server refused them."""
+
+
+class TokenRejected(RegistryResponseError):
+    """A 401 on a streamed request that could not be replayed; a fresh token fixes it (retryable)."""
 
 
 class NotFound(RegistryResponseError):

@@ -67,10 +67,11 @@ def _creds(flag: str | None, registry: str) -> Credentials | None:
 def _client(
     ref: Reference, creds: Credentials | None, verify: bool, settings: Settings, *, read_only: bool = False
 ) -> RegistryClient:
+    endpoint = endpoint_for_registry(ref.registry, tls_verify=verify)
     return RegistryClient(
-        endpoint_for_registry(ref.registry, tls_verify=verify),
+        endpoint,
         credentials=creds,
-        options=settings.client_options(verify_tls=verify),
+        options=settings.client_options(verify_tls=verify, host=endpoint.host),
         read_only=read_only,
     )
 
@@ -163,6 +164,12 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except click.ClickException:
+        raise
+    except Exception as exc:  # a bug: still one line for the user, the traceback only with -v
+        logging.getLogger("regcast").debug("internal error", exc_info=True)
+        click.echo(f"error: internal error ({type(exc).__name__}: {exc}); run with -v for details", err=True)
+        sys.exit(EXIT_FAILED)
     status = 0
     for t in result.targets:
         if t.state is TargetState.FINISHED:

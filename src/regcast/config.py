@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from regcast.registry.client import ClientOptions
+from regcast.registry.retry import RetryPolicy
 from regcast.transfer.engine import TransferOptions
 
 
@@ -31,6 +32,18 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(20.0, gt=0)
     read_timeout: float = Field(300.0, gt=0)
 
+    # requests: retries of one request (connection errors, 408/429/5xx), Retry-After honoured up to a cap
+    request_retries: int = Field(5, ge=1, le=50)
+    request_backoff: float = Field(0.5, ge=0)
+    request_backoff_max: float = Field(20.0, ge=0)
+    request_retry_max_seconds: float = Field(300.0, ge=0)
+    retry_after_max: float = Field(120.0, ge=0)
+
+    # uploads: auto learns from refusals; chunk caps per registry host (GHCR refuses PATCH bodies over 4 MiB)
+    upload_strategy: Literal["auto", "monolithic", "chunked"] = "auto"
+    chunk_cap: int | None = Field(None, ge=1024 * 1024)
+    chunk_caps: dict[str, int] = Field(default_factory=lambda: {"ghcr.io": 4 * 1024 * 1024})
+
     # service
     jobs_in_flight: int = Field(4, ge=1, le=256)
     max_targets: int = Field(100, ge=1, le=10_000)
@@ -50,7 +63,16 @@ class Settings(BaseSettings):
             v = "postgresql+psycopg://" + v[len("postgresql://") :]
         return v
 
-    def client_options(self, verify_tls: bool = True) -> ClientOptions:
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=self.request_retries,
+            backoff=self.request_backoff,
+            max_backoff=self.request_backoff_max,
+            max_total=self.request_retry_max_seconds,
+            max_retry_after=self.retry_after_max,
+        )
+
+    def client_options(self, verify_tls: bool = True, host: str = "") -> ClientOptions:
         return ClientOptions(
             verify_tls=verify_tls,
             ca_bundle=self.ca_bundle,
@@ -58,6 +80,9 @@ class Settings(BaseSettings):
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             chunk_size=self.chunk_size,
+            retry=self.retry_policy(),
+            upload_strategy=self.upload_strategy,
+            chunk_cap=self.chunk_caps.get(host.lower().split(":")[0], self.chunk_cap) if host else self.chunk_cap,
         )
 
     def transfer_options(self) -> TransferOptions:

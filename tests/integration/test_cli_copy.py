@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import BASIC_USERS, TOKEN_USERS
 from tests.support import images
 from tests.support.registry import RegistryServer
+from tests.support.service import FAST
 from tests.support.verify import assert_same_image
 
 REGCAST = shutil.which("regcast", path=str(Path(sys.executable).parent)) or "regcast"
@@ -26,7 +27,7 @@ def regcast(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **FAST, **(env or {})},
         stdin=subprocess.DEVNULL,
     )
 

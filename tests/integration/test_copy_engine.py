@@ -240,9 +240,14 @@ def test_tls_without_ca_fails_clearly(repo: str, src_reg: RegistryServer, basic_
     assert ok.ok, ok.targets[0].error
 
 
-def test_large_layer_streams_in_many_chunks_to_three_targets(repo: str, src_reg: RegistryServer,
-                                                             open_reg: RegistryServer, basic_reg: RegistryServer,
-                                                             token_reg: RegistryServer, ca_bundle: Path) -> None:
+def test_large_layer_streams_in_many_chunks_to_three_targets(
+    repo: str,
+    src_reg: RegistryServer,
+    open_reg: RegistryServer,
+    basic_reg: RegistryServer,
+    token_reg: RegistryServer,
+    ca_bundle: Path,
+) -> None:
     import os
 
     big = os.urandom(20 * 1024 * 1024 + 12345)  # 20+ chunks of 1 MiB, an odd tail

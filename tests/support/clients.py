@@ -7,8 +7,11 @@ from pathlib import Path
 from regcast.registry.auth import Credentials
 from regcast.registry.client import ClientOptions, RegistryClient
 from regcast.registry.reference import parse_endpoint
+from regcast.registry.retry import RetryPolicy
 from regcast.transfer.engine import Target
 from tests.support.registry import RegistryServer
+
+FAST_RETRY = RetryPolicy(attempts=3, backoff=0.05, max_backoff=0.2)
 
 
 def client_for(
@@ -23,6 +26,7 @@ def client_for(
     if reg.users:
         user, pw = next(iter(reg.users.items()))
         creds = Credentials(user, password if password is not None else pw)
+    options.setdefault("retry", FAST_RETRY)
     opts = ClientOptions(ca_bundle=str(ca_bundle) if ca_bundle else None, **options)  # type: ignore[arg-type]
     return RegistryClient(parse_endpoint(reg.endpoint), credentials=creds, options=opts, read_only=read_only)
 

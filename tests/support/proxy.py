@@ -9,8 +9,13 @@ import threading
 
 
 class TcpProxy:
-    def __init__(self, upstream_port: int, rate: float | None = None, upstream_host: str = "127.0.0.1",
-                 connect_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        rate: float | None = None,
+        upstream_host: str = "127.0.0.1",
+        connect_delay: float = 0.0,
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.rate = rate  # bytes per second from upstream to client, shared by all connections
         self.connect_delay = connect_delay  # seconds added to every new connection (a WAN round trip)

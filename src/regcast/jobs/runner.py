@@ -43,11 +43,12 @@ def client_for(
     endpoint: str, auth: dict[str, Any] | None, verify: bool, settings: Settings, read_only: bool = False
 ) -> RegistryClient:
     parsed = AuthIn.model_validate(auth) if auth else None
+    where = parse_endpoint(endpoint)
     return RegistryClient(
-        parse_endpoint(endpoint),
+        where,
         credentials=parsed.credentials() if parsed else None,
         seed_auth=parsed.seed_auth() if parsed else None,
-        options=settings.client_options(verify_tls=verify),
+        options=settings.client_options(verify_tls=verify, host=where.host),
         read_only=read_only,
     )
 

@@ -49,8 +49,9 @@ def translate_errors(registry: str, method: str, url: str) -> Iterator[None]:
     try:
         yield
     except (aiohttp.ClientError, ssl.SSLError, TimeoutError, OSError) as exc:
+        tls = isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError)  # deterministic: never worth a retry
         raise RegistryUnreachable(
-            f"registry {registry}: {method} {redact_url(url)}: {_reason(exc)}", registry=registry
+            f"registry {registry}: {method} {redact_url(url)}: {_reason(exc)}", registry=registry, transient=not tls
         ) from None
 
 

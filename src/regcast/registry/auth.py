@@ -160,7 +160,24 @@ def parse_token_answer(body: bytes, now: float | None = None) -> tuple[str, floa
         raise ProtocolViolation("token server answer has no 'token' or 'access_token'")
     expires_in = doc.get("expires_in")
     lifetime = float(expires_in) if isinstance(expires_in, int | float) else MIN_TOKEN_LIFETIME
-    return token, now + max(lifetime, MIN_TOKEN_LIFETIME) - 5.0
+    expires_at = now + max(lifetime, MIN_TOKEN_LIFETIME) - 5.0
+    jwt_left = _jwt_seconds_left(token)
+    if jwt_left is not None:  # the token's own exp wins when it is sooner (servers that lie about expires_in)
+        expires_at = min(expires_at, now + jwt_left - min(2.0, max(jwt_left, 0.0) / 4))
+    return token, expires_at
+
+
+def _jwt_seconds_left(token: str) -> float | None:
+    """Seconds until a JWT's ``exp`` (read, not verified: only to refresh in time), or None."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        exp = payload.get("exp") if isinstance(payload, dict) else None
+    except (ValueError, TypeError):
+        return None
+    return float(exp) - time.time() if isinstance(exp, int | float) else None
 
 
 @dataclass

@@ -11,9 +11,8 @@ import asyncio
 import ipaddress
 import logging
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -28,7 +27,7 @@ from regcast._exceptions import (
     RegistryUnreachable,
 )
 from regcast.registry import mediatypes as mt
-from regcast.registry._transport import read_capped, response_error, translate_errors
+from regcast.registry._transport import parse_retry_after, read_capped, response_error, translate_errors
 from regcast.registry.auth import (
     MAX_TOKEN_ANSWER,
     Challenge,
@@ -44,6 +43,7 @@ from regcast.registry.digest import validate_digest
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from regcast.registry.redact import redact_url
 from regcast.registry.reference import Endpoint, validate_ref, validate_repository
+from regcast.registry.retry import RetryPolicy
 
 log = logging.getLogger("regcast.registry")
 
@@ -62,6 +62,9 @@ class ClientOptions:
     connect_timeout: float = 20.0
     read_timeout: float = 300.0
     chunk_size: int = 1024 * 1024
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    upload_strategy: str = "auto"  # auto | monolithic | chunked
+    chunk_cap: int | None = None  # largest PATCH body this registry takes (GHCR: 4 MiB)
 
 
 def _ssl_context(options: ClientOptions) -> ssl.SSLContext | bool:
@@ -110,6 +113,12 @@ class RegistryClient:
         self._tokens = TokenCache()
         self._session: aiohttp.ClientSession | None = None
         self._pinged = False
+        self.on_retry: Callable[[str], None] | None = None  # told about every retry (job status)
+        self.upload_strategy = self.options.upload_strategy if self.options.upload_strategy != "auto" else "monolithic"
+        self.strategy_fixed = self.options.upload_strategy != "auto"
+        self.chunk_cap = self.options.chunk_cap
+        self.chunk_min = 0  # OCI-Chunk-Min-Length, learnt from the registry
+        self._rate_warned = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -168,7 +177,7 @@ class RegistryClient:
         if self._pinged:
             return
         try:
-            await self._ping_once()
+            await self._retrying(self._ping_once, "GET", self.endpoint.base)
         except RegistryUnreachable as exc:
             if not (self.endpoint.fallback_http and self.endpoint.scheme == "https"):
                 raise
@@ -176,7 +185,7 @@ class RegistryClient:
                 raise  # a TLS server with a bad certificate is never downgraded
             log.debug("%s does not speak TLS, using plain HTTP", self.name)
             self.endpoint = self.endpoint.with_scheme("http")
-            await self._ping_once()
+            await self._retrying(self._ping_once, "GET", self.endpoint.base)
         self._pinged = True
 
     async def _ping_once(self) -> None:
@@ -243,7 +252,27 @@ class RegistryClient:
         return parse_token_answer(body)
 
     # -- the one request path ------------------------------------------------------------------
-    async def _send(
+    def note_retry(self, what: str) -> None:
+        log.warning("%s", what)
+        if self.on_retry is not None:
+            self.on_retry(what)
+
+    async def _retrying(self, fn: Callable[[], Any], method: str, url: str) -> Any:
+        """Retry ``fn`` on connection errors (for requests without a body to replay)."""
+        policy, attempt, waited = self.options.retry, 0, 0.0
+        while True:
+            attempt += 1
+            try:
+                return await fn()
+            except RegistryUnreachable as exc:
+                wait = policy.delay(attempt)
+                if not exc.transient or not policy.may_retry(method, attempt, waited, wait):
+                    raise
+                self.note_retry(f"{exc}; retry {attempt} in {wait:.1f}s")
+            await asyncio.sleep(wait)
+            waited += wait
+
+    async def send(
         self,
         method: str,
         url: str,
@@ -253,24 +282,73 @@ class RegistryClient:
         data: Body = None,
         follow_redirects: bool = False,
     ) -> aiohttp.ClientResponse:
-        """Send one request with auth; answer a 401 once; follow redirects only if asked.
+        """The one request path: auth, a 401 answered once, redirects, retries (replayable requests).
 
         The caller owns the response (``release()`` it). A streamed body cannot be replayed, so
-        callers make sure auth is settled (``ping`` + a cached token) before streaming.
+        it is neither retried nor re-authenticated here; callers settle auth first.
         """
         if self.read_only and method not in ("GET", "HEAD"):
             raise RegistryError(f"refusing {method} to source registry {self.name}", registry=self.name)
         await self.ping()
         replayable = data is None or isinstance(data, bytes)
+        policy = self.options.retry if replayable else RetryPolicy.none()
+        attempt, waited = 0, 0.0
+        while True:
+            attempt += 1
+            try:
+                resp = await self._send_authenticated(method, url, scopes, headers, data, follow_redirects, replayable)
+            except RegistryUnreachable as exc:
+                wait = policy.delay(attempt)
+                if not exc.transient or not policy.may_retry(method, attempt, waited, wait):
+                    raise
+                self.note_retry(f"{exc}; retry {attempt} in {wait:.1f}s")
+            else:
+                self._watch_rate_limit(resp)
+                if resp.status not in policy.statuses:
+                    return resp
+                throttled = resp.status == 429
+                wait = policy.delay(attempt, parse_retry_after(resp.headers.get("Retry-After")))
+                if not policy.may_retry(method, attempt, waited, wait, throttled=throttled):
+                    return resp
+                resp.release()
+                self.note_retry(f"{method} {redact_url(url)} answered {resp.status}; retry {attempt} in {wait:.1f}s")
+            await asyncio.sleep(wait)
+            waited += wait
+
+    def _watch_rate_limit(self, resp: aiohttp.ClientResponse) -> None:
+        """Docker Hub style ``ratelimit-remaining: 12;w=21600``: warn once when it runs low."""
+        remaining = resp.headers.get("ratelimit-remaining")
+        if not remaining or self._rate_warned:
+            return
+        try:
+            left = int(remaining.split(";", 1)[0])
+            limit = int(resp.headers.get("ratelimit-limit", "0").split(";", 1)[0])
+        except ValueError:
+            return
+        if left <= max(5, limit // 10):
+            self._rate_warned = True
+            log.warning("registry %s: rate limit nearly used up (%d of %d left)", self.name, left, limit)
+
+    async def _send_authenticated(
+        self,
+        method: str,
+        url: str,
+        scopes: tuple[str, ...],
+        headers: dict[str, str] | None,
+        data: Body,
+        follow_redirects: bool,
+        replayable: bool,
+    ) -> aiohttp.ClientResponse:
         resp = await self._send_once(method, url, scopes, headers, data)
-        if resp.status == 401 and replayable:
+        if resp.status == 401:
             challenge = self._remember_challenge(resp) or self._challenge
-            resp.release()
             if challenge is not None and challenge.scheme == "bearer":
                 self._tokens.drop(TokenCache.key(challenge, scopes))
             elif self._seed_auth is not None:
                 self._seed_token = None
-            resp = await self._send_once(method, url, scopes, headers, data)
+            if replayable:
+                resp.release()
+                resp = await self._send_once(method, url, scopes, headers, data)
         hops = 0
         while follow_redirects and resp.status in _REDIRECTS and hops < MAX_REDIRECTS:
             location = resp.headers.get("Location")
@@ -319,7 +397,7 @@ class RegistryClient:
     async def get_manifest(self, repository: str, ref: str) -> Manifest:
         """The manifest bytes exactly as stored, verified against the digest asked for or announced."""
         url = await self._manifest_url(repository, ref)
-        resp = await self._send(
+        resp = await self.send(
             "GET",
             url,
             scopes=(scope(repository, "pull"),),
@@ -352,7 +430,7 @@ class RegistryClient:
     async def head_manifest(self, repository: str, ref: str) -> str | None:
         """The digest the registry holds for ``ref``, or None when it has none."""
         url = await self._manifest_url(repository, ref)
-        resp = await self._send(
+        resp = await self.send(
             "HEAD",
             url,
             scopes=(scope(repository, "pull"),),
@@ -377,7 +455,7 @@ class RegistryClient:
     async def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str) -> str | None:
         """Push manifest bytes unchanged; returns the digest the registry announced, if any."""
         url = await self._manifest_url(repository, ref)
-        resp = await self._send(
+        resp = await self.send(
             "PUT",
             url,
             scopes=(scope(repository, "pull,push"),),
@@ -390,96 +468,6 @@ class RegistryClient:
             return resp.headers.get("Docker-Content-Digest")
         finally:
             resp.release()
-
-    # -- blobs -----------------------------------------------------------------------------------
-    async def blob_exists(self, repository: str, digest: str) -> bool:
-        validate_repository(repository)
-        url = await self.url(f"{repository}/blobs/{validate_digest(digest)}")
-        resp = await self._send("HEAD", url, scopes=(scope(repository, "pull"),), follow_redirects=True)
-        try:
-            if resp.status == 200:
-                return True
-            if resp.status == 404:
-                return False
-            raise await response_error(resp, self.name, f"checking blob {digest}")
-        finally:
-            resp.release()
-
-    @asynccontextmanager
-    async def blob_stream(self, repository: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Stream a blob's bytes (redirects to object stores followed without our Authorization)."""
-        validate_repository(repository)
-        url = await self.url(f"{repository}/blobs/{validate_digest(digest)}")
-        resp = await self._send("GET", url, scopes=(scope(repository, "pull"),), follow_redirects=True)
-        try:
-            if resp.status != 200:
-                raise await response_error(resp, self.name, f"getting blob {digest}")
-            yield self._iter_body(resp, url)
-        finally:
-            resp.release()
-
-    async def _iter_body(self, resp: aiohttp.ClientResponse, url: str) -> AsyncIterator[bytes]:
-        size = self.options.chunk_size
-        while True:
-            with translate_errors(self.name, "GET", url):
-                chunk = await resp.content.read(size)
-            if not chunk:
-                return
-            yield chunk
-
-    async def start_upload(
-        self, repository: str, *, mount: str | None = None, mount_from: str | None = None
-    ) -> str | None:
-        """Open an upload session; returns its absolute Location, or None if the mount worked."""
-        validate_repository(repository)
-        url = await self.url(f"{repository}/blobs/uploads/")
-        scopes: tuple[str, ...] = (scope(repository, "pull,push"),)
-        if mount and mount_from:
-            url = with_query(url, mount=validate_digest(mount), **{"from": validate_repository(mount_from)})
-            scopes += (scope(mount_from, "pull"),)
-        resp = await self._send("POST", url, scopes=scopes, headers={"Content-Length": "0"}, data=b"")
-        try:
-            if mount and resp.status == 201:
-                return None
-            if resp.status != 202:
-                raise await response_error(resp, self.name, "starting a blob upload")
-            location = resp.headers.get("Location")
-            if not location:
-                raise ProtocolViolation(f"registry {self.name}: upload answer without Location", registry=self.name)
-            return urljoin(url, location)
-        finally:
-            resp.release()
-
-    async def finish_upload(self, location: str, digest: str, size: int, body: Body, repository: str) -> None:
-        """``PUT <location>&digest=`` with the whole body (monolithic, streamed)."""
-        url = with_query(location, digest=validate_digest(digest))
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        resp = await self._send("PUT", url, scopes=(scope(repository, "pull,push"),), headers=headers, data=body)
-        try:
-            if resp.status not in (201, 204):
-                raise await response_error(resp, self.name, f"uploading blob {digest}")
-        finally:
-            resp.release()
-
-    async def cancel_upload(self, location: str, repository: str) -> None:
-        """Best effort: tell the registry to drop an unfinished upload session.
-
-        Right after a PUT was cut mid-body the registry may still be handling it and answer
-        404/400 to the DELETE; a few short retries let that settle (distribution does).
-        """
-        for delay in (0.0, 0.2, 0.5, 1.0):
-            if delay:
-                await asyncio.sleep(delay)
-            try:
-                resp = await self._send("DELETE", location, scopes=(scope(repository, "pull,push"),))
-            except RegistryError as exc:
-                log.debug("cancelling upload at %s failed: %s", self.name, exc)
-                return
-            status = resp.status
-            resp.release()
-            log.debug("cancel upload at %s: %s", self.name, status)
-            if status < 300 or status not in (400, 404, 409):
-                return
 
     async def prepare(self, repository: str, actions: str, extra: tuple[str, ...] = ()) -> None:
         """Settle auth for ``repository`` before a streamed body (which cannot be replayed)."""
@@ -494,4 +482,4 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-__all__: list[Any] = ["ClientOptions", "RegistryClient", "describe", "with_query"]
+__all__ = ["ClientOptions", "RegistryClient", "describe", "with_query"]

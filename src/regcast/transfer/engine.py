@@ -22,11 +22,13 @@ from regcast._exceptions import (
     RegistryError,
     UnsupportedManifest,
 )
+from regcast.registry import blobs
 from regcast.registry.client import RegistryClient, describe
 from regcast.registry.manifest import Descriptor, Manifest, Platform
 from regcast.transfer.fanout import Channel, Sink, broadcast
 from regcast.transfer.plan import SourceGraph, load_graph
 from regcast.transfer.progress import Listener, NullListener, TargetState, TargetStatus
+from regcast.transfer.upload import upload_blob
 
 log = logging.getLogger("regcast.transfer")
 
@@ -41,7 +43,7 @@ class TransferOptions:
     checks_in_flight: int = 16
 
 
-@dataclass
+@dataclass(eq=False)  # identity: targets are dict keys and set members
 class Target:
     """Where one copy goes: a client, a repository and the ref the root is pushed to."""
 
@@ -112,6 +114,10 @@ class CopyEngine:
     ) -> CopyResult:
         """Copy ``repository:ref`` from ``source`` to every target; never raises for one target's fault."""
         run = _CopyRun(self, source, repository, targets, listener or NullListener())
+        if graph is None and not platforms:
+            digest = await run.all_up_to_date(ref)
+            if digest is not None:  # HEADs only: free on Docker Hub, no manifest pulled
+                return CopyResult(digest, [t.status for t in targets])
         graph = graph or await self.plan(source, repository, ref, platforms)
         await run.execute(graph)
         return CopyResult(graph.root.digest, [t.status for t in targets])
@@ -128,6 +134,29 @@ class _CopyRun:
         self.listener = listener
         self.blob_slots = asyncio.Semaphore(engine.options.blobs_in_flight)
         self.check_slots = asyncio.Semaphore(engine.options.checks_in_flight)
+        for t in targets:
+            t.client.on_retry = lambda _what, t=t: self._retried(t)
+
+    def _retried(self, t: Target) -> None:
+        t.status.retries += 1
+        self.listener.changed(t.status)
+
+    async def all_up_to_date(self, ref: str) -> str | None:
+        """The source digest if every target already holds it at its ref (then they are FINISHED)."""
+        try:
+            digest = await self.source.head_manifest(self.repository, ref)
+            if digest is None:
+                return None
+            held = await gather_all(*(t.client.head_manifest(t.repository, t.ref) for t in self.targets))
+        except RegcastError:
+            return None  # the full path reports the error properly
+        if any(h != digest for h in held):
+            return None
+        for t in self.targets:
+            t.status.attempts += 1
+            t.status.notes.append("already up to date")
+            self._set(t, TargetState.FINISHED)
+        return digest
 
     # -- status helpers ----------------------------------------------------------------------
     def _set(self, t: Target, state: TargetState, error: str | None = None) -> None:
@@ -191,8 +220,9 @@ class _CopyRun:
             missing = [t for t in await self._heads(blob, targets) if t is not None]
             tried_mount: set[int] = set()
             sessions: dict[int, str] = {}
-            # Each round streams to one leader per registry; the others then mount from it.
-            # Every round finishes at least one target per registry, so the loop ends.
+            tries: dict[int, int] = {}
+            # Each round streams to one leader per registry; the others then mount from it. A leader
+            # whose upload failed for a passing reason goes again (fresh session, source read again).
             while True:
                 missing = self._alive(missing)
                 if not missing:
@@ -202,9 +232,30 @@ class _CopyRun:
                 leaders: dict[str, Target] = {}
                 for t in self._alive(missing):
                     leaders.setdefault(t.registry, t)
-                if leaders:
-                    await self._stream(blob, list(leaders.values()), sessions)
-                missing = [t for t in missing if t not in leaders.values()]
+                if not leaders:
+                    continue
+                failures = await self._stream(blob, list(leaders.values()), sessions)
+                again = [t for t, exc in failures.items() if self._try_again(t, blob, exc, tries)]
+                missing = [t for t in missing if t not in leaders.values() or t in again]
+                if again:
+                    await asyncio.sleep(max(t.client.options.retry.delay(tries[id(t)]) for t in again))
+
+    def _try_again(self, t: Target, blob: Descriptor, exc: BaseException, tries: dict[int, int]) -> bool:
+        """Another upload of this blob for ``t``, or fail it for good."""
+        tries[id(t)] = tries.get(id(t), 0) + 1
+        changed = blobs.learn_from_refusal(t.client, exc)
+        limit = t.client.options.retry.attempts + (2 if changed else 0)
+        if isinstance(exc, PERMANENT_ERRORS) or tries[id(t)] >= limit:
+            if isinstance(exc, RegcastError | OSError):
+                self._fail(t, exc)
+            else:
+                self._fail(t, RegistryError(f"registry {t.client.name}: upload failed: {exc!r}"))
+            return False
+        self._retried(t)
+        log.warning(
+            "target %s: blob %s failed (%s); trying again (%d)", t.key, blob.digest, describe(exc), tries[id(t)]
+        )
+        return True
 
     async def _heads(self, blob: Descriptor, targets: list[Target]) -> list[Target | None]:
         async def head(t: Target) -> Target | None:
@@ -212,7 +263,7 @@ class _CopyRun:
                 return None
             try:
                 async with self.check_slots:
-                    present = await t.client.blob_exists(t.repository, blob.digest)
+                    present = await blobs.blob_exists(t.client, t.repository, blob.digest)
             except RegcastError as exc:
                 self._fail(t, exc)
                 return None
@@ -237,7 +288,7 @@ class _CopyRun:
             return False
         tried.add(id(t))
         try:
-            location = await t.client.start_upload(t.repository, mount=blob.digest, mount_from=origin)
+            location = await blobs.start_upload(t.client, t.repository, mount=blob.digest, mount_from=origin)
         except RegcastError as exc:
             log.info("mount of %s into %s refused (%s); uploading instead", blob.digest, t.key, exc)
             return False
@@ -249,26 +300,29 @@ class _CopyRun:
         self._add_bytes(t, blob.size)
         return True
 
-    async def _stream(self, blob: Descriptor, leaders: list[Target], sessions: dict[int, str]) -> None:
+    async def _stream(
+        self, blob: Descriptor, leaders: list[Target], sessions: dict[int, str]
+    ) -> dict[Target, BaseException]:
+        """One source read to every leader; returns the leaders whose upload failed, with why."""
+        failures: dict[Target, BaseException] = {}
+
         async def open_session(t: Target) -> str | None:
             if id(t) in sessions:
                 return sessions.pop(id(t))
             try:
-                return await t.client.start_upload(t.repository)
+                return await blobs.start_upload(t.client, t.repository)
             except RegcastError as exc:
-                self._fail(t, exc)
+                failures[t] = exc
                 return None
 
         locations = await gather_all(*(open_session(t) for t in leaders))
         ready = [(t, loc) for t, loc in zip(leaders, locations, strict=True) if loc is not None]
         if not ready:
-            return
+            return failures
         sinks = [self._sink(t, loc, blob) for t, loc in ready]
         try:
-            async with self.source.blob_stream(self.repository, blob.digest) as body:
-                errors = await broadcast(body, blob, sinks, self.engine.options.queue_depth)
-        except RegcastError as exc:  # the source could not even start the stream
-            errors = [exc] * len(ready)
+            body = blobs.read_blob(self.source, self.repository, blob.digest, blob.size)
+            errors = await broadcast(body, blob, sinks, self.engine.options.queue_depth)
         except asyncio.CancelledError:  # job cancelled or shutting down: leave no open sessions
             await asyncio.gather(
                 *(_shielded_cancel(t.client, loc, t.repository) for t, loc in ready), return_exceptions=True
@@ -282,16 +336,15 @@ class _CopyRun:
             await _shielded_cancel(t.client, loc, t.repository)
             if isinstance(err, DigestMismatch):
                 err = DigestMismatch(f"source registry {self.source.name}: {err}")
-            if isinstance(err, RegcastError | OSError):
-                self._fail(t, err)
-            else:
-                self._fail(t, RegistryError(f"registry {t.client.name}: upload failed: {err!r}"))
+            failures[t] = err
+        return failures
 
     def _sink(self, t: Target, location: str, blob: Descriptor) -> Sink:
         async def sink(ch: Channel) -> None:
-            first = await ch.get()  # wait for the first verified bytes before opening the PUT
-            body = ch.body(first, lambda n: self._add_bytes(t, n, uploaded=True))
-            await t.client.finish_upload(location, blob.digest, blob.size, body, t.repository)
+            def count(n: int) -> None:
+                self._add_bytes(t, n, uploaded=True)
+
+            await upload_blob(t.client, location, t.repository, blob, ch, count)
 
         return sink
 
@@ -315,7 +368,7 @@ class _CopyRun:
 
 async def _shielded_cancel(client: RegistryClient, location: str, repository: str) -> None:
     try:
-        await asyncio.shield(client.cancel_upload(location, repository))
+        await asyncio.shield(blobs.cancel_upload(client, location, repository))
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # best effort: the registry expires stale uploads anyway

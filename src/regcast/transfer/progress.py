@@ -31,6 +31,7 @@ class TargetStatus:
     blobs_uploaded: int = 0
     manifests_pushed: int = 0
     attempts: int = 0
+    retries: int = 0  # requests retried and blobs re-sent for this target
     retryable: bool = True  # False when trying again cannot help (bad credentials, bad input)
     notes: list[str] = field(default_factory=list)
 

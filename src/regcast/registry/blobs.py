@@ -1,0 +1,257 @@
+"""Blobs on one registry: existence, a download that resumes, and uploads (monolithic or chunked).
+
+Download: a broken stream is continued with ``Range: bytes=<received>-``; a registry that ignores
+Range answers 200 and the bytes already passed on are skipped, so the caller sees one unbroken
+stream (and keeps its running digest). Upload strategies: ``monolithic`` (POST, then one PUT with
+the body) and ``chunked`` (POST, PATCHes of at most ``chunk_cap`` bytes, then an empty PUT);
+the newest ``Location`` is always used, relative or absolute, its query kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import urljoin
+
+import aiohttp
+
+from regcast._exceptions import (
+    ProtocolViolation,
+    RegistryError,
+    RegistryResponseError,
+    RegistryUnreachable,
+    TokenRejected,
+)
+from regcast.registry._transport import response_error, translate_errors
+from regcast.registry.auth import scope
+from regcast.registry.client import Body, RegistryClient, with_query
+from regcast.registry.digest import validate_digest
+from regcast.registry.redact import redact_url
+from regcast.registry.reference import validate_repository
+
+log = logging.getLogger("regcast.registry")
+MIN_CHUNK_CAP = 1024 * 1024
+
+
+async def blob_exists(client: RegistryClient, repository: str, digest: str) -> bool:
+    validate_repository(repository)
+    url = await client.url(f"{repository}/blobs/{validate_digest(digest)}")
+    resp = await client.send("HEAD", url, scopes=(scope(repository, "pull"),), follow_redirects=True)
+    try:
+        if resp.status == 200:
+            return True
+        if resp.status == 404:
+            return False
+        raise await response_error(resp, client.name, f"checking blob {digest}")
+    finally:
+        resp.release()
+
+
+async def read_blob(client: RegistryClient, repository: str, digest: str, size: int) -> AsyncIterator[bytes]:
+    """Every byte of a blob, resuming a broken download where it stopped (bounded by the retry policy)."""
+    validate_repository(repository)
+    url = await client.url(f"{repository}/blobs/{validate_digest(digest)}")
+    policy = client.options.retry
+    received, attempt = 0, 0
+    while True:
+        headers = {"Range": f"bytes={received}-"} if received else None
+        resp = await client.send(
+            "GET", url, scopes=(scope(repository, "pull"),), headers=headers, follow_redirects=True
+        )
+        try:
+            skip = _skip_for(resp, received, client.name, digest)
+            if skip is None:
+                raise await response_error(resp, client.name, f"getting blob {digest}")
+            try:
+                async for chunk in _body(resp, client, url):
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk, skip = chunk[skip:], 0
+                    received += len(chunk)
+                    yield chunk
+                return
+            except RegistryUnreachable as exc:
+                attempt += 1
+                wait = policy.delay(attempt)
+                if received >= size or not policy.may_retry("GET", attempt, 0.0, wait):
+                    raise
+                client.note_retry(f"{exc} after {received} bytes; resuming in {wait:.1f}s")
+        finally:
+            resp.release()
+        await asyncio.sleep(wait)
+
+
+def _skip_for(resp: aiohttp.ClientResponse, received: int, registry: str, digest: str) -> int | None:
+    """How many leading bytes of this answer were already passed on; None if the answer is an error."""
+    if resp.status == 200:
+        if received:
+            log.info(
+                "registry %s ignored Range for %s: restarting the download, skipping %d bytes",
+                registry,
+                digest,
+                received,
+            )
+        return received
+    if resp.status == 206 and received:
+        content_range = resp.headers.get("Content-Range", "")
+        if not content_range.startswith(f"bytes {received}-"):
+            raise ProtocolViolation(
+                f"registry {registry}: resumed {digest} at the wrong offset ({content_range!r})", registry=registry
+            )
+        return 0
+    return None
+
+
+async def _body(resp: aiohttp.ClientResponse, client: RegistryClient, url: str) -> AsyncIterator[bytes]:
+    size = client.options.chunk_size
+    while True:
+        with translate_errors(client.name, "GET", url):
+            chunk = await resp.content.read(size)
+        if not chunk:
+            return
+        yield chunk
+
+
+async def start_upload(
+    client: RegistryClient, repository: str, *, mount: str | None = None, mount_from: str | None = None
+) -> str | None:
+    """Open an upload session; its absolute Location, or None when the mount worked (201)."""
+    validate_repository(repository)
+    url = await client.url(f"{repository}/blobs/uploads/")
+    scopes: tuple[str, ...] = (scope(repository, "pull,push"),)
+    if mount and mount_from:
+        url = with_query(url, mount=validate_digest(mount), **{"from": validate_repository(mount_from)})
+        scopes += (scope(mount_from, "pull"),)
+    resp = await client.send("POST", url, scopes=scopes, headers={"Content-Length": "0"}, data=b"")
+    try:
+        if mount and resp.status == 201:
+            return None
+        if resp.status != 202:
+            raise await response_error(resp, client.name, "starting a blob upload")
+        min_length = resp.headers.get("OCI-Chunk-Min-Length", "")
+        if min_length.isdigit():
+            client.chunk_min = int(min_length)
+        return _location(resp, url, client.name)
+    finally:
+        resp.release()
+
+
+def _location(resp: aiohttp.ClientResponse, current: str, registry: str) -> str:
+    location = resp.headers.get("Location")
+    if not location:
+        raise ProtocolViolation(f"registry {registry}: upload answer without Location", registry=registry)
+    return urljoin(current, location)
+
+
+async def _upload_request(
+    client: RegistryClient,
+    method: str,
+    url: str,
+    repository: str,
+    headers: dict[str, str],
+    body: Body,
+    ok: tuple[int, ...],
+    what: str,
+) -> str:
+    resp = await client.send(method, url, scopes=(scope(repository, "pull,push"),), headers=headers, data=body)
+    try:
+        if resp.status == 401 and not isinstance(body, bytes | None):
+            raise TokenRejected(
+                f"registry {client.name}: {what}: token rejected mid-upload (it will be renewed)",
+                registry=client.name,
+                status=401,
+                method=method,
+                url=redact_url(url),
+            )
+        if resp.status not in ok:
+            raise await response_error(resp, client.name, what)
+        return _location(resp, url, client.name) if resp.headers.get("Location") else url
+    finally:
+        resp.release()
+
+
+async def put_monolithic(
+    client: RegistryClient, location: str, repository: str, digest: str, size: int, body: Body
+) -> None:
+    """``PUT <location>&digest=`` with the whole body, streamed."""
+    url = with_query(location, digest=validate_digest(digest))
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+    await _upload_request(client, "PUT", url, repository, headers, body, (201, 204), f"uploading blob {digest}")
+
+
+async def patch_chunk(
+    client: RegistryClient, location: str, repository: str, offset: int, size: int, body: Body
+) -> str:
+    """One PATCH of ``size`` bytes at ``offset``; returns the newest Location (202, ECR 201, pulp 204)."""
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Content-Length": str(size),
+        "Content-Range": f"{offset}-{offset + size - 1}",
+    }
+    return await _upload_request(
+        client, "PATCH", location, repository, headers, body, (201, 202, 204), f"uploading a chunk at {offset}"
+    )
+
+
+async def put_final(client: RegistryClient, location: str, repository: str, digest: str) -> None:
+    """The closing ``PUT <location>&digest=`` of a chunked upload (no body)."""
+    url = with_query(location, digest=validate_digest(digest))
+    await _upload_request(
+        client, "PUT", url, repository, {"Content-Length": "0"}, b"", (201, 204), f"committing blob {digest}"
+    )
+
+
+async def cancel_upload(client: RegistryClient, location: str, repository: str) -> None:
+    """Best effort: drop an unfinished upload session.
+
+    Right after a request was cut mid-body the registry may still be handling it and answer
+    404/400 to the DELETE; a few short retries let that settle.
+    """
+    for delay in (0.0, 0.2, 0.5):
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            resp = await client.send("DELETE", location, scopes=(scope(repository, "pull,push"),))
+        except RegistryError as exc:
+            log.debug("cancelling upload at %s failed: %s", client.name, exc)
+            return
+        status = resp.status
+        resp.release()
+        log.debug("cancel upload at %s: %s", client.name, status)
+        if status < 300 or status not in (400, 404, 409):
+            return
+
+
+def learn_from_refusal(client: RegistryClient, exc: BaseException) -> bool:
+    """Adapt the upload strategy after the registry refused one; True if the next try should differ.
+
+    Monolithic PUT refused (405/413/501) → chunked. PATCH too large (413/416) → halve the chunk
+    cap (GHCR refuses bodies over 4 MiB). PATCH not supported (405/501) → monolithic.
+    """
+    if client.strategy_fixed or not isinstance(exc, RegistryResponseError):
+        return False
+    status = exc.status
+    if client.upload_strategy == "monolithic" and exc.method == "PUT" and status in (405, 413, 501):
+        client.upload_strategy = "chunked"
+        client.chunk_cap = client.chunk_cap or 4 * MIN_CHUNK_CAP
+    elif client.upload_strategy == "chunked" and exc.method == "PATCH" and status in (413, 416):
+        cap = client.chunk_cap or 8 * MIN_CHUNK_CAP
+        if cap <= MIN_CHUNK_CAP:
+            return False
+        client.chunk_cap = max(MIN_CHUNK_CAP, cap // 2)
+    elif client.upload_strategy == "chunked" and exc.method == "PATCH" and status in (405, 501):
+        client.upload_strategy = "monolithic"
+    else:
+        return False
+    log.warning(
+        "registry %s refused the upload (%s %s); switching to %s uploads%s",
+        client.name,
+        exc.method,
+        status,
+        client.upload_strategy,
+        f" of at most {client.chunk_cap} bytes per chunk" if client.upload_strategy == "chunked" else "",
+    )
+    return True

@@ -29,6 +29,7 @@ def job_status(job: JobRecord) -> dict[str, Any]:
                 "bytes_done": t.bytes_done,
                 "bytes_total": t.bytes_total,
                 "attempts": t.attempts,
+                "retries": t.retries,
                 "error": t.error,
             }
         )

@@ -74,4 +74,5 @@ job_targets = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("error", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("retries", Integer, nullable=False, default=0),
 )

@@ -63,7 +63,12 @@ class JobRunner:
         run = JobRun(record)
         for t in record.targets:
             st = TargetStatus(
-                t.endpoint, bytes_done=t.bytes_done, bytes_total=t.bytes_total, attempts=t.attempts, error=t.error
+                t.endpoint,
+                bytes_done=t.bytes_done,
+                bytes_total=t.bytes_total,
+                attempts=t.attempts,
+                error=t.error,
+                retries=t.retries,
             )
             st.state = TargetState(t.state) if t.state in TargetState.__members__ else TargetState.PENDING
             run.statuses[t.idx] = st
@@ -119,6 +124,7 @@ class JobRunner:
                 )
                 previous = run.statuses[i]
                 target.status.attempts = previous.attempts
+                target.status.retries = previous.retries
                 run.statuses[i] = target.status
                 targets.append(target)
             await self.engine.copy(

@@ -49,6 +49,7 @@ class TargetRecord:
     bytes_total: int = 0
     attempts: int = 0
     error: str | None = None
+    retries: int = 0
 
 
 @dataclass
@@ -79,6 +80,7 @@ class TargetUpdate:
     bytes_total: int
     attempts: int
     error: str | None
+    retries: int = 0
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -167,6 +169,7 @@ class JobStore:
                     m["bytes_total"],
                     m["attempts"],
                     m["error"],
+                    m["retries"],
                 )
             )
         return out
@@ -221,6 +224,7 @@ class JobStore:
                             "bytes_done": 0,
                             "bytes_total": 0,
                             "attempts": 0,
+                            "retries": 0,
                             "updated_at": now,
                         }
                         for i, (e, r, ref) in enumerate(targets)
@@ -298,6 +302,7 @@ class JobStore:
                         bytes_total=u.bytes_total,
                         attempts=u.attempts,
                         error=u.error,
+                        retries=u.retries,
                         updated_at=now,
                     )
                 )

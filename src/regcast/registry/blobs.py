@@ -231,10 +231,11 @@ def learn_from_refusal(client: RegistryClient, exc: BaseException) -> bool:
     Monolithic PUT refused (405/413/501) → chunked. PATCH too large (413/416) → halve the chunk
     cap (GHCR refuses bodies over 4 MiB). PATCH not supported (405/501) → monolithic.
     """
-    if client.strategy_fixed or not isinstance(exc, RegistryResponseError):
+    if not isinstance(exc, RegistryResponseError):
         return False
     status = exc.status
-    if client.upload_strategy == "monolithic" and exc.method == "PUT" and status in (405, 413, 501):
+    fixed = client.strategy_fixed  # a strategy set by the user is kept; only the chunk size adapts
+    if not fixed and client.upload_strategy == "monolithic" and exc.method == "PUT" and status in (405, 413, 501):
         client.upload_strategy = "chunked"
         client.chunk_cap = client.chunk_cap or 4 * MIN_CHUNK_CAP
     elif client.upload_strategy == "chunked" and exc.method == "PATCH" and status in (413, 416):
@@ -242,7 +243,7 @@ def learn_from_refusal(client: RegistryClient, exc: BaseException) -> bool:
         if cap <= MIN_CHUNK_CAP:
             return False
         client.chunk_cap = max(MIN_CHUNK_CAP, cap // 2)
-    elif client.upload_strategy == "chunked" and exc.method == "PATCH" and status in (405, 501):
+    elif not fixed and client.upload_strategy == "chunked" and exc.method == "PATCH" and status in (405, 501):
         client.upload_strategy = "monolithic"
     else:
         return False

@@ -1,0 +1,269 @@
+"""Named faults between regcast and real registries; each ends in a byte-identical copy or a clear FAILED.
+
+The fault proxy counts every fault it injects; the tests assert those counts and regcast's own
+retry counts. No assertion here depends on how long anything took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from regcast.registry.client import ClientOptions, RegistryClient
+from regcast.registry.reference import parse_endpoint
+from regcast.transfer.engine import CopyEngine, CopyResult, Target
+from regcast.transfer.progress import TargetState, TargetStatus
+from tests.conftest import Registries
+from tests.support import images
+from tests.support.clients import FAST_RETRY, client_for, target
+from tests.support.faults import FaultProxy
+from tests.support.proxy import TcpProxy
+from tests.support.registry import RegistryServer
+from tests.support.verify import assert_same_image
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def faults() -> Iterator[list[FaultProxy]]:
+    started: list[FaultProxy] = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+def proxy(faults: list[FaultProxy], reg: RegistryServer, scenario: str, **kw: object) -> FaultProxy:
+    p = FaultProxy(reg.port, scenario, **kw).start()
+    faults.append(p)
+    return p
+
+
+def via(p: FaultProxy, reg: RegistryServer | None = None, **options: object) -> RegistryClient:
+    creds = None
+    if reg is not None and reg.users:
+        from regcast.registry.auth import Credentials
+
+        creds = Credentials(*next(iter(reg.users.items())))
+    options.setdefault("retry", FAST_RETRY)
+    return RegistryClient(parse_endpoint(p.endpoint), credentials=creds, options=ClientOptions(**options))  # type: ignore[arg-type]
+
+
+def copy(source: RegistryClient, repo: str, targets: list[Target], listener: object = None) -> CopyResult:
+    async def go() -> CopyResult:
+        try:
+            return await CopyEngine().copy(source, repo, "v1", targets, listener=listener)  # type: ignore[arg-type]
+        finally:
+            await source.close()
+            for t in targets:
+                await t.client.close()
+
+    return asyncio.run(go())
+
+
+def two_layers() -> images.Image:
+    return images.image([os.urandom(3 * MiB), os.urandom(2 * MiB + 7)])
+
+
+def test_connection_reset_mid_blob_resumes_with_range(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer, token_reg: RegistryServer
+) -> None:
+    img = two_layers().push(src_reg.http(), repo, "v1")
+    p = proxy(faults, src_reg, "reset_blob")
+    result = copy(via(p), repo, [target(open_reg, repo, "v1"), target(token_reg, repo, "v1")])
+    assert result.ok, [t.error for t in result.targets]
+    assert p.events["reset"] == len(img.blobs) and p.events["range"] == len(img.blobs)
+    for t in result.targets:  # the targets' uploads went on: no blob was sent twice
+        assert t.retries == 0 and t.blobs_uploaded == len(img.blobs)
+        assert t.bytes_uploaded == sum(len(b) for b in img.blobs.values())
+    for reg in (open_reg, token_reg):
+        assert_same_image(src_reg.http(), repo, "v1", reg.http(), repo, "v1")
+
+
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_bursts_of_5xx_are_retried(
+    side: str, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    two_layers().push(src_reg.http(), repo, "v1")
+    burst = FAST_RETRY.attempts - 1  # 500 then 502: each request gets through on its last try
+    if side == "source":
+        p = proxy(faults, src_reg, "burst_5xx", count=burst)
+        result = copy(via(p), repo, [target(open_reg, repo, "v1")])
+    else:
+        p = proxy(faults, open_reg, "burst_5xx", count=burst)
+        result = copy(client_for(src_reg), repo, [Target("t", via(p), repo, "v1")])
+        assert result.targets[0].retries == burst
+    assert result.ok, result.targets[0].error
+    assert p.events["5xx"] == burst
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_429_waits_as_told(
+    faults: list[FaultProxy],
+    repo: str,
+    src_reg: RegistryServer,
+    open_reg: RegistryServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    images.image().push(src_reg.http(), repo, "v1")
+    p = proxy(faults, src_reg, "throttle_429")
+    with caplog.at_level(logging.WARNING, logger="regcast"):
+        result = copy(via(p), repo, [target(open_reg, repo, "v1")])
+    assert result.ok and p.events["429"] >= 1
+    waits = [r.getMessage() for r in caplog.records if "answered 429" in r.getMessage()]
+    assert len(waits) == p.events["429"] and all(w.endswith("in 1.0s") for w in waits)  # Retry-After: 1
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_blob_redirect_to_storage_gets_no_authorization(
+    faults: list[FaultProxy],
+    repo: str,
+    token_reg: RegistryServer,
+    open_reg: RegistryServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    img = two_layers().push(token_reg.http(), repo, "v1")
+    ts = token_reg.token_server
+    assert ts
+
+    def storage_headers(name: str) -> dict[str, str]:
+        return {"Authorization": "Bearer " + ts.issue("bob", [f"repository:{name}:pull"])}
+
+    p = proxy(faults, token_reg, "redirect_blob", side_headers=storage_headers)
+    with caplog.at_level(logging.DEBUG, logger="regcast"):
+        result = copy(via(p, token_reg), repo, [target(open_reg, repo, "v1")])
+    assert result.ok, result.targets[0].error
+    assert p.events["redirect"] == len(img.blobs) == p.events["side_served"]
+    assert p.side_auth_headers == 0  # Authorization never went to the other host
+    assert "s3cr3t-storage-token" not in caplog.text  # token-bearing query parameters redacted
+    assert_same_image(token_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_relative_upload_location(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    img = two_layers().push(src_reg.http(), repo, "v1")
+    p = proxy(faults, open_reg, "relative_location")
+    result = copy(client_for(src_reg), repo, [Target("t", via(p), repo, "v1")])
+    assert result.ok, result.targets[0].error
+    assert p.events["relative"] >= len(img.blobs)  # every upload session was handed out relative
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_token_expiring_during_a_slow_copy(registries: Registries, repo: str, src_reg: RegistryServer) -> None:
+    short = registries.token("short-tokens", expires_in=2)
+    assert short.token_server
+    img = images.image([os.urandom(2 * MiB) for _ in range(4)]).push(src_reg.http(), repo, "v1")
+    slow = TcpProxy(src_reg.port, rate=2 * MiB).start()  # about 4 s of copying: tokens expire meanwhile
+    try:
+        source = RegistryClient(
+            parse_endpoint(f"http://127.0.0.1:{slow.port}/v2"), options=ClientOptions(retry=FAST_RETRY)
+        )
+        result = copy(source, repo, [target(short, repo, "v1")], listener=None)
+    finally:
+        slow.stop()
+    assert result.ok, result.targets[0].error
+    pushes = [r for r in short.token_server.requests if any("push" in s for s in r["scopes"])]  # type: ignore[attr-defined]
+    assert len(pushes) >= 2  # renewed mid-copy, without restarting finished blobs
+    assert result.targets[0].blobs_uploaded == len(img.blobs)
+    assert_same_image(src_reg.http(), repo, "v1", short.http(), repo, "v1")
+
+
+def test_corrupted_byte_is_never_committed_then_clean_retry(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    img = two_layers().push(src_reg.http(), repo, "v1")
+    p = proxy(faults, src_reg, "corrupt_once")
+    result = copy(via(p), repo, [target(open_reg, repo, "v1")])
+    t = result.targets[0]
+    assert result.ok, t.error
+    assert p.events["corrupted"] == len(img.blobs) and t.retries == len(img.blobs)
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_corrupted_every_time_fails_clearly(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    img = images.image([os.urandom(MiB)]).push(src_reg.http(), repo, "v1")
+    p = proxy(faults, src_reg, "corrupt_always")
+    result = copy(via(p), repo, [target(open_reg, repo, "v1")])
+    t = result.targets[0]
+    assert t.state is TargetState.FAILED and "source registry" in (t.error or "") and "not committed" in (t.error or "")
+    # the first blob to exhaust its tries fails the target; blobs in flight beside it stop there too
+    assert FAST_RETRY.attempts <= p.events["corrupted"] <= FAST_RETRY.attempts * len(img.blobs)
+    for digest in img.blobs:
+        assert open_reg.http().head_blob(repo, digest) == 404 or digest == images.sha(img.root.raw)
+    assert open_reg.http().get_manifest(repo, "v1").status_code == 404
+
+
+@pytest.mark.parametrize("strategy", ["auto", "chunked"])
+def test_registry_refusing_bodies_over_4mib(
+    strategy: str, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    images.image([os.urandom(10 * MiB + 3), os.urandom(100)]).push(src_reg.http(), repo, "v1")
+    p = proxy(faults, open_reg, "ghcr")
+    client = via(p, upload_strategy=strategy)
+    result = copy(client_for(src_reg), repo, [Target("t", client, repo, "v1")])
+    assert result.ok, result.targets[0].error
+    if strategy == "auto":
+        assert p.events["put_refused"] == 1 and p.events["patch_refused"] == 0
+    else:
+        assert p.events["patch_refused"] == 1 and p.events["put_refused"] == 0
+    patches = [h for m, _, h in p.seen if m == "PATCH"]
+    assert patches and all(int(h["Content-Length"]) <= 4 * MiB for h in patches[-3:])
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_target_dying_mid_job_fails_alone(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer, token_reg: RegistryServer
+) -> None:
+    images.image([os.urandom(4 * MiB) for _ in range(3)]).push(src_reg.http(), repo, "v1")
+    doomed = TcpProxy(token_reg.port, rate=3 * MiB).start()
+    dying = RegistryServer("dying", Path("/nonexistent"), port=doomed.port, users=token_reg.users)
+
+    class KillWhenMoving:
+        def changed(self, status: TargetStatus) -> None:
+            if status.key == "dying" and status.bytes_done > 0 and not doomed.down:
+                doomed.set_down(True)
+
+    try:
+        result = copy(
+            client_for(src_reg),
+            repo,
+            [Target("dying", client_for(dying), repo, "v1"), target(open_reg, repo, "v1")],
+            listener=KillWhenMoving(),
+        )
+    finally:
+        doomed.stop()
+    dead, alive = result.targets
+    assert dead.state is TargetState.FAILED and f"127.0.0.1:{doomed.port}" in (dead.error or "")
+    assert alive.state is TargetState.FINISHED
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_service_status_shows_retries(
+    faults: list[FaultProxy], tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    from tests.support.service import Service
+
+    images.image().push(src_reg.http(), repo, "v1")
+    p = proxy(faults, open_reg, "burst_5xx", count=2)
+    svc = Service(tmp_path).start()
+    try:
+        job = svc.submit(
+            {
+                "source": {"endpoint": src_reg.endpoint, "image": repo, "ref": "v1"},
+                "targets": [{"endpoint": p.endpoint, "image": repo}],
+            }
+        )
+        st = svc.wait(job)
+        log = svc.output()
+    finally:
+        svc.stop()
+    assert st["value"] == "FINISHED" and st["targets"][0]["retries"] == 2 == p.events["5xx"]
+    assert log.count("answered 50") == 2  # each retry is in the log too
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")

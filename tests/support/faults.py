@@ -1,0 +1,176 @@
+"""A fault-injecting HTTP proxy between regcast and a real registry (test-only).
+
+Named scenarios break requests the way real registries and networks do; ``events`` counts every
+fault injected so tests can assert the retries, and ``seen`` records each request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections import Counter
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from aiohttp import web
+
+BLOB_GET = re.compile(r"^/v2/(.+)/blobs/(sha256:[a-f0-9]{64})$")
+HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+MiB = 1024 * 1024
+
+
+class FaultProxy:
+    def __init__(self, upstream_port: int, scenario: str = "pass", side_headers: Any = None, **params: Any) -> None:
+        self.upstream = f"http://127.0.0.1:{upstream_port}"
+        self.scenario = scenario
+        self.params = params
+        self.side_headers = side_headers  # repository -> headers the object store uses upstream
+        self.events: Counter[str] = Counter()
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.port = 0
+        self.side_port = 0
+        self.side_auth_headers = 0
+        self._done: set[str] = set()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runners: list[web.AppRunner] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v2"
+
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        async def close() -> None:
+            for r in self._runners:
+                await r.cleanup()
+            if self._session:
+                await self._session.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    async def _start(self) -> None:
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        self.port = await self._serve(self._handle)
+        self.side_port = await self._serve(self._side)
+
+    async def _serve(self, handler: Any) -> int:
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self._runners.append(runner)
+        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    def _once(self, key: str) -> bool:
+        if key in self._done:
+            return False
+        self._done.add(key)
+        return True
+
+    # -- the proxy ----------------------------------------------------------------------------------
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append((request.method, request.path_qs, dict(request.headers)))
+        fault = await self._fault_before(request)
+        if fault is not None:
+            return fault
+        return await self._forward(request)
+
+    async def _fault_before(self, request: web.Request) -> web.StreamResponse | None:
+        s, path, method = self.scenario, request.path, request.method
+        if s == "burst_5xx" and path != "/v2/" and self.events["5xx"] < self.params.get("count", 3):
+            status = (500, 502, 503)[self.events["5xx"] % 3]
+            self.events["5xx"] += 1
+            await request.read()
+            return web.Response(status=status, text="<html>upstream trouble</html>")
+        if s == "throttle_429" and "/manifests/" in path and self._once(f"429 {method} {path}"):
+            self.events["429"] += 1
+            return web.json_response(
+                {"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]},
+                status=429,
+                headers={"Retry-After": "1"},
+            )
+        if s == "redirect_blob" and method == "GET" and BLOB_GET.match(path):
+            self.events["redirect"] += 1
+            target = f"http://127.0.0.1:{self.side_port}{path}?access_token=s3cr3t-storage-token"
+            return web.Response(status=307, headers={"Location": target})
+        if s == "ghcr" and method == "PATCH" and request.content_length and request.content_length > 4 * MiB:
+            self.events["patch_refused"] += 1
+            await request.read()
+            return web.json_response({"errors": [{"code": "SIZE_INVALID", "message": "chunk too big"}]}, status=416)
+        if s == "ghcr" and method == "PUT" and "/blobs/uploads/" in path and (request.content_length or 0) > 4 * MiB:
+            self.events["put_refused"] += 1
+            await request.read()
+            return web.Response(status=413, text="request entity too large")
+        return None
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        assert self._session
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
+        if request.content_length is not None:
+            headers["Content-Length"] = str(request.content_length)
+        body = request.content if request.body_exists else None
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, headers=headers, data=body, allow_redirects=False
+        ) as up:
+            out_headers = {k: v for k, v in up.headers.items() if k.lower() not in HOP - {"content-length"}}
+            if "Location" in out_headers:
+                out_headers["Location"] = self._rewrite_location(out_headers["Location"])
+            resp = web.StreamResponse(status=up.status, headers=out_headers)
+            await resp.prepare(request)
+            blob = BLOB_GET.match(request.path) if request.method == "GET" and up.status == 200 else None
+            sent = 0
+            async for chunk in up.content.iter_chunked(256 * 1024):
+                if blob and self.scenario.startswith("corrupt") and sent == 0:
+                    always = self.scenario == "corrupt_always"
+                    if always or self._once("corrupt " + blob.group(2)):
+                        self.events["corrupted"] += 1
+                        chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+                if blob and self.scenario == "reset_blob" and up.content_length:
+                    half = up.content_length // 2
+                    if sent + len(chunk) > half and self._once("reset " + blob.group(2)):
+                        await resp.write(chunk[: half - sent])
+                        self.events["reset"] += 1
+                        assert request.transport
+                        request.transport.abort()
+                        return resp
+                await resp.write(chunk)
+                sent += len(chunk)
+            if "range" in {k.lower() for k in request.headers} and up.status == 206:
+                self.events["range"] += 1
+            await resp.write_eof()
+            return resp
+
+    def _rewrite_location(self, location: str) -> str:
+        parts = urlsplit(location)
+        if parts.netloc == self.upstream.split("//", 1)[1]:
+            parts = parts._replace(netloc=f"127.0.0.1:{self.port}")
+        if self.scenario == "relative_location":
+            self.events["relative"] += 1
+            return urlunsplit(("", "", parts.path, parts.query, ""))
+        return urlunsplit(parts)
+
+    # -- the object store a redirect points to: refuses any request carrying Authorization ---------------
+    async def _side(self, request: web.Request) -> web.StreamResponse:
+        if "Authorization" in request.headers:
+            self.side_auth_headers += 1
+            return web.Response(status=400, text="Only one auth mechanism allowed")
+        if request.query.get("access_token") != "s3cr3t-storage-token":
+            return web.Response(status=403)
+        assert self._session
+        self.events["side_served"] += 1
+        m = BLOB_GET.match(request.path)
+        headers = self.side_headers(m.group(1)) if self.side_headers and m else {}
+        async with self._session.get(self.upstream + request.path, headers=headers) as up:
+            data = await up.read()
+        return web.Response(body=data, status=up.status)

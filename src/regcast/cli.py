@@ -24,6 +24,7 @@ from regcast.config import Settings, load_settings
 from regcast.registry.auth import Credentials
 from regcast.registry.client import RegistryClient, describe
 from regcast.registry.dockerconfig import credentials_for
+from regcast.registry.guards import check_registry_allowed
 from regcast.registry.manifest import Platform
 from regcast.registry.reference import Reference, endpoint_for_registry, parse_reference
 from regcast.transfer.engine import CopyEngine, CopyResult, Target
@@ -150,6 +151,8 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
         settings = load_settings(ca_bundle=opts.pop("ca_bundle"), blobs_in_flight=opts.pop("blobs_in_flight"))
         src_ref = parse_reference(src)
         dst_refs = [_target_ref(parse_reference(d, default_tag=None), src_ref) for d in dst]
+        for ref in [src_ref, *dst_refs]:
+            check_registry_allowed(endpoint_for_registry(ref.registry).host, settings.registry_patterns)
     except (RegcastError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     opts["platforms"] = platforms or None
@@ -203,18 +206,45 @@ _db_option = click.option(
 @main.command()
 @click.option("--host", help="Address to listen on (default 127.0.0.1; env REGCAST_HOST).")
 @click.option("--port", type=int, help="Port (default 5001; env REGCAST_PORT).")
+@click.option(
+    "--allow-unauthenticated",
+    is_flag=True,
+    default=None,
+    help="Listen beyond loopback without REGCAST_API_TOKENS (not recommended).",
+)
 @_db_option
-def serve(host: str | None, port: int | None, database_url: str | None) -> None:
-    """The job service: REST API, workers and docs (/docs) in one process."""
+def serve(host: str | None, port: int | None, allow_unauthenticated: bool | None, database_url: str | None) -> None:
+    """The job service: REST API, workers and docs (/docs) in one process.
+
+    With REGCAST_API_TOKENS (or REGCAST_API_TOKENS_FILE) every route but /healthz and /readyz
+    needs a bearer token; without, regcast listens on loopback only unless --allow-unauthenticated.
+    """
     import uvicorn
 
     from regcast.api.app import Service, create_app
+    from regcast.registry.reference import is_loopback
 
     try:
-        settings = load_settings(host=host, port=port, database_url=database_url)
+        settings = load_settings(
+            host=host, port=port, database_url=database_url, allow_unauthenticated=allow_unauthenticated
+        )
+        tokens = settings.tokens()
         store, box = _service_parts(settings)
     except (RegcastError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
+    if not tokens and not is_loopback(settings.host) and not settings.allow_unauthenticated:
+        raise click.UsageError(
+            f"refusing to serve on {settings.host} without authentication: set REGCAST_API_TOKENS "
+            "(or REGCAST_API_TOKENS_FILE), listen on 127.0.0.1, or pass --allow-unauthenticated"
+        )
+    if tokens:
+        click.echo(f"API authentication on ({len(tokens)} token(s)); /healthz and /readyz stay open", err=True)
+    else:
+        click.echo(
+            "API authentication OFF: anyone who can reach this address can start copies"
+            + ("" if is_loopback(settings.host) else " (--allow-unauthenticated)"),
+            err=True,
+        )
     _service_logging()
     app = create_app(Service(settings, store, box))
     click.echo(f"regcast serving on http://{settings.host}:{settings.port} (database: {_db_label(settings)})", err=True)

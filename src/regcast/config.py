@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from regcast._exceptions import ConfigError
 from regcast.registry.client import ClientOptions
 from regcast.registry.retry import RetryPolicy
 from regcast.transfer.engine import TransferOptions
@@ -31,6 +32,7 @@ class Settings(BaseSettings):
     queue_depth: int = Field(8, ge=1, le=256)
     connect_timeout: float = Field(20.0, gt=0)
     read_timeout: float = Field(300.0, gt=0)
+    request_timeout: float = Field(60.0, gt=0)
 
     # requests: retries of one request (connection errors, 408/429/5xx), Retry-After honoured up to a cap
     request_retries: int = Field(5, ge=1, le=50)
@@ -43,6 +45,12 @@ class Settings(BaseSettings):
     upload_strategy: Literal["auto", "monolithic", "chunked"] = "auto"
     chunk_cap: int | None = Field(None, ge=1024 * 1024)
     chunk_caps: dict[str, int] = Field(default_factory=lambda: {"ghcr.io": 4 * 1024 * 1024})
+
+    # security
+    api_tokens: str = Field("", repr=False)  # comma-separated bearer tokens; turns API auth on
+    api_tokens_file: str | None = None  # one token per line
+    allow_unauthenticated: bool = False  # listen beyond loopback without API tokens
+    allowed_registries: str = ""  # comma-separated glob patterns of host[:port]; empty = any
 
     # service
     jobs_in_flight: int = Field(4, ge=1, le=256)
@@ -63,6 +71,23 @@ class Settings(BaseSettings):
             v = "postgresql+psycopg://" + v[len("postgresql://") :]
         return v
 
+    def tokens(self) -> tuple[str, ...]:
+        """API bearer tokens from REGCAST_API_TOKENS and REGCAST_API_TOKENS_FILE."""
+        found = [t.strip() for t in self.api_tokens.split(",") if t.strip()]
+        if self.api_tokens_file:
+            try:
+                lines = Path(self.api_tokens_file).read_text().splitlines()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read REGCAST_API_TOKENS_FILE {self.api_tokens_file}: {exc.strerror}"
+                ) from None
+            found += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        return tuple(found)
+
+    @property
+    def registry_patterns(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.allowed_registries.split(",") if p.strip())
+
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
             attempts=self.request_retries,
@@ -79,6 +104,7 @@ class Settings(BaseSettings):
             max_connections=self.connections_per_registry,
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
+            request_timeout=self.request_timeout,
             chunk_size=self.chunk_size,
             retry=self.retry_policy(),
             upload_strategy=self.upload_strategy,

@@ -100,6 +100,9 @@ class FaultProxy:
                 status=429,
                 headers={"Retry-After": "1"},
             )
+        if s == "evil_redirect" and method == "GET" and BLOB_GET.match(path):
+            self.events["evil"] += 1
+            return web.Response(status=307, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
         if s == "redirect_blob" and method == "GET" and BLOB_GET.match(path):
             self.events["redirect"] += 1
             target = f"http://127.0.0.1:{self.side_port}{path}?access_token=s3cr3t-storage-token"
@@ -155,6 +158,9 @@ class FaultProxy:
         parts = urlsplit(location)
         if parts.netloc == self.upstream.split("//", 1)[1]:
             parts = parts._replace(netloc=f"127.0.0.1:{self.port}")
+        if self.scenario == "evil_location":
+            self.events["evil"] += 1
+            return "http://169.254.169.254/v2/upload?x=1"
         if self.scenario == "relative_location":
             self.events["relative"] += 1
             return urlunsplit(("", "", parts.path, parts.query, ""))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from regcast._exceptions import NotFound, RegcastError
 from regcast.api.status import job_status
 from regcast.config import Settings
 from regcast.jobs.models import JobState
-from regcast.jobs.runner import client_for
+from regcast.jobs.runner import client_for, refused_endpoint
 from regcast.jobs.secrets import SecretBox
 from regcast.jobs.spec import DistributeRequest, describe_validation
 from regcast.jobs.store import JobStore
@@ -90,6 +91,37 @@ class _TooLarge(Exception):
     pass
 
 
+class BearerAuth:
+    """Every route but /healthz and /readyz needs ``Authorization: Bearer <one of the tokens>``."""
+
+    OPEN = frozenset({"/healthz", "/readyz"})
+
+    def __init__(self, app: ASGIApp, tokens: tuple[str, ...]) -> None:
+        self.app = app
+        self.tokens = tuple(t.encode() for t in tokens)
+
+    def allowed(self, header: bytes) -> bool:
+        scheme, _, given = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not given:
+            return False
+        ok = False
+        for token in self.tokens:  # no early exit: every token is compared, in constant time
+            ok |= hmac.compare_digest(token, given.strip())
+        return ok
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.OPEN:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if not self.allowed(header):
+            response = error(401, "unauthorized: send Authorization: Bearer <token>")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="regcast"'
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     err = exc.errors()[0]
     loc = [str(p) for p in err.get("loc", ()) if p != "body"]
@@ -129,6 +161,9 @@ def create_app(service: Service) -> FastAPI:
         description="Copy one container image from one registry to many.",
     )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    tokens = settings.tokens()
+    if tokens:
+        app.add_middleware(BearerAuth, tokens=tokens)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_req: Request, exc: RequestValidationError) -> SeedJSON:
@@ -170,6 +205,9 @@ def create_app(service: Service) -> FastAPI:
             return error(400, f"Failed to parse data: {describe_validation(exc)}")
         if len(body.targets) > settings.max_targets:
             return error(400, f"Failed to parse data: targets: at most {settings.max_targets} targets")
+        refused = refused_endpoint(body, settings.registry_patterns)
+        if refused:
+            return error(400, f"Failed to parse data: {refused}")
         if not service.ready.is_set():
             return error(503, "database unavailable")
         src = body.source

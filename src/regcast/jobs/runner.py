@@ -10,13 +10,15 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from regcast._exceptions import NotFound, RegcastError
+from regcast._exceptions import InvalidInput, NotFound, RegcastError
 from regcast.config import Settings
 from regcast.jobs.secrets import SecretBox
 from regcast.jobs.spec import AuthIn, DistributeRequest
 from regcast.jobs.store import JobRecord
 from regcast.registry.client import RegistryClient, describe
+from regcast.registry.guards import check_registry_allowed, is_metadata_address
 from regcast.registry.reference import parse_endpoint
 from regcast.transfer.engine import PERMANENT_ERRORS, CopyEngine, Target
 from regcast.transfer.progress import TargetState, TargetStatus
@@ -37,6 +39,21 @@ class JobRun:
 
     def changed_now(self, _status: TargetStatus | None = None) -> None:
         self.changed.set()
+
+
+def refused_endpoint(request: DistributeRequest, patterns: tuple[str, ...]) -> str | None:
+    """``field: why`` for the first endpoint the allow-list (or the metadata guard) refuses, else None."""
+    specs = [("source", request.source.endpoint, request.source.auth)] + [
+        (f"targets.{i}", t.endpoint, t.auth) for i, t in enumerate(request.targets)
+    ]
+    for where, endpoint, auth in specs:
+        try:
+            check_registry_allowed(parse_endpoint(endpoint).host, patterns)
+        except InvalidInput as exc:
+            return f"{where}.endpoint: {exc}"
+        if auth and auth.url and is_metadata_address(urlsplit(auth.url).hostname):
+            return f"{where}.auth.url: a link-local/metadata address is not a token endpoint"
+    return None
 
 
 def client_for(
@@ -77,6 +94,10 @@ class JobRunner:
     async def run(self, run: JobRun) -> None:
         """Copy to every target not yet done; retry retryable failures with backoff."""
         request = DistributeRequest.model_validate(_with_auth(run.record, self.box))
+        refused = refused_endpoint(request, self.settings.registry_patterns)
+        if refused:  # the allow-list may have changed since the job was accepted
+            run.error = refused
+            raise InvalidInput(refused)
         src = request.source
         if src.verify_tls is False:
             log.warning("job %s: TLS verification is off for source %s", run.record.id, src.endpoint)

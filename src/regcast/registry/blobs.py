@@ -27,6 +27,7 @@ from regcast.registry._transport import response_error, translate_errors
 from regcast.registry.auth import scope
 from regcast.registry.client import Body, RegistryClient, with_query
 from regcast.registry.digest import validate_digest
+from regcast.registry.guards import check_followed_url
 from regcast.registry.redact import redact_url
 from regcast.registry.reference import validate_repository
 
@@ -143,7 +144,7 @@ def _location(resp: aiohttp.ClientResponse, current: str, registry: str) -> str:
     location = resp.headers.get("Location")
     if not location:
         raise ProtocolViolation(f"registry {registry}: upload answer without Location", registry=registry)
-    return urljoin(current, location)
+    return check_followed_url(urljoin(current, location), came_from=current, registry=registry, what="upload Location")
 
 
 async def _upload_request(

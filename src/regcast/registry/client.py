@@ -8,7 +8,6 @@ the remembered auth challenge and a token cache keyed by scope. Every request go
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import ssl
 from collections.abc import AsyncIterable, Callable
@@ -40,6 +39,7 @@ from regcast.registry.auth import (
     token_request,
 )
 from regcast.registry.digest import validate_digest
+from regcast.registry.guards import check_followed_url
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from regcast.registry.redact import redact_url
 from regcast.registry.reference import Endpoint, validate_ref, validate_repository
@@ -60,7 +60,8 @@ class ClientOptions:
     ca_bundle: str | None = None
     max_connections: int = 16
     connect_timeout: float = 20.0
-    read_timeout: float = 300.0
+    read_timeout: float = 300.0  # between reads of a streamed body
+    request_timeout: float = 60.0  # a whole request without a streamed body (tokens, manifests, HEADs)
     chunk_size: int = 1024 * 1024
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     upload_strategy: str = "auto"  # auto | monolithic | chunked
@@ -71,17 +72,6 @@ def _ssl_context(options: ClientOptions) -> ssl.SSLContext | bool:
     if not options.verify_tls:
         return False
     return ssl.create_default_context(cafile=options.ca_bundle) if options.ca_bundle else True
-
-
-def _is_metadata_address(host: str | None) -> bool:
-    """Link-local (cloud metadata) addresses are never a place to follow a redirect to."""
-    if not host:
-        return False
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return host.lower() in ("metadata.google.internal", "metadata")
-    return ip.is_link_local or str(ip) == "fd00:ec2::254"
 
 
 def with_query(url: str, **params: str) -> str:
@@ -191,7 +181,7 @@ class RegistryClient:
     async def _ping_once(self) -> None:
         url = self.endpoint.base
         with translate_errors(self.name, "GET", url):
-            async with self._get_session().get(url, allow_redirects=False) as resp:
+            async with self._get_session().get(url, allow_redirects=False, timeout=self._total_timeout()) as resp:
                 await read_capped(resp, 65536)
                 self._remember_challenge(resp)
                 if resp.status not in (200, 401):
@@ -231,7 +221,11 @@ class RegistryClient:
         assert auth.url
         with translate_errors(self.name, "GET", auth.url):
             async with self._get_session().get(
-                auth.url, headers=auth.header or None, json=auth.json_body, allow_redirects=False
+                auth.url,
+                headers=auth.header or None,
+                json=auth.json_body,
+                allow_redirects=False,
+                timeout=self._total_timeout(),
             ) as resp:
                 if resp.status >= 400:
                     raise await response_error(resp, self.name, "fetching a token from the auth url")
@@ -241,10 +235,11 @@ class RegistryClient:
 
     async def _fetch_token(self, ch: Challenge, scopes: tuple[str, ...]) -> tuple[str, float]:
         req = token_request(ch, scopes, self._credentials, self.endpoint.host)
+        check_followed_url(req.url, came_from=self.endpoint.base, registry=self.name, what="token realm")
         headers = {"Authorization": req.basic.basic_header()} if req.basic else {}
         with translate_errors(self.name, "GET", req.url):
             async with self._get_session().get(
-                req.url, params=req.params, headers=headers, allow_redirects=False
+                req.url, params=req.params, headers=headers, allow_redirects=False, timeout=self._total_timeout()
             ) as resp:
                 if resp.status != 200:
                     raise await response_error(resp, self.name, "token server refused", self.secrets())
@@ -281,6 +276,7 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
         data: Body = None,
         follow_redirects: bool = False,
+        streaming: bool = False,
     ) -> aiohttp.ClientResponse:
         """The one request path: auth, a 401 answered once, redirects, retries (replayable requests).
 
@@ -296,7 +292,9 @@ class RegistryClient:
         while True:
             attempt += 1
             try:
-                resp = await self._send_authenticated(method, url, scopes, headers, data, follow_redirects, replayable)
+                resp = await self._send_authenticated(
+                    method, url, scopes, headers, data, follow_redirects, replayable, streaming or not replayable
+                )
             except RegistryUnreachable as exc:
                 wait = policy.delay(attempt)
                 if not exc.transient or not policy.may_retry(method, attempt, waited, wait):
@@ -338,8 +336,10 @@ class RegistryClient:
         data: Body,
         follow_redirects: bool,
         replayable: bool,
+        streaming: bool,
     ) -> aiohttp.ClientResponse:
-        resp = await self._send_once(method, url, scopes, headers, data)
+        timeout = None if streaming else self._total_timeout()
+        resp = await self._send_once(method, url, scopes, headers, data, timeout)
         if resp.status == 401:
             challenge = self._remember_challenge(resp) or self._challenge
             if challenge is not None and challenge.scheme == "bearer":
@@ -348,7 +348,7 @@ class RegistryClient:
                 self._seed_token = None
             if replayable:
                 resp.release()
-                resp = await self._send_once(method, url, scopes, headers, data)
+                resp = await self._send_once(method, url, scopes, headers, data, timeout)
         hops = 0
         while follow_redirects and resp.status in _REDIRECTS and hops < MAX_REDIRECTS:
             location = resp.headers.get("Location")
@@ -356,29 +356,25 @@ class RegistryClient:
             if not location:
                 raise ProtocolViolation(f"registry {self.name}: redirect without Location", registry=self.name)
             url = self._checked_redirect(url, location)
-            resp = await self._send_once(method, url, scopes, headers, None)
+            resp = await self._send_once(method, url, scopes, headers, None, timeout)
             hops += 1
         return resp
 
     def _checked_redirect(self, current: str, location: str) -> str:
-        target = urljoin(current, location)
-        old, new = urlsplit(current), urlsplit(target)
-        if new.scheme not in ("http", "https"):
-            raise ProtocolViolation(f"registry {self.name}: redirect to a non-HTTP URL", registry=self.name)
-        if old.scheme == "https" and new.scheme == "http":
-            raise ProtocolViolation(
-                f"registry {self.name}: refusing redirect from https to http ({redact_url(target)})",
-                registry=self.name,
-            )
-        if _is_metadata_address(new.hostname):
-            raise ProtocolViolation(
-                f"registry {self.name}: refusing redirect to link-local address {new.hostname}",
-                registry=self.name,
-            )
-        return target
+        return check_followed_url(urljoin(current, location), came_from=current, registry=self.name, what="redirect")
+
+    def _total_timeout(self) -> aiohttp.ClientTimeout:
+        o = self.options
+        return aiohttp.ClientTimeout(total=o.request_timeout, sock_connect=o.connect_timeout)
 
     async def _send_once(
-        self, method: str, url: str, scopes: tuple[str, ...], headers: dict[str, str] | None, data: Body
+        self,
+        method: str,
+        url: str,
+        scopes: tuple[str, ...],
+        headers: dict[str, str] | None,
+        data: Body,
+        timeout: aiohttp.ClientTimeout | None = None,  # noqa: ASYNC109 (aiohttp's per-request limits)
     ) -> aiohttp.ClientResponse:
         hdrs = dict(headers or {})
         auth = await self._authorization(scopes, url)
@@ -386,7 +382,11 @@ class RegistryClient:
             hdrs["Authorization"] = auth
         log.debug("%s %s", method, redact_url(url))
         with translate_errors(self.name, method, url):
-            return await self._get_session().request(method, url, headers=hdrs, data=data, allow_redirects=False)
+            if timeout is None:  # streamed: the session's per-read timeout applies
+                return await self._get_session().request(method, url, headers=hdrs, data=data, allow_redirects=False)
+            return await self._get_session().request(
+                method, url, headers=hdrs, data=data, allow_redirects=False, timeout=timeout
+            )
 
     # -- manifests -------------------------------------------------------------------------------
     async def _manifest_url(self, repository: str, ref: str) -> str:

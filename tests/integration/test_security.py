@@ -1,0 +1,206 @@
+"""Security: API tokens, listening rules, outbound guards, and no secret in any output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_faults import copy, proxy, via
+from tests.support import images
+from tests.support.clients import client_for
+from tests.support.faults import FaultProxy
+from tests.support.registry import RegistryServer, free_port
+from tests.support.service import FAST, REGCAST, Service, basicauth
+from tests.support.tokenserver import TokenServer
+
+TOKENS = ("tok-alpha-0123456789abcdef", "tok-beta-fedcba9876543210")
+
+
+@pytest.fixture
+def faults() -> Iterator[list[FaultProxy]]:
+    started: list[FaultProxy] = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+def test_api_tokens_guard_every_route_but_health(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"# comment\n{TOKENS[1]}\n")
+    svc = Service(tmp_path, {"REGCAST_API_TOKENS": TOKENS[0], "REGCAST_API_TOKENS_FILE": str(token_file)}).start()
+    try:
+        images.image().push(src_reg.http(), repo, "v1")
+        body = {
+            "source": {"endpoint": src_reg.endpoint, "image": repo, "ref": "v1"},
+            "targets": [{"endpoint": open_reg.endpoint}],
+        }
+        assert svc.http.get("/healthz").status_code == 200 and svc.http.get("/readyz").status_code == 200
+        for method, path in [
+            ("POST", "/api/distribute/image"),
+            ("GET", "/api/distribute/image"),
+            ("GET", "/api/distribute/image/x"),
+            ("DELETE", "/api/distribute/image/x"),
+            ("GET", "/docs"),
+            ("GET", "/openapi.json"),
+        ]:
+            for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Basic {TOKENS[0]}"}):
+                r = svc.http.request(method, path, headers=headers, json=body)
+                assert r.status_code == 401, (method, path, headers)
+                assert r.json() == {"status": "error", "msg": "unauthorized: send Authorization: Bearer <token>"}
+        for token in TOKENS:
+            r = svc.http.post("/api/distribute/image", json=body, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 201
+        assert "API authentication on (2 token(s))" in svc.output()
+        assert TOKENS[0] not in svc.output() and TOKENS[1] not in svc.output()
+    finally:
+        svc.stop()
+
+
+def test_serve_refuses_public_address_without_tokens(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [REGCAST, "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2 and "refusing to serve on 0.0.0.0 without authentication" in r.stderr
+
+
+def test_allow_list_and_metadata_endpoints_refused(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    images.image().push(src_reg.http(), repo, "v1")
+    svc = Service(
+        tmp_path, {"REGCAST_ALLOWED_REGISTRIES": f"127.0.0.1:{src_reg.port}, 127.0.0.1:{open_reg.port}"}
+    ).start()
+    try:
+        src = {"endpoint": src_reg.endpoint, "image": repo, "ref": "v1"}
+        cases = [
+            (
+                {"targets": [{"endpoint": open_reg.endpoint}, {"endpoint": "http://127.0.0.1:1/v2"}]},
+                "targets.1.endpoint: registry 127.0.0.1:1 is not in REGCAST_ALLOWED_REGISTRIES",
+            ),
+            (
+                {"targets": [{"endpoint": "http://169.254.169.254/v2"}]},
+                "targets.0.endpoint: registry 169.254.169.254 is a link-local/metadata address",
+            ),
+            (
+                {"targets": [{"endpoint": open_reg.endpoint, "auth": {"url": "http://169.254.169.254/token"}}]},
+                "targets.0.auth.url: a link-local/metadata address is not a token endpoint",
+            ),
+        ]
+        for extra, msg in cases:
+            r = svc.http.post("/api/distribute/image", json={"source": src, **extra})
+            assert r.status_code == 400 and r.json()["msg"] == f"Failed to parse data: {msg}"
+        r = svc.http.post("/api/distribute/image", json={"source": src, "targets": [{"endpoint": open_reg.endpoint}]})
+        assert r.status_code == 201
+    finally:
+        svc.stop()
+    r = subprocess.run(
+        [REGCAST, "copy", f"{src_reg.host}/{repo}:v1", f"127.0.0.1:1/{repo}:v1"],
+        capture_output=True,
+        text=True,
+        env={**FAST, "REGCAST_ALLOWED_REGISTRIES": f"127.0.0.1:{src_reg.port}", "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert r.returncode == 2 and "not in REGCAST_ALLOWED_REGISTRIES" in r.stderr
+
+
+@pytest.mark.parametrize("scenario", ["evil_location", "evil_redirect"])
+def test_locations_and_redirects_to_metadata_refused(
+    scenario: str, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    from regcast.transfer.engine import Target
+    from regcast.transfer.progress import TargetState
+
+    images.image().push(src_reg.http(), repo, "v1")
+    if scenario == "evil_location":
+        p = proxy(faults, open_reg, scenario)
+        result = copy(client_for(src_reg), repo, [Target("t", via(p), repo, "v1")])
+    else:
+        p = proxy(faults, src_reg, scenario)
+        from tests.support.clients import target
+
+        result = copy(via(p), repo, [target(open_reg, repo, "v1")])
+    t = result.targets[0]
+    assert t.state is TargetState.FAILED and "link-local/metadata address 169.254.169.254" in (t.error or "")
+    assert p.events["evil"] >= 1
+
+
+def test_no_secret_in_any_output(
+    tmp_path: Path,
+    repo: str,
+    src_reg: RegistryServer,
+    basic_reg: RegistryServer,
+    token_reg: RegistryServer,
+    ca_bundle: Path,
+) -> None:
+    """Passwords, seed auth headers/json and tokens appear in no route, log, database or CLI output."""
+    secrets = ["Sekr1t-basic-PW", "Sekr1t-header-VALUE", "Sekr1t-json-VALUE"]
+    ts = TokenServer(tmp_path, {"eve": "x"}).start()  # refuses these credentials; its answer must not leak
+    images.image().push(src_reg.http(), repo, "v1")
+    svc = Service(tmp_path, {"REGCAST_CA_BUNDLE": str(ca_bundle)}).start()
+    try:
+        ids = [
+            svc.submit(
+                {
+                    "source": {"endpoint": src_reg.endpoint, "image": repo, "ref": "v1"},
+                    "targets": [
+                        {"endpoint": basic_reg.endpoint, "auth": basicauth(basic_reg, secrets[0])},
+                        {
+                            "endpoint": token_reg.endpoint,
+                            "auth": {
+                                "url": f"{ts.realm}?scope=x",
+                                "token_type": "Bearer",
+                                "header": {"Authorization": f"Basic {secrets[1]}"},
+                                "json": {"password": secrets[2]},
+                            },
+                        },
+                        {"endpoint": token_reg.endpoint, "image": f"{repo}/ok", "auth": basicauth(token_reg)},
+                    ],
+                }
+            ),
+        ]
+        sts = [svc.wait(i) for i in ids]
+        assert sts[0]["value"] == "FAILED" and sts[0]["targets"][2]["state"] == "FINISHED"
+        outputs = [json.dumps(st) for st in sts]
+        outputs += [svc.http.get("/api/distribute/image").text, svc.http.delete(f"/api/distribute/image/{ids[0]}").text]
+        outputs += [svc.output()]
+        env = {"REGCAST_DATABASE_URL": f"sqlite:///{tmp_path / 'regcast.db'}", "PATH": "/usr/bin:/bin"}
+        for args in (["jobs"], ["jobs", ids[0]]):
+            r = subprocess.run([REGCAST, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+            assert r.returncode == 0, r.stderr
+            outputs.append(r.stdout + r.stderr)
+        stored = b"".join(f.read_bytes() for f in tmp_path.glob("regcast.db*"))
+    finally:
+        svc.stop()
+        ts.stop()
+    r = subprocess.run(
+        [
+            REGCAST,
+            "copy",
+            "--ca-bundle",
+            str(ca_bundle),
+            "--dest-creds",
+            f"alice:{secrets[0]}",
+            f"{src_reg.host}/{repo}:v1",
+            f"{basic_reg.host}/{repo}:v1",
+        ],
+        capture_output=True,
+        text=True,
+        env={**FAST, "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    outputs.append(r.stdout + r.stderr)
+    for secret in [*secrets, *basic_reg.users.values(), *token_reg.users.values()]:
+        for out in outputs:
+            assert secret not in out
+        assert secret.encode() not in stored
+    assert not any("Authorization: " in o or "Bearer ey" in o for o in outputs)

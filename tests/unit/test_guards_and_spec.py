@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from regcast._exceptions import InvalidInput, ProtocolViolation
+from regcast.jobs.spec import DistributeRequest, describe_validation
+from regcast.registry.guards import check_followed_url, check_registry_allowed, is_metadata_address
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "169.254.169.254",
+        "[fe80::1]",
+        "fd00:ec2::254",
+        "metadata.google.internal",
+        "::ffff:169.254.169.254",
+        "100.100.100.200",
+    ],
+)
+def test_metadata_addresses(host: str) -> None:
+    assert is_metadata_address(host)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.1.2.3", "registry.example", "::1", None, ""])
+def test_ordinary_addresses(host: str | None) -> None:
+    assert not is_metadata_address(host)
+
+
+def test_followed_urls() -> None:
+    ok = check_followed_url("https://s3.example/x?sig=1", came_from="https://reg/v2/", registry="reg", what="redirect")
+    assert ok.startswith("https://s3.example")
+    for bad, origin in [
+        ("http://s3.example/x", "https://reg/v2/"),
+        ("http://169.254.169.254/", "http://reg/v2/"),
+        ("file:///etc/passwd", "http://reg/v2/"),
+        ("gopher://x/", "http://reg/"),
+    ]:
+        with pytest.raises(ProtocolViolation):
+            check_followed_url(bad, came_from=origin, registry="reg", what="redirect")
+
+
+def test_allow_list() -> None:
+    check_registry_allowed("reg.example:5000", ())
+    check_registry_allowed("reg.example:5000", ("*.example:5000",))
+    check_registry_allowed("ghcr.io", ("ghcr.io", "*.internal"))
+    check_registry_allowed("a.b.internal:443", ("*.internal",))
+    for host, patterns in [("evil.example", ("ghcr.io",)), ("169.254.169.254", ()), ("ghcr.io.evil", ("ghcr.io",))]:
+        with pytest.raises(InvalidInput):
+            check_registry_allowed(host, patterns)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda c: (
+        st.lists(c, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "source",
+                    "targets",
+                    "endpoint",
+                    "image",
+                    "ref",
+                    "auth",
+                    "basicauth",
+                    "user",
+                    "password",
+                    "overwrite",
+                    "verify_tls",
+                    "platforms",
+                    "url",
+                    "token_type",
+                    "header",
+                    "json",
+                    "x",
+                ]
+            ),
+            c,
+            max_size=6,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300)
+@given(json_values)
+def test_request_schema_rejects_cleanly(doc: object) -> None:
+    """Any JSON: either a valid request or a ValidationError whose message names a field."""
+    try:
+        DistributeRequest.model_validate(doc)
+    except ValidationError as exc:
+        msg = describe_validation(exc)
+        assert msg and ":" in msg and "\n" not in msg
+
+
+def test_public_part_has_no_credentials() -> None:
+    req = DistributeRequest.model_validate(
+        {
+            "source": {
+                "endpoint": "http://r/v2",
+                "image": "a",
+                "ref": "v1",
+                "auth": {"basicauth": {"user": "u", "password": "Sekr1t-pw"}},
+            },
+            "targets": [
+                {
+                    "endpoint": "https://t/v2",
+                    "auth": {
+                        "url": "https://t/token",
+                        "header": {"X-Key": "Sekr1t-hdr"},
+                        "json": {"secret": "Sekr1t-json"},
+                    },
+                }
+            ],
+        }
+    )
+    public = json.dumps(req.public())
+    assert "Sekr1t" not in public and '"auth": true' in public
+    assert "Sekr1t-hdr" in json.dumps(req.sealed_auth())

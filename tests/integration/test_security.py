@@ -204,3 +204,40 @@ def test_no_secret_in_any_output(
             assert secret not in out
         assert secret.encode() not in stored
     assert not any("Authorization: " in o or "Bearer ey" in o for o in outputs)
+
+
+def test_schemathesis_finds_no_server_error_or_undocumented_status(tmp_path: Path, src_reg: RegistryServer) -> None:
+    """Fuzz every route from the service's own OpenAPI document (tokens on, outbound limited to loopback)."""
+    import shutil
+    import sys
+
+    st = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    assert st, "schemathesis is a test dependency"
+    svc = Service(
+        tmp_path, {"REGCAST_API_TOKENS": TOKENS[0], "REGCAST_ALLOWED_REGISTRIES": f"127.0.0.1:{src_reg.port}"}
+    ).start()
+    try:
+        r = subprocess.run(
+            [
+                st,
+                "run",
+                f"{svc.url}/openapi.json",
+                "--checks",
+                "not_a_server_error,status_code_conformance",
+                "--max-examples",
+                "40",
+                "--seed",
+                "20261128",
+                "-H",
+                f"Authorization: Bearer {TOKENS[0]}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            stdin=subprocess.DEVNULL,
+        )
+        log = svc.output()
+    finally:
+        svc.stop()
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "Traceback" not in log

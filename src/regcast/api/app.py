@@ -244,7 +244,9 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/api/distribute/image")
     async def list_jobs(
-        state: JobState | None = None, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)
+        state: JobState | None = None,
+        limit: int = Query(50, ge=1, le=500),
+        offset: int = Query(0, ge=0, le=1_000_000_000),
     ) -> SeedJSON:
         """Jobs, newest first; filter by ``state``; page with ``limit``/``offset``."""
         page, total = await asyncio.to_thread(store.list_jobs, state.value if state else None, limit, offset)
@@ -288,11 +290,39 @@ def create_app(service: Service) -> FastAPI:
             components = doc.setdefault("components", {}).setdefault("schemas", {})
             components.update(schema.pop("$defs", {}))
             components["DistributeRequest"] = schema
+            _document_errors(doc, auth=bool(tokens))
             app.openapi_schema = doc
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"status": {"type": "string"}, "msg": {"type": "string"}},
+    "required": ["status", "msg"],
+}
+
+
+def _document_errors(doc: dict[str, Any], auth: bool) -> None:
+    """Document the seed-style errors regcast really answers (400, not FastAPI's 422; 401; 413; 503)."""
+    for path, ops in doc.get("paths", {}).items():
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            wanted = {"503": "database unavailable"} if path != "/healthz" else {}
+            if op.get("parameters") or op.get("requestBody"):
+                wanted["400"] = "Failed to parse data: <field>: <why>"
+            if op.get("requestBody"):
+                wanted["413"] = "body too large"
+            if auth and path not in BearerAuth.OPEN:
+                wanted["401"] = "unauthorized"
+            for code, text in wanted.items():
+                responses.setdefault(code, {"description": text})
+                responses[code].setdefault("content", {"application/json": {"schema": ERROR_SCHEMA}})
+    doc.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+    doc.get("components", {}).get("schemas", {}).pop("ValidationError", None)
 
 
 async def _start(service: Service) -> None:

@@ -75,27 +75,28 @@ def make_blob(directory: Path, size: int, media_type: str) -> Blob:
     return Blob(path, "sha256:" + h.hexdigest(), size, media_type)
 
 
+def curl_put(path: Path, url: str) -> list[str]:
+    return [
+        CURL,
+        "-sf",
+        "-o",
+        "/dev/null",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "-T",
+        str(path),
+        url,
+    ]
+
+
 def put_blob(base: str, repo: str, blob: Blob) -> None:
     req = urllib.request.Request(f"{base}/v2/{repo}/blobs/uploads/", method="POST")
     with urllib.request.urlopen(req) as r:
         loc = r.headers["Location"]
     url = f"{loc}{'&' if '?' in loc else '?'}digest={blob.digest}"
-    subprocess.run(
-        [
-            CURL,
-            "-sf",
-            "-o",
-            "/dev/null",
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "-T",
-            str(blob.path),
-            url,
-        ],
-        check=True,
-    )
+    subprocess.run(curl_put(blob.path, url), check=True)
 
 
 def build_image(directory: Path, src: RegistryServer, repo: str, layer_sizes: list[int]) -> Image:
@@ -192,21 +193,7 @@ class Bench:
                 req = urllib.request.Request(f"http://{t.host}/v2/{img.repo}/blobs/uploads/", method="POST")
                 with urllib.request.urlopen(req) as r:
                     loc = r.headers["Location"]
-                puts.append(
-                    [
-                        CURL,
-                        "-sf",
-                        "-o",
-                        "/dev/null",
-                        "-X",
-                        "PUT",
-                        "-H",
-                        "Content-Type: application/octet-stream",
-                        "-T",
-                        str(b.path),
-                        f"{loc}{'&' if '?' in loc else '?'}digest={b.digest}",
-                    ]
-                )
+                puts.append(curl_put(b.path, f"{loc}{'&' if '?' in loc else '?'}digest={b.digest}"))
         return max(self._all_at_once(gets), self._all_at_once(puts)), 0
 
     @staticmethod

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.support.faults import FaultProxy
 from tests.support.registry import BINARY, RegistryServer
 from tests.support.tokenserver import TokenServer
 
@@ -158,3 +159,12 @@ def pg_url(pg_base_url: str) -> Iterator[str]:
     yield f"{pg_base_url}{sep}options=-csearch_path%3D{schema}"
     with psycopg.connect(pg_base_url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def faults() -> Iterator[list[FaultProxy]]:
+    """Fault proxies started by a test, stopped after it."""
+    started: list[FaultProxy] = []
+    yield started
+    for p in started:
+        p.stop()

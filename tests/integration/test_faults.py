@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,6 @@ from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def faults() -> Iterator[list[FaultProxy]]:
-    started: list[FaultProxy] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def proxy(faults: list[FaultProxy], reg: RegistryServer, scenario: str, **kw: object) -> FaultProxy:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,6 @@ from tests.support.service import FAST, REGCAST, Service, basicauth
 from tests.support.tokenserver import TokenServer
 
 TOKENS = ("tok-alpha-0123456789abcdef", "tok-beta-fedcba9876543210")
-
-
-@pytest.fixture
-def faults() -> Iterator[list[FaultProxy]]:
-    started: list[FaultProxy] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def test_api_tokens_guard_every_route_but_health(

@@ -394,16 +394,20 @@ class RegistryClient:
         validate_ref(ref)
         return await self.url(f"{repository}/manifests/{ref}")
 
-    async def get_manifest(self, repository: str, ref: str) -> Manifest:
-        """The manifest bytes exactly as stored, verified against the digest asked for or announced."""
+    async def _manifest_request(self, method: str, repository: str, ref: str) -> tuple[str, aiohttp.ClientResponse]:
         url = await self._manifest_url(repository, ref)
         resp = await self.send(
-            "GET",
+            method,
             url,
             scopes=(scope(repository, "pull"),),
             headers={"Accept": mt.ACCEPT_MANIFESTS},
             follow_redirects=True,
         )
+        return url, resp
+
+    async def get_manifest(self, repository: str, ref: str) -> Manifest:
+        """The manifest bytes exactly as stored, verified against the digest asked for or announced."""
+        url, resp = await self._manifest_request("GET", repository, ref)
         try:
             if resp.status != 200:
                 raise await response_error(resp, self.name, f"getting manifest {repository}:{ref}")
@@ -429,14 +433,7 @@ class RegistryClient:
 
     async def head_manifest(self, repository: str, ref: str) -> str | None:
         """The digest the registry holds for ``ref``, or None when it has none."""
-        url = await self._manifest_url(repository, ref)
-        resp = await self.send(
-            "HEAD",
-            url,
-            scopes=(scope(repository, "pull"),),
-            headers={"Accept": mt.ACCEPT_MANIFESTS},
-            follow_redirects=True,
-        )
+        _url, resp = await self._manifest_request("HEAD", repository, ref)
         try:
             if resp.status == 404:
                 return None

@@ -258,3 +258,15 @@ def test_service_status_shows_retries(
     assert st["value"] == "FINISHED" and st["targets"][0]["retries"] == 2 == p.events["5xx"]
     assert log.count("answered 50") == 2  # each retry is in the log too
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_403_for_a_missing_blob_means_upload_it(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """Artifactory answers 403 where others answer 404 for a missing blob."""
+    img = two_layers().push(src_reg.http(), repo, "v1")
+    p = proxy(faults, open_reg, "artifactory")
+    result = copy(client_for(src_reg), repo, [Target("t", via(p), repo, "v1")])
+    assert result.ok, result.targets[0].error
+    assert p.events["403_for_missing"] == len(img.blobs) == result.targets[0].blobs_uploaded
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")

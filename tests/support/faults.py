@@ -126,6 +126,14 @@ class FaultProxy:
         async with self._session.request(
             request.method, self.upstream + request.path_qs, headers=headers, data=body, allow_redirects=False
         ) as up:
+            if (
+                self.scenario == "artifactory"
+                and request.method == "HEAD"
+                and up.status == 404
+                and "/blobs/" in request.path
+            ):
+                self.events["403_for_missing"] += 1
+                return web.Response(status=403)
             out_headers = {k: v for k, v in up.headers.items() if k.lower() not in HOP - {"content-length"}}
             if "Location" in out_headers:
                 out_headers["Location"] = self._rewrite_location(out_headers["Location"])

@@ -36,13 +36,15 @@ MIN_CHUNK_CAP = 1024 * 1024
 
 
 async def blob_exists(client: RegistryClient, repository: str, digest: str) -> bool:
+    """Is the blob in ``repository``? 401/403 count as "no" (Artifactory answers 403 for a missing blob,
+    and push-only credentials cannot read): the upload that follows succeeds or fails clearly."""
     validate_repository(repository)
     url = await client.url(f"{repository}/blobs/{validate_digest(digest)}")
     resp = await client.send("HEAD", url, scopes=(scope(repository, "pull"),), follow_redirects=True)
     try:
         if resp.status == 200:
             return True
-        if resp.status == 404:
+        if resp.status in (401, 403, 404):
             return False
         raise await response_error(resp, client.name, f"checking blob {digest}")
     finally:

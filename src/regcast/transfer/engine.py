@@ -204,6 +204,10 @@ class _CopyRun:
     async def _check_tag(self, t: Target, root: Manifest) -> None:
         try:
             existing = await t.client.head_manifest(t.repository, t.ref)
+        except AuthenticationFailed as exc:
+            # push-only credentials may not read: the push itself will tell if they cannot write either
+            log.info("target %s: cannot check %s (%s); pushing", t.key, t.ref, exc)
+            existing = None
         except RegcastError as exc:
             self._fail(t, exc)
             return

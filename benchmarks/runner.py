@@ -127,11 +127,23 @@ def build_image(directory: Path, src: RegistryServer, repo: str, layer_sizes: li
     return Image(repo, [cfg, *layers], raw)
 
 
+def vm_hwm(pid: int) -> int:
+    """Peak resident set size of a running process, in KiB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 class Bench:
     def __init__(self, workdir: Path, rounds: int) -> None:
         self.workdir = workdir
         self.rounds = rounds
         self.n = 0
+        self.last_limit_parts = (0.0, 0.0)
 
     def registries(self, count: int) -> list[RegistryServer]:
         regs = []
@@ -149,15 +161,23 @@ class Bench:
     # -- tools -------------------------------------------------------------------------------------
     @staticmethod
     def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+        """Wall seconds and peak RSS (KiB) of one command.
+
+        Peak RSS is sampled from the child's own /proc VmHWM: ``ru_maxrss`` from wait4 would carry
+        the forking benchmark process's high-water mark over fork+exec.
+        """
         t = time.perf_counter()
         proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
         )
-        _, status, usage = os.wait4(proc.pid, 0)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, vm_hwm(proc.pid))
+            time.sleep(0.01)
         elapsed = time.perf_counter() - t
-        if status != 0:
+        if proc.returncode != 0:
             raise RuntimeError(f"{cmd[0]} failed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}")
-        return elapsed, usage.ru_maxrss
+        return elapsed, peak
 
     def regcast_cli(self, src: str, img: Image, targets: list[RegistryServer]) -> tuple[float, int]:
         return self.run_timed([REGCAST, "copy", f"{src}/{img.repo}:v1", *[f"{t.host}/{img.repo}:v1" for t in targets]])
@@ -194,7 +214,9 @@ class Bench:
                 with urllib.request.urlopen(req) as r:
                     loc = r.headers["Location"]
                 puts.append(curl_put(b.path, f"{loc}{'&' if '?' in loc else '?'}digest={b.digest}"))
-        return max(self._all_at_once(gets), self._all_at_once(puts)), 0
+        get, put = self._all_at_once(gets), self._all_at_once(puts)
+        self.last_limit_parts = (get, put)
+        return max(get, put), 0
 
     @staticmethod
     def _all_at_once(cmds: list[list[str]]) -> float:
@@ -254,10 +276,7 @@ class ServiceRunner:
         return time.perf_counter() - t, self.peak_rss()
 
     def peak_rss(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        return 0
+        return vm_hwm(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -292,6 +311,10 @@ def scenario_copy(
                     bench.drop(targets)
                 results[tool].seconds.append(secs)
                 results[tool].rss_kib.append(rss)
+                if tool == "limit":
+                    get, put = bench.last_limit_parts
+                    results.setdefault("limit: GET part", Result()).seconds.append(get)
+                    results.setdefault("limit: PUT part", Result()).seconds.append(put)
     finally:
         if service:
             service.stop()
@@ -375,7 +398,7 @@ def report(out: list[str], title: str, results: dict[str, Result]) -> None:
         "| --- | --- | --- | --- | --- |",
     ]
     for tool, r in results.items():
-        xl = f"{r.median / limit.median:.2f}" if limit and tool != "limit" else ""
+        xl = f"{r.median / limit.median:.2f}" if limit and not tool.startswith("limit") else ""
         xs = f"{r.median / skopeo.median:.2f}" if skopeo and tool != "skopeo-seq" else ""
         rss = f"{max(r.rss_kib) / 1024:.0f}" if any(r.rss_kib) else ""
         lines.append(f"| {tool} | {r.median:.2f} | {xl} | {xs} | {rss} |")

@@ -149,6 +149,7 @@ class RegistryClient:
                 auto_decompress=False,
                 headers={"User-Agent": "regcast/0.1"},
                 skip_auto_headers=("Accept-Encoding",),
+                read_bufsize=self.options.chunk_size,  # fewer, larger chunks: less work per byte per target
             )
         return self._session
 

@@ -270,3 +270,48 @@ def test_403_for_a_missing_blob_means_upload_it(
     assert result.ok, result.targets[0].error
     assert p.events["403_for_missing"] == len(img.blobs) == result.targets[0].blobs_uploaded
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_reset_when_the_registry_ignores_range(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """No Range support: the download restarts and the bytes already passed on are skipped."""
+    img = two_layers().push(src_reg.http(), repo, "v1")
+    p = proxy(faults, src_reg, "reset_blob_no_range")
+    result = copy(via(p), repo, [target(open_reg, repo, "v1")])
+    t = result.targets[0]
+    assert result.ok, t.error
+    assert p.events["reset"] == p.events["range_ignored"] == len(img.blobs)
+    assert t.retries == 0 and t.bytes_uploaded == sum(len(b) for b in img.blobs.values())
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_chunk_min_length_is_honoured(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    img = images.image([os.urandom(7 * MiB + 5)]).push(src_reg.http(), repo, "v1")
+    p = proxy(faults, open_reg, "chunk_min", min=3 * MiB)
+    client = via(p, upload_strategy="chunked", chunk_cap=MiB)  # the registry's minimum beats our cap
+    result = copy(client_for(src_reg), repo, [Target("t", client, repo, "v1")])
+    assert result.ok, result.targets[0].error
+    sizes = [int(h["Content-Length"]) for m, _, h in p.seen if m == "PATCH"]
+    config = min(len(b) for b in img.blobs.values())  # the small config blob goes in one PATCH
+    assert sorted(sizes) == sorted([config, 3 * MiB, 3 * MiB, MiB + 5])
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_rate_limit_running_low_is_logged(
+    faults: list[FaultProxy],
+    repo: str,
+    src_reg: RegistryServer,
+    open_reg: RegistryServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    images.image().push(src_reg.http(), repo, "v1")
+    p = proxy(faults, src_reg, "hub_limits")
+    with caplog.at_level(logging.WARNING, logger="regcast"):
+        result = copy(via(p), repo, [target(open_reg, repo, "v1")])
+    assert result.ok
+    assert [r.getMessage() for r in caplog.records if "rate limit" in r.getMessage()] == [
+        f"registry 127.0.0.1:{p.port}: rate limit nearly used up (3 of 100 left)"
+    ]

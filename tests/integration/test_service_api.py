@@ -203,7 +203,7 @@ def test_one_target_down_fails_job_other_finished(
     images.image().push(src_reg.http(), repo, "v1")
     job = service.submit(
         {
-            "source": source(src_reg, repo),
+            "source": source(src_reg, repo, verify_tls=False),
             "targets": [
                 {"endpoint": "http://127.0.0.1:1/v2"},
                 {"endpoint": basic_reg.endpoint, "auth": basicauth(basic_reg, "Bad-Secret-77")},
@@ -219,6 +219,7 @@ def test_one_target_down_fails_job_other_finished(
     assert bad["state"] == "FAILED" and "401" in bad["error"] and bad["attempts"] == 1  # not retried: permanent
     assert good["state"] == "FINISHED" and good["attempts"] == 1
     assert "Bad-Secret-77" not in json.dumps(st) and "Bad-Secret-77" not in service.output()
+    assert f"job {job}: TLS verification is off for source {src_reg.endpoint}" in service.output()
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
 

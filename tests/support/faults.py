@@ -120,6 +120,8 @@ class FaultProxy:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
+        if self.scenario == "reset_blob_no_range" and headers.pop("Range", None):
+            self.events["range_ignored"] += 1
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
         body = request.content if request.body_exists else None
@@ -137,6 +139,11 @@ class FaultProxy:
             out_headers = {k: v for k, v in up.headers.items() if k.lower() not in HOP - {"content-length"}}
             if "Location" in out_headers:
                 out_headers["Location"] = self._rewrite_location(out_headers["Location"])
+            if self.scenario == "hub_limits" and "/manifests/" in request.path:
+                out_headers["ratelimit-limit"] = "100;w=21600"
+                out_headers["ratelimit-remaining"] = "3;w=21600"
+            if self.scenario == "chunk_min" and request.method == "POST" and up.status == 202:
+                out_headers["OCI-Chunk-Min-Length"] = str(self.params.get("min", 3 * MiB))
             resp = web.StreamResponse(status=up.status, headers=out_headers)
             await resp.prepare(request)
             blob = BLOB_GET.match(request.path) if request.method == "GET" and up.status == 200 else None
@@ -147,7 +154,7 @@ class FaultProxy:
                     if always or self._once("corrupt " + blob.group(2)):
                         self.events["corrupted"] += 1
                         chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
-                if blob and self.scenario == "reset_blob" and up.content_length:
+                if blob and self.scenario in ("reset_blob", "reset_blob_no_range") and up.content_length:
                     half = up.content_length // 2
                     if sent + len(chunk) > half and self._once("reset " + blob.group(2)):
                         await resp.write(chunk[: half - sent])

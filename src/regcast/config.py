@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     chunk_size: int = Field(1024 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
     queue_depth: int = Field(8, ge=1, le=256)
     connect_timeout: float = Field(20.0, gt=0)
-    read_timeout: float = Field(300.0, gt=0)
+    read_timeout: float = Field(120.0, gt=0)
     request_timeout: float = Field(60.0, gt=0)
 
     # requests: retries of one request (connection errors, 408/429/5xx), Retry-After honoured up to a cap

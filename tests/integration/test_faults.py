@@ -315,3 +315,17 @@ def test_rate_limit_running_low_is_logged(
     assert [r.getMessage() for r in caplog.records if "rate limit" in r.getMessage()] == [
         f"registry 127.0.0.1:{p.port}: rate limit nearly used up (3 of 100 left)"
     ]
+
+
+def test_garbage_manifest_is_a_clear_error_naming_the_registry(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    from regcast._exceptions import UnsupportedManifest
+
+    images.image().push(src_reg.http(), repo, "v1")
+    p = proxy(faults, src_reg, "garbage_manifest")
+    with pytest.raises(UnsupportedManifest) as err:
+        copy(via(p), repo, [target(open_reg, repo, "v1")])
+    assert str(err.value).startswith(f"registry 127.0.0.1:{p.port}: manifest {repo}:v1: manifest is not JSON")
+    assert "\n" not in str(err.value)
+    assert open_reg.http().get_manifest(repo, "v1").status_code == 404

@@ -100,6 +100,13 @@ class FaultProxy:
                 status=429,
                 headers={"Retry-After": "1"},
             )
+        if s == "garbage_manifest" and method == "GET" and "/manifests/" in path:
+            self.events["garbage"] += 1
+            return web.Response(
+                status=200,
+                text="<html>maintenance</html>",
+                headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+            )
         if s == "evil_redirect" and method == "GET" and BLOB_GET.match(path):
             self.events["evil"] += 1
             return web.Response(status=307, headers={"Location": "http://169.254.169.254/latest/meta-data/"})

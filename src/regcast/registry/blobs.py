@@ -130,9 +130,9 @@ async def start_upload(
         scopes += (scope(mount_from, "pull"),)
     resp = await client.send("POST", url, scopes=scopes, headers={"Content-Length": "0"}, data=b"")
     try:
-        if mount and resp.status == 201:
-            return None
-        if resp.status != 202:
+        if mount and resp.status == 201 and "/blobs/uploads/" not in resp.headers.get("Location", ""):
+            return None  # mounted: Location points at the blob itself
+        if resp.status not in (200, 201, 202) or not resp.headers.get("Location"):
             raise await response_error(resp, client.name, "starting a blob upload")
         min_length = resp.headers.get("OCI-Chunk-Min-Length", "")
         if min_length.isdigit():

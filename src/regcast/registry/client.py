@@ -19,6 +19,7 @@ import aiohttp
 
 from regcast._exceptions import (
     AuthenticationFailed,
+    ContentError,
     ManifestTooLarge,
     NotFound,
     ProtocolViolation,
@@ -60,7 +61,7 @@ class ClientOptions:
     ca_bundle: str | None = None
     max_connections: int = 16
     connect_timeout: float = 20.0
-    read_timeout: float = 300.0  # between reads of a streamed body
+    read_timeout: float = 120.0  # between reads of a streamed body
     request_timeout: float = 60.0  # a whole request without a streamed body (tokens, manifests, HEADs)
     chunk_size: int = 1024 * 1024
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -428,7 +429,10 @@ class RegistryClient:
             announced = resp.headers.get("Docker-Content-Digest")
             if expected is None and announced and announced.startswith("sha"):
                 expected = validate_digest(announced)
-            return parse_manifest(raw, resp.headers.get("Content-Type", ""), expected)
+            try:
+                return parse_manifest(raw, resp.headers.get("Content-Type", ""), expected)
+            except ContentError as exc:  # name the registry, as every error does
+                raise type(exc)(f"registry {self.name}: manifest {repository}:{ref}: {exc}") from None
         finally:
             resp.release()
 

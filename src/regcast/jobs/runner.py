@@ -20,7 +20,7 @@ from regcast.jobs.store import JobRecord
 from regcast.registry.client import RegistryClient, describe
 from regcast.registry.guards import check_registry_allowed, is_metadata_address
 from regcast.registry.reference import parse_endpoint
-from regcast.transfer.engine import PERMANENT_ERRORS, CopyEngine, Target
+from regcast.transfer.engine import CopyEngine, Target
 from regcast.transfer.progress import TargetState, TargetStatus
 
 log = logging.getLogger("regcast.worker")
@@ -182,7 +182,7 @@ def _auth(request: DistributeRequest, idx: int | None) -> dict[str, Any] | None:
     return auth.model_dump(by_alias=True) if auth else None
 
 
-def failure_summary(run: JobRun, secrets: tuple[str, ...] = ()) -> str | None:
+def failure_summary(run: JobRun) -> str | None:
     failed = [st for st in run.statuses.values() if st.state is TargetState.FAILED]
     if not failed:
         return run.error
@@ -190,6 +190,7 @@ def failure_summary(run: JobRun, secrets: tuple[str, ...] = ()) -> str | None:
 
 
 def describe_job_error(exc: BaseException) -> str:
-    if isinstance(exc, PERMANENT_ERRORS | RegcastError):
+    """One secret-free line for the job status; a bug says only its exception type."""
+    if isinstance(exc, RegcastError):
         return describe(exc)
     return f"internal error: {type(exc).__name__}"

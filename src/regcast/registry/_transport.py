@@ -110,11 +110,14 @@ async def response_error(
     status = resp.status
     detail = f"{code}: {message}" if code else (resp.reason or "")
     text = redact_text(f"registry {registry}: {what}: {method} {url} answered {status} {detail}".rstrip(), secrets)
-    kwargs = dict(registry=registry, status=status, code=code, method=method, url=url)
-    if status in (401, 403):
-        return AuthenticationFailed(text, **kwargs)  # type: ignore[arg-type]
-    if status == 404:
-        return NotFound(text, **kwargs)  # type: ignore[arg-type]
-    if status == 429:
-        return RateLimited(text, retry_after=parse_retry_after(resp.headers.get("Retry-After")), **kwargs)  # type: ignore[arg-type]
-    return RegistryResponseError(text, **kwargs)  # type: ignore[arg-type]
+    kind = _BY_STATUS.get(status, RegistryResponseError)
+    retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status == 429 else None
+    return kind(text, registry=registry, status=status, code=code, method=method, url=url, retry_after=retry_after)
+
+
+_BY_STATUS: dict[int, type[RegistryResponseError]] = {
+    401: AuthenticationFailed,
+    403: AuthenticationFailed,
+    404: NotFound,
+    429: RateLimited,
+}

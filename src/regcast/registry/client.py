@@ -30,15 +30,11 @@ from regcast.registry import mediatypes as mt
 from regcast.registry._transport import parse_retry_after, read_capped, response_error, translate_errors
 from regcast.registry.auth import (
     MAX_TOKEN_ANSWER,
-    Challenge,
     Credentials,
     SeedAuth,
-    TokenCache,
-    parse_token_answer,
-    parse_www_authenticate,
     scope,
-    token_request,
 )
+from regcast.registry.authenticator import Authenticator
 from regcast.registry.digest import validate_digest
 from regcast.registry.guards import check_followed_url
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
@@ -97,11 +93,7 @@ class RegistryClient:
         self.endpoint = endpoint
         self.options = options or ClientOptions()
         self.read_only = read_only
-        self._credentials = credentials
-        self._seed_auth = seed_auth if (seed_auth and seed_auth.url and not credentials) else None
-        self._seed_token: str | None = None
-        self._challenge: Challenge | None = None
-        self._tokens = TokenCache()
+        self.auth = Authenticator(endpoint.host, credentials, seed_auth)
         self._session: aiohttp.ClientSession | None = None
         self._pinged = False
         self.on_retry: Callable[[str], None] | None = None  # told about every retry (job status)
@@ -129,12 +121,7 @@ class RegistryClient:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret this client holds, for scrubbing free text."""
-        out = list(self._tokens.secrets())
-        if self._credentials:
-            out.append(self._credentials.password)
-        if self._seed_token:
-            out.append(self._seed_token)
-        return tuple(out)
+        return self.auth.secrets()
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -185,68 +172,33 @@ class RegistryClient:
         with translate_errors(self.name, "GET", url):
             async with self._get_session().get(url, allow_redirects=False, timeout=self._total_timeout()) as resp:
                 await read_capped(resp, 65536)
-                self._remember_challenge(resp)
+                self.auth.remember(resp.headers.get("WWW-Authenticate"))
                 if resp.status not in (200, 401):
                     raise await response_error(resp, self.name, "checking the v2 API")
 
-    def _remember_challenge(self, resp: aiohttp.ClientResponse) -> Challenge | None:
-        header = resp.headers.get("WWW-Authenticate")
-        if not header:
-            return None
-        for ch in parse_www_authenticate(header):
-            if ch.scheme in ("bearer", "basic"):
-                self._challenge = ch
-                return ch
-        return None
-
-    # -- auth ------------------------------------------------------------------------------------
-    async def _authorization(self, scopes: tuple[str, ...], url: str) -> str | None:
-        if urlsplit(url).netloc.lower() != self.endpoint.host.lower():
-            return None  # never send credentials to another host (redirect targets, foreign Locations)
-        if self._seed_auth is not None:
-            if self._seed_token is None:
-                self._seed_token = await self._fetch_seed_token(self._seed_auth)
-            return f"{self._seed_auth.token_type or 'Bearer'} {self._seed_token}"
-        ch = self._challenge
-        if ch is None:
-            return None
-        if ch.scheme == "basic":
-            return self._credentials.basic_header() if self._credentials else None
-        key = TokenCache.key(ch, scopes)
-        token = self._tokens.get(key)
-        if token is None:
-            token, expires_at = await self._fetch_token(ch, scopes)
-            self._tokens.put(key, token, expires_at)
-        return f"Bearer {token}"
-
-    async def _fetch_seed_token(self, auth: SeedAuth) -> str:
-        assert auth.url
-        with translate_errors(self.name, "GET", auth.url):
+    # -- auth I/O ------------------------------------------------------------------------------
+    async def _fetch_token(
+        self,
+        url: str,
+        headers: dict[str, str],
+        params: list[tuple[str, str]] | None,
+        json_body: Any,
+        what: str,
+        strict: bool,
+    ) -> bytes:
+        """The HTTP half of the Authenticator: one token request, its capped answer."""
+        with translate_errors(self.name, "GET", url):
             async with self._get_session().get(
-                auth.url,
-                headers=auth.header or None,
-                json=auth.json_body,
+                url,
+                headers=headers or None,
+                params=params,
+                json=json_body,
                 allow_redirects=False,
                 timeout=self._total_timeout(),
             ) as resp:
-                if resp.status >= 400:
-                    raise await response_error(resp, self.name, "fetching a token from the auth url")
-                body = await read_capped(resp, MAX_TOKEN_ANSWER)
-        token, _ = parse_token_answer(body)
-        return token
-
-    async def _fetch_token(self, ch: Challenge, scopes: tuple[str, ...]) -> tuple[str, float]:
-        req = token_request(ch, scopes, self._credentials, self.endpoint.host)
-        check_followed_url(req.url, came_from=self.endpoint.base, registry=self.name, what="token realm")
-        headers = {"Authorization": req.basic.basic_header()} if req.basic else {}
-        with translate_errors(self.name, "GET", req.url):
-            async with self._get_session().get(
-                req.url, params=req.params, headers=headers, allow_redirects=False, timeout=self._total_timeout()
-            ) as resp:
-                if resp.status != 200:
-                    raise await response_error(resp, self.name, "token server refused", self.secrets())
-                body = await read_capped(resp, MAX_TOKEN_ANSWER)
-        return parse_token_answer(body)
+                if resp.status != 200 if strict else resp.status >= 400:
+                    raise await response_error(resp, self.name, what, self.secrets())
+                return await read_capped(resp, MAX_TOKEN_ANSWER)
 
     # -- the one request path ------------------------------------------------------------------
     def note_retry(self, what: str) -> None:
@@ -343,11 +295,7 @@ class RegistryClient:
         timeout = None if streaming else self._total_timeout()
         resp = await self._send_once(method, url, scopes, headers, data, timeout)
         if resp.status == 401:
-            challenge = self._remember_challenge(resp) or self._challenge
-            if challenge is not None and challenge.scheme == "bearer":
-                self._tokens.drop(TokenCache.key(challenge, scopes))
-            elif self._seed_auth is not None:
-                self._seed_token = None
+            self.auth.rejected(resp.headers.get("WWW-Authenticate"), scopes)
             if replayable:
                 resp.release()
                 resp = await self._send_once(method, url, scopes, headers, data, timeout)
@@ -379,7 +327,7 @@ class RegistryClient:
         timeout: aiohttp.ClientTimeout | None = None,  # noqa: ASYNC109 (aiohttp's per-request limits)
     ) -> aiohttp.ClientResponse:
         hdrs = dict(headers or {})
-        auth = await self._authorization(scopes, url)
+        auth = await self.auth.header(scopes, url, self.endpoint.base, self._fetch_token)
         if auth:
             hdrs["Authorization"] = auth
         log.debug("%s %s", method, redact_url(url))
@@ -474,7 +422,9 @@ class RegistryClient:
     async def prepare(self, repository: str, actions: str, extra: tuple[str, ...] = ()) -> None:
         """Settle auth for ``repository`` before a streamed body (which cannot be replayed)."""
         await self.ping()
-        await self._authorization((scope(repository, actions), *extra), await self.url(""))
+        await self.auth.header(
+            (scope(repository, actions), *extra), await self.url(""), self.endpoint.base, self._fetch_token
+        )
 
 
 def describe(exc: BaseException) -> str:

@@ -1,0 +1,89 @@
+"""The auth state of one registry client: the remembered challenge, tokens per scope, the seed's token.
+
+Decisions only; the HTTP calls it needs go through the ``fetch`` function the client hands in, so
+this module holds no connection and no library knowledge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from regcast.registry.auth import (
+    Challenge,
+    Credentials,
+    SeedAuth,
+    TokenCache,
+    parse_token_answer,
+    parse_www_authenticate,
+    token_request,
+)
+from regcast.registry.guards import check_followed_url
+
+# fetch(url, headers, params, json_body, what, strict) -> body; strict: only 200 is an answer
+Fetch = Callable[[str, dict[str, str], list[tuple[str, str]] | None, Any, str, bool], Awaitable[bytes]]
+
+
+class Authenticator:
+    def __init__(self, host: str, credentials: Credentials | None, seed_auth: SeedAuth | None) -> None:
+        self.host = host
+        self.credentials = credentials
+        # with basicauth the seed's token setup is ignored, as in the seed
+        self.seed_auth = seed_auth if (seed_auth and seed_auth.url and not credentials) else None
+        self.seed_token: str | None = None
+        self.challenge: Challenge | None = None
+        self.tokens = TokenCache()
+
+    def secrets(self) -> tuple[str, ...]:
+        out = list(self.tokens.secrets())
+        if self.credentials:
+            out.append(self.credentials.password)
+        if self.seed_token:
+            out.append(self.seed_token)
+        return tuple(out)
+
+    def remember(self, header: str | None) -> Challenge | None:
+        """Keep the registry's challenge (gcr.io answers later 401s without one)."""
+        for ch in parse_www_authenticate(header or ""):
+            if ch.scheme in ("bearer", "basic"):
+                self.challenge = ch
+                return ch
+        return None
+
+    def rejected(self, header: str | None, scopes: tuple[str, ...]) -> None:
+        """A 401: forget what was sent, so the next request asks afresh."""
+        challenge = self.remember(header) or self.challenge
+        if challenge is not None and challenge.scheme == "bearer":
+            self.tokens.drop(TokenCache.key(challenge, scopes))
+        elif self.seed_auth is not None:
+            self.seed_token = None
+
+    async def header(self, scopes: tuple[str, ...], url: str, base: str, fetch: Fetch) -> str | None:
+        """The Authorization value for a request to ``url`` needing ``scopes``, or None."""
+        if urlsplit(url).netloc.lower() != self.host.lower():
+            return None  # never send credentials to another host (redirect targets, foreign Locations)
+        if self.seed_auth is not None:
+            if self.seed_token is None:
+                auth = self.seed_auth
+                assert auth.url
+                body = await fetch(
+                    auth.url, auth.header, None, auth.json_body, "fetching a token from the auth url", False
+                )
+                self.seed_token, _ = parse_token_answer(body)
+            return f"{self.seed_auth.token_type or 'Bearer'} {self.seed_token}"
+        ch = self.challenge
+        if ch is None:
+            return None
+        if ch.scheme == "basic":
+            return self.credentials.basic_header() if self.credentials else None
+        key = TokenCache.key(ch, scopes)
+        token = self.tokens.get(key)
+        if token is None:
+            req = token_request(ch, scopes, self.credentials, self.host)
+            check_followed_url(req.url, came_from=base, registry=self.host, what="token realm")
+            headers = {"Authorization": req.basic.basic_header()} if req.basic else {}
+            body = await fetch(req.url, headers, req.params, None, "token server refused", True)
+            token, expires_at = parse_token_answer(body)
+            self.tokens.put(key, token, expires_at)
+        return f"Bearer {token}"

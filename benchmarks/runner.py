@@ -56,6 +56,8 @@ class Image:
 class Result:
     seconds: list[float] = field(default_factory=list)
     rss_kib: list[int] = field(default_factory=list)
+    tool_cpu: list[float] = field(default_factory=list)
+    registry_cpu: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -138,7 +140,18 @@ def vm_hwm(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a running process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Bench:
+    last_cpu = 0.0  # CPU seconds of the tool's processes in the last run
+
     def __init__(self, workdir: Path, rounds: int) -> None:
         self.workdir = workdir
         self.rounds = rounds
@@ -161,20 +174,25 @@ class Bench:
     # -- tools -------------------------------------------------------------------------------------
     @staticmethod
     def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-        """Wall seconds and peak RSS (KiB) of one command.
+        """Wall seconds and peak RSS (KiB) of one command; its CPU seconds go to ``Bench.last_cpu``.
 
         Peak RSS is sampled from the child's own /proc VmHWM: ``ru_maxrss`` from wait4 would carry
-        the forking benchmark process's high-water mark over fork+exec.
+        the forking benchmark process's high-water mark over fork+exec. CPU comes from wait4.
         """
         t = time.perf_counter()
         proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
         )
         peak = 0
-        while proc.poll() is None:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
             peak = max(peak, vm_hwm(proc.pid))
             time.sleep(0.01)
         elapsed = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        Bench.last_cpu += usage.ru_utime + usage.ru_stime
         if proc.returncode != 0:
             raise RuntimeError(f"{cmd[0]} failed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}")
         return elapsed, peak
@@ -305,12 +323,21 @@ def scenario_copy(
         for _ in range(bench.rounds):
             for tool, fn in runs.items():  # interleaved: every tool once per round
                 targets = bench.registries(n_targets)
+                regs = [src, *targets]
+                reg_before = sum(cpu_seconds(r.proc.pid) for r in regs if r.proc)
+                svc_before = cpu_seconds(service.proc.pid) if service and tool == "service" else 0.0
+                Bench.last_cpu = 0.0
                 try:
                     secs, rss = fn(targets)
+                    reg_cpu = sum(cpu_seconds(r.proc.pid) for r in regs if r.proc) - reg_before
+                    if service and tool == "service":
+                        Bench.last_cpu = cpu_seconds(service.proc.pid) - svc_before
                 finally:
                     bench.drop(targets)
                 results[tool].seconds.append(secs)
                 results[tool].rss_kib.append(rss)
+                results[tool].tool_cpu.append(Bench.last_cpu)
+                results[tool].registry_cpu.append(reg_cpu)
                 if tool == "limit":
                     get, put = bench.last_limit_parts
                     results.setdefault("limit: GET part", Result()).seconds.append(get)
@@ -401,7 +428,9 @@ def report(out: list[str], title: str, results: dict[str, Result]) -> None:
         xl = f"{r.median / limit.median:.2f}" if limit and not tool.startswith("limit") else ""
         xs = f"{r.median / skopeo.median:.2f}" if skopeo and tool != "skopeo-seq" else ""
         rss = f"{max(r.rss_kib) / 1024:.0f}" if any(r.rss_kib) else ""
-        lines.append(f"| {tool} | {r.median:.2f} | {xl} | {xs} | {rss} |")
+        tcpu = f"{statistics.median(r.tool_cpu):.2f}" if any(r.tool_cpu) else ""
+        rcpu = f"{statistics.median(r.registry_cpu):.2f}" if any(r.registry_cpu) else ""
+        lines.append(f"| {tool} | {r.median:.2f} | {xl} | {xs} | {rss} | {tcpu} | {rcpu} |")
     text = "\n".join(lines)
     print(text, flush=True)
     out.append(text)

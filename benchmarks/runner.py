@@ -421,8 +421,8 @@ def report(out: list[str], title: str, results: dict[str, Result]) -> None:
     lines = [
         f"\n### {title}",
         "",
-        "| tool | median s | x limit | x skopeo (sequential) | peak RSS MiB |",
-        "| --- | --- | --- | --- | --- |",
+        "| tool | median s | x limit | x skopeo (sequential) | peak RSS MiB | tool CPU s | registries CPU s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for tool, r in results.items():
         xl = f"{r.median / limit.median:.2f}" if limit and not tool.startswith("limit") else ""
@@ -442,6 +442,7 @@ def main() -> None:
     ap.add_argument("--scenarios", default="a,a6,b,c,d,e,f", help="comma-separated: a a6 b c d e f")
     ap.add_argument("--quick", action="store_true", help="smaller images (a smoke run, not a measurement)")
     ap.add_argument("--out", help="append the tables to this Markdown file")
+    ap.add_argument("--no-skopeo", action="store_true", help="leave skopeo out even when installed")
     args = ap.parse_args()
     chosen = set(args.scenarios.split(","))
     big = 8 * MiB if args.quick else 64 * MiB
@@ -452,11 +453,11 @@ def main() -> None:
     print(out[0] + (f"; skopeo: {SKOPEO}" if SKOPEO else "; skopeo not installed"), flush=True)
     with tempfile.TemporaryDirectory(prefix="regcast-bench-") as tmp:
         bench = Bench(Path(tmp), args.rounds)
-        all_tools = ["service", "skopeo"]
+        all_tools = ["service"] if args.no_skopeo else ["service", "skopeo"]
         if "a" in chosen:
             scenario_copy(bench, "a", [big] * 4, 3, True, all_tools, out)
         if "a6" in chosen:
-            scenario_copy(bench, "a6", [big] * 4, 6, True, ["skopeo"], out)
+            scenario_copy(bench, "a6", [big] * 4, 6, True, all_tools, out)
         if "b" in chosen:
             scenario_copy(bench, "b", [big] * 4, 3, False, all_tools, out)
         if "c" in chosen:

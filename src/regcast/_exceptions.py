@@ -21,9 +21,7 @@ redacted before they reach an exception.
     │   ├── DigestMismatch           a blob or manifest whose bytes do not hash to its digest
     │   ├── ManifestTooLarge         over the 4 MiB cap
     │   └── UnsupportedManifest      a media type or JSON we cannot copy
-    ├── TransferError                a copy to one target failed (wraps the cause, names the target)
-    └── JobError                     job store / worker problems
-        └── JobNotFound
+    └── JobError                     job store / worker problems (e.g. credentials no longer decryptable)
 """
 
 from __future__ import annotations
@@ -126,13 +124,5 @@ class UnsupportedManifest(ContentError):
     """A manifest regcast cannot copy: unknown media type, schema1, or broken JSON."""
 
 
-class TransferError(RegcastError):
-    """A copy to one target failed; the message names the target registry."""
-
-
 class JobError(RegcastError):
     """Job store or worker problem."""
-
-
-class JobNotFound(JobError):
-    """No job with that id."""

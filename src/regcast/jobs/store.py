@@ -19,9 +19,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, and_, create_engine, event, func, insert, select, text, true, update
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.exc import SQLAlchemyError
 
-from regcast._exceptions import JobError
 from regcast.jobs.models import FINAL_STATES, JobState, job_targets, jobs
 
 log = logging.getLogger("regcast.jobs")
@@ -371,8 +369,3 @@ class JobStore:
 
     def is_final(self, state: str) -> bool:
         return state in {s.value for s in FINAL_STATES}
-
-
-def wrap_db_errors(exc: SQLAlchemyError) -> JobError:
-    """One line, no SQL, no connection string."""
-    return JobError(f"database error: {type(exc.orig if hasattr(exc, 'orig') else exc).__name__}")

@@ -419,13 +419,6 @@ class RegistryClient:
         finally:
             resp.release()
 
-    async def prepare(self, repository: str, actions: str, extra: tuple[str, ...] = ()) -> None:
-        """Settle auth for ``repository`` before a streamed body (which cannot be replayed)."""
-        await self.ping()
-        await self.auth.header(
-            (scope(repository, actions), *extra), await self.url(""), self.endpoint.base, self._fetch_token
-        )
-
 
 def describe(exc: BaseException) -> str:
     """A one-line, secret-free description for users."""

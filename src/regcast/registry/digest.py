@@ -23,14 +23,6 @@ def validate_digest(value: str) -> str:
     return value
 
 
-def is_digest(value: str) -> bool:
-    try:
-        validate_digest(value)
-    except InvalidReference:
-        return False
-    return True
-
-
 def hasher_for(digest: str) -> Any:
     """A fresh hashlib object for the algorithm of ``digest`` (already validated)."""
     return hashlib.new(digest.split(":", 1)[0])

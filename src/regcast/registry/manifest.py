@@ -8,7 +8,7 @@ and the subject (referrers, for information only).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from regcast._exceptions import DigestMismatch, ManifestTooLarge, UnsupportedManifest
@@ -66,7 +66,6 @@ class Manifest:
     children: tuple[Descriptor, ...] = ()
     blobs: tuple[Descriptor, ...] = ()
     subject: Descriptor | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def is_index(self) -> bool:

@@ -263,3 +263,18 @@ def test_cancel_finished_job_is_409(
     r = service.http.delete(f"/api/distribute/image/{job}")
     assert r.status_code == 409 and r.json() == {"status": "error", "msg": "job already FINISHED"}
     assert service.http.delete(f"/api/distribute/image/{uuid.uuid4()}").status_code == 404
+
+
+def test_https_endpoint_without_tls_verification_falls_back_to_http(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """As the CLI does: verify_tls false and a host that does not speak TLS means plain HTTP."""
+    images.image().push(src_reg.http(), repo, "v1")
+    written = f"https://127.0.0.1:{open_reg.port}/v2"
+    job = service.submit({"source": source(src_reg, repo), "targets": [{"endpoint": written, "verify_tls": False}]})
+    st = service.wait(job)
+    assert st["value"] == "FINISHED" and st["finished_endpoints"] == [written]
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+    job = service.submit({"source": source(src_reg, repo), "targets": [{"endpoint": written}]})
+    st = service.wait(job)  # verification on: no downgrade, a clear TLS error
+    assert st["value"] == "FAILED" and "TLS" in st["targets"][0]["error"]

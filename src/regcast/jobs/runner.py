@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -61,6 +61,8 @@ def client_for(
 ) -> RegistryClient:
     parsed = AuthIn.model_validate(auth) if auth else None
     where = parse_endpoint(endpoint)
+    if not verify and where.scheme == "https":  # as the CLI: TLS checks off, plain HTTP if it does not speak TLS
+        where = replace(where, fallback_http=True)
     return RegistryClient(
         where,
         credentials=parsed.credentials() if parsed else None,

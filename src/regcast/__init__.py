@@ -1,5 +1,8 @@
-"""regcast: copy one container image to many registries over the registry HTTP API."""
+"""regcast: copy one container image from one registry to many, over the registry HTTP API only."""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("regcast")  # the one source is pyproject.toml; the API, CLI and User-Agent read it here
+USER_AGENT = f"regcast/{__version__}"

@@ -173,6 +173,12 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
         logging.getLogger("regcast").debug("internal error", exc_info=True)
         click.echo(f"error: internal error ({type(exc).__name__}: {exc}); run with -v for details", err=True)
         sys.exit(EXIT_FAILED)
+    status = _report(result)
+    sys.exit(status)
+
+
+def _report(result: CopyResult) -> int:
+    """One line per target; the exit status (0 all hold the image, 3 one skipped, 1 one failed)."""
     status = 0
     for t in result.targets:
         if t.state is TargetState.FINISHED:
@@ -188,7 +194,7 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
         else:
             click.echo(f"error: {t.key}: {t.error}", err=True)
             status = EXIT_FAILED
-    sys.exit(status)
+    return status
 
 
 def _service_parts(settings: Settings) -> tuple[Any, Any]:

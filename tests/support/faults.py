@@ -143,38 +143,45 @@ class FaultProxy:
             ):
                 self.events["403_for_missing"] += 1
                 return web.Response(status=403)
-            out_headers = {k: v for k, v in up.headers.items() if k.lower() not in HOP - {"content-length"}}
-            if "Location" in out_headers:
-                out_headers["Location"] = self._rewrite_location(out_headers["Location"])
-            if self.scenario == "hub_limits" and "/manifests/" in request.path:
-                out_headers["ratelimit-limit"] = "100;w=21600"
-                out_headers["ratelimit-remaining"] = "3;w=21600"
-            if self.scenario == "chunk_min" and request.method == "POST" and up.status == 202:
-                out_headers["OCI-Chunk-Min-Length"] = str(self.params.get("min", 3 * MiB))
-            resp = web.StreamResponse(status=up.status, headers=out_headers)
+            resp = web.StreamResponse(status=up.status, headers=self._out_headers(request, up))
             await resp.prepare(request)
-            blob = BLOB_GET.match(request.path) if request.method == "GET" and up.status == 200 else None
-            sent = 0
-            async for chunk in up.content.iter_chunked(256 * 1024):
-                if blob and self.scenario.startswith("corrupt") and sent == 0:
-                    always = self.scenario == "corrupt_always"
-                    if always or self._once("corrupt " + blob.group(2)):
-                        self.events["corrupted"] += 1
-                        chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
-                if blob and self.scenario in ("reset_blob", "reset_blob_no_range") and up.content_length:
-                    half = up.content_length // 2
-                    if sent + len(chunk) > half and self._once("reset " + blob.group(2)):
-                        await resp.write(chunk[: half - sent])
-                        self.events["reset"] += 1
-                        assert request.transport
-                        request.transport.abort()
-                        return resp
-                await resp.write(chunk)
-                sent += len(chunk)
-            if "range" in {k.lower() for k in request.headers} and up.status == 206:
-                self.events["range"] += 1
-            await resp.write_eof()
+            await self._pump(request, up, resp)
             return resp
+
+    def _out_headers(self, request: web.Request, up: aiohttp.ClientResponse) -> dict[str, str]:
+        out_headers = {k: v for k, v in up.headers.items() if k.lower() not in HOP - {"content-length"}}
+        if "Location" in out_headers:
+            out_headers["Location"] = self._rewrite_location(out_headers["Location"])
+        if self.scenario == "hub_limits" and "/manifests/" in request.path:
+            out_headers["ratelimit-limit"] = "100;w=21600"
+            out_headers["ratelimit-remaining"] = "3;w=21600"
+        if self.scenario == "chunk_min" and request.method == "POST" and up.status == 202:
+            out_headers["OCI-Chunk-Min-Length"] = str(self.params.get("min", 3 * MiB))
+        return out_headers
+
+    async def _pump(self, request: web.Request, up: aiohttp.ClientResponse, resp: web.StreamResponse) -> None:
+        """Copy the upstream body, corrupting or cutting it as the scenario says."""
+        blob = BLOB_GET.match(request.path) if request.method == "GET" and up.status == 200 else None
+        sent = 0
+        async for chunk in up.content.iter_chunked(256 * 1024):
+            if blob and self.scenario.startswith("corrupt") and sent == 0:
+                always = self.scenario == "corrupt_always"
+                if always or self._once("corrupt " + blob.group(2)):
+                    self.events["corrupted"] += 1
+                    chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+            if blob and self.scenario in ("reset_blob", "reset_blob_no_range") and up.content_length:
+                half = up.content_length // 2
+                if sent + len(chunk) > half and self._once("reset " + blob.group(2)):
+                    await resp.write(chunk[: half - sent])
+                    self.events["reset"] += 1
+                    assert request.transport
+                    request.transport.abort()
+                    return
+            await resp.write(chunk)
+            sent += len(chunk)
+        if "range" in {k.lower() for k in request.headers} and up.status == 206:
+            self.events["range"] += 1
+        await resp.write_eof()
 
     def _rewrite_location(self, location: str) -> str:
         parts = urlsplit(location)

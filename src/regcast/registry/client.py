@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import aiohttp
 
+from regcast import USER_AGENT
 from regcast._exceptions import (
     AuthenticationFailed,
     ContentError,
@@ -135,7 +136,7 @@ class RegistryClient:
                 connector=connector,
                 timeout=timeout,
                 auto_decompress=False,
-                headers={"User-Agent": "regcast/0.1"},
+                headers={"User-Agent": USER_AGENT},
                 skip_auto_headers=("Accept-Encoding",),
                 read_bufsize=self.options.chunk_size,  # fewer, larger chunks: less work per byte per target
             )

@@ -1,0 +1,75 @@
+"""ASGI middleware: the body size cap and bearer-token authentication (both answer seed-style)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from regcast.api.responses import error
+
+
+class BodyLimit:
+    """Refuse request bodies over the cap before reading them (413, seed-style body)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await error(413, f"Failed to parse data: body over {self.limit} bytes")(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await error(413, f"Failed to parse data: body over {self.limit} bytes")(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BearerAuth:
+    """Every route but /healthz and /readyz needs ``Authorization: Bearer <one of the tokens>``."""
+
+    OPEN = frozenset({"/healthz", "/readyz"})
+
+    def __init__(self, app: ASGIApp, tokens: tuple[str, ...]) -> None:
+        self.app = app
+        self.tokens = tuple(t.encode() for t in tokens)
+
+    def allowed(self, header: bytes) -> bool:
+        scheme, _, given = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not given:
+            return False
+        ok = False
+        for token in self.tokens:  # no early exit: every token is compared, in constant time
+            ok |= hmac.compare_digest(token, given.strip())
+        return ok
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.OPEN:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if not self.allowed(header):
+            response = error(401, "unauthorized: send Authorization: Bearer <token>")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="regcast"'
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -29,6 +29,7 @@ from regcast.registry.manifest import Platform
 from regcast.registry.reference import Reference, endpoint_for_registry, parse_reference
 from regcast.transfer.engine import CopyEngine, CopyResult, Target
 from regcast.transfer.progress import TargetState, TargetStatus
+from regcast.transfer.remote import RegistryRepository
 
 EXIT_FAILED = 1
 EXIT_SKIPPED = 3
@@ -80,21 +81,23 @@ def _client(
 async def _copy(
     src: Reference, dsts: list[Reference], settings: Settings, opts: dict[str, Any], console: Console
 ) -> CopyResult:
-    source = _client(src, _creds(opts["src_creds"], src.registry), opts["src_tls_verify"], settings, read_only=True)
-    clients: list[RegistryClient] = [source]
+    src_client = _client(src, _creds(opts["src_creds"], src.registry), opts["src_tls_verify"], settings, read_only=True)
+    source = RegistryRepository(src_client, src.repository)
+    repos: list[RegistryRepository] = [source]
     try:
         targets = []
         for dst in dsts:
             client = _client(dst, _creds(opts["dest_creds"], dst.registry), opts["dest_tls_verify"], settings)
-            clients.append(client)
-            targets.append(Target(str(dst), client, dst.repository, dst.ref, overwrite=opts["overwrite"]))
+            repo = RegistryRepository(client, dst.repository)
+            repos.append(repo)
+            targets.append(Target(str(dst), repo, dst.ref, overwrite=opts["overwrite"]))
         engine = CopyEngine(settings.transfer_options())
-        graph = await engine.plan(source, src.repository, src.ref, opts["platforms"])
+        graph = await engine.plan(source, src.ref, opts["platforms"])
         bars = _Bars(console, [t.key for t in targets])
         with bars.progress:
-            return await engine.copy(source, src.repository, src.ref, targets, listener=bars, graph=graph)
+            return await engine.copy(source, src.ref, targets, listener=bars, graph=graph)
     finally:
-        await asyncio.gather(*(c.close() for c in clients))
+        await asyncio.gather(*(r.close() for r in repos))
 
 
 def _target_ref(dst: Reference, src: Reference) -> Reference:

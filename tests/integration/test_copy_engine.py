@@ -11,6 +11,7 @@ import pytest
 from regcast.registry.manifest import Platform
 from regcast.transfer.engine import CopyEngine, CopyResult, Target
 from regcast.transfer.progress import TargetState
+from regcast.transfer.remote import RegistryRepository
 from tests.support import images
 from tests.support.clients import client_for, target
 from tests.support.registry import RegistryServer
@@ -28,11 +29,13 @@ def run_copy(
     async def go() -> CopyResult:
         source = client_for(src, read_only=True)
         try:
-            return await (engine or CopyEngine()).copy(source, repo, ref, targets, platforms=platforms)
+            return await (engine or CopyEngine()).copy(
+                RegistryRepository(source, repo), ref, targets, platforms=platforms
+            )
         finally:
             await source.close()
             for t in targets:
-                await t.client.close()
+                await t.repo.close()
 
     return asyncio.run(go())
 

@@ -17,6 +17,7 @@ from regcast.registry.client import ClientOptions, RegistryClient
 from regcast.registry.reference import parse_endpoint
 from regcast.transfer.engine import CopyEngine, CopyResult, Target
 from regcast.transfer.progress import TargetState, TargetStatus
+from regcast.transfer.remote import RegistryRepository
 from tests.conftest import Registries
 from tests.support import images
 from tests.support.clients import FAST_RETRY, client_for, target
@@ -47,11 +48,11 @@ def via(p: FaultProxy, reg: RegistryServer | None = None, **options: object) -> 
 def copy(source: RegistryClient, repo: str, targets: list[Target], listener: object = None) -> CopyResult:
     async def go() -> CopyResult:
         try:
-            return await CopyEngine().copy(source, repo, "v1", targets, listener=listener)  # type: ignore[arg-type]
+            return await CopyEngine().copy(RegistryRepository(source, repo), "v1", targets, listener=listener)  # type: ignore[arg-type]
         finally:
             await source.close()
             for t in targets:
-                await t.client.close()
+                await t.repo.close()
 
     return asyncio.run(go())
 
@@ -86,7 +87,7 @@ def test_bursts_of_5xx_are_retried(
         result = copy(via(p), repo, [target(open_reg, repo, "v1")])
     else:
         p = proxy(faults, open_reg, "burst_5xx", count=burst)
-        result = copy(client_for(src_reg), repo, [Target("t", via(p), repo, "v1")])
+        result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(via(p), repo), "v1")])
         assert result.targets[0].retries == burst
     assert result.ok, result.targets[0].error
     assert p.events["5xx"] == burst
@@ -139,7 +140,7 @@ def test_relative_upload_location(
 ) -> None:
     img = two_layers().push(src_reg.http(), repo, "v1")
     p = proxy(faults, open_reg, "relative_location")
-    result = copy(client_for(src_reg), repo, [Target("t", via(p), repo, "v1")])
+    result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(via(p), repo), "v1")])
     assert result.ok, result.targets[0].error
     assert p.events["relative"] >= len(img.blobs)  # every upload session was handed out relative
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
@@ -198,7 +199,7 @@ def test_registry_refusing_bodies_over_4mib(
     images.image([os.urandom(10 * MiB + 3), os.urandom(100)]).push(src_reg.http(), repo, "v1")
     p = proxy(faults, open_reg, "ghcr")
     client = via(p, upload_strategy=strategy)
-    result = copy(client_for(src_reg), repo, [Target("t", client, repo, "v1")])
+    result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(client, repo), "v1")])
     assert result.ok, result.targets[0].error
     if strategy == "auto":
         assert p.events["put_refused"] == 1 and p.events["patch_refused"] == 0
@@ -225,7 +226,7 @@ def test_target_dying_mid_job_fails_alone(
         result = copy(
             client_for(src_reg),
             repo,
-            [Target("dying", client_for(dying), repo, "v1"), target(open_reg, repo, "v1")],
+            [Target("dying", RegistryRepository(client_for(dying), repo), "v1"), target(open_reg, repo, "v1")],
             listener=KillWhenMoving(),
         )
     finally:
@@ -266,7 +267,7 @@ def test_403_for_a_missing_blob_means_upload_it(
     """Artifactory answers 403 where others answer 404 for a missing blob."""
     img = two_layers().push(src_reg.http(), repo, "v1")
     p = proxy(faults, open_reg, "artifactory")
-    result = copy(client_for(src_reg), repo, [Target("t", via(p), repo, "v1")])
+    result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(via(p), repo), "v1")])
     assert result.ok, result.targets[0].error
     assert p.events["403_for_missing"] == len(img.blobs) == result.targets[0].blobs_uploaded
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
@@ -292,7 +293,7 @@ def test_chunk_min_length_is_honoured(
     img = images.image([os.urandom(7 * MiB + 5)]).push(src_reg.http(), repo, "v1")
     p = proxy(faults, open_reg, "chunk_min", min=3 * MiB)
     client = via(p, upload_strategy="chunked", chunk_cap=MiB)  # the registry's minimum beats our cap
-    result = copy(client_for(src_reg), repo, [Target("t", client, repo, "v1")])
+    result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(client, repo), "v1")])
     assert result.ok, result.targets[0].error
     sizes = [int(h["Content-Length"]) for m, _, h in p.seen if m == "PATCH"]
     config = min(len(b) for b in img.blobs.values())  # the small config blob goes in one PATCH

@@ -110,11 +110,12 @@ def test_locations_and_redirects_to_metadata_refused(
 ) -> None:
     from regcast.transfer.engine import Target
     from regcast.transfer.progress import TargetState
+    from regcast.transfer.remote import RegistryRepository
 
     images.image().push(src_reg.http(), repo, "v1")
     if scenario == "evil_location":
         p = proxy(faults, open_reg, scenario)
-        result = copy(client_for(src_reg), repo, [Target("t", via(p), repo, "v1")])
+        result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(via(p), repo), "v1")])
     else:
         p = proxy(faults, src_reg, scenario)
         from tests.support.clients import target

@@ -9,6 +9,7 @@ from regcast.registry.auth import SeedAuth
 from regcast.registry.client import RegistryClient
 from regcast.registry.reference import parse_endpoint
 from regcast.transfer.engine import CopyEngine, Target
+from regcast.transfer.remote import RegistryRepository
 from tests.conftest import TOKEN_USERS
 from tests.support import images
 from tests.support.clients import client_for
@@ -34,7 +35,9 @@ def test_seed_token_block_as_the_seed_used_it(repo: str, src_reg: RegistryServer
         dst = RegistryClient(parse_endpoint(token_reg.endpoint), seed_auth=auth)
         src = client_for(src_reg)
         try:
-            res = await CopyEngine().copy(src, repo, "v1", [Target("t", dst, repo, "v1")])
+            res = await CopyEngine().copy(
+                RegistryRepository(src, repo), "v1", [Target("t", RegistryRepository(dst, repo), "v1")]
+            )
             return res.ok
         finally:
             await dst.close()
@@ -53,7 +56,11 @@ def test_token_source_with_basic_credentials(repo: str, token_reg: RegistryServe
         src = client_for(token_reg, read_only=True)
         dst = client_for(open_reg)
         try:
-            return (await CopyEngine().copy(src, repo, "v1", [Target("t", dst, repo, "v1")])).ok
+            return (
+                await CopyEngine().copy(
+                    RegistryRepository(src, repo), "v1", [Target("t", RegistryRepository(dst, repo), "v1")]
+                )
+            ).ok
         finally:
             await src.close()
             await dst.close()

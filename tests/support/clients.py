@@ -9,6 +9,7 @@ from regcast.registry.client import ClientOptions, RegistryClient
 from regcast.registry.reference import parse_endpoint
 from regcast.registry.retry import RetryPolicy
 from regcast.transfer.engine import Target
+from regcast.transfer.remote import RegistryRepository
 from tests.support.registry import RegistryServer
 
 FAST_RETRY = RetryPolicy(attempts=3, backoff=0.05, max_backoff=0.2)
@@ -39,4 +40,5 @@ def target(
     overwrite: bool = False,
     **kw: object,
 ) -> Target:
-    return Target(reg.endpoint + "#" + repo, client_for(reg, ca_bundle, **kw), repo, ref, overwrite=overwrite)  # type: ignore[arg-type]
+    client = client_for(reg, ca_bundle, **kw)  # type: ignore[arg-type]
+    return Target(reg.endpoint + "#" + repo, RegistryRepository(client, repo), ref, overwrite=overwrite)

@@ -22,6 +22,7 @@ from regcast.registry.guards import check_registry_allowed, is_metadata_address
 from regcast.registry.reference import parse_endpoint
 from regcast.transfer.engine import CopyEngine, Target
 from regcast.transfer.progress import TargetState, TargetStatus
+from regcast.transfer.remote import RegistryRepository
 
 log = logging.getLogger("regcast.worker")
 DONE_STATES = (TargetState.FINISHED.value, TargetState.SKIPPED.value)
@@ -103,10 +104,12 @@ class JobRunner:
         src = request.source
         if src.verify_tls is False:
             log.warning("job %s: TLS verification is off for source %s", run.record.id, src.endpoint)
-        source = client_for(src.endpoint, _auth(request, None), src.verify_tls, self.settings, read_only=True)
+        source = RegistryRepository(
+            client_for(src.endpoint, _auth(request, None), src.verify_tls, self.settings, read_only=True), src.image
+        )
         try:
             try:
-                graph = await self.engine.plan(source, src.image, src.ref, request.platform_list())
+                graph = await self.engine.plan(source, src.ref, request.platform_list())
             except NotFound:
                 run.error = "Image not found"
                 raise
@@ -129,7 +132,7 @@ class JobRunner:
             await source.close()
 
     async def _copy_once(
-        self, run: JobRun, request: DistributeRequest, source: RegistryClient, graph: Any, todo: list[int]
+        self, run: JobRun, request: DistributeRequest, source: RegistryRepository, graph: Any, todo: list[int]
     ) -> None:
         targets: list[Target] = []
         try:
@@ -140,8 +143,7 @@ class JobRunner:
                 client = client_for(t_in.endpoint, _auth(request, i), t_in.verify_tls, self.settings)
                 target = Target(
                     t_in.endpoint,
-                    client,
-                    t_in.image or request.source.image,
+                    RegistryRepository(client, t_in.image or request.source.image),
                     t_in.ref or request.source.ref,
                     overwrite=t_in.overwrite,
                 )
@@ -150,11 +152,9 @@ class JobRunner:
                 target.status.retries = previous.retries
                 run.statuses[i] = target.status
                 targets.append(target)
-            await self.engine.copy(
-                source, request.source.image, request.source.ref, targets, listener=_Notify(run), graph=graph
-            )
+            await self.engine.copy(source, request.source.ref, targets, listener=_Notify(run), graph=graph)
         finally:
-            await asyncio.gather(*(t.client.close() for t in targets), return_exceptions=True)
+            await asyncio.gather(*(t.repo.close() for t in targets), return_exceptions=True)
 
 
 class _Notify:

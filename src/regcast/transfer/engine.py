@@ -3,6 +3,9 @@
 Per target: check the tag (skip / already done / copy), then for every blob HEAD → mount →
 upload, then child manifests, then the root manifest (the tag last). Targets fail alone: a
 target that fails is dropped from the remaining work and its reason kept in its status.
+
+Sources and targets are ``Repository`` values (``transfer/repository.py``): a registry
+repository or an image layout; the engine never asks which.
 """
 
 from __future__ import annotations
@@ -22,13 +25,12 @@ from regcast._exceptions import (
     RegistryError,
     UnsupportedManifest,
 )
-from regcast.registry import blobs
-from regcast.registry.client import RegistryClient, describe
+from regcast.registry.client import describe
 from regcast.registry.manifest import Descriptor, Manifest, Platform
 from regcast.transfer.fanout import Channel, Sink, broadcast
 from regcast.transfer.plan import SourceGraph, load_graph
 from regcast.transfer.progress import Listener, NullListener, TargetState, TargetStatus
-from regcast.transfer.upload import upload_blob
+from regcast.transfer.repository import BlobUpload, Repository
 
 log = logging.getLogger("regcast.transfer")
 
@@ -45,11 +47,10 @@ class TransferOptions:
 
 @dataclass(eq=False)  # identity: targets are dict keys and set members
 class Target:
-    """Where one copy goes: a client, a repository and the ref the root is pushed to."""
+    """Where one copy goes: a repository and the ref the root is pushed to."""
 
     key: str
-    client: RegistryClient
-    repository: str
+    repo: Repository
     ref: str
     overwrite: bool = False
     status: TargetStatus = field(init=False)
@@ -58,8 +59,8 @@ class Target:
         self.status = TargetStatus(self.key)
 
     @property
-    def registry(self) -> str:
-        return self.client.endpoint.base
+    def location(self) -> str:
+        return self.repo.location
 
 
 @dataclass
@@ -73,20 +74,20 @@ class CopyResult:
 
 
 class KnownBlobs:
-    """Where a blob was last seen per registry, so later copies can mount instead of upload."""
+    """Where a blob was last seen per location (registry), so later copies can mount instead of upload."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         self._entries: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._capacity = capacity
 
-    def add(self, registry: str, digest: str, repository: str) -> None:
-        self._entries[(registry, digest)] = repository
-        self._entries.move_to_end((registry, digest))
+    def add(self, location: str, digest: str, path: str) -> None:
+        self._entries[(location, digest)] = path
+        self._entries.move_to_end((location, digest))
         while len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
 
-    def get(self, registry: str, digest: str) -> str | None:
-        return self._entries.get((registry, digest))
+    def get(self, location: str, digest: str) -> str | None:
+        return self._entries.get((location, digest))
 
 
 class CopyEngine:
@@ -96,15 +97,12 @@ class CopyEngine:
         self.options = options or TransferOptions()
         self.known = known or KnownBlobs()
 
-    async def plan(
-        self, source: RegistryClient, repository: str, ref: str, platforms: list[Platform] | None = None
-    ) -> SourceGraph:
-        return await load_graph(source, repository, ref, platforms)
+    async def plan(self, source: Repository, ref: str, platforms: list[Platform] | None = None) -> SourceGraph:
+        return await load_graph(source, ref, platforms)
 
     async def copy(
         self,
-        source: RegistryClient,
-        repository: str,
+        source: Repository,
         ref: str,
         targets: list[Target],
         *,
@@ -112,30 +110,27 @@ class CopyEngine:
         listener: Listener | None = None,
         graph: SourceGraph | None = None,
     ) -> CopyResult:
-        """Copy ``repository:ref`` from ``source`` to every target; never raises for one target's fault."""
-        run = _CopyRun(self, source, repository, targets, listener or NullListener())
+        """Copy ``ref`` from ``source`` to every target; never raises for one target's fault."""
+        run = _CopyRun(self, source, targets, listener or NullListener())
         if graph is None and not platforms:
             digest = await run.all_up_to_date(ref)
             if digest is not None:  # HEADs only: free on Docker Hub, no manifest pulled
                 return CopyResult(digest, [t.status for t in targets])
-        graph = graph or await self.plan(source, repository, ref, platforms)
+        graph = graph or await self.plan(source, ref, platforms)
         await run.execute(graph)
         return CopyResult(graph.root.digest, [t.status for t in targets])
 
 
 class _CopyRun:
-    def __init__(
-        self, engine: CopyEngine, source: RegistryClient, repository: str, targets: list[Target], listener: Listener
-    ) -> None:
+    def __init__(self, engine: CopyEngine, source: Repository, targets: list[Target], listener: Listener) -> None:
         self.engine = engine
         self.source = source
-        self.repository = repository
         self.targets = targets
         self.listener = listener
         self.blob_slots = asyncio.Semaphore(engine.options.blobs_in_flight)
         self.check_slots = asyncio.Semaphore(engine.options.checks_in_flight)
         for t in targets:
-            t.client.on_retry = lambda _what, t=t: self._retried(t)
+            t.repo.on_retry = lambda _what, t=t: self._retried(t)
 
     def _retried(self, t: Target) -> None:
         t.status.retries += 1
@@ -144,10 +139,10 @@ class _CopyRun:
     async def all_up_to_date(self, ref: str) -> str | None:
         """The source digest if every target already holds it at its ref (then they are FINISHED)."""
         try:
-            digest = await self.source.head_manifest(self.repository, ref)
+            digest = await self.source.head_manifest(ref)
             if digest is None:
                 return None
-            held = await gather_all(*(t.client.head_manifest(t.repository, t.ref) for t in self.targets))
+            held = await gather_all(*(t.repo.head_manifest(t.ref) for t in self.targets))
         except RegcastError:
             return None  # the full path reports the error properly
         if any(h != digest for h in held):
@@ -169,7 +164,7 @@ class _CopyRun:
         if t.status.state is TargetState.FAILED:
             return
         message = describe(exc)
-        for secret in t.client.secrets() + self.source.secrets():
+        for secret in t.repo.secrets() + self.source.secrets():
             if secret and len(secret) >= 3:
                 message = message.replace(secret, "REDACTED")
         log.warning("target %s failed: %s", t.key, message)
@@ -203,7 +198,7 @@ class _CopyRun:
 
     async def _check_tag(self, t: Target, root: Manifest) -> None:
         try:
-            existing = await t.client.head_manifest(t.repository, t.ref)
+            existing = await t.repo.head_manifest(t.ref)
         except AuthenticationFailed as exc:
             # push-only credentials may not read: the push itself will tell if they cannot write either
             log.info("target %s: cannot check %s (%s); pushing", t.key, t.ref, exc)
@@ -223,7 +218,7 @@ class _CopyRun:
         async with self.blob_slots:
             missing = [t for t in await self._heads(blob, targets) if t is not None]
             tried_mount: set[int] = set()
-            sessions: dict[int, str] = {}
+            sessions: dict[int, BlobUpload] = {}
             tries: dict[int, int] = {}
             # Each round streams to one leader per registry; the others then mount from it. A leader
             # whose upload failed for a passing reason goes again (fresh session, source read again).
@@ -235,25 +230,25 @@ class _CopyRun:
                 missing = [t for t, ok in zip(missing, mounted, strict=True) if not ok]
                 leaders: dict[str, Target] = {}
                 for t in self._alive(missing):
-                    leaders.setdefault(t.registry, t)
+                    leaders.setdefault(t.location, t)
                 if not leaders:
                     continue
                 failures = await self._stream(blob, list(leaders.values()), sessions)
                 again = [t for t, exc in failures.items() if self._try_again(t, blob, exc, tries)]
                 missing = [t for t in missing if t not in leaders.values() or t in again]
                 if again:
-                    await asyncio.sleep(max(t.client.options.retry.delay(tries[id(t)]) for t in again))
+                    await asyncio.sleep(max(t.repo.retry.delay(tries[id(t)]) for t in again))
 
     def _try_again(self, t: Target, blob: Descriptor, exc: BaseException, tries: dict[int, int]) -> bool:
         """Another upload of this blob for ``t``, or fail it for good."""
         tries[id(t)] = tries.get(id(t), 0) + 1
-        changed = blobs.learn_from_refusal(t.client, exc)
-        limit = t.client.options.retry.attempts + (2 if changed else 0)
+        changed = t.repo.learn_from_refusal(exc)
+        limit = t.repo.retry.attempts + (2 if changed else 0)
         if isinstance(exc, PERMANENT_ERRORS) or tries[id(t)] >= limit:
             if isinstance(exc, RegcastError | OSError):
                 self._fail(t, exc)
             else:
-                self._fail(t, RegistryError(f"registry {t.client.name}: upload failed: {exc!r}"))
+                self._fail(t, RegistryError(f"registry {t.repo.name}: upload failed: {exc!r}"))
             return False
         self._retried(t)
         log.warning(
@@ -267,13 +262,13 @@ class _CopyRun:
                 return None
             try:
                 async with self.check_slots:
-                    present = await blobs.blob_exists(t.client, t.repository, blob.digest)
+                    present = await t.repo.has_blob(blob.digest)
             except RegcastError as exc:
                 self._fail(t, exc)
                 return None
             if present:
                 t.status.blobs_present += 1
-                self.engine.known.add(t.registry, blob.digest, t.repository)
+                self.engine.known.add(t.location, blob.digest, t.repo.path)
                 self._add_bytes(t, blob.size)
                 return None
             return t
@@ -281,74 +276,74 @@ class _CopyRun:
         return list(await gather_all(*(head(t) for t in targets)))
 
     def _mount_source(self, t: Target, digest: str) -> str | None:
-        if self.source.endpoint.base == t.registry and self.repository != t.repository:
-            return self.repository
-        repo = self.engine.known.get(t.registry, digest)
-        return repo if repo and repo != t.repository else None
+        if self.source.location == t.location and self.source.path != t.repo.path:
+            return self.source.path
+        path = self.engine.known.get(t.location, digest)
+        return path if path and path != t.repo.path else None
 
-    async def _try_mount(self, t: Target, blob: Descriptor, tried: set[int], sessions: dict[int, str]) -> bool:
+    async def _try_mount(self, t: Target, blob: Descriptor, tried: set[int], sessions: dict[int, BlobUpload]) -> bool:
         origin = None if id(t) in tried else self._mount_source(t, blob.digest)
         if origin is None:
             return False
         tried.add(id(t))
         try:
-            location = await blobs.start_upload(t.client, t.repository, mount=blob.digest, mount_from=origin)
+            upload = await t.repo.start_upload(mount=blob.digest, mount_from=origin)
         except RegcastError as exc:
             log.info("mount of %s into %s refused (%s); uploading instead", blob.digest, t.key, exc)
             return False
-        if location is not None:  # 202: not mounted, but here is an upload session to use
-            sessions[id(t)] = location
+        if upload is not None:  # 202: not mounted, but here is an upload session to use
+            sessions[id(t)] = upload
             return False
         t.status.blobs_mounted += 1
-        self.engine.known.add(t.registry, blob.digest, t.repository)
+        self.engine.known.add(t.location, blob.digest, t.repo.path)
         self._add_bytes(t, blob.size)
         return True
 
     async def _stream(
-        self, blob: Descriptor, leaders: list[Target], sessions: dict[int, str]
+        self, blob: Descriptor, leaders: list[Target], sessions: dict[int, BlobUpload]
     ) -> dict[Target, BaseException]:
         """One source read to every leader; returns the leaders whose upload failed, with why."""
         failures: dict[Target, BaseException] = {}
 
-        async def open_session(t: Target) -> str | None:
+        async def open_session(t: Target) -> BlobUpload | None:
             if id(t) in sessions:
                 return sessions.pop(id(t))
             try:
-                return await blobs.start_upload(t.client, t.repository)
+                upload = await t.repo.start_upload()
             except RegcastError as exc:
                 failures[t] = exc
                 return None
+            if upload is None:
+                failures[t] = RegistryError(f"registry {t.repo.name}: no upload session opened")
+            return upload
 
-        locations = await gather_all(*(open_session(t) for t in leaders))
-        ready = [(t, loc) for t, loc in zip(leaders, locations, strict=True) if loc is not None]
+        uploads = await gather_all(*(open_session(t) for t in leaders))
+        ready = [(t, up) for t, up in zip(leaders, uploads, strict=True) if up is not None]
         if not ready:
             return failures
-        sinks = [self._sink(t, loc, blob) for t, loc in ready]
+        sinks = [self._sink(t, up, blob) for t, up in ready]
         try:
-            body = blobs.read_blob(self.source, self.repository, blob.digest, blob.size)
-            errors = await broadcast(body, blob, sinks, self.engine.options.queue_depth)
+            errors = await broadcast(self.source.read_blob(blob), blob, sinks, self.engine.options.queue_depth)
         except asyncio.CancelledError:  # job cancelled or shutting down: leave no open sessions
-            await asyncio.gather(
-                *(_shielded_cancel(t.client, loc, t.repository) for t, loc in ready), return_exceptions=True
-            )
+            await asyncio.gather(*(up.cancel() for _t, up in ready), return_exceptions=True)
             raise
-        for (t, loc), err in zip(ready, errors, strict=True):
+        for (t, up), err in zip(ready, errors, strict=True):
             if err is None:
                 t.status.blobs_uploaded += 1
-                self.engine.known.add(t.registry, blob.digest, t.repository)
+                self.engine.known.add(t.location, blob.digest, t.repo.path)
                 continue
-            await _shielded_cancel(t.client, loc, t.repository)
+            await up.cancel()
             if isinstance(err, DigestMismatch):
                 err = DigestMismatch(f"source registry {self.source.name}: {err}")
             failures[t] = err
         return failures
 
-    def _sink(self, t: Target, location: str, blob: Descriptor) -> Sink:
+    def _sink(self, t: Target, upload: BlobUpload, blob: Descriptor) -> Sink:
         async def sink(ch: Channel) -> None:
             def count(n: int) -> None:
                 self._add_bytes(t, n, uploaded=True)
 
-            await upload_blob(t.client, location, t.repository, blob, ch, count)
+            await upload.write(blob, ch, count)
 
         return sink
 
@@ -363,17 +358,8 @@ class _CopyRun:
         self._set(t, TargetState.FINISHED)
 
     async def _put_manifest(self, t: Target, m: Manifest, ref: str) -> None:
-        announced = await t.client.put_manifest(t.repository, ref, m.raw, m.media_type)
+        announced = await t.repo.put_manifest(ref, m.raw, m.media_type)
         if announced and announced.startswith(m.digest.split(":")[0]) and announced != m.digest:
-            raise DigestMismatch(f"registry {t.client.name} stored manifest {ref} as {announced}, not {m.digest}")
+            raise DigestMismatch(f"registry {t.repo.name} stored manifest {ref} as {announced}, not {m.digest}")
         t.status.manifests_pushed += 1
         self.listener.changed(t.status)
-
-
-async def _shielded_cancel(client: RegistryClient, location: str, repository: str) -> None:
-    try:
-        await asyncio.shield(blobs.cancel_upload(client, location, repository))
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # best effort: the registry expires stale uploads anyway
-        log.debug("could not cancel upload: %s", exc)

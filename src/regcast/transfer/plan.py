@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from regcast._async import gather_all
 from regcast._exceptions import UnsupportedManifest
 from regcast.registry import mediatypes as mt
-from regcast.registry.client import RegistryClient
 from regcast.registry.manifest import Descriptor, Manifest, Platform, filter_index, parse_manifest
+from regcast.transfer.repository import Repository
 
 MAX_DEPTH = 4
 
@@ -28,8 +28,7 @@ class SourceGraph:
 
 
 async def _children(
-    client: RegistryClient,
-    repository: str,
+    source: Repository,
     index: Manifest,
     depth: int,
     seen: dict[str, Manifest],
@@ -38,13 +37,13 @@ async def _children(
     if depth > MAX_DEPTH:
         raise UnsupportedManifest(f"index nesting deeper than {MAX_DEPTH}")
     todo = [d for d in index.children if d.digest not in seen]
-    fetched = await gather_all(*(client.get_manifest(repository, d.digest) for d in todo))
+    fetched = await gather_all(*(source.get_manifest(d.digest) for d in todo))
     for desc, child in zip(todo, fetched, strict=True):
         if desc.digest in seen:
             continue
         seen[desc.digest] = child
         if child.is_index:
-            await _children(client, repository, child, depth + 1, seen, order)
+            await _children(source, child, depth + 1, seen, order)
         order.append(child)
 
 
@@ -57,26 +56,24 @@ def _select(index: Manifest, platforms: list[Platform]) -> list[Descriptor]:
     return chosen
 
 
-async def load_graph(
-    client: RegistryClient, repository: str, ref: str, platforms: list[Platform] | None = None
-) -> SourceGraph:
+async def load_graph(source: Repository, ref: str, platforms: list[Platform] | None = None) -> SourceGraph:
     """Fetch the root and every child manifest; collect the blobs to copy.
 
     With a platform filter on an index: one platform → its image manifest becomes the root (as
     crane and skopeo do); several → a new index listing only those (a new digest).
     """
-    root = await client.get_manifest(repository, ref)
+    root = await source.get_manifest(ref)
     if root.is_index and platforms:
         chosen = _select(root, platforms)
         if len(platforms) == 1 and len(chosen) >= 1:
-            root = await client.get_manifest(repository, chosen[0].digest)
+            root = await source.get_manifest(chosen[0].digest)
         else:
             raw = filter_index(root, chosen)
             root = parse_manifest(raw, root.media_type or mt.OCI_INDEX)
     seen: dict[str, Manifest] = {}
     order: list[Manifest] = []
     if root.is_index:
-        await _children(client, repository, root, 1, seen, order)
+        await _children(source, root, 1, seen, order)
     blobs: dict[str, Descriptor] = {}
     foreign: dict[str, Descriptor] = {}
     for m in [*order, root]:

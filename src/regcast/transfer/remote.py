@@ -1,0 +1,103 @@
+"""A repository in a registry: the ``Repository`` protocol over a ``RegistryClient``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from regcast.registry import blobs
+from regcast.registry.client import RegistryClient
+from regcast.registry.manifest import Descriptor, Manifest
+from regcast.registry.retry import RetryPolicy
+from regcast.transfer.fanout import Channel
+from regcast.transfer.upload import upload_blob
+
+log = logging.getLogger("regcast.transfer")
+
+
+class RegistryRepository:
+    """``repository`` at the registry ``client`` talks to. Closing it closes the client."""
+
+    def __init__(self, client: RegistryClient, repository: str) -> None:
+        self.client = client
+        self.repository = repository
+
+    def __repr__(self) -> str:
+        return f"RegistryRepository({self.client.name}/{self.repository})"
+
+    @property
+    def name(self) -> str:
+        return self.client.name
+
+    @property
+    def location(self) -> str:
+        return self.client.endpoint.base
+
+    @property
+    def path(self) -> str:
+        return self.repository
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.client.options.retry
+
+    @property
+    def on_retry(self) -> Callable[[str], None] | None:
+        return self.client.on_retry
+
+    @on_retry.setter
+    def on_retry(self, callback: Callable[[str], None] | None) -> None:
+        self.client.on_retry = callback
+
+    def secrets(self) -> tuple[str, ...]:
+        return self.client.secrets()
+
+    async def head_manifest(self, ref: str) -> str | None:
+        return await self.client.head_manifest(self.repository, ref)
+
+    async def get_manifest(self, ref: str) -> Manifest:
+        return await self.client.get_manifest(self.repository, ref)
+
+    async def put_manifest(self, ref: str, raw: bytes, media_type: str) -> str | None:
+        return await self.client.put_manifest(self.repository, ref, raw, media_type)
+
+    async def has_blob(self, digest: str) -> bool:
+        return await blobs.blob_exists(self.client, self.repository, digest)
+
+    def read_blob(self, blob: Descriptor) -> AsyncIterator[bytes]:
+        return blobs.read_blob(self.client, self.repository, blob.digest, blob.size)
+
+    async def start_upload(self, mount: str | None = None, mount_from: str | None = None) -> RegistryUpload | None:
+        location = await blobs.start_upload(self.client, self.repository, mount=mount, mount_from=mount_from)
+        return None if location is None else RegistryUpload(self.client, self.repository, location)
+
+    def learn_from_refusal(self, exc: BaseException) -> bool:
+        return blobs.learn_from_refusal(self.client, exc)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class RegistryUpload:
+    """One upload session (its Location) at a registry."""
+
+    def __init__(self, client: RegistryClient, repository: str, location: str) -> None:
+        self.client = client
+        self.repository = repository
+        self.location = location
+
+    async def write(self, blob: Descriptor, ch: Channel, on_bytes: Callable[[int], None]) -> None:
+        await upload_blob(self.client, self.location, self.repository, blob, ch, on_bytes)
+
+    async def cancel(self) -> None:
+        """Shielded: a cancelled job still drops its open sessions."""
+        try:
+            await asyncio.shield(blobs.cancel_upload(self.client, self.location, self.repository))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # best effort: the registry expires stale uploads anyway
+            log.debug("could not cancel upload: %s", exc)
+
+
+__all__ = ["RegistryRepository", "RegistryUpload"]

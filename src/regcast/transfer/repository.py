@@ -1,0 +1,90 @@
+"""What the copy engine needs from a repository, named once: ``Repository`` and ``BlobUpload``.
+
+The engine depends on these protocols only. A repository in a registry (``transfer/remote.py``)
+is one implementation; an OCI image layout directory or archive (``layouts/``) is another. The
+engine never asks which kind it holds: a blob stream read once fans out to every target's
+``BlobUpload`` whatever is behind it.
+
+``location`` groups repositories that share blob storage (one registry): the engine streams a
+blob once per location and mounts it into the other repositories there (``start_upload(mount=...)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from regcast.registry.manifest import Descriptor, Manifest
+from regcast.registry.retry import RetryPolicy
+from regcast.transfer.fanout import Channel
+
+
+class BlobUpload(Protocol):
+    """One open upload of one blob into one repository."""
+
+    async def write(self, blob: Descriptor, ch: Channel, on_bytes: Callable[[int], None]) -> None:
+        """Consume ``ch`` to its end and commit the blob (only after the producer verified it)."""
+        ...
+
+    async def cancel(self) -> None:
+        """Drop an upload that will not be completed (best effort, never raises)."""
+        ...
+
+
+class Repository(Protocol):
+    """One repository regcast reads from or writes to: manifests, tags and blob streams."""
+
+    @property
+    def name(self) -> str:
+        """Named in messages: the registry's host[:port], or the layout's path."""
+        ...
+
+    @property
+    def location(self) -> str:
+        """Blob storage this repository shares with others (a registry's base URL)."""
+        ...
+
+    @property
+    def path(self) -> str:
+        """The repository's path within its location (mount source for others there)."""
+        ...
+
+    @property
+    def retry(self) -> RetryPolicy: ...
+
+    on_retry: Callable[[str], None] | None  # told about every retried request (job status)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret held, for scrubbing free text."""
+        ...
+
+    async def head_manifest(self, ref: str) -> str | None:
+        """The digest held at ``ref`` (tag or digest), or None."""
+        ...
+
+    async def get_manifest(self, ref: str) -> Manifest:
+        """The manifest bytes exactly as stored, verified against their digest."""
+        ...
+
+    async def put_manifest(self, ref: str, raw: bytes, media_type: str) -> str | None:
+        """Store manifest bytes unchanged at ``ref``; the digest the store announced, if any."""
+        ...
+
+    async def has_blob(self, digest: str) -> bool: ...
+
+    def read_blob(self, blob: Descriptor) -> AsyncIterator[bytes]:
+        """Every byte of ``blob`` as one stream (the caller verifies the digest)."""
+        ...
+
+    async def start_upload(self, mount: str | None = None, mount_from: str | None = None) -> BlobUpload | None:
+        """Open an upload; None when ``mount`` (a digest) was mounted from ``mount_from`` instead."""
+        ...
+
+    def learn_from_refusal(self, exc: BaseException) -> bool:
+        """Adapt after an upload was refused; True if the next try will differ."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+__all__ = ["BlobUpload", "Repository"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -370,3 +371,28 @@ def jobs(job_id: str | None, state: str | None, limit: int, database_url: str | 
             f"{done}/{len(j.targets)}",
         )
     console.print(table)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print the plan (image x target: up to date / copy / skip, bytes).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="Extra CA certificates (PEM).")
+def sync(file: Path, dry_run: bool, as_json: bool, ca_bundle: str | None) -> None:
+    """One pass of a mirror-set document now; exit 0 only if every selected image is in every target.
+
+    Exit status: 0 in sync, 1 an image or target failed, 3 a target was skipped (tag differs and
+    overwrite is off). With --dry-run nothing is written and no blob is read.
+    """
+    from regcast.mirrors.console import sync_file
+
+    try:
+        settings = load_settings(ca_bundle=ca_bundle)
+        status = asyncio.run(sync_file(file.read_text(), settings, dry_run=dry_run, as_json=as_json))
+    except (RegcastError, ValueError) as exc:
+        click.echo(f"error: {file}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(status)

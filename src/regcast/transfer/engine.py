@@ -295,6 +295,7 @@ class _CopyRun:
             sessions[id(t)] = upload
             return False
         t.status.blobs_mounted += 1
+        t.status.bytes_mounted += blob.size
         self.engine.known.add(t.location, blob.digest, t.repo.path)
         self._add_bytes(t, blob.size)
         return True

@@ -25,6 +25,7 @@ class TargetStatus:
     bytes_total: int = 0
     bytes_done: int = 0
     bytes_uploaded: int = 0
+    bytes_mounted: int = 0  # blobs made present by a cross-repository mount
     blobs_total: int = 0
     blobs_present: int = 0
     blobs_mounted: int = 0

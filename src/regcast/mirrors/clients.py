@@ -1,0 +1,56 @@
+"""One registry client per (registry, role) for a pass: the document's credentials and TLS settings.
+
+Sources get read-only clients (nothing is ever written to a source). Credentials come from the
+document's ``registries`` entry, else from the Docker config file, as ``regcast copy`` reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from regcast.config import Settings
+from regcast.mirrors.document import MirrorDocument
+from regcast.registry.auth import Credentials
+from regcast.registry.client import RegistryClient
+from regcast.registry.dockerconfig import credentials_for
+from regcast.registry.guards import check_registry_allowed
+from regcast.registry.reference import endpoint_for_registry
+
+
+class ClientPool:
+    def __init__(self, doc: MirrorDocument, settings: Settings) -> None:
+        self.doc = doc
+        self.settings = settings
+        self._clients: dict[tuple[str, bool], RegistryClient] = {}
+
+    def _get(self, registry: str, read_only: bool) -> RegistryClient:
+        key = (registry.lower(), read_only)
+        client = self._clients.get(key)
+        if client is None:
+            conf = self.doc.registry(registry)
+            verify = conf.tls_verify if conf else True
+            endpoint = endpoint_for_registry(registry, tls_verify=verify)
+            check_registry_allowed(endpoint.host, self.settings.registry_patterns)
+            creds = (
+                Credentials(conf.username, conf.password or "")
+                if conf and conf.username is not None
+                else credentials_for(registry)
+            )
+            client = RegistryClient(
+                endpoint,
+                credentials=creds,
+                options=self.settings.client_options(verify_tls=verify, host=endpoint.host),
+                read_only=read_only,
+            )
+            self._clients[key] = client
+        return client
+
+    def source(self, registry: str) -> RegistryClient:
+        return self._get(registry, True)
+
+    def target(self, registry: str) -> RegistryClient:
+        return self._get(registry, False)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._clients.values()), return_exceptions=True)
+        self._clients.clear()

@@ -1,0 +1,258 @@
+"""The mirror-set document (CONTRACT section 4): YAML or JSON, validated, ``${VAR}`` filled in.
+
+Loading is three steps, each able to point at a line: YAML is composed into nodes (their marks
+give every key and value a line), ``${VAR}`` is substituted in string values (an unset variable
+is an error, never an empty password), then pydantic checks the shape (unknown keys refused)
+and ``checks.py`` the cross-references. Every problem reads ``line N: path: why``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from regcast._exceptions import InvalidInput
+
+Loc = tuple[str | int, ...]
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{([^}]*)\}?")
+MAX_DOCUMENT_BYTES = 1024 * 1024
+MAX_PROBLEMS = 10
+
+
+class DocumentError(InvalidInput):
+    """A mirror-set document that cannot be used; ``problems`` each name a line and a field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        more = f" (and {len(problems) - MAX_PROBLEMS} more)" if len(problems) > MAX_PROBLEMS else ""
+        super().__init__("; ".join(problems[:MAX_PROBLEMS]) + more)
+
+
+def _as_list(v: Any) -> Any:
+    """``allow: '^v'`` means ``allow: ['^v']``."""
+    return [v] if isinstance(v, str) else v
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Events(_Strict):
+    name: Name
+    secret: str = Field(min_length=1, repr=False)
+
+
+class RegistrySettings(_Strict):
+    """Credentials, TLS and limits of one registry ``host[:port]``."""
+
+    host: str = Field(pattern=r"^[A-Za-z0-9\[][A-Za-z0-9.:\[\]-]*$", max_length=255)
+    username: str | None = None
+    password: str | None = Field(None, repr=False)
+    tls_verify: bool = True
+    max_concurrency: int | None = Field(None, ge=1, le=1024)
+    requests_per_second: float | None = Field(None, gt=0, le=100_000)
+    rate_limit_min: int | None = Field(None, ge=0)
+    events: Events | None = None
+
+
+class TagRules(_Strict):
+    list: StrList = Field(default_factory=lambda: [])
+    allow: StrList = Field(default_factory=lambda: [])
+    deny: StrList = Field(default_factory=lambda: [])
+    semver: str | None = None
+    latest: int | None = Field(None, ge=1, le=100_000)
+
+
+class Mirror(_Strict):
+    name: Name
+    source: str = Field(min_length=1, max_length=512)
+    targets: StrList = Field(min_length=1)
+    repository: str | None = None
+    tags: TagRules | None = None
+    platforms: StrList | None = None
+    referrers: bool = True
+    immutable: StrList = Field(default_factory=lambda: [])
+    overwrite: bool = True
+    schedule: str | None = None
+    interval: str | None = None
+
+
+class MirrorDocument(_Strict):
+    version: Literal[1]
+    registries: list[RegistrySettings] = Field(default_factory=lambda: [])
+    target_groups: dict[str, StrList] = Field(default_factory=lambda: {})
+    mirrors: list[Mirror] = Field(min_length=1)
+
+    def registry(self, host: str) -> RegistrySettings | None:
+        for r in self.registries:
+            if r.host.lower() == host.lower():
+                return r
+        return None
+
+    def mirror(self, name: str) -> Mirror | None:
+        return next((m for m in self.mirrors if m.name == name), None)
+
+    def public(self) -> dict[str, Any]:
+        """The document as shown back: every password and event secret replaced by ``***``."""
+        data = self.model_dump(exclude_none=True)
+        for r in data.get("registries", []):
+            if "password" in r:
+                r["password"] = "***"
+            if "events" in r:
+                r["events"]["secret"] = "***"
+        return data
+
+
+# -- line numbers ------------------------------------------------------------------------------------
+
+
+def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
+    out.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark.line)
+            out[(*loc, k)] = key.start_mark.line + 1
+            _lines(value, (*loc, k), out)
+            out[(*loc, k)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _lines(item, (*loc, i), out)
+
+
+class LineMap:
+    """Where each key and item of a document is, by its path."""
+
+    def __init__(self, lines: dict[Loc, int] | None = None) -> None:
+        self.lines = lines or {}
+
+    def line(self, loc: Loc) -> int | None:
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return None
+
+    def where(self, loc: Loc) -> str:
+        path = format_loc(loc)
+        n = self.line(loc)
+        return f"line {n}: {path}" if n else path
+
+
+def format_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "document"
+
+
+# -- ${VAR} ----------------------------------------------------------------------------------------
+
+
+def substitute(data: Any, env: Mapping[str, str], lines: LineMap, loc: Loc = ()) -> tuple[Any, list[str]]:
+    """``${VAR}`` filled in every string value; ``$$`` is a literal ``$``. Unset or malformed: a problem."""
+    problems: list[str] = []
+    if isinstance(data, dict):
+        out: dict[Any, Any] = {}
+        for k, v in data.items():
+            out[k], p = substitute(v, env, lines, (*loc, str(k)))
+            problems += p
+        return out, problems
+    if isinstance(data, list):
+        items = []
+        for i, v in enumerate(data):
+            item, p = substitute(v, env, lines, (*loc, i))
+            items.append(item)
+            problems += p
+        return items, problems
+    if not isinstance(data, str) or "$" not in data:
+        return data, problems
+
+    def fill(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1)
+        if name is None:
+            problems.append(f"{lines.where(loc)}: malformed variable {m.group(0)!r} (write ${{NAME}}, or $$ for $)")
+            return ""
+        if name not in env:
+            problems.append(f"{lines.where(loc)}: environment variable {name} is not set")
+            return ""
+        return env[name]
+
+    return _VAR.sub(fill, data), problems
+
+
+# -- loading --------------------------------------------------------------------------------------------
+
+
+def parse_text(text: str) -> tuple[Any, LineMap]:
+    """YAML (JSON is YAML too) into plain data plus where each part was."""
+    if len(text.encode()) > MAX_DOCUMENT_BYTES:
+        raise DocumentError([f"document: over {MAX_DOCUMENT_BYTES} bytes"])
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise DocumentError([f"{where}not valid YAML or JSON: {exc.problem or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise DocumentError([f"not valid YAML or JSON: {exc}"]) from None
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _lines(node, (), lines)
+    return data, LineMap(lines)
+
+
+def _pydantic_problems(exc: ValidationError, lines: LineMap) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = str(err["msg"])
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {loc[-1]!r}"
+        elif err["type"] == "missing":
+            msg = "missing"
+        problems.append(f"{lines.where(loc)}: {msg}")
+    return problems
+
+
+def load_document(text: str, env: Mapping[str, str]) -> MirrorDocument:
+    """Parse, substitute and validate one document; raises ``DocumentError`` naming every place."""
+    from regcast.mirrors.checks import check_document
+
+    data, lines = parse_text(text)
+    if not isinstance(data, dict):
+        raise DocumentError(["document: expected a mapping with version, mirrors (and registries, target_groups)"])
+    data, problems = substitute(data, env, lines)
+    if problems:
+        raise DocumentError(problems)
+    try:
+        doc = MirrorDocument.model_validate(data)
+    except ValidationError as exc:
+        raise DocumentError(_pydantic_problems(exc, lines)) from None
+    problems = [f"{lines.where(loc)}: {msg}" for loc, msg in check_document(doc)]
+    if problems:
+        raise DocumentError(problems)
+    return doc
+
+
+__all__ = [
+    "DocumentError",
+    "Events",
+    "LineMap",
+    "Mirror",
+    "MirrorDocument",
+    "RegistrySettings",
+    "TagRules",
+    "load_document",
+]

@@ -1,0 +1,63 @@
+"""Listing a repository's tags: ``GET /v2/<name>/tags/list?n=`` page by page, following ``Link``.
+
+Registries that paginate send ``Link: </v2/...?n=100&last=x>; rel="next"``; the next URL is
+checked like any redirect (same scheme rules, no metadata address). A registry that ignores
+``n`` answers everything at once, which is fine too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import urljoin
+
+from regcast._exceptions import ProtocolViolation
+from regcast.registry._transport import read_capped, response_error, translate_errors
+from regcast.registry.auth import scope
+from regcast.registry.client import RegistryClient, with_query
+from regcast.registry.guards import check_followed_url
+from regcast.registry.reference import validate_repository
+
+PAGE_SIZE = 1000
+MAX_PAGE_BYTES = 16 * 1024 * 1024
+MAX_PAGES = 10_000
+_NEXT = re.compile(r"<([^>]+)>\s*;[^,]*\brel=\"?next\"?", re.IGNORECASE)
+
+
+def next_link(header: str | None) -> str | None:
+    """The ``rel="next"`` target of a ``Link`` header, if any."""
+    m = _NEXT.search(header or "")
+    return m.group(1) if m else None
+
+
+async def list_tags(client: RegistryClient, repository: str, page_size: int = PAGE_SIZE) -> list[str]:
+    """Every tag of ``repository`` (in the registry's order, without repeats)."""
+    validate_repository(repository)
+    url = with_query(await client.url(f"{repository}/tags/list"), n=str(page_size))
+    tags: dict[str, None] = {}
+    for _ in range(MAX_PAGES):
+        resp = await client.send(
+            "GET", url, scopes=(scope(repository, "pull"),), headers={"Accept": "application/json"}
+        )
+        try:
+            if resp.status != 200:
+                raise await response_error(resp, client.name, f"listing the tags of {repository}")
+            with translate_errors(client.name, "GET", url):
+                raw = await read_capped(resp, MAX_PAGE_BYTES)
+            link = next_link(resp.headers.get("Link"))
+        finally:
+            resp.release()
+        try:
+            page = json.loads(raw).get("tags") or []
+            if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
+                raise TypeError
+        except (ValueError, TypeError, AttributeError):
+            raise ProtocolViolation(
+                f"registry {client.name}: the tag list of {repository} is not {{'tags': [...]}}", registry=client.name
+            ) from None
+        before = len(tags)
+        tags.update(dict.fromkeys(page))
+        if link is None or len(tags) == before:
+            return list(tags)
+        url = check_followed_url(urljoin(url, link), came_from=url, registry=client.name, what="tag list page")
+    raise ProtocolViolation(f"registry {client.name}: the tag list of {repository} never ends", registry=client.name)

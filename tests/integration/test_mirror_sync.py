@@ -1,0 +1,211 @@
+"""``regcast sync FILE``: a 12-tag source, 3 real targets (open, htpasswd+TLS, token), requests counted."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import BASIC_USERS, TOKEN_USERS
+from tests.integration.test_cli_copy import regcast
+from tests.support import images
+from tests.support.faults import FaultProxy
+from tests.support.registry import RegistryServer
+from tests.support.verify import assert_same_image
+
+TAGS = ["1.0.0", "1.4.0", "1.4.2", "v1.5.0", "1.9.9", "2.0.0", "2.0.0-rc.1", "1.5.0-rc.1", "latest", "stable", "1.4"]
+MULTI = "v2.1.0"  # the multi-arch one
+ALL = sorted([*TAGS, MULTI])
+
+CASES: dict[str, tuple[dict[str, Any] | None, list[str]]] = {
+    "all": (None, ALL),
+    "list": ({"list": ["stable", "1.4"]}, ["1.4", "stable"]),
+    "allow": ({"allow": [r"^v"]}, ["v1.5.0", MULTI]),
+    "deny": ({"deny": ["rc", r"^\d+\.\d+$"]}, sorted(set(ALL) - {"2.0.0-rc.1", "1.5.0-rc.1", "1.4"})),
+    "semver": ({"semver": ">=1.4 <2"}, ["1.4.0", "1.4.2", "1.9.9", "v1.5.0"]),
+    "latest": ({"latest": 2}, ["2.0.0", MULTI]),
+    "combined": (
+        {"allow": [r"^v?\d+\.\d+\.\d+"], "deny": ["^v"], "semver": "^1", "latest": 2, "list": ["latest"]},
+        ["1.4.2", "1.9.9", "latest"],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def source(registries: Any) -> tuple[RegistryServer, str]:
+    """One source repository with the 12 tags (read only by the tests)."""
+    reg = registries.open("mirror-source")
+    repo = f"team/app-{secrets.token_hex(3)}"
+    http = reg.http()
+    base = images.layer_bytes(3000)
+    for tag in TAGS:
+        images.image([base, images.layer_bytes(1500)]).push(http, repo, tag)
+    images.multi_platform().push(http, repo, MULTI)
+    return reg, repo
+
+
+@pytest.fixture
+def proxy(source: tuple[RegistryServer, str], faults: list[FaultProxy]) -> FaultProxy:
+    p = FaultProxy(source[0].port).start()
+    faults.append(p)
+    return p
+
+
+def registries_block(basic_reg: RegistryServer, token_reg: RegistryServer) -> list[dict[str, Any]]:
+    tuser, tpw = next(iter(TOKEN_USERS.items()))
+    return [
+        {"host": basic_reg.host, "username": "${BASIC_USER}", "password": "${BASIC_PASS}"},
+        {"host": token_reg.host, "username": tuser, "password": tpw},
+    ]
+
+
+def write_doc(tmp_path: Path, mirrors: list[dict[str, Any]], regs: list[dict[str, Any]]) -> Path:
+    path = tmp_path / f"mirrors-{secrets.token_hex(3)}.yaml"
+    path.write_text(json.dumps({"version": 1, "registries": regs, "mirrors": mirrors}))
+    return path
+
+
+def sync(path: Path, ca_bundle: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    user, pw = next(iter(BASIC_USERS.items()))
+    r = regcast(
+        "sync", "--ca-bundle", str(ca_bundle), "--json", *args, str(path), env={"BASIC_USER": user, "BASIC_PASS": pw}
+    )
+    assert "Traceback" not in r.stderr, r.stderr
+    return r.returncode, json.loads(r.stdout) if r.stdout.strip() else {}, r.stderr
+
+
+def errors(report: dict[str, Any]) -> list[Any]:
+    return [(m["name"], m["error"], [i["error"] for i in m["images"] if i["error"]]) for m in report.get("mirrors", [])]
+
+
+def tags_at(reg: RegistryServer, repo: str) -> list[str]:
+    http = reg.http()
+    r = http.client.get(f"{repo}/tags/list", headers=http._auth(repo))
+    return sorted(r.json().get("tags") or []) if r.status_code == 200 else []
+
+
+def source_requests(proxy: FaultProxy) -> list[tuple[str, str]]:
+    return [(m, p) for m, p, _h in proxy.seen if p != "/v2/"]
+
+
+def test_each_filter_selects_exactly_and_targets_hold_exactly_those(
+    tmp_path: Path,
+    source: tuple[RegistryServer, str],
+    proxy: FaultProxy,
+    open_reg: RegistryServer,
+    basic_reg: RegistryServer,
+    token_reg: RegistryServer,
+    ca_bundle: Path,
+) -> None:
+    src_reg, repo = source
+    run = secrets.token_hex(3)
+    targets = [open_reg, basic_reg, token_reg]
+    mirrors = []
+    for name, (rules, _expected) in CASES.items():
+        m: dict[str, Any] = {
+            "name": name,
+            "source": f"127.0.0.1:{proxy.port}/{repo}",
+            "repository": f"sel-{run}/{name}",
+            "targets": [t.host for t in targets],
+        }
+        if rules is not None:
+            m["tags"] = rules
+        mirrors.append(m)
+    path = write_doc(tmp_path, mirrors, registries_block(basic_reg, token_reg))
+
+    code, plan, err = sync(path, ca_bundle, "--dry-run")
+    assert code == 0, (err, errors(plan))
+    for m in plan["mirrors"]:
+        assert [i["tag"] for i in m["images"]] == CASES[m["name"]][1], m["name"]
+    assert not [p for _m, p in source_requests(proxy) if "/blobs/" in p], "a dry run read a blob"
+    for reg in targets:
+        assert tags_at(reg, f"sel-{run}/all") == []  # nothing written by the dry run
+
+    code, report, err = sync(path, ca_bundle)
+    assert code == 0, err
+    assert report["ok"] is True
+    for name, (_rules, expected) in CASES.items():
+        for reg in targets:
+            assert tags_at(reg, f"sel-{run}/{name}") == expected, (name, reg.name)
+    for tag in CASES["combined"][1] + [MULTI]:
+        for reg in targets:
+            assert_same_image(src_reg.http(), repo, tag, reg.http(), f"sel-{run}/all", tag)
+
+
+def test_second_pass_reads_no_manifest_and_no_blob_and_immutable_costs_nothing(
+    tmp_path: Path,
+    source: tuple[RegistryServer, str],
+    proxy: FaultProxy,
+    open_reg: RegistryServer,
+    basic_reg: RegistryServer,
+    token_reg: RegistryServer,
+    ca_bundle: Path,
+) -> None:
+    _src_reg, repo = source
+    prefix = f"second-{secrets.token_hex(3)}"
+    mirror = {
+        "name": "app",
+        "source": f"127.0.0.1:{proxy.port}/{repo}",
+        "targets": [f"{open_reg.host}/{prefix}", f"{basic_reg.host}/{prefix}", f"{token_reg.host}/{prefix}"],
+        "tags": {"semver": ">=1.4 <3", "list": ["stable"]},
+        "immutable": [r"^1\.4\.\d+$"],
+    }
+    path = write_doc(tmp_path, [mirror], registries_block(basic_reg, token_reg))
+    code, first, err = sync(path, ca_bundle)
+    assert code == 0, err
+    assert first["totals"]["copied"] == 3 * 7 and first["totals"]["moved"] > 0
+
+    proxy.seen.clear()
+    code, second, err = sync(path, ca_bundle)
+    assert code == 0, err
+    assert second["totals"]["copied"] == 0 and second["totals"]["moved"] == 0
+    assert second["totals"]["up_to_date"] == 3 * 7
+    seen = source_requests(proxy)
+    assert [p for m, p in seen if m == "GET" and "/manifests/" in p] == []
+    assert [p for _m, p in seen if "/blobs/" in p] == []
+    # immutable tags present at every target: no request at all for them
+    assert [p for _m, p in seen if p.endswith(("/manifests/1.4.0", "/manifests/1.4.2"))] == []
+    heads = sorted(p.rsplit("/", 1)[1] for m, p in seen if m == "HEAD" and "/manifests/" in p)
+    assert heads == ["1.9.9", "2.0.0", "stable", "v1.5.0", MULTI]
+
+
+def test_dry_run_predicts_exactly_what_the_pass_moves(
+    tmp_path: Path,
+    source: tuple[RegistryServer, str],
+    proxy: FaultProxy,
+    open_reg: RegistryServer,
+    basic_reg: RegistryServer,
+    token_reg: RegistryServer,
+    ca_bundle: Path,
+) -> None:
+    _src_reg, repo = source
+    prefix = f"predict-{secrets.token_hex(3)}"
+    mirror = {
+        "name": "app",
+        "source": f"127.0.0.1:{proxy.port}/{repo}",
+        "targets": [f"{open_reg.host}/{prefix}", f"{open_reg.host}/{prefix}-b", f"{token_reg.host}/{prefix}"],
+        "tags": {"allow": [r"^1\.4", "^v2"]},
+        "overwrite": False,
+    }
+    # one target already holds one tag, another holds a different image under a tag (skipped: overwrite off)
+    images.image().push(open_reg.http(), f"{prefix}-b/{repo}", "1.4.0")
+    path = write_doc(tmp_path, [mirror], registries_block(basic_reg, token_reg))
+    code, plan, err = sync(path, ca_bundle, "--dry-run")
+    assert code == 0, (err, errors(plan))
+    code, report, err = sync(path, ca_bundle)
+    assert code == 3, err  # the skipped target: not every image is everywhere
+    predicted = {
+        (i["tag"], t["target"]): (t["action"], t["bytes"]) for i in plan["mirrors"][0]["images"] for t in i["targets"]
+    }
+    moved = {
+        (i["tag"], t["target"]): (t["state"], t["moved"]) for i in report["mirrors"][0]["images"] for t in i["targets"]
+    }
+    assert set(predicted) == set(moved) and len(predicted) == 3 * 4
+    words = {"copy": "copied", "up-to-date": "up-to-date", "skip": "skipped"}
+    for key, (action, size) in predicted.items():
+        assert moved[key] == (words[action], size), key
+    assert predicted[("1.4.0", f"{open_reg.host}/{prefix}-b/{repo}")] == ("skip", 0)
+    assert plan["totals"]["bytes"] == report["totals"]["moved"] > 0

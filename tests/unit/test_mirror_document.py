@@ -1,0 +1,204 @@
+"""The mirror-set document: shapes, ``${VAR}``, and every bad document named by line and field."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from regcast.mirrors.document import DocumentError, load_document
+from regcast.mirrors.schedule import Schedule, parse_interval
+from regcast.mirrors.select import Repo, TagSelector, mirror_selects, targets_of
+
+GOOD = """\
+version: 1
+registries:
+  - host: registry.a.example
+    username: ${A_USER}
+    password: ${A_PASS}
+    max_concurrency: 8
+target_groups:
+  prod: [reg-eu.example/mirror, reg-us.example]
+mirrors:
+  - name: app
+    source: registry.a.example/team/app
+    targets: ["@prod", "reg-ap.example/apps"]
+    tags:
+      list: ["1.4.2"]
+      allow: ['^v?\\d+\\.\\d+\\.\\d+$']
+      deny: ['-rc']
+      semver: ">=1.4 <2"
+      latest: 5
+    platforms: [linux/amd64, linux/arm64]
+    immutable: ['^v?\\d+\\.\\d+\\.\\d+$']
+    schedule: "*/15 * * * *"
+  - name: base
+    source: registry.a.example/base
+    repository: mirrored/base
+    targets: ["@prod"]
+    interval: 15m
+"""
+ENV = {"A_USER": "alice", "A_PASS": "pa$$word"}
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(DocumentError) as info:
+        load_document(textwrap.dedent(text), ENV if env is None else env)
+    return str(info.value)
+
+
+def test_the_contract_example_loads_with_variables_filled_in() -> None:
+    doc = load_document(GOOD, ENV)
+    reg = doc.registry("registry.a.example")
+    assert reg is not None and reg.username == "alice" and reg.password == "pa$$word"
+    app, base = doc.mirrors
+    assert targets_of(doc, app) == [
+        Repo("reg-eu.example", "mirror/team/app"),
+        Repo("reg-us.example", "team/app"),
+        Repo("reg-ap.example", "apps/team/app"),
+    ]
+    assert targets_of(doc, base) == [
+        Repo("reg-eu.example", "mirror/mirrored/base"),
+        Repo("reg-us.example", "mirrored/base"),
+    ]
+    assert doc.public()["registries"][0]["password"] == "***"
+    assert "pa$$word" not in repr(doc)
+
+
+def test_json_documents_load_too() -> None:
+    doc = load_document(
+        '{"version": 1, "mirrors": [{"name": "a", "source": "r.example/x", "targets": ["t.example"]}]}', {}
+    )
+    assert doc.mirrors[0].overwrite is True and doc.mirrors[0].referrers is True
+
+
+def test_dollar_dollar_is_a_literal_dollar() -> None:
+    doc = load_document(GOOD.replace("${A_PASS}", "x$$y"), ENV)
+    assert doc.registries[0].password == "x$y"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("    max_concurrency: 8", "    max_concurency: 8"), "line 6: registries[0].max_concurency: unknown key"),
+        (
+            ("      deny: ['-rc']", "      deny: ['-rc', '(']"),
+            "line 16: mirrors[0].tags.deny[1]: invalid regular expression",
+        ),
+        (
+            ('      semver: ">=1.4 <2"', '      semver: ">=1.4 <<2"'),
+            "line 17: mirrors[0].tags.semver: invalid semver range",
+        ),
+        (('      semver: ">=1.4 <2"', "      semver: banana"), "line 17: mirrors[0].tags.semver: invalid semver range"),
+        (("  - name: base", "  - name: app"), "line 22: mirrors[1].name: duplicate mirror name 'app'"),
+        (
+            ('    schedule: "*/15 * * * *"', '    schedule: "*/15 * * *"'),
+            "line 21: mirrors[0].schedule: invalid schedule",
+        ),
+        (("    interval: 15m", "    interval: soon"), "line 26: mirrors[1].interval: invalid interval"),
+        (('    targets: ["@prod"]', '    targets: ["@staging"]'), "line 25: mirrors[1].targets: unknown target group"),
+        (
+            ('"reg-ap.example/apps"]', '"registry.a.example"]'),
+            "line 12: mirrors[0].targets: registry.a.example/team/app is the source itself",
+        ),
+        (("version: 1", "version: 2"), "line 1: version: Input should be 1"),
+        (
+            ("      latest: 5", "      latest: -1"),
+            "line 18: mirrors[0].tags.latest: Input should be greater than or equal to 1",
+        ),
+    ],
+)
+def test_bad_documents_name_the_line_and_field(change: tuple[str, str], expected: str) -> None:
+    old, new = change
+    assert old in GOOD
+    assert expected in problems(GOOD.replace(old, new, 1))
+
+
+def test_an_unset_variable_is_an_error_never_an_empty_password() -> None:
+    msg = problems(GOOD, {"A_USER": "alice"})
+    assert msg == "line 5: registries[0].password: environment variable A_PASS is not set"
+
+
+def test_group_cycles_and_mirror_cycles_are_refused() -> None:
+    msg = problems(
+        """\
+        version: 1
+        target_groups:
+          a: ["@b"]
+          b: ["@a"]
+        mirrors:
+          - {name: m, source: r.example/x, targets: ["@a"]}
+        """
+    )
+    assert "target group cycle" in msg and "line 6: mirrors[0].targets" in msg
+    msg = problems(
+        """\
+        version: 1
+        mirrors:
+          - {name: there, source: a.example/x, targets: [b.example]}
+          - {name: back, source: b.example/x, targets: [a.example]}
+        """
+    )
+    assert "mirrors copy in a cycle (there -> back) back into a.example/x" in msg
+
+
+def test_not_yaml_names_the_line() -> None:
+    assert problems("version: 1\nmirrors: [\n  - x: {\n").startswith("line ")
+
+
+TAGS = [
+    "1.0.0",
+    "1.4.0",
+    "1.4.2",
+    "v1.5.0",
+    "1.9.9",
+    "2.0.0",
+    "2.0.0-rc.1",
+    "1.5.0-rc.1",
+    "latest",
+    "stable",
+    "1.4",
+    "v2.1.0",
+]
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        ({}, TAGS),
+        ({"list": ["latest"]}, ["latest"]),
+        ({"allow": [r"^v"]}, ["v1.5.0", "v2.1.0"]),
+        ({"deny": ["rc", r"^v"]}, ["1.0.0", "1.4", "1.4.0", "1.4.2", "1.9.9", "2.0.0", "latest", "stable"]),
+        ({"semver": ">=1.4 <2"}, ["1.4.0", "1.4.2", "1.9.9", "v1.5.0"]),
+        ({"latest": 3}, ["2.0.0", "2.0.0-rc.1", "v2.1.0"]),
+        ({"semver": "^1", "latest": 2, "list": ["stable"]}, ["1.9.9", "stable", "v1.5.0"]),
+    ],
+)
+def test_tag_selection(rules: dict[str, object], expected: list[str]) -> None:
+    from regcast.mirrors.document import TagRules
+
+    assert TagSelector.from_rules(TagRules.model_validate(rules)).select(TAGS) == sorted(expected)
+
+
+def test_mirror_selects_is_pure() -> None:
+    doc = load_document(GOOD, ENV)
+    app = doc.mirrors[0]
+    assert mirror_selects(doc, app, "registry.a.example", "team/app", "1.4.2")
+    assert mirror_selects(doc, app, "registry.a.example", "team/app", "v1.5.0")
+    assert not mirror_selects(doc, app, "registry.a.example", "team/app", "1.5.0-rc1")
+    assert not mirror_selects(doc, app, "registry.a.example", "team/other", "1.4.2")
+    assert not mirror_selects(
+        doc, app, "registry.a.example", "team/app", "v1.5.0", tags=[f"1.{i}.0" for i in range(5, 11)]
+    )
+
+
+def test_schedules() -> None:
+    import datetime as dt
+
+    assert parse_interval("1h30m") == 5400 and parse_interval("45s") == 45 and parse_interval("2") == 2
+    now = dt.datetime(2026, 1, 1, 10, 7, 30, tzinfo=dt.UTC)
+    cron = Schedule.of("*/15 * * * *", None)
+    assert cron and cron.latest_due(now) == dt.datetime(2026, 1, 1, 10, 0, tzinfo=dt.UTC)
+    assert cron.next_due(now) == dt.datetime(2026, 1, 1, 10, 15, tzinfo=dt.UTC)
+    every = Schedule.of(None, "10m")
+    assert every and every.latest_due(now) == dt.datetime(2026, 1, 1, 10, 0, tzinfo=dt.UTC)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.support import loopback
 from tests.support.faults import FaultProxy
 from tests.support.registry import BINARY, RegistryServer
 from tests.support.tokenserver import TokenServer
@@ -125,6 +126,16 @@ def repo(request: pytest.FixtureRequest) -> str:
     """A fresh repository name per test."""
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     return f"t/{name}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only() -> Iterator[None]:
+    """Nothing a test runs in this process can reach an address off this machine (see support/loopback.py)."""
+    loopback.install()
+    try:
+        yield
+    finally:
+        loopback.uninstall()
 
 
 @pytest.fixture(autouse=True)

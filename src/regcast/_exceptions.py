@@ -8,7 +8,8 @@ redacted before they reach an exception.
     RegcastError
     ├── ConfigError                  bad settings or flags
     ├── InvalidInput                 a reference, digest, repository name or request field is wrong
-    │   └── InvalidReference
+    │   ├── InvalidReference
+    │   └── OutboundRefused          a URL or address the outbound policy refuses (SSRF guard, allow-lists)
     ├── RegistryError                anything that went wrong talking to one registry
     │   ├── RegistryUnreachable      DNS, connect, TLS, timeout, reset: no usable HTTP answer
     │   ├── RegistryResponseError    an HTTP answer we did not want (carries status, OCI code, method, URL)
@@ -41,6 +42,10 @@ class InvalidInput(RegcastError):
 
 class InvalidReference(InvalidInput):
     """An image reference, repository name or digest that is not well formed."""
+
+
+class OutboundRefused(InvalidInput):
+    """A request regcast will not send: a forbidden address, a host off the allow-list (never retried)."""
 
 
 class RegistryError(RegcastError):

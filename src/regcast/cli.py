@@ -20,12 +20,11 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from regcast._exceptions import NotFound, RegcastError
+from regcast._exceptions import NotFound, OutboundRefused, RegcastError
 from regcast.config import Settings, load_settings
 from regcast.registry.auth import Credentials
 from regcast.registry.client import RegistryClient, describe
 from regcast.registry.dockerconfig import credentials_for
-from regcast.registry.guards import check_registry_allowed
 from regcast.registry.manifest import Platform
 from regcast.registry.reference import Reference, endpoint_for_registry, parse_reference
 from regcast.transfer.engine import CopyEngine, CopyResult, Target
@@ -155,8 +154,11 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
         settings = load_settings(ca_bundle=opts.pop("ca_bundle"), blobs_in_flight=opts.pop("blobs_in_flight"))
         src_ref = parse_reference(src)
         dst_refs = [_target_ref(parse_reference(d, default_tag=None), src_ref) for d in dst]
+        policy = settings.outbound_policy()
         for ref in [src_ref, *dst_refs]:
-            check_registry_allowed(endpoint_for_registry(ref.registry).host, settings.registry_patterns)
+            why = policy.problem(endpoint_for_registry(ref.registry).base)
+            if why:
+                raise OutboundRefused(f"registry {why}")
     except (RegcastError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     opts["platforms"] = platforms or None

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from regcast._exceptions import ConfigError
 from regcast.registry.client import ClientOptions
+from regcast.registry.guards import OutboundPolicy
 from regcast.registry.retry import RetryPolicy
 from regcast.transfer.engine import TransferOptions
 
@@ -51,6 +52,10 @@ class Settings(BaseSettings):
     api_tokens_file: str | None = None  # one token per line
     allow_unauthenticated: bool = False  # listen beyond loopback without API tokens
     allowed_registries: str = ""  # comma-separated glob patterns of host[:port]; empty = any
+    allowed_auth_hosts: str = ""  # token servers allowed besides the registries (same form)
+    block_private: bool = False  # refuse loopback and private addresses as well (guards.py)
+    allowed_origins: str = ""  # browser Origins allowed besides the service's own (comma-separated)
+    allowed_hosts: str = ""  # Host header values allowed besides loopback names when without API tokens
 
     # service
     jobs_in_flight: int = Field(4, ge=1, le=256)
@@ -86,7 +91,10 @@ class Settings(BaseSettings):
 
     @property
     def registry_patterns(self) -> tuple[str, ...]:
-        return tuple(p.strip() for p in self.allowed_registries.split(",") if p.strip())
+        return _split(self.allowed_registries)
+
+    def outbound_policy(self) -> OutboundPolicy:
+        return OutboundPolicy(self.registry_patterns, _split(self.allowed_auth_hosts), self.block_private)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -109,6 +117,7 @@ class Settings(BaseSettings):
             retry=self.retry_policy(),
             upload_strategy=self.upload_strategy,
             chunk_cap=self.chunk_caps.get(host.lower().split(":")[0], self.chunk_cap) if host else self.chunk_cap,
+            policy=self.outbound_policy(),
         )
 
     def transfer_options(self) -> TransferOptions:
@@ -120,6 +129,10 @@ class Settings(BaseSettings):
         if self.database_url.startswith("sqlite:///"):
             return Path(self.database_url[len("sqlite:///") :]).resolve().parent
         return Path.cwd()
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 def load_settings(**overrides: Any) -> Settings:

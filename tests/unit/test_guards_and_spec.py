@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from regcast._exceptions import InvalidInput, ProtocolViolation
+from regcast._exceptions import InvalidInput, OutboundRefused, ProtocolViolation
 from regcast.jobs.spec import DistributeRequest, describe_validation
 from regcast.registry.guards import check_followed_url, check_registry_allowed, is_metadata_address
 
@@ -41,7 +41,7 @@ def test_followed_urls() -> None:
         ("file:///etc/passwd", "http://reg/v2/"),
         ("gopher://x/", "http://reg/"),
     ]:
-        with pytest.raises(ProtocolViolation):
+        with pytest.raises((ProtocolViolation, OutboundRefused)):
             check_followed_url(bad, came_from=origin, registry="reg", what="redirect")
 
 

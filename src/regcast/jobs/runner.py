@@ -10,7 +10,6 @@ import asyncio
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from regcast._exceptions import InvalidInput, NotFound, RegcastError
 from regcast.config import Settings
@@ -18,7 +17,7 @@ from regcast.jobs.secrets import SecretBox
 from regcast.jobs.spec import AuthIn, DistributeRequest
 from regcast.jobs.store import JobRecord
 from regcast.registry.client import RegistryClient, describe
-from regcast.registry.guards import check_registry_allowed, is_metadata_address
+from regcast.registry.guards import OutboundPolicy
 from regcast.registry.reference import parse_endpoint
 from regcast.transfer.engine import CopyEngine, Target
 from regcast.transfer.progress import TargetState, TargetStatus
@@ -42,18 +41,22 @@ class JobRun:
         self.changed.set()
 
 
-def refused_endpoint(request: DistributeRequest, patterns: tuple[str, ...]) -> str | None:
-    """``field: why`` for the first endpoint the allow-list (or the metadata guard) refuses, else None."""
+def refused_endpoint(request: DistributeRequest, policy: OutboundPolicy) -> str | None:
+    """``field: why`` for the first endpoint or ``auth.url`` the outbound policy refuses, else None.
+
+    By text (normalised as the HTTP stack will); names are resolved and checked again at connect time.
+    """
     specs = [("source", request.source.endpoint, request.source.auth)] + [
         (f"targets.{i}", t.endpoint, t.auth) for i, t in enumerate(request.targets)
     ]
     for where, endpoint, auth in specs:
-        try:
-            check_registry_allowed(parse_endpoint(endpoint).host, patterns)
-        except InvalidInput as exc:
-            return f"{where}.endpoint: {exc}"
-        if auth and auth.url and is_metadata_address(urlsplit(auth.url).hostname):
-            return f"{where}.auth.url: a link-local/metadata address is not a token endpoint"
+        why = policy.problem(parse_endpoint(endpoint).base)
+        if why:
+            return f"{where}.endpoint: registry {why}"
+        if auth and auth.url and not auth.basicauth:
+            why = policy.problem(auth.url, "auth")
+            if why:
+                return f"{where}.auth.url: {why}"
     return None
 
 
@@ -97,7 +100,7 @@ class JobRunner:
     async def run(self, run: JobRun) -> None:
         """Copy to every target not yet done; retry retryable failures with backoff."""
         request = DistributeRequest.model_validate(_with_auth(run.record, self.box))
-        refused = refused_endpoint(request, self.settings.registry_patterns)
+        refused = refused_endpoint(request, self.settings.outbound_policy())
         if refused:  # the allow-list may have changed since the job was accepted
             run.error = refused
             raise InvalidInput(refused)

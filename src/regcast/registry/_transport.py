@@ -16,10 +16,12 @@ import aiohttp
 from regcast._exceptions import (
     AuthenticationFailed,
     NotFound,
+    OutboundRefused,
     RateLimited,
     RegistryResponseError,
     RegistryUnreachable,
 )
+from regcast.registry.guards import AddressRefused
 from regcast.registry.redact import redact_text, redact_url
 
 MAX_ERROR_BODY = 1024 * 1024
@@ -43,12 +45,27 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__ + (f" ({exc})" if str(exc) else "")
 
 
+def _refused_address(exc: BaseException) -> str | None:
+    """The outbound policy's reason when the socket factory refused every address, else None."""
+    os_error = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(os_error, AddressRefused):
+        return str(os_error)
+    text = str(os_error)
+    return text[text.index("address ") :] if "refused by the outbound policy" in text else None
+
+
 @contextmanager
 def translate_errors(registry: str, method: str, url: str) -> Iterator[None]:
     """Turn library errors raised inside the block into ``RegistryUnreachable`` with one clear line."""
     try:
         yield
+    except OutboundRefused as exc:  # the client middleware: name the registry, as every error does
+        text = str(exc)
+        raise OutboundRefused(text if text.startswith("registry ") else f"registry {registry}: {text}") from None
     except (aiohttp.ClientError, ssl.SSLError, TimeoutError, OSError) as exc:
+        refused = _refused_address(exc)
+        if refused:
+            raise OutboundRefused(f"registry {registry}: {method} {redact_url(url)}: {refused}") from None
         tls = isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError)  # deterministic: never worth a retry
         raise RegistryUnreachable(
             f"registry {registry}: {method} {redact_url(url)}: {_reason(exc)}", registry=registry, transient=not tls

@@ -19,15 +19,22 @@ from regcast.registry.auth import (
     parse_www_authenticate,
     token_request,
 )
-from regcast.registry.guards import check_followed_url
+from regcast.registry.guards import OutboundPolicy, check_followed_url
 
 # fetch(url, headers, params, json_body, what, strict) -> body; strict: only 200 is an answer
 Fetch = Callable[[str, dict[str, str], list[tuple[str, str]] | None, Any, str, bool], Awaitable[bytes]]
 
 
 class Authenticator:
-    def __init__(self, host: str, credentials: Credentials | None, seed_auth: SeedAuth | None) -> None:
+    def __init__(
+        self,
+        host: str,
+        credentials: Credentials | None,
+        seed_auth: SeedAuth | None,
+        policy: OutboundPolicy | None = None,
+    ) -> None:
         self.host = host
+        self.policy = policy or OutboundPolicy()
         self.credentials = credentials
         # with basicauth the seed's token setup is ignored, as in the seed
         self.seed_auth = seed_auth if (seed_auth and seed_auth.url and not credentials) else None
@@ -81,7 +88,9 @@ class Authenticator:
         token = self.tokens.get(key)
         if token is None:
             req = token_request(ch, scopes, self.credentials, self.host)
-            check_followed_url(req.url, came_from=base, registry=self.host, what="token realm")
+            check_followed_url(
+                req.url, came_from=base, registry=self.host, what="token realm", policy=self.policy, kind="auth"
+            )
             headers = {"Authorization": req.basic.basic_header()} if req.basic else {}
             body = await fetch(req.url, headers, req.params, None, "token server refused", True)
             token, expires_at = parse_token_answer(body)

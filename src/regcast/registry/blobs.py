@@ -137,16 +137,23 @@ async def start_upload(
         min_length = resp.headers.get("OCI-Chunk-Min-Length", "")
         if min_length.isdigit():
             client.chunk_min = int(min_length)
-        return _location(resp, url, client.name)
+        return _location(resp, url, client)
     finally:
         resp.release()
 
 
-def _location(resp: aiohttp.ClientResponse, current: str, registry: str) -> str:
+def _location(resp: aiohttp.ClientResponse, current: str, client: RegistryClient) -> str:
     location = resp.headers.get("Location")
+    registry = client.name
     if not location:
         raise ProtocolViolation(f"registry {registry}: upload answer without Location", registry=registry)
-    return check_followed_url(urljoin(current, location), came_from=current, registry=registry, what="upload Location")
+    return check_followed_url(
+        urljoin(current, location),
+        came_from=current,
+        registry=registry,
+        what="upload Location",
+        policy=client.options.policy,
+    )
 
 
 async def _upload_request(
@@ -171,7 +178,7 @@ async def _upload_request(
             )
         if resp.status not in ok:
             raise await response_error(resp, client.name, what)
-        return _location(resp, url, client.name) if resp.headers.get("Location") else url
+        return _location(resp, url, client) if resp.headers.get("Location") else url
     finally:
         resp.release()
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 from regcast import USER_AGENT
 from regcast._exceptions import (
@@ -37,7 +38,7 @@ from regcast.registry.auth import (
 )
 from regcast.registry.authenticator import Authenticator
 from regcast.registry.digest import validate_digest
-from regcast.registry.guards import check_followed_url
+from regcast.registry.guards import OutboundPolicy, check_followed_url
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from regcast.registry.redact import redact_url
 from regcast.registry.reference import Endpoint, validate_ref, validate_repository
@@ -64,6 +65,8 @@ class ClientOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     upload_strategy: str = "auto"  # auto | monolithic | chunked
     chunk_cap: int | None = None  # largest PATCH body this registry takes (GHCR: 4 MiB)
+    policy: OutboundPolicy = field(default_factory=OutboundPolicy)  # where requests may go (guards.py)
+    resolver: AbstractResolver | None = field(default=None, compare=False)  # tests: names -> loopback
 
 
 def _ssl_context(options: ClientOptions) -> ssl.SSLContext | bool:
@@ -94,7 +97,7 @@ class RegistryClient:
         self.endpoint = endpoint
         self.options = options or ClientOptions()
         self.read_only = read_only
-        self.auth = Authenticator(endpoint.host, credentials, seed_auth)
+        self.auth = Authenticator(endpoint.host, credentials, seed_auth, self.options.policy)
         self._session: aiohttp.ClientSession | None = None
         self._pinged = False
         self.on_retry: Callable[[str], None] | None = None  # told about every retry (job status)
@@ -127,7 +130,11 @@ class RegistryClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self.options.max_connections, ssl=_ssl_context(self.options), ttl_dns_cache=300
+                limit=self.options.max_connections,
+                ssl=_ssl_context(self.options),
+                ttl_dns_cache=300,
+                resolver=self.options.resolver,
+                socket_factory=self.options.policy.socket_factory,  # checks the address really connected to
             )
             timeout = aiohttp.ClientTimeout(
                 total=None, sock_connect=self.options.connect_timeout, sock_read=self.options.read_timeout
@@ -139,6 +146,7 @@ class RegistryClient:
                 headers={"User-Agent": USER_AGENT},
                 skip_auto_headers=("Accept-Encoding",),
                 read_bufsize=self.options.chunk_size,  # fewer, larger chunks: less work per byte per target
+                middlewares=(self.options.policy.middleware("registry"),),  # every request's URL, every hop
             )
         return self._session
 
@@ -196,6 +204,7 @@ class RegistryClient:
                 json=json_body,
                 allow_redirects=False,
                 timeout=self._total_timeout(),
+                middlewares=(self.options.policy.middleware("auth"),),  # token hosts may be listed apart
             ) as resp:
                 if resp.status != 200 if strict else resp.status >= 400:
                     raise await response_error(resp, self.name, what, self.secrets())
@@ -312,7 +321,13 @@ class RegistryClient:
         return resp
 
     def _checked_redirect(self, current: str, location: str) -> str:
-        return check_followed_url(urljoin(current, location), came_from=current, registry=self.name, what="redirect")
+        return check_followed_url(
+            urljoin(current, location),
+            came_from=current,
+            registry=self.name,
+            what="redirect",
+            policy=self.options.policy,
+        )
 
     def _total_timeout(self) -> aiohttp.ClientTimeout:
         o = self.options

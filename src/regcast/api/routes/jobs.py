@@ -76,7 +76,7 @@ def _parse(raw_body: bytes, service: Service) -> DistributeRequest | SeedJSON:
     settings = service.settings
     if len(body.targets) > settings.max_targets:
         return error(400, f"Failed to parse data: targets: at most {settings.max_targets} targets")
-    refused = refused_endpoint(body, settings.registry_patterns)
+    refused = refused_endpoint(body, settings.outbound_policy())
     if refused:
         return error(400, f"Failed to parse data: {refused}")
     return body

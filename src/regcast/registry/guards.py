@@ -91,34 +91,47 @@ def _ip(host: str) -> IP | None:
         return None
 
 
+def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, NAT64, 6to4, Teredo, IPv4-compatible), or None."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if int(ip) >> 32 == 0 and int(ip) > 1:  # deprecated IPv4-compatible ::a.b.c.d
+        return ipaddress.IPv4Address(int(ip))
+    return None
+
+
+def _private(ip: IP) -> bool:
+    if isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED:
+        return True
+    return (
+        ip.is_loopback
+        or ip.is_private
+        or ip.is_reserved
+        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
+    )
+
+
 def address_problem(ip: IP, block_private: bool = False) -> str | None:
     """Why regcast will not connect to ``ip`` (None: it may)."""
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return address_problem(ip.ipv4_mapped, block_private)
-        if ip in _NAT64:
-            return address_problem(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), block_private)
+        inner = _embedded_v4(ip)
+        if inner is not None:
+            return address_problem(inner, block_private)
         if ip in _NAT64_LOCAL:
             return "a NAT64 address"
-        if ip.sixtofour is not None:
-            return address_problem(ip.sixtofour, block_private)
-        if ip.teredo is not None:
-            return address_problem(ip.teredo[1], block_private)
-        if int(ip) >> 32 == 0 and int(ip) > 1:  # deprecated IPv4-compatible ::a.b.c.d
-            return address_problem(ipaddress.IPv4Address(int(ip)), block_private)
     if ip in METADATA_ADDRESSES or ip.is_link_local:
         return "a link-local/metadata address"
     if ip.is_unspecified or (isinstance(ip, ipaddress.IPv4Address) and ip in _THIS_NETWORK):
         return "an unspecified (0.0.0.0/8) address"
     if ip.is_multicast:
         return "a multicast address"
-    if block_private and (
-        ip.is_loopback
-        or ip.is_private
-        or ip.is_reserved
-        or (isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED)
-        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
-    ):
+    if block_private and _private(ip):
         return "a loopback/private address (REGCAST_BLOCK_PRIVATE is on)"
     return None
 

@@ -30,7 +30,7 @@ class ClientPool:
             conf = self.doc.registry(registry)
             verify = conf.tls_verify if conf else True
             endpoint = endpoint_for_registry(registry, tls_verify=verify)
-            check_registry_allowed(endpoint.host, self.settings.registry_patterns)
+            check_registry_allowed(endpoint.host, self.settings.registry_patterns, self.settings.block_private)
             creds = (
                 Credentials(conf.username, conf.password or "")
                 if conf and conf.username is not None

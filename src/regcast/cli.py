@@ -29,6 +29,7 @@ from regcast.registry.manifest import Platform
 from regcast.registry.reference import Reference, endpoint_for_registry, parse_reference
 from regcast.transfer.engine import CopyEngine, CopyResult, Target
 from regcast.transfer.progress import TargetState, TargetStatus
+from regcast.transfer.referrers import ReferrerOptions
 from regcast.transfer.remote import RegistryRepository
 
 EXIT_FAILED = 1
@@ -92,7 +93,8 @@ async def _copy(
             repos.append(repo)
             targets.append(Target(str(dst), repo, dst.ref, overwrite=opts["overwrite"]))
         engine = CopyEngine(settings.transfer_options())
-        graph = await engine.plan(source, src.ref, opts["platforms"])
+        referrers = ReferrerOptions(opts["referrers"], frozenset(opts["referrer_types"]))
+        graph = await engine.plan(source, src.ref, opts["platforms"], referrers)
         bars = _Bars(console, [t.key for t in targets])
         with bars.progress:
             return await engine.copy(source, src.ref, targets, listener=bars, graph=graph)
@@ -139,6 +141,19 @@ def main(verbose: int) -> None:
 )
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="Extra CA certificates (PEM).")
 @click.option("--blobs-in-flight", type=int, help="Blobs copied at the same time.")
+@click.option(
+    "--referrers/--no-referrers",
+    default=True,
+    show_default=True,
+    help="Bring what refers to the image (signatures, attestations, SBOMs).",
+)
+@click.option(
+    "--referrer-type",
+    "referrer_types",
+    multiple=True,
+    metavar="ARTIFACT_TYPE",
+    help="Bring only referrers of this artifact type (repeatable; default: all).",
+)
 def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
     """Copy SRC to every DST now; exit 0 only if every target holds the image.
 
@@ -179,13 +194,15 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
         logging.getLogger("regcast").debug("internal error", exc_info=True)
         click.echo(f"error: internal error ({type(exc).__name__}: {exc}); run with -v for details", err=True)
         sys.exit(EXIT_FAILED)
-    status = _report(result)
+    status = _report(result, referrers=opts["referrers"])
     sys.exit(status)
 
 
-def _report(result: CopyResult) -> int:
+def _report(result: CopyResult, *, referrers: bool = False) -> int:
     """One line per target; the exit status (0 all hold the image, 3 one skipped, 1 one failed)."""
     status = 0
+    for line in result.targets[0].referrers_left_out if result.targets else []:
+        click.echo(f"warning: {line}", err=True)
     for t in result.targets:
         if t.state is TargetState.FINISHED:
             how = (
@@ -193,6 +210,9 @@ def _report(result: CopyResult) -> int:
                 if t.notes
                 else (f"{t.blobs_uploaded} blobs uploaded, {t.blobs_mounted} mounted, {t.blobs_present} present")
             )
+            if referrers:
+                left = f" ({len(t.referrers_left_out)} left out)" if t.referrers_left_out else ""
+                how += f", {t.referrers} referrers{left}"
             click.echo(f"ok {t.key} {result.source_digest} ({how})")
         elif t.state is TargetState.SKIPPED:
             click.echo(f"skipped {t.key}: {t.notes[0] if t.notes else 'tag exists'}", err=True)

@@ -190,3 +190,89 @@ def foreign_layer_image() -> Image:
 def manifest_blobs(raw: bytes) -> list[dict[str, object]]:
     doc = json.loads(raw)
     return [doc["config"], *doc.get("layers", [])] if "config" in doc else []
+
+
+# -- referrers: signatures, SBOMs, attestations ------------------------------------------------------
+COSIGN_SIG = "application/vnd.dev.cosign.simplesigning.v1+json"
+SPDX = "application/spdx+json"
+SIGSTORE_BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+IN_TOTO = "application/vnd.in-toto+json"
+
+
+def _subject(img: Image) -> dict[str, object]:
+    return {"mediaType": img.root.media_type, "digest": img.digest, "size": len(img.root.raw)}
+
+
+def cosign_signature(subject: Image) -> Image:
+    """What ``cosign sign`` pushes at ``sha256-<hex>.sig``: a generic config, one simplesigning layer."""
+    payload = json.dumps(
+        {"critical": {"image": {"docker-manifest-digest": subject.digest}, "type": "cosign container image signature"}}
+    ).encode()
+    rootfs = {"type": "layers", "diff_ids": [sha(payload)]}
+    config = json.dumps({"architecture": "", "os": "", "rootfs": rootfs}).encode()
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": _desc(OCI_CONFIG, config),
+        "layers": [_desc(COSIGN_SIG, payload, annotations={"dev.cosignproject.cosign/signature": os.urandom(9).hex()})],
+    }
+    raw = json.dumps(doc).encode()
+    return Image(Manifest(raw, OCI_MANIFEST), [], {sha(config): config, sha(payload): payload})
+
+
+def referrer(subject: Image, artifact_type: str = SPDX, size: int = 64) -> Image:
+    """An OCI 1.1 artifact with ``subject``: ``artifactType``, the empty config, one payload layer."""
+    empty = b"{}"
+    payload = json.dumps({"type": artifact_type, "data": os.urandom(size).hex()}).encode()
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": _desc("application/vnd.oci.empty.v1+json", empty),
+        "layers": [_desc(artifact_type, payload)],
+        "subject": _subject(subject),
+        "annotations": {"org.opencontainers.image.created": "2026-11-29T00:00:00Z"},
+    }
+    raw = json.dumps(doc).encode()
+    return Image(Manifest(raw, OCI_MANIFEST), [], {sha(empty): empty, sha(payload): payload})
+
+
+def fallback_tag(digest: str) -> str:
+    alg, hexpart = digest.split(":", 1)
+    return f"{alg}-{hexpart}"
+
+
+def cosign_tag(digest: str, suffix: str = "sig") -> str:
+    return f"sha256-{digest.split(':', 1)[1]}.{suffix}"
+
+
+def referrer_descriptor(ref: Image) -> dict[str, object]:
+    doc = json.loads(ref.root.raw)
+    desc: dict[str, object] = {"mediaType": ref.root.media_type, "digest": ref.digest, "size": len(ref.root.raw)}
+    if doc.get("artifactType"):
+        desc["artifactType"] = doc["artifactType"]
+    if doc.get("annotations"):
+        desc["annotations"] = doc["annotations"]
+    return desc
+
+
+def tag_schema_index(entries: list[dict[str, object]]) -> bytes:
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+
+
+def attach(http: RegistryHTTP, repo: str, subject_digest: str, refs: list[Image]) -> None:
+    """Push ``refs`` and list them in the subject's tag-schema index (as oras/notation do without the API)."""
+    entries: list[dict[str, object]] = []
+    got = http.get_manifest(repo, fallback_tag(subject_digest))
+    if got.status_code == 200:
+        entries = json.loads(got.content)["manifests"]
+    for r in refs:
+        r.push(http, repo, tag=None)
+        entries.append(referrer_descriptor(r))
+    http.push_manifest(repo, fallback_tag(subject_digest), tag_schema_index(entries), OCI_INDEX)
+
+
+def index_entries(http: RegistryHTTP, repo: str, subject_digest: str) -> list[dict[str, object]]:
+    got = http.get_manifest(repo, fallback_tag(subject_digest))
+    assert got.status_code == 200, f"{http.reg.name}: no tag-schema index for {subject_digest} ({got.status_code})"
+    return list(json.loads(got.content)["manifests"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from regcast._async import gather_all
 from regcast._exceptions import (
@@ -30,6 +30,7 @@ from regcast.registry.manifest import Descriptor, Manifest, Platform
 from regcast.transfer.fanout import Channel, Sink, broadcast
 from regcast.transfer.plan import SourceGraph, load_graph
 from regcast.transfer.progress import Listener, NullListener, TargetState, TargetStatus
+from regcast.transfer.referrers import IndexLocks, ReferrerOptions, access, discover, push_referrers
 from regcast.transfer.repository import BlobUpload, Repository
 
 log = logging.getLogger("regcast.transfer")
@@ -96,9 +97,21 @@ class CopyEngine:
     def __init__(self, options: TransferOptions | None = None, known: KnownBlobs | None = None) -> None:
         self.options = options or TransferOptions()
         self.known = known or KnownBlobs()
+        self.referrer_locks = IndexLocks()
 
-    async def plan(self, source: Repository, ref: str, platforms: list[Platform] | None = None) -> SourceGraph:
-        return await load_graph(source, ref, platforms)
+    async def plan(
+        self,
+        source: Repository,
+        ref: str,
+        platforms: list[Platform] | None = None,
+        referrers: ReferrerOptions | None = None,
+    ) -> SourceGraph:
+        graph = await load_graph(source, ref, platforms)
+        if referrers is None or not referrers.enabled:
+            return graph
+        subjects = [*graph.manifests, graph.root]
+        found = await discover(source, subjects, graph.blobs, referrers, self.options.checks_in_flight)
+        return replace(graph, referrers=found)
 
     async def copy(
         self,
@@ -109,14 +122,16 @@ class CopyEngine:
         platforms: list[Platform] | None = None,
         listener: Listener | None = None,
         graph: SourceGraph | None = None,
+        referrers: ReferrerOptions | None = None,
     ) -> CopyResult:
         """Copy ``ref`` from ``source`` to every target; never raises for one target's fault."""
         run = _CopyRun(self, source, targets, listener or NullListener())
-        if graph is None and not platforms:
+        # with referrers on, an image already everywhere may still have new signatures to bring
+        if graph is None and not platforms and not (referrers and referrers.enabled):
             digest = await run.all_up_to_date(ref)
             if digest is not None:  # HEADs only: free on Docker Hub, no manifest pulled
                 return CopyResult(digest, [t.status for t in targets])
-        graph = graph or await self.plan(source, ref, platforms)
+        graph = graph or await self.plan(source, ref, platforms, referrers)
         await run.execute(graph)
         return CopyResult(graph.root.digest, [t.status for t in targets])
 
@@ -129,6 +144,7 @@ class _CopyRun:
         self.listener = listener
         self.blob_slots = asyncio.Semaphore(engine.options.blobs_in_flight)
         self.check_slots = asyncio.Semaphore(engine.options.checks_in_flight)
+        self.image_held: set[Target] = set()  # tag already holds the image: only referrers to bring
         for t in targets:
             t.repo.on_retry = lambda _what, t=t: self._retried(t)
 
@@ -182,21 +198,27 @@ class _CopyRun:
 
     # -- the run -------------------------------------------------------------------------------
     async def execute(self, graph: SourceGraph) -> None:
+        extra = graph.referrers.blobs if graph.referrers else ()
         for t in self.targets:
-            t.status.bytes_total = graph.total_bytes
-            t.status.blobs_total = len(graph.blobs)
+            t.status.bytes_total = graph.total_bytes + sum(b.size for b in extra)
+            t.status.blobs_total = len(graph.blobs) + len(extra)
             t.status.attempts += 1
+            if graph.referrers:
+                t.status.referrers_left_out = list(graph.referrers.left_out)
             self._set(t, TargetState.RUNNING)
-        await gather_all(*(self._check_tag(t, graph.root) for t in self.targets))
+        await gather_all(*(self._check_tag(t, graph) for t in self.targets))
         active = self._alive(self.targets)
         if not active:
             return
         # largest blobs first: the long transfers start early and small ones fill the gaps
         blobs = sorted(graph.blobs, key=lambda b: b.size, reverse=True)
-        await gather_all(*(self._copy_blob(b, active) for b in blobs))
+        image_targets = [t for t in active if t not in self.image_held]
+        await gather_all(*(self._copy_blob(b, image_targets) for b in blobs))
+        await gather_all(*(self._copy_blob(b, active) for b in sorted(extra, key=lambda b: b.size, reverse=True)))
         await gather_all(*(self._push_manifests(t, graph) for t in self._alive(active)))
 
-    async def _check_tag(self, t: Target, root: Manifest) -> None:
+    async def _check_tag(self, t: Target, graph: SourceGraph) -> None:
+        root = graph.root
         try:
             existing = await t.repo.head_manifest(t.ref)
         except AuthenticationFailed as exc:
@@ -207,8 +229,12 @@ class _CopyRun:
             self._fail(t, exc)
             return
         if existing == root.digest:
-            t.status.bytes_done = t.status.bytes_total
             t.status.notes.append("already up to date")
+            if graph.referrers and graph.referrers.referrers and access(t.repo) is not None:
+                t.status.bytes_done = graph.total_bytes
+                self.image_held.add(t)
+                return
+            t.status.bytes_done = t.status.bytes_total
             self._set(t, TargetState.FINISHED)
         elif existing is not None and not t.overwrite:
             t.status.notes.append(f"{t.ref} exists with another digest and overwrite is off")
@@ -349,10 +375,22 @@ class _CopyRun:
         return sink
 
     async def _push_manifests(self, t: Target, graph: SourceGraph) -> None:
+        found = graph.referrers if graph.referrers and graph.referrers.referrers else None
+        if found and access(t.repo) is None:
+            t.status.referrers_left_out.append(f"{len(found.referrers)} referrer(s) not copied: {t.key} keeps none")
+            found = None
         try:
-            for m in graph.manifests:
-                await self._put_manifest(t, m, m.digest)
-            await self._put_manifest(t, graph.root, t.ref)
+            if t not in self.image_held:
+                for m in graph.manifests:
+                    await self._put_manifest(t, m, m.digest)
+            if found:
+                # referrers after what they refer to, before the tag moves
+                if t not in self.image_held and t.ref != graph.root.digest:
+                    await self._put_manifest(t, graph.root, graph.root.digest)
+                t.status.referrers = await push_referrers(t.repo, found, self.engine.referrer_locks)
+                self.listener.changed(t.status)
+            if t not in self.image_held:
+                await self._put_manifest(t, graph.root, t.ref)
         except RegcastError as exc:
             self._fail(t, exc)
             return

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from regcast._async import gather_all
 from regcast._exceptions import UnsupportedManifest
 from regcast.registry import mediatypes as mt
 from regcast.registry.manifest import Descriptor, Manifest, Platform, filter_index, parse_manifest
 from regcast.transfer.repository import Repository
+
+if TYPE_CHECKING:
+    from regcast.transfer.referrers import ReferrerSet
 
 MAX_DEPTH = 4
 
@@ -21,6 +25,7 @@ class SourceGraph:
     manifests: tuple[Manifest, ...]  # child manifests, deepest first, each once
     blobs: tuple[Descriptor, ...]  # each blob once, foreign layers left out
     foreign: tuple[Descriptor, ...]
+    referrers: ReferrerSet | None = None  # signatures, SBOMs... pushed between the manifests and the tag
 
     @property
     def total_bytes(self) -> int:

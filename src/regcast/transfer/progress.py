@@ -34,6 +34,8 @@ class TargetStatus:
     attempts: int = 0
     retries: int = 0  # requests retried and blobs re-sent for this target
     retryable: bool = True  # False when trying again cannot help (bad credentials, bad input)
+    referrers: int = 0  # signatures, attestations, SBOMs... pushed to this target
+    referrers_left_out: list[str] = field(default_factory=list)  # one line each: which, and why
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -1,0 +1,173 @@
+"""Referrers at ONE registry: the OCI 1.1 referrers API, the referrers tag schema, cosign's tags.
+
+I/O only, through ``RegistryClient.send`` (auth, retries, redirects and error translation stay
+there). The copy logic that uses these lives in ``transfer/referrers.py``.
+
+- API: ``GET /v2/<name>/referrers/<digest>[?artifactType=]``, an OCI index of descriptors, paged
+  through ``Link: <next>; rel="next"``. A 404 means the registry has no such API.
+- Tag schema (the fallback): the index at tag ``<alg>-<hex>`` (alg truncated to 32, hex to 64).
+- cosign: tags ``sha256-<hex>.sig|.att|.sbom`` next to the image.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+from regcast._exceptions import ContentError, ManifestTooLarge, UnsupportedManifest
+from regcast.registry import mediatypes as mt
+from regcast.registry._transport import read_capped, response_error, translate_errors
+from regcast.registry.auth import scope
+from regcast.registry.client import RegistryClient, with_query
+from regcast.registry.digest import validate_digest
+from regcast.registry.guards import check_followed_url
+from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
+from regcast.registry.reference import validate_ref, validate_repository
+
+COSIGN_SUFFIXES = ("sig", "att", "sbom")
+MAX_PAGES = 100  # a registry that keeps answering "next" is not followed forever
+_NEXT = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?', re.IGNORECASE)
+
+
+def fallback_tag(digest: str) -> str:
+    """The referrers tag schema's tag for ``digest``: ``<alg>-<hex>``, truncated as the spec says."""
+    alg, hexpart = validate_digest(digest).split(":", 1)
+    return f"{alg[:32]}-{hexpart[:64]}"
+
+
+def cosign_tags(digest: str) -> list[str]:
+    """cosign's tags for the signature, attestation and SBOM of ``digest`` (sha256 only, as cosign)."""
+    alg, hexpart = validate_digest(digest).split(":", 1)
+    if alg != "sha256":
+        return []
+    return [f"sha256-{hexpart}.{suffix}" for suffix in COSIGN_SUFFIXES]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Referrer descriptors (as the registry wrote them) and whether it applied the type filter."""
+
+    descriptors: list[dict[str, Any]]
+    filtered: bool
+
+
+def _descriptors(raw: bytes, registry: str, what: str) -> list[dict[str, Any]]:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise UnsupportedManifest(f"registry {registry}: {what} is not JSON") from None
+    items = doc.get("manifests") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise UnsupportedManifest(f"registry {registry}: {what} has no 'manifests' list")
+    out = []
+    for d in items:
+        if isinstance(d, dict) and isinstance(d.get("digest"), str):
+            validate_digest(d["digest"])
+            out.append(d)
+    return out
+
+
+def index_entries(index: Manifest) -> list[dict[str, Any]]:
+    """The descriptor objects of an index exactly as written (artifactType and annotations kept)."""
+    return _descriptors(index.raw, "", "index")
+
+
+async def list_referrers(
+    client: RegistryClient, repository: str, digest: str, artifact_type: str | None = None
+) -> Listing | None:
+    """Every page of the referrers API for ``digest``; None when the registry has no referrers API."""
+    validate_repository(repository)
+    url = await client.url(f"{repository}/referrers/{validate_digest(digest)}")
+    if artifact_type:
+        url = with_query(url, artifactType=artifact_type)
+    found: list[dict[str, Any]] = []
+    filtered = True
+    for page in range(MAX_PAGES):
+        resp = await client.send(
+            "GET", url, scopes=(scope(repository, "pull"),), headers={"Accept": mt.OCI_INDEX}, follow_redirects=True
+        )
+        try:
+            if resp.status == 404 and page == 0:
+                return None
+            if resp.status != 200:
+                raise await response_error(resp, client.name, f"listing referrers of {repository}@{digest}")
+            with translate_errors(client.name, "GET", url):
+                raw = await read_capped(resp, MAX_MANIFEST_BYTES)
+            if len(raw) > MAX_MANIFEST_BYTES:
+                raise ManifestTooLarge(f"registry {client.name}: referrers list of {digest} is over the size limit")
+            found.extend(_descriptors(raw, client.name, f"referrers list of {digest}"))
+            applied = {f.strip() for f in resp.headers.get("OCI-Filters-Applied", "").split(",")}
+            filtered = filtered and "artifactType" in applied
+            link = _NEXT.search(resp.headers.get("Link", ""))
+        finally:
+            resp.release()
+        if link is None:
+            break
+        url = check_followed_url(urljoin(url, link.group(1)), came_from=url, registry=client.name, what="Link")
+    return Listing(found, filtered and bool(artifact_type))
+
+
+@dataclass(frozen=True)
+class Held:
+    """A manifest read with what a conditional write needs: its ``ETag``, if the registry gave one."""
+
+    manifest: Manifest
+    etag: str | None
+
+
+async def read_index(client: RegistryClient, repository: str, tag: str) -> Held | None:
+    """The index at ``tag`` (the tag schema) with its ETag, or None when the tag does not exist."""
+    validate_repository(repository)
+    url = await client.url(f"{repository}/manifests/{validate_ref(tag)}")
+    resp = await client.send(
+        "GET", url, scopes=(scope(repository, "pull"),), headers={"Accept": mt.ACCEPT_MANIFESTS}, follow_redirects=True
+    )
+    try:
+        if resp.status == 404:
+            return None
+        if resp.status != 200:
+            raise await response_error(resp, client.name, f"reading referrers index {repository}:{tag}")
+        with translate_errors(client.name, "GET", url):
+            raw = await read_capped(resp, MAX_MANIFEST_BYTES)
+        try:
+            manifest = parse_manifest(raw, resp.headers.get("Content-Type", ""))
+        except ContentError as exc:
+            raise type(exc)(f"registry {client.name}: referrers index {repository}:{tag}: {exc}") from None
+        if not manifest.is_index:
+            raise UnsupportedManifest(f"registry {client.name}: {repository}:{tag} is not an index")
+        return Held(manifest, resp.headers.get("ETag"))
+    finally:
+        resp.release()
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What a manifest PUT answered: the digest announced, whether the registry tracks the subject
+    (``OCI-Subject``), and whether an ``If-Match`` precondition failed (someone wrote first)."""
+
+    digest: str | None
+    subject_kept: bool
+    conflict: bool = False
+
+
+async def put_manifest(
+    client: RegistryClient, repository: str, ref: str, raw: bytes, media_type: str, if_match: str | None = None
+) -> Pushed:
+    """Push manifest bytes unchanged; reads the answer's ``OCI-Subject``; a 412 is a conflict, not an error."""
+    validate_repository(repository)
+    url = await client.url(f"{repository}/manifests/{validate_ref(ref)}")
+    headers = {"Content-Type": media_type}
+    if if_match:
+        headers["If-Match"] = if_match
+    resp = await client.send("PUT", url, scopes=(scope(repository, "pull,push"),), headers=headers, data=raw)
+    try:
+        if resp.status == 412 and if_match:
+            return Pushed(None, False, conflict=True)
+        if resp.status not in (200, 201, 202):
+            raise await response_error(resp, client.name, f"pushing manifest {repository}:{ref}")
+        return Pushed(resp.headers.get("Docker-Content-Digest"), bool(resp.headers.get("OCI-Subject")))
+    finally:
+        resp.release()

@@ -22,6 +22,7 @@ redacted before they reach an exception.
     │   ├── DigestMismatch           a blob or manifest whose bytes do not hash to its digest
     │   ├── ManifestTooLarge         over the 4 MiB cap
     │   └── UnsupportedManifest      a media type or JSON we cannot copy
+    ├── LayoutError                  an OCI image layout (directory or archive) that cannot be read or written
     └── JobError                     job store / worker problems (e.g. credentials no longer decryptable)
 """
 
@@ -127,6 +128,10 @@ class ManifestTooLarge(ContentError):
 
 class UnsupportedManifest(ContentError):
     """A manifest regcast cannot copy: unknown media type, schema1, or broken JSON."""
+
+
+class LayoutError(RegcastError):
+    """An OCI image layout directory or archive that is missing, malformed or cannot be written."""
 
 
 class JobError(RegcastError):

@@ -22,6 +22,7 @@ from rich.progress import (
 
 from regcast._exceptions import NotFound, OutboundRefused, RegcastError
 from regcast.config import Settings, load_settings
+from regcast.layouts import LayoutRef, LayoutRepository, is_layout_reference, parse_layout_reference
 from regcast.registry.auth import Credentials
 from regcast.registry.client import RegistryClient, describe
 from regcast.registry.dockerconfig import credentials_for
@@ -31,6 +32,7 @@ from regcast.transfer.engine import CopyEngine, CopyResult, Target
 from regcast.transfer.progress import TargetState, TargetStatus
 from regcast.transfer.referrers import ReferrerOptions
 from regcast.transfer.remote import RegistryRepository
+from regcast.transfer.repository import Repository
 
 EXIT_FAILED = 1
 EXIT_SKIPPED = 3
@@ -79,35 +81,57 @@ def _client(
     )
 
 
+Where = Reference | LayoutRef  # a registry reference, or an image layout (oci:DIR, oci-archive:FILE)
+
+
+def _parse_where(text: str, default_tag: str | None = "latest") -> Where:
+    if is_layout_reference(text):
+        return parse_layout_reference(text)
+    return parse_reference(text, default_tag=default_tag)
+
+
+async def _open_source(src: Where, settings: Settings, opts: dict[str, Any]) -> tuple[Repository, str]:
+    if isinstance(src, LayoutRef):
+        layout = LayoutRepository(src)
+        return layout, await layout.default_ref()
+    client = _client(src, _creds(opts["src_creds"], src.registry), opts["src_tls_verify"], settings, read_only=True)
+    return RegistryRepository(client, src.repository), src.ref
+
+
+def _open_target(dst: Where, src_ref: str, settings: Settings, opts: dict[str, Any]) -> tuple[str, Repository, str]:
+    """(key, repository, ref) of one DST; without a tag or digest it keeps the source's."""
+    if isinstance(dst, LayoutRef):
+        if dst.tag is None and ":" in src_ref:
+            raise click.UsageError(f"{dst}: name a tag ({dst}:TAG) when the source is a digest")
+        dst = dst if dst.tag else dst.with_tag(src_ref)
+        return str(dst), LayoutRepository(dst, writable=True), str(dst.tag)
+    if not (dst.tag or dst.digest):
+        tag, digest = (None, src_ref) if ":" in src_ref else (src_ref, None)
+        dst = Reference(dst.registry, dst.repository, tag=tag, digest=digest)
+    client = _client(dst, _creds(opts["dest_creds"], dst.registry), opts["dest_tls_verify"], settings)
+    return str(dst), RegistryRepository(client, dst.repository), dst.ref
+
+
 async def _copy(
-    src: Reference, dsts: list[Reference], settings: Settings, opts: dict[str, Any], console: Console
+    src: Where, dsts: list[Where], settings: Settings, opts: dict[str, Any], console: Console
 ) -> CopyResult:
-    src_client = _client(src, _creds(opts["src_creds"], src.registry), opts["src_tls_verify"], settings, read_only=True)
-    source = RegistryRepository(src_client, src.repository)
-    repos: list[RegistryRepository] = [source]
+    opened: list[Repository] = []
     try:
+        source, src_ref = await _open_source(src, settings, opts)
+        opened.append(source)
         targets = []
         for dst in dsts:
-            client = _client(dst, _creds(opts["dest_creds"], dst.registry), opts["dest_tls_verify"], settings)
-            repo = RegistryRepository(client, dst.repository)
-            repos.append(repo)
-            targets.append(Target(str(dst), repo, dst.ref, overwrite=opts["overwrite"]))
+            key, repo, ref = _open_target(dst, src_ref, settings, opts)
+            opened.append(repo)
+            targets.append(Target(key, repo, ref, overwrite=opts["overwrite"]))
         engine = CopyEngine(settings.transfer_options())
         referrers = ReferrerOptions(opts["referrers"], frozenset(opts["referrer_types"]))
-        graph = await engine.plan(source, src.ref, opts["platforms"], referrers)
+        graph = await engine.plan(source, src_ref, opts["platforms"], referrers)
         bars = _Bars(console, [t.key for t in targets])
         with bars.progress:
-            return await engine.copy(source, src.ref, targets, listener=bars, graph=graph)
+            return await engine.copy(source, src_ref, targets, listener=bars, graph=graph)
     finally:
-        await asyncio.gather(*(r.close() for r in repos))
-
-
-def _target_ref(dst: Reference, src: Reference) -> Reference:
-    if dst.tag or dst.digest:
-        return dst
-    if src.tag:
-        return Reference(dst.registry, dst.repository, tag=src.tag)
-    return Reference(dst.registry, dst.repository, digest=src.digest)
+        await asyncio.gather(*(r.close() for r in opened))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -167,11 +191,11 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
         raise click.BadParameter(str(exc), param_hint="--platform") from None
     try:
         settings = load_settings(ca_bundle=opts.pop("ca_bundle"), blobs_in_flight=opts.pop("blobs_in_flight"))
-        src_ref = parse_reference(src)
-        dst_refs = [_target_ref(parse_reference(d, default_tag=None), src_ref) for d in dst]
+        src_ref = _parse_where(src)
+        dst_refs = [_parse_where(d, default_tag=None) for d in dst]
         policy = settings.outbound_policy()
         for ref in [src_ref, *dst_refs]:
-            why = policy.problem(endpoint_for_registry(ref.registry).base)
+            why = policy.problem(endpoint_for_registry(ref.registry).base) if isinstance(ref, Reference) else None
             if why:
                 raise OutboundRefused(f"registry {why}")
     except (RegcastError, ValueError) as exc:

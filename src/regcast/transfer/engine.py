@@ -274,7 +274,7 @@ class _CopyRun:
             if isinstance(exc, RegcastError | OSError):
                 self._fail(t, exc)
             else:
-                self._fail(t, RegistryError(f"registry {t.repo.name}: upload failed: {exc!r}"))
+                self._fail(t, RegistryError(f"{t.repo.name}: upload failed: {exc!r}"))
             return False
         self._retried(t)
         log.warning(
@@ -341,7 +341,7 @@ class _CopyRun:
                 failures[t] = exc
                 return None
             if upload is None:
-                failures[t] = RegistryError(f"registry {t.repo.name}: no upload session opened")
+                failures[t] = RegistryError(f"{t.repo.name}: no upload session opened")
             return upload
 
         uploads = await gather_all(*(open_session(t) for t in leaders))
@@ -361,7 +361,7 @@ class _CopyRun:
                 continue
             await up.cancel()
             if isinstance(err, DigestMismatch):
-                err = DigestMismatch(f"source registry {self.source.name}: {err}")
+                err = DigestMismatch(f"source {self.source.name}: {err}")
             failures[t] = err
         return failures
 
@@ -399,6 +399,6 @@ class _CopyRun:
     async def _put_manifest(self, t: Target, m: Manifest, ref: str) -> None:
         announced = await t.repo.put_manifest(ref, m.raw, m.media_type)
         if announced and announced.startswith(m.digest.split(":")[0]) and announced != m.digest:
-            raise DigestMismatch(f"registry {t.repo.name} stored manifest {ref} as {announced}, not {m.digest}")
+            raise DigestMismatch(f"{t.repo.name} stored manifest {ref} as {announced}, not {m.digest}")
         t.status.manifests_pushed += 1
         self.listener.changed(t.status)

@@ -28,7 +28,7 @@ class RegistryRepository:
 
     @property
     def name(self) -> str:
-        return self.client.name
+        return f"registry {self.client.name}"
 
     @property
     def location(self) -> str:

@@ -36,7 +36,7 @@ class Repository(Protocol):
 
     @property
     def name(self) -> str:
-        """Named in messages: the registry's host[:port], or the layout's path."""
+        """What it is, for messages: ``registry host[:port]`` or ``oci-archive:/path``."""
         ...
 
     @property

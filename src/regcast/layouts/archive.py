@@ -1,0 +1,142 @@
+"""``oci-archive``: an OCI image layout in one uncompressed tar file (as skopeo writes it).
+
+Reading: the tar's member headers are indexed once; a blob is read by seeking to its data, a
+chunk at a time. Writing: blobs are staged as files in a hidden directory next to the archive;
+``pack`` writes the new tar (the staged blobs, the members of the archive already there that
+are still wanted, ``oci-layout`` and ``index.json``) under a temporary name and renames it over
+the archive: an interrupted write leaves the old archive, or none, never a partial one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import tarfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from regcast._exceptions import LayoutError
+from regcast.layouts.files import file_errors, read_chunks, temporary_name
+from regcast.layouts.index import INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, MAX_INDEX_BYTES, LayoutIndex
+from regcast.registry.digest import validate_digest
+from regcast.registry.manifest import Descriptor
+
+
+def _member_name(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def blob_member(digest: str) -> str:
+    return "blobs/" + validate_digest(digest).replace(":", "/", 1)
+
+
+class ArchiveReader:
+    """The members of an existing archive (regular files only), read by offset."""
+
+    def __init__(self, path: Path, where: str) -> None:
+        self.path = path
+        self.where = where
+        self.members: dict[str, tarfile.TarInfo] = {}
+        with file_errors(where, "reading the archive"):
+            try:
+                with tarfile.open(path, "r:") as tar:
+                    for m in tar.getmembers():
+                        if m.isreg():
+                            self.members[_member_name(m.name)] = m
+            except tarfile.TarError as exc:
+                raise LayoutError(f"{where}: not an uncompressed tar archive ({exc})") from None
+        if LAYOUT_FILE not in self.members or INDEX_FILE not in self.members:
+            raise LayoutError(f"{where}: not an OCI image layout (no {LAYOUT_FILE} or {INDEX_FILE} in the archive)")
+        self.index = LayoutIndex.parse(self.read_member(INDEX_FILE, MAX_INDEX_BYTES), where)
+
+    def has(self, digest: str) -> bool:
+        return blob_member(digest) in self.members
+
+    def read_member(self, name: str, limit: int) -> bytes:
+        m = self.members.get(name)
+        if m is None:
+            raise LayoutError(f"{self.where}: {name} is not in the archive")
+        if m.size > limit:
+            raise LayoutError(f"{self.where}: {name} is {m.size} bytes, over the {limit} byte limit")
+        with file_errors(self.where, f"reading {name}"), open(self.path, "rb") as f:
+            f.seek(m.offset_data)
+            return f.read(m.size)
+
+    async def stream(self, blob: Descriptor) -> AsyncIterator[bytes]:
+        name = blob_member(blob.digest)
+        m = self.members.get(name)
+        if m is None:
+            raise LayoutError(f"{self.where}: {blob.digest} is not in the archive")
+        with file_errors(self.where, f"reading {blob.digest}"):
+            f = await asyncio.to_thread(open, self.path, "rb")
+        try:
+            f.seek(m.offset_data)
+            async for chunk in read_chunks(f, min(m.size, blob.size + 1), self.where):
+                yield chunk
+        finally:
+            f.close()
+
+
+def _info(name: str, size: int, directory: bool = False) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = 0 if directory else size
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.mode = 0o755 if directory else 0o644
+    info.mtime = 0  # the same content gives the same archive
+    return info
+
+
+def pack(archive: Path, staged: Path, index: LayoutIndex, old: ArchiveReader | None, where: str) -> None:
+    """Write ``archive`` from the staged ``blobs/`` tree, the old archive's blobs and ``index``."""
+    tmp = temporary_name(archive)
+    with file_errors(where, "writing the archive"):
+        try:
+            with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                tar.addfile(_info(LAYOUT_FILE, len(LAYOUT_VERSION)), io.BytesIO(LAYOUT_VERSION))
+                body = index.dumps()
+                tar.addfile(_info(INDEX_FILE, len(body)), io.BytesIO(body))
+                tar.addfile(_info("blobs", 0, directory=True))
+                written: set[str] = set()
+                blobs_dir = staged / "blobs"
+                algorithms = sorted(p.name for p in blobs_dir.iterdir()) if blobs_dir.is_dir() else []
+                old_algorithms = {n.split("/")[1] for n in old.members if n.startswith("blobs/")} if old else set()
+                for algorithm in sorted(set(algorithms) | old_algorithms):
+                    tar.addfile(_info(f"blobs/{algorithm}", 0, directory=True))
+                for algorithm in algorithms:
+                    for blob in sorted((blobs_dir / algorithm).iterdir()):
+                        if blob.name.startswith("."):
+                            continue  # an unfinished upload
+                        name = f"blobs/{algorithm}/{blob.name}"
+                        with open(blob, "rb") as f:
+                            tar.addfile(_info(name, blob.stat().st_size), f)
+                        written.add(name)
+                if old is not None:
+                    with open(old.path, "rb") as src:
+                        for name, m in sorted(old.members.items()):
+                            if name.startswith("blobs/") and name not in written:
+                                src.seek(m.offset_data)
+                                tar.addfile(_info(name, m.size), _Window(src, m.size))
+                raw.flush()
+                os.fsync(raw.fileno())
+            os.replace(tmp, archive)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class _Window:
+    """A file object over the next ``size`` bytes of ``f`` (tarfile reads it in chunks)."""
+
+    def __init__(self, f: BinaryIO, size: int) -> None:
+        self.f = f
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0 or n > self.left:
+            n = self.left
+        data = self.f.read(n)
+        self.left -= len(data)
+        return data

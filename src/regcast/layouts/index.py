@@ -1,0 +1,78 @@
+"""A layout's ``index.json``: one entry per tag (``org.opencontainers.image.ref.name``).
+
+The document is kept as parsed JSON so fields regcast does not know (annotations, other
+entries written by skopeo or crane) survive a rewrite.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from regcast._exceptions import LayoutError
+from regcast.registry import mediatypes as mt
+from regcast.registry.digest import validate_digest
+from regcast.registry.manifest import Descriptor
+
+REF_NAME = "org.opencontainers.image.ref.name"
+LAYOUT_FILE = "oci-layout"
+INDEX_FILE = "index.json"
+LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
+MAX_INDEX_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class LayoutIndex:
+    doc: dict[str, Any] = field(
+        default_factory=lambda: {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
+    )
+
+    @classmethod
+    def parse(cls, raw: bytes, where: str) -> LayoutIndex:
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise LayoutError(f"{where}: index.json is not JSON ({exc})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+            raise LayoutError(f"{where}: index.json has no 'manifests' list")
+        for i, entry in enumerate(doc["manifests"]):
+            if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+                raise LayoutError(f"{where}: index.json manifests[{i}] has no digest")
+        return cls(doc)
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        manifests: list[dict[str, Any]] = self.doc["manifests"]
+        return manifests
+
+    def tags(self) -> list[str]:
+        return [t for e in self.entries if isinstance(t := (e.get("annotations") or {}).get(REF_NAME), str)]
+
+    def find(self, tag: str) -> Descriptor | None:
+        for e in self.entries:
+            if (e.get("annotations") or {}).get(REF_NAME) == tag:
+                size = e.get("size")
+                return Descriptor(
+                    str(e.get("mediaType", "")),
+                    validate_digest(e["digest"]),
+                    size if isinstance(size, int) else -1,
+                )
+        return None
+
+    def put(self, tag: str, digest: str, media_type: str, size: int) -> None:
+        """Point ``tag`` at a manifest; the entry another manifest had for this tag goes."""
+        kept = [e for e in self.entries if (e.get("annotations") or {}).get(REF_NAME) != tag]
+        kept.append({"mediaType": media_type, "digest": digest, "size": size, "annotations": {REF_NAME: tag}})
+        self.doc["manifests"] = kept
+
+    def merged_over(self, older: LayoutIndex) -> LayoutIndex:
+        """``older``'s entries with this index's tags put over them (for adding to an archive)."""
+        out = LayoutIndex(json.loads(json.dumps(older.doc)))
+        mine = {(e.get("annotations") or {}).get(REF_NAME) for e in self.entries}
+        out.doc["manifests"] = [e for e in out.entries if (e.get("annotations") or {}).get(REF_NAME) not in mine]
+        out.doc["manifests"] += self.entries
+        return out
+
+    def dumps(self) -> bytes:
+        return json.dumps(self.doc, separators=(",", ":")).encode()

@@ -1,0 +1,226 @@
+"""An OCI image layout as a ``Repository``: the engine copies to and from it as to a registry.
+
+A directory (``oci:DIR``) is written in place: each blob under a temporary name renamed when
+whole, then ``index.json`` (the layout's commit point, replaced atomically under a lock held
+across processes) gains the tag. An archive (``oci-archive:FILE.tar``) stages blobs next to it
+and is rewritten under a temporary name at ``commit()``, which runs when a tag is put unless
+``autocommit=False`` (many tags into one archive: one rewrite at the end, see ``open_layout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from regcast._exceptions import ContentError, LayoutError
+from regcast.layouts.archive import ArchiveReader, pack
+from regcast.layouts.files import BlobFiles, FileUpload, file_errors, locked, write_atomically
+from regcast.layouts.index import INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, MAX_INDEX_BYTES, LayoutIndex
+from regcast.layouts.reference import OCI, LayoutRef, parse_layout_reference
+from regcast.registry.digest import digest_of
+from regcast.registry.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest, parse_manifest
+from regcast.registry.retry import RetryPolicy
+
+
+class LayoutRepository:
+    """One OCI image layout, directory or archive; ``writable`` only for a target."""
+
+    def __init__(self, ref: LayoutRef, *, writable: bool = False, autocommit: bool = True) -> None:
+        self.ref = ref
+        self.writable = writable
+        self.autocommit = autocommit
+        self.on_retry: Callable[[str], None] | None = None
+        self._where = ref.where
+        self._lock = asyncio.Lock()
+        self._loaded = False
+        self._index = LayoutIndex()  # directory: the index.json; archive: the tags put since the last commit
+        self._reader: ArchiveReader | None = None
+        self._staging: Path | None = None
+        if ref.kind == OCI:
+            self._files = BlobFiles(ref.path, self._where)
+        else:
+            self._staging = ref.path.parent / f".{ref.path.name}.regcast-{uuid.uuid4().hex[:12]}"
+            self._files = BlobFiles(self._staging, self._where)
+
+    def __repr__(self) -> str:
+        return f"LayoutRepository({self._where})"
+
+    # -- identity --------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._where
+
+    @property
+    def location(self) -> str:
+        return f"{self.ref.kind}:{self.ref.path.resolve()}"
+
+    @property
+    def path(self) -> str:
+        return ""  # a layout holds one repository
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(attempts=2, backoff=0.1)
+
+    def secrets(self) -> tuple[str, ...]:
+        return ()
+
+    # -- reading ---------------------------------------------------------------------------------
+    async def _load(self) -> None:
+        if not self._loaded:
+            await asyncio.to_thread(self._load_sync)
+            self._loaded = True
+
+    def _load_sync(self) -> None:
+        path = self.ref.path
+        if self.ref.kind == OCI:
+            index_file = path / INDEX_FILE
+            if index_file.is_file():
+                with file_errors(self._where, "reading index.json"):
+                    self._index = LayoutIndex.parse(index_file.read_bytes()[:MAX_INDEX_BYTES], self._where)
+            elif not self.writable:
+                raise LayoutError(f"{self._where}: not an OCI image layout (no {INDEX_FILE})")
+        elif path.exists() or not self.writable:
+            if not path.is_file():
+                raise LayoutError(f"{self._where}: no such archive")
+            self._reader = ArchiveReader(path, self._where)
+
+    def _view(self) -> LayoutIndex:
+        """The tags as they stand: the archive's, with those put since under them."""
+        return self._index.merged_over(self._reader.index) if self._reader else self._index
+
+    async def tags(self) -> list[str]:
+        await self._load()
+        return self._view().tags()
+
+    async def default_ref(self) -> str:
+        """The layout reference's tag; without one, the layout's only image (else an error naming the tags)."""
+        if self.ref.tag:
+            return self.ref.tag
+        await self._load()
+        entries = self._view().entries
+        if len(entries) == 1:
+            return self._view().tags()[0] if self._view().tags() else str(entries[0]["digest"])
+        tags = ", ".join(self._view().tags()) or "none"
+        raise LayoutError(f"{self._where} holds {len(entries)} images: name one as {self._where}:TAG (tags: {tags})")
+
+    async def head_manifest(self, ref: str) -> str | None:
+        await self._load()
+        if ":" in ref:
+            return ref if await self.has_blob(ref) else None
+        desc = self._view().find(ref)
+        return desc.digest if desc and await self.has_blob(desc.digest) else None
+
+    async def get_manifest(self, ref: str) -> Manifest:
+        await self._load()
+        media_type, digest = "", ref
+        if ":" not in ref:
+            desc = self._view().find(ref)
+            if desc is None:
+                tags = ", ".join(self._view().tags()) or "none"
+                raise LayoutError(f"{self._where} has no tag {ref} (tags: {tags})")
+            media_type, digest = desc.media_type, desc.digest
+        if not await self.has_blob(digest):
+            raise LayoutError(f"{self._where}: manifest {digest} is missing")
+        raw = await asyncio.to_thread(self._read_bytes, digest)
+        try:
+            return parse_manifest(raw, media_type, digest)
+        except ContentError as exc:
+            raise type(exc)(f"{self._where}: manifest {ref}: {exc}") from None
+
+    def _read_bytes(self, digest: str) -> bytes:
+        if self._files.has(digest) or self._reader is None:
+            return self._files.read_bytes(digest, MAX_MANIFEST_BYTES)
+        return self._reader.read_member("blobs/" + digest.replace(":", "/", 1), MAX_MANIFEST_BYTES)
+
+    async def has_blob(self, digest: str) -> bool:
+        await self._load()
+        return self._files.has(digest) or (self._reader is not None and self._reader.has(digest))
+
+    async def read_blob(self, blob: Descriptor) -> AsyncIterator[bytes]:
+        await self._load()
+        stream = self._reader.stream(blob) if self._reader and not self._files.has(blob.digest) else None
+        async for chunk in stream or self._files.stream(blob):
+            yield chunk
+
+    # -- writing ---------------------------------------------------------------------------------
+    def _writing(self) -> None:
+        if not self.writable:
+            raise LayoutError(f"refusing to write to source {self._where}")
+
+    async def start_upload(self, mount: str | None = None, mount_from: str | None = None) -> FileUpload:
+        self._writing()
+        await self._load()
+        return self._files.upload()
+
+    def learn_from_refusal(self, exc: BaseException) -> bool:
+        return False
+
+    async def put_manifest(self, ref: str, raw: bytes, media_type: str) -> str:
+        self._writing()
+        await self._load()
+        digest = digest_of(raw, ref.split(":", 1)[0] if ":" in ref else "sha256")
+        if not await self.has_blob(digest):
+            await asyncio.to_thread(self._files.write_bytes, digest, raw)
+        if ":" not in ref:
+            async with self._lock:
+                self._index.put(ref, digest, media_type, len(raw))
+                if self.ref.kind == OCI:
+                    await asyncio.to_thread(self._write_index)
+                elif self.autocommit:
+                    await self._commit()
+        return digest
+
+    def _write_index(self) -> None:
+        """Merge our tags into index.json as it is on disk now (another writer may have added some)."""
+        root = self.ref.path
+        with file_errors(self._where, "writing index.json"):
+            root.mkdir(parents=True, exist_ok=True)
+            with locked(root):
+                index_file = root / INDEX_FILE
+                current = LayoutIndex.parse(index_file.read_bytes(), self._where) if index_file.is_file() else None
+                merged = self._index.merged_over(current) if current else self._index
+                write_atomically(root / LAYOUT_FILE, LAYOUT_VERSION)
+                write_atomically(index_file, merged.dumps())
+                self._index = merged
+
+    async def commit(self) -> None:
+        """Write the archive with every tag put so far (a directory is always up to date)."""
+        async with self._lock:
+            await self._commit()
+
+    async def _commit(self) -> None:
+        if self.ref.kind == OCI or not self._index.entries:
+            return
+        await asyncio.to_thread(self._pack)
+
+    def _pack(self) -> None:
+        archive = self.ref.path
+        assert self._staging is not None
+        with file_errors(self._where, "writing the archive"):
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            with locked(archive.parent):  # another writer may have replaced the archive meanwhile
+                current = ArchiveReader(archive, self._where) if archive.is_file() else None
+                merged = self._index.merged_over(current.index) if current else self._index
+                pack(archive, self._staging, merged, current, self._where)
+            self._reader = ArchiveReader(archive, self._where)
+            self._index = LayoutIndex()
+            shutil.rmtree(self._staging, ignore_errors=True)
+
+    async def close(self) -> None:
+        """Drop what was staged and not committed (an archive is only ever replaced whole)."""
+        if self._staging is not None:
+            await asyncio.to_thread(shutil.rmtree, self._staging, True)
+
+
+def open_layout(text: str, *, writable: bool = False, autocommit: bool = True) -> LayoutRepository:
+    """The layout named by ``oci:DIR[:TAG]`` or ``oci-archive:FILE.tar[:TAG]``.
+
+    For many tags into one archive (a mirror set's layout target): ``autocommit=False``, one
+    ``engine.copy`` per tag with a ``Target(key, layout, tag)``, then ``await layout.commit()``
+    and ``await layout.close()``. Nothing touches the disk before the first write.
+    """
+    return LayoutRepository(parse_layout_reference(text), writable=writable, autocommit=autocommit)

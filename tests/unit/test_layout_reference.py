@@ -1,0 +1,66 @@
+"""``oci:DIR[:TAG]`` / ``oci-archive:FILE[:TAG]`` parsing, and the layout index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from regcast._exceptions import InvalidReference, LayoutError
+from regcast.layouts import is_layout_reference, parse_layout_reference
+from regcast.layouts.index import REF_NAME, LayoutIndex
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "path", "tag"),
+    [
+        ("oci:/srv/layout", "oci", "/srv/layout", None),
+        ("oci:/srv/layout:v1.2", "oci", "/srv/layout", "v1.2"),
+        ("oci:relative/dir:latest", "oci", "relative/dir", "latest"),
+        ("oci-archive:/tmp/app.tar", "oci-archive", "/tmp/app.tar", None),
+        ("oci-archive:/tmp/app.tar:1.0", "oci-archive", "/tmp/app.tar", "1.0"),
+        ("oci-archive:/odd:dir/app.tar", "oci-archive", "/odd:dir/app.tar", None),
+    ],
+)
+def test_parse(text: str, kind: str, path: str, tag: str | None) -> None:
+    ref = parse_layout_reference(text)
+    assert (ref.kind, ref.path, ref.tag) == (kind, Path(path), tag)
+    assert str(ref) == text
+    assert is_layout_reference(text)
+
+
+@pytest.mark.parametrize("text", ["oci:", "oci:/x:", "oci:/x:bad*tag", "oci-archive::v1", "docker:/x"])
+def test_parse_refuses(text: str) -> None:
+    with pytest.raises(InvalidReference):
+        parse_layout_reference(text)
+
+
+def test_registry_references_are_not_layouts() -> None:
+    assert not is_layout_reference("registry.example/oci:v1")
+    assert not is_layout_reference("localhost:5000/app:v1")
+
+
+def test_index_replaces_a_tag_and_keeps_other_entries() -> None:
+    raw = (
+        b'{"schemaVersion":2,"manifests":[{"digest":"sha256:'
+        + b"a" * 64
+        + b'","size":1,"x":1}],"annotations":{"k":"v"}}'
+    )
+    index = LayoutIndex.parse(raw, "oci:/x")
+    index.put("v1", "sha256:" + "b" * 64, "application/vnd.oci.image.manifest.v1+json", 10)
+    index.put("v1", "sha256:" + "c" * 64, "application/vnd.oci.image.manifest.v1+json", 11)
+    assert index.tags() == ["v1"]
+    assert index.doc["annotations"] == {"k": "v"} and index.entries[0]["x"] == 1
+    found = index.find("v1")
+    assert found is not None and found.digest == "sha256:" + "c" * 64 and found.size == 11
+    newer = LayoutIndex()
+    newer.put("v2", "sha256:" + "d" * 64, "m", 1)
+    newer.put("v1", "sha256:" + "e" * 64, "m", 1)
+    merged = newer.merged_over(index)
+    assert [(e.get("annotations") or {}).get(REF_NAME) for e in merged.entries] == [None, "v2", "v1"]
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[]", b'{"manifests": {}}', b'{"manifests": [{"size": 1}]}'])
+def test_index_refuses_malformed(raw: bytes) -> None:
+    with pytest.raises(LayoutError, match=r"oci:/x: index\.json"):
+        LayoutIndex.parse(raw, "oci:/x")

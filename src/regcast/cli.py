@@ -28,7 +28,7 @@ from regcast.registry.client import RegistryClient, describe
 from regcast.registry.dockerconfig import credentials_for
 from regcast.registry.manifest import Platform
 from regcast.registry.reference import Reference, endpoint_for_registry, parse_reference
-from regcast.transfer.engine import CopyEngine, CopyResult, Target
+from regcast.transfer.engine import SKIP_UP_TO_DATE, CopyEngine, CopyResult, Target
 from regcast.transfer.progress import TargetState, TargetStatus
 from regcast.transfer.referrers import ReferrerOptions
 from regcast.transfer.remote import RegistryRepository
@@ -239,8 +239,9 @@ def _report(result: CopyResult, *, referrers: bool = False) -> int:
                 how += f", {t.referrers} referrers{left}"
             click.echo(f"ok {t.key} {result.source_digest} ({how})")
         elif t.state is TargetState.SKIPPED:
-            click.echo(f"skipped {t.key}: {t.notes[0] if t.notes else 'tag exists'}", err=True)
-            status = status or EXIT_SKIPPED
+            click.echo(f"skipped {t.key} ({t.reason}): {t.notes[0] if t.notes else 'tag exists'}", err=True)
+            if t.reason != SKIP_UP_TO_DATE:  # the target does not hold the image
+                status = status or EXIT_SKIPPED
         else:
             click.echo(f"error: {t.key}: {t.error}", err=True)
             status = EXIT_FAILED

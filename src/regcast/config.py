@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     block_private: bool = False  # refuse loopback and private addresses as well (guards.py)
     allowed_origins: str = ""  # browser Origins allowed besides the service's own (comma-separated)
     allowed_hosts: str = ""  # Host header values allowed besides loopback names when without API tokens
+    strict_requests: bool = False  # an unknown key in a job request is a 400, not a warning
 
     # service
     jobs_in_flight: int = Field(4, ge=1, le=256)

@@ -102,11 +102,18 @@ def test_second_copy_transfers_nothing(
     images.multi_platform().push(src_reg.http(), repo, "v1")
     first = run_copy(src_reg, repo, "v1", [target(open_reg, repo, "v1"), target(token_reg, repo, "v1")])
     assert first.ok and all(t.bytes_uploaded > 0 for t in first.targets)
-    second = run_copy(src_reg, repo, "v1", [target(open_reg, repo, "v1"), target(token_reg, repo, "v1")])
+    second = run_copy(
+        src_reg, repo, "v1", [target(open_reg, repo, "v1", overwrite=True), target(token_reg, repo, "v1")]
+    )
     assert second.ok
     for t in second.targets:
         assert t.bytes_uploaded == 0 and t.blobs_uploaded == 0 and t.manifests_pushed == 0
         assert t.notes == ["already up to date"]
+    # overwrite on: done; overwrite off: the seed's rule, the tag exists so the target is skipped
+    assert [(t.state, t.reason) for t in second.targets] == [
+        (TargetState.FINISHED, None),
+        (TargetState.SKIPPED, "up-to-date"),
+    ]
 
 
 def test_existing_blob_is_not_uploaded_again(repo: str, src_reg: RegistryServer, open_reg: RegistryServer) -> None:
@@ -158,7 +165,7 @@ def test_overwrite_false_skips_existing_tag(repo: str, src_reg: RegistryServer, 
     images.image().push(src_reg.http(), repo, "v1")
     other = images.image().push(open_reg.http(), repo, "v1")
     result = run_copy(src_reg, repo, "v1", [target(open_reg, repo, "v1", overwrite=False)])
-    assert result.targets[0].state is TargetState.SKIPPED
+    assert (result.targets[0].state, result.targets[0].reason) == (TargetState.SKIPPED, "tag-differs")
     assert open_reg.http().get_manifest(repo, "v1").content == other.root.raw
     result = run_copy(src_reg, repo, "v1", [target(open_reg, repo, "v1", overwrite=True)])
     assert result.ok

@@ -137,9 +137,11 @@ def test_cancel_running_and_queued_jobs(
         assert r.status_code == 202 and r.json()["cancel_requested"] is True
         st = svc.wait(running)
         assert st["value"] == "CANCELLED" and st["finished_endpoints"] == []
+        assert [t["state"] for t in st["targets"]] == ["CANCELLED"] and st["in_sync"] is False  # issue 9.6
         assert open_reg.http().get_manifest(repo, "v1").status_code == 404
         assert uploads_left(open_reg, repo) == []
         assert svc.status(queued)["value"] == "CANCELLED" and svc.status(queued)["attempts"] == 0
+        assert [t["state"] for t in svc.status(queued)["targets"]] == ["CANCELLED"]
         assert open_reg.http().get_manifest(f"{repo}/2", "v1").status_code == 404
     finally:
         svc.stop()

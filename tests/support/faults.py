@@ -93,6 +93,11 @@ class FaultProxy:
             self.events["5xx"] += 1
             await request.read()
             return web.Response(status=status, text="<html>upstream trouble</html>")
+        if s == "flaky" and re.fullmatch(self.params["path"], path) and self.events["flaky"] < self.params["count"]:
+            self.events["flaky"] += 1  # the first `count` requests to `path` fail with `status`
+            return web.Response(
+                status=self.params["status"], text="<html>try again</html>", headers={"Retry-After": "0"}
+            )
         if s == "throttle_429" and "/manifests/" in path and self._once(f"429 {method} {path}"):
             self.events["429"] += 1
             return web.json_response(

@@ -5,12 +5,26 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from regcast.jobs.store import JobRecord
+from regcast.jobs.store import JobRecord, TargetRecord
+from regcast.transfer.engine import SKIP_UP_TO_DATE
+
+# The store's PENDING is the contract's QUEUED (a target not started yet).
+_SHOWN_STATE = {"PENDING": "QUEUED"}
 
 
 def iso(value: dt.datetime | None) -> str | None:
     """The seed's format: ``2026-11-28T14:17:07.880471+00:00``."""
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds") if value else None
+
+
+def holds_source(t: TargetRecord) -> bool:
+    """The target has the source digest under its tag: copied, or skipped because it already had it."""
+    return t.state == "FINISHED" or (t.state == "SKIPPED" and t.reason == SKIP_UP_TO_DATE)
+
+
+def in_sync(job: JobRecord) -> bool:
+    """What a CI script can trust: the job finished and every target now holds the source digest."""
+    return job.state == "FINISHED" and bool(job.targets) and all(holds_source(t) for t in job.targets)
 
 
 def job_status(job: JobRecord) -> dict[str, Any]:
@@ -25,7 +39,8 @@ def job_status(job: JobRecord) -> dict[str, Any]:
                 "image": spec.get("image") or src.get("image"),
                 "ref": spec.get("ref") or src.get("ref"),
                 "overwrite": spec.get("overwrite", False),
-                "state": t.state,
+                "state": _SHOWN_STATE.get(t.state, t.state),
+                "reason": t.reason if t.state == "SKIPPED" else None,
                 "bytes_done": t.bytes_done,
                 "bytes_total": t.bytes_total,
                 "attempts": t.attempts,
@@ -39,6 +54,7 @@ def job_status(job: JobRecord) -> dict[str, Any]:
         "finished_endpoints": [t.endpoint for t in job.targets if t.state == "FINISHED"],
         "skipped_clusters": [t.endpoint for t in job.targets if t.state == "SKIPPED"],
         "finished_at": iso(job.finished_at),
+        "in_sync": in_sync(job),
         "id": job.id,
         "source": {"endpoint": src.get("endpoint"), "image": src.get("image"), "ref": src.get("ref")},
         "source_digest": job.source_digest,

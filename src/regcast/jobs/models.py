@@ -36,6 +36,8 @@ class JobState(enum.StrEnum):
 
 
 FINAL_STATES = (JobState.FINISHED, JobState.FAILED, JobState.CANCELLED)
+# A target in one of these is settled; a job that ends settles its others (FAILED or CANCELLED).
+FINAL_TARGET_STATES = ("FINISHED", "SKIPPED", "FAILED", "CANCELLED")
 
 jobs = Table(
     "jobs",
@@ -75,4 +77,5 @@ job_targets = Table(
     Column("error", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("retries", Integer, nullable=False, default=0),
+    Column("reason", String(32)),  # why SKIPPED: up-to-date / tag-differs
 )

@@ -19,7 +19,9 @@ from regcast.jobs.store import JobRecord
 from regcast.registry.client import RegistryClient, describe
 from regcast.registry.guards import OutboundPolicy
 from regcast.registry.reference import parse_endpoint
+from regcast.registry.retry import is_transient
 from regcast.transfer.engine import CopyEngine, Target
+from regcast.transfer.plan import SourceGraph
 from regcast.transfer.progress import TargetState, TargetStatus
 from regcast.transfer.remote import RegistryRepository
 
@@ -91,6 +93,7 @@ class JobRunner:
                 bytes_total=t.bytes_total,
                 attempts=t.attempts,
                 error=t.error,
+                reason=t.reason,
                 retries=t.retries,
             )
             st.state = TargetState(t.state) if t.state in TargetState.__members__ else TargetState.PENDING
@@ -111,11 +114,7 @@ class JobRunner:
             client_for(src.endpoint, _auth(request, None), src.verify_tls, self.settings, read_only=True), src.image
         )
         try:
-            try:
-                graph = await self.engine.plan(source, src.ref, request.platform_list())
-            except NotFound:
-                run.error = "Image not found"
-                raise
+            graph = await self._plan(run, request, source)
             run.source_digest = graph.root.digest
             run.changed_now()
             for attempt in range(self.settings.max_attempts):
@@ -133,6 +132,23 @@ class JobRunner:
                 await self._copy_once(run, request, source, graph, todo)
         finally:
             await source.close()
+
+    async def _plan(self, run: JobRun, request: DistributeRequest, source: RegistryRepository) -> SourceGraph:
+        """The source graph; a passing fault (5xx, 429, timeout) is tried again per the job policy."""
+        src = request.source
+        for attempt in range(1, self.settings.max_attempts + 1):
+            try:
+                return await self.engine.plan(source, src.ref, request.platform_list())
+            except NotFound:
+                run.error = "Image not found"
+                raise
+            except RegcastError as exc:
+                if not is_transient(exc) or attempt >= self.settings.max_attempts:
+                    raise
+                delay = self.settings.retry_backoff * 2 ** (attempt - 1)
+                log.warning("job %s: source not ready (%s); trying again in %.1fs", run.record.id, describe(exc), delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def _copy_once(
         self, run: JobRun, request: DistributeRequest, source: RegistryRepository, graph: Any, todo: list[int]

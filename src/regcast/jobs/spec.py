@@ -1,38 +1,111 @@
 """A job's definition: the body of ``POST /api/distribute/image`` (the seed's fields plus extensions).
 
+Two rules from the seed (CONTRACT section 2) shape the models:
+
+- an optional key that is present but empty (``""``, ``null``, ``{}``, ``[]``, or a block whose
+  every value is empty, like the README template's ``basicauth``) means the key is absent;
+- keys regcast does not know are accepted, but named (``unknown_fields``) so the API can warn,
+  or refuse them when ``REGCAST_STRICT_REQUESTS`` is on.
+
 Validation turns every problem into one message naming the field, for the seed's
 ``400 {"status": "error", "msg": "Failed to parse data: <field>: <why>"}``.
 """
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Iterator
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from regcast._exceptions import InvalidReference
+from regcast._exceptions import InvalidInput, InvalidReference
 from regcast.registry.auth import Credentials, SeedAuth
 from regcast.registry.manifest import Platform
 from regcast.registry.reference import parse_endpoint, validate_ref, validate_repository
 
 TOKEN_TYPES = {"bearer": "Bearer", "jwt": "JWT", "token": "Token"}
+TOKEN_KEYS = frozenset({"url", "token_type", "header", "json"})
+
+# Keys of the seed's model that regcast accepts and ignores (never warned about): the seed read
+# them from the body too, but they only carried its own bookkeeping (``auth.token`` was always
+# replaced by the token fetched from ``auth.url``).
+SEED_IGNORED = {"job": {"issuer", "retries_left", "id", "status"}, "auth": {"token"}}
 
 
-class BasicAuthIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    user: str = Field(min_length=1, max_length=1024)
-    password: str = Field(max_length=16384)
+def is_empty(value: Any) -> bool:
+    """``""``, ``null``, ``{}``, ``[]``, or a mapping whose every value is empty."""
+    if value is None or value == "" or value == [] or value == {}:
+        return True
+    return isinstance(value, dict) and all(is_empty(v) for v in value.values())
 
 
-class AuthIn(BaseModel):
-    """The seed's ``auth`` block. With ``basicauth`` the token fields are ignored, as in the seed."""
+class _SeedModel(BaseModel):
+    """Extra keys ignored (named separately by ``unknown_fields``); empty optional keys dropped."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_absent(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        optional = {f.alias or name for name, f in cls.model_fields.items() if not f.is_required()}
+        return {k: v for k, v in data.items() if not (k in optional and is_empty(v))}
+
+
+def _not_empty(v: Any) -> Any:
+    if v is None or (isinstance(v, str) and not v.strip()):
+        raise ValueError("must not be empty")
+    return v
+
+
+def _header(v: Any) -> Any:
+    """The seed typed ``header`` as a string: ``Name: value`` lines are read as headers."""
+    if not isinstance(v, str):
+        return v
+    headers: dict[str, str] = {}
+    for line in v.splitlines():
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise ValueError("must be an object of headers or 'Name: value' lines")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+class BasicAuthIn(_SeedModel):
+    user: Annotated[str, BeforeValidator(_not_empty), Field(max_length=1024)]
+    password: str = Field("", max_length=16384)
+
+
+class AuthIn(_SeedModel):
+    """The seed's ``auth`` block. With ``basicauth`` the token fields are ignored, as in the seed."""
+
     url: str | None = Field(None, max_length=4096)
     token_type: str = "Bearer"
-    header: dict[str, str] | None = None
+    header: Annotated[dict[str, str] | None, BeforeValidator(_header)] = None
     json_body: Any = Field(None, alias="json")
     basicauth: BasicAuthIn | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _basicauth_wins(cls, data: Any) -> Any:
+        """With ``basicauth`` the token setup is not used, so it is not checked either (the seed's rule)."""
+        if isinstance(data, dict) and not is_empty(data.get("basicauth")):
+            return {k: v for k, v in data.items() if k not in TOKEN_KEYS}
+        return data
 
     @field_validator("token_type")
     @classmethod
@@ -79,13 +152,18 @@ def _ref(v: str) -> str:
         raise ValueError(str(exc)) from None
 
 
-EndpointStr = Annotated[str, Field(max_length=2048), AfterValidator(_endpoint)]
-RepositoryStr = Annotated[str, AfterValidator(_repository)]
-RefStr = Annotated[str, AfterValidator(_ref)]
+def _platform(v: str) -> str:
+    Platform.parse(v)
+    return v
 
 
-class SourceIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+EndpointStr = Annotated[str, BeforeValidator(_not_empty), Field(max_length=2048), AfterValidator(_endpoint)]
+RepositoryStr = Annotated[str, BeforeValidator(_not_empty), AfterValidator(_repository)]
+RefStr = Annotated[str, BeforeValidator(_not_empty), AfterValidator(_ref)]
+PlatformStr = Annotated[str, AfterValidator(_platform)]
+
+
+class SourceIn(_SeedModel):
     endpoint: EndpointStr
     image: RepositoryStr
     ref: RefStr
@@ -93,8 +171,7 @@ class SourceIn(BaseModel):
     auth: AuthIn | None = None
 
 
-class TargetIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class TargetIn(_SeedModel):
     endpoint: EndpointStr
     overwrite: bool = False
     verify_tls: bool = True
@@ -103,18 +180,10 @@ class TargetIn(BaseModel):
     ref: RefStr | None = None
 
 
-class DistributeRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class DistributeRequest(_SeedModel):
     source: SourceIn
     targets: list[TargetIn] = Field(min_length=1)
-    platforms: list[str] | None = None
-
-    @field_validator("platforms")
-    @classmethod
-    def _platforms(cls, v: list[str] | None) -> list[str] | None:
-        for p in v or []:
-            Platform.parse(p)
-        return v
+    platforms: list[PlatformStr] | None = None
 
     def platform_list(self) -> list[Platform] | None:
         return [Platform.parse(p) for p in self.platforms] if self.platforms else None
@@ -149,3 +218,58 @@ def describe_validation(exc: ValidationError) -> str:
     if err["type"] == "missing":
         msg = "missing field"
     return f"{loc}: {msg}"
+
+
+def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The model inside ``M``, ``M | None`` or ``list[M]``, and whether it is a list."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            model, many = _model_of(arg)
+            if model is not None:
+                return model, many
+        return None, False
+    if origin is list:
+        model, _ = _model_of(typing.get_args(annotation)[0])
+        return model, True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    return None, False
+
+
+def unknown_fields(raw: Any, model: type[BaseModel] = DistributeRequest, where: str = "") -> Iterator[str]:
+    """Dotted paths of the keys in ``raw`` that ``model`` does not know (``targets.0.overwite``)."""
+    if not isinstance(raw, dict):
+        return
+    known = {f.alias or name for name, f in model.model_fields.items()}
+    ignored = SEED_IGNORED["job"] if model is DistributeRequest else SEED_IGNORED["auth"] if model is AuthIn else set()
+    for key, value in raw.items():
+        path = f"{where}{key}"
+        if key not in known:
+            if key not in ignored:
+                yield path
+            continue
+        name = next(n for n, f in model.model_fields.items() if (f.alias or n) == key)
+        inner, many = _model_of(model.model_fields[name].annotation)
+        if inner is None:
+            continue
+        if many and isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from unknown_fields(item, inner, f"{path}.{i}.")
+        elif not many:
+            yield from unknown_fields(value, inner, f"{path}.")
+
+
+def parse_request(raw: Any, *, strict: bool = False) -> tuple[DistributeRequest, list[str]]:
+    """The request and its warnings (``unknown field targets.0.overwite``).
+
+    Raises ``InvalidInput("<field>: <why>")``; with ``strict`` an unknown field is such an error.
+    """
+    unknown = list(unknown_fields(raw))
+    if strict and unknown:
+        raise InvalidInput(f"{unknown[0]}: unknown field (REGCAST_STRICT_REQUESTS is on)")
+    try:
+        request = DistributeRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation(exc)) from None
+    return request, [f"unknown field {u}" for u in unknown]

@@ -20,7 +20,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, and_, create_engine, event, func, insert, select, text, true, update
 from sqlalchemy.engine import Connection, Row
 
-from regcast.jobs.models import FINAL_STATES, JobState, job_targets, jobs
+from regcast.jobs.models import FINAL_STATES, FINAL_TARGET_STATES, JobState, job_targets, jobs
 
 log = logging.getLogger("regcast.jobs")
 
@@ -48,6 +48,7 @@ class TargetRecord:
     attempts: int = 0
     error: str | None = None
     retries: int = 0
+    reason: str | None = None
 
 
 @dataclass
@@ -79,6 +80,7 @@ class TargetUpdate:
     attempts: int
     error: str | None
     retries: int = 0
+    reason: str | None = None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -168,6 +170,7 @@ class JobStore:
                     m["attempts"],
                     m["error"],
                     m["retries"],
+                    m["reason"],
                 )
             )
         return out
@@ -234,11 +237,13 @@ class JobStore:
         """QUEUED → CANCELLED at once; RUNNING → flagged for its worker; final states unchanged."""
         now = utcnow()
         with self.engine.begin() as conn:
-            conn.execute(
+            cancelled = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED.value)
                 .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now, error="cancelled by user")
-            )
+            ).rowcount
+            if cancelled:
+                _settle_targets(conn, [job_id], JobState.CANCELLED, None, now)
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING.value)
@@ -301,6 +306,7 @@ class JobStore:
                         attempts=u.attempts,
                         error=u.error,
                         retries=u.retries,
+                        reason=u.reason,
                         updated_at=now,
                     )
                 )
@@ -321,6 +327,8 @@ class JobStore:
                     worker_id=None,
                 )
             ).rowcount
+            if n == 1:
+                _settle_targets(conn, [job_id], state, error, now)
         return n == 1
 
     def release(self, job_id: str, worker_id: str) -> bool:
@@ -347,17 +355,14 @@ class JobStore:
             ids = [r[0] for r in conn.execute(select(jobs.c.id).where(stale).with_for_update(skip_locked=True))]
             if not ids:
                 return []
-            conn.execute(
+            given_up = f"worker stopped responding; gave up after {max_attempts} attempts"
+            failed = conn.execute(
                 update(jobs)
                 .where(stale, jobs.c.id.in_(ids), jobs.c.attempts >= max_attempts)
-                .values(
-                    state=JobState.FAILED.value,
-                    finished_at=now,
-                    updated_at=now,
-                    worker_id=None,
-                    error=f"worker stopped responding; gave up after {max_attempts} attempts",
-                )
-            )
+                .values(state=JobState.FAILED.value, finished_at=now, updated_at=now, worker_id=None, error=given_up)
+                .returning(jobs.c.id)
+            ).scalars()
+            _settle_targets(conn, list(failed), JobState.FAILED, given_up, now)
             conn.execute(
                 update(jobs)
                 .where(stale, jobs.c.id.in_(ids))
@@ -369,3 +374,14 @@ class JobStore:
 
     def is_final(self, state: str) -> bool:
         return state in {s.value for s in FINAL_STATES}
+
+
+def _settle_targets(conn: Connection, ids: list[str], state: JobState, error: str | None, now: dt.datetime) -> None:
+    """A job that ended leaves no target QUEUED or RUNNING: they end with it (FAILED or CANCELLED)."""
+    if not ids or state is JobState.FINISHED:
+        return
+    conn.execute(
+        update(job_targets)
+        .where(job_targets.c.job_id.in_(ids), job_targets.c.state.not_in(FINAL_TARGET_STATES))
+        .values(state=state.value, error=func.coalesce(job_targets.c.error, error), updated_at=now)
+    )

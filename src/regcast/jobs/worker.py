@@ -173,7 +173,7 @@ class Worker:
 
     async def _flush(self, run: JobRun) -> tuple[bool, bool]:
         updates = [
-            TargetUpdate(i, st.state.value, st.bytes_done, st.bytes_total, st.attempts, st.error, st.retries)
+            TargetUpdate(i, st.state.value, st.bytes_done, st.bytes_total, st.attempts, st.error, st.retries, st.reason)
             for i, st in run.statuses.items()
         ]
         try:

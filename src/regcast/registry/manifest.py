@@ -8,6 +8,7 @@ and the subject (referrers, for information only).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from regcast.registry import mediatypes as mt
 from regcast.registry.digest import digest_of, validate_digest
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+_PLATFORM_PART = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class Platform:
     def parse(cls, text: str) -> Platform:
         """``os/arch[/variant]`` as users write it for ``--platform``."""
         parts = text.strip().split("/")
-        if len(parts) not in (2, 3) or not all(parts):
+        if len(parts) not in (2, 3) or not all(_PLATFORM_PART.fullmatch(p) for p in parts):
             raise ValueError(f"invalid platform {text!r}: expected os/arch[/variant]")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
 

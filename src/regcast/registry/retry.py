@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from regcast._exceptions import RegistryResponseError, RegistryUnreachable
+
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
@@ -42,3 +44,14 @@ class RetryPolicy:
     @classmethod
     def none(cls) -> RetryPolicy:
         return cls(attempts=1)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A fault that may pass by itself (timeout, connection, 408/429/5xx), so trying later can help."""
+    if isinstance(exc, TimeoutError):
+        return True
+    if isinstance(exc, RegistryUnreachable):
+        return exc.transient
+    if isinstance(exc, RegistryResponseError):
+        return exc.status in RETRY_STATUSES or exc.status >= 500
+    return False

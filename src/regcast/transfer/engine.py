@@ -37,6 +37,9 @@ log = logging.getLogger("regcast.transfer")
 
 # Trying again cannot fix these; everything else (network, 5xx, a corrupt read) may pass next time.
 PERMANENT_ERRORS = (AuthenticationFailed, InvalidInput, ManifestTooLarge, UnsupportedManifest)
+# Why a target was SKIPPED (its tag exists and overwrite is off): the tag holds the source digest, or not.
+SKIP_UP_TO_DATE = "up-to-date"
+SKIP_TAG_DIFFERS = "tag-differs"
 
 
 @dataclass(frozen=True)
@@ -165,8 +168,11 @@ class _CopyRun:
             return None
         for t in self.targets:
             t.status.attempts += 1
-            t.status.notes.append("already up to date")
-            self._set(t, TargetState.FINISHED)
+            if t.overwrite:
+                t.status.notes.append("already up to date")
+                self._set(t, TargetState.FINISHED)
+            else:
+                self._skip(t, up_to_date=True)
         return digest
 
     # -- status helpers ----------------------------------------------------------------------
@@ -228,7 +234,9 @@ class _CopyRun:
         except RegcastError as exc:
             self._fail(t, exc)
             return
-        if existing == root.digest:
+        if existing is not None and not t.overwrite:  # the seed's rule: the tag exists, leave it alone
+            self._skip(t, up_to_date=existing == root.digest)
+        elif existing == root.digest:
             t.status.notes.append("already up to date")
             if graph.referrers and graph.referrers.referrers and access(t.repo) is not None:
                 t.status.bytes_done = graph.total_bytes
@@ -236,9 +244,16 @@ class _CopyRun:
                 return
             t.status.bytes_done = t.status.bytes_total
             self._set(t, TargetState.FINISHED)
-        elif existing is not None and not t.overwrite:
+
+    def _skip(self, t: Target, up_to_date: bool) -> None:
+        if up_to_date:
+            t.status.reason = SKIP_UP_TO_DATE
+            t.status.bytes_done = t.status.bytes_total
+            t.status.notes.append("already up to date")
+        else:
+            t.status.reason = SKIP_TAG_DIFFERS
             t.status.notes.append(f"{t.ref} exists with another digest and overwrite is off")
-            self._set(t, TargetState.SKIPPED)
+        self._set(t, TargetState.SKIPPED)
 
     async def _copy_blob(self, blob: Descriptor, targets: list[Target]) -> None:
         async with self.blob_slots:

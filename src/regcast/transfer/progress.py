@@ -22,6 +22,7 @@ class TargetStatus:
     key: str
     state: TargetState = TargetState.PENDING
     error: str | None = None
+    reason: str | None = None  # why SKIPPED: "up-to-date" (tag at the source digest) or "tag-differs"
     bytes_total: int = 0
     bytes_done: int = 0
     bytes_uploaded: int = 0

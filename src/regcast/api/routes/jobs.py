@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import ValidationError
 
-from regcast._exceptions import NotFound, RegcastError
+from regcast._exceptions import InvalidInput, NotFound, RegcastError
 from regcast.api.responses import SeedJSON, error
 from regcast.api.service import Service, ServiceDep
 from regcast.api.status import job_status
+from regcast.config import Settings
 from regcast.jobs.models import JobState
 from regcast.jobs.runner import client_for, refused_endpoint
-from regcast.jobs.spec import DistributeRequest, describe_validation
+from regcast.jobs.spec import DistributeRequest, parse_request
 from regcast.registry.client import describe
+from regcast.registry.retry import is_transient
 
 log = logging.getLogger("regcast.api")
 SUBMIT_CHECK_TIMEOUT = 30.0
@@ -45,9 +47,10 @@ async def distribute(request: Request, service: ServiceDep) -> SeedJSON:
 
     The body is read as JSON whatever its Content-Type, as the seed's clients send it.
     """
-    body = _parse(await request.body(), service)
-    if isinstance(body, SeedJSON):
-        return body
+    parsed = _parse(await request.body(), service)
+    if isinstance(parsed, SeedJSON):
+        return parsed
+    body, warnings = parsed
     if not service.ready.is_set():
         return error(503, "database unavailable")
     refusal = await _check_source(body, service)
@@ -60,45 +63,72 @@ async def distribute(request: Request, service: ServiceDep) -> SeedJSON:
     if service.worker is not None:
         service.worker.wake()
     log.info("job %s: queued (%s/%s:%s to %d target(s))", job_id, src.endpoint, src.image, src.ref, len(targets))
-    return SeedJSON({"id": job_id, "msg": "Image sync started", "status": "success"}, status_code=201)
+    accepted: dict[str, Any] = {"id": job_id, "msg": "Image sync started", "status": "success"}
+    if warnings:
+        log.warning("job %s: %s", job_id, "; ".join(warnings))
+        accepted["warnings"] = warnings
+    return SeedJSON(accepted, status_code=201)
 
 
-def _parse(raw_body: bytes, service: Service) -> DistributeRequest | SeedJSON:
-    """The validated request, or the 400 naming the first field that is wrong."""
+def _parse(raw_body: bytes, service: Service) -> tuple[DistributeRequest, list[str]] | SeedJSON:
+    """The validated request and its warnings, or the 400 naming the first field that is wrong."""
     try:
         raw = json.loads(raw_body)
     except (ValueError, UnicodeDecodeError):
         return error(400, "Failed to parse data: body is not valid JSON")
-    try:
-        body = DistributeRequest.model_validate(raw)
-    except ValidationError as exc:
-        return error(400, f"Failed to parse data: {describe_validation(exc)}")
     settings = service.settings
+    try:
+        body, warnings = parse_request(raw, strict=settings.strict_requests)
+    except InvalidInput as exc:
+        return error(400, f"Failed to parse data: {exc}")
     if len(body.targets) > settings.max_targets:
         return error(400, f"Failed to parse data: targets: at most {settings.max_targets} targets")
     refused = refused_endpoint(body, settings.outbound_policy())
     if refused:
         return error(400, f"Failed to parse data: {refused}")
-    return body
+    return body, warnings
 
 
 async def _check_source(body: DistributeRequest, service: Service) -> SeedJSON | None:
-    """None when the source holds the image; else the seed's 404, or a 502 naming the registry."""
+    """None when the job may go ahead; the seed's 404 only when the source said it has no such image.
+
+    A passing fault (timeout, connection, 408/429/5xx) is no verdict on the image: the job is
+    accepted and the worker tries per the policy. A fault that trying again cannot fix (bad
+    credentials, a refused certificate) is a 502 naming the registry.
+    """
     src = body.source
     auth = src.auth.model_dump(by_alias=True) if src.auth else None
-    check = service.settings.model_copy(update={"read_timeout": SUBMIT_CHECK_TIMEOUT})
-    client = client_for(src.endpoint, auth, src.verify_tls, check, read_only=True)
+    client = client_for(src.endpoint, auth, src.verify_tls, _submit_check(service.settings), read_only=True)
     try:
-        digest = await asyncio.wait_for(client.head_manifest(src.image, src.ref), SUBMIT_CHECK_TIMEOUT)
+        found = await asyncio.wait_for(client.head_manifest(src.image, src.ref), SUBMIT_CHECK_TIMEOUT) is not None
     except NotFound:
-        digest = None
-    except TimeoutError:
-        return error(502, f"Source registry error: registry {client.name} did not answer in time")
-    except RegcastError as exc:
-        return error(502, f"Source registry error: {describe(exc)}")
+        found = False
+    except (TimeoutError, RegcastError) as exc:
+        if not is_transient(exc):
+            return error(502, f"Source registry error: {describe(exc)}")
+        why = describe(exc) if isinstance(exc, RegcastError) else f"registry {client.name} did not answer in time"
+        log.warning("source check of %s %s:%s failed (%s); job accepted", src.endpoint, src.image, src.ref, why)
+        return None
     finally:
         await client.close()
-    return error(404, "Image not found") if digest is None else None
+    if found:
+        return None
+    log.info("source %s has no %s:%s: 404", client.name, src.image, src.ref)
+    response = error(404, "Image not found")  # the seed's body, byte for byte: the registry goes in a header
+    response.headers["X-Regcast-Registry"] = client.name
+    return response
+
+
+def _submit_check(settings: Settings) -> Settings:
+    """The POST's existence check answers fast: few retries, short waits (the worker retries anyway)."""
+    return settings.model_copy(
+        update={
+            "read_timeout": SUBMIT_CHECK_TIMEOUT,
+            "request_retries": 2,
+            "request_retry_max_seconds": 5.0,
+            "retry_after_max": 2.0,
+        }
+    )
 
 
 @router.get("/api/distribute/image/{job_id}", responses={404: {"description": "unknown job id"}})

@@ -353,7 +353,11 @@ def worker(database_url: str | None) -> None:
                 click.echo(f"database unavailable ({type(exc).__name__}); retrying in {delay:.0f}s", err=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
-        await w.run()
+        from regcast.mirrors.service import MirrorService
+
+        mirrors = MirrorService(settings, store, box, owner=w.id)
+        mirrors.wake = w.wake
+        await asyncio.gather(w.run(), mirrors.run_scheduler(w.stopping))
         store.close()
 
     asyncio.run(run())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,9 +21,10 @@ from regcast import __version__
 from regcast.api.middleware import BearerAuth, BodyLimit
 from regcast.api.openapi import build_openapi
 from regcast.api.responses import SeedJSON, error
-from regcast.api.routes import health, jobs
+from regcast.api.routes import health, jobs, mirrors
 from regcast.api.service import Service
 from regcast.jobs.worker import Worker
+from regcast.mirrors.service import MirrorService
 
 log = logging.getLogger("regcast.api")
 SHUTDOWN_GRACE = 20.0
@@ -65,6 +67,8 @@ def create_app(service: Service) -> FastAPI:
         description="Copy one container image from one registry to many.",
     )
     app.state.service = service
+    if service.mirrors is None:
+        service.mirrors = MirrorService(service.settings, service.store, service.box, owner=f"api-{os.getpid()}")
     app.add_middleware(BodyLimit, limit=service.settings.max_body_bytes)
     tokens = service.settings.tokens()
     if tokens:
@@ -73,6 +77,7 @@ def create_app(service: Service) -> FastAPI:
     app.add_exception_handler(SQLAlchemyError, _db_down)
     app.include_router(jobs.router)
     app.include_router(health.router)
+    app.include_router(mirrors.router)
 
     def openapi() -> dict[str, Any]:
         return build_openapi(app, auth=bool(tokens))
@@ -112,7 +117,11 @@ async def _start(service: Service) -> None:
     service.ready.set()
     if service.run_workers:
         service.worker = Worker(service.store, service.settings, service.box)
-        await service.worker.run()
+        if service.mirrors is None:
+            await service.worker.run()
+            return
+        service.mirrors.wake = service.worker.wake
+        await asyncio.gather(service.worker.run(), service.mirrors.run_scheduler(service.worker.stopping))
 
 
 __all__ = ["SeedJSON", "Service", "create_app", "error"]

@@ -12,6 +12,7 @@ from regcast.config import Settings
 from regcast.jobs.secrets import SecretBox
 from regcast.jobs.store import JobStore
 from regcast.jobs.worker import Worker
+from regcast.mirrors.service import MirrorService
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Service:
     run_workers: bool = True
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     worker: Worker | None = None
+    mirrors: MirrorService | None = None  # stored mirror sets, their runs and schedules
 
 
 def get_service(request: Request) -> Service:

@@ -1,0 +1,201 @@
+"""Mirrors in the service: stored one per name, run on demand or on schedule as ordinary jobs.
+
+A run is planned by the process that took its key (tag listing and HEADs only); each image
+that needs copying becomes one job in the existing queue, linked to the run, so every worker
+replica shares the copies. The scheduler runs in every process that runs workers: due times
+are computed from the clock alike everywhere, and the unique run key lets one replica fire each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from regcast._exceptions import RegcastError
+from regcast.config import Settings
+from regcast.jobs.secrets import SecretBox
+from regcast.jobs.spec import DistributeRequest
+from regcast.jobs.store import JobStore
+from regcast.mirrors.clients import ClientPool
+from regcast.mirrors.document import Mirror, MirrorDocument
+from regcast.mirrors.plan import Action, ImagePlan, MirrorPlan, Planner
+from regcast.mirrors.schedule import Schedule, parse_interval
+from regcast.mirrors.select import Repo, expand_targets, source_of, targets_of
+from regcast.mirrors.store import MirrorStore, StoredMirror, utcnow
+from regcast.registry.client import describe
+from regcast.registry.dockerconfig import credentials_for
+
+log = logging.getLogger("regcast.mirrors")
+
+
+def split_document(doc: MirrorDocument, box: SecretBox) -> list[StoredMirror]:
+    """One self-contained document per mirror: its registries, its targets with groups expanded."""
+    out = []
+    for m in doc.mirrors:
+        hosts = {source_of(m).registry, *(t.registry for t in targets_of(doc, m))}
+        single = MirrorDocument(
+            version=1,
+            registries=[r for r in doc.registries if r.host.lower() in hosts],
+            mirrors=[m.model_copy(update={"targets": expand_targets(doc, m.targets)})],
+        )
+        out.append(
+            StoredMirror(
+                m.name,
+                single.public(),
+                box.seal(single.model_dump(mode="json")),
+                m.schedule,
+                parse_interval(m.interval) if m.interval else None,
+            )
+        )
+    return out
+
+
+def _auth(doc: MirrorDocument, registry: str) -> dict[str, Any] | None:
+    conf = doc.registry(registry)
+    if conf and conf.username is not None:
+        return {"basicauth": {"user": conf.username, "password": conf.password or ""}}
+    creds = credentials_for(registry)
+    return {"basicauth": {"user": creds.username, "password": creds.password}} if creds else None
+
+
+def job_request(doc: MirrorDocument, mirror: Mirror, pool: ClientPool, image: ImagePlan) -> DistributeRequest:
+    """The job body of one image: the seed's request, one target per repository that needs it."""
+
+    def endpoint(repo: Repo, source: bool) -> dict[str, Any]:
+        client = pool.source(repo.registry) if source else pool.target(repo.registry)
+        conf = doc.registry(repo.registry)
+        where = client.endpoint  # after the plan's requests: the scheme the registry speaks
+        return {
+            "endpoint": f"{where.scheme}://{where.host}{where.prefix}/v2",
+            "verify_tls": conf.tls_verify if conf else True,
+            "auth": _auth(doc, repo.registry),
+        }
+
+    body = {
+        "source": {**endpoint(image.source, True), "image": image.source.repository, "ref": image.tag},
+        "targets": [
+            {**endpoint(t.target, False), "image": t.target.repository, "ref": image.tag, "overwrite": mirror.overwrite}
+            for t in image.to_copy
+        ],
+        "platforms": mirror.platforms,
+    }
+    return DistributeRequest.model_validate(body)
+
+
+class MirrorService:
+    """The store, the run launcher and the scheduler of one process."""
+
+    def __init__(self, settings: Settings, jobs: JobStore, box: SecretBox, owner: str) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.box = box
+        self.owner = owner
+        self.store = MirrorStore(jobs.engine)
+        self.wake: Callable[[], None] | None = None  # the local worker's: claim the new jobs now
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def document_of(self, sealed: bytes) -> MirrorDocument:
+        return MirrorDocument.model_validate(self.box.open(sealed))
+
+    async def start(self, name: str, trigger: str, due_at: dt.datetime | None = None) -> tuple[str | None, Any]:
+        """Take the run (see ``MirrorStore.start_run``); when taken here, plan it in the background."""
+        run_id, going = await asyncio.to_thread(self.store.start_run, name, trigger, self.owner, due_at)
+        if run_id is not None:
+            task = asyncio.create_task(self.plan_run(name, run_id), name=f"mirror-run-{run_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return run_id, going
+
+    async def plan_run(self, name: str, run_id: str) -> None:
+        selected = up_to_date = skipped = failed = 0
+        error: str | None = None
+        try:
+            record = await asyncio.to_thread(self.store.get, name)
+            if record is None:
+                raise RegcastError(f"mirror {name} was deleted")
+            doc = self.document_of(record.sealed)
+            mirror = doc.mirrors[0]
+            pool = ClientPool(doc, self.settings)
+            try:
+                plan: MirrorPlan = await Planner(doc, pool).plan_mirror(mirror)
+                error = plan.error or next((f"{i.tag}: {i.error}" for i in plan.images if i.error), None)
+                for img in plan.images:
+                    selected += 1
+                    actions = {t.action for t in img.targets}
+                    if img.error or Action.FAILED in actions:
+                        failed += 1
+                    elif img.to_copy:
+                        await self._queue(doc, mirror, pool, img, run_id)
+                    elif Action.SKIP in actions:
+                        skipped += 1
+                    else:
+                        up_to_date += 1
+            finally:
+                await pool.close()
+        except (RegcastError, SQLAlchemyError, ValueError) as exc:
+            error = describe(exc) if isinstance(exc, RegcastError) else f"{type(exc).__name__}: {exc}"
+            log.warning("mirror %s: run %s failed while planning: %s", name, run_id, error)
+        finally:
+            await asyncio.to_thread(
+                self.store.planned,
+                run_id,
+                selected=selected,
+                up_to_date=up_to_date,
+                skipped=skipped,
+                failed=failed + (1 if error and not selected else 0),
+                error=error,
+            )
+        log.info("mirror %s: run %s planned (%d image(s), %d up to date)", name, run_id, selected, up_to_date)
+
+    async def _queue(self, doc: MirrorDocument, mirror: Mirror, pool: ClientPool, img: ImagePlan, run_id: str) -> None:
+        body = job_request(doc, mirror, pool, img)
+        targets = [(t.endpoint, t.image or body.source.image, t.ref or body.source.ref) for t in body.targets]
+        sealed = self.box.seal(body.sealed_auth())
+        public = {**body.public(), "mirror": {"name": mirror.name, "run": run_id}}
+        job_id = await asyncio.to_thread(self.jobs.create, public, sealed, targets)
+        await asyncio.to_thread(self.store.link_job, run_id, job_id, img.tag)
+        if self.wake is not None:
+            self.wake()
+
+    # -- the scheduler ----------------------------------------------------------------------------------
+    async def tick(self, now: dt.datetime | None = None) -> list[str]:
+        """Settle finished runs, then start every mirror whose latest due time has not fired yet."""
+        now = now or utcnow()
+        await asyncio.to_thread(self.store.settle)
+        started = []
+        for rec in await asyncio.to_thread(self.store.all):
+            schedule = Schedule(cron=rec.schedule, interval=rec.interval_seconds)
+            if schedule.cron is None and schedule.interval is None:
+                continue
+            due = schedule.latest_due(now)
+            if due < rec.created_at:
+                continue  # the first due time is the first after the mirror was stored
+            last = await asyncio.to_thread(self.store.last_due, rec.name)
+            if last is not None and last >= due:
+                continue
+            run_id, _going = await self.start(rec.name, "schedule", due)
+            if run_id:
+                started.append(run_id)
+                log.info("mirror %s: run %s started for %s", rec.name, run_id, due.isoformat())
+        return started
+
+    async def run_scheduler(self, stop: asyncio.Event) -> None:
+        interval = min(self.settings.poll_interval, 1.0)
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except SQLAlchemyError as exc:
+                log.warning("mirror scheduler: database unavailable (%s)", type(exc).__name__)
+            except Exception:
+                log.exception("mirror scheduler: tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,333 @@
+"""All SQL of stored mirrors and their runs, beside the job store (same database, same engine).
+
+Starting a run is one transaction: insert the run under its unique key (mirror + due time;
+a second replica's insert of the same key fails and it moves on), then take the mirror's lease
+(``active_run IS NULL``). A mirror whose lease is held gets a SKIPPED run for that due time
+instead, so a run still going is never started twice. ``settle`` ends runs whose jobs are all
+final and gives the lease back. Read methods return plain records (dashboards may use them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from regcast.jobs.models import FINAL_STATES, job_targets, jobs
+from regcast.mirrors.models import RunState, mirror_run_jobs, mirror_runs, mirrors
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes: they were written as UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+PLANNING_TIMEOUT = dt.timedelta(minutes=15)  # a planner that died: its run fails, the lease is freed
+_FINAL = [s.value for s in FINAL_STATES]
+
+
+@dataclass
+class MirrorRecord:
+    name: str
+    document: dict[str, Any]
+    sealed: bytes
+    schedule: str | None
+    interval_seconds: float | None
+    active_run: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass
+class RunRecord:
+    id: str
+    mirror: str
+    trigger: str
+    due_at: dt.datetime | None
+    state: str
+    created_at: dt.datetime
+    planned_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    images_selected: int
+    images_up_to_date: int
+    images_skipped: int
+    images_failed: int
+    owner: str | None
+    error: str | None
+    jobs: dict[str, str] = field(default_factory=dict)  # job id -> state
+    bytes: int = 0
+
+    def public(self) -> dict[str, Any]:
+        states = list(self.jobs.values())
+        return {
+            "id": self.id,
+            "mirror": self.mirror,
+            "trigger": self.trigger,
+            "due_at": _iso(self.due_at),
+            "state": self.state,
+            "started_at": _iso(self.created_at),
+            "finished_at": _iso(self.finished_at),
+            "images_selected": self.images_selected,
+            "up_to_date": self.images_up_to_date,
+            "skipped": self.images_skipped,
+            "copied": states.count("FINISHED"),
+            "failed": self.images_failed + states.count("FAILED") + states.count("CANCELLED"),
+            "in_progress": sum(s not in _FINAL for s in states),
+            "bytes": self.bytes,
+            "jobs": sorted(self.jobs),
+            "error": self.error,
+        }
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+@dataclass(frozen=True)
+class StoredMirror:
+    """One mirror as ``put`` stores it."""
+
+    name: str
+    document: dict[str, Any]
+    sealed: bytes
+    schedule: str | None
+    interval_seconds: float | None
+
+
+class MirrorStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- mirrors ------------------------------------------------------------------------------------
+    def put(self, items: list[StoredMirror]) -> None:
+        """Create or replace each mirror by name, all in one transaction."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for it in items:
+                values = {
+                    "document": it.document,
+                    "sealed": it.sealed,
+                    "schedule": it.schedule,
+                    "interval_seconds": it.interval_seconds,
+                    "updated_at": now,
+                }
+                done = conn.execute(update(mirrors).where(mirrors.c.name == it.name).values(**values))
+                if done.rowcount == 0:
+                    conn.execute(insert(mirrors).values(name=it.name, created_at=now, **values))
+
+    @staticmethod
+    def _mirror(m: Any) -> MirrorRecord:
+        created, updated = _utc(m["created_at"]), _utc(m["updated_at"])
+        assert created and updated
+        return MirrorRecord(
+            m["name"],
+            m["document"],
+            m["sealed"],
+            m["schedule"],
+            m["interval_seconds"],
+            m["active_run"],
+            created,
+            updated,
+        )
+
+    def get(self, name: str) -> MirrorRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(mirrors).where(mirrors.c.name == name)).first()
+        return self._mirror(row._mapping) if row else None
+
+    def all(self) -> list[MirrorRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(mirrors).order_by(mirrors.c.name)).all()
+        return [self._mirror(r._mapping) for r in rows]
+
+    def delete(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            return bool(conn.execute(delete(mirrors).where(mirrors.c.name == name)).rowcount)
+
+    # -- runs ---------------------------------------------------------------------------------------------
+    def start_run(
+        self, name: str, trigger: str, owner: str, due_at: dt.datetime | None = None
+    ) -> tuple[str | None, RunRecord | None]:
+        """Take the run key and the mirror's lease: (run id, None) when this caller runs it.
+
+        (None, None): the key was taken (another replica has this due time) or the mirror is gone.
+        (None, active): the lease is held by ``active`` (for a due time, a SKIPPED run records it).
+        """
+        run_id = str(uuid.uuid4())
+        key = f"{name}@{due_at.isoformat()}" if due_at else f"{name}@manual-{run_id}"
+        now = utcnow()
+        row = {
+            "id": run_id,
+            "mirror": name,
+            "run_key": key,
+            "trigger": trigger,
+            "due_at": due_at,
+            "state": RunState.PLANNING.value,
+            "created_at": now,
+            "owner": owner,
+            "images_selected": 0,
+            "images_up_to_date": 0,
+            "images_skipped": 0,
+            "images_failed": 0,
+        }
+        lease = update(mirrors).where(mirrors.c.name == name, mirrors.c.active_run.is_(None)).values(active_run=run_id)
+        try:
+            with self.engine.begin() as conn:
+                holder = conn.execute(select(mirrors.c.active_run).where(mirrors.c.name == name)).first()
+                if holder is None:
+                    return None, None
+                if due_at is None:  # on demand: nothing recorded while another run goes on
+                    if not conn.execute(lease).rowcount:
+                        return None, self._run(conn, holder[0])
+                    conn.execute(insert(mirror_runs).values(**row))
+                    return run_id, None
+                conn.execute(insert(mirror_runs).values(**row))  # the unique key: one replica gets here
+                if conn.execute(lease).rowcount:
+                    return run_id, None
+                going = conn.execute(select(mirrors.c.active_run).where(mirrors.c.name == name)).scalar_one()
+                conn.execute(
+                    update(mirror_runs)
+                    .where(mirror_runs.c.id == run_id)
+                    .values(state=RunState.SKIPPED.value, finished_at=now, error=f"run {going} still going")
+                )
+                return None, self._run(conn, going) if going else None
+        except IntegrityError:
+            return None, None
+
+    def link_job(self, run_id: str, job_id: str, tag: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(mirror_run_jobs).values(run_id=run_id, job_id=job_id, tag=tag))
+
+    def planned(
+        self, run_id: str, *, selected: int, up_to_date: int, skipped: int, failed: int, error: str | None
+    ) -> None:
+        """Planning is over: the run's jobs are queued (settle ends it when they are final)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(mirror_runs)
+                .where(mirror_runs.c.id == run_id)
+                .values(
+                    state=RunState.RUNNING.value,
+                    planned_at=utcnow(),
+                    images_selected=selected,
+                    images_up_to_date=up_to_date,
+                    images_skipped=skipped,
+                    images_failed=failed,
+                    error=error,
+                )
+            )
+        self.settle()
+
+    def settle(self) -> list[str]:
+        """End runs whose jobs are all final (or whose planner died); free their mirrors' leases."""
+        now = utcnow()
+        ended: list[str] = []
+        with self.engine.begin() as conn:
+            held = conn.execute(
+                select(mirrors.c.name, mirror_runs.c.id, mirror_runs.c.state, mirror_runs.c.created_at).join(
+                    mirror_runs, mirror_runs.c.id == mirrors.c.active_run
+                )
+            ).all()
+            for name, run_id, state, created in held:
+                if state == RunState.PLANNING.value:
+                    if (_utc(created) or now) > now - PLANNING_TIMEOUT:
+                        continue
+                    final, error = RunState.FAILED.value, "the planning process stopped"
+                else:
+                    states = self._job_states(conn, run_id)
+                    if any(s not in _FINAL for s in states.values()):
+                        continue
+                    run = self._run(conn, run_id)
+                    bad = run is not None and (run.images_failed or run.error)
+                    failed = bad or any(s != "FINISHED" for s in states.values())
+                    final, error = (RunState.FAILED.value if failed else RunState.FINISHED.value), None
+                values: dict[str, Any] = {"state": final, "finished_at": now}
+                if error:
+                    values["error"] = error
+                conn.execute(update(mirror_runs).where(mirror_runs.c.id == run_id).values(**values))
+                conn.execute(
+                    update(mirrors)
+                    .where(mirrors.c.name == name, mirrors.c.active_run == run_id)
+                    .values(active_run=None)
+                )
+                ended.append(run_id)
+        return ended
+
+    # -- reading runs ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _job_states(conn: Connection, run_id: str) -> dict[str, str]:
+        rows = conn.execute(
+            select(jobs.c.id, jobs.c.state)
+            .join(mirror_run_jobs, mirror_run_jobs.c.job_id == jobs.c.id)
+            .where(mirror_run_jobs.c.run_id == run_id)
+        ).all()
+        return {r[0]: r[1] for r in rows}
+
+    def _run(self, conn: Connection, run_id: str) -> RunRecord | None:
+        row = conn.execute(select(mirror_runs).where(mirror_runs.c.id == run_id)).first()
+        return self._run_record(conn, row._mapping) if row else None
+
+    def _run_record(self, conn: Connection, m: Any) -> RunRecord:
+        created = _utc(m["created_at"])
+        assert created
+        rec = RunRecord(
+            m["id"],
+            m["mirror"],
+            m["trigger"],
+            _utc(m["due_at"]),
+            m["state"],
+            created,
+            _utc(m["planned_at"]),
+            _utc(m["finished_at"]),
+            m["images_selected"],
+            m["images_up_to_date"],
+            m["images_skipped"],
+            m["images_failed"],
+            m["owner"],
+            m["error"],
+        )
+        rec.jobs = self._job_states(conn, rec.id)
+        if rec.jobs:
+            total = conn.execute(
+                select(func.coalesce(func.sum(job_targets.c.bytes_done), 0)).where(
+                    job_targets.c.job_id.in_(list(rec.jobs))
+                )
+            ).scalar_one()
+            rec.bytes = int(total)
+        return rec
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self.engine.connect() as conn:
+            return self._run(conn, run_id)
+
+    def runs(self, name: str, limit: int = 50) -> list[RunRecord]:
+        """Newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(mirror_runs)
+                .where(mirror_runs.c.mirror == name)
+                .order_by(mirror_runs.c.created_at.desc(), mirror_runs.c.id)
+                .limit(limit)
+            ).all()
+            return [self._run_record(conn, r._mapping) for r in rows]
+
+    def last_due(self, name: str) -> dt.datetime | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.max(mirror_runs.c.due_at)).where(mirror_runs.c.mirror == name)).scalar()
+        return _utc(value)
+
+    def run_of_job(self, job_id: str) -> str | None:
+        """The run a job belongs to (None for jobs posted directly)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(mirror_run_jobs.c.run_id).where(mirror_run_jobs.c.job_id == job_id)).scalar()

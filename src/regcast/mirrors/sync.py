@@ -13,12 +13,13 @@ from typing import Any, Protocol
 from regcast._exceptions import RegcastError
 from regcast.config import Settings
 from regcast.mirrors.clients import ClientPool
-from regcast.mirrors.document import MirrorDocument
+from regcast.mirrors.document import Mirror, MirrorDocument
 from regcast.mirrors.plan import Action, ImagePlan, MirrorPlan, Planner, totals
 from regcast.registry.client import describe
 from regcast.registry.manifest import Platform
 from regcast.transfer.engine import CopyEngine, Target
 from regcast.transfer.progress import TargetState, TargetStatus
+from regcast.transfer.referrers import ReferrerOptions
 from regcast.transfer.remote import RegistryRepository
 
 
@@ -128,7 +129,7 @@ async def run_pass(
                 _record_known(report, img)
                 if dry_run or not img.to_copy or img.error:
                     continue
-                await _copy_image(report, pool, engine, img, mirror.overwrite, platforms, listener)
+                await _copy_image(report, pool, engine, img, mirror, platforms, listener)
         return report
     finally:
         await pool.close()
@@ -149,7 +150,7 @@ async def _copy_image(
     pool: ClientPool,
     engine: CopyEngine,
     img: ImagePlan,
-    overwrite: bool,
+    mirror: Mirror,
     platforms: list[Platform] | None,
     listener: PassListener | None,
 ) -> None:
@@ -159,7 +160,7 @@ async def _copy_image(
             str(t.target),
             RegistryRepository(pool.target(t.target.registry), t.target.repository),
             img.tag,
-            overwrite=overwrite,
+            overwrite=mirror.overwrite,
         )
         for t in img.to_copy
     ]
@@ -172,7 +173,9 @@ async def _copy_image(
             targets,
             platforms=platforms,
             listener=_Forward(img, listener),
-            graph=img.graph,
+            # referrers are found while loading the graph: the plan's graph has none
+            graph=None if mirror.referrers else img.graph,
+            referrers=ReferrerOptions(enabled=mirror.referrers),
         )
         statuses = result.targets
     except RegcastError as exc:

@@ -141,7 +141,7 @@ def test_many_tags_one_archive_rewrite(out: Path, repo: str, src_reg: RegistrySe
             for tag in imgs:
                 ok(await CopyEngine().copy(source, tag, [Target("layout", layout, tag)]))
             assert not archive.exists()  # nothing committed yet
-            await layout.commit()
+            await layout.flush()
         finally:
             await layout.close()
             await source.close()
@@ -265,3 +265,36 @@ def test_layout_source_refuses_writes(out: Path) -> None:
     with pytest.raises(Exception, match="refusing to write to source"):
         asyncio.run(layout.put_manifest("v1", b"{}", "application/json"))
     assert not (out / "x").exists()
+
+
+def test_referrers_travel_through_an_archive(
+    out: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    from regcast.transfer.referrers import ReferrerOptions
+    from tests.integration.test_referrers import signed_image
+
+    img, sig, sbom, sbom_sig = signed_image(src_reg, repo)
+    archive = out / "signed.tar"
+
+    async def go(source: Repository, ref: str, t: Target) -> CopyResult:
+        try:
+            return await CopyEngine().copy(source, ref, [t], referrers=ReferrerOptions())
+        finally:
+            await source.close()
+            await t.repo.close()
+
+    there = asyncio.run(go(from_registry(src_reg, repo), "v1", layout_target(f"oci-archive:{archive}", "v1")))
+    ok(there)
+    assert there.targets[0].referrers == 3
+    tags = {e["annotations"][REF_NAME] for e in json.loads(archive_members(archive)["index.json"])["manifests"]}
+    fallback = img.digest.replace(":", "-")
+    assert tags == {"v1", fallback, f"{fallback}.sig", sbom.digest.replace(":", "-")}
+
+    back = asyncio.run(go(open_layout(f"oci-archive:{archive}:v1"), "v1", target(open_reg, repo, "v1")))
+    ok(back)
+    assert back.targets[0].referrers == 3
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+    for ref in (images.cosign_tag(img.digest), sbom.digest, sbom_sig.digest):
+        assert_same_image(src_reg.http(), repo, ref, open_reg.http(), repo, ref)
+    assert images.index_entries(open_reg.http(), repo, img.digest) == [images.referrer_descriptor(sbom)]
+    assert open_reg.http().get_manifest(repo, images.cosign_tag(img.digest)).content == sig.root.raw

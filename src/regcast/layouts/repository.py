@@ -2,9 +2,13 @@
 
 A directory (``oci:DIR``) is written in place: each blob under a temporary name renamed when
 whole, then ``index.json`` (the layout's commit point, replaced atomically under a lock held
-across processes) gains the tag. An archive (``oci-archive:FILE.tar``) stages blobs next to it
-and is rewritten under a temporary name at ``commit()``, which runs when a tag is put unless
-``autocommit=False`` (many tags into one archive: one rewrite at the end, see ``open_layout``).
+across processes) gains the tag. An archive (``oci-archive:FILE.tar``) stages blobs and tags next
+to it and is rewritten under a temporary name by ``flush()``: the engine's ``commit()`` once a
+target got everything, unless ``autocommit=False`` (many tags into one archive: one rewrite at
+the end, see ``open_layout``).
+
+Referrers are kept the tag-schema way (as regctl does): the ``<alg>-<hex>`` index and cosign's
+``sha256-<hex>.sig`` are tagged entries of ``index.json``; a layout has no referrers API.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from regcast._exceptions import ContentError, LayoutError
+from regcast._exceptions import ContentError, LayoutError, UnsupportedManifest
 from regcast.layouts.archive import ArchiveReader, pack
 from regcast.layouts.files import BlobFiles, FileUpload, file_errors, locked, write_atomically
 from regcast.layouts.index import INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, MAX_INDEX_BYTES, LayoutIndex
 from regcast.layouts.reference import OCI, LayoutRef, parse_layout_reference
 from regcast.registry.digest import digest_of
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest, parse_manifest
+from regcast.registry.referrers import Held, Listing, Pushed
 from regcast.registry.retry import RetryPolicy
 
 
@@ -170,8 +175,6 @@ class LayoutRepository:
                 self._index.put(ref, digest, media_type, len(raw))
                 if self.ref.kind == OCI:
                     await asyncio.to_thread(self._write_index)
-                elif self.autocommit:
-                    await self._commit()
         return digest
 
     def _write_index(self) -> None:
@@ -188,14 +191,18 @@ class LayoutRepository:
                 self._index = merged
 
     async def commit(self) -> None:
+        """The engine's commit point (a target got everything): ``flush()`` unless autocommit is off."""
+        if self.autocommit:
+            await self.flush()
+
+    async def flush(self) -> None:
         """Write the archive with every tag put so far (a directory is always up to date)."""
         async with self._lock:
-            await self._commit()
+            if self.ref.kind != OCI and self._index.entries:
+                await asyncio.to_thread(self._pack)
 
-    async def _commit(self) -> None:
-        if self.ref.kind == OCI or not self._index.entries:
-            return
-        await asyncio.to_thread(self._pack)
+    def referrer_access(self) -> LayoutReferrers:
+        return LayoutReferrers(self)
 
     def _pack(self) -> None:
         archive = self.ref.path
@@ -216,11 +223,33 @@ class LayoutRepository:
             await asyncio.to_thread(shutil.rmtree, self._staging, True)
 
 
+class LayoutReferrers:
+    """Referrers in a layout: no API to ask (discovery falls back to the tag schema), the tag-schema
+    index read and written as a tagged manifest, no ``OCI-Subject`` (the index is always kept)."""
+
+    def __init__(self, layout: LayoutRepository) -> None:
+        self.layout = layout
+
+    async def list_referrers(self, digest: str, artifact_type: str | None) -> Listing | None:
+        return None
+
+    async def read_index(self, tag: str) -> Held | None:
+        if await self.layout.head_manifest(tag) is None:
+            return None
+        manifest = await self.layout.get_manifest(tag)
+        if not manifest.is_index:
+            raise UnsupportedManifest(f"{self.layout.name}: {tag} is not an index")
+        return Held(manifest, None)
+
+    async def put(self, ref: str, raw: bytes, media_type: str, if_match: str | None = None) -> Pushed:
+        return Pushed(await self.layout.put_manifest(ref, raw, media_type), subject_kept=False)
+
+
 def open_layout(text: str, *, writable: bool = False, autocommit: bool = True) -> LayoutRepository:
     """The layout named by ``oci:DIR[:TAG]`` or ``oci-archive:FILE.tar[:TAG]``.
 
     For many tags into one archive (a mirror set's layout target): ``autocommit=False``, one
-    ``engine.copy`` per tag with a ``Target(key, layout, tag)``, then ``await layout.commit()``
+    ``engine.copy`` per tag with a ``Target(key, layout, tag)``, then ``await layout.flush()``
     and ``await layout.close()``. Nothing touches the disk before the first write.
     """
     return LayoutRepository(parse_layout_reference(text), writable=writable, autocommit=autocommit)

@@ -406,6 +406,7 @@ class _CopyRun:
                 self.listener.changed(t.status)
             if t not in self.image_held:
                 await self._put_manifest(t, graph.root, t.ref)
+            await t.repo.commit()
         except RegcastError as exc:
             self._fail(t, exc)
             return

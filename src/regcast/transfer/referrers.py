@@ -21,7 +21,7 @@ import logging
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from regcast._async import gather_all
 from regcast._exceptions import RegcastError, RegistryError, UnsupportedManifest
@@ -67,9 +67,18 @@ class _Remote:
         return await api.put_manifest(self.repo.client, self.repo.repository, ref, raw, media_type, if_match)
 
 
+@runtime_checkable
+class KeepsReferrers(Protocol):
+    """A repository that is not a registry but keeps referrers its own way (an image layout)."""
+
+    def referrer_access(self) -> ReferrerAccess: ...
+
+
 def access(repo: Repository) -> ReferrerAccess | None:
-    """Referrer access to ``repo``; None where referrers cannot be kept (an image layout, for now)."""
-    return _Remote(repo) if isinstance(repo, RegistryRepository) else None
+    """Referrer access to ``repo``; None where referrers cannot be kept."""
+    if isinstance(repo, RegistryRepository):
+        return _Remote(repo)
+    return repo.referrer_access() if isinstance(repo, KeepsReferrers) else None
 
 
 @dataclass(frozen=True)
@@ -249,7 +258,7 @@ async def discover(
     """Every referrer of ``subjects`` (and of those referrers, recursively), each once."""
     reach = access(source)
     if reach is None:
-        return ReferrerSet()  # a layout source keeps no referrers
+        return ReferrerSet()  # a source that keeps no referrers
     run = _Discovery(source, reach, options, {b.digest for b in image_blobs}, asyncio.Semaphore(in_flight))
     level = [m.digest for m in subjects]
     run.seen.update(level)

@@ -75,6 +75,9 @@ class RegistryRepository:
     def learn_from_refusal(self, exc: BaseException) -> bool:
         return blobs.learn_from_refusal(self.client, exc)
 
+    async def commit(self) -> None:
+        return None  # the tag put last already made the image visible
+
     async def close(self) -> None:
         await self.client.close()
 

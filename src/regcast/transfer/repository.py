@@ -84,6 +84,10 @@ class Repository(Protocol):
         """Adapt after an upload was refused; True if the next try will differ."""
         ...
 
+    async def commit(self) -> None:
+        """A target got everything: make it visible (a registry: nothing to do; an archive is written)."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -1,4 +1,4 @@
-"""The ``regcast`` command line: ``copy``, ``serve``, ``worker``, ``jobs``."""
+"""The ``regcast`` command line: ``copy``, ``serve``, ``worker``, ``jobs``; remote ``submit``/``status``/``cancel``."""
 
 from __future__ import annotations
 
@@ -10,54 +10,26 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from regcast._exceptions import NotFound, OutboundRefused, RegcastError
 from regcast.config import Settings, load_settings
+from regcast.console import remote
+from regcast.console.progress import StatusListener, display_for
 from regcast.layouts import LayoutRef, LayoutRepository, is_layout_reference, parse_layout_reference
+from regcast.ops.logs import setup_logging
 from regcast.registry.auth import Credentials
 from regcast.registry.client import RegistryClient, describe
 from regcast.registry.dockerconfig import credentials_for
 from regcast.registry.manifest import Platform
 from regcast.registry.reference import Reference, endpoint_for_registry, parse_reference
 from regcast.transfer.engine import SKIP_UP_TO_DATE, CopyEngine, CopyResult, Target
-from regcast.transfer.progress import TargetState, TargetStatus
+from regcast.transfer.progress import TargetState
 from regcast.transfer.referrers import ReferrerOptions
 from regcast.transfer.remote import RegistryRepository
 from regcast.transfer.repository import Repository
 
 EXIT_FAILED = 1
 EXIT_SKIPPED = 3
-
-
-class _Bars:
-    """A rich progress bar per target, fed by the engine's listener calls."""
-
-    def __init__(self, console: Console, keys: list[str]) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not console.is_terminal,
-        )
-        self.tasks: dict[str, TaskID] = {k: self.progress.add_task(k, total=None) for k in keys}
-
-    def changed(self, status: TargetStatus) -> None:
-        label = status.key if status.state is TargetState.RUNNING else f"{status.key} [{status.state.value.lower()}]"
-        self.progress.update(
-            self.tasks[status.key], total=status.bytes_total or None, completed=status.bytes_done, description=label
-        )
 
 
 def _creds(flag: str | None, registry: str) -> Credentials | None:
@@ -127,9 +99,10 @@ async def _copy(
         engine = CopyEngine(settings.transfer_options())
         referrers = ReferrerOptions(opts["referrers"], frozenset(opts["referrer_types"]))
         graph = await engine.plan(source, src_ref, opts["platforms"], referrers)
-        bars = _Bars(console, [t.key for t in targets])
-        with bars.progress:
-            return await engine.copy(source, src_ref, targets, listener=bars, graph=graph)
+        display = display_for(console, [t.key for t in targets], settings.progress_interval)
+        async with display.running():
+            listener = StatusListener(display)
+            return await engine.copy(source, src_ref, targets, listener=listener, graph=graph)
     finally:
         await asyncio.gather(*(r.close() for r in opened))
 
@@ -140,7 +113,11 @@ async def _copy(
 def main(verbose: int) -> None:
     """Copy one container image from one registry to many, over the registry HTTP API."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        fmt = load_settings().log_format
+    except Exception:  # a bad setting is reported by the command that reads it
+        fmt = "text"
+    setup_logging(fmt, level)
 
 
 @main.command()
@@ -294,20 +271,34 @@ def serve(host: str | None, port: int | None, allow_unauthenticated: bool | None
             f"refusing to serve on {settings.host} without authentication: set REGCAST_API_TOKENS "
             "(or REGCAST_API_TOKENS_FILE), listen on 127.0.0.1, or pass --allow-unauthenticated"
         )
+    _service_logging()
     if tokens:
-        click.echo(f"API authentication on ({len(tokens)} token(s)); /healthz and /readyz stay open", err=True)
+        _say(settings, f"API authentication on ({len(tokens)} token(s)); /healthz and /readyz stay open")
     else:
-        click.echo(
+        _say(
+            settings,
             "API authentication OFF: anyone who can reach this address can start copies"
             + ("" if is_loopback(settings.host) else " (--allow-unauthenticated)"),
-            err=True,
         )
-    _service_logging()
     app = create_app(Service(settings, store, box))
-    click.echo(f"regcast serving on http://{settings.host}:{settings.port} (database: {_db_label(settings)})", err=True)
+    _say(settings, f"regcast serving on http://{settings.host}:{settings.port} (database: {_db_label(settings)})")
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level="info", access_log=False, timeout_graceful_shutdown=30
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        log_config=None,  # the one logging set-up (ops/logs.py) formats uvicorn's lines too
+        access_log=False,
+        timeout_graceful_shutdown=30,
     )
+
+
+def _say(settings: Settings, message: str) -> None:
+    """A service's own notice: a plain line, or a log record when logs are JSON (one object per line)."""
+    if settings.log_format == "json":
+        logging.getLogger("regcast.cli").info("%s", message)
+    else:
+        click.echo(message, err=True)
 
 
 def _service_logging() -> None:
@@ -315,6 +306,25 @@ def _service_logging() -> None:
     logger = logging.getLogger("regcast")
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
+
+
+def _jobs_json(store: Any, job_id: str | None, state: str | None, limit: int) -> None:
+    """``regcast jobs --json``: the bodies the API would answer, read from the database."""
+    import json
+
+    from regcast.api.status import job_status
+
+    if job_id:
+        one = store.get(job_id)
+        if one is None:
+            click.echo(f"error: job {job_id} not found", err=True)
+            sys.exit(EXIT_FAILED)
+        click.echo(json.dumps(job_status(one), indent=2))
+        return
+    found, count = store.list_jobs(state, limit, 0)
+    click.echo(
+        json.dumps({"jobs": [job_status(j) for j in found], "total": count, "limit": limit, "offset": 0}, indent=2)
+    )
 
 
 def _db_label(settings: Settings) -> str:
@@ -350,7 +360,7 @@ def worker(database_url: str | None) -> None:
                 await asyncio.to_thread(store.migrate)
                 break
             except Exception as exc:  # database not up yet: wait, as serve does
-                click.echo(f"database unavailable ({type(exc).__name__}); retrying in {delay:.0f}s", err=True)
+                _say(settings, f"database unavailable ({type(exc).__name__}); retrying in {delay:.0f}s")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
         from regcast.mirrors.service import MirrorService
@@ -367,13 +377,20 @@ def worker(database_url: str | None) -> None:
 @click.argument("job_id", required=False)
 @click.option("--state", type=click.Choice(["QUEUED", "RUNNING", "FINISHED", "FAILED", "CANCELLED"]))
 @click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the status bodies the API answers, as JSON.")
+@remote.server_option
 @_db_option
-def jobs(job_id: str | None, state: str | None, limit: int, database_url: str | None) -> None:
-    """List jobs (newest first), or show one, from the configured database."""
+def jobs(
+    job_id: str | None, state: str | None, limit: int, as_json: bool, server: str | None, database_url: str | None
+) -> None:
+    """List jobs (newest first), or show one: from a service (--server / REGCAST_SERVER) or the database."""
     from rich.table import Table
 
     from regcast.api.status import iso
 
+    if server:
+        remote.remote_jobs(server, job_id, state, limit, as_json)
+        return
     settings = load_settings(database_url=database_url)
     store, _box = _service_parts(settings)
     try:
@@ -382,6 +399,9 @@ def jobs(job_id: str | None, state: str | None, limit: int, database_url: str | 
         click.echo(f"error: database unavailable ({type(exc).__name__})", err=True)
         sys.exit(EXIT_FAILED)
     console = Console()
+    if as_json:
+        _jobs_json(store, job_id, state, limit)
+        return
     if job_id:
         job = store.get(job_id)
         if job is None:
@@ -447,3 +467,8 @@ def sync(file: Path, dry_run: bool, as_json: bool, ca_bundle: str | None) -> Non
         click.echo("interrupted", err=True)
         sys.exit(130)
     sys.exit(status)
+
+
+main.add_command(remote.submit)
+main.add_command(remote.status)
+main.add_command(remote.cancel)

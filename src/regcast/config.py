@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +68,29 @@ class Settings(BaseSettings):
     stale_after: float = Field(30.0, gt=0)
     max_attempts: int = Field(3, ge=1, le=100)
     retry_backoff: float = Field(2.0, ge=0)
+
+    # operations (ops/): metrics, logs, notifications, retention, progress lines
+    metrics_public: bool = False  # /metrics without a bearer token (scrapers on a trusted network)
+    log_format: Literal["text", "json"] = "text"
+    notify_url: str | None = Field(None, repr=False)  # service-wide webhook: every job's end is POSTed here
+    notify_secret: str | None = Field(None, repr=False)
+    notify_events: str = "finished,failed,cancelled"
+    notify_attempts: int = Field(5, ge=1, le=50)
+    notify_backoff: float = Field(1.0, ge=0)
+    notify_timeout: float = Field(10.0, gt=0)
+    job_retention: str = "30d"  # finished jobs older than this are deleted; 0 keeps them forever
+    progress_interval: float = Field(10.0, gt=0)  # seconds between progress lines when not on a terminal
+
+    @field_validator("job_retention")
+    @classmethod
+    def _retention(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    def retention(self) -> dt.timedelta | None:
+        """REGCAST_JOB_RETENTION as a duration; None means keep forever."""
+        seconds = parse_duration(self.job_retention)
+        return dt.timedelta(seconds=seconds) if seconds else None
 
     @field_validator("database_url")
     @classmethod
@@ -134,6 +158,21 @@ class Settings(BaseSettings):
 
 def _split(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or plain seconds."""
+    v = text.strip().lower()
+    try:
+        seconds = float(v[:-1]) * _UNITS[v[-1]] if v and v[-1] in _UNITS else float(v)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (e.g. 30d, 12h, 90m, 3600)") from None
+    if seconds < 0:
+        raise ValueError(f"not a duration: {text!r} (negative)")
+    return seconds
 
 
 def load_settings(**overrides: Any) -> Settings:

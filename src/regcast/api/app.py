@@ -18,13 +18,15 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from regcast import __version__
+from regcast.api import dashboard
 from regcast.api.middleware import BearerAuth, BodyLimit
 from regcast.api.openapi import build_openapi
 from regcast.api.responses import SeedJSON, error
-from regcast.api.routes import health, jobs, mirrors
+from regcast.api.routes import health, jobs, mirrors, operations
 from regcast.api.service import Service
 from regcast.jobs.worker import Worker
 from regcast.mirrors.service import MirrorService
+from regcast.ops.events import JobEvents
 
 log = logging.getLogger("regcast.api")
 SHUTDOWN_GRACE = 20.0
@@ -72,12 +74,15 @@ def create_app(service: Service) -> FastAPI:
     app.add_middleware(BodyLimit, limit=service.settings.max_body_bytes)
     tokens = service.settings.tokens()
     if tokens:
-        app.add_middleware(BearerAuth, tokens=tokens)
+        public = frozenset({"/metrics"}) if service.settings.metrics_public else frozenset()
+        app.add_middleware(BearerAuth, tokens=tokens, open_paths=public)
     app.add_exception_handler(RequestValidationError, _bad_request)
     app.add_exception_handler(SQLAlchemyError, _db_down)
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(mirrors.router)
+    app.include_router(operations.router)
+    app.include_router(dashboard.router)
 
     def openapi() -> dict[str, Any]:
         return build_openapi(app, auth=bool(tokens))
@@ -116,7 +121,8 @@ async def _start(service: Service) -> None:
             delay = min(delay * 2, 30.0)
     service.ready.set()
     if service.run_workers:
-        service.worker = Worker(service.store, service.settings, service.box)
+        events = JobEvents(service.store, service.settings, service.box, service.metrics)
+        service.worker = Worker(service.store, service.settings, service.box, events=events)
         if service.mirrors is None:
             await service.worker.run()
             return

@@ -7,6 +7,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from regcast.api.dashboard import DASHBOARD_ASSETS, DASHBOARD_PAGES
 from regcast.api.responses import error
 
 
@@ -45,13 +46,15 @@ class _TooLarge(Exception):
 
 
 class BearerAuth:
-    """Every route but /healthz and /readyz needs ``Authorization: Bearer <one of the tokens>``."""
+    """Every route but /healthz, /readyz and the dashboard's page and assets (which hold no data)
+    needs ``Authorization: Bearer <one of the tokens>``; /metrics too unless REGCAST_METRICS_PUBLIC."""
 
-    OPEN = frozenset({"/healthz", "/readyz"})
+    OPEN = frozenset({"/healthz", "/readyz", *DASHBOARD_PAGES})
 
-    def __init__(self, app: ASGIApp, tokens: tuple[str, ...]) -> None:
+    def __init__(self, app: ASGIApp, tokens: tuple[str, ...], open_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.tokens = tuple(t.encode() for t in tokens)
+        self.open = self.OPEN | open_paths
 
     def allowed(self, header: bytes) -> bool:
         scheme, _, given = header.partition(b" ")
@@ -63,7 +66,8 @@ class BearerAuth:
         return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OPEN:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in self.open or path.startswith(DASHBOARD_ASSETS):
             await self.app(scope, receive, send)
             return
         header = dict(scope.get("headers") or []).get(b"authorization", b"")

@@ -13,6 +13,7 @@ from regcast.jobs.secrets import SecretBox
 from regcast.jobs.store import JobStore
 from regcast.jobs.worker import Worker
 from regcast.mirrors.service import MirrorService
+from regcast.ops.metrics import Metrics
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Service:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     worker: Worker | None = None
     mirrors: MirrorService | None = None  # stored mirror sets, their runs and schedules
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def get_service(request: Request) -> Service:

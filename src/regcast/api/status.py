@@ -65,4 +65,5 @@ def job_status(job: JobRecord) -> dict[str, Any]:
         "running_at": iso(job.running_at),
         "updated_at": iso(job.updated_at),
         "targets": targets,
+        "notifications": job.notifications,
     }

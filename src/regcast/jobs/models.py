@@ -58,6 +58,7 @@ jobs = Table(
     Column("not_before", DateTime(timezone=True)),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("error", Text),
+    Column("notifications", JSON),  # delivery attempts of the job's notifications (ops/notify.py)
 )
 Index("ix_jobs_state_created", jobs.c.state, jobs.c.created_at)
 Index("ix_jobs_created", jobs.c.created_at)

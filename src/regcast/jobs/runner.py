@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,7 +17,7 @@ from regcast.config import Settings
 from regcast.jobs.secrets import SecretBox
 from regcast.jobs.spec import AuthIn, DistributeRequest
 from regcast.jobs.store import JobRecord
-from regcast.registry.client import RegistryClient, describe
+from regcast.registry.client import RegistryClient, RequestObserver, describe
 from regcast.registry.guards import OutboundPolicy
 from regcast.registry.reference import parse_endpoint
 from regcast.registry.retry import is_transient
@@ -38,6 +39,7 @@ class JobRun:
     source_digest: str | None = None
     error: str | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    timings: dict[str, list[float]] = field(default_factory=dict)  # target key -> [running since, ended at]
 
     def changed_now(self, _status: TargetStatus | None = None) -> None:
         self.changed.set()
@@ -59,30 +61,43 @@ def refused_endpoint(request: DistributeRequest, policy: OutboundPolicy) -> str 
             why = policy.problem(auth.url, "auth")
             if why:
                 return f"{where}.auth.url: {why}"
+    if request.notify:  # the same outbound guards as registries
+        why = policy.problem(request.notify.url)
+        if why:
+            return f"notify.url: {why}"
     return None
 
 
 def client_for(
-    endpoint: str, auth: dict[str, Any] | None, verify: bool, settings: Settings, read_only: bool = False
+    endpoint: str,
+    auth: dict[str, Any] | None,
+    verify: bool,
+    settings: Settings,
+    read_only: bool = False,
+    observer: RequestObserver | None = None,
 ) -> RegistryClient:
     parsed = AuthIn.model_validate(auth) if auth else None
     where = parse_endpoint(endpoint)
     if not verify and where.scheme == "https":  # as the CLI: TLS checks off, plain HTTP if it does not speak TLS
         where = replace(where, fallback_http=True)
+    options = settings.client_options(verify_tls=verify, host=where.host)
     return RegistryClient(
         where,
         credentials=parsed.credentials() if parsed else None,
         seed_auth=parsed.seed_auth() if parsed else None,
-        options=settings.client_options(verify_tls=verify, host=where.host),
+        options=replace(options, observer=observer) if observer else options,
         read_only=read_only,
     )
 
 
 class JobRunner:
-    def __init__(self, settings: Settings, engine: CopyEngine, box: SecretBox) -> None:
+    def __init__(
+        self, settings: Settings, engine: CopyEngine, box: SecretBox, observer: RequestObserver | None = None
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.box = box
+        self.observer = observer  # metrics of every registry request
 
     def prepare(self, record: JobRecord) -> JobRun:
         run = JobRun(record)
@@ -111,7 +126,15 @@ class JobRunner:
         if src.verify_tls is False:
             log.warning("job %s: TLS verification is off for source %s", run.record.id, src.endpoint)
         source = RegistryRepository(
-            client_for(src.endpoint, _auth(request, None), src.verify_tls, self.settings, read_only=True), src.image
+            client_for(
+                src.endpoint,
+                _auth(request, None),
+                src.verify_tls,
+                self.settings,
+                read_only=True,
+                observer=self.observer,
+            ),
+            src.image,
         )
         try:
             graph = await self._plan(run, request, source)
@@ -159,7 +182,9 @@ class JobRunner:
                 t_in = request.targets[i]
                 if t_in.verify_tls is False:
                     log.warning("job %s: TLS verification is off for target %s", run.record.id, t_in.endpoint)
-                client = client_for(t_in.endpoint, _auth(request, i), t_in.verify_tls, self.settings)
+                client = client_for(
+                    t_in.endpoint, _auth(request, i), t_in.verify_tls, self.settings, observer=self.observer
+                )
                 target = Target(
                     t_in.endpoint,
                     RegistryRepository(client, t_in.image or request.source.image),
@@ -185,6 +210,11 @@ class _Notify:
         # wake the monitor at once on a state change; byte counts are flushed on its tick
         if self._last.get(status.key) is not status.state:
             self._last[status.key] = status.state
+            now = time.monotonic()
+            if status.state is TargetState.RUNNING:
+                self.run.timings[status.key] = [now]
+            elif status.done and len(span := self.run.timings.setdefault(status.key, [now])) == 1:
+                span.append(now)
             self.run.changed.set()
 
 

@@ -17,6 +17,7 @@ import types
 import typing
 from collections.abc import Iterator
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -180,10 +181,37 @@ class TargetIn(_SeedModel):
     ref: RefStr | None = None
 
 
+NOTIFY_EVENTS = ("finished", "failed", "cancelled")
+
+
+class NotifyIn(_SeedModel):
+    """Where to POST the job's summary when it ends (``ops/notify.py``); url and secret are sealed."""
+
+    url: str = Field(max_length=4096)
+    events: list[str] = Field(default_factory=lambda: list(NOTIFY_EVENTS))
+    secret: str | None = Field(None, max_length=4096)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or not urlsplit(v).hostname:
+            raise ValueError("must be an http(s) URL")
+        return v
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, v: list[str]) -> list[str]:
+        for e in v:
+            if e not in NOTIFY_EVENTS:
+                raise ValueError(f"unknown event {e!r}: one of {', '.join(NOTIFY_EVENTS)}")
+        return v
+
+
 class DistributeRequest(_SeedModel):
     source: SourceIn
     targets: list[TargetIn] = Field(min_length=1)
     platforms: list[PlatformStr] | None = None
+    notify: NotifyIn | None = None
 
     def platform_list(self) -> list[Platform] | None:
         return [Platform.parse(p) for p in self.platforms] if self.platforms else None
@@ -197,7 +225,15 @@ class DistributeRequest(_SeedModel):
             d = t.model_dump(exclude={"auth"})
             d["auth"] = t.auth is not None
             targets.append(d)
-        return {"source": src, "targets": targets, "platforms": self.platforms}
+        public: dict[str, Any] = {"source": src, "targets": targets, "platforms": self.platforms}
+        if self.notify:  # the URL may itself be a secret (chat hooks): only its host is shown
+            host = urlsplit(self.notify.url).netloc.rsplit("@", 1)[-1]
+            public["notify"] = {
+                "url": f"{urlsplit(self.notify.url).scheme}://{host}/...",
+                "events": self.notify.events,
+                "secret": self.notify.secret is not None,
+            }
+        return public
 
     def sealed_auth(self) -> dict[str, Any]:
         """Every auth block, for encrypted storage."""
@@ -205,7 +241,10 @@ class DistributeRequest(_SeedModel):
         def dump(a: AuthIn | None) -> dict[str, Any] | None:
             return a.model_dump(by_alias=True) if a else None
 
-        return {"source": dump(self.source.auth), "targets": [dump(t.auth) for t in self.targets]}
+        sealed: dict[str, Any] = {"source": dump(self.source.auth), "targets": [dump(t.auth) for t in self.targets]}
+        if self.notify:
+            sealed["notify"] = self.notify.model_dump()
+        return sealed
 
 
 def describe_validation(exc: ValidationError) -> str:

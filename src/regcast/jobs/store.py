@@ -17,8 +17,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, and_, create_engine, event, func, insert, select, text, true, update
+from sqlalchemy import Engine, and_, create_engine, event, func, insert, or_, select, text, true, update
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql.elements import ColumnElement
 
 from regcast.jobs.models import FINAL_STATES, FINAL_TARGET_STATES, JobState, job_targets, jobs
 
@@ -69,6 +70,7 @@ class JobRecord:
     cancel_requested: bool
     error: str | None
     targets: list[TargetRecord] = field(default_factory=list)
+    notifications: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class JobStore:
             cancel_requested=bool(m["cancel_requested"]),
             error=m["error"],
             targets=targets,
+            notifications=list(m["notifications"] or []) if "notifications" in m else [],
         )
 
     def _targets(self, conn: Connection, ids: list[str]) -> dict[str, list[TargetRecord]]:
@@ -182,16 +185,51 @@ class JobStore:
                 return None
             return self._record(row, self._targets(conn, [job_id])[job_id])
 
-    def list_jobs(self, state: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[JobRecord], int]:
-        """Newest first, optionally of one state; returns (page, total)."""
-        where = jobs.c.state == state if state else true()
+    def list_jobs(
+        self,
+        state: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        image: str | None = None,
+        target: str | None = None,
+    ) -> tuple[list[JobRecord], int]:
+        """Newest first; filters: ``state``, ``image`` (in the source or a target repository),
+        ``target`` (in a target endpoint); the last two match substrings. Returns (page, total)."""
+        where: list[ColumnElement[bool]] = [jobs.c.state == state] if state else [true()]
+        if image:
+            in_target = select(job_targets.c.job_id).where(job_targets.c.repository.contains(image, autoescape=True))
+            source_image = jobs.c.request[("source", "image")].as_string()
+            where.append(or_(source_image.contains(image, autoescape=True), jobs.c.id.in_(in_target)))
+        if target:
+            where.append(
+                jobs.c.id.in_(
+                    select(job_targets.c.job_id).where(job_targets.c.endpoint.contains(target, autoescape=True))
+                )
+            )
+        cond = and_(*where)
         with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(jobs).where(where)).scalar_one()
+            total = conn.execute(select(func.count()).select_from(jobs).where(cond)).scalar_one()
             rows = conn.execute(
-                select(jobs).where(where).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)
+                select(jobs).where(cond).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)
             ).all()
             targets = self._targets(conn, [r._mapping["id"] for r in rows])
             return [self._record(r, targets[r._mapping["id"]]) for r in rows], int(total)
+
+    def queue_stats(self) -> tuple[dict[str, int], float | None, int]:
+        """Job counts by state, the age in seconds of the oldest QUEUED job (None when none), and
+        the number of targets being copied (RUNNING targets of RUNNING jobs)."""
+        with self.engine.connect() as conn:
+            counts = {r[0]: int(r[1]) for r in conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))}
+            oldest = _utc(
+                conn.execute(select(func.min(jobs.c.created_at)).where(jobs.c.state == JobState.QUEUED.value)).scalar()
+            )
+            running = conn.execute(
+                select(func.count())
+                .select_from(job_targets.join(jobs, jobs.c.id == job_targets.c.job_id))
+                .where(jobs.c.state == JobState.RUNNING.value, job_targets.c.state == "RUNNING")
+            ).scalar_one()
+        return counts, (utcnow() - oldest).total_seconds() if oldest else None, int(running)
 
     # -- writing: API side ---------------------------------------------------------------------------
     def create(self, request: dict[str, Any], sealed: bytes | None, targets: list[tuple[str, str, str]]) -> str:
@@ -250,6 +288,61 @@ class JobStore:
                 .values(cancel_requested=True, updated_at=now)
             )
         return self.get(job_id)
+
+    def retry_failed(self, job_id: str) -> JobRecord | None:
+        """A FAILED or CANCELLED job back to QUEUED; its FAILED (and unfinished) targets start over.
+
+        Targets FINISHED or SKIPPED stay as they are, so the worker does not redo them.
+        Returns None when the job is not in a state that can be retried.
+        """
+        now = utcnow()
+        ended = (JobState.FAILED.value, JobState.CANCELLED.value)
+        with self.engine.begin() as conn:
+            n = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state.in_(ended))
+                .values(
+                    state=JobState.QUEUED.value,
+                    attempts=0,
+                    finished_at=None,
+                    running_at=None,
+                    cancel_requested=False,
+                    error=None,
+                    worker_id=None,
+                    not_before=None,
+                    updated_at=now,
+                )
+            ).rowcount
+            if n != 1:
+                return None
+            conn.execute(
+                update(job_targets)
+                .where(job_targets.c.job_id == job_id, job_targets.c.state.not_in(("FINISHED", "SKIPPED")))
+                .values(state="PENDING", bytes_done=0, attempts=0, error=None, updated_at=now)
+            )
+        return self.get(job_id)
+
+    def purge_finished(self, older_than: dt.timedelta) -> int:
+        """Delete jobs that ended more than ``older_than`` ago (their targets go with them)."""
+        limit = utcnow() - older_than
+        final = [s.value for s in FINAL_STATES]
+        with self.engine.begin() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    select(jobs.c.id).where(jobs.c.state.in_(final), jobs.c.finished_at < limit).limit(1000)
+                )
+            ]
+            if not ids:
+                return 0
+            conn.execute(job_targets.delete().where(job_targets.c.job_id.in_(ids)))
+            conn.execute(jobs.delete().where(jobs.c.id.in_(ids)))
+        return len(ids)
+
+    def save_notifications(self, job_id: str, deliveries: list[dict[str, Any]]) -> None:
+        """The job's notification delivery attempts, as shown in its status (not fenced: sent after the end)."""
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(notifications=deliveries))
 
     # -- writing: worker side (fenced) ---------------------------------------------------------------
     def _owned(self, job_id: str, worker_id: str) -> Any:

@@ -23,6 +23,8 @@ from regcast.jobs.models import JobState
 from regcast.jobs.runner import DONE_STATES, JobRun, JobRunner, describe_job_error, failure_summary
 from regcast.jobs.secrets import SecretBox
 from regcast.jobs.store import JobRecord, JobStore, TargetUpdate
+from regcast.ops.events import JobEvents, purge_loop
+from regcast.ops.logs import current_job
 from regcast.transfer.engine import CopyEngine
 
 log = logging.getLogger("regcast.worker")
@@ -50,11 +52,14 @@ class Worker:
         box: SecretBox,
         engine: CopyEngine | None = None,
         worker_id: str | None = None,
+        events: JobEvents | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.runner = JobRunner(settings, engine or CopyEngine(settings.transfer_options()), box)
+        self.events = events  # metrics, per-target log lines, notifications (ops/)
+        observer = events.metrics if events else None
+        self.runner = JobRunner(settings, engine or CopyEngine(settings.transfer_options()), box, observer)
         self.stopping = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -71,6 +76,10 @@ class Worker:
         tasks = [
             asyncio.create_task(supervised("reaper", self._reap, self.stopping), name="reaper"),
             asyncio.create_task(supervised("claimer", self._claim_loop, self.stopping), name="claimer"),
+            asyncio.create_task(
+                supervised("purge", lambda: purge_loop(self.store, self.settings, self.stopping), self.stopping),
+                name="purge",
+            ),
         ]
         try:
             await asyncio.gather(*tasks)
@@ -78,6 +87,8 @@ class Worker:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.events is not None:
+                await self.events.close()
             log.info("worker %s stopped", self.id)
 
     async def _sleep(self, seconds: float) -> None:
@@ -136,6 +147,7 @@ class Worker:
 
     # -- one job ----------------------------------------------------------------------------------
     async def execute(self, record: JobRecord) -> None:
+        current_job.set(record.id)  # every log line of this job's task carries its id
         log.info("job %s: claimed by %s (attempt %d)", record.id, self.id, record.attempts)
         run = self.runner.prepare(record)
         task = asyncio.create_task(self.runner.run(run), name=f"job-{record.id}")
@@ -201,7 +213,10 @@ class Worker:
             state, error = JobState.FAILED, failure_summary(run)
         await self._flush(run)
         ok = await asyncio.to_thread(self.store.finish, run.record.id, self.id, state, error)
-        log.info("job %s: %s%s", run.record.id, state.value, f" ({error})" if error and ok else "")
+        note = f" ({error})" if error and ok else ""
+        log.info("job %s: %s%s", run.record.id, state.value, note, extra={"error": error})
+        if ok and self.events is not None:
+            self.events.job_ended(run, state.value, error)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from urllib.parse import urljoin
 
 import aiohttp
@@ -51,7 +51,7 @@ async def blob_exists(client: RegistryClient, repository: str, digest: str) -> b
         resp.release()
 
 
-async def read_blob(client: RegistryClient, repository: str, digest: str, size: int) -> AsyncIterator[bytes]:
+async def read_blob(client: RegistryClient, repository: str, digest: str, size: int) -> AsyncGenerator[bytes, None]:
     """Every byte of a blob, resuming a broken download where it stopped (bounded by the retry policy)."""
     validate_repository(repository)
     url = await client.url(f"{repository}/blobs/{validate_digest(digest)}")

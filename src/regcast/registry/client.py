@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import aiohttp
@@ -51,6 +52,18 @@ MAX_REDIRECTS = 5
 Body = bytes | AsyncIterable[bytes] | None
 
 
+class RequestObserver(Protocol):
+    """Told about every request, retry and rate-limit header (``ops.metrics.Metrics`` is one)."""
+
+    def request(self, registry: str, method: str, status: int | None, seconds: float) -> None: ...
+
+    def retry(self, status: int | None) -> None: ...
+
+    def remaining(self, registry: str, left: int) -> None: ...
+
+    def bytes_read(self, registry: str, n: int) -> None: ...
+
+
 @dataclass(frozen=True)
 class ClientOptions:
     """Connection settings for one registry client (built from ``Settings``)."""
@@ -67,6 +80,7 @@ class ClientOptions:
     chunk_cap: int | None = None  # largest PATCH body this registry takes (GHCR: 4 MiB)
     policy: OutboundPolicy = field(default_factory=OutboundPolicy)  # where requests may go (guards.py)
     resolver: AbstractResolver | None = field(default=None, compare=False)  # tests: names -> loopback
+    observer: RequestObserver | None = field(default=None, compare=False)
 
 
 def _ssl_context(options: ClientOptions) -> ssl.SSLContext | bool:
@@ -211,8 +225,10 @@ class RegistryClient:
                 return await read_capped(resp, MAX_TOKEN_ANSWER)
 
     # -- the one request path ------------------------------------------------------------------
-    def note_retry(self, what: str) -> None:
+    def note_retry(self, what: str, status: int | None = None) -> None:
         log.warning("%s", what)
+        if self.options.observer is not None:
+            self.options.observer.retry(status)
         if self.on_retry is not None:
             self.on_retry(what)
 
@@ -273,21 +289,25 @@ class RegistryClient:
                 if not policy.may_retry(method, attempt, waited, wait, throttled=throttled):
                     return resp
                 resp.release()
-                self.note_retry(f"{method} {redact_url(url)} answered {resp.status}; retry {attempt} in {wait:.1f}s")
+                self.note_retry(
+                    f"{method} {redact_url(url)} answered {resp.status}; retry {attempt} in {wait:.1f}s", resp.status
+                )
             await asyncio.sleep(wait)
             waited += wait
 
     def _watch_rate_limit(self, resp: aiohttp.ClientResponse) -> None:
         """Docker Hub style ``ratelimit-remaining: 12;w=21600``: warn once when it runs low."""
         remaining = resp.headers.get("ratelimit-remaining")
-        if not remaining or self._rate_warned:
+        if not remaining:
             return
         try:
             left = int(remaining.split(";", 1)[0])
             limit = int(resp.headers.get("ratelimit-limit", "0").split(";", 1)[0])
         except ValueError:
             return
-        if left <= max(5, limit // 10):
+        if self.options.observer is not None:
+            self.options.observer.remaining(self.name, left)
+        if not self._rate_warned and left <= max(5, limit // 10):
             self._rate_warned = True
             log.warning("registry %s: rate limit nearly used up (%d of %d left)", self.name, left, limit)
 
@@ -347,12 +367,22 @@ class RegistryClient:
         if auth:
             hdrs["Authorization"] = auth
         log.debug("%s %s", method, redact_url(url))
-        with translate_errors(self.name, method, url):
-            if timeout is None:  # streamed: the session's per-read timeout applies
-                return await self._get_session().request(method, url, headers=hdrs, data=data, allow_redirects=False)
-            return await self._get_session().request(
-                method, url, headers=hdrs, data=data, allow_redirects=False, timeout=timeout
-            )
+        started, status = time.monotonic(), None
+        try:
+            with translate_errors(self.name, method, url):
+                if timeout is None:  # streamed: the session's per-read timeout applies
+                    resp = await self._get_session().request(
+                        method, url, headers=hdrs, data=data, allow_redirects=False
+                    )
+                else:
+                    resp = await self._get_session().request(
+                        method, url, headers=hdrs, data=data, allow_redirects=False, timeout=timeout
+                    )
+            status = resp.status
+            return resp
+        finally:
+            if self.options.observer is not None:
+                self.options.observer.request(self.name, method, status, time.monotonic() - started)
 
     # -- manifests -------------------------------------------------------------------------------
     async def _manifest_url(self, repository: str, ref: str) -> str:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from regcast.registry import blobs
 from regcast.registry.client import RegistryClient
@@ -66,7 +67,8 @@ class RegistryRepository:
         return await blobs.blob_exists(self.client, self.repository, digest)
 
     def read_blob(self, blob: Descriptor) -> AsyncIterator[bytes]:
-        return blobs.read_blob(self.client, self.repository, blob.digest, blob.size)
+        body = blobs.read_blob(self.client, self.repository, blob.digest, blob.size)
+        return _counted(self.client, body) if self.client.options.observer is not None else body
 
     async def start_upload(self, mount: str | None = None, mount_from: str | None = None) -> RegistryUpload | None:
         location = await blobs.start_upload(self.client, self.repository, mount=mount, mount_from=mount_from)
@@ -104,3 +106,13 @@ class RegistryUpload:
 
 
 __all__ = ["RegistryRepository", "RegistryUpload"]
+
+
+async def _counted(client: RegistryClient, body: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """The blob stream, its bytes told to the client's observer (metrics) as they are read."""
+    observer = client.options.observer
+    async with contextlib.aclosing(body):  # closing this stream early closes the download too
+        async for chunk in body:
+            if observer is not None:
+                observer.bytes_read(client.name, len(chunk))
+            yield chunk

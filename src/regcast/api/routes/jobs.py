@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from typing import Any
@@ -144,11 +145,18 @@ async def status(job_id: str, service: ServiceDep) -> SeedJSON:
 async def list_jobs(
     service: ServiceDep,
     state: JobState | None = None,
+    image: str | None = Query(None, max_length=512),
+    target: str | None = Query(None, max_length=2048),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=1_000_000_000),
 ) -> SeedJSON:
-    """Jobs, newest first; filter by ``state``; page with ``limit``/``offset``."""
-    page, total = await asyncio.to_thread(service.store.list_jobs, state.value if state else None, limit, offset)
+    """Jobs, newest first; filter by ``state``, ``image`` (the source or a target repository contains it),
+    ``target`` (a target endpoint contains it); page with ``limit``/``offset``."""
+    page, total = await asyncio.to_thread(
+        functools.partial(
+            service.store.list_jobs, state.value if state else None, limit, offset, image=image, target=target
+        )
+    )
     return SeedJSON({"jobs": [job_status(j) for j in page], "total": total, "limit": limit, "offset": offset})
 
 

@@ -1,7 +1,7 @@
 """Per-target reason of a SKIPPED state (``up-to-date`` or ``tag-differs``).
 
 Revision ID: 0003_target_reason
-Revises: 0002
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_target_reason"
-down_revision = "0002"
+down_revision = "0003"  # after the mirror tables: one linear chain
 
 
 def upgrade() -> None:

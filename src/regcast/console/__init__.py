@@ -1,0 +1,1 @@
+"""What the command line shows: progress (bars on a terminal, lines in CI logs) and the remote commands."""

@@ -1,0 +1,224 @@
+"""Commands that talk to a running ``regcast serve``: ``submit``, ``status``, ``cancel`` (and ``jobs --server``).
+
+The server is ``--server URL`` or ``REGCAST_SERVER``; the bearer token is ``REGCAST_API_TOKEN``
+(never a flag: flags end up in shell history and process lists). Errors are one line; exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any, NoReturn
+
+import click
+import httpx
+from rich.console import Console
+
+from regcast import USER_AGENT
+from regcast.console.progress import display_for
+from regcast.registry.auth import Credentials
+from regcast.registry.reference import Reference, is_loopback, parse_reference
+
+FINAL = ("FINISHED", "FAILED", "CANCELLED")
+EXIT_FAILED = 1
+
+server_option = click.option(
+    "--server",
+    envvar="REGCAST_SERVER",
+    metavar="URL",
+    help="A regcast service, e.g. http://127.0.0.1:5001 (env REGCAST_SERVER); token from REGCAST_API_TOKEN.",
+)
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+class Remote:
+    """The service's REST API, synchronously (httpx)."""
+
+    def __init__(self, server: str, token: str | None) -> None:
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.server = server.rstrip("/")
+        self.http = httpx.Client(base_url=self.server, headers=headers, timeout=60.0)
+
+    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> dict[str, Any]:
+        try:
+            resp = self.http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            fail(f"regcast service {self.server} unreachable ({type(exc).__name__})")
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if resp.status_code not in ok:
+            msg = data.get("msg") if isinstance(data, dict) else None
+            fail(f"{method} {path}: HTTP {resp.status_code}{f': {msg}' if msg else ''}")
+        if not isinstance(data, dict):
+            fail(f"{method} {path}: the answer is not a JSON object")
+        return data
+
+
+def remote_from(server: str | None) -> Remote:
+    import os
+
+    if not server:
+        fail("no server: pass --server URL or set REGCAST_SERVER")
+    return Remote(server, os.environ.get("REGCAST_API_TOKEN") or None)
+
+
+def endpoint_of(ref: Reference) -> str:
+    """A reference's registry as the API's endpoint: plain HTTP for loopback hosts, as docker does."""
+    return f"{'http' if is_loopback(ref.registry) else 'https'}://{ref.registry}/v2"
+
+
+def _basic(flag: str | None) -> dict[str, Any] | None:
+    if not flag:
+        return None
+    try:
+        creds = Credentials.parse(flag)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return {"basicauth": {"user": creds.username, "password": creds.password}}
+
+
+@click.command()
+@click.argument("src")
+@click.argument("dst", nargs=-1, required=True)
+@server_option
+@click.option("--src-creds", metavar="USER:PASS", help="Credentials the service uses for the source.")
+@click.option("--dest-creds", metavar="USER:PASS", help="Credentials the service uses for every target.")
+@click.option("--src-tls-verify/--no-src-tls-verify", default=True, show_default=True)
+@click.option("--dest-tls-verify/--no-dest-tls-verify", default=True, show_default=True)
+@click.option("--overwrite/--no-overwrite", default=True, show_default=True, help="As for `regcast copy`.")
+@click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]")
+@click.option("--notify-url", metavar="URL", help="POST the job's summary here when it ends.")
+@click.option("--wait", is_flag=True, help="Show progress until the job ends; exit 0 only if it FINISHED.")
+def submit(src: str, dst: tuple[str, ...], server: str | None, wait: bool, **opts: Any) -> None:
+    """Queue a copy of SRC to every DST on a regcast service; print the job id."""
+    remote = remote_from(server)
+    try:
+        src_ref = parse_reference(src)
+        dst_refs = [parse_reference(d, default_tag=None) for d in dst]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    source: dict[str, Any] = {
+        "endpoint": endpoint_of(src_ref),
+        "image": src_ref.repository,
+        "ref": src_ref.ref,
+        "verify_tls": opts["src_tls_verify"],
+    }
+    if auth := _basic(opts["src_creds"]):
+        source["auth"] = auth
+    targets = []
+    for d in dst_refs:
+        target: dict[str, Any] = {
+            "endpoint": endpoint_of(d),
+            "image": d.repository,
+            "overwrite": opts["overwrite"],
+            "verify_tls": opts["dest_tls_verify"],
+        }
+        if d.tag or d.digest:
+            target["ref"] = d.ref
+        if auth := _basic(opts["dest_creds"]):
+            target["auth"] = auth
+        targets.append(target)
+    body: dict[str, Any] = {"source": source, "targets": targets}
+    if opts["platforms"]:
+        body["platforms"] = list(opts["platforms"])
+    if opts["notify_url"]:
+        body["notify"] = {"url": opts["notify_url"]}
+    job_id = str(remote.call("POST", "/api/distribute/image", body, ok=(201,))["id"])
+    click.echo(job_id)
+    if wait:
+        sys.exit(_watch(remote, job_id))
+
+
+@click.command()
+@click.argument("job_id")
+@server_option
+@click.option("--watch", is_flag=True, help="Show progress bars until the job ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status body as JSON.")
+def status(job_id: str, server: str | None, watch: bool, as_json: bool) -> None:
+    """A job's status on a regcast service (exit 0 only if it FINISHED, once it ended)."""
+    remote = remote_from(server)
+    if watch:
+        sys.exit(_watch(remote, job_id))
+    st = remote.call("GET", f"/api/distribute/image/{job_id}")
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+    else:
+        _print_status(st)
+    sys.exit(0 if st["value"] in ("FINISHED", "QUEUED", "RUNNING") else EXIT_FAILED)
+
+
+@click.command()
+@click.argument("job_id")
+@server_option
+def cancel(job_id: str, server: str | None) -> None:
+    """Cancel a job on a regcast service."""
+    st = remote_from(server).call("DELETE", f"/api/distribute/image/{job_id}", ok=(200, 202))
+    click.echo(f"{job_id} {'CANCELLED' if st['value'] == 'CANCELLED' else 'cancel requested'}")
+
+
+def remote_jobs(server: str, job_id: str | None, state: str | None, limit: int, as_json: bool) -> None:
+    """``regcast jobs --server``: the service's list, or one job's status body."""
+    if job_id:
+        click.echo(json.dumps(remote_from(server).call("GET", f"/api/distribute/image/{job_id}"), indent=2))
+        return
+    params = f"?limit={limit}" + (f"&state={state}" if state else "")
+    page = remote_from(server).call("GET", f"/api/distribute/image{params}")
+    if as_json:
+        click.echo(json.dumps(page, indent=2))
+        return
+    for j in page["jobs"]:
+        src = j["source"]
+        done = sum(t["state"] in ("FINISHED", "SKIPPED") for t in j["targets"])
+        click.echo(f"{j['id']}  {j['value']:<9}  {src['image']}:{src['ref']}  {done}/{len(j['targets'])}")
+
+
+def _print_status(st: dict[str, Any]) -> None:
+    src = st["source"]
+    click.echo(f"{st['id']}  {st['value']}")
+    click.echo(f"source  {src['endpoint']} {src['image']}:{src['ref']}  {st.get('source_digest') or ''}")
+    if st.get("error"):
+        click.echo(f"error   {st['error']}")
+    for t in st["targets"]:
+        line = f"  {t['state']:<9} {t['endpoint']} {t['image']}:{t['ref']}  {t['bytes_done']}/{t['bytes_total']}"
+        click.echo(line + (f"  {t['error']}" if t.get("error") else ""))
+
+
+def _watch(remote: Remote, job_id: str, every: float = 1.0) -> int:
+    """Poll the job and show its targets as `regcast copy` does, until it ends; the exit status."""
+    console = Console(stderr=True)
+    st = remote.call("GET", f"/api/distribute/image/{job_id}")
+    keys = [f"{t['endpoint']} {t['image']}:{t['ref']}" for t in st["targets"]]
+    from regcast.config import load_settings
+
+    display = display_for(console, keys, load_settings().progress_interval)
+
+    async def follow() -> dict[str, Any]:
+        current = st
+        async with display.running():
+            while True:
+                for key, t in zip(keys, current["targets"], strict=False):
+                    display.update(key, t["state"], t["bytes_done"], t["bytes_total"])
+                if current["value"] in FINAL:
+                    return current
+                await asyncio.sleep(every)
+                current = await asyncio.to_thread(remote.call, "GET", f"/api/distribute/image/{job_id}")
+
+    started = time.monotonic()
+    final = asyncio.run(follow())
+    for t in final["targets"]:
+        if t["state"] in ("FINISHED", "SKIPPED"):
+            click.echo(f"{t['state'].lower()} {t['endpoint']} {t['image']}:{t['ref']}")
+        else:
+            click.echo(f"error: {t['endpoint']} {t['image']}:{t['ref']}: {t.get('error') or t['state']}", err=True)
+    click.echo(f"{job_id} {final['value']} after {time.monotonic() - started:.0f}s", err=True)
+    return 0 if final["value"] == "FINISHED" else EXIT_FAILED

@@ -1,0 +1,1 @@
+"""Operations: metrics, logs, notifications, retention (what operators watch)."""

@@ -1,0 +1,233 @@
+"""Job notifications: one signed JSON summary POSTed per event, retried with backoff.
+
+Signature (the header ``X-Regcast-Signature: t=<unix seconds>,v1=<hex>``)::
+
+    v1 = HMAC-SHA256(key=secret, msg=f"{t}.".encode() + raw_body).hexdigest()
+
+A receiver recomputes it over the raw body, compares in constant time and refuses a ``t`` far from
+its clock (replays). Hooks come from the job (``notify`` in its request, URL and secret sealed with
+its credentials) and from ``REGCAST_NOTIFY_URL`` (every job). The URL passes the same outbound
+guards as registries; redirects are not followed. Every attempt is written to the job's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import ssl
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from regcast import USER_AGENT
+from regcast._exceptions import InvalidInput, RegcastError
+from regcast.api.status import in_sync
+from regcast.config import Settings
+from regcast.jobs.store import JobRecord, JobStore
+from regcast.registry.redact import redact_text
+
+log = logging.getLogger("regcast.notify")
+SIGNATURE_HEADER = "X-Regcast-Signature"
+EVENT_HEADER = "X-Regcast-Event"
+DELIVERY_HEADER = "X-Regcast-Delivery"
+EVENT_OF_STATE = {"FINISHED": "finished", "FAILED": "failed", "CANCELLED": "cancelled"}
+
+
+@dataclass(frozen=True)
+class Hook:
+    url: str
+    events: tuple[str, ...]
+    secret: str | None
+    origin: str  # "job" or "service"
+
+    @property
+    def shown(self) -> str:
+        """The URL as shown in a status: scheme and host only (the path of a chat hook is its secret)."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/..."
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(secret: str, header: str, body: bytes, tolerance: float = 300.0, now: float | None = None) -> bool:
+    """The receiver's check (also what the docs show): right MAC, timestamp within ``tolerance``."""
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    t, given = parts.get("t", ""), parts.get("v1", "")
+    if not t.isdigit() or abs((now or time.time()) - int(t)) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, t, body), f"t={t},v1={given}")
+
+
+def hooks_for(job_notify: dict[str, Any] | None, settings: Settings) -> list[Hook]:
+    hooks = []
+    if job_notify and job_notify.get("url"):
+        events = tuple(job_notify.get("events") or EVENT_OF_STATE.values())
+        hooks.append(Hook(job_notify["url"], events, job_notify.get("secret"), "job"))
+    if settings.notify_url:
+        events = tuple(e.strip() for e in settings.notify_events.split(",") if e.strip())
+        hooks.append(Hook(settings.notify_url, events, settings.notify_secret, "service"))
+    return hooks
+
+
+def summary(job: JobRecord, event: str) -> dict[str, Any]:
+    """What a receiver needs to act: the job, its source digest, each target's state and reason."""
+    src = job.request.get("source", {})
+    targets = [
+        {
+            "endpoint": t.endpoint,
+            "image": t.repository,
+            "ref": t.ref,
+            "state": t.state,
+            "reason": t.error if t.state == "FAILED" else t.reason,
+        }
+        for t in job.targets
+    ]
+    return {
+        "event": event,
+        "id": job.id,
+        "state": job.state,
+        "source": {"endpoint": src.get("endpoint"), "image": src.get("image"), "ref": src.get("ref")},
+        "source_digest": job.source_digest,
+        "in_sync": in_sync(job),
+        "error": job.error,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "targets": targets,
+    }
+
+
+def check_url(url: str, settings: Settings) -> None:
+    """The outbound policy of registries (allow-list, no link-local/metadata or blocked address)."""
+    why = settings.outbound_policy().problem(url)
+    if why:
+        raise InvalidInput(f"notify.url: {why}")
+
+
+class Notifier:
+    """Delivers a job's notifications in the background; ``close`` waits for what is in flight."""
+
+    def __init__(self, store: JobStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.on_delivery: Any = None  # metrics hook: called with "delivered" / "failed"
+
+    def job_ended_later(self, job_id: str, job_notify: dict[str, Any] | None) -> None:
+        """Deliver the job's end event in the background (the job is read back from the store first)."""
+        if not hooks_for(job_notify, self.settings):
+            return
+        task = asyncio.create_task(self._ended(job_id, job_notify), name=f"notify-{job_id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _ended(self, job_id: str, job_notify: dict[str, Any] | None) -> None:
+        job = await asyncio.to_thread(self.store.get, job_id)
+        event = EVENT_OF_STATE.get(job.state) if job else None
+        if job is None or event is None:
+            return
+        hooks = [h for h in hooks_for(job_notify, self.settings) if event in h.events]
+        if hooks:
+            await self.deliver(job, event, hooks)
+
+    async def deliver(self, job: JobRecord, event: str, hooks: list[Hook]) -> None:
+        body = json.dumps(summary(job, event)).encode()
+        attempts: list[dict[str, Any]] = list(job.notifications)
+        timeout = aiohttp.ClientTimeout(total=self.settings.notify_timeout)
+        policy = self.settings.outbound_policy()
+        ssl_ctx = ssl.create_default_context(cafile=self.settings.ca_bundle) if self.settings.ca_bundle else True
+        connector = aiohttp.TCPConnector(ssl=ssl_ctx, socket_factory=policy.socket_factory)  # the address connected to
+        async with aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            headers={"User-Agent": USER_AGENT},
+            middlewares=(policy.middleware("registry"),),
+        ) as session:
+            await asyncio.gather(*(self._one(session, job.id, event, h, body, attempts) for h in hooks))
+
+    async def _one(
+        self,
+        session: aiohttp.ClientSession,
+        job_id: str,
+        event: str,
+        hook: Hook,
+        body: bytes,
+        attempts: list[dict[str, Any]],
+    ) -> None:
+        delivery = str(uuid.uuid4())
+        for n in range(1, self.settings.notify_attempts + 1):
+            status, error = await self._post(session, hook, event, delivery, body)
+            ok = status is not None and 200 <= status < 300
+            attempts.append(
+                {
+                    "url": hook.shown,
+                    "origin": hook.origin,
+                    "event": event,
+                    "attempt": n,
+                    "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                    "status": status,
+                    "error": error,
+                    "delivered": ok,
+                }
+            )
+            try:
+                await asyncio.to_thread(self.store.save_notifications, job_id, list(attempts))
+            except Exception as exc:  # the database is down: delivery still goes on
+                log.warning("job %s: could not record a notification attempt (%s)", job_id, type(exc).__name__)
+            if ok:
+                log.info("job %s: notification %s delivered to %s", job_id, event, hook.shown)
+                self._count("delivered")
+                return
+            final = error is not None and error.startswith("refused:")
+            if final or n == self.settings.notify_attempts:
+                break
+            delay = min(self.settings.notify_backoff * 2 ** (n - 1), 300.0)
+            log.warning(
+                "job %s: notification to %s failed (%s); retry %d in %.1fs",
+                job_id,
+                hook.shown,
+                error or status,
+                n,
+                delay,
+                extra={"error": error or f"HTTP {status}"},
+            )
+            await asyncio.sleep(delay)
+        log.warning("job %s: notification %s to %s not delivered", job_id, event, hook.shown)
+        self._count("failed")
+
+    async def _post(
+        self, session: aiohttp.ClientSession, hook: Hook, event: str, delivery: str, body: bytes
+    ) -> tuple[int | None, str | None]:
+        try:
+            check_url(hook.url, self.settings)
+        except InvalidInput as exc:
+            return None, f"refused: {exc}"
+        headers = {"Content-Type": "application/json", EVENT_HEADER: event, DELIVERY_HEADER: delivery}
+        if hook.secret:
+            headers[SIGNATURE_HEADER] = sign(hook.secret, str(int(time.time())), body)
+        try:
+            async with session.post(hook.url, data=body, headers=headers, allow_redirects=False) as resp:
+                await resp.read()
+                return resp.status, None if resp.status < 300 else f"HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError, RegcastError) as exc:
+            secrets = (hook.url, hook.secret or "")
+            return None, redact_text(f"{type(exc).__name__}: {exc}", secrets)[:300]
+
+    def _count(self, outcome: str) -> None:
+        if self.on_delivery is not None:
+            self.on_delivery(outcome)
+
+    async def close(self, grace: float = 10.0) -> None:
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=grace)
+            for t in pending:
+                t.cancel()

@@ -146,15 +146,15 @@ def test_killed_worker_job_is_finished_by_another(
 
 
 def test_readyz_follows_the_database(
-    tmp_path: Path, pg_base_url: str, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+    tmp_path: Path, pg_url: str, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
 ) -> None:
-    import psycopg
+    from urllib.parse import urlsplit, urlunsplit
 
-    info = psycopg.conninfo.conninfo_to_dict(pg_base_url)
-    proxy = TcpProxy(int(info.get("port") or 5432), upstream_host=str(info.get("host") or "127.0.0.1")).start()
-    url = psycopg.conninfo.make_conninfo(pg_base_url, host="127.0.0.1", port=str(proxy.port))
-    db_url = f"postgresql://{info.get('user', 'postgres')}@127.0.0.1:{proxy.port}/{info.get('dbname', 'test')}"
-    assert url
+    # The test's own schema (pg_url's search_path), reached through the proxy: never the shared public schema.
+    parts = urlsplit(pg_url)
+    proxy = TcpProxy(parts.port or 5432, upstream_host=parts.hostname or "127.0.0.1").start()
+    user = f"{parts.username}@" if parts.username else ""
+    db_url = urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}"))
     svc = Service(tmp_path, {"REGCAST_DATABASE_URL": db_url, "REGCAST_SECRET_KEY": KEY}, port=free_port()).start()
     try:
         assert svc.http.get("/readyz").status_code == 200

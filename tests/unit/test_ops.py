@@ -91,20 +91,19 @@ def test_json_log_line_fields_and_redaction() -> None:
     assert "abcdefghijkl" not in line["event"]
 
 
-def test_grafana_dashboard_uses_only_exposed_names() -> None:
+def test_grafana_dashboard_uses_only_exposed_names(tmp_path: Path) -> None:
     import re
 
     from prometheus_client.parser import text_string_to_metric_families
 
     from regcast.ops.metrics import Metrics
 
-    class Stats:
-        def queue_stats(self) -> tuple[dict[str, int], float | None, int]:
-            return {"QUEUED": 2}, 5.0, 1
-
-    text = Metrics().render(Stats()).decode()  # type: ignore[arg-type]
+    store = _store(tmp_path)
+    store.create({"source": {"image": "a/b"}, "targets": []}, None, [("http://h/v2", "a/b", "v1")])
+    text = Metrics().render(store).decode()
     exposed = {f.name for f in text_string_to_metric_families(text)}
-    assert {"regcast_jobs", "regcast_queue_depth_jobs", "regcast_transfers_in_flight"} <= exposed
+    assert {"regcast_jobs", "regcast_queue_depth_jobs", "regcast_transfers_in_flight", "regcast_mirror_runs"} <= exposed
+    assert 'regcast_jobs{state="QUEUED"} 1.0' in text and "regcast_queue_depth_jobs 1.0" in text
     dashboard = (Path(__file__).parents[2] / "deploy" / "grafana-dashboard.json").read_text()
     used = {re.sub(r"_(bucket|count|sum)$", "", n) for n in re.findall(r"regcast_[a-z_]+", dashboard)}
     used = {n.removesuffix("_total") for n in used}

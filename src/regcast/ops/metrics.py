@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -101,7 +101,6 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
-        self.mirror_runs = Counter("regcast_mirror_runs_total", "Mirror set runs, by outcome.", ["outcome"], registry=r)
         self.notifications = Counter(
             "regcast_notifications_total", "Notification deliveries, by outcome.", ["outcome"], registry=r
         )
@@ -132,6 +131,8 @@ class Metrics:
         ):
             if n:
                 self.blobs.labels(outcome).inc(n)
+        if status.referrers:
+            self.referrers.inc(status.referrers)
         if seconds is not None:
             self.target_duration.labels(status.state.value).observe(seconds)
 
@@ -150,7 +151,7 @@ class Metrics:
         text = generate_latest(registry)
         if store is not None:
             extra = CollectorRegistry()
-            extra.register(StoreCollector(store.queue_stats))
+            extra.register(StoreCollector(store.queue_stats, lambda: mirror_run_counts(store)))
             text += generate_latest(extra)
         return text
 
@@ -158,8 +159,13 @@ class Metrics:
 class StoreCollector(Collector):
     """Gauges read from the job store at scrape time: the same on every replica."""
 
-    def __init__(self, stats: Callable[[], tuple[dict[str, int], float | None, int]]) -> None:
+    def __init__(
+        self,
+        stats: Callable[[], tuple[dict[str, int], float | None, int]],
+        mirror_runs: Callable[[], dict[str, int]] = dict,
+    ) -> None:
         self.stats = stats
+        self.mirror_runs = mirror_runs
 
     def collect(self) -> Iterable[Metric]:
         counts, oldest, running = self.stats()
@@ -171,4 +177,24 @@ class StoreCollector(Collector):
         yield GaugeMetricFamily(
             "regcast_oldest_queued_job_age_seconds", "Age of the oldest queued job (0 when none).", oldest or 0.0
         )
+        runs = CounterMetricFamily("regcast_mirror_runs", "Mirror set runs that ended, by outcome.", labels=["outcome"])
+        for state, n in self.mirror_runs().items():
+            runs.add_metric([state.lower()], n)
+        yield runs
         yield GaugeMetricFamily("regcast_transfers_in_flight", "Targets being copied now (all replicas).", running)
+
+
+def mirror_run_counts(store: JobStore) -> dict[str, int]:
+    """Ended mirror runs by state, from the database (every replica answers the same)."""
+    from sqlalchemy import func, select
+
+    from regcast.mirrors.models import mirror_runs
+
+    ended = ("FINISHED", "FAILED", "SKIPPED", "CANCELLED")
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(mirror_runs.c.state, func.count())
+            .where(mirror_runs.c.state.in_(ended))
+            .group_by(mirror_runs.c.state)
+        )
+        return {r[0]: int(r[1]) for r in rows}

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: run test lint bench install install-test registry clean
+.PHONY: run test lint bench install install-test registry browser clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -27,6 +27,9 @@ install-test: $(VENV)/.installed-test
 registry:
 	@command -v docker-registry >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq docker-registry; }
 
+browser:  # the dashboard's browser tests drive Debian's chromium through Playwright (no browser download)
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
 run: install
 	$(BIN)/regcast serve
 
@@ -35,7 +38,7 @@ lint: install-test
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-test: install-test registry lint
+test: install-test registry browser lint
 	@if [ -z "$$REGCAST_TEST_POSTGRES_URL" ] && $(BIN)/python -c "import psycopg,sys; psycopg.connect('$(PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
 		export REGCAST_TEST_POSTGRES_URL=$(PG_URL); echo "PostgreSQL found: $(PG_URL)"; \
 	else echo "PostgreSQL: $${REGCAST_TEST_POSTGRES_URL:-not reachable at $(PG_URL); its tests will be skipped}"; fi; \

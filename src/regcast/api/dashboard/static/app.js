@@ -86,22 +86,29 @@ async function loadJobs() {
   }));
 }
 
+// Mirror sets (GET /api/mirrors) with their last runs; the section stays hidden when there are none.
 async function loadMirrors() {
   const { status, data } = await api("GET", "/api/mirrors");
-  const box = $("mirrors-box");
-  const list = status === 200 ? (Array.isArray(data) ? data : data.mirrors || data.sets || []) : [];
-  box.hidden = list.length === 0;
-  $("mirrors").replaceChildren(...list.map((m) => {
-    const run = m.last_run || {};
+  const list = status === 200 && data ? (data.mirrors || []) : [];
+  $("mirrors-box").hidden = list.length === 0;
+  const rows = await Promise.all(list.map(async (m) => {
+    const name = encodeURIComponent(m.name);
+    const runs = await api("GET", `/api/mirrors/${name}/runs?limit=3`);
+    const last = runs.status === 200 ? (runs.data.runs || []) : [];
     const button = el("button", { type: "button", text: "Run now", "aria-label": "Run " + m.name + " now" });
     button.addEventListener("click", async () => {
-      const r = await api("POST", `/api/mirrors/${encodeURIComponent(m.name)}/run`);
+      const r = await api("POST", `/api/mirrors/${name}/run`);
       notice(r.status < 300 ? `Mirror ${m.name} started.` : `Could not start ${m.name}: ${(r.data || {}).msg || r.status}`, r.status >= 300);
       loadMirrors();
     });
-    return el("tr", {}, el("td", { text: m.name }), el("td", { text: run.state || run.value || "never run" }),
-      el("td", { text: when(run.finished_at || run.started_at) }), el("td", {}, button));
+    const runText = last.length ? last.map((r) => `${r.state} (${r.copied} copied, ${r.up_to_date} up to date, ${r.failed} failed)`).join("; ") : "never run";
+    return el("tr", { "data-mirror": m.name },
+      el("td", {}, el("strong", { text: m.name }), el("br"), el("span", { class: "pct", text: `${m.source} → ${(m.targets || []).join(", ")}` })),
+      el("td", { class: "runs", text: runText }),
+      el("td", { text: last.length ? when(last[0].finished_at || last[0].started_at) : (m.next_due ? "next " + when(m.next_due) : "–") }),
+      el("td", {}, button));
   }));
+  $("mirrors").replaceChildren(...rows);
 }
 
 // -- one job ----------------------------------------------------------------------------------
@@ -131,7 +138,8 @@ async function loadJob(id) {
         el("span", { class: "state " + t.state.toLowerCase(), text: t.state })),
       bar,
       el("span", { class: "pct", text: `${pct} % · ${bytes(t.bytes_done)} of ${bytes(t.bytes_total)}` }));
-    if (t.error) item.append(el("p", { class: "reason", text: `${plain(t.error)} ${t.error}` }));
+    if (t.error) item.append(el("p", { class: "reason" }, el("strong", { text: plain(t.error) }), " ", el("span", { class: "detail", text: t.error })));
+    else if (t.reason) item.append(el("p", { class: "pct", text: t.reason === "up-to-date" ? "Already up to date." : "Left alone: the tag holds another image." }));
     return item;
   }));
   const deliveries = j.notifications || [];

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ from tests.support.verify import assert_same_image
 
 DATA = Path(__file__).parent.parent / "data"
 USER, PASSWORD = next(iter(BASIC_USERS.items()))
+SEED_KEYS = ["value", "started_at", "finished_endpoints", "skipped_clusters", "finished_at"]
 ABSENT = object()
+TOKEN = "fidelity-api-token-123"
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,9 @@ def service(tmp_path_factory: pytest.TempPathFactory, ca_bundle: Path) -> Iterat
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("strict"), {"REGCAST_STRICT_REQUESTS": "true"}).start()
+    svc = Service(tmp_path_factory.mktemp("strict"), {"REGCAST_STRICT_REQUESTS": "true", "REGCAST_API_TOKENS": TOKEN})
+    svc.http.headers["Authorization"] = f"Bearer {TOKEN}"
+    svc.start()
     yield svc
     svc.stop()
 
@@ -304,3 +309,42 @@ def test_404_only_when_the_source_says_so_and_names_it(service: Service, repo: s
     assert r.text == '{"status": "error", "msg": "Image not found"}'  # the seed's body, byte for byte
     assert r.headers["X-Regcast-Registry"] == src_reg.host
     assert f"source {src_reg.host} has no {repo}:nope" in service.output()
+
+
+def test_docs_work_offline_and_document_every_body(service: Service, strict: Service) -> None:
+    """Defect 8: Swagger UI from the package, request and response schemas, the bearer scheme."""
+    html = service.http.get("/docs").text
+    urls = re.findall(r'(?:src|href)=["\']([^"\']+)', html) + re.findall(r"url: *['\"]([^'\"]+)", html)
+    assert "/docs/static/swagger-ui-bundle.js" in urls and "/openapi.json" in urls
+    assert all(u.startswith("/") and not u.startswith("//") for u in urls), urls  # nothing from elsewhere
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        r = service.http.get(f"/docs/static/{asset}")
+        assert r.status_code == 200 and len(r.content) > 10_000
+    doc = service.http.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    post = doc["paths"]["/api/distribute/image"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/DistributeRequest"}
+    assert {"source", "targets", "platforms"} <= set(schemas["DistributeRequest"]["properties"])
+
+    def schema_of(op: dict[str, Any], code: str) -> dict[str, Any]:
+        ref = op["responses"][code]["content"]["application/json"]["schema"]["$ref"]
+        return dict(schemas[ref.rsplit("/", 1)[1]])
+
+    assert "warnings" in schema_of(post, "201")["properties"]
+    assert schema_of(post, "404")["properties"].keys() == {"status", "msg"}
+    status = schema_of(doc["paths"]["/api/distribute/image/{job_id}"]["get"], "200")
+    assert list(status["properties"])[:6] == [*SEED_KEYS, "in_sync"]
+    target = schemas[status["properties"]["targets"]["items"]["$ref"].rsplit("/", 1)[1]]
+    assert "reason" in target["properties"] and "up-to-date" in json.dumps(target["properties"]["reason"])
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": doc["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    # with tokens: every route but health says it needs the scheme
+    assert "security" not in post
+    guarded = strict.http.get("/openapi.json").json()
+    assert guarded["paths"]["/api/distribute/image"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in guarded["paths"]["/healthz"]["get"]
+    assert strict.http.get("/docs/static/swagger-ui-bundle.js").status_code == 200

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import SQLAlchemyError
 
 from regcast import __version__
@@ -30,6 +31,7 @@ from regcast.ops.events import JobEvents
 
 log = logging.getLogger("regcast.api")
 SHUTDOWN_GRACE = 20.0
+DOCS_STATIC = "/docs/static"
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -62,11 +64,13 @@ def create_app(service: Service) -> FastAPI:
         async with _running(service):
             yield
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI's assets served from the package: /docs works without a CDN
         title="regcast",
         version=__version__,
         lifespan=lifespan,
         description="Copy one container image from one registry to many.",
+        static_url=DOCS_STATIC,
+        redoc_url=None,
     )
     app.state.service = service
     if service.mirrors is None:

@@ -26,6 +26,7 @@ def build_openapi(app: FastAPI, auth: bool) -> dict[str, Any]:
         components.update(schema.pop("$defs", {}))
         components["DistributeRequest"] = schema
         document_errors(doc, auth=auth)
+        _declare_bearer(doc, auth=auth)
         app.openapi_schema = doc
     return app.openapi_schema
 
@@ -52,3 +53,20 @@ def _wanted(path: str, op: dict[str, Any], auth: bool) -> dict[str, str]:
     if auth and path not in BearerAuth.OPEN:
         wanted["401"] = "unauthorized"
     return wanted
+
+
+def _declare_bearer(doc: dict[str, Any], auth: bool) -> None:
+    """The bearer scheme (REGCAST_API_TOKENS); required by every route but the open ones when tokens are set."""
+    doc.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "one of REGCAST_API_TOKENS; needed only when the service has tokens set",
+        }
+    }
+    if not auth:
+        return
+    for path, ops in doc.get("paths", {}).items():
+        if path not in BearerAuth.OPEN:
+            for op in ops.values():
+                op["security"] = [{"bearer": []}]

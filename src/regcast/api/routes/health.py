@@ -8,18 +8,19 @@ from fastapi import APIRouter
 from sqlalchemy.exc import SQLAlchemyError
 
 from regcast.api.responses import SeedJSON, error
+from regcast.api.schemas import Ok
 from regcast.api.service import ServiceDep
 
 router = APIRouter()
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses={200: {"model": Ok}})
 async def healthz() -> SeedJSON:
     """The process is alive."""
     return SeedJSON({"status": "ok"})
 
 
-@router.get("/readyz", responses={503: {"description": "database unreachable"}})
+@router.get("/readyz", responses={200: {"model": Ok}, 503: {"description": "database unreachable"}})
 async def readyz(service: ServiceDep) -> SeedJSON:
     """The database answers and the schema is current."""
     if not service.ready.is_set():

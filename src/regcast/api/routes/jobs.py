@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 
 from regcast._exceptions import InvalidInput, NotFound, RegcastError
 from regcast.api.responses import SeedJSON, error
+from regcast.api.schemas import Accepted, ErrorBody, JobList, JobStatus
 from regcast.api.service import Service, ServiceDep
 from regcast.api.status import job_status
 from regcast.config import Settings
@@ -32,15 +33,32 @@ router = APIRouter()
     status_code=201,
     responses={
         201: {
-            "description": "accepted",
+            "model": Accepted,
+            "description": "accepted (`warnings` only when a key was not understood)",
             "content": {
-                "application/json": {"example": {"id": "0b7c...", "msg": "Image sync started", "status": "success"}}
+                "application/json": {
+                    "example": {
+                        "id": "0b7c4e1a-...",
+                        "msg": "Image sync started",
+                        "status": "success",
+                        "warnings": ["unknown field targets.0.overwite"],
+                    }
+                }
             },
         },
-        400: {"description": "bad body"},
-        404: {"description": "source image not found"},
-        413: {"description": "body too large"},
-        502: {"description": "source registry failed"},
+        400: {"model": ErrorBody, "description": "bad body: `Failed to parse data: <field>: <why>`"},
+        404: {
+            "model": ErrorBody,
+            "description": "the source said the image does not exist (`X-Regcast-Registry` names it)",
+        },
+        502: {"model": ErrorBody, "description": "the source refused for good (credentials, certificate)"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The seed's body; any optional key may be present and empty (empty means absent).",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DistributeRequest"}}},
+        }
     },
 )
 async def distribute(request: Request, service: ServiceDep) -> SeedJSON:
@@ -132,7 +150,10 @@ def _submit_check(settings: Settings) -> Settings:
     )
 
 
-@router.get("/api/distribute/image/{job_id}", responses={404: {"description": "unknown job id"}})
+@router.get(
+    "/api/distribute/image/{job_id}",
+    responses={200: {"model": JobStatus}, 404: {"model": ErrorBody, "description": "unknown job id"}},
+)
 async def status(job_id: str, service: ServiceDep) -> SeedJSON:
     """The job's status: the seed's fields first, then per-target detail."""
     job = await asyncio.to_thread(service.store.get, job_id) if len(job_id) <= 64 else None
@@ -141,7 +162,7 @@ async def status(job_id: str, service: ServiceDep) -> SeedJSON:
     return SeedJSON(job_status(job))
 
 
-@router.get("/api/distribute/image")
+@router.get("/api/distribute/image", responses={200: {"model": JobList}})
 async def list_jobs(
     service: ServiceDep,
     state: JobState | None = None,
@@ -162,7 +183,12 @@ async def list_jobs(
 
 @router.delete(
     "/api/distribute/image/{job_id}",
-    responses={404: {"description": "unknown job id"}, 409: {"description": "job already ended"}},
+    responses={
+        200: {"model": JobStatus, "description": "cancelled (it was queued)"},
+        202: {"model": JobStatus, "description": "cancel requested: its worker stops it"},
+        404: {"model": ErrorBody, "description": "unknown job id"},
+        409: {"model": ErrorBody, "description": "job already ended"},
+    },
 )
 async def cancel(job_id: str, service: ServiceDep) -> SeedJSON:
     """Cancel a job: a queued job at once, a running one as soon as its worker notices."""

@@ -367,6 +367,7 @@ def worker(database_url: str | None) -> None:
 
         mirrors = MirrorService(settings, store, box, owner=w.id)
         mirrors.wake = w.wake
+        mirrors.limits = w.runner.engine.limits
         await asyncio.gather(w.run(), mirrors.run_scheduler(w.stopping))
         store.close()
 

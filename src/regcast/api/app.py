@@ -131,6 +131,7 @@ async def _start(service: Service) -> None:
             await service.worker.run()
             return
         service.mirrors.wake = service.worker.wake
+        service.mirrors.limits = service.worker.runner.engine.limits
         await asyncio.gather(service.worker.run(), service.mirrors.run_scheduler(service.worker.stopping))
 
 

@@ -19,6 +19,7 @@ from regcast.jobs.spec import AuthIn, DistributeRequest
 from regcast.jobs.store import JobRecord
 from regcast.registry.client import RegistryClient, RequestObserver, describe
 from regcast.registry.guards import OutboundPolicy
+from regcast.registry.limits import Limits
 from regcast.registry.reference import parse_endpoint
 from regcast.registry.retry import is_transient
 from regcast.transfer.engine import CopyEngine, Target
@@ -75,6 +76,7 @@ def client_for(
     settings: Settings,
     read_only: bool = False,
     observer: RequestObserver | None = None,
+    limits: Limits | None = None,
 ) -> RegistryClient:
     parsed = AuthIn.model_validate(auth) if auth else None
     where = parse_endpoint(endpoint)
@@ -87,6 +89,7 @@ def client_for(
         seed_auth=parsed.seed_auth() if parsed else None,
         options=replace(options, observer=observer) if observer else options,
         read_only=read_only,
+        limit=limits.for_host(where.host) if limits else None,
     )
 
 
@@ -133,6 +136,7 @@ class JobRunner:
                 self.settings,
                 read_only=True,
                 observer=self.observer,
+                limits=self.engine.limits,
             ),
             src.image,
         )
@@ -183,7 +187,12 @@ class JobRunner:
                 if t_in.verify_tls is False:
                     log.warning("job %s: TLS verification is off for target %s", run.record.id, t_in.endpoint)
                 client = client_for(
-                    t_in.endpoint, _auth(request, i), t_in.verify_tls, self.settings, observer=self.observer
+                    t_in.endpoint,
+                    _auth(request, i),
+                    t_in.verify_tls,
+                    self.settings,
+                    observer=self.observer,
+                    limits=self.engine.limits,
                 )
                 target = Target(
                     t_in.endpoint,

@@ -14,13 +14,25 @@ from regcast.registry.auth import Credentials
 from regcast.registry.client import RegistryClient
 from regcast.registry.dockerconfig import credentials_for
 from regcast.registry.guards import check_registry_allowed
-from regcast.registry.reference import endpoint_for_registry
+from regcast.registry.limits import Limits, LimitSettings
+from regcast.registry.reference import DOCKER_HUB, DOCKER_HUB_API, endpoint_for_registry
+
+
+def configure_limits(limits: Limits, doc: MirrorDocument) -> None:
+    """The document's per-registry limits into the process's ``Limits`` (by host as written)."""
+    for r in doc.registries:
+        settings = LimitSettings(r.max_concurrency, r.requests_per_second, r.rate_limit_min)
+        limits.configure(r.host, settings)
+        if r.host.lower() == DOCKER_HUB:  # jobs name Docker Hub by its API host
+            limits.configure(DOCKER_HUB_API, settings)
 
 
 class ClientPool:
-    def __init__(self, doc: MirrorDocument, settings: Settings) -> None:
+    def __init__(self, doc: MirrorDocument, settings: Settings, limits: Limits | None = None) -> None:
         self.doc = doc
         self.settings = settings
+        self.limits = limits or Limits()
+        configure_limits(self.limits, doc)
         self._clients: dict[tuple[str, bool], RegistryClient] = {}
 
     def _get(self, registry: str, read_only: bool) -> RegistryClient:
@@ -41,6 +53,7 @@ class ClientPool:
                 credentials=creds,
                 options=self.settings.client_options(verify_tls=verify, host=endpoint.host),
                 read_only=read_only,
+                limit=self.limits.for_host(registry),
             )
             self._clients[key] = client
         return client

@@ -22,14 +22,15 @@ from regcast.config import Settings
 from regcast.jobs.secrets import SecretBox
 from regcast.jobs.spec import DistributeRequest
 from regcast.jobs.store import JobStore
-from regcast.mirrors.clients import ClientPool
+from regcast.mirrors.clients import ClientPool, configure_limits
 from regcast.mirrors.document import Mirror, MirrorDocument
 from regcast.mirrors.plan import Action, ImagePlan, MirrorPlan, Planner
 from regcast.mirrors.schedule import Schedule, parse_interval
 from regcast.mirrors.select import Repo, expand_targets, source_of, targets_of
-from regcast.mirrors.store import MirrorStore, StoredMirror, utcnow
+from regcast.mirrors.store import MirrorRecord, MirrorStore, StoredMirror, utcnow
 from regcast.registry.client import describe
 from regcast.registry.dockerconfig import credentials_for
+from regcast.registry.limits import Limits
 
 log = logging.getLogger("regcast.mirrors")
 
@@ -98,6 +99,8 @@ class MirrorService:
         self.owner = owner
         self.store = MirrorStore(jobs.engine)
         self.wake: Callable[[], None] | None = None  # the local worker's: claim the new jobs now
+        self.limits = Limits()  # the process's (its copy engine's), so jobs and plans share them
+        self._docs: dict[tuple[str, dt.datetime], MirrorDocument] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def document_of(self, sealed: bytes) -> MirrorDocument:
@@ -121,7 +124,7 @@ class MirrorService:
                 raise RegcastError(f"mirror {name} was deleted")
             doc = self.document_of(record.sealed)
             mirror = doc.mirrors[0]
-            pool = ClientPool(doc, self.settings)
+            pool = ClientPool(doc, self.settings, self.limits)
             try:
                 plan: MirrorPlan = await Planner(doc, pool).plan_mirror(mirror)
                 error = plan.error or next((f"{i.tag}: {i.error}" for i in plan.images if i.error), None)
@@ -170,6 +173,7 @@ class MirrorService:
         await asyncio.to_thread(self.store.settle)
         started = []
         for rec in await asyncio.to_thread(self.store.all):
+            self._configure(rec)
             schedule = Schedule(cron=rec.schedule, interval=rec.interval_seconds)
             if schedule.cron is None and schedule.interval is None:
                 continue
@@ -184,6 +188,18 @@ class MirrorService:
                 started.append(run_id)
                 log.info("mirror %s: run %s started for %s", rec.name, run_id, due.isoformat())
         return started
+
+    def _configure(self, rec: MirrorRecord) -> None:
+        """Every stored mirror's registry limits apply to every job of this process."""
+        key = (rec.name, rec.updated_at)
+        if key not in self._docs:
+            self._docs = {k: v for k, v in self._docs.items() if k[0] != rec.name}
+            try:
+                self._docs[key] = self.document_of(rec.sealed)
+            except (RegcastError, ValueError) as exc:
+                log.warning("mirror %s: stored document unreadable (%s)", rec.name, exc)
+                return
+        configure_limits(self.limits, self._docs[key])
 
     async def run_scheduler(self, stop: asyncio.Event) -> None:
         interval = min(self.settings.poll_interval, 1.0)

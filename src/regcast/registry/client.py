@@ -11,7 +11,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
@@ -40,6 +40,7 @@ from regcast.registry.auth import (
 from regcast.registry.authenticator import Authenticator
 from regcast.registry.digest import validate_digest
 from regcast.registry.guards import OutboundPolicy, check_followed_url
+from regcast.registry.limits import RegistryLimit
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from regcast.registry.redact import redact_url
 from regcast.registry.reference import Endpoint, validate_ref, validate_repository
@@ -107,10 +108,12 @@ class RegistryClient:
         seed_auth: SeedAuth | None = None,
         options: ClientOptions | None = None,
         read_only: bool = False,
+        limit: RegistryLimit | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.options = options or ClientOptions()
         self.read_only = read_only
+        self.limit = limit  # shared by every client of this registry in the process (mirror sets)
         self.auth = Authenticator(endpoint.host, credentials, seed_auth, self.options.policy)
         self._session: aiohttp.ClientSession | None = None
         self._pinged = False
@@ -272,8 +275,12 @@ class RegistryClient:
         while True:
             attempt += 1
             try:
-                resp = await self._send_authenticated(
-                    method, url, scopes, headers, data, follow_redirects, replayable, streaming or not replayable
+                resp = await self._limited(
+                    method,
+                    url,
+                    lambda: self._send_authenticated(
+                        method, url, scopes, headers, data, follow_redirects, replayable, streaming or not replayable
+                    ),
                 )
             except RegistryUnreachable as exc:
                 wait = policy.delay(attempt)
@@ -294,6 +301,24 @@ class RegistryClient:
                 )
             await asyncio.sleep(wait)
             waited += wait
+
+    async def _limited(
+        self, method: str, url: str, fn: Callable[[], Awaitable[aiohttp.ClientResponse]]
+    ) -> aiohttp.ClientResponse:
+        """``fn`` within this registry's limits: its slot is held until the response is released."""
+        if self.limit is None:
+            return await fn()
+        slots = await self.limit.acquire(method == "GET" and "/manifests/" in url, self.note_retry)
+        try:
+            resp = await fn()
+        except BaseException:
+            if slots is not None:
+                slots.release()
+            raise
+        self.limit.observe(resp.status, resp.headers)
+        if slots is not None:
+            _release_also(resp, slots.release)
+        return resp
 
     def _watch_rate_limit(self, resp: aiohttp.ClientResponse) -> None:
         """Docker Hub style ``ratelimit-remaining: 12;w=21600``: warn once when it runs low."""
@@ -464,6 +489,21 @@ class RegistryClient:
             return resp.headers.get("Docker-Content-Digest")
         finally:
             resp.release()
+
+
+def _release_also(resp: aiohttp.ClientResponse, extra: Callable[[], None]) -> None:
+    """Run ``extra`` once when the caller releases ``resp`` (a limit slot follows the connection)."""
+    original = resp.release
+    pending = [extra]
+
+    def release() -> Any:
+        try:
+            return original()
+        finally:
+            while pending:
+                pending.pop()()
+
+    resp.release = release  # type: ignore[method-assign]
 
 
 def describe(exc: BaseException) -> str:

@@ -26,8 +26,10 @@ from regcast._exceptions import (
     UnsupportedManifest,
 )
 from regcast.registry.client import describe
+from regcast.registry.limits import Limits
 from regcast.registry.manifest import Descriptor, Manifest, Platform
 from regcast.transfer.fanout import Channel, Sink, broadcast
+from regcast.transfer.flights import BlobFlights
 from regcast.transfer.plan import SourceGraph, load_graph
 from regcast.transfer.progress import Listener, NullListener, TargetState, TargetStatus
 from regcast.transfer.referrers import IndexLocks, ReferrerOptions, access, discover, push_referrers
@@ -101,6 +103,8 @@ class CopyEngine:
         self.options = options or TransferOptions()
         self.known = known or KnownBlobs()
         self.referrer_locks = IndexLocks()
+        self.limits = Limits()  # per-registry request limits shared by every job of the process
+        self.flights = BlobFlights()  # one upload per blob and registry at a time
 
     async def plan(
         self,
@@ -274,11 +278,36 @@ class _CopyRun:
                     leaders.setdefault(t.location, t)
                 if not leaders:
                     continue
-                failures = await self._stream(blob, list(leaders.values()), sessions)
+                busy, failures = await self._stream_once(blob, leaders, sessions)
                 again = [t for t, exc in failures.items() if self._try_again(t, blob, exc, tries)]
-                missing = [t for t in missing if t not in leaders.values() or t in again]
+                rest = [t for t in missing if t.location not in busy and (t not in leaders.values() or t in again)]
+                if busy:  # another copy sends this blob there: wait for it, then HEAD or mount
+                    await asyncio.gather(*(event.wait() for event in busy.values()))
+                    waited = [t for t in missing if t.location in busy]
+                    tried_mount.difference_update(id(t) for t in waited)
+                    rest += [t for t in await self._heads(blob, waited) if t is not None]
+                missing = rest
                 if again:
                     await asyncio.sleep(max(t.repo.retry.delay(tries[id(t)]) for t in again))
+
+    async def _stream_once(
+        self, blob: Descriptor, leaders: dict[str, Target], sessions: dict[int, BlobUpload]
+    ) -> tuple[dict[str, asyncio.Event], dict[Target, BaseException]]:
+        """Stream to the leaders whose registry no other copy is sending this blob to (single flight)."""
+        flights = self.engine.flights
+        busy: dict[str, asyncio.Event] = {}
+        mine: list[Target] = []
+        for location, t in leaders.items():
+            event = flights.claim(location, blob.digest)
+            if event is None:
+                mine.append(t)
+            else:
+                busy[location] = event
+        try:
+            return busy, (await self._stream(blob, mine, sessions) if mine else {})
+        finally:
+            for t in mine:
+                flights.done(t.location, blob.digest)
 
     def _try_again(self, t: Target, blob: Descriptor, exc: BaseException, tries: dict[int, int]) -> bool:
         """Another upload of this blob for ``t``, or fail it for good."""

@@ -1,0 +1,122 @@
+"""Per-registry request limits shared by every client of a process (all jobs, all passes).
+
+``RegistryLimit`` holds three things for one registry: at most ``max_concurrency`` requests in
+flight (a slot is held until the response is released, so streamed bodies count), at most
+``requests_per_second`` started (a token bucket), and a gate on pulls (manifest GETs, what
+Docker Hub counts) that closes while ``RateLimit-Remaining`` is under ``rate_limit_min``, until
+the window resets. Waiting is never a failure: the client notes it (logs, job status) and goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from regcast.registry._transport import parse_retry_after
+
+DEFAULT_WINDOW = 60.0  # seconds to wait when a registry gives no window or Retry-After
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_concurrency: int | None = None
+    requests_per_second: float | None = None
+    rate_limit_min: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.max_concurrency or self.requests_per_second or self.rate_limit_min is not None)
+
+
+def _remaining(headers: Mapping[str, str]) -> tuple[int, float | None] | None:
+    """``RateLimit-Remaining: 12;w=21600`` -> (12, 21600.0)."""
+    raw = headers.get("ratelimit-remaining") or headers.get("RateLimit-Remaining")
+    if not raw:
+        return None
+    left, _, rest = raw.partition(";")
+    try:
+        count = int(left.strip())
+    except ValueError:
+        return None
+    window = None
+    for part in rest.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "w":
+            try:
+                window = float(value)
+            except ValueError:
+                window = None
+    return count, window
+
+
+class RegistryLimit:
+    """The limits of one registry; safe to share between the tasks of one event loop."""
+
+    def __init__(self, name: str, settings: LimitSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self._slots = asyncio.Semaphore(settings.max_concurrency) if settings.max_concurrency else None
+        self._next_start = 0.0
+        self._gate_until = 0.0
+        self.waits = 0  # times a request waited for the rate-limit gate
+
+    def update(self, settings: LimitSettings) -> None:
+        """New settings (a document changed); the concurrency bound only grows a fresh semaphore when idle."""
+        if settings == self.settings:
+            return
+        if settings.max_concurrency != self.settings.max_concurrency:
+            self._slots = asyncio.Semaphore(settings.max_concurrency) if settings.max_concurrency else None
+        self.settings = settings
+
+    async def acquire(self, pull: bool, note: Callable[[str], None]) -> asyncio.Semaphore | None:
+        """Wait for the gate (pulls), a start token and a slot; returns the semaphore to release."""
+        if pull and self.settings.rate_limit_min is not None:
+            while (wait := self._gate_until - time.monotonic()) > 0:
+                self.waits += 1
+                note(
+                    f"registry {self.name}: rate limit under {self.settings.rate_limit_min} remaining; "
+                    f"waiting {wait:.0f}s before pulling"
+                )
+                await asyncio.sleep(wait)
+        if self.settings.requests_per_second:
+            now = time.monotonic()
+            start = max(now, self._next_start)
+            self._next_start = start + 1.0 / self.settings.requests_per_second
+            if start > now:
+                await asyncio.sleep(start - now)
+        slots = self._slots
+        if slots is not None:
+            await slots.acquire()
+        return slots
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        """Close the pull gate when the registry says few pulls are left (or a 429 says none)."""
+        if self.settings.rate_limit_min is None:
+            return
+        found = _remaining(headers)
+        if found is None and status != 429:
+            return
+        left, window = found if found else (0, None)
+        if left >= self.settings.rate_limit_min and status != 429:
+            return
+        wait = parse_retry_after(headers.get("Retry-After")) or window or DEFAULT_WINDOW
+        self._gate_until = max(self._gate_until, time.monotonic() + wait)
+
+
+class Limits:
+    """Every registry's ``RegistryLimit`` in one process, by host[:port]."""
+
+    def __init__(self) -> None:
+        self._by_host: dict[str, RegistryLimit] = {}
+
+    def configure(self, host: str, settings: LimitSettings) -> None:
+        key = host.lower()
+        if key in self._by_host:
+            self._by_host[key].update(settings)
+        elif settings.any:
+            self._by_host[key] = RegistryLimit(key, settings)
+
+    def for_host(self, host: str) -> RegistryLimit | None:
+        return self._by_host.get(host.lower())

@@ -1,0 +1,169 @@
+"""Per-registry limits and single-flight uploads, counted at proxies in front of real registries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from regcast.config import load_settings
+from regcast.mirrors.document import load_document
+from regcast.mirrors.sync import run_pass
+from regcast.registry.client import RegistryClient
+from regcast.registry.reference import endpoint_for_registry
+from regcast.transfer.engine import CopyEngine, Target
+from regcast.transfer.remote import RegistryRepository
+from tests.support import images
+from tests.support.faults import FaultProxy
+from tests.support.proxy import TcpProxy
+from tests.support.registry import RegistryServer
+from tests.support.verify import assert_same_image
+
+SETTINGS = load_settings(request_backoff=0.05, request_backoff_max=0.2)
+
+
+class CountingProxy(FaultProxy):
+    """Counts requests in flight (max seen) and, optionally, answers the first manifest GET 429."""
+
+    def __init__(self, upstream_port: int, throttle_window: int | None = None) -> None:
+        super().__init__(upstream_port)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.timeline: list[tuple[float, str, str, int]] = []
+        self.throttle_window = throttle_window
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            resp = await super()._handle(request)
+        finally:
+            self.in_flight -= 1
+        self.timeline.append((time.monotonic(), request.method, request.path, resp.status))
+        return resp
+
+    async def _fault_before(self, request: web.Request) -> web.StreamResponse | None:
+        if self.throttle_window and request.method == "GET" and "/manifests/" in request.path and self._once("429"):
+            w = self.throttle_window
+            return web.json_response(
+                {"errors": [{"code": "TOOMANYREQUESTS", "message": "pull rate limit"}]},
+                status=429,
+                headers={"RateLimit-Limit": f"100;w={w}", "RateLimit-Remaining": f"0;w={w}"},
+            )
+        return await super()._fault_before(request)
+
+
+def document(mirrors: list[dict[str, Any]], registries: list[dict[str, Any]]) -> Any:
+    return load_document(json.dumps({"version": 1, "registries": registries, "mirrors": mirrors}), {})
+
+
+def push_tags(reg: RegistryServer, repo: str, n: int) -> list[str]:
+    http = reg.http()
+    tags = [f"1.0.{i}" for i in range(n)]
+    for tag in tags:
+        images.image([images.layer_bytes(20_000), images.layer_bytes(20_000)]).push(http, repo, tag)
+    return tags
+
+
+def test_max_concurrency_is_never_exceeded_at_the_registry(
+    src_reg: RegistryServer, open_reg: RegistryServer, repo: str, faults: list[FaultProxy]
+) -> None:
+    tags = push_tags(src_reg, repo, 6)
+    proxy = CountingProxy(open_reg.port).start()
+    faults.append(proxy)
+    target = f"127.0.0.1:{proxy.port}"
+    mirror = {"name": "m", "source": f"{src_reg.host}/{repo}", "targets": [f"{target}/limited"]}
+
+    limited = document([mirror], [{"host": target, "max_concurrency": 2}])
+    report = asyncio.run(run_pass(limited, SETTINGS))
+    assert report.ok and report.summary()["copied"] == len(tags)
+    assert 1 <= proxy.max_in_flight <= 2, proxy.max_in_flight
+
+    proxy.max_in_flight = 0  # the same pass without the limit does go wider (so the bound above is real)
+    free = document([{**mirror, "targets": [f"{target}/free"]}], [])
+    assert asyncio.run(run_pass(free, SETTINGS)).ok
+    assert proxy.max_in_flight > 2
+    for tag in tags:
+        assert_same_image(src_reg.http(), repo, tag, open_reg.http(), f"limited/{repo}", tag)
+
+
+def test_429_with_remaining_zero_pauses_pulls_then_resumes(
+    src_reg: RegistryServer,
+    open_reg: RegistryServer,
+    repo: str,
+    faults: list[FaultProxy],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tags = push_tags(src_reg, repo, 2)
+    proxy = CountingProxy(src_reg.port, throttle_window=2).start()
+    faults.append(proxy)
+    source = f"127.0.0.1:{proxy.port}"
+    doc = document(
+        [{"name": "m", "source": f"{source}/{repo}", "targets": [f"{open_reg.host}/paused"]}],
+        [{"host": source, "rate_limit_min": 10}],
+    )
+    with caplog.at_level(logging.WARNING, logger="regcast"):
+        report = asyncio.run(run_pass(doc, SETTINGS))
+    assert report.ok, report.public()  # waited, not failed
+    gets = [(t, status) for t, m, p, status in proxy.timeline if m == "GET" and "/manifests/" in p]
+    assert gets[0][1] == 429 and all(status != 429 for _t, status in gets[1:])
+    assert gets[1][0] - gets[0][0] >= 1.5, "a pull was sent while the window was closed"
+    assert any("rate limit" in r.getMessage() and "waiting" in r.getMessage() for r in caplog.records)
+    for tag in tags:
+        assert_same_image(src_reg.http(), repo, tag, open_reg.http(), f"paused/{repo}", tag)
+
+
+def test_two_copies_needing_one_blob_at_one_registry_upload_it_once(
+    src_reg: RegistryServer, open_reg: RegistryServer, repo: str, faults: list[FaultProxy]
+) -> None:
+    big = images.layer_bytes(1_500_000)
+    http = src_reg.http()
+    a = images.image([big, images.layer_bytes(1000)]).push(http, repo, "a")
+    b = images.image([big, images.layer_bytes(1000)]).push(http, repo, "b")
+    big_digest = images.sha(big)
+    slow = TcpProxy(src_reg.port, rate=1_000_000).start()  # both streams overlap
+    counting = CountingProxy(open_reg.port).start()
+    faults.append(counting)
+
+    waits: list[int] = []
+
+    async def go() -> None:
+        engine = CopyEngine(SETTINGS.transfer_options())  # one per process, shared by its jobs
+
+        def client(port: int, read_only: bool = False) -> RegistryClient:
+            return RegistryClient(endpoint_for_registry(f"127.0.0.1:{port}"), read_only=read_only)
+
+        clients = [client(slow.port, True), client(slow.port, True), client(counting.port), client(counting.port)]
+        try:
+            results = await asyncio.gather(
+                engine.copy(
+                    RegistryRepository(clients[0], repo),
+                    "a",
+                    [Target("a", RegistryRepository(clients[2], f"same/{repo}"), "a")],
+                ),
+                engine.copy(
+                    RegistryRepository(clients[1], repo),
+                    "b",
+                    [Target("b", RegistryRepository(clients[3], f"same/{repo}"), "b")],
+                ),
+            )
+            assert all(r.ok for r in results)
+            waits.append(engine.flights.waited)
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
+
+    try:
+        asyncio.run(go())
+    finally:
+        slow.stop()
+    uploads = [p for m, p, _h in counting.seen if m in ("PUT", "PATCH") and "/blobs/uploads/" in p]
+    assert len([p for p in uploads if big_digest in p]) == 1, uploads
+    assert waits[0] >= 1
+    assert_same_image(http, repo, "a", open_reg.http(), f"same/{repo}", "a")
+    assert_same_image(http, repo, "b", open_reg.http(), f"same/{repo}", "b")
+    assert a.digest != b.digest

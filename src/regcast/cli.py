@@ -457,10 +457,14 @@ def sync(file: Path, dry_run: bool, as_json: bool, ca_bundle: str | None) -> Non
     overwrite is off). With --dry-run nothing is written and no blob is read.
     """
     from regcast.mirrors.console import sync_file
+    from regcast.mirrors.document import DocumentError
 
     try:
         settings = load_settings(ca_bundle=ca_bundle)
         status = asyncio.run(sync_file(file.read_text(), settings, dry_run=dry_run, as_json=as_json))
+    except DocumentError as exc:  # bad input, as a bad flag: exit 2, every problem with its line
+        click.echo(f"error: {file}: {exc}", err=True)
+        sys.exit(2)
     except (RegcastError, ValueError) as exc:
         click.echo(f"error: {file}: {exc}", err=True)
         sys.exit(EXIT_FAILED)

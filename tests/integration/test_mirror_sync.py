@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from tests.conftest import BASIC_USERS, TOKEN_USERS
 from tests.integration.test_cli_copy import regcast
@@ -209,3 +210,63 @@ def test_dry_run_predicts_exactly_what_the_pass_moves(
         assert moved[key] == (words[action], size), key
     assert predicted[("1.4.0", f"{open_reg.host}/{prefix}-b/{repo}")] == ("skip", 0)
     assert plan["totals"]["bytes"] == report["totals"]["moved"] > 0
+
+
+class PaginatingProxy(FaultProxy):
+    """Answers ``tags/list`` in pages (``n``, ``last``, ``Link: <...>; rel="next"``) as Docker Hub and
+    distribution 3 do; distribution 2.8 behind it ignores ``n``."""
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method != "GET" or not request.path.endswith("/tags/list"):
+            return await super()._handle(request)
+        self.seen.append((request.method, request.path_qs, dict(request.headers)))
+        assert self._session
+        async with self._session.get(self.upstream + request.path) as up:
+            tags = sorted((await up.json())["tags"])
+        n, last = int(request.query.get("n", "1000")), request.query.get("last")
+        rest = [t for t in tags if last is None or t > last]
+        page, more = rest[:n], len(rest) > n
+        headers = {"Link": f'<{request.path}?n={n}&last={page[-1]}>; rel="next"'} if more else {}
+        return web.json_response({"name": request.path, "tags": page}, headers=headers)
+
+
+def test_tag_listing_follows_pagination(source: tuple[RegistryServer, str], faults: list[FaultProxy]) -> None:
+    import asyncio
+
+    from regcast.mirrors.tags import list_tags
+    from regcast.registry.client import RegistryClient
+    from regcast.registry.reference import endpoint_for_registry
+
+    reg, repo = source
+    proxy = PaginatingProxy(reg.port).start()
+    faults.append(proxy)
+
+    async def go() -> list[str]:
+        async with RegistryClient(endpoint_for_registry(f"127.0.0.1:{proxy.port}"), read_only=True) as client:
+            return await list_tags(client, repo, page_size=5)
+
+    assert sorted(asyncio.run(go())) == ALL
+    pages = [p for m, p, _h in proxy.seen if m == "GET" and "/tags/list" in p]
+    assert pages == [
+        f"/v2/{repo}/tags/list?n=5",
+        f"/v2/{repo}/tags/list?n=5&last={ALL[4]}",
+        f"/v2/{repo}/tags/list?n=5&last={ALL[9]}",
+    ]
+
+
+def test_a_bad_document_exits_2_naming_the_line_and_nothing_is_copied(tmp_path: Path, open_reg: RegistryServer) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "version: 1\n"
+        "registries:\n"
+        f"  - host: {open_reg.host}\n"
+        "    username: me\n"
+        "    password: ${SURELY_NOT_SET_42}\n"
+        "mirrors:\n"
+        f"  - {{name: a, source: {open_reg.host}/x, targets: [{open_reg.host}/y], tags: {{allow: ['(']}}}}\n"
+    )
+    r = regcast("sync", str(path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "line 5: registries[0].password: environment variable SURELY_NOT_SET_42 is not set" in r.stderr
+    r = regcast("sync", str(path), env={"SURELY_NOT_SET_42": "pw"})
+    assert r.returncode == 2 and "line 7: mirrors[0].tags.allow[0]: invalid regular expression" in r.stderr

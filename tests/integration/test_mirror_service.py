@@ -156,6 +156,10 @@ def test_bad_documents_are_400_naming_the_place_and_nothing_is_stored(
             assert r.json()["status"] == "error" and expected in r.json()["msg"], (expected, r.json())
             r = svc.http.post("/api/mirrors/plan", content=good.replace(old, new, 1))
             assert r.status_code == 400 and expected in r.json()["msg"]
+        # a target that is the source itself: a cycle with nothing to do
+        r = svc.http.post("/api/mirrors", content=good.replace("  all: [", f"  all: [{src_reg.host}, ", 1))
+        assert r.status_code == 400 and "line 11: mirrors[0].targets:" in r.json()["msg"], r.json()
+        assert "is the source itself: nothing to do" in r.json()["msg"]
         assert svc.http.get("/api/mirrors").json() == {"mirrors": []}
         r = svc.http.post("/api/mirrors", content=json.dumps({"version": 1, "mirrors": []}))
         assert r.status_code == 400 and "mirrors" in r.json()["msg"]

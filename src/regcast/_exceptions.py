@@ -5,6 +5,10 @@ Every error regcast raises on purpose is a ``RegcastError``; errors of the libra
 so callers never need to know which library failed. Messages never hold a secret: URLs are
 redacted before they reach an exception.
 
+Whether trying again can help is a property of the error (``retryable``, as go-containerregistry's
+``Temporary()``), decided here and nowhere else: the request retries, the blob re-uploads and
+the job-level target retries all ask ``is_retryable(exc)``.
+
     RegcastError
     ├── ConfigError                  bad settings or flags
     ├── InvalidInput                 a reference, digest, repository name or request field is wrong
@@ -28,9 +32,26 @@ redacted before they reach an exception.
 
 from __future__ import annotations
 
+import enum
+
+# Answers that say "not now" rather than "no": the same request may pass later.
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
 
 class RegcastError(Exception):
     """Base of every error regcast raises on purpose."""
+
+    @property
+    def retryable(self) -> bool:
+        """May the same work pass if tried again? Permanent unless a subclass says otherwise."""
+        return False
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """The one retry decision: regcast errors say so themselves; OS-level I/O errors may pass; bugs never."""
+    if isinstance(exc, RegcastError):
+        return exc.retryable
+    return isinstance(exc, OSError | TimeoutError)
 
 
 class ConfigError(RegcastError):
@@ -57,15 +78,34 @@ class RegistryError(RegcastError):
         self.registry = registry
 
 
+class Failure(enum.StrEnum):
+    """Why no HTTP answer came; decides whether trying again can help."""
+
+    CONNECT = "connect"  # refused, unreachable: the registry may be restarting
+    TIMEOUT = "timeout"
+    DISCONNECTED = "disconnected"  # reset or closed mid-request
+    DNS_TEMPORARY = "dns-temporary"  # the resolver did not answer (EAI_AGAIN)
+    NAME_NOT_FOUND = "name-not-found"  # the name does not exist
+    TLS_HANDSHAKE = "tls-handshake"  # the host does not speak TLS (a plain-HTTP registry)
+    CERTIFICATE = "certificate"  # TLS works but the certificate is not trusted
+    INVALID_URL = "invalid-url"
+
+
+PERMANENT_FAILURES = frozenset(
+    {Failure.NAME_NOT_FOUND, Failure.TLS_HANDSHAKE, Failure.CERTIFICATE, Failure.INVALID_URL}
+)
+
+
 class RegistryUnreachable(RegistryError):
-    """No usable HTTP answer: DNS, connection, TLS handshake, timeout or reset.
+    """No usable HTTP answer: DNS, connection, TLS handshake, timeout or reset (``failure`` says which)."""
 
-    ``transient`` is False for failures that trying again cannot fix (TLS handshake, certificate).
-    """
-
-    def __init__(self, message: str, *, registry: str = "", transient: bool = True) -> None:
+    def __init__(self, message: str, *, registry: str = "", failure: Failure = Failure.CONNECT) -> None:
         super().__init__(message, registry=registry)
-        self.transient = transient
+        self.failure = failure
+
+    @property
+    def retryable(self) -> bool:
+        return self.failure not in PERMANENT_FAILURES
 
 
 class RegistryResponseError(RegistryError):
@@ -93,6 +133,10 @@ class RegistryResponseError(RegistryError):
         self.url = url
         self.retry_after = retry_after
 
+    @property
+    def retryable(self) -> bool:
+        return self.status in RETRYABLE_STATUSES
+
 
 class AuthenticationFailed(RegistryResponseError):
     """401/403 after credentials were offered, or the token server refused them."""
@@ -100,6 +144,10 @@ class AuthenticationFailed(RegistryResponseError):
 
 class TokenRejected(RegistryResponseError):
     """A 401 on a streamed request that could not be replayed; a fresh token fixes it (retryable)."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
 
 
 class NotFound(RegistryResponseError):
@@ -119,7 +167,11 @@ class ContentError(RegcastError):
 
 
 class DigestMismatch(ContentError):
-    """Content whose bytes do not hash to the digest it was asked for by."""
+    """Content whose bytes do not hash to the digest it was asked for by (a corrupt read: retryable)."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
 
 
 class ManifestTooLarge(ContentError):

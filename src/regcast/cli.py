@@ -98,11 +98,12 @@ async def _copy(
             targets.append(Target(key, repo, ref, overwrite=opts["overwrite"]))
         engine = CopyEngine(settings.transfer_options())
         referrers = ReferrerOptions(opts["referrers"], frozenset(opts["referrer_types"]))
-        graph = await engine.plan(source, src_ref, opts["platforms"], referrers)
         display = display_for(console, [t.key for t in targets], settings.progress_interval)
-        async with display.running():
+        async with display.running():  # copy() HEADs first and reads the source's manifests only if it must
             listener = StatusListener(display)
-            return await engine.copy(source, src_ref, targets, listener=listener, graph=graph)
+            return await engine.copy(
+                source, src_ref, targets, platforms=opts["platforms"], listener=listener, referrers=referrers
+            )
     finally:
         await asyncio.gather(*(r.close() for r in opened))
 

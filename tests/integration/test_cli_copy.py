@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASIC_USERS, TOKEN_USERS
 from tests.support import images
+from tests.support.cli import regcast
+from tests.support.registries import BASIC_USERS, TOKEN_USERS
 from tests.support.registry import RegistryServer
-from tests.support.service import FAST
 from tests.support.verify import assert_same_image
-
-REGCAST = shutil.which("regcast", path=str(Path(sys.executable).parent)) or "regcast"
-
-
-def regcast(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [REGCAST, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **FAST, **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def docker_config(tmp_path: Path, entries: dict[str, dict[str, str]]) -> dict[str, str]:

@@ -6,7 +6,6 @@ retry counts. No assertion here depends on how long anything took.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from pathlib import Path
@@ -15,46 +14,18 @@ import pytest
 
 from regcast.registry.client import ClientOptions, RegistryClient
 from regcast.registry.reference import parse_endpoint
-from regcast.transfer.engine import CopyEngine, CopyResult, Target
+from regcast.transfer.engine import Target
 from regcast.transfer.progress import TargetState, TargetStatus
 from regcast.transfer.remote import RegistryRepository
-from tests.conftest import Registries
 from tests.support import images
 from tests.support.clients import FAST_RETRY, client_for, target
-from tests.support.faults import FaultProxy
+from tests.support.faults import FaultProxy, copy, proxy, via
 from tests.support.proxy import TcpProxy
+from tests.support.registries import Registries
 from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
 
 MiB = 1024 * 1024
-
-
-def proxy(faults: list[FaultProxy], reg: RegistryServer, scenario: str, **kw: object) -> FaultProxy:
-    p = FaultProxy(reg.port, scenario, **kw).start()
-    faults.append(p)
-    return p
-
-
-def via(p: FaultProxy, reg: RegistryServer | None = None, **options: object) -> RegistryClient:
-    creds = None
-    if reg is not None and reg.users:
-        from regcast.registry.auth import Credentials
-
-        creds = Credentials(*next(iter(reg.users.items())))
-    options.setdefault("retry", FAST_RETRY)
-    return RegistryClient(parse_endpoint(p.endpoint), credentials=creds, options=ClientOptions(**options))  # type: ignore[arg-type]
-
-
-def copy(source: RegistryClient, repo: str, targets: list[Target], listener: object = None) -> CopyResult:
-    async def go() -> CopyResult:
-        try:
-            return await CopyEngine().copy(RegistryRepository(source, repo), "v1", targets, listener=listener)  # type: ignore[arg-type]
-        finally:
-            await source.close()
-            for t in targets:
-                await t.repo.close()
-
-    return asyncio.run(go())
 
 
 def two_layers() -> images.Image:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import BASIC_USERS, TOKEN_USERS
-from tests.integration.test_cli_copy import regcast
 from tests.support import images
+from tests.support.cli import regcast
 from tests.support.faults import FaultProxy
+from tests.support.registries import BASIC_USERS, TOKEN_USERS
 from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
 

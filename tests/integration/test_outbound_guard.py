@@ -211,15 +211,16 @@ def test_refusals_are_not_retried(hostile: list[HostileServer]) -> None:
 
     async def go() -> None:
         c = client(evil.endpoint)
-        c.on_retry = retries.append
         try:
-            await c.get_manifest("x/y", "v1")
+            with c.watch_retries(retries.append):
+                await c.get_manifest("x/y", "v1")
         finally:
             await c.close()
 
     with pytest.raises(RegcastError):
         run(go)
-    assert retries == [] and [p for _m, p, _h in evil.seen] == ["/v2/", "/v2/x/y/manifests/v1"]
+    assert retries == []
+    assert [p for _m, p, _h in evil.seen] == ["/v2/", "/v2/x/y/manifests/v1"]
 
 
 def test_the_loopback_jail_holds() -> None:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_faults import copy, proxy, via
 from tests.support import images
 from tests.support.clients import client_for
-from tests.support.faults import FaultProxy
+from tests.support.faults import FaultProxy, copy, proxy, via
 from tests.support.registry import RegistryServer, free_port
 from tests.support.service import FAST, REGCAST, Service, basicauth
 from tests.support.tokenserver import TokenServer

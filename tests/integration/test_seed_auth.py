@@ -10,9 +10,9 @@ from regcast.registry.client import RegistryClient
 from regcast.registry.reference import parse_endpoint
 from regcast.transfer.engine import CopyEngine, Target
 from regcast.transfer.remote import RegistryRepository
-from tests.conftest import TOKEN_USERS
 from tests.support import images
 from tests.support.clients import client_for
+from tests.support.registries import TOKEN_USERS
 from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASIC_USERS, TOKEN_USERS
 from tests.support import images
+from tests.support.registries import BASIC_USERS, TOKEN_USERS
 from tests.support.registry import RegistryServer
 from tests.support.service import Service, basicauth, source
 from tests.support.verify import assert_same_image

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from regcast.jobs.store import JobStore
-from tests.conftest import BASIC_USERS
 from tests.support import images
 from tests.support.proxy import TcpProxy
+from tests.support.registries import BASIC_USERS
 from tests.support.registry import RegistryServer
 from tests.support.service import Service, basicauth
 from tests.support.verify import assert_same_image

@@ -16,6 +16,14 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 
+from regcast.registry.auth import Credentials
+from regcast.registry.client import ClientOptions, RegistryClient
+from regcast.registry.reference import parse_endpoint
+from regcast.transfer.engine import CopyEngine, CopyResult, Target
+from regcast.transfer.remote import RegistryRepository
+from tests.support.clients import FAST_RETRY
+from tests.support.registry import RegistryServer
+
 BLOB_GET = re.compile(r"^/v2/(.+)/blobs/(sha256:[a-f0-9]{64})$")
 HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 MiB = 1024 * 1024
@@ -88,6 +96,9 @@ class FaultProxy:
 
     async def _fault_before(self, request: web.Request) -> web.StreamResponse | None:
         s, path, method = self.scenario, request.path, request.method
+        if s == "ping_5xx" and path == "/v2/" and self.events["ping_5xx"] < self.params.get("count", 2):
+            self.events["ping_5xx"] += 1
+            return web.Response(status=503, text="<html>warming up</html>")
         if s == "burst_5xx" and path != "/v2/" and self.events["5xx"] < self.params.get("count", 3):
             status = (500, 502, 503)[self.events["5xx"] % 3]
             self.events["5xx"] += 1
@@ -214,3 +225,29 @@ class FaultProxy:
         async with self._session.get(self.upstream + request.path, headers=headers) as up:
             data = await up.read()
         return web.Response(body=data, status=up.status)
+
+
+def proxy(faults: list[FaultProxy], reg: RegistryServer, scenario: str, **kw: object) -> FaultProxy:
+    p = FaultProxy(reg.port, scenario, **kw).start()
+    faults.append(p)
+    return p
+
+
+def via(p: FaultProxy, reg: RegistryServer | None = None, **options: object) -> RegistryClient:
+    creds = None
+    if reg is not None and reg.users:
+        creds = Credentials(*next(iter(reg.users.items())))
+    options.setdefault("retry", FAST_RETRY)
+    return RegistryClient(parse_endpoint(p.endpoint), credentials=creds, options=ClientOptions(**options))  # type: ignore[arg-type]
+
+
+def copy(source: RegistryClient, repo: str, targets: list[Target], listener: object = None) -> CopyResult:
+    async def go() -> CopyResult:
+        try:
+            return await CopyEngine().copy(RegistryRepository(source, repo), "v1", targets, listener=listener)  # type: ignore[arg-type]
+        finally:
+            await source.close()
+            for t in targets:
+                await t.repo.close()
+
+    return asyncio.run(go())

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from regcast._exceptions import InvalidInput, NotFound, RegcastError
+from regcast._exceptions import InvalidInput, NotFound, RegcastError, is_retryable
 from regcast.config import Settings
 from regcast.jobs.secrets import SecretBox
 from regcast.jobs.spec import AuthIn, DistributeRequest
@@ -21,8 +21,7 @@ from regcast.registry.client import RegistryClient, RequestObserver, describe
 from regcast.registry.guards import OutboundPolicy
 from regcast.registry.limits import Limits
 from regcast.registry.reference import parse_endpoint
-from regcast.registry.retry import is_transient
-from regcast.transfer.engine import CopyEngine, Target
+from regcast.transfer.engine import CopyEngine, CopyResult, Target
 from regcast.transfer.plan import SourceGraph
 from regcast.transfer.progress import TargetState, TargetStatus
 from regcast.transfer.remote import RegistryRepository
@@ -141,9 +140,7 @@ class JobRunner:
             src.image,
         )
         try:
-            graph = await self._plan(run, request, source)
-            run.source_digest = graph.root.digest
-            run.changed_now()
+            graph: SourceGraph | None = None  # planned by the first attempt that needs it, then reused
             for attempt in range(self.settings.max_attempts):
                 todo = [
                     i
@@ -154,32 +151,32 @@ class JobRunner:
                     return
                 if attempt:
                     delay = self.settings.retry_backoff * 2 ** (attempt - 1)
-                    log.info("job %s: retrying %d target(s) in %.1fs", run.record.id, len(todo), delay)
+                    log.info("job %s: trying %d target(s) again in %.1fs", run.record.id, len(todo), delay)
                     await asyncio.sleep(delay)
-                await self._copy_once(run, request, source, graph, todo)
+                try:
+                    result = await self._copy_once(run, request, source, graph, todo)
+                except NotFound:
+                    run.error = "Image not found"
+                    raise
+                except RegcastError as exc:  # the source failed: a passing fault is tried again per the job policy
+                    if not is_retryable(exc) or attempt + 1 >= self.settings.max_attempts:
+                        raise
+                    log.warning("job %s: source not ready (%s)", run.record.id, describe(exc))
+                    continue
+                graph = result.graph or graph
+                run.source_digest = result.source_digest
+                run.changed_now()
         finally:
             await source.close()
 
-    async def _plan(self, run: JobRun, request: DistributeRequest, source: RegistryRepository) -> SourceGraph:
-        """The source graph; a passing fault (5xx, 429, timeout) is tried again per the job policy."""
-        src = request.source
-        for attempt in range(1, self.settings.max_attempts + 1):
-            try:
-                return await self.engine.plan(source, src.ref, request.platform_list())
-            except NotFound:
-                run.error = "Image not found"
-                raise
-            except RegcastError as exc:
-                if not is_transient(exc) or attempt >= self.settings.max_attempts:
-                    raise
-                delay = self.settings.retry_backoff * 2 ** (attempt - 1)
-                log.warning("job %s: source not ready (%s); trying again in %.1fs", run.record.id, describe(exc), delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
-
     async def _copy_once(
-        self, run: JobRun, request: DistributeRequest, source: RegistryRepository, graph: Any, todo: list[int]
-    ) -> None:
+        self,
+        run: JobRun,
+        request: DistributeRequest,
+        source: RegistryRepository,
+        graph: SourceGraph | None,
+        todo: list[int],
+    ) -> CopyResult:
         targets: list[Target] = []
         try:
             for i in todo:
@@ -205,7 +202,14 @@ class JobRunner:
                 target.status.retries = previous.retries
                 run.statuses[i] = target.status
                 targets.append(target)
-            await self.engine.copy(source, request.source.ref, targets, listener=_Notify(run), graph=graph)
+            return await self.engine.copy(
+                source,
+                request.source.ref,
+                targets,
+                platforms=request.platform_list(),
+                listener=_Notify(run),
+                graph=graph,
+            )
         finally:
             await asyncio.gather(*(t.repo.close() for t in targets), return_exceptions=True)
 

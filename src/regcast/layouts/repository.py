@@ -14,6 +14,7 @@ Referrers are kept the tag-schema way (as regctl does): the ``<alg>-<hex>`` inde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -37,7 +38,6 @@ class LayoutRepository:
         self.ref = ref
         self.writable = writable
         self.autocommit = autocommit
-        self.on_retry: Callable[[str], None] | None = None
         self._where = ref.where
         self._lock = asyncio.Lock()
         self._loaded = False
@@ -69,6 +69,10 @@ class LayoutRepository:
     @property
     def retry(self) -> RetryPolicy:
         return RetryPolicy(attempts=2, backoff=0.1)
+
+    def watch_retries(self, callback: Callable[[str], None]) -> contextlib.AbstractContextManager[None]:
+        """A layout is local files: nothing is ever retried."""
+        return contextlib.nullcontext()
 
     def secrets(self) -> tuple[str, ...]:
         return ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ import aiohttp
 
 from regcast._exceptions import (
     AuthenticationFailed,
+    Failure,
     NotFound,
     OutboundRefused,
     RateLimited,
@@ -27,22 +29,27 @@ from regcast.registry.redact import redact_text, redact_url
 MAX_ERROR_BODY = 1024 * 1024
 
 
-def _reason(exc: BaseException) -> str:
+def _classify(exc: BaseException) -> tuple[Failure, str]:
+    """What kind of failure this is (it decides retrying) and the words for it."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return f"TLS certificate not trusted ({exc.certificate_error})"
-    if isinstance(exc, aiohttp.ClientConnectorSSLError | ssl.SSLError):
-        return "TLS handshake failed (does the host speak TLS?)"
+        return Failure.CERTIFICATE, f"TLS certificate not trusted ({exc.certificate_error})"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError | ssl.SSLError):
+        return Failure.TLS_HANDSHAKE, "TLS handshake failed (does the host speak TLS?)"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "host name not found"
+        if exc.os_error.errno == socket.EAI_AGAIN:
+            return Failure.DNS_TEMPORARY, "host name lookup failed (resolver did not answer)"
+        return Failure.NAME_NOT_FOUND, "host name not found"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return Failure.INVALID_URL, "invalid URL"  # its text holds the raw URL: left to __cause__
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"connection failed ({exc.os_error.strerror or exc.os_error})"
+        return Failure.CONNECT, f"connection failed ({exc.os_error.strerror or exc.os_error})"
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return "timed out"
+        return Failure.TIMEOUT, "timed out"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server closed the connection"
+        return Failure.DISCONNECTED, "server closed the connection"
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return "connection broke while reading the body"
-    return type(exc).__name__ + (f" ({exc})" if str(exc) else "")
+        return Failure.DISCONNECTED, "connection broke while reading the body"
+    return Failure.DISCONNECTED, type(exc).__name__ + (f" ({exc})" if str(exc) else "")
 
 
 def _refused_address(exc: BaseException) -> str | None:
@@ -56,20 +63,23 @@ def _refused_address(exc: BaseException) -> str | None:
 
 @contextmanager
 def translate_errors(registry: str, method: str, url: str) -> Iterator[None]:
-    """Turn library errors raised inside the block into ``RegistryUnreachable`` with one clear line."""
+    """Turn library errors raised inside the block into ``RegistryUnreachable`` with one clear line.
+
+    The library error stays as ``__cause__`` for debugging; the message is built from the redacted URL.
+    """
     try:
         yield
     except OutboundRefused as exc:  # the client middleware: name the registry, as every error does
         text = str(exc)
-        raise OutboundRefused(text if text.startswith("registry ") else f"registry {registry}: {text}") from None
+        raise OutboundRefused(text if text.startswith("registry ") else f"registry {registry}: {text}") from exc
     except (aiohttp.ClientError, ssl.SSLError, TimeoutError, OSError) as exc:
         refused = _refused_address(exc)
         if refused:
-            raise OutboundRefused(f"registry {registry}: {method} {redact_url(url)}: {refused}") from None
-        tls = isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError)  # deterministic: never worth a retry
+            raise OutboundRefused(f"registry {registry}: {method} {redact_url(url)}: {refused}") from exc
+        failure, reason = _classify(exc)
         raise RegistryUnreachable(
-            f"registry {registry}: {method} {redact_url(url)}: {_reason(exc)}", registry=registry, transient=not tls
-        ) from None
+            f"registry {registry}: {method} {redact_url(url)}: {reason}", registry=registry, failure=failure
+        ) from exc
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -130,6 +140,27 @@ async def response_error(
     kind = _BY_STATUS.get(status, RegistryResponseError)
     retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status == 429 else None
     return kind(text, registry=registry, status=status, code=code, method=method, url=url, retry_after=retry_after)
+
+
+def status_error(resp: aiohttp.ClientResponse, registry: str) -> RegistryResponseError | None:
+    """The error an answer stands for, judged by its status alone (no body read), or None under 400.
+
+    The request path asks it whether to try again; the caller reads the body for the real message.
+    """
+    status = resp.status
+    if status < 400:
+        return None
+    kind = _BY_STATUS.get(status, RegistryResponseError)
+    retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status == 429 else None
+    url = redact_url(str(resp.url))
+    return kind(
+        f"registry {registry}: {resp.method} {url} answered {status}",
+        registry=registry,
+        status=status,
+        method=resp.method,
+        url=url,
+        retry_after=retry_after,
+    )
 
 
 _BY_STATUS: dict[int, type[RegistryResponseError]] = {

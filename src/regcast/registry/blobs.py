@@ -19,7 +19,6 @@ import aiohttp
 from regcast._exceptions import (
     ProtocolViolation,
     RegistryError,
-    RegistryResponseError,
     RegistryUnreachable,
     TokenRejected,
 )
@@ -32,7 +31,6 @@ from regcast.registry.redact import redact_url
 from regcast.registry.reference import validate_repository
 
 log = logging.getLogger("regcast.registry")
-MIN_CHUNK_CAP = 1024 * 1024
 
 
 async def blob_exists(client: RegistryClient, repository: str, digest: str) -> bool:
@@ -55,8 +53,8 @@ async def read_blob(client: RegistryClient, repository: str, digest: str, size: 
     """Every byte of a blob, resuming a broken download where it stopped (bounded by the retry policy)."""
     validate_repository(repository)
     url = await client.url(f"{repository}/blobs/{validate_digest(digest)}")
-    policy = client.options.retry
-    received, attempt = 0, 0
+    retry = client.options.retry
+    received = 0
     while True:
         headers = {"Range": f"bytes={received}-"} if received else None
         resp = await client.send(
@@ -77,14 +75,13 @@ async def read_blob(client: RegistryClient, repository: str, digest: str, size: 
                     yield chunk
                 return
             except RegistryUnreachable as exc:
-                attempt += 1
-                wait = policy.delay(attempt)
-                if received >= size or not policy.may_retry("GET", attempt, 0.0, wait):
+                if received >= size:
                     raise
-                client.note_retry(f"{exc} after {received} bytes; resuming in {wait:.1f}s")
+                retry = retry.increment("GET", exc)
+                client.note_retry(f"{exc} after {received} bytes; resuming in {retry.wait:.1f}s")
         finally:
             resp.release()
-        await asyncio.sleep(wait)
+        await asyncio.sleep(retry.wait)
 
 
 def _skip_for(resp: aiohttp.ClientResponse, received: int, registry: str, digest: str) -> int | None:
@@ -134,9 +131,7 @@ async def start_upload(
             return None  # mounted: Location points at the blob itself
         if resp.status not in (200, 201, 202) or not resp.headers.get("Location"):
             raise await response_error(resp, client.name, "starting a blob upload")
-        min_length = resp.headers.get("OCI-Chunk-Min-Length", "")
-        if min_length.isdigit():
-            client.chunk_min = int(min_length)
+        client.uploads.note_min_length(resp.headers.get("OCI-Chunk-Min-Length"))
         return _location(resp, url, client)
     finally:
         resp.release()
@@ -233,36 +228,3 @@ async def cancel_upload(client: RegistryClient, location: str, repository: str) 
         log.debug("cancel upload at %s: %s", client.name, status)
         if status < 300 or status not in (400, 404, 409):
             return
-
-
-def learn_from_refusal(client: RegistryClient, exc: BaseException) -> bool:
-    """Adapt the upload strategy after the registry refused one; True if the next try should differ.
-
-    Monolithic PUT refused (405/413/501) → chunked. PATCH too large (413/416) → halve the chunk
-    cap (GHCR refuses bodies over 4 MiB). PATCH not supported (405/501) → monolithic.
-    """
-    if not isinstance(exc, RegistryResponseError):
-        return False
-    status = exc.status
-    fixed = client.strategy_fixed  # a strategy set by the user is kept; only the chunk size adapts
-    if not fixed and client.upload_strategy == "monolithic" and exc.method == "PUT" and status in (405, 413, 501):
-        client.upload_strategy = "chunked"
-        client.chunk_cap = client.chunk_cap or 4 * MIN_CHUNK_CAP
-    elif client.upload_strategy == "chunked" and exc.method == "PATCH" and status in (413, 416):
-        cap = client.chunk_cap or 8 * MIN_CHUNK_CAP
-        if cap <= MIN_CHUNK_CAP:
-            return False
-        client.chunk_cap = max(MIN_CHUNK_CAP, cap // 2)
-    elif not fixed and client.upload_strategy == "chunked" and exc.method == "PATCH" and status in (405, 501):
-        client.upload_strategy = "monolithic"
-    else:
-        return False
-    log.warning(
-        "registry %s refused the upload (%s %s); switching to %s uploads%s",
-        client.name,
-        exc.method,
-        status,
-        client.upload_strategy,
-        f" of at most {client.chunk_cap} bytes per chunk" if client.upload_strategy == "chunked" else "",
-    )
-    return True

@@ -8,10 +8,11 @@ the remembered auth challenge and a token cache keyed by scope. Every request go
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
@@ -23,14 +24,16 @@ from regcast import USER_AGENT
 from regcast._exceptions import (
     AuthenticationFailed,
     ContentError,
+    Failure,
     ManifestTooLarge,
     NotFound,
     ProtocolViolation,
     RegistryError,
+    RegistryResponseError,
     RegistryUnreachable,
 )
 from regcast.registry import mediatypes as mt
-from regcast.registry._transport import parse_retry_after, read_capped, response_error, translate_errors
+from regcast.registry._transport import read_capped, response_error, status_error, translate_errors
 from regcast.registry.auth import (
     MAX_TOKEN_ANSWER,
     Credentials,
@@ -39,12 +42,13 @@ from regcast.registry.auth import (
 )
 from regcast.registry.authenticator import Authenticator
 from regcast.registry.digest import validate_digest
-from regcast.registry.guards import OutboundPolicy, check_followed_url
+from regcast.registry.guards import Kind, OutboundPolicy, check_followed_url
 from regcast.registry.limits import RegistryLimit
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from regcast.registry.redact import redact_url
 from regcast.registry.reference import Endpoint, validate_ref, validate_repository
 from regcast.registry.retry import RetryPolicy
+from regcast.registry.strategy import UploadStrategy
 
 log = logging.getLogger("regcast.registry")
 
@@ -117,11 +121,8 @@ class RegistryClient:
         self.auth = Authenticator(endpoint.host, credentials, seed_auth, self.options.policy)
         self._session: aiohttp.ClientSession | None = None
         self._pinged = False
-        self.on_retry: Callable[[str], None] | None = None  # told about every retry (job status)
-        self.upload_strategy = self.options.upload_strategy if self.options.upload_strategy != "auto" else "monolithic"
-        self.strategy_fixed = self.options.upload_strategy != "auto"
-        self.chunk_cap = self.options.chunk_cap
-        self.chunk_min = 0  # OCI-Chunk-Min-Length, learnt from the registry
+        self._retry_watchers: list[Callable[[str], None]] = []  # see watch_retries()
+        self.uploads = UploadStrategy(endpoint.name, self.options.upload_strategy, self.options.chunk_cap)
         self._rate_warned = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -177,30 +178,33 @@ class RegistryClient:
         """``GET /v2/``: decides HTTPS vs HTTP fallback and remembers the auth challenge.
 
         Some registries (gcr.io) answer 401 without a challenge on later requests, so the one
-        given here is kept.
+        given here is kept. With HTTP fallback allowed, HTTPS is tried once (no retries): any
+        failure but an untrusted certificate means "try plain HTTP" (a TLS server with a bad
+        certificate is never downgraded).
         """
         if self._pinged:
             return
+        fallback = self.endpoint.fallback_http and self.endpoint.scheme == "https"
         try:
-            await self._retrying(self._ping_once, "GET", self.endpoint.base)
+            await self._ping_once(RetryPolicy.none() if fallback else self.options.retry)
         except RegistryUnreachable as exc:
-            if not (self.endpoint.fallback_http and self.endpoint.scheme == "https"):
+            if not fallback or exc.failure is Failure.CERTIFICATE:
                 raise
-            if "certificate not trusted" in str(exc):
-                raise  # a TLS server with a bad certificate is never downgraded
             log.debug("%s does not speak TLS, using plain HTTP", self.name)
             self.endpoint = self.endpoint.with_scheme("http")
-            await self._retrying(self._ping_once, "GET", self.endpoint.base)
+            await self._ping_once(self.options.retry)
         self._pinged = True
 
-    async def _ping_once(self) -> None:
-        url = self.endpoint.base
-        with translate_errors(self.name, "GET", url):
-            async with self._get_session().get(url, allow_redirects=False, timeout=self._total_timeout()) as resp:
+    async def _ping_once(self, retry: RetryPolicy) -> None:
+        resp = await self._request("GET", self.endpoint.base, scopes=None, retry=retry)
+        try:
+            with translate_errors(self.name, "GET", self.endpoint.base):
                 await read_capped(resp, 65536)
-                self.auth.remember(resp.headers.get("WWW-Authenticate"))
-                if resp.status not in (200, 401):
-                    raise await response_error(resp, self.name, "checking the v2 API")
+            self.auth.remember(resp.headers.get("WWW-Authenticate"))
+            if resp.status not in (200, 401):
+                raise await response_error(resp, self.name, "checking the v2 API")
+        finally:
+            resp.release()
 
     # -- auth I/O ------------------------------------------------------------------------------
     async def _fetch_token(
@@ -212,43 +216,29 @@ class RegistryClient:
         what: str,
         strict: bool,
     ) -> bytes:
-        """The HTTP half of the Authenticator: one token request, its capped answer."""
-        with translate_errors(self.name, "GET", url):
-            async with self._get_session().get(
-                url,
-                headers=headers or None,
-                params=params,
-                json=json_body,
-                allow_redirects=False,
-                timeout=self._total_timeout(),
-                middlewares=(self.options.policy.middleware("auth"),),  # token hosts may be listed apart
-            ) as resp:
-                if resp.status != 200 if strict else resp.status >= 400:
-                    raise await response_error(resp, self.name, what, self.secrets())
+        """The HTTP half of the Authenticator: one token request (retried as any other), its capped answer."""
+        resp = await self._request(
+            "GET", url, scopes=None, headers=headers, params=params, json_body=json_body, outbound="auth"
+        )
+        try:
+            if resp.status != 200 if strict else resp.status >= 400:
+                raise await response_error(resp, self.name, what, self.secrets())
+            with translate_errors(self.name, "GET", url):
                 return await read_capped(resp, MAX_TOKEN_ANSWER)
+        finally:
+            resp.release()
 
     # -- the one request path ------------------------------------------------------------------
+    def watch_retries(self, callback: Callable[[str], None]) -> contextlib.AbstractContextManager[None]:
+        """Tell ``callback`` about every retry of this client while the block runs (job status)."""
+        return _watching(self._retry_watchers, callback)
+
     def note_retry(self, what: str, status: int | None = None) -> None:
         log.warning("%s", what)
         if self.options.observer is not None:
             self.options.observer.retry(status)
-        if self.on_retry is not None:
-            self.on_retry(what)
-
-    async def _retrying(self, fn: Callable[[], Any], method: str, url: str) -> Any:
-        """Retry ``fn`` on connection errors (for requests without a body to replay)."""
-        policy, attempt, waited = self.options.retry, 0, 0.0
-        while True:
-            attempt += 1
-            try:
-                return await fn()
-            except RegistryUnreachable as exc:
-                wait = policy.delay(attempt)
-                if not exc.transient or not policy.may_retry(method, attempt, waited, wait):
-                    raise
-                self.note_retry(f"{exc}; retry {attempt} in {wait:.1f}s")
-            await asyncio.sleep(wait)
-            waited += wait
+        for callback in tuple(self._retry_watchers):
+            callback(what)
 
     async def send(
         self,
@@ -261,46 +251,72 @@ class RegistryClient:
         follow_redirects: bool = False,
         streaming: bool = False,
     ) -> aiohttp.ClientResponse:
-        """The one request path: auth, a 401 answered once, redirects, retries (replayable requests).
+        """A registry API request: ping first (scheme, challenge), then the one request path.
 
-        The caller owns the response (``release()`` it). A streamed body cannot be replayed, so
-        it is neither retried nor re-authenticated here; callers settle auth first.
+        The caller owns the response (``release()`` it).
         """
         if self.read_only and method not in ("GET", "HEAD"):
             raise RegistryError(f"refusing {method} to source registry {self.name}", registry=self.name)
         await self.ping()
+        return await self._request(
+            method,
+            url,
+            scopes=scopes,
+            headers=headers,
+            data=data,
+            follow_redirects=follow_redirects,
+            streaming=streaming,
+        )
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        scopes: tuple[str, ...] | None,
+        headers: dict[str, str] | None = None,
+        data: Body = None,
+        params: list[tuple[str, str]] | None = None,
+        json_body: Any = None,
+        follow_redirects: bool = False,
+        streaming: bool = False,
+        retry: RetryPolicy | None = None,
+        outbound: Kind = "registry",
+    ) -> aiohttp.ClientResponse:
+        """The one request path of ping, token, manifest and blob requests: auth, a 401 answered once,
+        redirects, and retries through ``RetryPolicy.increment``.
+
+        ``scopes=None`` sends no registry credentials (the ping, the token server); ``outbound`` names
+        the allow-list the URL is checked against (``"auth"``: token hosts may be listed apart). A streamed body
+        cannot be replayed, so it is neither retried nor re-authenticated here; callers settle auth first.
+        A retryable answer (5xx, 429...) that runs out of tries is returned for the caller to report.
+        """
         replayable = data is None or isinstance(data, bytes)
-        policy = self.options.retry if replayable else RetryPolicy.none()
-        attempt, waited = 0, 0.0
+        retry = (retry or self.options.retry) if replayable else RetryPolicy.none()
+        call = _Call(method, url, scopes, headers, data, params, json_body, follow_redirects, replayable, outbound)
         while True:
-            attempt += 1
             try:
                 resp = await self._limited(
-                    method,
-                    url,
-                    lambda: self._send_authenticated(
-                        method, url, scopes, headers, data, follow_redirects, replayable, streaming or not replayable
-                    ),
+                    method, url, lambda: self._send_authenticated(call, streaming or not replayable)
                 )
             except RegistryUnreachable as exc:
-                wait = policy.delay(attempt)
-                if not exc.transient or not policy.may_retry(method, attempt, waited, wait):
-                    raise
-                self.note_retry(f"{exc}; retry {attempt} in {wait:.1f}s")
+                retry = retry.increment(method, exc)
+                self.note_retry(f"{exc}; retry {retry.retries} in {retry.wait:.1f}s")
             else:
                 self._watch_rate_limit(resp)
-                if resp.status not in policy.statuses:
+                refusal = status_error(resp, self.name)
+                if refusal is None or not refusal.retryable:
                     return resp
-                throttled = resp.status == 429
-                wait = policy.delay(attempt, parse_retry_after(resp.headers.get("Retry-After")))
-                if not policy.may_retry(method, attempt, waited, wait, throttled=throttled):
+                try:
+                    retry = retry.increment(method, refusal)
+                except RegistryResponseError:
                     return resp
                 resp.release()
                 self.note_retry(
-                    f"{method} {redact_url(url)} answered {resp.status}; retry {attempt} in {wait:.1f}s", resp.status
+                    f"{method} {redact_url(url)} answered {resp.status}; retry {retry.retries} in {retry.wait:.1f}s",
+                    resp.status,
                 )
-            await asyncio.sleep(wait)
-            waited += wait
+            await asyncio.sleep(retry.wait)
 
     async def _limited(
         self, method: str, url: str, fn: Callable[[], Awaitable[aiohttp.ClientResponse]]
@@ -336,32 +352,22 @@ class RegistryClient:
             self._rate_warned = True
             log.warning("registry %s: rate limit nearly used up (%d of %d left)", self.name, left, limit)
 
-    async def _send_authenticated(
-        self,
-        method: str,
-        url: str,
-        scopes: tuple[str, ...],
-        headers: dict[str, str] | None,
-        data: Body,
-        follow_redirects: bool,
-        replayable: bool,
-        streaming: bool,
-    ) -> aiohttp.ClientResponse:
+    async def _send_authenticated(self, call: _Call, streaming: bool) -> aiohttp.ClientResponse:
         timeout = None if streaming else self._total_timeout()
-        resp = await self._send_once(method, url, scopes, headers, data, timeout)
-        if resp.status == 401:
-            self.auth.rejected(resp.headers.get("WWW-Authenticate"), scopes)
-            if replayable:
+        resp = await self._send_once(call, call.url, call.data, timeout)
+        if resp.status == 401 and call.scopes is not None:
+            self.auth.rejected(resp.headers.get("WWW-Authenticate"), call.scopes)
+            if call.replayable:
                 resp.release()
-                resp = await self._send_once(method, url, scopes, headers, data, timeout)
-        hops = 0
-        while follow_redirects and resp.status in _REDIRECTS and hops < MAX_REDIRECTS:
+                resp = await self._send_once(call, call.url, call.data, timeout)
+        url, hops = call.url, 0
+        while call.follow_redirects and resp.status in _REDIRECTS and hops < MAX_REDIRECTS:
             location = resp.headers.get("Location")
             resp.release()
             if not location:
                 raise ProtocolViolation(f"registry {self.name}: redirect without Location", registry=self.name)
             url = self._checked_redirect(url, location)
-            resp = await self._send_once(method, url, scopes, headers, None, timeout)
+            resp = await self._send_once(call, url, None, timeout)
             hops += 1
         return resp
 
@@ -380,34 +386,35 @@ class RegistryClient:
 
     async def _send_once(
         self,
-        method: str,
+        call: _Call,
         url: str,
-        scopes: tuple[str, ...],
-        headers: dict[str, str] | None,
         data: Body,
         timeout: aiohttp.ClientTimeout | None = None,  # noqa: ASYNC109 (aiohttp's per-request limits)
     ) -> aiohttp.ClientResponse:
-        hdrs = dict(headers or {})
-        auth = await self.auth.header(scopes, url, self.endpoint.base, self._fetch_token)
-        if auth:
-            hdrs["Authorization"] = auth
-        log.debug("%s %s", method, redact_url(url))
+        hdrs = dict(call.headers or {})
+        if call.scopes is not None:
+            auth = await self.auth.header(call.scopes, url, self.endpoint.base, self._fetch_token)
+            if auth:
+                hdrs["Authorization"] = auth
+        log.debug("%s %s", call.method, redact_url(url))
+        extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}  # streamed: per-read limit
+        if call.params:
+            extra["params"] = call.params
+        if call.json_body is not None:
+            extra["json"] = call.json_body
+        if call.outbound != "registry":  # the session's middleware checks registry requests
+            extra["middlewares"] = (self.options.policy.middleware(call.outbound),)
         started, status = time.monotonic(), None
         try:
-            with translate_errors(self.name, method, url):
-                if timeout is None:  # streamed: the session's per-read timeout applies
-                    resp = await self._get_session().request(
-                        method, url, headers=hdrs, data=data, allow_redirects=False
-                    )
-                else:
-                    resp = await self._get_session().request(
-                        method, url, headers=hdrs, data=data, allow_redirects=False, timeout=timeout
-                    )
+            with translate_errors(self.name, call.method, url):
+                resp = await self._get_session().request(
+                    call.method, url, headers=hdrs, data=data, allow_redirects=False, **extra
+                )
             status = resp.status
             return resp
         finally:
             if self.options.observer is not None:
-                self.options.observer.request(self.name, method, status, time.monotonic() - started)
+                self.options.observer.request(self.name, call.method, status, time.monotonic() - started)
 
     # -- manifests -------------------------------------------------------------------------------
     async def _manifest_url(self, repository: str, ref: str) -> str:
@@ -504,6 +511,31 @@ def _release_also(resp: aiohttp.ClientResponse, extra: Callable[[], None]) -> No
                 pending.pop()()
 
     resp.release = release  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One logical request, as the request path replays it."""
+
+    method: str
+    url: str
+    scopes: tuple[str, ...] | None
+    headers: dict[str, str] | None
+    data: Body
+    params: list[tuple[str, str]] | None
+    json_body: Any
+    follow_redirects: bool
+    replayable: bool
+    outbound: Kind  # the outbound policy's allow-list for this request: "registry" or "auth"
+
+
+@contextlib.contextmanager
+def _watching(watchers: list[Callable[[str], None]], callback: Callable[[str], None]) -> Iterator[None]:
+    watchers.append(callback)
+    try:
+        yield
+    finally:
+        watchers.remove(callback)
 
 
 def describe(exc: BaseException) -> str:

@@ -1,19 +1,23 @@
-"""Retry policy as one immutable value (in the spirit of urllib3's Retry and stamina).
+"""Retry policy as one immutable value, in the spirit of urllib3's ``Retry``.
 
-Only requests that can be sent again as they are (idempotent methods, or a body held in
-memory) are retried here. A streamed upload that broke is never re-sent into the same session:
+A request starts with the configured policy; each failure calls ``increment()``, which returns
+the policy for the next try (its ``wait`` is the pause before it) or raises the error when the
+request must not be tried again. Whether an error is worth another try is the error's own
+property (``is_retryable``); this value only counts tries and time.
+
+Only requests that can be sent again as they are (idempotent methods, or a body held in memory)
+are retried by the client. A streamed upload that broke is never re-sent into the same session:
 the engine opens a new one (or resumes a download with Range).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
-from regcast._exceptions import RegistryResponseError, RegistryUnreachable
+from regcast._exceptions import RateLimited, RegistryResponseError, is_retryable
 
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+RETRYABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "POST"})  # POST: an upload start, no body
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,10 @@ class RetryPolicy:
     max_total: float = 300.0  # never spend longer than this waiting on one request
     max_retry_after: float = 120.0  # a registry's Retry-After is honoured up to this
     jitter: float = 0.25  # +- fraction of each wait
-    statuses: frozenset[int] = field(default=RETRY_STATUSES)
+    # the progress of one request: retries made, seconds waited, the pause before the next try
+    retries: int = 0
+    waited: float = 0.0
+    wait: float = 0.0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before try ``attempt + 1`` (``attempt`` counts from 1)."""
@@ -33,25 +40,21 @@ class RetryPolicy:
         base = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
         return float(max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter))))
 
-    def may_retry(self, method: str, attempt: int, waited: float, next_wait: float, *, throttled: bool = False) -> bool:
-        """Another try allowed? 429 waits (``throttled``) do not use up attempts, only time."""
-        if method.upper() not in IDEMPOTENT and method.upper() != "POST":
-            return False
-        if waited + next_wait > self.max_total:
-            return False
-        return throttled or attempt < self.attempts
+    def increment(self, method: str, error: BaseException) -> RetryPolicy:
+        """The policy for the next try after ``error``; raises ``error`` when there is none.
+
+        A 429 does not use up tries, only time (``max_total``): the registry said when to come back.
+        """
+        if not is_retryable(error) or method.upper() not in RETRYABLE_METHODS:
+            raise error
+        retry_after = error.retry_after if isinstance(error, RegistryResponseError) else None
+        wait = self.delay(self.retries + 1, retry_after)
+        if self.waited + wait > self.max_total:
+            raise error
+        if not isinstance(error, RateLimited) and self.retries + 1 >= self.attempts:
+            raise error
+        return replace(self, retries=self.retries + 1, waited=self.waited + wait, wait=wait)
 
     @classmethod
     def none(cls) -> RetryPolicy:
         return cls(attempts=1)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A fault that may pass by itself (timeout, connection, 408/429/5xx), so trying later can help."""
-    if isinstance(exc, TimeoutError):
-        return True
-    if isinstance(exc, RegistryUnreachable):
-        return exc.transient
-    if isinstance(exc, RegistryResponseError):
-        return exc.status in RETRY_STATUSES or exc.status >= 500
-    return False

@@ -11,6 +11,8 @@ repository or an image layout; the engine never asks which.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -19,15 +21,14 @@ from regcast._async import gather_all
 from regcast._exceptions import (
     AuthenticationFailed,
     DigestMismatch,
-    InvalidInput,
-    ManifestTooLarge,
     RegcastError,
     RegistryError,
-    UnsupportedManifest,
+    is_retryable,
 )
 from regcast.registry.client import describe
 from regcast.registry.limits import Limits
 from regcast.registry.manifest import Descriptor, Manifest, Platform
+from regcast.registry.retry import RetryPolicy
 from regcast.transfer.fanout import Channel, Sink, broadcast
 from regcast.transfer.flights import BlobFlights
 from regcast.transfer.plan import SourceGraph, load_graph
@@ -36,9 +37,6 @@ from regcast.transfer.referrers import IndexLocks, ReferrerOptions, access, disc
 from regcast.transfer.repository import BlobUpload, Repository
 
 log = logging.getLogger("regcast.transfer")
-
-# Trying again cannot fix these; everything else (network, 5xx, a corrupt read) may pass next time.
-PERMANENT_ERRORS = (AuthenticationFailed, InvalidInput, ManifestTooLarge, UnsupportedManifest)
 # Why a target was SKIPPED (its tag exists and overwrite is off): the tag holds the source digest, or not.
 SKIP_UP_TO_DATE = "up-to-date"
 SKIP_TAG_DIFFERS = "tag-differs"
@@ -73,6 +71,7 @@ class Target:
 class CopyResult:
     source_digest: str
     targets: list[TargetStatus]
+    graph: SourceGraph | None = None  # None when no target needed a copy (nothing was planned)
 
     @property
     def ok(self) -> bool:
@@ -131,16 +130,26 @@ class CopyEngine:
         graph: SourceGraph | None = None,
         referrers: ReferrerOptions | None = None,
     ) -> CopyResult:
-        """Copy ``ref`` from ``source`` to every target; never raises for one target's fault."""
+        """Copy ``ref`` from ``source`` to every target; never raises for one target's fault.
+
+        The one entry point: the source and every target are HEADed first, and the source's
+        manifests are read (planned) only when some target lacks the image. ``graph``, from an
+        earlier result of the same job, spares the plan when it is still the source's.
+        """
         run = _CopyRun(self, source, targets, listener or NullListener())
-        # with referrers on, an image already everywhere may still have new signatures to bring
-        if graph is None and not platforms and not (referrers and referrers.enabled):
-            digest = await run.all_up_to_date(ref)
-            if digest is not None:  # HEADs only: free on Docker Hub, no manifest pulled
-                return CopyResult(digest, [t.status for t in targets])
-        graph = graph or await self.plan(source, ref, platforms, referrers)
-        await run.execute(graph)
-        return CopyResult(graph.root.digest, [t.status for t in targets])
+        with contextlib.ExitStack() as watching:
+            for t in targets:
+                watching.enter_context(t.repo.watch_retries(functools.partial(run.retried, t)))
+            # with referrers on, an image already everywhere may still have new signatures to bring
+            if not platforms and not (referrers and referrers.enabled):
+                digest = await run.all_up_to_date(ref)
+                if digest is not None:  # HEADs only: free on Docker Hub, no manifest pulled
+                    return CopyResult(digest, [t.status for t in targets], graph)
+                if graph is not None and await run.source_moved(ref, graph):
+                    graph = None
+            graph = graph or await self.plan(source, ref, platforms, referrers)
+            await run.execute(graph)
+        return CopyResult(graph.root.digest, [t.status for t in targets], graph)
 
 
 class _CopyRun:
@@ -152,12 +161,18 @@ class _CopyRun:
         self.blob_slots = asyncio.Semaphore(engine.options.blobs_in_flight)
         self.check_slots = asyncio.Semaphore(engine.options.checks_in_flight)
         self.image_held: set[Target] = set()  # tag already holds the image: only referrers to bring
-        for t in targets:
-            t.repo.on_retry = lambda _what, t=t: self._retried(t)
 
-    def _retried(self, t: Target) -> None:
+    def retried(self, t: Target, _what: str = "") -> None:
+        """A request or an upload of ``t`` is tried again (counted in its status)."""
         t.status.retries += 1
         self.listener.changed(t.status)
+
+    async def source_moved(self, ref: str, graph: SourceGraph) -> bool:
+        """Does the source hold another digest at ``ref`` than the graph planned earlier?"""
+        try:
+            return await self.source.head_manifest(ref) != graph.root.digest
+        except RegcastError:
+            return True  # plan again: the plan reports the error properly
 
     async def all_up_to_date(self, ref: str) -> str | None:
         """The source digest if every target already holds it at its ref (then they are FINISHED)."""
@@ -194,7 +209,7 @@ class _CopyRun:
             if secret and len(secret) >= 3:
                 message = message.replace(secret, "REDACTED")
         log.warning("target %s failed: %s", t.key, message)
-        t.status.retryable = not isinstance(exc, PERMANENT_ERRORS)
+        t.status.retryable = is_retryable(exc)
         self._set(t, TargetState.FAILED, message)
 
     def _alive(self, targets: list[Target]) -> list[Target]:
@@ -264,7 +279,7 @@ class _CopyRun:
             missing = [t for t in await self._heads(blob, targets) if t is not None]
             tried_mount: set[int] = set()
             sessions: dict[int, BlobUpload] = {}
-            tries: dict[int, int] = {}
+            retries: dict[int, RetryPolicy] = {}
             # Each round streams to one leader per registry; the others then mount from it. A leader
             # whose upload failed for a passing reason goes again (fresh session, source read again).
             while True:
@@ -279,7 +294,7 @@ class _CopyRun:
                 if not leaders:
                     continue
                 busy, failures = await self._stream_once(blob, leaders, sessions)
-                again = [t for t, exc in failures.items() if self._try_again(t, blob, exc, tries)]
+                again = [t for t, exc in failures.items() if self._try_again(t, blob, exc, retries)]
                 rest = [t for t in missing if t.location not in busy and (t not in leaders.values() or t in again)]
                 if busy:  # another copy sends this blob there: wait for it, then HEAD or mount
                     await asyncio.gather(*(event.wait() for event in busy.values()))
@@ -288,7 +303,7 @@ class _CopyRun:
                     rest += [t for t in await self._heads(blob, waited) if t is not None]
                 missing = rest
                 if again:
-                    await asyncio.sleep(max(t.repo.retry.delay(tries[id(t)]) for t in again))
+                    await asyncio.sleep(max(retries[id(t)].wait for t in again))
 
     async def _stream_once(
         self, blob: Descriptor, leaders: dict[str, Target], sessions: dict[int, BlobUpload]
@@ -309,20 +324,24 @@ class _CopyRun:
             for t in mine:
                 flights.done(t.location, blob.digest)
 
-    def _try_again(self, t: Target, blob: Descriptor, exc: BaseException, tries: dict[int, int]) -> bool:
-        """Another upload of this blob for ``t``, or fail it for good."""
-        tries[id(t)] = tries.get(id(t), 0) + 1
-        changed = t.repo.learn_from_refusal(exc)
-        limit = t.repo.retry.attempts + (2 if changed else 0)
-        if isinstance(exc, PERMANENT_ERRORS) or tries[id(t)] >= limit:
-            if isinstance(exc, RegcastError | OSError):
-                self._fail(t, exc)
-            else:
-                self._fail(t, RegistryError(f"{t.repo.name}: upload failed: {exc!r}"))
-            return False
-        self._retried(t)
+    def _try_again(self, t: Target, blob: Descriptor, exc: BaseException, retries: dict[int, RetryPolicy]) -> bool:
+        """Another upload of this blob for ``t`` (``retries[id(t)].wait`` from now), or fail it for good.
+
+        A refusal that changed the upload strategy is tried again at once without using up a try.
+        """
+        retry = retries.get(id(t)) or t.repo.retry
+        if t.repo.learn_from_refusal(exc):
+            retries[id(t)] = replace(retry, wait=0.0)
+        else:
+            try:
+                retries[id(t)] = retry.increment("PUT", exc)
+            except Exception:
+                failed = exc if isinstance(exc, RegcastError | OSError) else None
+                self._fail(t, failed or RegistryError(f"{t.repo.name}: upload failed: {exc!r}"))
+                return False
+        self.retried(t)
         log.warning(
-            "target %s: blob %s failed (%s); trying again (%d)", t.key, blob.digest, describe(exc), tries[id(t)]
+            "target %s: blob %s failed (%s); trying again (%d)", t.key, blob.digest, describe(exc), retry.retries + 1
         )
         return True
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AbstractContextManager
 
 from regcast.registry import blobs
 from regcast.registry.client import RegistryClient
@@ -43,13 +44,8 @@ class RegistryRepository:
     def retry(self) -> RetryPolicy:
         return self.client.options.retry
 
-    @property
-    def on_retry(self) -> Callable[[str], None] | None:
-        return self.client.on_retry
-
-    @on_retry.setter
-    def on_retry(self, callback: Callable[[str], None] | None) -> None:
-        self.client.on_retry = callback
+    def watch_retries(self, callback: Callable[[str], None]) -> AbstractContextManager[None]:
+        return self.client.watch_retries(callback)
 
     def secrets(self) -> tuple[str, ...]:
         return self.client.secrets()
@@ -75,7 +71,7 @@ class RegistryRepository:
         return None if location is None else RegistryUpload(self.client, self.repository, location)
 
     def learn_from_refusal(self, exc: BaseException) -> bool:
-        return blobs.learn_from_refusal(self.client, exc)
+        return self.client.uploads.learn(exc)
 
     async def commit(self) -> None:
         return None  # the tag put last already made the image visible

@@ -12,6 +12,7 @@ blob once per location and mounts it into the other repositories there (``start_
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from regcast.registry.manifest import Descriptor, Manifest
@@ -50,9 +51,13 @@ class Repository(Protocol):
         ...
 
     @property
-    def retry(self) -> RetryPolicy: ...
+    def retry(self) -> RetryPolicy:
+        """The retry policy value of this repository's requests (and of the engine's re-uploads)."""
+        ...
 
-    on_retry: Callable[[str], None] | None  # told about every retried request (job status)
+    def watch_retries(self, callback: Callable[[str], None]) -> AbstractContextManager[None]:
+        """Tell ``callback`` about every retried request while the block runs (job status)."""
+        ...
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret held, for scrubbing free text."""

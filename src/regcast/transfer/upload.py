@@ -25,7 +25,7 @@ async def upload_blob(
     on_bytes: Callable[[int], None],
 ) -> None:
     first = await ch.get()  # wait for the first verified bytes before opening any request
-    if client.upload_strategy == "chunked":
+    if client.uploads.chunked:
         await _chunked(client, location, repository, blob, _Reader(ch, first), on_bytes)
     else:
         await blobs.put_monolithic(client, location, repository, blob.digest, blob.size, ch.body(first, on_bytes))
@@ -39,9 +39,7 @@ async def _chunked(
     reader: _Reader,
     on_bytes: Callable[[int], None],
 ) -> None:
-    cap = client.chunk_cap or blob.size
-    if client.chunk_min:
-        cap = max(cap, client.chunk_min)
+    cap = client.uploads.chunk_size(blob.size)
     offset = 0
     while offset < blob.size:
         n = min(cap, blob.size - offset)

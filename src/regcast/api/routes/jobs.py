@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from regcast._exceptions import InvalidInput, NotFound, RegcastError
+from regcast._exceptions import InvalidInput, NotFound, RegcastError, is_retryable
 from regcast.api.responses import SeedJSON, error
 from regcast.api.schemas import Accepted, ErrorBody, JobList, JobStatus
 from regcast.api.service import Service, ServiceDep
@@ -20,7 +20,6 @@ from regcast.jobs.models import JobState
 from regcast.jobs.runner import client_for, refused_endpoint
 from regcast.jobs.spec import DistributeRequest, parse_request
 from regcast.registry.client import describe
-from regcast.registry.retry import is_transient
 
 log = logging.getLogger("regcast.api")
 SUBMIT_CHECK_TIMEOUT = 30.0
@@ -123,7 +122,7 @@ async def _check_source(body: DistributeRequest, service: Service) -> SeedJSON |
     except NotFound:
         found = False
     except (TimeoutError, RegcastError) as exc:
-        if not is_transient(exc):
+        if not is_retryable(exc):
             return error(502, f"Source registry error: {describe(exc)}")
         why = describe(exc) if isinstance(exc, RegcastError) else f"registry {client.name} did not answer in time"
         log.warning("source check of %s %s:%s failed (%s); job accepted", src.endpoint, src.image, src.ref, why)

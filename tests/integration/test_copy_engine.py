@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from regcast.transfer.progress import TargetState
 from regcast.transfer.remote import RegistryRepository
 from tests.support import images
 from tests.support.clients import client_for, target
+from tests.support.images import IMAGE_KINDS
 from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
 
@@ -38,19 +38,6 @@ def run_copy(
                 await t.repo.close()
 
     return asyncio.run(go())
-
-
-IMAGE_KINDS: dict[str, Callable[[], images.Image]] = {
-    "schema2": lambda: images.image(),
-    "oci-pretty": lambda: images.image(oci=True, pretty=True),
-    "manifest-list": lambda: images.multi_platform(oci=False, platforms=("linux/amd64", "linux/arm/v7")),
-    "oci-index-3-platforms": lambda: images.multi_platform(oci=True),
-    "helm-chart": images.helm_chart,
-    "artifact-empty-config": images.artifact_with_empty_config,
-    "empty-and-duplicate-layers": lambda: images.image([b"", images.layer_bytes(0), (d := images.layer_bytes()), d]),
-    "forty-layers": lambda: images.image([images.layer_bytes(256) for _ in range(40)]),
-    "foreign-layer": images.foreign_layer_image,
-}
 
 
 @pytest.mark.parametrize("kind", list(IMAGE_KINDS))

@@ -16,12 +16,11 @@ from regcast.transfer.engine import CopyEngine, CopyResult, Target
 from regcast.transfer.progress import TargetState
 from regcast.transfer.remote import RegistryRepository
 from regcast.transfer.repository import Repository
-from tests.integration.test_cli_copy import regcast
-from tests.integration.test_copy_engine import IMAGE_KINDS
-from tests.integration.test_faults import proxy
 from tests.support import images
+from tests.support.cli import regcast
 from tests.support.clients import client_for, target
-from tests.support.faults import FaultProxy
+from tests.support.faults import FaultProxy, proxy, via
+from tests.support.images import IMAGE_KINDS
 from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
 
@@ -197,8 +196,6 @@ def test_interrupted_write_leaves_no_layout_that_looks_complete(
 
 
 def client_for_proxy(p: FaultProxy) -> object:
-    from tests.integration.test_faults import via
-
     return via(p)
 
 

@@ -18,10 +18,11 @@ import pytest
 from regcast.transfer.engine import CopyEngine, CopyResult, Target
 from regcast.transfer.referrers import ReferrerOptions
 from regcast.transfer.remote import RegistryRepository
-from tests.conftest import Registries
 from tests.support import images
+from tests.support.cli import regcast
 from tests.support.clients import client_for, target
 from tests.support.referrers_front import ReferrersFront
+from tests.support.registries import Registries
 from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
 
@@ -285,8 +286,6 @@ def test_image_already_there_still_gets_new_referrers(
 def test_cli_counts_referrers_and_no_referrers(
     repo: str, tmp_path: Path, src_reg: RegistryServer, open_reg: RegistryServer, second_reg: RegistryServer
 ) -> None:
-    from tests.integration.test_cli_copy import regcast
-
     img, _sig, _sbom, _ = signed_image(src_reg, repo)
     r = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}:v1")
     assert r.returncode == 0, r.stderr

@@ -66,7 +66,7 @@ def test_service_resync_of_an_up_to_date_target_sends_no_manifest_get(
     p = proxy(faults, src_reg, "pass")
     body = {
         "source": {"endpoint": p.endpoint, "image": repo, "ref": "v1"},
-        "targets": [{"endpoint": open_reg.endpoint}],
+        "targets": [{"endpoint": open_reg.endpoint, "overwrite": True}],
     }
     assert service.wait(service.submit(body))["value"] == "FINISHED"
     p.seen.clear()

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tests.support.registry import RegistryHTTP
@@ -276,3 +277,17 @@ def index_entries(http: RegistryHTTP, repo: str, subject_digest: str) -> list[di
     got = http.get_manifest(repo, fallback_tag(subject_digest))
     assert got.status_code == 200, f"{http.reg.name}: no tag-schema index for {subject_digest} ({got.status_code})"
     return list(json.loads(got.content)["manifests"])
+
+
+# Every kind of image the copy tests run over, by name.
+IMAGE_KINDS: dict[str, Callable[[], Image]] = {
+    "schema2": lambda: image(),
+    "oci-pretty": lambda: image(oci=True, pretty=True),
+    "manifest-list": lambda: multi_platform(oci=False, platforms=("linux/amd64", "linux/arm/v7")),
+    "oci-index-3-platforms": lambda: multi_platform(oci=True),
+    "helm-chart": helm_chart,
+    "artifact-empty-config": artifact_with_empty_config,
+    "empty-and-duplicate-layers": lambda: image([b"", layer_bytes(0), (d := layer_bytes()), d]),
+    "forty-layers": lambda: image([layer_bytes(256) for _ in range(40)]),
+    "foreign-layer": foreign_layer_image,
+}

@@ -20,7 +20,7 @@ from tests.support import images
 from tests.support.cli import regcast
 from tests.support.clients import client_for, target
 from tests.support.faults import FaultProxy, proxy, via
-from tests.support.images import IMAGE_KINDS
+from tests.support.images import IMAGE_KINDS, signed_image
 from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
 
@@ -268,7 +268,6 @@ def test_referrers_travel_through_an_archive(
     out: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
 ) -> None:
     from regcast.transfer.referrers import ReferrerOptions
-    from tests.integration.test_referrers import signed_image
 
     img, sig, sbom, sbom_sig = signed_image(src_reg, repo)
     archive = out / "signed.tar"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import BASIC_USERS, Registries
 from tests.support import images
+from tests.support.registries import BASIC_USERS, Registries
 from tests.support.registry import RegistryServer, free_port
 from tests.support.service import REGCAST, Service, basicauth, source
 from tests.support.verify import assert_same_image

@@ -21,6 +21,7 @@ from regcast.transfer.remote import RegistryRepository
 from tests.support import images
 from tests.support.cli import regcast
 from tests.support.clients import client_for, target
+from tests.support.images import signed_image
 from tests.support.referrers_front import ReferrersFront
 from tests.support.registries import Registries
 from tests.support.registry import RegistryServer
@@ -66,18 +67,6 @@ def front_pair(registries: Registries) -> Iterator[tuple[ReferrersFront, Referre
     yield src, dst
     src.stop()
     dst.stop()
-
-
-def signed_image(reg: RegistryServer, repo: str) -> tuple[images.Image, images.Image, images.Image, images.Image]:
-    """An image with a cosign ``.sig`` tag, an SBOM and a signature of the SBOM (tag schema)."""
-    http = reg.http()
-    img = images.image(oci=True).push(http, repo, "v1")
-    sig = images.cosign_signature(img).push(http, repo, images.cosign_tag(img.digest))
-    sbom = images.referrer(img, images.SPDX)
-    images.attach(http, repo, img.digest, [sbom])
-    sbom_sig = images.referrer(sbom, images.SIGSTORE_BUNDLE)
-    images.attach(http, repo, sbom.digest, [sbom_sig])
-    return img, sig, sbom, sbom_sig
 
 
 def test_tag_schema_and_cosign_to_two_targets(

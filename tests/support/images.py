@@ -11,7 +11,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tests.support.registry import RegistryHTTP
+from tests.support.registry import RegistryHTTP, RegistryServer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -291,3 +291,15 @@ IMAGE_KINDS: dict[str, Callable[[], Image]] = {
     "forty-layers": lambda: image([layer_bytes(256) for _ in range(40)]),
     "foreign-layer": foreign_layer_image,
 }
+
+
+def signed_image(reg: RegistryServer, repo: str) -> tuple[Image, Image, Image, Image]:
+    """An image with a cosign ``.sig`` tag, an SBOM and a signature of the SBOM (tag schema)."""
+    http = reg.http()
+    img = image(oci=True).push(http, repo, "v1")
+    sig = cosign_signature(img).push(http, repo, cosign_tag(img.digest))
+    sbom = referrer(img, SPDX)
+    attach(http, repo, img.digest, [sbom])
+    sbom_sig = referrer(sbom, SIGSTORE_BUNDLE)
+    attach(http, repo, sbom.digest, [sbom_sig])
+    return img, sig, sbom, sbom_sig

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Registries
 from tests.support import images
 from tests.support.proxy import TcpProxy
+from tests.support.registries import Registries
 from tests.support.registry import RegistryServer
 from tests.support.service import Service, basicauth, source
 from tests.support.verify import assert_same_image

@@ -101,7 +101,8 @@ class Page:
 
     def close(self) -> None:
         assert self.elsewhere == [], f"the page reached beyond regcast: {self.elsewhere}"
-        assert self.api_auth and all(a == f"Bearer {TOKEN}" for a in self.api_auth[-3:])
+        assert self.api_auth
+        assert all(a == f"Bearer {TOKEN}" for a in self.api_auth[-3:])
         self.context.close()
 
 

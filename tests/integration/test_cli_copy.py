@@ -51,11 +51,13 @@ def test_copy_to_three_targets_with_docker_config(
         env=env,
     )
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("ok ") == 3 and img.digest in r.stdout
+    assert r.stdout.count("ok ") == 3
+    assert img.digest in r.stdout
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
     assert_same_image(src_reg.http(), repo, "v1", basic_reg.http(), repo, "v2")
     assert_same_image(src_reg.http(), repo, "v1", token_reg.http(), f"other/{repo}", "v1")
-    assert pw not in r.stdout + r.stderr and tpw not in r.stdout + r.stderr
+    assert pw not in r.stdout + r.stderr
+    assert tpw not in r.stdout + r.stderr
 
 
 def test_flags_credentials_and_digest_reference(
@@ -91,8 +93,11 @@ def test_wrong_password_gives_one_line_error(
     )
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and basic_reg.host in errors[0] and "401" in errors[0]
-    assert "Traceback" not in r.stderr and "not-the-Password-9" not in r.stderr + r.stdout
+    assert len(errors) == 1
+    assert basic_reg.host in errors[0]
+    assert "401" in errors[0]
+    assert "Traceback" not in r.stderr
+    assert "not-the-Password-9" not in r.stderr + r.stdout
 
 
 def test_unreachable_target_and_missing_source(repo: str, src_reg: RegistryServer, open_reg: RegistryServer) -> None:
@@ -101,16 +106,21 @@ def test_unreachable_target_and_missing_source(repo: str, src_reg: RegistryServe
     assert r.returncode == 1, r.stderr
     assert "ok " in r.stdout
     err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(err) == 1 and "127.0.0.1:1" in err[0] and "Traceback" not in r.stderr
+    assert len(err) == 1
+    assert "127.0.0.1:1" in err[0]
+    assert "Traceback" not in r.stderr
     r = regcast("copy", f"{src_reg.host}/{repo}:nope", f"{open_reg.host}/{repo}:v1")
-    assert r.returncode == 1 and "not found" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1
+    assert "not found" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_no_overwrite_skips_with_exit_3(repo: str, src_reg: RegistryServer, open_reg: RegistryServer) -> None:
     images.image().push(src_reg.http(), repo, "v1")
     images.image().push(open_reg.http(), repo, "v1")
     r = regcast("copy", "--no-overwrite", f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}:v1")
-    assert r.returncode == 3 and "skipped" in r.stderr
+    assert r.returncode == 3
+    assert "skipped" in r.stderr
     r = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}:v1")
     assert r.returncode == 0, r.stderr
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
@@ -134,4 +144,5 @@ def test_platform_flag(repo: str, src_reg: RegistryServer, open_reg: RegistrySer
 )
 def test_bad_usage_exit_2(args: list[str]) -> None:
     r = regcast("copy", *args)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr

@@ -88,13 +88,16 @@ def test_second_copy_transfers_nothing(
 ) -> None:
     images.multi_platform().push(src_reg.http(), repo, "v1")
     first = run_copy(src_reg, repo, "v1", [target(open_reg, repo, "v1"), target(token_reg, repo, "v1")])
-    assert first.ok and all(t.bytes_uploaded > 0 for t in first.targets)
+    assert first.ok
+    assert all(t.bytes_uploaded > 0 for t in first.targets)
     second = run_copy(
         src_reg, repo, "v1", [target(open_reg, repo, "v1", overwrite=True), target(token_reg, repo, "v1")]
     )
     assert second.ok
     for t in second.targets:
-        assert t.bytes_uploaded == 0 and t.blobs_uploaded == 0 and t.manifests_pushed == 0
+        assert t.bytes_uploaded == 0
+        assert t.blobs_uploaded == 0
+        assert t.manifests_pushed == 0
         assert t.notes == ["already up to date"]
     # overwrite on: done; overwrite off: the seed's rule, the tag exists so the target is skipped
     assert [(t.state, t.reason) for t in second.targets] == [
@@ -110,7 +113,8 @@ def test_existing_blob_is_not_uploaded_again(repo: str, src_reg: RegistryServer,
     result = run_copy(src_reg, repo, "v1", [target(open_reg, repo, "v1")])
     t = result.targets[0]
     assert result.ok, t.error
-    assert t.blobs_present == 1 and t.blobs_uploaded == len(img.blobs) - 1
+    assert t.blobs_present == 1
+    assert t.blobs_uploaded == len(img.blobs) - 1
     assert t.bytes_uploaded == sum(len(b) for d, b in img.blobs.items() if d != images.sha(layers[0]))
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
@@ -120,7 +124,8 @@ def test_mount_within_the_source_registry(repo: str, src_reg: RegistryServer) ->
     result = run_copy(src_reg, repo, "v1", [target(src_reg, repo + "-copy", "v1")])
     t = result.targets[0]
     assert result.ok, t.error
-    assert t.blobs_mounted == len(img.blobs) and t.bytes_uploaded == 0
+    assert t.blobs_mounted == len(img.blobs)
+    assert t.bytes_uploaded == 0
     assert_same_image(src_reg.http(), repo, "v1", src_reg.http(), repo + "-copy", "v1")
 
 
@@ -134,7 +139,8 @@ def test_two_targets_on_one_registry_upload_once_then_mount(
     assert result.ok, [t.error for t in result.targets]
     uploaded = sum(t.blobs_uploaded for t in result.targets)
     mounted = sum(t.blobs_mounted for t in result.targets)
-    assert uploaded == len(img.blobs) and mounted == len(img.blobs)
+    assert uploaded == len(img.blobs)
+    assert mounted == len(img.blobs)
     for name in ("/one", "/two"):
         assert_same_image(src_reg.http(), repo, "v1", token_reg.http(), repo + name, "v1")
 
@@ -144,7 +150,9 @@ def test_earlier_copy_makes_later_copy_mount(repo: str, src_reg: RegistryServer,
     engine = CopyEngine()
     assert run_copy(src_reg, repo, "v1", [target(open_reg, repo + "/first", "v1")], engine).ok
     later = run_copy(src_reg, repo, "v1", [target(open_reg, repo + "/later", "v1")], engine)
-    assert later.ok and later.targets[0].blobs_mounted == len(img.blobs) and later.targets[0].bytes_uploaded == 0
+    assert later.ok
+    assert later.targets[0].blobs_mounted == len(img.blobs)
+    assert later.targets[0].bytes_uploaded == 0
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo + "/later", "v1")
 
 
@@ -165,7 +173,8 @@ def test_platform_filter_single_and_multiple(repo: str, src_reg: RegistryServer,
     one = run_copy(
         src_reg, repo, "v1", [target(open_reg, repo + "/one", "v1")], platforms=[Platform.parse("linux/arm64")]
     )
-    assert one.ok and one.source_digest == arm.digest
+    assert one.ok
+    assert one.source_digest == arm.digest
     assert open_reg.http().get_manifest(repo + "/one", "v1").content == arm.raw
     two = run_copy(
         src_reg,
@@ -194,7 +203,8 @@ def test_corrupted_source_blob_is_never_committed(
     result = run_copy(src_reg, repo, "v1", [target(open_reg, repo, "v1"), target(token_reg, repo, "v1")])
     for t in result.targets:
         assert t.state is TargetState.FAILED
-        assert "source registry" in (t.error or "") and images.sha(layer) in (t.error or "")
+        assert "source registry" in (t.error or "")
+        assert images.sha(layer) in (t.error or "")
     for reg in (open_reg, token_reg):
         assert reg.http().head_blob(repo, images.sha(layer)) == 404
         assert reg.http().get_manifest(repo, "v1").status_code == 404
@@ -218,11 +228,15 @@ def test_wrong_password_and_unreachable_target_fail_alone(
     ]
     result = run_copy(src_reg, repo, "v1", targets)
     basic, token, unreachable, good = result.targets
-    assert basic.state is TargetState.FAILED and basic_reg.host in (basic.error or "")
-    assert "401" in (basic.error or "") and "wrong-password-123" not in (basic.error or "")
-    assert token.state is TargetState.FAILED and token_reg.host in (token.error or "")
+    assert basic.state is TargetState.FAILED
+    assert basic_reg.host in (basic.error or "")
+    assert "401" in (basic.error or "")
+    assert "wrong-password-123" not in (basic.error or "")
+    assert token.state is TargetState.FAILED
+    assert token_reg.host in (token.error or "")
     assert "wrong-token-pw-456" not in (token.error or "")
-    assert unreachable.state is TargetState.FAILED and "127.0.0.1:1" in (unreachable.error or "")
+    assert unreachable.state is TargetState.FAILED
+    assert "127.0.0.1:1" in (unreachable.error or "")
     assert "\n" not in (unreachable.error or "")
     assert good.state is TargetState.FINISHED
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")

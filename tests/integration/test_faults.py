@@ -39,9 +39,11 @@ def test_connection_reset_mid_blob_resumes_with_range(
     p = proxy(faults, src_reg, "reset_blob")
     result = copy(via(p), repo, [target(open_reg, repo, "v1"), target(token_reg, repo, "v1")])
     assert result.ok, [t.error for t in result.targets]
-    assert p.events["reset"] == len(img.blobs) and p.events["range"] == len(img.blobs)
+    assert p.events["reset"] == len(img.blobs)
+    assert p.events["range"] == len(img.blobs)
     for t in result.targets:  # the targets' uploads went on: no blob was sent twice
-        assert t.retries == 0 and t.blobs_uploaded == len(img.blobs)
+        assert t.retries == 0
+        assert t.blobs_uploaded == len(img.blobs)
         assert t.bytes_uploaded == sum(len(b) for b in img.blobs.values())
     for reg in (open_reg, token_reg):
         assert_same_image(src_reg.http(), repo, "v1", reg.http(), repo, "v1")
@@ -76,9 +78,11 @@ def test_429_waits_as_told(
     p = proxy(faults, src_reg, "throttle_429")
     with caplog.at_level(logging.WARNING, logger="regcast"):
         result = copy(via(p), repo, [target(open_reg, repo, "v1")])
-    assert result.ok and p.events["429"] >= 1
+    assert result.ok
+    assert p.events["429"] >= 1
     waits = [r.getMessage() for r in caplog.records if "answered 429" in r.getMessage()]
-    assert len(waits) == p.events["429"] and all(w.endswith("in 1.0s") for w in waits)  # Retry-After: 1
+    assert len(waits) == p.events["429"]
+    assert all(w.endswith("in 1.0s") for w in waits)  # Retry-After: 1
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
 
@@ -144,7 +148,8 @@ def test_corrupted_byte_is_never_committed_then_clean_retry(
     result = copy(via(p), repo, [target(open_reg, repo, "v1")])
     t = result.targets[0]
     assert result.ok, t.error
-    assert p.events["corrupted"] == len(img.blobs) and t.retries == len(img.blobs)
+    assert p.events["corrupted"] == len(img.blobs)
+    assert t.retries == len(img.blobs)
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
 
@@ -155,7 +160,9 @@ def test_corrupted_every_time_fails_clearly(
     p = proxy(faults, src_reg, "corrupt_always")
     result = copy(via(p), repo, [target(open_reg, repo, "v1")])
     t = result.targets[0]
-    assert t.state is TargetState.FAILED and "source registry" in (t.error or "") and "not committed" in (t.error or "")
+    assert t.state is TargetState.FAILED
+    assert "source registry" in (t.error or "")
+    assert "not committed" in (t.error or "")
     # the first blob to exhaust its tries fails the target; blobs in flight beside it stop there too
     assert FAST_RETRY.attempts <= p.events["corrupted"] <= FAST_RETRY.attempts * len(img.blobs)
     for digest in img.blobs:
@@ -173,11 +180,14 @@ def test_registry_refusing_bodies_over_4mib(
     result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(client, repo), "v1")])
     assert result.ok, result.targets[0].error
     if strategy == "auto":
-        assert p.events["put_refused"] == 1 and p.events["patch_refused"] == 0
+        assert p.events["put_refused"] == 1
+        assert p.events["patch_refused"] == 0
     else:
-        assert p.events["patch_refused"] == 1 and p.events["put_refused"] == 0
+        assert p.events["patch_refused"] == 1
+        assert p.events["put_refused"] == 0
     patches = [h for m, _, h in p.seen if m == "PATCH"]
-    assert patches and all(int(h["Content-Length"]) <= 4 * MiB for h in patches[-3:])
+    assert patches
+    assert all(int(h["Content-Length"]) <= 4 * MiB for h in patches[-3:])
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
 
@@ -203,7 +213,8 @@ def test_target_dying_mid_job_fails_alone(
     finally:
         doomed.stop()
     dead, alive = result.targets
-    assert dead.state is TargetState.FAILED and f"127.0.0.1:{doomed.port}" in (dead.error or "")
+    assert dead.state is TargetState.FAILED
+    assert f"127.0.0.1:{doomed.port}" in (dead.error or "")
     assert alive.state is TargetState.FINISHED
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
@@ -227,7 +238,8 @@ def test_service_status_shows_retries(
         log = svc.output()
     finally:
         svc.stop()
-    assert st["value"] == "FINISHED" and st["targets"][0]["retries"] == 2 == p.events["5xx"]
+    assert st["value"] == "FINISHED"
+    assert st["targets"][0]["retries"] == 2 == p.events["5xx"]
     assert log.count("answered 50") == 2  # each retry is in the log too
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
@@ -254,7 +266,8 @@ def test_reset_when_the_registry_ignores_range(
     t = result.targets[0]
     assert result.ok, t.error
     assert p.events["reset"] == p.events["range_ignored"] == len(img.blobs)
-    assert t.retries == 0 and t.bytes_uploaded == sum(len(b) for b in img.blobs.values())
+    assert t.retries == 0
+    assert t.bytes_uploaded == sum(len(b) for b in img.blobs.values())
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
 

@@ -171,7 +171,8 @@ def test_tampered_blob_in_archive_is_refused_before_any_commit(
     result = copy(open_layout(f"oci-archive:{archive}"), "v1", [target(open_reg, repo, "v1")])
     t = result.targets[0]
     assert t.state is TargetState.FAILED
-    assert f"source oci-archive:{archive}" in (t.error or "") and images.sha(layer) in (t.error or "")
+    assert f"source oci-archive:{archive}" in (t.error or "")
+    assert images.sha(layer) in (t.error or "")
     assert open_reg.http().head_blob(repo, images.sha(layer)) == 404  # never committed
     assert open_reg.http().get_manifest(repo, "v1").status_code == 404
     assert img.digest  # the untampered manifest was readable; the layer was not
@@ -239,13 +240,15 @@ def test_cli_export_and_import(out: Path, repo: str, src_reg: RegistryServer, op
     # a second run finds the target up to date; a layout source is never written to
     before = archive.stat().st_mtime_ns
     again = regcast("copy", f"oci-archive:{archive}:1.0", f"127.0.0.1:{open_reg.port}/{repo}/imported")
-    assert again.returncode == 0 and "already up to date" in again.stdout
+    assert again.returncode == 0
+    assert "already up to date" in again.stdout
     assert archive.stat().st_mtime_ns == before
 
 
 def test_cli_layout_errors_are_one_line(out: Path, repo: str, src_reg: RegistryServer) -> None:
     missing = regcast("copy", f"oci-archive:{out}/nope.tar", f"oci:{out}/out")
-    assert missing.returncode == 1 and missing.stderr.strip() == f"error: oci-archive:{out}/nope.tar: no such archive"
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"error: oci-archive:{out}/nope.tar: no such archive"
     for tag in ("a", "b"):
         images.image().push(src_reg.http(), repo, tag)
         assert regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}:{tag}", f"oci:{out}/two").returncode == 0
@@ -253,7 +256,8 @@ def test_cli_layout_errors_are_one_line(out: Path, repo: str, src_reg: RegistryS
     assert ambiguous.returncode == 1
     assert f"oci:{out}/two holds 2 images: name one as oci:{out}/two:TAG (tags: a, b)" in ambiguous.stderr
     no_tag = regcast("copy", f"oci:{out}/two:c", f"oci:{out}/other")
-    assert no_tag.returncode == 1 and "has no tag c (tags: a, b)" in no_tag.stderr
+    assert no_tag.returncode == 1
+    assert "has no tag c (tags: a, b)" in no_tag.stderr
     assert "Traceback" not in missing.stderr + ambiguous.stderr + no_tag.stderr
 
 

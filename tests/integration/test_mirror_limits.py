@@ -81,7 +81,8 @@ def test_max_concurrency_is_never_exceeded_at_the_registry(
 
     limited = document([mirror], [{"host": target, "max_concurrency": 2}])
     report = asyncio.run(run_pass(limited, SETTINGS))
-    assert report.ok and report.summary()["copied"] == len(tags)
+    assert report.ok
+    assert report.summary()["copied"] == len(tags)
     assert 1 <= proxy.max_in_flight <= 2, proxy.max_in_flight
 
     proxy.max_in_flight = 0  # the same pass without the limit does go wider (so the bound above is real)
@@ -111,7 +112,8 @@ def test_429_with_remaining_zero_pauses_pulls_then_resumes(
         report = asyncio.run(run_pass(doc, SETTINGS))
     assert report.ok, report.public()  # waited, not failed
     gets = [(t, status) for t, m, p, status in proxy.timeline if m == "GET" and "/manifests/" in p]
-    assert gets[0][1] == 429 and all(status != 429 for _t, status in gets[1:])
+    assert gets[0][1] == 429
+    assert all(status != 429 for _t, status in gets[1:])
     assert gets[1][0] - gets[0][0] >= 1.5, "a pull was sent while the window was closed"
     assert any("rate limit" in r.getMessage() and "waiting" in r.getMessage() for r in caplog.records)
     for tag in tags:

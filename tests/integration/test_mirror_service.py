@@ -73,7 +73,8 @@ def test_routes_store_run_and_delete(
         assert r.status_code == 201, r.text
         assert r.json() == {"status": "success", "msg": "Mirrors stored", "mirrors": ["app"]}
         listed = svc.http.get("/api/mirrors").json()["mirrors"]
-        assert [m["name"] for m in listed] == ["app"] and listed[0]["next_due"] is None
+        assert [m["name"] for m in listed] == ["app"]
+        assert listed[0]["next_due"] is None
         shown = svc.http.get("/api/mirrors/app").json()
         assert shown["document"]["registries"][0]["password"] == "***"
         assert shown["document"]["mirrors"][0]["targets"] == [
@@ -82,21 +83,25 @@ def test_routes_store_run_and_delete(
         ]
         with psycopg.connect(pg_url) as conn:
             sealed, document = conn.execute("SELECT sealed, document::text FROM mirrors").fetchone()
-        assert PASSWORD.encode() not in bytes(sealed) and PASSWORD not in document
+        assert PASSWORD.encode() not in bytes(sealed)
+        assert PASSWORD not in document
 
         # plan: a dry run of the posted document, nothing stored
         r = svc.http.post("/api/mirrors/plan", content=body)
         assert r.status_code == 200, r.text
         plan = r.json()
         assert [i["tag"] for i in plan["mirrors"][0]["images"]] == ["v1", "v2"]
-        assert plan["totals"]["copy"] == 4 and plan["totals"]["bytes"] > 0
+        assert plan["totals"]["copy"] == 4
+        assert plan["totals"]["bytes"] > 0
 
         r = svc.http.post("/api/mirrors/app/run")
         assert r.status_code == 202, r.text
         run = wait_run(svc, "app", r.json()["id"])
         assert run["state"] == "FINISHED", run
         assert (run["images_selected"], run["copied"], run["up_to_date"], run["failed"]) == (2, 2, 0, 0)
-        assert run["bytes"] > 0 and len(run["jobs"]) == 2 and run["finished_at"]
+        assert run["bytes"] > 0
+        assert len(run["jobs"]) == 2
+        assert run["finished_at"]
         job = svc.status(run["jobs"][0])
         assert job["value"] == "FINISHED"
         for tag in ("v1", "v2"):
@@ -153,16 +158,20 @@ def test_bad_documents_are_400_naming_the_place_and_nothing_is_stored(
             assert old in good, old
             r = svc.http.post("/api/mirrors", content=good.replace(old, new, 1))
             assert r.status_code == 400, (expected, r.text)
-            assert r.json()["status"] == "error" and expected in r.json()["msg"], (expected, r.json())
+            assert r.json()["status"] == "error", (expected, r.json())
+            assert expected in r.json()["msg"], (expected, r.json())
             r = svc.http.post("/api/mirrors/plan", content=good.replace(old, new, 1))
-            assert r.status_code == 400 and expected in r.json()["msg"]
+            assert r.status_code == 400
+            assert expected in r.json()["msg"]
         # a target that is the source itself: a cycle with nothing to do
         r = svc.http.post("/api/mirrors", content=good.replace("  all: [", f"  all: [{src_reg.host}, ", 1))
-        assert r.status_code == 400 and "line 11: mirrors[0].targets:" in r.json()["msg"], r.json()
+        assert r.status_code == 400, r.json()
+        assert "line 11: mirrors[0].targets:" in r.json()["msg"], r.json()
         assert "is the source itself: nothing to do" in r.json()["msg"]
         assert svc.http.get("/api/mirrors").json() == {"mirrors": []}
         r = svc.http.post("/api/mirrors", content=json.dumps({"version": 1, "mirrors": []}))
-        assert r.status_code == 400 and "mirrors" in r.json()["msg"]
+        assert r.status_code == 400
+        assert "mirrors" in r.json()["msg"]
     finally:
         svc.stop()
 
@@ -217,7 +226,8 @@ def test_interval_fires_once_per_interval_across_replicas_and_spreads_jobs(
         assert len([n for n in claimed.values() if n]) >= 2, claimed
         with psycopg.connect(pg_url) as conn:
             keys = conn.execute("SELECT run_key, count(*) FROM mirror_runs GROUP BY run_key").fetchall()
-        assert all(n == 1 for _k, n in keys) and len(keys) == len(runs)
+        assert all(n == 1 for _k, n in keys)
+        assert len(keys) == len(runs)
         for tag in tags:
             assert_same_image(http, repo, tag, open_reg.http(), f"{prefix}/{repo}", tag)
     finally:

@@ -157,12 +157,14 @@ def test_second_pass_reads_no_manifest_and_no_blob_and_immutable_costs_nothing(
     path = write_doc(tmp_path, [mirror], registries_block(basic_reg, token_reg))
     code, first, err = sync(path, ca_bundle)
     assert code == 0, err
-    assert first["totals"]["copied"] == 3 * 7 and first["totals"]["moved"] > 0
+    assert first["totals"]["copied"] == 3 * 7
+    assert first["totals"]["moved"] > 0
 
     proxy.seen.clear()
     code, second, err = sync(path, ca_bundle)
     assert code == 0, err
-    assert second["totals"]["copied"] == 0 and second["totals"]["moved"] == 0
+    assert second["totals"]["copied"] == 0
+    assert second["totals"]["moved"] == 0
     assert second["totals"]["up_to_date"] == 3 * 7
     seen = source_requests(proxy)
     assert [p for m, p in seen if m == "GET" and "/manifests/" in p] == []
@@ -204,7 +206,8 @@ def test_dry_run_predicts_exactly_what_the_pass_moves(
     moved = {
         (i["tag"], t["target"]): (t["state"], t["moved"]) for i in report["mirrors"][0]["images"] for t in i["targets"]
     }
-    assert set(predicted) == set(moved) and len(predicted) == 3 * 4
+    assert set(predicted) == set(moved)
+    assert len(predicted) == 3 * 4
     words = {"copy": "copied", "up-to-date": "up-to-date", "skip": "skipped"}
     for key, (action, size) in predicted.items():
         assert moved[key] == (words[action], size), key
@@ -266,7 +269,9 @@ def test_a_bad_document_exits_2_naming_the_line_and_nothing_is_copied(tmp_path: 
         f"  - {{name: a, source: {open_reg.host}/x, targets: [{open_reg.host}/y], tags: {{allow: ['(']}}}}\n"
     )
     r = regcast("sync", str(path))
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
     assert "line 5: registries[0].password: environment variable SURELY_NOT_SET_42 is not set" in r.stderr
     r = regcast("sync", str(path), env={"SURELY_NOT_SET_42": "pw"})
-    assert r.returncode == 2 and "line 7: mirrors[0].tags.allow[0]: invalid regular expression" in r.stderr
+    assert r.returncode == 2
+    assert "line 7: mirrors[0].tags.allow[0]: invalid regular expression" in r.stderr

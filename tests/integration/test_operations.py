@@ -91,7 +91,8 @@ def test_metrics_public_needs_no_token(tmp_path: Path) -> None:
     svc = _service(tmp_path / "svc", {"REGCAST_METRICS_PUBLIC": "true"})
     try:
         r = svc.http.get("/metrics", headers={"Authorization": ""})
-        assert r.status_code == 200 and "regcast_jobs_finished_total" in r.text
+        assert r.status_code == 200
+        assert "regcast_jobs_finished_total" in r.text
         assert svc.http.get("/api/distribute/image", headers={"Authorization": ""}).status_code == 401
     finally:
         svc.stop()
@@ -134,7 +135,9 @@ def test_notification_signed_retried_and_filtered(
             assert not _verify("another-secret", d.headers["x-regcast-signature"], d.body)
             assert d.headers["x-regcast-event"] == "finished"
         body = json.loads(got[-1].body)
-        assert body["id"] == job and body["event"] == "finished" and body["in_sync"] is True
+        assert body["id"] == job
+        assert body["event"] == "finished"
+        assert body["in_sync"] is True
         assert body["source_digest"] == img.digest
         assert body["targets"] == [
             {"endpoint": open_reg.endpoint, "image": f"{repo}/b", "ref": "v1", "state": "FINISHED", "reason": None}
@@ -147,7 +150,8 @@ def test_notification_signed_retried_and_filtered(
             (3, 200, True),
         ]
         shown = json.dumps(st)
-        assert HOOK_SECRET not in shown and "regcast-secret-path" not in shown
+        assert HOOK_SECRET not in shown
+        assert "regcast-secret-path" not in shown
         assert service.status(quiet)["notifications"] == []
     finally:
         hook.stop()
@@ -156,11 +160,14 @@ def test_notification_signed_retried_and_filtered(
 def test_notify_url_guarded_and_validated(service: Service, repo: str, src_reg: RegistryServer) -> None:
     base = {"source": source(src_reg, repo), "targets": [{"endpoint": src_reg.endpoint}]}
     r = service.http.post("/api/distribute/image", json={**base, "notify": {"url": "ftp://x"}})
-    assert r.status_code == 400 and "notify.url" in r.json()["msg"]
+    assert r.status_code == 400
+    assert "notify.url" in r.json()["msg"]
     r = service.http.post("/api/distribute/image", json={**base, "notify": {"url": "http://169.254.169.254/"}})
-    assert r.status_code == 400 and "notify.url" in r.json()["msg"]
+    assert r.status_code == 400
+    assert "notify.url" in r.json()["msg"]
     r = service.http.post("/api/distribute/image", json={**base, "notify": {"url": "http://x/", "events": ["done"]}})
-    assert r.status_code == 400 and "notify.events" in r.json()["msg"]
+    assert r.status_code == 400
+    assert "notify.events" in r.json()["msg"]
 
 
 def test_retry_reruns_only_failed_targets(
@@ -185,7 +192,8 @@ def test_retry_reruns_only_failed_targets(
     assert st["targets"][0]["attempts"] == first_attempts  # the finished target was not redone
     assert_same_image(src_reg.http(), repo, "v1", reg.http(), repo, "v1")
     r = service.http.post(f"/api/distribute/image/{job}/retry")
-    assert r.status_code == 409 and "FINISHED" in r.json()["msg"]
+    assert r.status_code == 409
+    assert "FINISHED" in r.json()["msg"]
     assert service.http.post("/api/distribute/image/nope/retry").status_code == 404
 
 
@@ -210,7 +218,8 @@ def test_list_filters_by_image_and_target(
 
     assert {a, b} <= ids(image=repo)
     assert ids(image=f"{repo}-renamed") == {b}
-    assert a in ids(target=open_reg.host) and b not in ids(target=open_reg.host)
+    assert a in ids(target=open_reg.host)
+    assert b not in ids(target=open_reg.host)
     assert ids(target=basic_reg.host, image=repo) == {b}
     assert ids(image="no-such-image-anywhere") == set()
 
@@ -237,7 +246,10 @@ def test_json_logs_every_field_and_no_secret(
     for rec in records:
         assert set(rec) >= LOG_FIELDS, rec
     done = [r for r in records if r["job_id"] == ok and r["target"] == basic_reg.endpoint]
-    assert done and done[-1]["registry"] == basic_reg.host and done[-1]["bytes"] > 0 and done[-1]["error"] is None
+    assert done
+    assert done[-1]["registry"] == basic_reg.host
+    assert done[-1]["bytes"] > 0
+    assert done[-1]["error"] is None
     failed = [r for r in records if r["job_id"] == bad and r["target"] and r["error"]]
     assert (failed and "401" in failed[-1]["error"]) or "auth" in failed[-1]["error"].lower()
     text = service.output()
@@ -267,15 +279,22 @@ def test_remote_cli(service: Service, repo: str, src_reg: RegistryServer, open_r
     assert f"progress {open_reg.endpoint} {repo}/remote:prod FINISHED" in r.stderr  # not a terminal: lines
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), f"{repo}/remote", "prod")
     st = _cli("status", job, "--json", env=env)
-    assert st.returncode == 0 and json.loads(st.stdout)["source_digest"] == img.digest
+    assert st.returncode == 0
+    assert json.loads(st.stdout)["source_digest"] == img.digest
     listed = _cli("jobs", "--json", "--limit", "500", env=env)
-    assert listed.returncode == 0 and job in {j["id"] for j in json.loads(listed.stdout)["jobs"]}
+    assert listed.returncode == 0
+    assert job in {j["id"] for j in json.loads(listed.stdout)["jobs"]}
     cancel = _cli("cancel", job, env=env)
-    assert cancel.returncode == 1 and "409" in cancel.stderr and "already FINISHED" in cancel.stderr
+    assert cancel.returncode == 1
+    assert "409" in cancel.stderr
+    assert "already FINISHED" in cancel.stderr
     no_token = _cli("status", job, env={**env, "REGCAST_API_TOKEN": ""})
-    assert no_token.returncode == 1 and "401" in no_token.stderr
+    assert no_token.returncode == 1
+    assert "401" in no_token.stderr
     nowhere = _cli("status", job, "--server", f"http://127.0.0.1:{free_port()}", env=env)
-    assert nowhere.returncode == 1 and "unreachable" in nowhere.stderr and "Traceback" not in nowhere.stderr
+    assert nowhere.returncode == 1
+    assert "unreachable" in nowhere.stderr
+    assert "Traceback" not in nowhere.stderr
 
 
 def test_copy_prints_progress_lines_when_not_a_terminal(
@@ -286,17 +305,17 @@ def test_copy_prints_progress_lines_when_not_a_terminal(
     r = _cli("copy", f"{src_reg.host}/{repo}:v1", dst, env={"REGCAST_PROGRESS_INTERVAL": "0.05"})
     assert r.returncode == 0, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("progress ")]
-    assert lines and lines[-1].startswith(f"progress {dst} FINISHED") and lines[-1].endswith("(100%)")
+    assert lines
+    assert lines[-1].startswith(f"progress {dst} FINISHED")
+    assert lines[-1].endswith("(100%)")
     assert "\x1b[" not in r.stderr  # no terminal escapes in a CI log
 
 
 def test_dashboard_assets_served_open(service: Service) -> None:
     r = service.http.get("/", headers={"Authorization": ""})
-    assert (
-        r.status_code == 200
-        and 'src="/ui/app.js"' in r.text
-        and "http" not in r.text.split("<body")[0].replace('content="width', "")
-    )
+    assert r.status_code == 200
+    assert 'src="/ui/app.js"' in r.text
+    assert "http" not in r.text.split("<body")[0].replace('content="width', "")
     for asset in ("/ui/app.js", "/ui/style.css"):
         assert service.http.get(asset, headers={"Authorization": ""}).status_code == 200
     assert service.http.get("/ui/nope.js", headers={"Authorization": ""}).status_code == 404

@@ -101,10 +101,12 @@ def test_three_workers_share_fifty_jobs(
     claims = Counter()
     for p in procs:
         claims[p.log.name] = p.output().count("claimed by")
-    assert sum(claims.values()) == 50 and sum(1 for c in claims.values() if c) >= 2, claims
+    assert sum(claims.values()) == 50, claims
+    assert sum(1 for c in claims.values() if c) >= 2, claims
     for i in range(50):
         got = open_reg.http().get_manifest(f"{repo}/n{i}", "v1")
-        assert got.status_code == 200 and got.content == img.root.raw
+        assert got.status_code == 200
+        assert got.content == img.root.raw
     store.close()
 
 
@@ -140,7 +142,8 @@ def test_killed_worker_job_is_finished_by_another(
     finally:
         first.stop()
         proxy.stop()
-    assert rec.state == "FINISHED" and rec.attempts == 2
+    assert rec.state == "FINISHED"
+    assert rec.attempts == 2
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
     store.close()
 
@@ -168,10 +171,12 @@ def test_readyz_follows_the_database(
         assert svc.wait(job)["value"] == "FINISHED"
         proxy.set_down(True)
         r = svc.http.get("/readyz")
-        assert r.status_code == 503 and r.json() == {"status": "error", "msg": "database unavailable"}
+        assert r.status_code == 503
+        assert r.json() == {"status": "error", "msg": "database unavailable"}
         assert svc.http.get("/healthz").status_code == 200
         r = svc.http.get(f"/api/distribute/image/{job}")
-        assert r.status_code == 503 and "database" in r.json()["msg"]
+        assert r.status_code == 503
+        assert "database" in r.json()["msg"]
         proxy.set_down(False)
         deadline = time.monotonic() + 20
         while svc.http.get("/readyz").status_code != 200:

@@ -245,14 +245,17 @@ def test_referrer_with_blobs_missing_at_the_source(
     assert status.referrers == 1  # the signature; the SBOM (and so its signature) left out
     assert len(status.referrers_left_out) == 1
     line = status.referrers_left_out[0]
-    assert sbom.digest in line and payload in line and "missing at source" in line
+    assert sbom.digest in line
+    assert payload in line
+    assert "missing at source" in line
     assert open_reg.http().get_manifest(repo, sbom.digest).status_code == 404
 
 
 def test_referrers_off_copies_none(repo: str, src_reg: RegistryServer, open_reg: RegistryServer) -> None:
     img, _sig, sbom, _ = signed_image(src_reg, repo)
     result = run_copy(src_reg, repo, "v1", [target(open_reg, repo, "v1")], referrers=ReferrerOptions(enabled=False))
-    assert result.ok and result.targets[0].referrers == 0
+    assert result.ok
+    assert result.targets[0].referrers == 0
     same_manifest(src_reg, open_reg, repo, "v1")
     http = open_reg.http()
     assert http.get_manifest(repo, images.cosign_tag(img.digest)).status_code == 404
@@ -266,7 +269,8 @@ def test_image_already_there_still_gets_new_referrers(
     img, _sig, _sbom, sbom_sig = signed_image(src_reg, repo)
     img.push(open_reg.http(), repo, "v1")
     result = run_copy(src_reg, repo, "v1", [target(open_reg, repo, "v1")])
-    assert result.ok and result.targets[0].referrers == 3
+    assert result.ok
+    assert result.targets[0].referrers == 3
     assert result.targets[0].manifests_pushed == 0  # the image itself was not pushed again
     same_manifest(src_reg, open_reg, repo, images.cosign_tag(img.digest))
     same_manifest(src_reg, open_reg, repo, sbom_sig.digest)

@@ -30,7 +30,8 @@ def test_api_tokens_guard_every_route_but_health(
             "source": {"endpoint": src_reg.endpoint, "image": repo, "ref": "v1"},
             "targets": [{"endpoint": open_reg.endpoint}],
         }
-        assert svc.http.get("/healthz").status_code == 200 and svc.http.get("/readyz").status_code == 200
+        assert svc.http.get("/healthz").status_code == 200
+        assert svc.http.get("/readyz").status_code == 200
         for method, path in [
             ("POST", "/api/distribute/image"),
             ("GET", "/api/distribute/image"),
@@ -47,7 +48,8 @@ def test_api_tokens_guard_every_route_but_health(
             r = svc.http.post("/api/distribute/image", json=body, headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == 201
         assert "API authentication on (2 token(s))" in svc.output()
-        assert TOKENS[0] not in svc.output() and TOKENS[1] not in svc.output()
+        assert TOKENS[0] not in svc.output()
+        assert TOKENS[1] not in svc.output()
     finally:
         svc.stop()
 
@@ -60,7 +62,8 @@ def test_serve_refuses_public_address_without_tokens(tmp_path: Path) -> None:
         text=True,
         timeout=30,
     )
-    assert r.returncode == 2 and "refusing to serve on 0.0.0.0 without authentication" in r.stderr
+    assert r.returncode == 2
+    assert "refusing to serve on 0.0.0.0 without authentication" in r.stderr
 
 
 def test_allow_list_and_metadata_endpoints_refused(
@@ -88,7 +91,8 @@ def test_allow_list_and_metadata_endpoints_refused(
         ]
         for extra, msg in cases:
             r = svc.http.post("/api/distribute/image", json={"source": src, **extra})
-            assert r.status_code == 400 and r.json()["msg"] == f"Failed to parse data: {msg}"
+            assert r.status_code == 400
+            assert r.json()["msg"] == f"Failed to parse data: {msg}"
         r = svc.http.post("/api/distribute/image", json={"source": src, "targets": [{"endpoint": open_reg.endpoint}]})
         assert r.status_code == 201
     finally:
@@ -100,7 +104,8 @@ def test_allow_list_and_metadata_endpoints_refused(
         env={**FAST, "REGCAST_ALLOWED_REGISTRIES": f"127.0.0.1:{src_reg.port}", "PATH": "/usr/bin:/bin"},
         timeout=60,
     )
-    assert r.returncode == 2 and "not in REGCAST_ALLOWED_REGISTRIES" in r.stderr
+    assert r.returncode == 2
+    assert "not in REGCAST_ALLOWED_REGISTRIES" in r.stderr
 
 
 @pytest.mark.parametrize("scenario", ["evil_location", "evil_redirect"])
@@ -121,7 +126,8 @@ def test_locations_and_redirects_to_metadata_refused(
 
         result = copy(via(p), repo, [target(open_reg, repo, "v1")])
     t = result.targets[0]
-    assert t.state is TargetState.FAILED and "169.254.169.254 is a link-local/metadata address" in (t.error or "")
+    assert t.state is TargetState.FAILED
+    assert "169.254.169.254 is a link-local/metadata address" in (t.error or "")
     assert p.events["evil"] >= 1
 
 
@@ -160,7 +166,8 @@ def test_no_secret_in_any_output(
             ),
         ]
         sts = [svc.wait(i) for i in ids]
-        assert sts[0]["value"] == "FAILED" and sts[0]["targets"][2]["state"] == "FINISHED"
+        assert sts[0]["value"] == "FAILED"
+        assert sts[0]["targets"][2]["state"] == "FINISHED"
         outputs = [json.dumps(st) for st in sts]
         outputs += [svc.http.get("/api/distribute/image").text, svc.http.delete(f"/api/distribute/image/{ids[0]}").text]
         outputs += [svc.output()]

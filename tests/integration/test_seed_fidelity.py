@@ -70,7 +70,8 @@ def test_readme_template_with_empty_token_part(
     assert r.status_code == 201, r.text
     assert r.text == json.dumps({"id": r.json()["id"], "msg": "Image sync started", "status": "success"})
     st = service.wait(r.json()["id"])
-    assert st["value"] == "FINISHED" and st["in_sync"] is True, st
+    assert st["value"] == "FINISHED", st
+    assert st["in_sync"] is True, st
     assert st["finished_endpoints"] == [open_reg.endpoint]
     assert_same_image(basic_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
     # the token part filled in but basicauth present: ignored, as the seed did (never fetched)
@@ -78,7 +79,8 @@ def test_readme_template_with_empty_token_part(
     body["source"]["auth"].update(url="http://127.0.0.1:1/token", token_type="Bearer", header={"X-A": "b"})
     body["targets"][0]["overwrite"] = True
     st = service.wait(service.submit(body))
-    assert st["value"] == "FINISHED" and st["in_sync"] is True, st
+    assert st["value"] == "FINISHED", st
+    assert st["in_sync"] is True, st
 
 
 def test_seed_example_request(service: Service, repo: str, src_reg: RegistryServer, token_reg: RegistryServer) -> None:
@@ -95,7 +97,8 @@ def test_seed_example_request(service: Service, repo: str, src_reg: RegistryServ
     r = service.http.post("/api/distribute/image", content=json.dumps(body))
     assert r.status_code == 201, r.text
     st = service.wait(r.json()["id"])
-    assert st["value"] == "FINISHED" and st["in_sync"] is True, st
+    assert st["value"] == "FINISHED", st
+    assert st["in_sync"] is True, st
     assert len(ts.requests) > asked  # the seed's token endpoint was used
     assert_same_image(src_reg.http(), repo, "v1", src_reg.http(), f"{repo}/copy", "v1")
 
@@ -151,7 +154,8 @@ def test_template_walk_every_optional_key(
             jobs[label] = r.json()["id"]
     for label, job in jobs.items():
         st = service.wait(job)
-        assert st["value"] == "FINISHED" and st["in_sync"] is True, f"{label}: {st}"
+        assert st["value"] == "FINISHED", f"{label}: {st}"
+        assert st["in_sync"] is True, f"{label}: {st}"
         (t,) = st["targets"]
         assert t["state"] in ("FINISHED", "SKIPPED"), f"{label}: {t}"
         if label.startswith("targets.0.overwrite=") and not label.endswith("present"):
@@ -197,8 +201,10 @@ def test_overwrite_false_and_tag_exists_is_skipped_with_reason(
         }
     )
     st = service.wait(job)
-    assert st["skipped_clusters"] == [src_reg.endpoint, src_reg.endpoint] and st["finished_endpoints"] == []
-    assert [t["reason"] for t in st["targets"]] == ["up-to-date", "up-to-date"] and st["in_sync"] is True
+    assert st["skipped_clusters"] == [src_reg.endpoint, src_reg.endpoint]
+    assert st["finished_endpoints"] == []
+    assert [t["reason"] for t in st["targets"]] == ["up-to-date", "up-to-date"]
+    assert st["in_sync"] is True
 
 
 def test_unknown_fields_warned_or_refused_when_strict(
@@ -227,7 +233,8 @@ def test_unknown_fields_warned_or_refused_when_strict(
     }
     del body["imgae"], body["targets"][0]["overwite"], body["source"]["auth"]["basicauth"]["pw"]
     r = strict.http.post("/api/distribute/image", content=json.dumps(body))
-    assert r.status_code == 201 and "warnings" not in r.json()
+    assert r.status_code == 201
+    assert "warnings" not in r.json()
 
 
 @pytest.mark.parametrize("bad", ["linux", "linux/amd64/v8/x", "linux/ amd64", "", "linux//v8", 5])
@@ -268,7 +275,8 @@ def test_transient_fault_at_submit_is_accepted_and_retried(
     assert list(r.json()) == ["id", "msg", "status"]
     assert proxy.events["flaky"] >= 1
     st = service.wait(r.json()["id"])
-    assert st["value"] == "FINISHED" and st["in_sync"] is True, st
+    assert st["value"] == "FINISHED", st
+    assert st["in_sync"] is True, st
     assert proxy.events["flaky"] == 2
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
@@ -297,7 +305,8 @@ def test_transient_fault_of_the_token_endpoint_at_submit(
     assert r.status_code == 201, r.text
     assert proxy.events["flaky"] == 1
     st = service.wait(r.json()["id"])
-    assert st["value"] == "FINISHED" and st["in_sync"] is True, st
+    assert st["value"] == "FINISHED", st
+    assert st["in_sync"] is True, st
 
 
 def test_404_only_when_the_source_says_so_and_names_it(service: Service, repo: str, src_reg: RegistryServer) -> None:
@@ -315,11 +324,13 @@ def test_docs_work_offline_and_document_every_body(service: Service, strict: Ser
     """Defect 8: Swagger UI from the package, request and response schemas, the bearer scheme."""
     html = service.http.get("/docs").text
     urls = re.findall(r'(?:src|href)=["\']([^"\']+)', html) + re.findall(r"url: *['\"]([^'\"]+)", html)
-    assert "/docs/static/swagger-ui-bundle.js" in urls and "/openapi.json" in urls
+    assert "/docs/static/swagger-ui-bundle.js" in urls
+    assert "/openapi.json" in urls
     assert all(u.startswith("/") and not u.startswith("//") for u in urls), urls  # nothing from elsewhere
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         r = service.http.get(f"/docs/static/{asset}")
-        assert r.status_code == 200 and len(r.content) > 10_000
+        assert r.status_code == 200
+        assert len(r.content) > 10_000
     doc = service.http.get("/openapi.json").json()
     schemas = doc["components"]["schemas"]
     post = doc["paths"]["/api/distribute/image"]["post"]
@@ -336,7 +347,8 @@ def test_docs_work_offline_and_document_every_body(service: Service, strict: Ser
     status = schema_of(doc["paths"]["/api/distribute/image/{job_id}"]["get"], "200")
     assert list(status["properties"])[:6] == [*SEED_KEYS, "in_sync"]
     target = schemas[status["properties"]["targets"]["items"]["$ref"].rsplit("/", 1)[1]]
-    assert "reason" in target["properties"] and "up-to-date" in json.dumps(target["properties"]["reason"])
+    assert "reason" in target["properties"]
+    assert "up-to-date" in json.dumps(target["properties"]["reason"])
     assert doc["components"]["securitySchemes"]["bearer"] == {
         "type": "http",
         "scheme": "bearer",

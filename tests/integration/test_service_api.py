@@ -57,7 +57,8 @@ def test_submit_then_finished_with_seed_bodies(
     assert st["value"] == "FINISHED", st
     assert st["finished_endpoints"] == [open_ep, basic_reg.endpoint, token_ep]
     assert st["skipped_clusters"] == []
-    assert ISO.match(st["started_at"]) and ISO.match(st["finished_at"])
+    assert ISO.match(st["started_at"])
+    assert ISO.match(st["finished_at"])
     assert st["source_digest"] == img.digest
     assert [t["state"] for t in st["targets"]] == ["FINISHED"] * 3
     assert all(t["bytes_done"] == t["bytes_total"] > 0 for t in st["targets"])
@@ -127,7 +128,8 @@ def test_malformed_bodies_get_400_naming_the_field(service: Service, raw: bytes,
     r = service.http.post("/api/distribute/image", content=raw, headers={"Content-Type": "application/json"})
     assert r.status_code == 400, r.text
     body = r.json()
-    assert list(body) == ["status", "msg"] and body["status"] == "error"
+    assert list(body) == ["status", "msg"]
+    assert body["status"] == "error"
     assert body["msg"].startswith("Failed to parse data: " + why), body["msg"]
 
 
@@ -137,9 +139,11 @@ def test_too_many_targets_and_too_large_body(service: Service) -> None:
         "/api/distribute/image",
         json={"source": {"endpoint": "http://127.0.0.1:9/v2", "image": "a", "ref": "v1"}, "targets": targets},
     )
-    assert r.status_code == 400 and "at most 100 targets" in r.json()["msg"]
+    assert r.status_code == 400
+    assert "at most 100 targets" in r.json()["msg"]
     r = service.http.post("/api/distribute/image", content=b"{" + b" " * (2 * 1024 * 1024) + b"}")
-    assert r.status_code == 413 and r.json()["status"] == "error"
+    assert r.status_code == 413
+    assert r.json()["status"] == "error"
 
 
 def test_missing_image_404_and_unknown_job_404(service: Service, repo: str, src_reg: RegistryServer) -> None:
@@ -147,10 +151,12 @@ def test_missing_image_404_and_unknown_job_404(service: Service, repo: str, src_
         "/api/distribute/image",
         json={"source": source(src_reg, repo, "nope"), "targets": [{"endpoint": src_reg.endpoint}]},
     )
-    assert r.status_code == 404 and r.text == '{"status": "error", "msg": "Image not found"}'
+    assert r.status_code == 404
+    assert r.text == '{"status": "error", "msg": "Image not found"}'
     for job_id in (str(uuid.uuid4()), "not-a-uuid", "x" * 500):
         r = service.http.get(f"/api/distribute/image/{job_id}")
-        assert r.status_code == 404 and r.text == '{"status": "error", "msg": "job with id not found"}'
+        assert r.status_code == 404
+        assert r.text == '{"status": "error", "msg": "job with id not found"}'
 
 
 def test_source_registry_down_or_refusing(service: Service, repo: str, basic_reg: RegistryServer) -> None:
@@ -165,7 +171,9 @@ def test_source_registry_down_or_refusing(service: Service, repo: str, basic_reg
     # the worker tries per the policy, then the job fails naming the registry, every target settled
     assert r.status_code == 201, r.text
     st = service.wait(r.json()["id"])
-    assert st["value"] == "FAILED" and "127.0.0.1:1" in st["error"] and st["in_sync"] is False
+    assert st["value"] == "FAILED"
+    assert "127.0.0.1:1" in st["error"]
+    assert st["in_sync"] is False
     assert [t["state"] for t in st["targets"]] == ["FAILED"]
     r = service.http.post(
         "/api/distribute/image",
@@ -174,7 +182,9 @@ def test_source_registry_down_or_refusing(service: Service, repo: str, basic_reg
             "targets": [{"endpoint": basic_reg.endpoint}],
         },
     )
-    assert r.status_code == 502 and "401" in r.json()["msg"] and "Wr0ng-pass-word" not in r.text
+    assert r.status_code == 502
+    assert "401" in r.json()["msg"]
+    assert "Wr0ng-pass-word" not in r.text
 
 
 def test_overwrite_false_goes_to_skipped_clusters(
@@ -193,7 +203,8 @@ def test_overwrite_false_goes_to_skipped_clusters(
     )
     st = service.wait(job)
     assert st["value"] == "FINISHED"
-    assert st["skipped_clusters"] == [open_reg.endpoint] and st["finished_endpoints"] == [token_reg.endpoint]
+    assert st["skipped_clusters"] == [open_reg.endpoint]
+    assert st["finished_endpoints"] == [token_reg.endpoint]
     assert open_reg.http().get_manifest(repo, "v1").content == other.root.raw
     job = service.submit(
         {"source": source(src_reg, repo), "targets": [{"endpoint": open_reg.endpoint, "overwrite": True}]}
@@ -218,12 +229,19 @@ def test_one_target_down_fails_job_other_finished(
     )
     st = service.wait(job)
     assert st["value"] == "FAILED"
-    assert st["finished_endpoints"] == [open_reg.endpoint] and st["finished_at"]
+    assert st["finished_endpoints"] == [open_reg.endpoint]
+    assert st["finished_at"]
     down, bad, good = st["targets"]
-    assert down["state"] == "FAILED" and "127.0.0.1:1" in down["error"] and down["attempts"] == 2
-    assert bad["state"] == "FAILED" and "401" in bad["error"] and bad["attempts"] == 1  # not retried: permanent
-    assert good["state"] == "FINISHED" and good["attempts"] == 1
-    assert "Bad-Secret-77" not in json.dumps(st) and "Bad-Secret-77" not in service.output()
+    assert down["state"] == "FAILED"
+    assert "127.0.0.1:1" in down["error"]
+    assert down["attempts"] == 2
+    assert bad["state"] == "FAILED"
+    assert "401" in bad["error"]
+    assert bad["attempts"] == 1  # not retried: permanent
+    assert good["state"] == "FINISHED"
+    assert good["attempts"] == 1
+    assert "Bad-Secret-77" not in json.dumps(st)
+    assert "Bad-Secret-77" not in service.output()
     assert f"job {job}: TLS verification is off for source {src_reg.endpoint}" in service.output()
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
@@ -241,11 +259,13 @@ def test_list_filter_and_pagination(
     for i in ids:
         service.wait(i)
     page = service.http.get("/api/distribute/image", params={"limit": 3}).json()
-    assert [j["id"] for j in page["jobs"]] == ids[::-1][:3] and page["total"] >= 5
+    assert [j["id"] for j in page["jobs"]] == ids[::-1][:3]
+    assert page["total"] >= 5
     nxt = service.http.get("/api/distribute/image", params={"limit": 3, "offset": 3}).json()
     assert [j["id"] for j in nxt["jobs"]][:2] == ids[::-1][3:5]
     finished = service.http.get("/api/distribute/image", params={"state": "FINISHED", "limit": 500}).json()
-    assert set(ids) <= {j["id"] for j in finished["jobs"]} and all(j["value"] == "FINISHED" for j in finished["jobs"])
+    assert set(ids) <= {j["id"] for j in finished["jobs"]}
+    assert all(j["value"] == "FINISHED" for j in finished["jobs"])
     assert service.http.get("/api/distribute/image", params={"state": "BOGUS"}).status_code == 400
     assert service.http.get("/api/distribute/image", params={"limit": 0}).status_code == 400
 
@@ -266,7 +286,8 @@ def test_cancel_finished_job_is_409(
     job = service.submit({"source": source(src_reg, repo), "targets": [{"endpoint": open_reg.endpoint}]})
     service.wait(job)
     r = service.http.delete(f"/api/distribute/image/{job}")
-    assert r.status_code == 409 and r.json() == {"status": "error", "msg": "job already FINISHED"}
+    assert r.status_code == 409
+    assert r.json() == {"status": "error", "msg": "job already FINISHED"}
     assert service.http.delete(f"/api/distribute/image/{uuid.uuid4()}").status_code == 404
 
 
@@ -278,8 +299,10 @@ def test_https_endpoint_without_tls_verification_falls_back_to_http(
     written = f"https://127.0.0.1:{open_reg.port}/v2"
     job = service.submit({"source": source(src_reg, repo), "targets": [{"endpoint": written, "verify_tls": False}]})
     st = service.wait(job)
-    assert st["value"] == "FINISHED" and st["finished_endpoints"] == [written]
+    assert st["value"] == "FINISHED"
+    assert st["finished_endpoints"] == [written]
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
     job = service.submit({"source": source(src_reg, repo), "targets": [{"endpoint": written}]})
     st = service.wait(job)  # verification on: no downgrade, a clear TLS error
-    assert st["value"] == "FAILED" and "TLS" in st["targets"][0]["error"]
+    assert st["value"] == "FAILED"
+    assert "TLS" in st["targets"][0]["error"]

@@ -84,7 +84,8 @@ def test_sigkill_mid_copy_then_restart_finishes_same_job(
 
     password = next(iter(BASIC_USERS.values())).encode()
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("regcast.db*"))
-    assert job.encode() in stored and password not in stored
+    assert job.encode() in stored
+    assert password not in stored
     key = tmp_path / "regcast.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
@@ -92,7 +93,8 @@ def test_sigkill_mid_copy_then_restart_finishes_same_job(
     try:
         st = second.wait(job)
         assert st["value"] == "FINISHED", st
-        assert st["attempts"] == 2 and st["finished_endpoints"] == [open_reg.endpoint, basic_reg.endpoint]
+        assert st["attempts"] == 2
+        assert st["finished_endpoints"] == [open_reg.endpoint, basic_reg.endpoint]
         assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
         assert_same_image(src_reg.http(), repo, "v1", basic_reg.http(), repo, "v1")
         assert password not in second.output().encode()
@@ -111,12 +113,16 @@ def test_sigterm_stops_cleanly_and_job_resumes(
     assert first.terminate(timeout=30) in (0, -15)
     assert "back in the queue" in first.output()
     record = JobStore(f"sqlite:///{tmp_path / 'regcast.db'}").get(job)
-    assert record and record.state == "QUEUED" and record.attempts == 0 and record.worker_id is None
+    assert record
+    assert record.state == "QUEUED"
+    assert record.attempts == 0
+    assert record.worker_id is None
     assert uploads_left(open_reg, repo) == []  # the interrupted upload session was cancelled
     second = Service(tmp_path).start()
     try:
         st = second.wait(job)
-        assert st["value"] == "FINISHED" and st["attempts"] == 1
+        assert st["value"] == "FINISHED"
+        assert st["attempts"] == 1
         assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
     finally:
         second.stop()
@@ -132,15 +138,20 @@ def test_cancel_running_and_queued_jobs(
         svc.wait_for(running, moving)
         queued = svc.submit(body(slow_source, repo, [{"endpoint": open_reg.endpoint, "image": f"{repo}/2"}]))
         r = svc.http.delete(f"/api/distribute/image/{queued}")
-        assert r.status_code == 200 and r.json()["value"] == "CANCELLED"
+        assert r.status_code == 200
+        assert r.json()["value"] == "CANCELLED"
         r = svc.http.delete(f"/api/distribute/image/{running}")
-        assert r.status_code == 202 and r.json()["cancel_requested"] is True
+        assert r.status_code == 202
+        assert r.json()["cancel_requested"] is True
         st = svc.wait(running)
-        assert st["value"] == "CANCELLED" and st["finished_endpoints"] == []
-        assert [t["state"] for t in st["targets"]] == ["CANCELLED"] and st["in_sync"] is False  # issue 9.6
+        assert st["value"] == "CANCELLED"
+        assert st["finished_endpoints"] == []
+        assert [t["state"] for t in st["targets"]] == ["CANCELLED"]
+        assert st["in_sync"] is False  # issue 9.6
         assert open_reg.http().get_manifest(repo, "v1").status_code == 404
         assert uploads_left(open_reg, repo) == []
-        assert svc.status(queued)["value"] == "CANCELLED" and svc.status(queued)["attempts"] == 0
+        assert svc.status(queued)["value"] == "CANCELLED"
+        assert svc.status(queued)["attempts"] == 0
         assert [t["state"] for t in svc.status(queued)["targets"]] == ["CANCELLED"]
         assert open_reg.http().get_manifest(f"{repo}/2", "v1").status_code == 404
     finally:

@@ -81,7 +81,8 @@ class Service(Process):
         super().start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.proc and self.proc.poll() is None, self.output()
+            assert self.proc, self.output()
+            assert self.proc.poll() is None, self.output()
             try:
                 if self.http.get("/readyz").status_code == 200:
                     return self

@@ -33,7 +33,8 @@ def _check_graph(src: RegistryHTTP, src_repo: str, dst: RegistryHTTP, dst_repo: 
     for child in doc.get("manifests", []):
         a = src.get_manifest(src_repo, child["digest"])
         b = dst.get_manifest(dst_repo, child["digest"])
-        assert b.status_code == 200 and b.content == a.content, f"child {child['digest']} differs"
+        assert b.status_code == 200, f"child {child['digest']} differs"
+        assert b.content == a.content, f"child {child['digest']} differs"
         _check_graph(src, src_repo, dst, dst_repo, b.content)
     if "config" in doc:
         for desc in [doc["config"], *doc.get("layers", [])]:
@@ -43,4 +44,5 @@ def _check_graph(src: RegistryHTTP, src_repo: str, dst: RegistryHTTP, dst_repo: 
             r = dst.get_blob(dst_repo, desc["digest"])
             assert r.status_code == 200, f"{dst.reg.name}: blob {desc['digest']} missing ({r.status_code})"
             got = "sha256:" + hashlib.sha256(r.content).hexdigest()
-            assert got == desc["digest"] and len(r.content) == desc["size"], f"blob {desc['digest']} corrupt"
+            assert got == desc["digest"], f"blob {desc['digest']} corrupt"
+            assert len(r.content) == desc["size"], f"blob {desc['digest']} corrupt"

@@ -22,7 +22,8 @@ def test_bearer_challenge() -> None:
         'Bearer realm="https://auth.example/token",service="registry.example",'
         'scope="repository:samalba/my-app:pull,push"'
     )
-    assert ch.scheme == "bearer" and ch.realm == "https://auth.example/token"
+    assert ch.scheme == "bearer"
+    assert ch.realm == "https://auth.example/token"
     assert ch.params["scope"] == "repository:samalba/my-app:pull,push"
 
 
@@ -36,9 +37,28 @@ def test_odd_spacing_quoting_and_several_challenges() -> None:
 
 
 @given(st.text(max_size=200))
-def test_www_authenticate_never_crashes(text: str) -> None:
+def test_www_authenticate_never_crashes_and_schemes_are_clean(text: str) -> None:
     for ch in parse_www_authenticate(text):
-        assert isinstance(ch.params, dict)
+        assert ch.scheme
+        assert ch.scheme == ch.scheme.lower()
+        assert not set(ch.scheme) & {" ", ","}
+
+
+_TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=10)
+_VALUE = st.text(alphabet='abcdefghijklmnopqrstuvwxyz0123456789:/._- ,="\\', max_size=30)
+
+
+@given(st.lists(st.tuples(_TOKEN, st.dictionaries(_TOKEN, _VALUE, max_size=4)), min_size=1, max_size=3))
+def test_www_authenticate_reads_back_what_was_written(challenges: list[tuple[str, dict[str, str]]]) -> None:
+    def quoted(v: str) -> str:
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    header = ", ".join(
+        scheme.capitalize() + (" " + ",".join(f"{k}={quoted(v)}" for k, v in params.items()) if params else "")
+        for scheme, params in challenges
+    )
+    parsed = parse_www_authenticate(header)
+    assert [(c.scheme, c.params) for c in parsed] == [(s, p) for s, p in challenges]
 
 
 def test_scopes_with_host_port_repositories_kept_whole() -> None:
@@ -78,7 +98,8 @@ def test_token_cache_slots_and_expiry() -> None:
     k1, k2 = TokenCache.key(ch, ("a",)), TokenCache.key(ch, ("b", "a"))
     cache.put(k1, "one", 100)
     cache.put(k2, "two", 100)
-    assert cache.get(k1, now=50) == "one" and cache.get(k2, now=50) == "two"
+    assert cache.get(k1, now=50) == "one"
+    assert cache.get(k2, now=50) == "two"
     assert TokenCache.key(ch, ("a", "b")) == k2
     assert cache.get(k1, now=101) is None
 

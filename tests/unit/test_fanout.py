@@ -73,7 +73,9 @@ def test_failing_sink_does_not_stop_others() -> None:
 
     good: list[bytes] = []
     errors = asyncio.run(broadcast(chunks(data, 1000), desc(data), [broken, collector(good)], depth=2))
-    assert isinstance(errors[0], OSError) and errors[1] is None and b"".join(good) == data
+    assert isinstance(errors[0], OSError)
+    assert errors[1] is None
+    assert b"".join(good) == data
 
 
 def test_slow_sink_bounds_how_far_the_source_reads_ahead() -> None:

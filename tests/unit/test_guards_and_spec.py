@@ -97,7 +97,9 @@ def test_request_schema_rejects_cleanly(doc: object) -> None:
         DistributeRequest.model_validate(doc)
     except ValidationError as exc:
         msg = describe_validation(exc)
-        assert msg and ":" in msg and "\n" not in msg
+        assert msg
+        assert ":" in msg
+        assert "\n" not in msg
 
 
 def test_public_part_has_no_credentials() -> None:
@@ -122,5 +124,6 @@ def test_public_part_has_no_credentials() -> None:
         }
     )
     public = json.dumps(req.public())
-    assert "Sekr1t" not in public and '"auth": true' in public
+    assert "Sekr1t" not in public
+    assert '"auth": true' in public
     assert "Sekr1t-hdr" in json.dumps(req.sealed_auth())

@@ -50,9 +50,12 @@ def test_index_replaces_a_tag_and_keeps_other_entries() -> None:
     index.put("v1", "sha256:" + "b" * 64, "application/vnd.oci.image.manifest.v1+json", 10)
     index.put("v1", "sha256:" + "c" * 64, "application/vnd.oci.image.manifest.v1+json", 11)
     assert index.tags() == ["v1"]
-    assert index.doc["annotations"] == {"k": "v"} and index.entries[0]["x"] == 1
+    assert index.doc["annotations"] == {"k": "v"}
+    assert index.entries[0]["x"] == 1
     found = index.find("v1")
-    assert found is not None and found.digest == "sha256:" + "c" * 64 and found.size == 11
+    assert found is not None
+    assert found.digest == "sha256:" + "c" * 64
+    assert found.size == 11
     newer = LayoutIndex()
     newer.put("v2", "sha256:" + "d" * 64, "m", 1)
     newer.put("v1", "sha256:" + "e" * 64, "m", 1)

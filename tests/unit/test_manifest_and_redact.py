@@ -34,8 +34,11 @@ def test_image_manifest_keeps_bytes_and_finds_blobs() -> None:
         indent=7,
     ).encode()
     m = parse_manifest(raw)
-    assert m.raw is raw and m.digest == digest_of(raw)
-    assert [b.digest for b in m.blobs] == [D1, D2] and m.blobs[1].is_foreign and not m.blobs[0].is_foreign
+    assert m.raw is raw
+    assert m.digest == digest_of(raw)
+    assert [b.digest for b in m.blobs] == [D1, D2]
+    assert m.blobs[1].is_foreign
+    assert not m.blobs[0].is_foreign
 
 
 def test_index_without_media_type_uses_shape_and_content_type() -> None:
@@ -48,7 +51,8 @@ def test_index_without_media_type_uses_shape_and_content_type() -> None:
         }
     ).encode()
     m = parse_manifest(raw, "application/vnd.docker.distribution.manifest.list.v2+json")
-    assert m.is_index and m.media_type.endswith("list.v2+json")
+    assert m.is_index
+    assert m.media_type.endswith("list.v2+json")
     assert Platform.parse("linux/arm64").matches(m.children[0].platform)
     assert not Platform.parse("linux/arm64/v7").matches(m.children[0].platform)
 
@@ -96,9 +100,13 @@ def test_digest_validation() -> None:
 def test_redact_url_and_text() -> None:
     url = "https://user:Pw9zz@s3.example/b?X-Amz-Signature=S1gQQ&X-Amz-Credential=k&part=1&access_token=T0kQQ"
     out = redact_url(url)
-    assert "Pw9zz" not in out and "S1gQQ" not in out and "T0kQQ" not in out and "part=1" in out
+    assert "Pw9zz" not in out
+    assert "S1gQQ" not in out
+    assert "T0kQQ" not in out
+    assert "part=1" in out
     text = redact_text("Authorization: Bearer eyJhbGciOi.abc.def failed for hunter2", ("hunter2",))
-    assert "eyJ" not in text and "hunter2" not in text
+    assert "eyJ" not in text
+    assert "hunter2" not in text
 
 
 def test_with_query_keeps_state() -> None:

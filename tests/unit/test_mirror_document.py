@@ -50,7 +50,9 @@ def problems(text: str, env: dict[str, str] | None = None) -> str:
 def test_the_contract_example_loads_with_variables_filled_in() -> None:
     doc = load_document(GOOD, ENV)
     reg = doc.registry("registry.a.example")
-    assert reg is not None and reg.username == "alice" and reg.password == "pa$$word"
+    assert reg is not None
+    assert reg.username == "alice"
+    assert reg.password == "pa$$word"
     app, base = doc.mirrors
     assert targets_of(doc, app) == [
         Repo("reg-eu.example", "mirror/team/app"),
@@ -69,7 +71,8 @@ def test_json_documents_load_too() -> None:
     doc = load_document(
         '{"version": 1, "mirrors": [{"name": "a", "source": "r.example/x", "targets": ["t.example"]}]}', {}
     )
-    assert doc.mirrors[0].overwrite is True and doc.mirrors[0].referrers is True
+    assert doc.mirrors[0].overwrite is True
+    assert doc.mirrors[0].referrers is True
 
 
 def test_dollar_dollar_is_a_literal_dollar() -> None:
@@ -130,7 +133,8 @@ def test_group_cycles_and_mirror_cycles_are_refused() -> None:
           - {name: m, source: r.example/x, targets: ["@a"]}
         """
     )
-    assert "target group cycle" in msg and "line 6: mirrors[0].targets" in msg
+    assert "target group cycle" in msg
+    assert "line 6: mirrors[0].targets" in msg
     msg = problems(
         """\
         version: 1
@@ -195,10 +199,14 @@ def test_mirror_selects_is_pure() -> None:
 def test_schedules() -> None:
     import datetime as dt
 
-    assert parse_interval("1h30m") == 5400 and parse_interval("45s") == 45 and parse_interval("2") == 2
+    assert parse_interval("1h30m") == 5400
+    assert parse_interval("45s") == 45
+    assert parse_interval("2") == 2
     now = dt.datetime(2026, 1, 1, 10, 7, 30, tzinfo=dt.UTC)
     cron = Schedule.of("*/15 * * * *", None)
-    assert cron and cron.latest_due(now) == dt.datetime(2026, 1, 1, 10, 0, tzinfo=dt.UTC)
+    assert cron
+    assert cron.latest_due(now) == dt.datetime(2026, 1, 1, 10, 0, tzinfo=dt.UTC)
     assert cron.next_due(now) == dt.datetime(2026, 1, 1, 10, 15, tzinfo=dt.UTC)
     every = Schedule.of(None, "10m")
-    assert every and every.latest_due(now) == dt.datetime(2026, 1, 1, 10, 0, tzinfo=dt.UTC)
+    assert every
+    assert every.latest_due(now) == dt.datetime(2026, 1, 1, 10, 0, tzinfo=dt.UTC)

@@ -55,7 +55,8 @@ def test_each_due_time_fires_once_and_missed_ones_once(tmp_path: Path) -> None:
 
     asyncio.run(go())
     runs = ms.store.runs("app")
-    assert len(runs) == 2 and len({r.due_at for r in runs}) == 2
+    assert len(runs) == 2
+    assert len({r.due_at for r in runs}) == 2
     # the source is unreachable: the run fails while planning, visibly, and frees the mirror
     assert all(r.state == "FAILED" and r.error and "connection failed" in r.error for r in runs), runs
     assert ms.store.get("app").active_run is None  # type: ignore[union-attr]
@@ -66,7 +67,8 @@ def test_a_run_still_going_is_not_started_twice(tmp_path: Path) -> None:
     rec = ms.store.get("app")
     assert rec is not None
     run_id, going = ms.store.start_run("app", "manual", "test")
-    assert run_id and going is None
+    assert run_id
+    assert going is None
     job = ms.jobs.create({"source": {}, "targets": []}, None, [])
     ms.store.link_job(run_id, job, "v1")
     ms.store.planned(run_id, selected=1, up_to_date=0, skipped=0, failed=0, error=None)
@@ -74,9 +76,12 @@ def test_a_run_still_going_is_not_started_twice(tmp_path: Path) -> None:
     due = rec.created_at + dt.timedelta(seconds=120)
     assert asyncio.run(ms.tick(due)) == []
     runs = ms.store.runs("app")
-    assert [r.state for r in runs] == ["SKIPPED", "RUNNING"] and run_id in (runs[0].error or "")
+    assert [r.state for r in runs] == ["SKIPPED", "RUNNING"]
+    assert run_id in (runs[0].error or "")
     again, busy = ms.store.start_run("app", "manual", "test")
-    assert again is None and busy is not None and busy.id == run_id
+    assert again is None
+    assert busy is not None
+    assert busy.id == run_id
     # the job ends: the run ends with it and the next due time starts a run
     with ms.jobs.engine.begin() as conn:
         from sqlalchemy import update

@@ -37,7 +37,8 @@ def _store(tmp_path: Path) -> JobStore:
 def _run_to_end(store: JobStore, states: list[str], final: JobState) -> str:
     job = store.create({"source": {"image": "a/b"}, "targets": []}, None, [("http://h/v2", "a/b", "v1")] * len(states))
     claimed = store.claim("w")
-    assert claimed and claimed.id == job
+    assert claimed
+    assert claimed.id == job
     updates = [TargetUpdate(i, s, 10, 10, 1, "boom" if s == "FAILED" else None) for i, s in enumerate(states)]
     store.save_progress(job, "w", updates)
     store.finish(job, "w", final, "boom" if final is JobState.FAILED else None)
@@ -48,7 +49,10 @@ def test_retry_failed_keeps_finished_targets(tmp_path: Path) -> None:
     store = _store(tmp_path)
     job = _run_to_end(store, ["FINISHED", "FAILED"], JobState.FAILED)
     again = store.retry_failed(job)
-    assert again and again.state == "QUEUED" and again.error is None and again.finished_at is None
+    assert again
+    assert again.state == "QUEUED"
+    assert again.error is None
+    assert again.finished_at is None
     assert [(t.state, t.bytes_done, t.error) for t in again.targets] == [("FINISHED", 10, None), ("PENDING", 0, None)]
     assert store.retry_failed(job) is None  # QUEUED now: nothing to retry
     other = _store(tmp_path / "other")
@@ -62,7 +66,8 @@ def test_purge_deletes_only_ended_jobs_past_retention(tmp_path: Path) -> None:
     queued = store.create({"source": {"image": "a/b"}, "targets": []}, None, [("http://h/v2", "a/b", "v1")])
     assert store.purge_finished(dt.timedelta(days=1)) == 0
     assert store.purge_finished(dt.timedelta(seconds=-1)) == 1
-    assert store.get(ended) is None and store.get(queued) is not None
+    assert store.get(ended) is None
+    assert store.get(queued) is not None
 
 
 def test_signature_round_trip() -> None:
@@ -86,8 +91,12 @@ def test_json_log_line_fields_and_redaction() -> None:
         line = json.loads(JsonFormatter().format(record))
     finally:
         current_job.reset(token)
-    assert line["job_id"] == "job-1" and line["target"] == "http://h/v2" and line["bytes"] == 42
-    assert line["level"] == "warning" and line["registry"] is None and line["error"] is None
+    assert line["job_id"] == "job-1"
+    assert line["target"] == "http://h/v2"
+    assert line["bytes"] == 42
+    assert line["level"] == "warning"
+    assert line["registry"] is None
+    assert line["error"] is None
     assert "abcdefghijkl" not in line["event"]
 
 
@@ -103,8 +112,10 @@ def test_grafana_dashboard_uses_only_exposed_names(tmp_path: Path) -> None:
     text = Metrics().render(store).decode()
     exposed = {f.name for f in text_string_to_metric_families(text)}
     assert {"regcast_jobs", "regcast_queue_depth_jobs", "regcast_transfers_in_flight", "regcast_mirror_runs"} <= exposed
-    assert 'regcast_jobs{state="QUEUED"} 1.0' in text and "regcast_queue_depth_jobs 1.0" in text
+    assert 'regcast_jobs{state="QUEUED"} 1.0' in text
+    assert "regcast_queue_depth_jobs 1.0" in text
     dashboard = (Path(__file__).parents[2] / "deploy" / "grafana-dashboard.json").read_text()
     used = {re.sub(r"_(bucket|count|sum)$", "", n) for n in re.findall(r"regcast_[a-z_]+", dashboard)}
     used = {n.removesuffix("_total") for n in used}
-    assert used and used <= exposed, used - exposed
+    assert used, used - exposed
+    assert used <= exposed, used - exposed

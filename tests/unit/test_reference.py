@@ -96,8 +96,11 @@ def test_parse_endpoint_rejects(bad: str) -> None:
 
 
 def test_loopback_and_scheme_choice() -> None:
-    assert is_loopback("localhost:5000") and is_loopback("127.0.0.5") and is_loopback("[::1]:80")
-    assert not is_loopback("10.0.0.1:5000") and not is_loopback("reg.example")
+    assert is_loopback("localhost:5000")
+    assert is_loopback("127.0.0.5")
+    assert is_loopback("[::1]:80")
+    assert not is_loopback("10.0.0.1:5000")
+    assert not is_loopback("reg.example")
     assert endpoint_for_registry("docker.io").host == "registry-1.docker.io"
     assert endpoint_for_registry("127.0.0.1:5000").fallback_http
     assert not endpoint_for_registry("reg.example").fallback_http
@@ -110,7 +113,8 @@ def test_parse_reference_never_crashes(text: str) -> None:
         ref = parse_reference(text)
     except InvalidReference:
         return
-    assert ref.repository and "/" not in ref.ref.replace("sha256:", "")
+    assert ref.repository
+    assert "/" not in ref.ref.replace("sha256:", "")
 
 
 @given(

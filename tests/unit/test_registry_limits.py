@@ -60,7 +60,9 @@ def test_remaining_under_the_minimum_closes_the_gate_for_pulls_only() -> None:
         return time.monotonic() - t
 
     assert asyncio.run(go()) >= 0.2
-    assert len(notes) == 1 and "waiting" in notes[0] and "rate limit under 5" in notes[0]
+    assert len(notes) == 1
+    assert "waiting" in notes[0]
+    assert "rate limit under 5" in notes[0]
     limit.observe(429, {"Retry-After": "1"})
     assert limit._gate_until > time.monotonic() + 0.5
 

@@ -351,7 +351,10 @@ def worker(database_url: str | None) -> None:
     _service_logging()
 
     async def run() -> None:
-        w = Worker(store, settings, box)
+        from regcast.ops.events import JobEvents
+
+        # notifications, per-target log lines and retention run here too; its metrics wait for a port of their own
+        w = Worker(store, settings, box, events=JobEvents(store, settings, box))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, w.stop)

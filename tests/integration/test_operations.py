@@ -320,3 +320,21 @@ def test_dashboard_assets_served_open(service: Service) -> None:
         assert service.http.get(asset, headers={"Authorization": ""}).status_code == 200
     assert service.http.get("/ui/nope.js", headers={"Authorization": ""}).status_code == 404
     assert service.http.get("/api/distribute/image", headers={"Authorization": ""}).status_code == 401
+
+
+def test_sync_prints_progress_lines_when_not_a_terminal(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    images.image([images.layer_bytes(500_000)]).push(src_reg.http(), repo, "v1")
+    doc = tmp_path / "mirrors.yaml"
+    doc.write_text(
+        f"version: 1\nmirrors:\n  - name: ci\n    source: {src_reg.host}/{repo}\n"
+        f"    targets: ['{open_reg.host}/ci']\n    tags:\n      list: [v1]\n"
+    )
+    r = _cli("sync", str(doc), env={"REGCAST_PROGRESS_INTERVAL": "0.05"})
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("progress ")]
+    assert lines, r.stderr
+    assert lines[-1].startswith(f"progress {src_reg.host}/{repo}:v1 -> ") and " FINISHED " in lines[-1]
+    assert lines[-1].endswith("(100%)") and "\x1b[" not in r.stderr
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), f"ci/{repo}", "v1")

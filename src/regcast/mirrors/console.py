@@ -10,6 +10,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 from rich.table import Table
 
 from regcast.config import Settings
+from regcast.console.progress import Lines as ProgressLines
 from regcast.mirrors.document import load_document
 from regcast.mirrors.plan import ImagePlan, MirrorPlan
 from regcast.mirrors.sync import PassReport, run_pass
@@ -51,6 +52,26 @@ class Bars:
         self.progress.remove_task(self.images.pop((image.mirror, image.tag)))
 
 
+class Lines:
+    """Not a terminal (CI logs): one line per image and target every REGCAST_PROGRESS_INTERVAL seconds."""
+
+    def __init__(self, console: Console, interval: float) -> None:
+        self.lines = ProgressLines(console, [], interval)
+
+    def planned(self, plans: list[MirrorPlan]) -> None:
+        return None
+
+    def image_started(self, image: ImagePlan) -> None:
+        return None
+
+    def changed(self, image: ImagePlan, status: TargetStatus) -> None:
+        key = f"{image.source}:{image.tag} -> {status.key}"
+        self.lines.update(key, status.state.value, status.bytes_done, status.bytes_total)
+
+    def image_done(self, image: ImagePlan) -> None:
+        return None
+
+
 def print_report(report: PassReport, console: Console) -> None:
     table = Table(title="plan" if report.dry_run else "pass")
     for col in ("mirror", "image", "target", "action" if report.dry_run else "result", "bytes"):
@@ -80,9 +101,14 @@ async def sync_file(text: str, settings: Settings, *, dry_run: bool, as_json: bo
     out = Console(soft_wrap=True)
     err = Console(stderr=True)
     doc = load_document(text, os.environ)
-    bars = Bars(err)
-    with bars.progress:
-        report = await run_pass(doc, settings, dry_run=dry_run, listener=None if as_json else bars)
+    if as_json or err.is_terminal:
+        bars = Bars(err)
+        with bars.progress:
+            report = await run_pass(doc, settings, dry_run=dry_run, listener=None if as_json else bars)
+    else:
+        lines = Lines(err, settings.progress_interval)
+        async with lines.lines.running():
+            report = await run_pass(doc, settings, dry_run=dry_run, listener=lines)
     if as_json:
         print(json.dumps(report.public(), indent=2))
     else:

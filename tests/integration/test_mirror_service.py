@@ -103,7 +103,7 @@ def test_routes_store_run_and_delete(
         assert len(run["jobs"]) == 2
         assert run["finished_at"]
         job = svc.status(run["jobs"][0])
-        assert job["value"] == "FINISHED"
+        assert job["value"] == "FINISHED" and job["mirror"] == {"name": "app", "run": run["id"]}
         for tag in ("v1", "v2"):
             for p in (prefix, f"{prefix}-b"):
                 assert_same_image(http, repo, tag, open_reg.http(), f"{p}/{repo}", tag)

@@ -74,6 +74,7 @@ class JobStatus(BaseModel):
     running_at: str | None
     updated_at: str
     targets: list[TargetOut]
+    mirror: dict[str, str] | None = Field(None, description="for a mirror run's copy: the mirror's name and run id")
 
 
 class JobList(BaseModel):

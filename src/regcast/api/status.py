@@ -66,4 +66,5 @@ def job_status(job: JobRecord) -> dict[str, Any]:
         "updated_at": iso(job.updated_at),
         "targets": targets,
         "notifications": job.notifications,
+        **({"mirror": job.request["mirror"]} if "mirror" in job.request else {}),  # the mirror run it belongs to
     }

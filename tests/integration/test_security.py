@@ -131,7 +131,9 @@ def test_locations_and_redirects_to_metadata_refused(
     assert p.events["evil"] >= 1
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
 def test_no_secret_in_any_output(
+    log_format: str,
     tmp_path: Path,
     repo: str,
     src_reg: RegistryServer,
@@ -140,10 +142,12 @@ def test_no_secret_in_any_output(
     ca_bundle: Path,
 ) -> None:
     """Passwords, seed auth headers/json and tokens appear in no route, log, database or CLI output."""
-    secrets = ["Sekr1t-basic-PW", "Sekr1t-header-VALUE", "Sekr1t-json-VALUE"]
+    secrets = ["Sekr1t-basic-PW", "Sekr1t-header-VALUE", "Sekr1t-json-VALUE", "Sekr1t-hook-PATH", "Sekr1t-hook-KEY"]
     ts = TokenServer(tmp_path, {"eve": "x"}).start()  # refuses these credentials; its answer must not leak
     images.image().push(src_reg.http(), repo, "v1")
-    svc = Service(tmp_path, {"REGCAST_CA_BUNDLE": str(ca_bundle)}).start()
+    svc = Service(
+        tmp_path, {"REGCAST_CA_BUNDLE": str(ca_bundle), "REGCAST_LOG_FORMAT": log_format, "REGCAST_NOTIFY_BACKOFF": "0"}
+    ).start()
     try:
         ids = [
             svc.submit(
@@ -162,17 +166,20 @@ def test_no_secret_in_any_output(
                         },
                         {"endpoint": token_reg.endpoint, "image": f"{repo}/ok", "auth": basicauth(token_reg)},
                     ],
+                    # nothing listens on port 1: every delivery fails, and its errors are shown and logged
+                    "notify": {"url": f"http://127.0.0.1:1/hooks/{secrets[3]}", "secret": secrets[4]},
                 }
             ),
         ]
         sts = [svc.wait(i) for i in ids]
+        sts = [svc.wait_for(i, lambda s: len(s["notifications"]) == 5) for i in ids]  # REGCAST_NOTIFY_ATTEMPTS
         assert sts[0]["value"] == "FAILED"
         assert sts[0]["targets"][2]["state"] == "FINISHED"
         outputs = [json.dumps(st) for st in sts]
         outputs += [svc.http.get("/api/distribute/image").text, svc.http.delete(f"/api/distribute/image/{ids[0]}").text]
-        outputs += [svc.output()]
+        outputs += [svc.http.get("/metrics").text, svc.output()]
         env = {"REGCAST_DATABASE_URL": f"sqlite:///{tmp_path / 'regcast.db'}", "PATH": "/usr/bin:/bin"}
-        for args in (["jobs"], ["jobs", ids[0]]):
+        for args in (["jobs"], ["jobs", ids[0]], ["jobs", "--json"], ["jobs", ids[0], "--json"]):
             r = subprocess.run([REGCAST, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
             assert r.returncode == 0, r.stderr
             outputs.append(r.stdout + r.stderr)

@@ -119,3 +119,22 @@ def test_grafana_dashboard_uses_only_exposed_names(tmp_path: Path) -> None:
     used = {n.removesuffix("_total") for n in used}
     assert used, used - exposed
     assert used <= exposed, used - exposed
+
+
+def test_metrics_merge_across_processes_in_multiprocess_mode(tmp_path: Path) -> None:
+    """Several uvicorn workers: each process counts in PROMETHEUS_MULTIPROC_DIR, /metrics sums them."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    count = (
+        "from regcast.ops.metrics import Metrics; m = Metrics(); m.job_done('finished', 3.0); m.bytes_read('r:1', 10)"
+    )
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", count], env=env, check=True, timeout=60)
+    show = "from regcast.ops.metrics import Metrics; print(Metrics().render().decode())"
+    text = subprocess.run([sys.executable, "-c", show], env=env, check=True, timeout=60, capture_output=True, text=True)
+    assert 'regcast_jobs_finished_total{outcome="finished"} 2.0' in text.stdout
+    assert 'regcast_source_read_bytes_total{registry="r:1"} 20.0' in text.stdout
+    assert 'regcast_job_duration_seconds_count{outcome="finished"} 2.0' in text.stdout

@@ -14,12 +14,12 @@ from rich.console import Console
 from regcast._exceptions import NotFound, OutboundRefused, RegcastError
 from regcast.config import Settings, load_settings
 from regcast.console import remote
+from regcast.console.creds import CredsSource, check_stdin_once
 from regcast.console.progress import StatusListener, display_for
 from regcast.layouts import LayoutRef, LayoutRepository, is_layout_reference, parse_layout_reference
 from regcast.ops.logs import setup_logging
 from regcast.registry.auth import Credentials
 from regcast.registry.client import RegistryClient, describe
-from regcast.registry.dockerconfig import credentials_for
 from regcast.registry.manifest import Platform
 from regcast.registry.reference import Reference, endpoint_for_registry, parse_reference
 from regcast.transfer.engine import SKIP_UP_TO_DATE, CopyEngine, CopyResult, Target
@@ -30,15 +30,6 @@ from regcast.transfer.repository import Repository
 
 EXIT_FAILED = 1
 EXIT_SKIPPED = 3
-
-
-def _creds(flag: str | None, registry: str) -> Credentials | None:
-    if flag:
-        try:
-            return Credentials.parse(flag)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return credentials_for(registry)
 
 
 def _client(
@@ -66,7 +57,8 @@ async def _open_source(src: Where, settings: Settings, opts: dict[str, Any]) -> 
     if isinstance(src, LayoutRef):
         layout = LayoutRepository(src)
         return layout, await layout.default_ref()
-    client = _client(src, _creds(opts["src_creds"], src.registry), opts["src_tls_verify"], settings, read_only=True)
+    creds = opts["src_creds"].for_registry(src.registry)
+    client = _client(src, creds, opts["src_tls_verify"], settings, read_only=True)
     return RegistryRepository(client, src.repository), src.ref
 
 
@@ -80,7 +72,7 @@ def _open_target(dst: Where, src_ref: str, settings: Settings, opts: dict[str, A
     if not (dst.tag or dst.digest):
         tag, digest = (None, src_ref) if ":" in src_ref else (src_ref, None)
         dst = Reference(dst.registry, dst.repository, tag=tag, digest=digest)
-    client = _client(dst, _creds(opts["dest_creds"], dst.registry), opts["dest_tls_verify"], settings)
+    client = _client(dst, opts["dest_creds"].for_registry(dst.registry), opts["dest_tls_verify"], settings)
     return str(dst), RegistryRepository(client, dst.repository), dst.ref
 
 
@@ -124,8 +116,12 @@ def main(verbose: int) -> None:
 @main.command()
 @click.argument("src")
 @click.argument("dst", nargs=-1, required=True)
-@click.option("--src-creds", metavar="USER:PASS", help="Credentials for the source (default: Docker config).")
-@click.option("--dest-creds", metavar="USER:PASS", help="Credentials for every target (default: Docker config).")
+@click.option(
+    "--src-creds", metavar="USER:PASS", help="Source credentials (visible in ps: prefer the file or REGCAST_SRC_CREDS)."
+)
+@click.option("--src-creds-file", metavar="FILE", help="Source USER:PASS from the first line of FILE (- for stdin).")
+@click.option("--dest-creds", metavar="USER:PASS", help="Credentials for every target (or REGCAST_DEST_CREDS).")
+@click.option("--dest-creds-file", metavar="FILE", help="Targets' USER:PASS from the first line of FILE (- for stdin).")
 @click.option("--src-tls-verify/--no-src-tls-verify", default=True, show_default=True)
 @click.option("--dest-tls-verify/--no-dest-tls-verify", default=True, show_default=True)
 @click.option(
@@ -163,6 +159,9 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
     because its tag exists with another digest and --no-overwrite was given.
     """
     console = Console(stderr=True)
+    opts["src_creds"] = CredsSource("src", opts["src_creds"], opts.pop("src_creds_file"))
+    opts["dest_creds"] = CredsSource("dest", opts["dest_creds"], opts.pop("dest_creds_file"))
+    check_stdin_once(opts["src_creds"], opts["dest_creds"])
     try:
         platforms = [Platform.parse(p) for p in opts.pop("platforms")]
     except ValueError as exc:
@@ -254,9 +253,9 @@ def serve(host: str | None, port: int | None, allow_unauthenticated: bool | None
     With REGCAST_API_TOKENS (or REGCAST_API_TOKENS_FILE) every route but /healthz and /readyz
     needs a bearer token; without, regcast listens on loopback only unless --allow-unauthenticated.
     """
-    import uvicorn
-
     from regcast.api.app import Service, create_app
+    from regcast.api.listen import listen
+    from regcast.api.listen import serve as run_server
     from regcast.registry.reference import is_loopback
 
     try:
@@ -281,12 +280,16 @@ def serve(host: str | None, port: int | None, allow_unauthenticated: bool | None
             "API authentication OFF: anyone who can reach this address can start copies"
             + ("" if is_loopback(settings.host) else " (--allow-unauthenticated)"),
         )
+    try:
+        sock = listen(settings.host, settings.port)
+    except OSError as exc:  # a busy port: say so and stop now, nothing started yet
+        click.echo(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_FAILED)
     app = create_app(Service(settings, store, box))
     _say(settings, f"regcast serving on http://{settings.host}:{settings.port} (database: {_db_label(settings)})")
-    uvicorn.run(
+    run_server(
         app,
-        host=settings.host,
-        port=settings.port,
+        sock,
         log_level="info",
         log_config=None,  # the one logging set-up (ops/logs.py) formats uvicorn's lines too
         access_log=False,
@@ -300,6 +303,36 @@ def _say(settings: Settings, message: str) -> None:
         logging.getLogger("regcast.cli").info("%s", message)
     else:
         click.echo(message, err=True)
+
+
+def _open_store(settings: Settings) -> Any:
+    """The job store of an existing database, migrated; or one error line and exit 1."""
+    missing = _missing_database(settings)
+    if missing:  # never create an empty one (nor a key file) where there was none
+        click.echo(
+            f"error: no job database at {missing}; run in the folder `regcast serve` ran in, "
+            "or set --database-url / REGCAST_DATABASE_URL",
+            err=True,
+        )
+        sys.exit(EXIT_FAILED)
+    store, _box = _service_parts(settings)
+    try:
+        store.migrate()
+    except Exception as exc:
+        click.echo(f"error: database unavailable ({type(exc).__name__})", err=True)
+        sys.exit(EXIT_FAILED)
+    return store
+
+
+def _missing_database(settings: Settings) -> Path | None:
+    """The SQLite file ``settings`` names, if it does not exist (a server database is never missing here)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    path = Path(url.database).resolve()
+    return None if path.exists() else path
 
 
 def _service_logging() -> None:
@@ -396,13 +429,7 @@ def jobs(
     if server:
         remote.remote_jobs(server, job_id, state, limit, as_json)
         return
-    settings = load_settings(database_url=database_url)
-    store, _box = _service_parts(settings)
-    try:
-        store.migrate()
-    except Exception as exc:
-        click.echo(f"error: database unavailable ({type(exc).__name__})", err=True)
-        sys.exit(EXIT_FAILED)
+    store = _open_store(load_settings(database_url=database_url))
     console = Console()
     if as_json:
         _jobs_json(store, job_id, state, limit)

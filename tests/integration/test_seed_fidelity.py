@@ -360,3 +360,18 @@ def test_docs_work_offline_and_document_every_body(service: Service, strict: Ser
     assert guarded["paths"]["/api/distribute/image"]["post"]["security"] == [{"bearer": []}]
     assert "security" not in guarded["paths"]["/healthz"]["get"]
     assert strict.http.get("/docs/static/swagger-ui-bundle.js").status_code == 200
+
+
+def test_platforms_matching_nothing_in_a_single_image_fail_the_job(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """The API sibling of the CLI's --platform: never a silent copy of another platform."""
+    img = images.image(arch="amd64").push(src_reg.http(), repo, "v1")
+    job = service.submit(
+        {"source": source(src_reg, repo), "targets": [{"endpoint": open_reg.endpoint}], "platforms": ["linux/arm64"]}
+    )
+    st = service.wait(job)
+    assert st["value"] == "FAILED" and st["in_sync"] is False
+    assert f"{img.digest} is an image for linux/amd64, not for platform linux/arm64" in st["error"]
+    assert [t["state"] for t in st["targets"]] == ["FAILED"]
+    assert open_reg.http().get_manifest(repo, "v1").status_code == 404

@@ -141,13 +141,7 @@ def parse_reference(text: str, default_tag: str | None = "latest") -> Reference:
     if ":" in last:
         text, tag = text.rsplit(":", 1)
         validate_tag(tag)
-    first, _, rest = text.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
-        registry, path = first, rest
-        if not _HOST_RE.match(registry):
-            raise InvalidReference(f"invalid registry host {registry!r} in {original!r}")
-    else:
-        registry, path = DOCKER_HUB, text
+    registry, path = _split_registry(text, original)
     if registry.lower() in _HUB_ALIASES:
         registry = DOCKER_HUB
         if "/" not in path:
@@ -158,6 +152,27 @@ def parse_reference(text: str, default_tag: str | None = "latest") -> Reference:
     if tag is None and digest is None:
         tag = default_tag
     return Reference(registry=registry, repository=path, tag=tag, digest=digest)
+
+
+def _split_registry(text: str, original: str) -> tuple[str, str]:
+    """(registry, repository path) of a reference without its tag and digest."""
+    first, _, rest = text.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
+        if not _HOST_RE.match(first):
+            raise InvalidReference(f"invalid registry host {first!r} in {original!r}")
+        return first, rest
+    if not rest and _looks_like_host(first):
+        # docker would read "127.0.0.1:5000" as docker.io/library/127.0.0.1:5000 and push there
+        where = original.split("@")[0]
+        raise InvalidReference(
+            f"invalid reference {original!r}: {where} is a registry, not an image; write {where}/NAME[:TAG]"
+        )
+    return DOCKER_HUB, text
+
+
+def _looks_like_host(segment: str) -> bool:
+    """A lone segment a user meant as a registry: has a dot (a domain or an IP), or is localhost."""
+    return "." in segment or segment.lower() == "localhost" or segment.startswith("[")
 
 
 def endpoint_for_registry(registry: str, *, tls_verify: bool = True) -> Endpoint:

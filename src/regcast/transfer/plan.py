@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from regcast._async import gather_all
-from regcast._exceptions import UnsupportedManifest
+from regcast._exceptions import DigestMismatch, UnsupportedManifest
 from regcast.registry import mediatypes as mt
+from regcast.registry.digest import digest_of
 from regcast.registry.manifest import Descriptor, Manifest, Platform, filter_index, parse_manifest
 from regcast.transfer.repository import Repository
 
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     from regcast.transfer.referrers import ReferrerSet
 
 MAX_DEPTH = 4
+MAX_CONFIG = 4 * 1024 * 1024  # an image config read for its platform (they are a few KiB)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,32 @@ async def _children(
         order.append(child)
 
 
+async def _check_image_platform(source: Repository, image: Manifest, platforms: list[Platform]) -> None:
+    """A single image's platform (from its config) must match one asked for."""
+    have = await _image_platform(source, image)
+    if not any(p.matches(have) for p in platforms):
+        want = ", ".join(str(p) for p in platforms)
+        what = f"an image for {have}" if have else "an image without a platform"
+        raise UnsupportedManifest(f"{source.name}: {image.digest} is {what}, not for platform {want}")
+
+
+async def _image_platform(source: Repository, image: Manifest) -> Platform | None:
+    """os/architecture/variant of an image's config, or None (an artifact, or a config without them)."""
+    config = image.blobs[0] if image.blobs else None
+    if config is None or config.media_type not in (mt.DOCKER_CONFIG, mt.OCI_CONFIG) or config.size > MAX_CONFIG:
+        return None
+    data = b"".join([chunk async for chunk in source.read_blob(config)])
+    if digest_of(data, config.digest.split(":")[0]) != config.digest:
+        raise DigestMismatch(f"{source.name}: config {config.digest} does not match its digest")
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not doc.get("os") or not doc.get("architecture"):
+        return None
+    return Platform(str(doc["os"]), str(doc["architecture"]), str(doc.get("variant") or ""))
+
+
 def _select(index: Manifest, platforms: list[Platform]) -> list[Descriptor]:
     chosen = [d for d in index.children if any(p.matches(d.platform) for p in platforms)]
     if not chosen:
@@ -75,6 +104,8 @@ async def load_graph(source: Repository, ref: str, platforms: list[Platform] | N
         else:
             raw = filter_index(root, chosen)
             root = parse_manifest(raw, root.media_type or mt.OCI_INDEX)
+    elif platforms:  # one image: copied only if it is for a platform asked for, never silently
+        await _check_image_platform(source, root, platforms)
     seen: dict[str, Manifest] = {}
     order: list[Manifest] = []
     if root.is_index:

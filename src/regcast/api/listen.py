@@ -1,0 +1,39 @@
+"""The service's listening socket, bound before anything starts.
+
+Binding first means a busy port is one error line and a non-zero exit at once, before the app,
+its workers or its database start (uvicorn would start them, then fail to bind and wait for a
+graceful shutdown); and "serving on" is printed only once connections are accepted.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+BACKLOG = 2048
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``; ``OSError`` (e.g. address in use) if it cannot be had."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT only; a live listener still wins
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app: Any, sock: socket.socket, **config: Any) -> None:
+    """Run ``app`` with uvicorn on the already listening ``sock``."""
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **config))
+    server.run(sockets=[sock])

@@ -159,7 +159,10 @@ class RateLimited(RegistryResponseError):
 
 
 class ProtocolViolation(RegistryError):
-    """An answer that breaks the distribution spec (missing Location, unparsable token...)."""
+    """An answer that breaks the distribution spec (missing Location, unparsable token...).
+
+    Not retryable: the same registry gives the same answer again; the message says what to fix.
+    """
 
 
 class ContentError(RegcastError):

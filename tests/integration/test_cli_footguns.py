@@ -7,9 +7,9 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.conftest import BASIC_USERS, TOKEN_USERS
-from tests.integration.test_cli_copy import REGCAST, regcast
 from tests.support import images
+from tests.support.cli import REGCAST, regcast
+from tests.support.registries import BASIC_USERS, TOKEN_USERS
 from tests.support.registry import RegistryServer
 from tests.support.service import FAST
 from tests.support.verify import assert_same_image

@@ -25,6 +25,7 @@ from tests.support.images import signed_image
 from tests.support.referrers_front import ReferrersFront
 from tests.support.registries import Registries
 from tests.support.registry import RegistryServer
+from tests.support.service import Service, source
 from tests.support.verify import assert_same_image
 
 
@@ -289,3 +290,58 @@ def test_cli_counts_referrers_and_no_referrers(
     assert "referrers)" not in r.stdout
     same_manifest(src_reg, second_reg, repo, "v1")
     assert second_reg.http().get_manifest(repo, images.cosign_tag(img.digest)).status_code == 404
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = Service(tmp_path_factory.mktemp("referrers-service"), {}).start()
+    yield svc
+    svc.stop()
+
+
+def test_api_referrers_options_and_what_was_left_out(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer, second_reg: RegistryServer
+) -> None:
+    img, _sig, sbom, _ = signed_image(src_reg, repo)
+    broken = f"{repo}-broken"
+    _bimg, _bsig, bsbom, _ = signed_image(src_reg, broken)
+    payload = json.loads(bsbom.root.raw)["layers"][0]["digest"]
+    assert src_reg.http().client.delete(f"{broken}/blobs/{payload}").status_code == 202
+
+    def submit(body: dict[str, object]) -> dict[str, object]:
+        r = service.http.post("/api/distribute/image", json=body)
+        assert r.status_code == 201, r.text
+        return service.wait(r.json()["id"])
+
+    only_sboms = submit(
+        {
+            "source": source(src_reg, repo),
+            "targets": [{"endpoint": open_reg.endpoint, "ref": "only-sboms"}],
+            "referrer_types": [images.SPDX],
+        }
+    )
+    assert only_sboms["value"] == "FINISHED", only_sboms
+    assert only_sboms["referrer_types"] == [images.SPDX]
+    assert only_sboms["targets"][0]["referrers"] == 1  # type: ignore[index]
+    same_manifest(src_reg, open_reg, repo, sbom.digest)
+    assert open_reg.http().get_manifest(repo, images.cosign_tag(img.digest)).status_code == 404
+
+    none = submit({"source": source(src_reg, repo), "targets": [{"endpoint": second_reg.endpoint}], "referrers": False})
+    assert none["value"] == "FINISHED" and none["referrers"] is False
+    assert none["targets"][0]["referrers"] == 0  # type: ignore[index]
+    assert second_reg.http().get_manifest(repo, images.fallback_tag(img.digest)).status_code == 404
+
+    partial = submit({"source": source(src_reg, broken), "targets": [{"endpoint": open_reg.endpoint}]})
+    assert partial["value"] == "FINISHED", partial
+    target_status = partial["targets"][0]  # type: ignore[index]
+    assert target_status["referrers"] == 1  # the cosign signature; the SBOM and its signature left out
+    [line] = target_status["referrers_left_out"]
+    assert bsbom.digest in line and payload in line
+    same_manifest(src_reg, open_reg, broken, "v1")
+
+
+def test_api_refuses_a_bad_referrer_type(service: Service, repo: str, src_reg: RegistryServer) -> None:
+    body = {"source": source(src_reg, repo), "targets": [{"endpoint": src_reg.endpoint}], "referrer_types": ["sbom"]}
+    r = service.http.post("/api/distribute/image", json=body)
+    assert r.status_code == 400
+    assert r.json()["msg"].startswith("Failed to parse data: referrer_types.0: not a media type")

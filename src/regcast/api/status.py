@@ -45,6 +45,8 @@ def job_status(job: JobRecord) -> dict[str, Any]:
                 "bytes_total": t.bytes_total,
                 "attempts": t.attempts,
                 "retries": t.retries,
+                "referrers": t.referrers,  # signatures, attestations, SBOMs copied to this target
+                "referrers_left_out": t.referrers_left_out,
                 "error": t.error,
             }
         )
@@ -59,6 +61,8 @@ def job_status(job: JobRecord) -> dict[str, Any]:
         "source": {"endpoint": src.get("endpoint"), "image": src.get("image"), "ref": src.get("ref")},
         "source_digest": job.source_digest,
         "platforms": job.request.get("platforms"),
+        "referrers": job.request.get("referrers", True),
+        "referrer_types": job.request.get("referrer_types"),
         "attempts": job.attempts,
         "cancel_requested": job.cancel_requested,
         "error": job.error,

@@ -79,4 +79,6 @@ job_targets = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("retries", Integer, nullable=False, default=0),
     Column("reason", String(32)),  # why SKIPPED: up-to-date / tag-differs
+    Column("referrers", Integer, nullable=False, default=0),  # referrers copied to this target
+    Column("referrers_left_out", JSON),  # lines: which referrer was not copied, and why
 )

@@ -112,6 +112,8 @@ class JobRunner:
                 error=t.error,
                 reason=t.reason,
                 retries=t.retries,
+                referrers=t.referrers,
+                referrers_left_out=list(t.referrers_left_out),
             )
             st.state = TargetState(t.state) if t.state in TargetState.__members__ else TargetState.PENDING
             run.statuses[t.idx] = st
@@ -209,6 +211,7 @@ class JobRunner:
                 platforms=request.platform_list(),
                 listener=_Notify(run),
                 graph=graph,
+                referrers=request.referrer_options(),
             )
         finally:
             await asyncio.gather(*(t.repo.close() for t in targets), return_exceptions=True)
@@ -238,7 +241,13 @@ def _with_auth(record: JobRecord, box: SecretBox) -> dict[str, Any]:
     targets: list[dict[str, Any]] = [
         {**t, "auth": auths[i] if i < len(auths) else None} for i, t in enumerate(record.request["targets"])
     ]
-    return {"source": source, "targets": targets, "platforms": record.request.get("platforms")}
+    return {
+        "source": source,
+        "targets": targets,
+        "platforms": record.request.get("platforms"),
+        "referrers": record.request.get("referrers", True),
+        "referrer_types": record.request.get("referrer_types"),
+    }
 
 
 def _auth(request: DistributeRequest, idx: int | None) -> dict[str, Any] | None:

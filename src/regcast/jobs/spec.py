@@ -13,6 +13,7 @@ Validation turns every problem into one message naming the field, for the seed's
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from regcast._exceptions import InvalidInput, InvalidReference
 from regcast.registry.auth import Credentials, SeedAuth
 from regcast.registry.manifest import Platform
 from regcast.registry.reference import parse_endpoint, validate_ref, validate_repository
+from regcast.transfer.referrers import ReferrerOptions
 
 TOKEN_TYPES = {"bearer": "Bearer", "jwt": "JWT", "token": "Token"}
 TOKEN_KEYS = frozenset({"url", "token_type", "header", "json"})
@@ -162,6 +164,17 @@ EndpointStr = Annotated[str, BeforeValidator(_not_empty), Field(max_length=2048)
 RepositoryStr = Annotated[str, BeforeValidator(_not_empty), AfterValidator(_repository)]
 RefStr = Annotated[str, BeforeValidator(_not_empty), AfterValidator(_ref)]
 PlatformStr = Annotated[str, AfterValidator(_platform)]
+# RFC 6838 type/subtype (+suffix), as artifactType values are written
+MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+
+
+def _media_type(v: str) -> str:
+    if not MEDIA_TYPE.match(v):
+        raise ValueError("not a media type (type/subtype, e.g. application/spdx+json)")
+    return v
+
+
+MediaTypeStr = Annotated[str, AfterValidator(_media_type)]
 
 
 class SourceIn(_SeedModel):
@@ -212,9 +225,14 @@ class DistributeRequest(_SeedModel):
     targets: list[TargetIn] = Field(min_length=1)
     platforms: list[PlatformStr] | None = None
     notify: NotifyIn | None = None
+    referrers: bool = True  # signatures, attestations, SBOMs travel with the image
+    referrer_types: list[MediaTypeStr] | None = Field(None, max_length=100)  # only these artifact types
 
     def platform_list(self) -> list[Platform] | None:
         return [Platform.parse(p) for p in self.platforms] if self.platforms else None
+
+    def referrer_options(self) -> ReferrerOptions:
+        return ReferrerOptions(self.referrers, frozenset(self.referrer_types or ()))
 
     def public(self) -> dict[str, Any]:
         """The request as stored and shown: every credential left out."""
@@ -225,7 +243,13 @@ class DistributeRequest(_SeedModel):
             d = t.model_dump(exclude={"auth"})
             d["auth"] = t.auth is not None
             targets.append(d)
-        public: dict[str, Any] = {"source": src, "targets": targets, "platforms": self.platforms}
+        public: dict[str, Any] = {
+            "source": src,
+            "targets": targets,
+            "platforms": self.platforms,
+            "referrers": self.referrers,
+            "referrer_types": self.referrer_types,
+        }
         if self.notify:  # the URL may itself be a secret (chat hooks): only its host is shown
             host = urlsplit(self.notify.url).netloc.rsplit("@", 1)[-1]
             public["notify"] = {

@@ -50,6 +50,8 @@ class TargetRecord:
     error: str | None = None
     retries: int = 0
     reason: str | None = None
+    referrers: int = 0
+    referrers_left_out: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -83,6 +85,8 @@ class TargetUpdate:
     error: str | None
     retries: int = 0
     reason: str | None = None
+    referrers: int = 0
+    referrers_left_out: tuple[str, ...] = ()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -174,6 +178,8 @@ class JobStore:
                     m["error"],
                     m["retries"],
                     m["reason"],
+                    m["referrers"],
+                    list(m["referrers_left_out"] or []),
                 )
             )
         return out
@@ -400,6 +406,8 @@ class JobStore:
                         error=u.error,
                         retries=u.retries,
                         reason=u.reason,
+                        referrers=u.referrers,
+                        referrers_left_out=list(u.referrers_left_out) or None,
                         updated_at=now,
                     )
                 )

@@ -185,7 +185,18 @@ class Worker:
 
     async def _flush(self, run: JobRun) -> tuple[bool, bool]:
         updates = [
-            TargetUpdate(i, st.state.value, st.bytes_done, st.bytes_total, st.attempts, st.error, st.retries, st.reason)
+            TargetUpdate(
+                i,
+                st.state.value,
+                st.bytes_done,
+                st.bytes_total,
+                st.attempts,
+                st.error,
+                st.retries,
+                st.reason,
+                st.referrers,
+                tuple(st.referrers_left_out),
+            )
             for i, st in run.statuses.items()
         ]
         try:

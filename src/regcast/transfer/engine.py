@@ -113,7 +113,13 @@ class CopyEngine:
         referrers: ReferrerOptions | None = None,
     ) -> SourceGraph:
         graph = await load_graph(source, ref, platforms)
-        if referrers is None or not referrers.enabled:
+        return await self.with_referrers(source, graph, referrers)
+
+    async def with_referrers(
+        self, source: Repository, graph: SourceGraph, referrers: ReferrerOptions | None
+    ) -> SourceGraph:
+        """``graph`` with what refers to its manifests (found once, at the source), when asked for."""
+        if referrers is None or not referrers.enabled or graph.referrers is not None:
             return graph
         subjects = [*graph.manifests, graph.root]
         found = await discover(source, subjects, graph.blobs, referrers, self.options.checks_in_flight)
@@ -145,9 +151,12 @@ class CopyEngine:
                 digest = await run.all_up_to_date(ref)
                 if digest is not None:  # HEADs only: free on Docker Hub, no manifest pulled
                     return CopyResult(digest, [t.status for t in targets], graph)
-                if graph is not None and await run.source_moved(ref, graph):
-                    graph = None
-            graph = graph or await self.plan(source, ref, platforms, referrers)
+            if graph is not None and not platforms and await run.source_moved(ref, graph):
+                graph = None
+            if graph is None:
+                graph = await self.plan(source, ref, platforms, referrers)
+            else:  # planned earlier (an earlier attempt, a mirror pass): referrers found now if still wanted
+                graph = await self.with_referrers(source, graph, referrers)
             await run.execute(graph)
         return CopyResult(graph.root.digest, [t.status for t in targets], graph)
 

@@ -262,14 +262,14 @@ class _CopyRun:
         except RegcastError as exc:
             self._fail(t, exc)
             return
-        if existing is not None and not t.overwrite:  # the seed's rule: the tag exists, leave it alone
+        if existing == root.digest and graph.referrers and graph.referrers.referrers and access(t.repo):
+            # the image is there; its referrers may not be (the tag is not touched either way)
+            t.status.bytes_done = graph.total_bytes
+            self.image_held.add(t)
+        elif existing is not None and not t.overwrite:  # the seed's rule: the tag exists, leave it alone
             self._skip(t, up_to_date=existing == root.digest)
         elif existing == root.digest:
             t.status.notes.append("already up to date")
-            if graph.referrers and graph.referrers.referrers and access(t.repo) is not None:
-                t.status.bytes_done = graph.total_bytes
-                self.image_held.add(t)
-                return
             t.status.bytes_done = t.status.bytes_total
             self._set(t, TargetState.FINISHED)
 
@@ -467,7 +467,12 @@ class _CopyRun:
         except RegcastError as exc:
             self._fail(t, exc)
             return
-        self._set(t, TargetState.FINISHED)
+        if t in self.image_held and not t.overwrite:
+            self._skip(t, up_to_date=True)  # as the seed's rule says, with the referrers brought
+        else:
+            if t in self.image_held:
+                t.status.notes.append("already up to date")
+            self._set(t, TargetState.FINISHED)
 
     async def _put_manifest(self, t: Target, m: Manifest, ref: str) -> None:
         announced = await t.repo.put_manifest(ref, m.raw, m.media_type)

@@ -436,10 +436,22 @@ def report(out: list[str], title: str, results: dict[str, Result]) -> None:
     out.append(text)
 
 
+def _feature_scenarios(bench: Bench, out: list[str], chosen: set[str], quick: bool) -> None:
+    """Scenarios of one feature each, in their own modules: m (mirror sets), r (referrers)."""
+    if "m" in chosen:
+        from benchmarks.mirrors import scenario_mirrors
+
+        scenario_mirrors(bench, out, 10 if quick else 50, report, Result)
+    if "r" in chosen:
+        from benchmarks.referrers import scenario_referrers
+
+        scenario_referrers(bench, out, quick)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--scenarios", default="a,a6,b,c,d,e,f,m", help="comma-separated: a a6 b c d e f m")
+    ap.add_argument("--scenarios", default="a,a6,b,c,d,e,f,m,r", help="comma-separated: a a6 b c d e f m r")
     ap.add_argument("--quick", action="store_true", help="smaller images (a smoke run, not a measurement)")
     ap.add_argument("--out", help="append the tables to this Markdown file")
     ap.add_argument("--no-skopeo", action="store_true", help="leave skopeo out even when installed")
@@ -468,10 +480,7 @@ def main() -> None:
             scenario_copy(bench, "e", [(64 if args.quick else 1024) * MiB], 1, False, [], out)
         if "f" in chosen:
             scenario_jobs(bench, out)
-        if "m" in chosen:
-            from benchmarks.mirrors import scenario_mirrors
-
-            scenario_mirrors(bench, out, 10 if args.quick else 50, report, Result)
+        _feature_scenarios(bench, out, chosen, args.quick)
     if args.out:
         with open(args.out, "a") as f:
             f.write("\n".join(out) + "\n")

@@ -387,7 +387,8 @@ def worker(database_url: str | None) -> None:
         from regcast.ops.events import JobEvents
 
         # notifications, per-target log lines and retention run here too; its metrics wait for a port of their own
-        w = Worker(store, settings, box, events=JobEvents(store, settings, box))
+        events = JobEvents(store, settings, box)
+        w = Worker(store, settings, box, events=events)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, w.stop)
@@ -405,6 +406,7 @@ def worker(database_url: str | None) -> None:
         mirrors = MirrorService(settings, store, box, owner=w.id)
         mirrors.wake = w.wake
         mirrors.limits = w.runner.engine.limits
+        mirrors.on_run_ended = events.notifier.run_ended
         await asyncio.gather(w.run(), mirrors.run_scheduler(w.stopping))
         store.close()
 

@@ -342,3 +342,44 @@ def test_sync_prints_progress_lines_when_not_a_terminal(
     assert lines[-1].endswith("(100%)")
     assert "\x1b[" not in r.stderr
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), f"ci/{repo}", "v1")
+
+
+def test_mirror_run_notification(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    hook = WebhookReceiver(script=[503]).start()
+    try:
+        images.image().push(src_reg.http(), repo, "v1")
+        name = "hooked-" + repo.rsplit("-", 1)[-1]
+        doc = {
+            "version": 1,
+            "mirrors": [
+                {
+                    "name": name,
+                    "source": f"{src_reg.host}/{repo}",
+                    "targets": [f"{open_reg.host}/hooked"],
+                    "tags": {"list": ["v1"]},
+                    "notify": {"url": hook.url, "events": ["finished"], "secret": HOOK_SECRET},
+                }
+            ],
+        }
+        r = service.http.post("/api/mirrors", json=doc)
+        assert r.status_code == 201, r.text
+        shown = service.http.get(f"/api/mirrors/{name}").text
+        assert HOOK_SECRET not in shown
+        assert "regcast-secret-path" not in shown
+        r = service.http.post(f"/api/mirrors/{name}/run")
+        assert r.status_code == 202, r.text
+        run_id = r.json()["id"]
+        got = hook.wait_for(2)
+        assert [d.answered for d in got] == [503, 200]
+        assert all(_verify(HOOK_SECRET, d.headers["x-regcast-signature"], d.body) for d in got)
+        body = json.loads(got[-1].body)
+        assert body["event"] == "finished"
+        assert body["mirror"] == name
+        assert body["in_sync"] is True
+        assert body["run"]["id"] == run_id
+        assert body["run"]["copied"] == 1
+        assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), f"hooked/{repo}", "v1")
+    finally:
+        hook.stop()

@@ -124,8 +124,10 @@ async def _start(service: Service) -> None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
     service.ready.set()
+    events = JobEvents(service.store, service.settings, service.box, service.metrics)
+    if service.mirrors is not None:  # whichever process settles a run sends its notification
+        service.mirrors.on_run_ended = events.notifier.run_ended
     if service.run_workers:
-        events = JobEvents(service.store, service.settings, service.box, service.metrics)
         service.worker = Worker(service.store, service.settings, service.box, events=events)
         if service.mirrors is None:
             await service.worker.run()

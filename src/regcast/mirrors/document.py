@@ -71,6 +71,14 @@ class TagRules(_Strict):
     latest: int | None = Field(None, ge=1, le=100_000)
 
 
+class Notify(_Strict):
+    """Where to POST a run's summary when it ends (``ops/notify.py``): signed with ``secret``."""
+
+    url: str = Field(pattern=r"^https?://[^/\s]+", max_length=4096)
+    events: tuple[Literal["finished", "failed"], ...] = ("finished", "failed")
+    secret: str | None = Field(None, max_length=4096, repr=False)
+
+
 class Mirror(_Strict):
     name: Name
     source: str = Field(min_length=1, max_length=512)
@@ -83,6 +91,7 @@ class Mirror(_Strict):
     overwrite: bool = True
     schedule: str | None = None
     interval: str | None = None
+    notify: Notify | None = None
 
 
 class MirrorDocument(_Strict):
@@ -108,6 +117,11 @@ class MirrorDocument(_Strict):
                 r["password"] = "***"
             if "events" in r:
                 r["events"]["secret"] = "***"
+        for m in data.get("mirrors", []):
+            if "notify" in m:  # a hook URL's path may itself be a secret (chat hooks)
+                m["notify"]["url"] = re.sub(r"^(https?://[^/]+).*$", r"\1/...", m["notify"]["url"])
+                if "secret" in m["notify"]:
+                    m["notify"]["secret"] = "***"
         return data
 
 

@@ -27,7 +27,7 @@ from regcast.mirrors.document import Mirror, MirrorDocument
 from regcast.mirrors.plan import Action, ImagePlan, MirrorPlan, Planner
 from regcast.mirrors.schedule import Schedule, parse_interval
 from regcast.mirrors.select import Repo, expand_targets, source_of, targets_of
-from regcast.mirrors.store import MirrorRecord, MirrorStore, StoredMirror, utcnow
+from regcast.mirrors.store import MirrorRecord, MirrorStore, RunRecord, StoredMirror, utcnow
 from regcast.registry.client import describe
 from regcast.registry.dockerconfig import credentials_for
 from regcast.registry.limits import Limits
@@ -102,6 +102,23 @@ class MirrorService:
         self.limits = Limits()  # the process's (its copy engine's), so jobs and plans share them
         self._docs: dict[tuple[str, dt.datetime], MirrorDocument] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_run_ended: Callable[[RunRecord, MirrorDocument], None] | None = None  # notifications (ops/)
+
+    async def settle(self) -> list[str]:
+        """End the runs whose jobs are all final; tell ``on_run_ended`` about each."""
+        ended = await asyncio.to_thread(self.store.settle)
+        for run_id in ended if self.on_run_ended is not None else []:
+            run = await asyncio.to_thread(self.store.get_run, run_id)
+            rec = await asyncio.to_thread(self.store.get, run.mirror) if run else None
+            if run is None or rec is None:
+                continue
+            try:
+                doc = self.document_of(rec.sealed)
+            except (RegcastError, ValueError):
+                continue
+            assert self.on_run_ended is not None
+            self.on_run_ended(run, doc)
+        return ended
 
     def document_of(self, sealed: bytes) -> MirrorDocument:
         return MirrorDocument.model_validate(self.box.open(sealed))
@@ -170,7 +187,7 @@ class MirrorService:
     async def tick(self, now: dt.datetime | None = None) -> list[str]:
         """Settle finished runs, then start every mirror whose latest due time has not fired yet."""
         now = now or utcnow()
-        await asyncio.to_thread(self.store.settle)
+        await self.settle()
         started = []
         for rec in await asyncio.to_thread(self.store.all):
             self._configure(rec)

@@ -21,8 +21,9 @@ import logging
 import ssl
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -34,7 +35,12 @@ from regcast.config import Settings
 from regcast.jobs.store import JobRecord, JobStore
 from regcast.registry.redact import redact_text
 
+if TYPE_CHECKING:
+    from regcast.mirrors.document import MirrorDocument
+    from regcast.mirrors.store import RunRecord
+
 log = logging.getLogger("regcast.notify")
+Record = Callable[[dict[str, Any]], Awaitable[None]]
 SIGNATURE_HEADER = "X-Regcast-Signature"
 EVENT_HEADER = "X-Regcast-Event"
 DELIVERY_HEADER = "X-Regcast-Delivery"
@@ -140,51 +146,66 @@ class Notifier:
             await self.deliver(job, event, hooks)
 
     async def deliver(self, job: JobRecord, event: str, hooks: list[Hook]) -> None:
-        body = json.dumps(summary(job, event)).encode()
         attempts: list[dict[str, Any]] = list(job.notifications)
+
+        async def record(attempt: dict[str, Any]) -> None:
+            attempts.append(attempt)
+            try:
+                await asyncio.to_thread(self.store.save_notifications, job.id, list(attempts))
+            except Exception as exc:  # the database is down: delivery still goes on
+                log.warning("job %s: could not record a notification attempt (%s)", job.id, type(exc).__name__)
+
+        await self._send(f"job {job.id}", event, hooks, json.dumps(summary(job, event)).encode(), record)
+
+    def run_ended(self, run: RunRecord, doc: MirrorDocument) -> None:
+        """A mirror run ended: POST its summary to the mirror's ``notify`` hook (attempts are logged)."""
+        mirror = doc.mirrors[0]
+        event = "finished" if run.state == "FINISHED" else "failed"
+        if mirror.notify is None or event not in mirror.notify.events:
+            return
+        hook = Hook(mirror.notify.url, tuple(mirror.notify.events), mirror.notify.secret, "mirror")
+        public = run.public()
+        body = {"event": event, "mirror": mirror.name, "in_sync": run.state == "FINISHED" and not public["failed"]}
+        payload = json.dumps({**body, "run": public}).encode()
+        task = asyncio.create_task(self._send(f"mirror {mirror.name} run {run.id}", event, [hook], payload, None))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, what: str, event: str, hooks: list[Hook], body: bytes, record: Record | None) -> None:
         timeout = aiohttp.ClientTimeout(total=self.settings.notify_timeout)
         policy = self.settings.outbound_policy()
         ssl_ctx = ssl.create_default_context(cafile=self.settings.ca_bundle) if self.settings.ca_bundle else True
-        connector = aiohttp.TCPConnector(ssl=ssl_ctx, socket_factory=policy.socket_factory)  # the address connected to
+        connector = aiohttp.TCPConnector(ssl=ssl_ctx, socket_factory=policy.socket_factory)  # the address used
         async with aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,
             headers={"User-Agent": USER_AGENT},
-            middlewares=(policy.middleware("registry"),),
+            middlewares=(policy.middleware("registry"),),  # every request's URL
         ) as session:
-            await asyncio.gather(*(self._one(session, job.id, event, h, body, attempts) for h in hooks))
+            await asyncio.gather(*(self._one(session, what, event, h, body, record) for h in hooks))
 
     async def _one(
-        self,
-        session: aiohttp.ClientSession,
-        job_id: str,
-        event: str,
-        hook: Hook,
-        body: bytes,
-        attempts: list[dict[str, Any]],
+        self, session: aiohttp.ClientSession, what: str, event: str, hook: Hook, body: bytes, record: Record | None
     ) -> None:
         delivery = str(uuid.uuid4())
         for n in range(1, self.settings.notify_attempts + 1):
             status, error = await self._post(session, hook, event, delivery, body)
             ok = status is not None and 200 <= status < 300
-            attempts.append(
-                {
-                    "url": hook.shown,
-                    "origin": hook.origin,
-                    "event": event,
-                    "attempt": n,
-                    "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-                    "status": status,
-                    "error": error,
-                    "delivered": ok,
-                }
-            )
-            try:
-                await asyncio.to_thread(self.store.save_notifications, job_id, list(attempts))
-            except Exception as exc:  # the database is down: delivery still goes on
-                log.warning("job %s: could not record a notification attempt (%s)", job_id, type(exc).__name__)
+            if record is not None:
+                await record(
+                    {
+                        "url": hook.shown,
+                        "origin": hook.origin,
+                        "event": event,
+                        "attempt": n,
+                        "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                        "status": status,
+                        "error": error,
+                        "delivered": ok,
+                    }
+                )
             if ok:
-                log.info("job %s: notification %s delivered to %s", job_id, event, hook.shown)
+                log.info("%s: notification %s delivered to %s", what, event, hook.shown)
                 self._count("delivered")
                 return
             final = error is not None and error.startswith("refused:")
@@ -192,8 +213,8 @@ class Notifier:
                 break
             delay = min(self.settings.notify_backoff * 2 ** (n - 1), 300.0)
             log.warning(
-                "job %s: notification to %s failed (%s); retry %d in %.1fs",
-                job_id,
+                "%s: notification to %s failed (%s); retry %d in %.1fs",
+                what,
                 hook.shown,
                 error or status,
                 n,
@@ -201,7 +222,7 @@ class Notifier:
                 extra={"error": error or f"HTTP {status}"},
             )
             await asyncio.sleep(delay)
-        log.warning("job %s: notification %s to %s not delivered", job_id, event, hook.shown)
+        log.warning("%s: notification %s to %s not delivered", what, event, hook.shown)
         self._count("failed")
 
     async def _post(

@@ -151,6 +151,6 @@ async def runs(name: str, service: ServiceDep, limit: int = Query(50, ge=1, le=5
     store = _mirrors(service).store
     if await asyncio.to_thread(store.get, name) is None:
         return error(404, "mirror not found")
-    await asyncio.to_thread(store.settle)
+    await _mirrors(service).settle()
     found = await asyncio.to_thread(store.runs, name, limit)
     return SeedJSON({"runs": [r.public() for r in found]})

@@ -375,3 +375,17 @@ def test_platforms_matching_nothing_in_a_single_image_fail_the_job(
     assert f"{img.digest} is an image for linux/amd64, not for platform linux/arm64" in st["error"]
     assert [t["state"] for t in st["targets"]] == ["FAILED"]
     assert open_reg.http().get_manifest(repo, "v1").status_code == 404
+
+
+def test_a_missing_v2_api_is_not_image_not_found(
+    service: Service, repo: str, src_reg: RegistryServer, faults: list[FaultProxy]
+) -> None:
+    """404 for /v2/ itself (a wrong endpoint) says nothing about the image: a 502 naming the registry."""
+    proxy = FaultProxy(src_reg.port, "flaky", path="/v2/", status=404, count=100).start()
+    faults.append(proxy)
+    r = service.http.post(
+        "/api/distribute/image",
+        json={"source": {"endpoint": proxy.endpoint, "image": repo, "ref": "v1"}, "targets": [source(src_reg, repo)]},
+    )
+    assert r.status_code == 502, r.text
+    assert r.json()["msg"].startswith(f"Source registry error: registry 127.0.0.1:{proxy.port}: checking the v2 API")

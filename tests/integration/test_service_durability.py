@@ -117,6 +117,7 @@ def test_sigterm_stops_cleanly_and_job_resumes(
     assert record.state == "QUEUED"
     assert record.attempts == 0
     assert record.worker_id is None
+    assert [t.state for t in record.targets] == ["PENDING"]  # shown QUEUED: no target RUNNING in a queued job
     assert uploads_left(open_reg, repo) == []  # the interrupted upload session was cancelled
     second = Service(tmp_path).start()
     try:

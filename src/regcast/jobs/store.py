@@ -445,6 +445,8 @@ class JobStore:
                     attempts=jobs.c.attempts - 1,
                 )
             ).rowcount
+            if n == 1:
+                _requeue_targets(conn, [job_id])
         return n == 1
 
     def requeue_stale(self, stale_after: float, max_attempts: int) -> list[str]:
@@ -469,6 +471,7 @@ class JobStore:
                 .where(stale, jobs.c.id.in_(ids))
                 .values(state=JobState.QUEUED.value, worker_id=None, updated_at=now)
             )
+            _requeue_targets(conn, ids)
         for i in ids:
             log.warning("job %s: its worker stopped heartbeating; requeued", i)
         return ids
@@ -485,4 +488,13 @@ def _settle_targets(conn: Connection, ids: list[str], state: JobState, error: st
         update(job_targets)
         .where(job_targets.c.job_id.in_(ids), job_targets.c.state.not_in(FINAL_TARGET_STATES))
         .values(state=state.value, error=func.coalesce(job_targets.c.error, error), updated_at=now)
+    )
+
+
+def _requeue_targets(conn: Connection, ids: list[str]) -> None:
+    """A job back in the queue has no target still RUNNING: they wait (QUEUED) with it."""
+    conn.execute(
+        update(job_targets)
+        .where(job_targets.c.job_id.in_(ids), job_targets.c.state == "RUNNING")
+        .values(state="PENDING", updated_at=utcnow())
     )

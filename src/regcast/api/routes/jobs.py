@@ -119,7 +119,9 @@ async def _check_source(body: DistributeRequest, service: Service) -> SeedJSON |
     client = client_for(src.endpoint, auth, src.verify_tls, _submit_check(service.settings), read_only=True)
     try:
         found = await asyncio.wait_for(client.head_manifest(src.image, src.ref), SUBMIT_CHECK_TIMEOUT) is not None
-    except NotFound:
+    except NotFound as exc:
+        if "/manifests/" not in exc.url:  # /v2/ itself is missing: not a registry API, not a verdict on the image
+            return error(502, f"Source registry error: {describe(exc)}")
         found = False
     except (TimeoutError, RegcastError) as exc:
         if not is_retryable(exc):

@@ -29,6 +29,8 @@ from regcast.registry.reference import validate_ref, validate_repository
 
 COSIGN_SUFFIXES = ("sig", "att", "sbom")
 MAX_PAGES = 100  # a registry that keeps answering "next" is not followed forever
+# The spec's "no referrers API" is a 404; registries that do not route the path at all answer these too.
+NO_API = frozenset({400, 404, 405, 501})
 _NEXT = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?', re.IGNORECASE)
 
 
@@ -90,7 +92,7 @@ async def list_referrers(
             "GET", url, scopes=(scope(repository, "pull"),), headers={"Accept": mt.OCI_INDEX}, follow_redirects=True
         )
         try:
-            if resp.status == 404 and page == 0:
+            if resp.status in NO_API and page == 0:
                 return None
             if resp.status != 200:
                 raise await response_error(resp, client.name, f"listing referrers of {repository}@{digest}")

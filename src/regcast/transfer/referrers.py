@@ -172,6 +172,14 @@ class _Discovery:
     api_absent: bool = False
 
     async def candidates(self, subject: str) -> list[_Candidate]:
+        """What refers to ``subject``; a source that cannot say is one left-out line, not a failed copy."""
+        try:
+            return await self._candidates(subject)
+        except RegcastError as exc:
+            self.left_out.append(f"referrers of {subject} not looked up: {describe(exc)}")
+            return []
+
+    async def _candidates(self, subject: str) -> list[_Candidate]:
         """Everything that refers to ``subject``: API (else the tag-schema index), then cosign's tags."""
         out: list[_Candidate] = []
         listing = None

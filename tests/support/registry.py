@@ -40,6 +40,7 @@ class RegistryServer:
     token_server: TokenServer | None = None
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    notify: tuple[str, dict[str, str]] | None = None  # (url, headers): distribution's push notifications
 
     @property
     def scheme(self) -> str:
@@ -100,6 +101,19 @@ class RegistryServer:
                 f"    service: {ts.service}",
                 f"    issuer: {ts.issuer}",
                 f"    rootcertbundle: {ts.cert_path}",
+            ]
+        if self.notify:
+            url, headers = self.notify
+            lines += [
+                "notifications:",
+                "  endpoints:",
+                "    - name: regcast",
+                f"      url: {url}",
+                "      timeout: 5s",
+                "      threshold: 10",
+                "      backoff: 1s",
+                "      headers:",
+                *(f"        {k}: [{v!r}]" for k, v in headers.items()),
             ]
         return "\n".join(lines) + "\n"
 

@@ -79,7 +79,7 @@ class Service(Process):
 
     def start(self) -> Service:
         super().start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # generous: a loaded 2-core machine starts Python slowly
         while time.monotonic() < deadline:
             assert self.proc, self.output()
             assert self.proc.poll() is None, self.output()

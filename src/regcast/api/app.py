@@ -23,11 +23,12 @@ from regcast.api import dashboard
 from regcast.api.middleware import BearerAuth, BodyLimit
 from regcast.api.openapi import build_openapi
 from regcast.api.responses import SeedJSON, error
-from regcast.api.routes import health, jobs, mirrors, operations
+from regcast.api.routes import events, health, jobs, mirrors, operations
 from regcast.api.service import Service
 from regcast.jobs.worker import Worker
 from regcast.mirrors.service import MirrorService
 from regcast.ops.events import JobEvents
+from regcast.triggers.dispatch import PushTriggers
 
 log = logging.getLogger("regcast.api")
 SHUTDOWN_GRACE = 20.0
@@ -75,6 +76,8 @@ def create_app(service: Service) -> FastAPI:
     app.state.service = service
     if service.mirrors is None:
         service.mirrors = MirrorService(service.settings, service.store, service.box, owner=f"api-{os.getpid()}")
+    if service.triggers is None:
+        service.triggers = PushTriggers(service.mirrors, service.metrics.push_lag.observe)
     app.add_middleware(BodyLimit, limit=service.settings.max_body_bytes)
     tokens = service.settings.tokens()
     if tokens:
@@ -85,6 +88,7 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(mirrors.router)
+    app.include_router(events.router)
     app.include_router(operations.router)
     app.include_router(dashboard.router)
 
@@ -109,6 +113,8 @@ async def _running(service: Service) -> AsyncIterator[None]:
         starter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await starter
+        if service.triggers is not None:
+            await service.triggers.close()
         await asyncio.to_thread(service.store.close)
 
 

@@ -10,6 +10,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from regcast.api.dashboard import DASHBOARD_ASSETS, DASHBOARD_PAGES
 from regcast.api.responses import error
 
+EVENTS_PREFIX = "/api/events/"  # registries' push notifications: signed with their own secret instead
+
 
 class BodyLimit:
     """Refuse request bodies over the cap before reading them (413, seed-style body)."""
@@ -46,8 +48,9 @@ class _TooLarge(Exception):
 
 
 class BearerAuth:
-    """Every route but /healthz, /readyz and the dashboard's page and assets (which hold no data)
-    needs ``Authorization: Bearer <one of the tokens>``; /metrics too unless REGCAST_METRICS_PUBLIC."""
+    """Every route but /healthz, /readyz, the dashboard's page and assets (which hold no data) and
+    /api/events/ (signed with an events secret instead, ``triggers/signature.py``) needs
+    ``Authorization: Bearer <one of the tokens>``; /metrics too unless REGCAST_METRICS_PUBLIC."""
 
     OPEN = frozenset({"/healthz", "/readyz", *DASHBOARD_PAGES})
 
@@ -67,7 +70,7 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in self.open or path.startswith(DASHBOARD_ASSETS):
+        if scope["type"] != "http" or path in self.open or path.startswith((DASHBOARD_ASSETS, EVENTS_PREFIX)):
             await self.app(scope, receive, send)
             return
         header = dict(scope.get("headers") or []).get(b"authorization", b"")

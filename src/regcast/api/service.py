@@ -14,6 +14,7 @@ from regcast.jobs.store import JobStore
 from regcast.jobs.worker import Worker
 from regcast.mirrors.service import MirrorService
 from regcast.ops.metrics import Metrics
+from regcast.triggers.dispatch import PushTriggers
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Service:
     worker: Worker | None = None
     mirrors: MirrorService | None = None  # stored mirror sets, their runs and schedules
     metrics: Metrics = field(default_factory=Metrics)
+    triggers: PushTriggers | None = None  # registries' push notifications (POST /api/events/<name>)
 
 
 def get_service(request: Request) -> Service:

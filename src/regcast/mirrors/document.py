@@ -89,6 +89,7 @@ class Mirror(_Strict):
     referrers: bool = True
     immutable: StrList = Field(default_factory=lambda: [])
     overwrite: bool = True
+    prune: bool = False  # a tag deleted at the source (push events) is deleted at the targets
     schedule: str | None = None
     interval: str | None = None
     notify: Notify | None = None

@@ -129,13 +129,17 @@ class Planner:
     async def plan(self, names: list[str] | None = None) -> list[MirrorPlan]:
         return [await self.plan_mirror(m) for m in self.doc.mirrors if names is None or m.name in names]
 
-    async def plan_mirror(self, mirror: Mirror) -> MirrorPlan:
+    async def plan_mirror(self, mirror: Mirror, only: list[str] | None = None) -> MirrorPlan:
+        """Plan a pass of ``mirror``; with ``only`` (a pushed tag, already matched) no tag list is read."""
         src = source_of(mirror)
         plan = MirrorPlan(mirror.name, src, targets_of(self.doc, mirror))
         selector = TagSelector.from_rules(mirror.tags)
         try:
             client = self.pool.source(src.registry)
-            tags = selector.select([] if selector.listed_only else await list_tags(client, src.repository))
+            if only is not None:
+                tags = list(only)
+            else:
+                tags = selector.select([] if selector.listed_only else await list_tags(client, src.repository))
         except RegcastError as exc:
             plan.error = describe(exc)
             return plan

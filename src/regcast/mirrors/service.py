@@ -132,7 +132,8 @@ class MirrorService:
             task.add_done_callback(self._tasks.discard)
         return run_id, going
 
-    async def plan_run(self, name: str, run_id: str) -> None:
+    async def plan_run(self, name: str, run_id: str, only: list[str] | None = None) -> None:
+        """Select (``only``: these tags, no listing), HEAD, and queue one job per image to copy."""
         selected = up_to_date = skipped = failed = 0
         error: str | None = None
         try:
@@ -143,7 +144,7 @@ class MirrorService:
             mirror = doc.mirrors[0]
             pool = ClientPool(doc, self.settings, self.limits)
             try:
-                plan: MirrorPlan = await Planner(doc, pool).plan_mirror(mirror)
+                plan: MirrorPlan = await Planner(doc, pool).plan_mirror(mirror, only)
                 error = plan.error or next((f"{i.tag}: {i.error}" for i in plan.images if i.error), None)
                 for img in plan.images:
                     selected += 1

@@ -67,10 +67,27 @@ class RunRecord:
     error: str | None
     jobs: dict[str, str] = field(default_factory=dict)  # job id -> state
     bytes: int = 0
+    jobs_finished_at: dt.datetime | None = None  # the last of its jobs to end
+
+    @property
+    def in_sync_at(self) -> dt.datetime | None:
+        """When every target held the run's images: its last job's end (its plan's, with no job)."""
+        if self.state != RunState.FINISHED.value:
+            return None
+        return self.jobs_finished_at if self.jobs else self.planned_at
+
+    @property
+    def lag_seconds(self) -> float | None:
+        """Push runs: from the push (``due_at`` holds its time) to in sync at every target."""
+        if self.trigger != "push" or self.due_at is None or self.in_sync_at is None:
+            return None
+        return max(0.0, (self.in_sync_at - self.due_at).total_seconds())
 
     def public(self) -> dict[str, Any]:
         states = list(self.jobs.values())
+        push = {"pushed_at": _iso(self.due_at), "lag_seconds": self.lag_seconds} if self.trigger == "push" else {}
         return {
+            **push,
             "id": self.id,
             "mirror": self.mirror,
             "trigger": self.trigger,
@@ -205,6 +222,37 @@ class MirrorStore:
         except IntegrityError:
             return None, None
 
+    def start_push_run(self, name: str, key: str, owner: str, pushed_at: dt.datetime | None) -> str | None:
+        """Take the run key of one pushed tag (mirror + tag + digest): the run id, or None when the
+        key was taken (the same push delivered again) or the mirror is gone.
+
+        A push run takes no lease: a scheduled pass still going must not hold back a release tag,
+        and the two only ever copy the same digests. ``due_at`` keeps the push time (for the lag).
+        """
+        run_id = str(uuid.uuid4())
+        row = {
+            "id": run_id,
+            "mirror": name,
+            "run_key": f"{name}@push-{key}"[:300],
+            "trigger": "push",
+            "due_at": pushed_at,
+            "state": RunState.PLANNING.value,
+            "created_at": utcnow(),
+            "owner": owner,
+            "images_selected": 0,
+            "images_up_to_date": 0,
+            "images_skipped": 0,
+            "images_failed": 0,
+        }
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(select(mirrors.c.name).where(mirrors.c.name == name)).first() is None:
+                    return None
+                conn.execute(insert(mirror_runs).values(**row))
+        except IntegrityError:
+            return None
+        return run_id
+
     def link_job(self, run_id: str, job_id: str, tag: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(insert(mirror_run_jobs).values(run_id=run_id, job_id=job_id, tag=tag))
@@ -233,36 +281,44 @@ class MirrorStore:
         """End runs whose jobs are all final (or whose planner died); free their mirrors' leases."""
         now = utcnow()
         ended: list[str] = []
+        cols = (mirror_runs.c.mirror, mirror_runs.c.id, mirror_runs.c.state, mirror_runs.c.created_at)
         with self.engine.begin() as conn:
-            held = conn.execute(
-                select(mirrors.c.name, mirror_runs.c.id, mirror_runs.c.state, mirror_runs.c.created_at).join(
-                    mirror_runs, mirror_runs.c.id == mirrors.c.active_run
+            held = conn.execute(select(*cols).join(mirrors, mirror_runs.c.id == mirrors.c.active_run)).all()
+            pushed = conn.execute(  # push runs hold no lease
+                select(*cols).where(
+                    mirror_runs.c.trigger == "push",
+                    mirror_runs.c.state.in_([RunState.PLANNING.value, RunState.RUNNING.value]),
                 )
             ).all()
-            for name, run_id, state, created in held:
-                if state == RunState.PLANNING.value:
-                    if (_utc(created) or now) > now - PLANNING_TIMEOUT:
-                        continue
-                    final, error = RunState.FAILED.value, "the planning process stopped"
-                else:
-                    states = self._job_states(conn, run_id)
-                    if any(s not in _FINAL for s in states.values()):
-                        continue
-                    run = self._run(conn, run_id)
-                    bad = run is not None and (run.images_failed or run.error)
-                    failed = bad or any(s != "FINISHED" for s in states.values())
-                    final, error = (RunState.FAILED.value if failed else RunState.FINISHED.value), None
-                values: dict[str, Any] = {"state": final, "finished_at": now}
-                if error:
-                    values["error"] = error
-                conn.execute(update(mirror_runs).where(mirror_runs.c.id == run_id).values(**values))
-                conn.execute(
-                    update(mirrors)
-                    .where(mirrors.c.name == name, mirrors.c.active_run == run_id)
-                    .values(active_run=None)
-                )
-                ended.append(run_id)
+            for name, run_id, state, created in [*held, *pushed]:
+                if self._settle_one(conn, run_id, state, _utc(created) or now, now):
+                    conn.execute(
+                        update(mirrors)
+                        .where(mirrors.c.name == name, mirrors.c.active_run == run_id)
+                        .values(active_run=None)
+                    )
+                    ended.append(run_id)
         return ended
+
+    def _settle_one(self, conn: Connection, run_id: str, state: str, created: dt.datetime, now: dt.datetime) -> bool:
+        """Write the final state of one run when it has one; True when it ended."""
+        if state == RunState.PLANNING.value:
+            if created > now - PLANNING_TIMEOUT:
+                return False
+            final, error = RunState.FAILED.value, "the planning process stopped"
+        else:
+            states = self._job_states(conn, run_id)
+            if any(s not in _FINAL for s in states.values()):
+                return False
+            run = self._run(conn, run_id)
+            bad = run is not None and (run.images_failed or run.error)
+            failed = bad or any(s != "FINISHED" for s in states.values())
+            final, error = (RunState.FAILED.value if failed else RunState.FINISHED.value), None
+        values: dict[str, Any] = {"state": final, "finished_at": now}
+        if error:
+            values["error"] = error
+        conn.execute(update(mirror_runs).where(mirror_runs.c.id == run_id).values(**values))
+        return True
 
     # -- reading runs ---------------------------------------------------------------------------------------
     @staticmethod
@@ -298,6 +354,10 @@ class MirrorStore:
             m["error"],
         )
         rec.jobs = self._job_states(conn, rec.id)
+        if rec.jobs and rec.trigger == "push":
+            rec.jobs_finished_at = _utc(
+                conn.execute(select(func.max(jobs.c.finished_at)).where(jobs.c.id.in_(list(rec.jobs)))).scalar()
+            )
         if rec.jobs:
             total = conn.execute(
                 select(func.coalesce(func.sum(job_targets.c.bytes_done), 0)).where(
@@ -324,7 +384,11 @@ class MirrorStore:
 
     def last_due(self, name: str) -> dt.datetime | None:
         with self.engine.connect() as conn:
-            value = conn.execute(select(func.max(mirror_runs.c.due_at)).where(mirror_runs.c.mirror == name)).scalar()
+            value = conn.execute(
+                select(func.max(mirror_runs.c.due_at)).where(
+                    mirror_runs.c.mirror == name, mirror_runs.c.trigger == "schedule"
+                )
+            ).scalar()
         return _utc(value)
 
     def run_of_job(self, job_id: str) -> str | None:

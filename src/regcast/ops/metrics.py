@@ -101,6 +101,18 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.push_events = Counter(
+            "regcast_push_events_total",
+            "Registry push notifications received, by outcome (matched, duplicate, ignored, unauthorized, malformed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.push_lag = Histogram(
+            "regcast_push_sync_lag_seconds",
+            "From a tag's push at the source to in sync at every target of its mirror.",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 1800, float("inf")),
+            registry=r,
+        )
         self.notifications = Counter(
             "regcast_notifications_total", "Notification deliveries, by outcome.", ["outcome"], registry=r
         )
@@ -118,6 +130,10 @@ class Metrics:
 
     def bytes_read(self, registry: str, n: int) -> None:
         self.source_bytes.labels(registry).inc(n)
+
+    def event(self, outcome: str, n: int = 1) -> None:
+        if n:
+            self.push_events.labels(outcome).inc(n)
 
     # -- the worker ------------------------------------------------------------------------------
     def target_done(self, registry: str, status: TargetStatus, seconds: float | None) -> None:

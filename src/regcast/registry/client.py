@@ -497,6 +497,23 @@ class RegistryClient:
         finally:
             resp.release()
 
+    async def delete_manifest(self, repository: str, ref: str) -> bool:
+        """Delete a tag (OCI) or a manifest by digest; False when the registry had none.
+
+        A registry that cannot delete tags (distribution 2.8 answers 400/405 ``UNSUPPORTED``)
+        raises ``RegistryResponseError``; the caller decides whether a digest delete is right.
+        """
+        url = await self._manifest_url(repository, ref)
+        resp = await self.send("DELETE", url, scopes=(scope(repository, "delete"),))
+        try:
+            if resp.status == 404:
+                return False
+            if resp.status not in (200, 202, 204):
+                raise await response_error(resp, self.name, f"deleting manifest {repository}:{ref}")
+            return True
+        finally:
+            resp.release()
+
 
 def _release_also(resp: aiohttp.ClientResponse, extra: Callable[[], None]) -> None:
     """Run ``extra`` once when the caller releases ``resp`` (a limit slot follows the connection)."""

@@ -1,0 +1,1 @@
+"""Push-triggered mirroring: registries' push notifications start copies of the pushed tag."""

@@ -1,0 +1,227 @@
+"""Push-triggered mirroring: a real distribution registry notifies a running regcast of its pushes.
+
+The source registry's ``notifications`` endpoint points at ``POST /api/events/src`` of a real
+``regcast serve``; regcast reaches the source through a counting proxy, so the tests can say
+which requests a push cost the source (never its tag list).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Registries
+from tests.support import images
+from tests.support.faults import FaultProxy
+from tests.support.registry import RegistryServer
+from tests.support.service import Service
+from tests.support.verify import assert_same_image
+
+SECRET = "events-" + secrets.token_hex(8)
+REPO = "team/app"
+
+
+class Setup:
+    def __init__(self, svc: Service, source: RegistryServer, proxy: FaultProxy, targets: list[RegistryServer]) -> None:
+        self.svc, self.source, self.proxy, self.targets = svc, source, proxy, targets
+
+    def runs(self) -> list[dict[str, Any]]:
+        r = self.svc.http.get("/api/mirrors/app/runs")
+        assert r.status_code == 200, r.text
+        return list(r.json()["runs"])
+
+    def push_runs(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs() if r["trigger"] == "push"]
+
+    def wait_runs(self, n: int, timeout: float = 90) -> list[dict[str, Any]]:
+        """Until ``n`` push runs exist and every one has ended."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.push_runs()
+            if len(runs) >= n and all(r["finished_at"] for r in runs):
+                return runs
+            time.sleep(0.2)
+        raise AssertionError(f"push runs: {self.push_runs()}\n{self.svc.output()[-3000:]}")
+
+    def post(self, body: dict[str, Any], secret: str = SECRET, **headers: str) -> httpx.Response:
+        return self.svc.http.post(
+            "/api/events/src",
+            content=json.dumps(body),
+            headers={
+                "Content-Type": "application/vnd.docker.distribution.events.v1+json",
+                "Authorization": f"Bearer {secret}",
+                **headers,
+            },
+        )
+
+
+def _document(proxy: FaultProxy, targets: list[RegistryServer], prune: bool = False) -> str:
+    host = f"127.0.0.1:{proxy.port}"
+    return f"""
+version: 1
+registries:
+  - host: "{host}"
+    events:
+      name: src
+      secret: {SECRET}
+mirrors:
+  - name: app
+    source: {host}/{REPO}
+    targets: [{", ".join(t.host for t in targets)}]
+    tags:
+      allow: ['^v\\d+$']
+    prune: {"true" if prune else "false"}
+"""
+
+
+@pytest.fixture
+def setup(tmp_path: Path, registries: Registries) -> Iterator[Setup]:
+    # regcast first (its port is then taken), so the source's notifications can point at it
+    svc = Service(tmp_path / "svc", {"REGCAST_SECRET_KEY": "push-events-test-key-0123456789abcdef"}).start()
+    name = f"notifying-{secrets.token_hex(3)}"
+    source = RegistryServer(
+        name,
+        registries.base / name,
+        notify=(f"{svc.url}/api/events/src", {"Authorization": f"Bearer {SECRET}"}),
+    ).start()
+    registries.started.append(source)
+    proxy = FaultProxy(source.port).start()
+    targets = [registries.open(f"push-target-{i}-{secrets.token_hex(3)}") for i in range(2)]
+    try:
+        doc = _document(proxy, targets)
+        r = svc.http.post("/api/mirrors", content=doc, headers={"Content-Type": "application/yaml"})
+        assert r.status_code == 201, r.text
+        yield Setup(svc, source, proxy, targets)
+    finally:
+        svc.stop()
+        proxy.stop()
+
+
+def _manifest_event(tag: str | None, digest: str, media_type: str = images.OCI_MANIFEST) -> dict[str, Any]:
+    target: dict[str, Any] = {"mediaType": media_type, "digest": digest, "repository": REPO, "size": 10}
+    if tag:
+        target["tag"] = tag
+    return {
+        "id": secrets.token_hex(8),
+        "action": "push",
+        "timestamp": "2026-11-29T10:00:00.123456789Z",
+        "target": target,
+    }
+
+
+def test_a_pushed_tag_reaches_every_target_without_listing_tags(setup: Setup) -> None:
+    img = images.image().push(setup.source.http(), REPO, "v1")
+    runs = setup.wait_runs(1)
+    assert len(runs) == 1
+    assert runs[0]["state"] == "FINISHED", runs
+    assert runs[0]["images_selected"] == 1
+    assert runs[0]["lag_seconds"] is not None and runs[0]["pushed_at"]
+    for t in setup.targets:
+        assert_same_image(setup.source.http(), REPO, "v1", t.http(), REPO, "v1")
+        assert t.http().get_manifest(REPO, "v1").content == img.root.raw
+    paths = [path for _method, path, _h in setup.proxy.seen]
+    assert not [p for p in paths if "/tags/list" in p]
+    assert [p for p in paths if p.startswith(f"/v2/{REPO}/manifests/v1")]  # the digest was read at the source
+
+
+def test_a_tag_outside_the_filters_does_not_move_and_blob_events_are_ignored(setup: Setup) -> None:
+    images.image().push(setup.source.http(), REPO, "latest")
+    images.image().push(setup.source.http(), REPO, "v2")  # delivered after latest's events: same queue
+    runs = setup.wait_runs(1)
+    assert [r["state"] for r in runs] == ["FINISHED"]
+    for t in setup.targets:
+        assert t.http().get_manifest(REPO, "latest").status_code == 404
+        assert t.http().get_manifest(REPO, "v2").status_code == 200
+    layer = "sha256:" + "a" * 64
+    target = {
+        "mediaType": images.OCI_LAYER,
+        "digest": layer,
+        "repository": REPO,
+        "url": f"http://x/v2/{REPO}/blobs/{layer}",
+    }
+    blob = {"id": "b1", "action": "push", "target": target}
+    r = setup.post({"events": [blob]})
+    assert r.status_code == 202
+    expected = {"status": "success", "events": 1, "matched": 0, "duplicates": 0, "ignored": 1, "pruned": 0, "runs": []}
+    assert r.json() == expected
+    metrics = setup.svc.http.get("/metrics").text
+    assert 'regcast_push_events_total{outcome="ignored"}' in metrics
+    assert "regcast_push_sync_lag_seconds_count 1.0" in metrics
+
+
+def test_the_same_event_delivered_three_times_gives_one_job(setup: Setup) -> None:
+    img = images.image().push(setup.source.http(), REPO, "v3")
+    event = {"events": [_manifest_event("v3", img.digest)]}
+    answers = [setup.post(event) for _ in range(3)]
+    assert [a.status_code for a in answers] == [202, 202, 202]
+    runs = setup.wait_runs(1)
+    time.sleep(1.0)  # the registry's own delivery of the same push may still come: it must change nothing
+    runs = setup.wait_runs(1)
+    assert len(runs) == 1, runs
+    assert len(runs[0]["jobs"]) == 1
+    assert sum(a.json()["duplicates"] for a in answers) >= 2
+    for t in setup.targets:
+        assert_same_image(setup.source.http(), REPO, "v3", t.http(), REPO, "v3")
+
+
+def test_unsigned_wrong_or_unknown_deliveries_are_401_and_garbage_is_400(setup: Setup) -> None:
+    event = {"events": [_manifest_event("v7", "sha256:" + "b" * 64)]}
+    assert setup.post(event, secret="wrong").status_code == 401
+    r = setup.svc.http.post("/api/events/src", content=json.dumps(event))
+    assert r.status_code == 401
+    assert r.json() == {"status": "error", "msg": "unauthorized: unknown events source or wrong secret"}
+    r = setup.svc.http.post(
+        "/api/events/other", content=json.dumps(event), headers={"Authorization": f"Bearer {SECRET}"}
+    )
+    assert r.status_code == 401
+    r = setup.post({"events": "nope"}, **{"Content-Type": "application/json"})
+    assert r.status_code == 400
+    r = setup.svc.http.post("/api/events/src", content=b"{not json", headers={"Authorization": f"Bearer {SECRET}"})
+    assert r.status_code == 400 and r.json()["msg"].startswith("Failed to parse data:")
+    assert setup.push_runs() == []
+
+
+def test_github_style_hmac_and_harbor_style_header_are_accepted(setup: Setup) -> None:
+    import hashlib
+    import hmac
+
+    img = images.image().push(setup.source.http(), REPO, "v4")
+    harbor = {
+        "type": "PUSH_ARTIFACT",
+        "occur_at": int(time.time()),
+        "event_data": {"resources": [{"digest": img.digest, "tag": "v4"}], "repository": {"repo_full_name": REPO}},
+    }
+    body = json.dumps(harbor).encode()
+    sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    r = setup.svc.http.post("/api/events/src", content=body, headers={"X-Hub-Signature-256": sig})
+    assert r.status_code == 202, r.text
+    r = setup.svc.http.post("/api/events/src", content=body, headers={"Authorization": SECRET})
+    assert r.status_code == 202
+    assert r.json()["duplicates"] == 1
+    setup.wait_runs(1)
+    for t in setup.targets:
+        assert_same_image(setup.source.http(), REPO, "v4", t.http(), REPO, "v4")
+
+
+def test_deletes_prune_only_when_the_mirror_says_so(setup: Setup) -> None:
+    img = images.image().push(setup.source.http(), REPO, "v5")
+    setup.wait_runs(1)
+    gone = {"digest": img.digest, "repository": REPO, "mediaType": images.OCI_MANIFEST}
+    delete = {"events": [{"id": "d1", "action": "delete", "target": gone}]}
+    r = setup.post(delete)
+    assert r.status_code == 202 and r.json()["pruned"] == 0
+    for t in setup.targets:
+        assert t.http().get_manifest(REPO, "v5").status_code == 200
+    doc = _document(setup.proxy, setup.targets, prune=True)
+    assert setup.svc.http.post("/api/mirrors", content=doc).status_code == 201
+    r = setup.post(delete)
+    assert r.status_code == 202 and r.json()["pruned"] == 2, r.text
+    for t in setup.targets:
+        assert t.http().get_manifest(REPO, "v5").status_code == 404

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Registries
+from tests.support.registries import Registries
 from tests.support import images
 from tests.support.faults import FaultProxy
 from tests.support.registry import RegistryServer

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.registries import Registries
 from tests.support import images
 from tests.support.faults import FaultProxy
+from tests.support.registries import Registries
 from tests.support.registry import RegistryServer
 from tests.support.service import Service
 from tests.support.verify import assert_same_image

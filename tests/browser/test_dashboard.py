@@ -121,7 +121,13 @@ def slow(src_reg: RegistryServer) -> Iterator[TcpProxy]:
 
 
 def test_asks_for_the_token_then_submits_from_the_form_and_bars_reach_100(
-    tab: Page, service: Service, registries: Registries, repo: str, src_reg: RegistryServer, slow: TcpProxy
+    tab: Page,
+    service: Service,
+    registries: Registries,
+    repo: str,
+    src_reg: RegistryServer,
+    basic_reg: RegistryServer,
+    slow: TcpProxy,
 ) -> None:
     from playwright.sync_api import expect
 
@@ -135,8 +141,10 @@ def test_asks_for_the_token_then_submits_from_the_form_and_bars_reach_100(
     page.fill("#src-endpoint", f"http://127.0.0.1:{slow.port}/v2")
     page.fill("#src-image", repo)
     page.fill("#src-ref", "v1")
-    page.fill("#dst-endpoints", f"{second.endpoint}\nhttp://127.0.0.1:{second.port}/v2/")
-    page.get_by_label("Target registries (one per line)").press("Tab")
+    page.fill("#dst-endpoints", f"{second.endpoint}\n{basic_reg.endpoint}")
+    user, password = next(iter(basic_reg.users.items()))
+    page.get_by_label("Target user (optional)").fill(user)
+    page.fill("#dst-password", password)
     page.click("text=Start copy")
     page.wait_for_url("**/#/jobs/*")
     job = page.url.rsplit("/", 1)[-1]
@@ -151,6 +159,9 @@ def test_asks_for_the_token_then_submits_from_the_form_and_bars_reach_100(
     tab.shot("dashboard-job-finished")
     assert service.status(job)["value"] == "FINISHED"
     assert_same_image(src_reg.http(), repo, "v1", second.http(), repo, "v1")
+    assert_same_image(src_reg.http(), repo, "v1", basic_reg.http(), repo, "v1")
+    assert page.input_value("#dst-password") == ""
+    assert password not in page.content()
     # the jobs list shows it, newest first, and the filters narrow it
     page.click("text=All jobs")
     expect(page.locator(f'#jobs tr[data-job="{job}"]')).to_be_visible()

@@ -280,6 +280,9 @@ def test_remote_cli(service: Service, repo: str, src_reg: RegistryServer, open_r
     assert f"finished {open_reg.endpoint} {repo}/remote:prod" in r.stdout
     assert f"progress {open_reg.endpoint} {repo}/remote:prod FINISHED" in r.stderr  # not a terminal: lines
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), f"{repo}/remote", "prod")
+    watched = _cli("status", job, "--watch", env=env)
+    assert watched.returncode == 0, watched.stderr
+    assert f"progress {open_reg.endpoint} {repo}/remote:prod FINISHED" in watched.stderr
     st = _cli("status", job, "--json", env=env)
     assert st.returncode == 0
     assert json.loads(st.stdout)["source_digest"] == img.digest

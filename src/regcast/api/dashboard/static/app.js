@@ -185,10 +185,15 @@ document.addEventListener("DOMContentLoaded", () => {
   $("submit-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = ev.target.elements;
+    const auth = (user, password) => (user.value.trim() ? { basicauth: { user: user.value.trim(), password: password.value } } : undefined);
+    const verify = f.verify_tls.checked;
     const targets = f.targets.value.split(/\s+/).filter(Boolean)
-      .map((endpoint) => ({ endpoint, overwrite: f.overwrite.checked }));
-    const body = { source: { endpoint: f.endpoint.value.trim(), image: f.image.value.trim(), ref: f.ref.value.trim() }, targets };
-    const r = await api("POST", "/api/distribute/image", body);
+      .map((endpoint) => ({ endpoint, overwrite: f.overwrite.checked, verify_tls: verify, auth: auth(f.dst_user, f.dst_password) }));
+    const source = { endpoint: f.endpoint.value.trim(), image: f.image.value.trim(), ref: f.ref.value.trim(),
+                     verify_tls: verify, auth: auth(f.src_user, f.src_password) };
+    const r = await api("POST", "/api/distribute/image", { source, targets });
+    f.src_password.value = "";  // the service keeps them (encrypted); the page does not
+    f.dst_password.value = "";
     if (r.status === 201) {
       notice("Copy started: job " + r.data.id);
       location.hash = "#/jobs/" + r.data.id;

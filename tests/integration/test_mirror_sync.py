@@ -275,3 +275,27 @@ def test_a_bad_document_exits_2_naming_the_line_and_nothing_is_copied(tmp_path: 
     r = regcast("sync", str(path), env={"SURELY_NOT_SET_42": "pw"})
     assert r.returncode == 2
     assert "line 7: mirrors[0].tags.allow[0]: invalid regular expression" in r.stderr
+
+
+def test_text_output_plan_then_pass(
+    tmp_path: Path, source: tuple[RegistryServer, str], open_reg: RegistryServer
+) -> None:
+    reg, repo = source
+    prefix = f"text-{secrets.token_hex(3)}"
+    mirror = {
+        "name": "app",
+        "source": f"{reg.host}/{repo}",
+        "targets": [f"{open_reg.host}/{prefix}"],
+        "tags": {"list": ["stable", "1.4"]},
+    }
+    path = write_doc(tmp_path, [mirror], [])
+    r = regcast("sync", "--dry-run", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "2 image(s): 2 to copy, 0 up to date, 0 skipped, 0 failed" in r.stdout
+    assert r.stdout.count("copy") >= 2
+    r = regcast("sync", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "2 copied, 0 failed" in r.stdout
+    assert tags_at(open_reg, f"{prefix}/{repo}") == ["1.4", "stable"]
+    r = regcast("sync", str(path))
+    assert r.returncode == 0 and "0 to copy, 2 up to date" in r.stdout, r.stdout

@@ -437,7 +437,7 @@ def report(out: list[str], title: str, results: dict[str, Result]) -> None:
 
 
 def _feature_scenarios(bench: Bench, out: list[str], chosen: set[str], quick: bool) -> None:
-    """Scenarios of one feature each, in their own modules: m (mirror sets), r (referrers)."""
+    """Scenarios of one feature each, in their own modules: m (mirror sets), r (referrers), p (push events)."""
     if "m" in chosen:
         from benchmarks.mirrors import scenario_mirrors
 
@@ -446,12 +446,16 @@ def _feature_scenarios(bench: Bench, out: list[str], chosen: set[str], quick: bo
         from benchmarks.referrers import scenario_referrers
 
         scenario_referrers(bench, out, quick)
+    if "p" in chosen:
+        from benchmarks.push_events import scenario_push
+
+        scenario_push(bench, out, bench.rounds)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--scenarios", default="a,a6,b,c,d,e,f,m,r", help="comma-separated: a a6 b c d e f m r")
+    ap.add_argument("--scenarios", default="a,a6,b,c,d,e,f,m,r,p", help="comma-separated: a a6 b c d e f m r p")
     ap.add_argument("--quick", action="store_true", help="smaller images (a smoke run, not a measurement)")
     ap.add_argument("--out", help="append the tables to this Markdown file")
     ap.add_argument("--no-skopeo", action="store_true", help="leave skopeo out even when installed")

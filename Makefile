@@ -5,8 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE := dist/regcast-$(VERSION)-oci.tar
 
-.PHONY: run test lint bench install install-test registry browser clean
+.PHONY: run test lint bench install install-test registry browser clean image test-image
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -47,6 +49,19 @@ test: install-test registry browser lint
 
 bench: install-test registry
 	$(BIN)/python -m benchmarks
+
+# An OCI image of regcast without a Docker daemon (debootstrap + buildah; image/build.sh), as an oci-archive.
+image: $(IMAGE)
+
+$(IMAGE): $(BIN)/python pyproject.toml Containerfile image/install.sh image/build.sh $(shell find src -name '*.py' -o -name '*.mako')
+	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq buildah debootstrap; }
+	rm -rf dist/wheels && $(BIN)/pip wheel -q -w dist/wheels .
+	$(SUDO) image/build.sh $(VERSION) dist/wheels $(IMAGE)
+	@ls -lh $(IMAGE) | awk '{print "image size: " $$5 " (" $$9 ")"}'
+
+# The image tested on this machine: loaded with `regcast copy`, run from its root filesystem (tests/image).
+test-image: install-test registry image
+	REGCAST_TEST_IMAGE=$(IMAGE) $(BIN)/pytest -q tests/image
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -229,7 +229,7 @@ def _service_parts(settings: Settings) -> tuple[Any, Any]:
     from regcast.jobs.secrets import SecretBox
     from regcast.jobs.store import JobStore
 
-    return JobStore(settings.database_url), SecretBox.from_settings(settings.secret_key, settings.database_dir)
+    return JobStore(settings.database_url), SecretBox.from_settings(settings.encryption_key(), settings.database_dir)
 
 
 _db_option = click.option(

@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(5001, ge=1, le=65535)
     database_url: str = "sqlite:///regcast.db"
-    secret_key: str | None = None
+    secret_key: str | None = Field(None, repr=False)
+    secret_key_file: str | None = None  # the key in a file (a mounted secret), as REGCAST_API_TOKENS_FILE
     ca_bundle: str | None = None
 
     # transfer
@@ -113,6 +114,18 @@ class Settings(BaseSettings):
                 ) from None
             found += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
         return tuple(found)
+
+    def encryption_key(self) -> str | None:
+        """REGCAST_SECRET_KEY, else the first line of REGCAST_SECRET_KEY_FILE, else None (a key file is made)."""
+        if self.secret_key or not self.secret_key_file:
+            return self.secret_key
+        try:
+            key = Path(self.secret_key_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read REGCAST_SECRET_KEY_FILE {self.secret_key_file}: {exc.strerror}") from None
+        if len(key) < 16:
+            raise ConfigError(f"REGCAST_SECRET_KEY_FILE {self.secret_key_file} holds under 16 characters")
+        return key
 
     @property
     def registry_patterns(self) -> tuple[str, ...]:

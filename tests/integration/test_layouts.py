@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from regcast.layouts import LayoutRepository, open_layout
+from regcast.registry.client import RegistryClient
 from regcast.transfer.engine import CopyEngine, CopyResult, Target
 from regcast.transfer.progress import TargetState
 from regcast.transfer.remote import RegistryRepository
@@ -196,7 +197,7 @@ def test_interrupted_write_leaves_no_layout_that_looks_complete(
     assert [p.name for p in out.iterdir() if p.name != "dir"] == []
 
 
-def client_for_proxy(p: FaultProxy) -> object:
+def client_for_proxy(p: FaultProxy) -> RegistryClient:
     return via(p)
 
 
@@ -220,7 +221,7 @@ def test_one_source_read_fans_out_to_registries_and_an_archive(
             "v1",
             [*targets, layout_target(f"oci-archive:{archive}", "v1")],
         )
-    )  # type: ignore[arg-type]
+    )
     blob_gets = [path for method, path, _h in p.seen if method == "GET" and "/blobs/" in path]
     assert len(blob_gets) == len(img.blobs)  # each blob read from the source once
     for r in (open_reg, token_reg, basic_reg):
@@ -231,9 +232,9 @@ def test_one_source_read_fans_out_to_registries_and_an_archive(
 def test_cli_export_and_import(out: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer) -> None:
     img = images.multi_platform(oci=True).push(src_reg.http(), repo, "1.0")
     archive = out / "site.tar"
-    out = regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}:1.0", f"oci-archive:{archive}")
-    assert out.returncode == 0, out.stderr
-    assert f"ok oci-archive:{archive}:1.0 {img.digest}" in out.stdout
+    done = regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}:1.0", f"oci-archive:{archive}")
+    assert done.returncode == 0, done.stderr
+    assert f"ok oci-archive:{archive}:1.0 {img.digest}" in done.stdout
     back = regcast("copy", f"oci-archive:{archive}", f"127.0.0.1:{open_reg.port}/{repo}/imported")
     assert back.returncode == 0, back.stderr
     assert assert_same_image(src_reg.http(), repo, "1.0", open_reg.http(), f"{repo}/imported", "1.0") == img.digest

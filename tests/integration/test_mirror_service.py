@@ -82,7 +82,9 @@ def test_routes_store_run_and_delete(
             f"{open_reg.host}/{prefix}-b",
         ]
         with psycopg.connect(pg_url) as conn:
-            sealed, document = conn.execute("SELECT sealed, document::text FROM mirrors").fetchone()
+            row = conn.execute("SELECT sealed, document::text FROM mirrors").fetchone()
+        assert row is not None
+        sealed, document = row
         assert PASSWORD.encode() not in bytes(sealed)
         assert PASSWORD not in document
 
@@ -108,7 +110,9 @@ def test_routes_store_run_and_delete(
             for p in (prefix, f"{prefix}-b"):
                 assert_same_image(http, repo, tag, open_reg.http(), f"{p}/{repo}", tag)
         with psycopg.connect(pg_url) as conn:
-            (request,) = conn.execute("SELECT request FROM jobs WHERE id = %s", (run["jobs"][0],)).fetchone()
+            row = conn.execute("SELECT request FROM jobs WHERE id = %s", (run["jobs"][0],)).fetchone()
+        assert row is not None
+        (request,) = row
         assert request["mirror"] == {"name": "app", "run": run["id"]}
 
         # a second run: nothing to copy, no job

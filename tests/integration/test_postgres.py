@@ -98,7 +98,7 @@ def test_three_workers_share_fifty_jobs(
             p.terminate()
     assert Counter(j.state for j in jobs.values()) == {"FINISHED": 50}
     assert all(j.attempts == 1 and j.targets[0].state == "FINISHED" for j in jobs.values())
-    claims = Counter()
+    claims: Counter[str] = Counter()
     for p in procs:
         claims[p.log.name] = p.output().count("claimed by")
     assert sum(claims.values()) == 50, claims

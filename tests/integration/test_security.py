@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,7 @@ def test_allow_list_and_metadata_endpoints_refused(
     ).start()
     try:
         src = {"endpoint": src_reg.endpoint, "image": repo, "ref": "v1"}
-        cases = [
+        cases: list[tuple[dict[str, Any], str]] = [
             (
                 {"targets": [{"endpoint": open_reg.endpoint}, {"endpoint": "http://127.0.0.1:1/v2"}]},
                 "targets.1.endpoint: registry 127.0.0.1:1 is not in REGCAST_ALLOWED_REGISTRIES",
@@ -97,15 +98,15 @@ def test_allow_list_and_metadata_endpoints_refused(
         assert r.status_code == 201
     finally:
         svc.stop()
-    r = subprocess.run(
+    done = subprocess.run(
         [REGCAST, "copy", f"{src_reg.host}/{repo}:v1", f"127.0.0.1:1/{repo}:v1"],
         capture_output=True,
         text=True,
         env={**FAST, "REGCAST_ALLOWED_REGISTRIES": f"127.0.0.1:{src_reg.port}", "PATH": "/usr/bin:/bin"},
         timeout=60,
     )
-    assert r.returncode == 2
-    assert "not in REGCAST_ALLOWED_REGISTRIES" in r.stderr
+    assert done.returncode == 2
+    assert "not in REGCAST_ALLOWED_REGISTRIES" in done.stderr
 
 
 @pytest.mark.parametrize("scenario", ["evil_location", "evil_redirect"])

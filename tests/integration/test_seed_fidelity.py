@@ -212,7 +212,7 @@ def test_unknown_fields_warned_or_refused_when_strict(
 ) -> None:
     """Defect 4: typos are named in ``warnings`` (and logged); strict mode makes them a 400."""
     images.image().push(src_reg.http(), repo, "v1")
-    body = {
+    body: dict[str, Any] = {
         "source": {**source(src_reg, repo), "auth": {"basicauth": {"user": USER, "password": PASSWORD, "pw": 1}}},
         "targets": [{"endpoint": open_reg.endpoint, "overwite": True}],
         "imgae": "other",

@@ -10,7 +10,7 @@ import asyncio
 import re
 import threading
 from collections import Counter
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -50,7 +50,7 @@ class FaultProxy:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}/v2"
 
-    def start(self) -> FaultProxy:
+    def start(self) -> Self:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
@@ -143,7 +143,7 @@ class FaultProxy:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
-        if self.scenario == "reset_blob_no_range" and headers.pop("Range", None):
+        if self.scenario == "reset_blob_no_range" and headers.pop("Range", ""):
             self.events["range_ignored"] += 1
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)

@@ -58,14 +58,15 @@ def _getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
     try:  # numeric forms only (0xa9fea9fe resolves here, as getaddrinfo does, with no DNS query)
         flags = kwargs.pop("flags", args[3] if len(args) > 3 else 0)
         args = args[:3]
-        return _real_getaddrinfo(host, *args, flags=flags | socket.AI_NUMERICHOST, **kwargs)
+        kwargs["flags"] = flags | socket.AI_NUMERICHOST
+        return _real_getaddrinfo(host, *args, **kwargs)
     except socket.gaierror:
         raise socket.gaierror(socket.EAI_NONAME, f"test jail: no DNS for {name!r}") from None
 
 
 def install() -> None:
-    socket.socket.connect = _connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign]
+    socket.socket.connect = _connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign,assignment]
     socket.getaddrinfo = _getaddrinfo
 
 

@@ -90,14 +90,14 @@ def test_slow_sink_bounds_how_far_the_source_reads_ahead() -> None:
         async for _ in ch.body(first, lambda n: None):
             pass
 
-    async def go() -> list[object]:
+    async def go() -> tuple[int, list[BaseException | None]]:
         task = asyncio.create_task(broadcast(chunks(data, 1000, produced), desc(data), [stalled], depth=3))
         for _ in range(200):
             await asyncio.sleep(0)
         seen = len(produced)
         release.set()
         errors = await task
-        return [seen, errors]
+        return seen, errors
 
     seen, errors = asyncio.run(go())
     assert seen <= 3 + 2  # depth queued + one held back + one being read

@@ -11,7 +11,7 @@ from tests.support import images
 from tests.support.cli import REGCAST, regcast
 from tests.support.registries import BASIC_USERS, TOKEN_USERS
 from tests.support.registry import RegistryServer
-from tests.support.service import FAST
+from tests.support.service import FAST, Service
 from tests.support.verify import assert_same_image
 
 BASIC = "{}:{}".format(*next(iter(BASIC_USERS.items())))
@@ -137,3 +137,30 @@ def test_serve_on_a_busy_port_fails_at_once_without_starting(tmp_path: Path) -> 
     out = r.stdout + r.stderr
     assert "serving on" not in out and "startup" not in out and "worker" not in out
     assert "Traceback" not in out
+
+
+def test_submit_takes_credentials_from_stdin_or_the_environment(
+    repo: str, tmp_path: Path, token_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """``regcast submit`` (to a service) reads them the same ways as ``copy``."""
+    images.image().push(token_reg.http(), repo, "v1")
+    svc = Service(tmp_path).start()
+    try:
+        args = ["submit", "--server", svc.url, "--wait", f"{token_reg.host}/{repo}:v1"]
+        for extra, stdin, env, name in [
+            (["--src-creds-file", "-"], TOKEN + "\n", {}, "a"),
+            ([], "", {"REGCAST_SRC_CREDS": TOKEN}, "b"),
+        ]:
+            r = subprocess.run(
+                [REGCAST, *args[:1], *extra, *args[1:], f"{open_reg.host}/{repo}/{name}"],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                env={**os.environ, **FAST, **env},
+            )
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert_same_image(token_reg.http(), repo, "v1", open_reg.http(), f"{repo}/{name}", "v1")
+            assert TOKEN.split(":")[1] not in r.stdout + r.stderr
+    finally:
+        svc.stop()

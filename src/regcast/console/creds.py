@@ -1,4 +1,4 @@
-"""Where ``regcast copy`` takes credentials from, without putting them on the command line.
+"""Where ``regcast copy`` (and ``submit``) takes credentials from, without putting them on the command line.
 
 A ``--src-creds USER:PASS`` flag shows in ``ps`` and shell history; a file (``--src-creds-file``,
 ``-`` for stdin as ``docker login --password-stdin``) or ``REGCAST_SRC_CREDS`` / ``REGCAST_DEST_CREDS``
@@ -41,15 +41,20 @@ class CredsSource:
         value = os.environ.get(self.env_name)
         return (self.env_name, value) if value else None
 
-    def for_registry(self, registry: str) -> Credentials | None:
+    def explicit(self) -> Credentials | None:
+        """What the user gave (flag, file or variable), or None."""
         given = self.text()
         if given is None:
-            return credentials_for(registry)
+            return None
         where, text = given
         try:
             return Credentials.parse(text)
         except ValueError as exc:
             raise click.UsageError(f"{where}: {exc}") from None
+
+    def for_registry(self, registry: str) -> Credentials | None:
+        """What the user gave, else the Docker config's entry for ``registry``."""
+        return self.explicit() or credentials_for(registry)
 
 
 def _read(path: str, option: str) -> str:

@@ -17,8 +17,8 @@ import httpx
 from rich.console import Console
 
 from regcast import USER_AGENT
+from regcast.console.creds import CredsSource, check_stdin_once
 from regcast.console.progress import display_for
-from regcast.registry.auth import Credentials
 from regcast.registry.reference import Reference, is_loopback, parse_reference
 
 FINAL = ("FINISHED", "FAILED", "CANCELLED")
@@ -77,14 +77,9 @@ def endpoint_of(ref: Reference) -> str:
     return f"{'http' if is_loopback(ref.registry) else 'https'}://{ref.registry}/v2"
 
 
-def _basic(flag: str | None) -> dict[str, Any] | None:
-    if not flag:
-        return None
-    try:
-        creds = Credentials.parse(flag)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return {"basicauth": {"user": creds.username, "password": creds.password}}
+def _basic(given: CredsSource) -> dict[str, Any] | None:
+    creds = given.explicit()
+    return {"basicauth": {"user": creds.username, "password": creds.password}} if creds else None
 
 
 @click.command()
@@ -92,7 +87,9 @@ def _basic(flag: str | None) -> dict[str, Any] | None:
 @click.argument("dst", nargs=-1, required=True)
 @server_option
 @click.option("--src-creds", metavar="USER:PASS", help="Credentials the service uses for the source.")
+@click.option("--src-creds-file", metavar="FILE", help="Source USER:PASS from FILE's first line (- for stdin).")
 @click.option("--dest-creds", metavar="USER:PASS", help="Credentials the service uses for every target.")
+@click.option("--dest-creds-file", metavar="FILE", help="Targets' USER:PASS from FILE's first line (- for stdin).")
 @click.option("--src-tls-verify/--no-src-tls-verify", default=True, show_default=True)
 @click.option("--dest-tls-verify/--no-dest-tls-verify", default=True, show_default=True)
 @click.option("--overwrite/--no-overwrite", default=True, show_default=True, help="As for `regcast copy`.")
@@ -102,6 +99,9 @@ def _basic(flag: str | None) -> dict[str, Any] | None:
 def submit(src: str, dst: tuple[str, ...], server: str | None, wait: bool, **opts: Any) -> None:
     """Queue a copy of SRC to every DST on a regcast service; print the job id."""
     remote = remote_from(server)
+    opts["src_creds"] = CredsSource("src", opts["src_creds"], opts.pop("src_creds_file"))
+    opts["dest_creds"] = CredsSource("dest", opts["dest_creds"], opts.pop("dest_creds_file"))
+    check_stdin_once(opts["src_creds"], opts["dest_creds"])
     try:
         src_ref = parse_reference(src)
         dst_refs = [parse_reference(d, default_tag=None) for d in dst]

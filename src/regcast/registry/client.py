@@ -12,7 +12,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
@@ -43,7 +43,7 @@ from regcast.registry.auth import (
 from regcast.registry.authenticator import Authenticator
 from regcast.registry.digest import validate_digest
 from regcast.registry.guards import Kind, OutboundPolicy, check_followed_url
-from regcast.registry.limits import RegistryLimit
+from regcast.registry.limits import RegistryLimit, send_within
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from regcast.registry.redact import redact_url
 from regcast.registry.reference import Endpoint, validate_ref, validate_repository
@@ -296,8 +296,11 @@ class RegistryClient:
         call = _Call(method, url, scopes, headers, data, params, json_body, follow_redirects, replayable, outbound)
         while True:
             try:
-                resp = await self._limited(
-                    method, url, lambda: self._send_authenticated(call, streaming or not replayable)
+                resp = await send_within(
+                    self.limit,
+                    method == "GET" and "/manifests/" in url,
+                    self.note_retry,
+                    lambda: self._send_authenticated(call, streaming or not replayable),
                 )
             except RegistryUnreachable as exc:
                 retry = retry.increment(method, exc)
@@ -317,24 +320,6 @@ class RegistryClient:
                     resp.status,
                 )
             await asyncio.sleep(retry.wait)
-
-    async def _limited(
-        self, method: str, url: str, fn: Callable[[], Awaitable[aiohttp.ClientResponse]]
-    ) -> aiohttp.ClientResponse:
-        """``fn`` within this registry's limits: its slot is held until the response is released."""
-        if self.limit is None:
-            return await fn()
-        slots = await self.limit.acquire(method == "GET" and "/manifests/" in url, self.note_retry)
-        try:
-            resp = await fn()
-        except BaseException:
-            if slots is not None:
-                slots.release()
-            raise
-        self.limit.observe(resp.status, resp.headers)
-        if slots is not None:
-            _release_also(resp, slots.release)
-        return resp
 
     def _watch_rate_limit(self, resp: aiohttp.ClientResponse) -> None:
         """Docker Hub style ``ratelimit-remaining: 12;w=21600``: warn once when it runs low."""
@@ -513,21 +498,6 @@ class RegistryClient:
             return True
         finally:
             resp.release()
-
-
-def _release_also(resp: aiohttp.ClientResponse, extra: Callable[[], None]) -> None:
-    """Run ``extra`` once when the caller releases ``resp`` (a limit slot follows the connection)."""
-    original = resp.release
-    pending = [extra]
-
-    def release() -> Any:
-        try:
-            return original()
-        finally:
-            while pending:
-                pending.pop()()
-
-    resp.release = release  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)

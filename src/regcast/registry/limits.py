@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
 
 from regcast.registry._transport import parse_retry_after
 
@@ -120,3 +123,40 @@ class Limits:
 
     def for_host(self, host: str) -> RegistryLimit | None:
         return self._by_host.get(host.lower())
+
+
+async def send_within(
+    limit: RegistryLimit | None,
+    pull: bool,
+    note: Callable[[str], None],
+    send: Callable[[], Awaitable[aiohttp.ClientResponse]],
+) -> aiohttp.ClientResponse:
+    """``send()`` within ``limit``: its slot is held until the caller releases the response."""
+    if limit is None:
+        return await send()
+    slots = await limit.acquire(pull, note)
+    try:
+        resp = await send()
+    except BaseException:
+        if slots is not None:
+            slots.release()
+        raise
+    limit.observe(resp.status, resp.headers)
+    if slots is not None:
+        _release_also(resp, slots.release)
+    return resp
+
+
+def _release_also(resp: aiohttp.ClientResponse, extra: Callable[[], None]) -> None:
+    """Run ``extra`` once when the caller releases ``resp`` (the slot follows the connection)."""
+    original = resp.release
+    pending = [extra]
+
+    def release() -> Any:
+        try:
+            return original()
+        finally:
+            while pending:
+                pending.pop()()
+
+    resp.release = release  # type: ignore[method-assign]

@@ -56,7 +56,7 @@ def _set(config: ImageConfig, what: str, value: str, args: dict[str, str]) -> No
 
 
 def containerfile(path: Path = ROOT / "Containerfile") -> ImageConfig:
-    config, args = ImageConfig(), {}
+    config, args = ImageConfig(), dict[str, str]()
     for word, rest in _instructions(path.read_text()):
         if word == "ARG" and "=" in rest:
             args.update(_pairs(rest, args))

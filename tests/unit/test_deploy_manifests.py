@@ -5,10 +5,10 @@ the cross-references ``docker compose config`` checks, and the systemd unit (``s
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,7 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
-    regcast = Path(os.sys.executable).parent / "regcast"  # the unit's ExecStart, pointed at this install
+    regcast = Path(sys.executable).parent / "regcast"  # the unit's ExecStart, pointed at this install
     copy = tmp_path / "regcast.service"
     copy.write_text(unit.replace("/opt/regcast/bin/regcast", str(regcast)))
     r = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)

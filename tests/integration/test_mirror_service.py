@@ -114,6 +114,7 @@ def test_routes_store_run_and_delete(
         assert row is not None
         (request,) = row
         assert request["mirror"] == {"name": "app", "run": run["id"]}
+        assert request["referrers"] is True
 
         # a second run: nothing to copy, no job
         r = svc.http.post("/api/mirrors/app/run")

@@ -85,6 +85,7 @@ def job_request(doc: MirrorDocument, mirror: Mirror, pool: ClientPool, image: Im
             for t in image.to_copy
         ],
         "platforms": mirror.platforms,
+        "referrers": mirror.referrers,
     }
     return DistributeRequest.model_validate(body)
 

@@ -270,3 +270,32 @@ def test_mirror_sets_with_last_runs_and_run_now(
     expect(row.locator(".runs")).to_contain_text("FINISHED (1 copied, 0 up to date, 0 failed)", timeout=WAIT)
     tab.shot("dashboard-mirrors")
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), f"mirrored/{repo}", "v1")
+
+
+def test_push_events_and_their_lag(
+    tab: Page, service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    from playwright.sync_api import expect
+
+    img = images.image().push(src_reg.http(), repo, "v2")
+    name = "pushed-" + repo.rsplit("-", 1)[-1]
+    doc = (
+        f"version: 1\nregistries:\n  - host: '{src_reg.host}'\n    events: {{name: {name}, secret: s3cret-{name}}}\n"
+        f"mirrors:\n  - name: {name}\n    source: {src_reg.host}/{repo}\n"
+        f"    targets: ['{open_reg.host}/pushed']\n"
+    )
+    r = service.http.post("/api/mirrors", content=doc, headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 201, r.text
+    event = {"events": [{"action": "push", "target": {"mediaType": img.root.media_type, "digest": img.digest,
+                                                      "repository": repo, "tag": "v2"}}]}  # fmt: skip
+    r = service.http.post(f"/api/events/{name}", json=event, headers={"Authorization": f"Bearer s3cret-{name}"})
+    assert r.status_code == 202, r.text
+    assert r.json()["matched"] == 1
+    page = tab.open()
+    row = page.locator(f'#mirrors tr[data-mirror="{name}"]')
+    expect(row.locator(".runs")).to_contain_text("push: FINISHED (1 copied", timeout=WAIT)
+    expect(row.locator(".runs")).to_contain_text("after the push", timeout=WAIT)
+    page.reload()
+    expect(page.locator("#events-summary")).to_contain_text("1 matched")
+    tab.shot("dashboard-push-events")
+    assert_same_image(src_reg.http(), repo, "v2", open_reg.http(), f"pushed/{repo}", "v2")

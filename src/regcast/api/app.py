@@ -77,7 +77,7 @@ def create_app(service: Service) -> FastAPI:
     if service.mirrors is None:
         service.mirrors = MirrorService(service.settings, service.store, service.box, owner=f"api-{os.getpid()}")
     if service.triggers is None:
-        service.triggers = PushTriggers(service.mirrors, service.metrics.push_lag.observe)
+        service.triggers = PushTriggers(service.mirrors, service.metrics.push_lag.observe, service.metrics.event)
     app.add_middleware(BodyLimit, limit=service.settings.max_body_bytes)
     tokens = service.settings.tokens()
     if tokens:

@@ -13,6 +13,7 @@ jobs. Deletes prune the targets only for mirrors with ``prune: true``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
@@ -26,7 +27,7 @@ from regcast.mirrors.select import mirror_selects, source_of, targets_of
 from regcast.mirrors.service import MirrorService
 from regcast.mirrors.tags import list_tags
 from regcast.registry.client import describe
-from regcast.triggers.envelopes import Action, PushEvent, parse_envelope
+from regcast.triggers.envelopes import Action, EnvelopeError, PushEvent, parse_envelope
 from regcast.triggers.signature import signed_with
 
 log = logging.getLogger("regcast.events")
@@ -72,10 +73,29 @@ class Delivery:
 class PushTriggers:
     """The push-event entry of one process (``POST /api/events/<name>``)."""
 
-    def __init__(self, mirrors: MirrorService, observe_lag: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        mirrors: MirrorService,
+        observe_lag: Callable[[float], None] | None = None,
+        on_count: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.mirrors = mirrors
         self.observe_lag = observe_lag
+        self.on_count = on_count  # the process's metrics
+        self.counts: collections.Counter[str] = collections.Counter()  # shown by GET /api/events
+        self.last_lag: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        """Deliveries' events by outcome: received, matched, duplicate, ignored, pruned, unauthorized, malformed."""
+        if n:
+            self.counts[outcome] += n
+            if self.on_count is not None:
+                self.on_count(outcome, n)
+
+    def summary(self) -> dict[str, Any]:
+        outcomes = ("received", "matched", "duplicate", "ignored", "pruned", "unauthorized", "malformed")
+        return {**{k: self.counts[k] for k in outcomes}, "last_lag_seconds": self.last_lag, "scope": "this process"}
 
     async def listeners(self, name: str) -> list[Listener]:
         """Stored mirrors whose source registry sends events as ``name``."""
@@ -96,8 +116,13 @@ class PushTriggers:
             if li.registry.events is not None and signed_with(li.registry.events.secret, headers, query, body)
         ]
         if not listeners:
+            self.count("unauthorized")
             raise Unauthorized(f"events source {name!r}: unknown, or not signed with its secret")
-        events = parse_envelope(body, headers)
+        try:
+            events = parse_envelope(body, headers)
+        except EnvelopeError:
+            self.count("malformed")
+            raise
         out = Delivery(events=len(events))
         for event in events:
             if not event.actionable:
@@ -111,6 +136,14 @@ class PushTriggers:
                     hits += await self._push(li, event, out)
             out.matched += hits > 0
             out.ignored += hits == 0
+        for outcome, n in (
+            ("received", out.events),
+            ("matched", out.matched),
+            ("duplicate", out.duplicates),
+            ("ignored", out.ignored),
+            ("pruned", out.pruned),
+        ):
+            self.count(outcome, n)
         log.info(
             "events %s: %d event(s), %d matched, %d duplicate(s), %d ignored, %d pruned",
             name, out.events, out.matched, out.duplicates, out.ignored, out.pruned,
@@ -141,10 +174,10 @@ class PushTriggers:
         except RegcastError as exc:
             log.warning("events: mirror %s: cannot list %s: %s", li.mirror.name, event.repository, describe(exc))
             return 0
-        stamp = event.at.isoformat() if event.at else dt.datetime.now(dt.UTC).isoformat()
-        key = f"{event.tag}@{event.digest or 'at-' + stamp}"
+        pushed_at = event.at or dt.datetime.now(dt.UTC)  # no time in the event: when it reached regcast
+        key = f"{event.tag}@{event.digest or 'at-' + pushed_at.isoformat()}"
         run_id = await asyncio.to_thread(
-            self.mirrors.store.start_push_run, li.mirror.name, key, self.mirrors.owner, event.at
+            self.mirrors.store.start_push_run, li.mirror.name, key, self.mirrors.owner, pushed_at
         )
         if run_id is None:
             out.duplicates += 1
@@ -192,6 +225,7 @@ class PushTriggers:
             run = await asyncio.to_thread(self.mirrors.store.get_run, run_id)
             if run is None or run.finished_at is not None:
                 if run is not None and run.lag_seconds is not None:
+                    self.last_lag = run.lag_seconds
                     self.observe_lag(run.lag_seconds)
                 return
 

@@ -54,11 +54,13 @@ async def receive(request: Request, service: ServiceDep, name: str = Path(patter
     try:
         done = await triggers.receive(name, headers, dict(request.query_params), body)
     except Unauthorized:
-        service.metrics.event("unauthorized")
         return error(401, "unauthorized: unknown events source or wrong secret")
     except EnvelopeError as exc:
-        service.metrics.event("malformed")
         return error(400, f"Failed to parse data: {exc}")
-    for outcome, n in (("matched", done.matched), ("duplicate", done.duplicates), ("ignored", done.ignored)):
-        service.metrics.event(outcome, n)
     return SeedJSON(done.public(), status_code=202)
+
+
+@router.get("/api/events")
+async def summary(service: ServiceDep) -> SeedJSON:
+    """Push events this process received, by outcome, and its last push-to-in-sync lag (the dashboard's)."""
+    return SeedJSON(_triggers(service).summary())

@@ -86,11 +86,30 @@ async function loadJobs() {
   }));
 }
 
+// One run in words; a push run also says how long the pushed tag took to be in sync everywhere.
+function describeRun(r) {
+  const text = `${r.state} (${r.copied} copied, ${r.up_to_date} up to date, ${r.failed} failed)`;
+  if (r.trigger !== "push") return text;
+  return r.lag_seconds == null ? `push: ${text}` : `push: ${text}, in sync ${r.lag_seconds.toFixed(1)} s after the push`;
+}
+
+// Push events this process received (GET /api/events), shown above the mirror sets once there are any.
+async function loadEvents() {
+  const { status, data } = await api("GET", "/api/events");
+  const box = $("events-summary");
+  if (status !== 200 || !data || !data.received && !data.unauthorized && !data.malformed) { box.hidden = true; return; }
+  const lag = data.last_lag_seconds == null ? "" : `; last push in sync everywhere after ${data.last_lag_seconds.toFixed(1)} s`;
+  box.textContent = `Push events: ${data.received} received, ${data.matched} matched, ${data.duplicate} duplicate, ` +
+    `${data.ignored} ignored, ${data.unauthorized} refused${lag}.`;
+  box.hidden = false;
+}
+
 // Mirror sets (GET /api/mirrors) with their last runs; the section stays hidden when there are none.
 async function loadMirrors() {
   const { status, data } = await api("GET", "/api/mirrors");
   const list = status === 200 && data ? (data.mirrors || []) : [];
   $("mirrors-box").hidden = list.length === 0;
+  if (list.length) loadEvents();
   const rows = await Promise.all(list.map(async (m) => {
     const name = encodeURIComponent(m.name);
     const runs = await api("GET", `/api/mirrors/${name}/runs?limit=3`);
@@ -101,7 +120,7 @@ async function loadMirrors() {
       notice(r.status < 300 ? `Mirror ${m.name} started.` : `Could not start ${m.name}: ${(r.data || {}).msg || r.status}`, r.status >= 300);
       loadMirrors();
     });
-    const runText = last.length ? last.map((r) => `${r.state} (${r.copied} copied, ${r.up_to_date} up to date, ${r.failed} failed)`).join("; ") : "never run";
+    const runText = last.length ? last.map(describeRun).join("; ") : "never run";
     return el("tr", { "data-mirror": m.name },
       el("td", {}, el("strong", { text: m.name }), el("br"), el("span", { class: "pct", text: `${m.source} → ${(m.targets || []).join(", ")}` })),
       el("td", { class: "runs", text: runText }),

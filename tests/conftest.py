@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import re
 import secrets
@@ -81,6 +83,29 @@ def _loopback_only() -> Iterator[None]:
         yield
     finally:
         loopback.uninstall()
+
+
+class _Unretrieved(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "exception was never retrieved" in record.getMessage():
+            self.seen.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def _no_unretrieved_task_exception() -> Iterator[None]:
+    """A test fails when asyncio logs "Task exception was never retrieved" (issue 10 item 8)."""
+    handler = _Unretrieved()
+    logging.getLogger("asyncio").addHandler(handler)
+    try:
+        yield
+        gc.collect()  # the line is logged when the forgotten task is collected
+    finally:
+        logging.getLogger("asyncio").removeHandler(handler)
+    assert not handler.seen, handler.seen
 
 
 @pytest.fixture(autouse=True)

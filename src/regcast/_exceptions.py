@@ -25,6 +25,7 @@ the job-level target retries all ask ``is_retryable(exc)``.
     ├── ContentError                 bytes that are not what they claim
     │   ├── DigestMismatch           a blob or manifest whose bytes do not hash to its digest
     │   ├── ManifestTooLarge         over the 4 MiB cap
+    │   ├── GraphTooLarge            the whole graph over a REGCAST_MAX_GRAPH_* limit (manifest bytes, children, blobs)
     │   └── UnsupportedManifest      a media type or JSON we cannot copy
     ├── LayoutError                  an OCI image layout (directory or archive) that cannot be read or written
     └── JobError                     job store / worker problems (e.g. credentials no longer decryptable)
@@ -179,6 +180,10 @@ class DigestMismatch(ContentError):
 
 class ManifestTooLarge(ContentError):
     """A manifest over the size cap (4 MiB by default)."""
+
+
+class GraphTooLarge(ContentError):
+    """An image graph over one of the limits (total manifest bytes, child manifests, blobs)."""
 
 
 class UnsupportedManifest(ContentError):

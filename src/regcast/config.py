@@ -14,6 +14,7 @@ from regcast.registry.client import ClientOptions
 from regcast.registry.guards import OutboundPolicy
 from regcast.registry.retry import RetryPolicy
 from regcast.transfer.engine import TransferOptions
+from regcast.transfer.plan import GraphLimits
 
 
 class Settings(BaseSettings):
@@ -59,6 +60,11 @@ class Settings(BaseSettings):
     allowed_origins: str = ""  # browser Origins allowed besides the service's own (comma-separated)
     allowed_hosts: str = ""  # Host header values allowed besides loopback names when without API tokens
     strict_requests: bool = False  # an unknown key in a job request is a 400, not a warning
+
+    # one source graph (a hostile source cannot grow memory without bound)
+    max_graph_manifest_bytes: int = Field(64 * 1024 * 1024, ge=4 * 1024 * 1024)
+    max_graph_children: int = Field(1000, ge=1)
+    max_graph_blobs: int = Field(10_000, ge=1)
 
     # service
     jobs_in_flight: int = Field(4, ge=1, le=256)
@@ -129,10 +135,10 @@ class Settings(BaseSettings):
 
     @property
     def registry_patterns(self) -> tuple[str, ...]:
-        return _split(self.allowed_registries)
+        return split_list(self.allowed_registries)
 
     def outbound_policy(self) -> OutboundPolicy:
-        return OutboundPolicy(self.registry_patterns, _split(self.allowed_auth_hosts), self.block_private)
+        return OutboundPolicy(self.registry_patterns, split_list(self.allowed_auth_hosts), self.block_private)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -159,7 +165,11 @@ class Settings(BaseSettings):
         )
 
     def transfer_options(self) -> TransferOptions:
-        return TransferOptions(blobs_in_flight=self.blobs_in_flight, queue_depth=self.queue_depth)
+        return TransferOptions(
+            blobs_in_flight=self.blobs_in_flight,
+            queue_depth=self.queue_depth,
+            graph_limits=GraphLimits(self.max_graph_manifest_bytes, self.max_graph_children, self.max_graph_blobs),
+        )
 
     @property
     def database_dir(self) -> Path:
@@ -169,7 +179,7 @@ class Settings(BaseSettings):
         return Path.cwd()
 
 
-def _split(text: str) -> tuple[str, ...]:
+def split_list(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 

@@ -7,6 +7,7 @@ so tests can assert what regcast did NOT send (credentials, tokens) and where it
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -71,3 +72,28 @@ def challenge(realm: str, **extra: Any) -> web.Response:
         status=401,
         headers={"WWW-Authenticate": f"Bearer {params}"},
     )
+
+
+def registry_serving(manifests: dict[str, tuple[bytes, str]], digest_header: bool = True) -> Handler:
+    """A registry answering ``/v2/`` and the manifests given (ref -> (bytes, media type)); 404 for the rest.
+
+    Served by tag and by digest, with ``Docker-Content-Digest`` unless ``digest_header`` is False.
+    """
+    by_ref = dict(manifests)
+    for raw, media_type in manifests.values():
+        by_ref["sha256:" + hashlib.sha256(raw).hexdigest()] = (raw, media_type)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v2/":
+            return web.json_response({})
+        if "/manifests/" in request.path:
+            ref = request.path.rsplit("/manifests/", 1)[1]
+            if ref in by_ref:
+                raw, media_type = by_ref[ref]
+                headers = {"Content-Type": media_type}
+                if digest_header:
+                    headers["Docker-Content-Digest"] = "sha256:" + hashlib.sha256(raw).hexdigest()
+                return web.Response(body=b"" if request.method == "HEAD" else raw, headers=headers)
+        return web.json_response({"errors": [{"code": "NOT_FOUND", "message": "unknown"}]}, status=404)
+
+    return handle

@@ -77,8 +77,13 @@ def test_credentials_only_to_safe_realms() -> None:
     http_same = Challenge("bearer", {"realm": "http://reg.example:8080/token"})
     http_other = Challenge("bearer", {"realm": "http://evil.example/token"})
     assert token_request(https_other, (), creds, "reg.example").basic == creds
-    assert token_request(http_same, (), creds, "reg.example").basic == creds
+    assert token_request(http_same, (), creds, "reg.example:8080", "http://reg.example:8080/v2/").basic == creds
+    # same host, another port or scheme: another origin, so plain http never carries the password (issue 10 item 7)
+    assert token_request(http_same, (), creds, "reg.example", "http://reg.example/v2/").basic is None
+    assert token_request(http_same, (), creds, "reg.example:8080", "https://reg.example:8080/v2/").basic is None
     assert token_request(http_other, (), creds, "reg.example").basic is None
+    loopback = Challenge("bearer", {"realm": "http://127.0.0.1:9000/token"})
+    assert token_request(loopback, (), creds, "127.0.0.1:5000", "http://127.0.0.1:5000/v2/").basic == creds
     with pytest.raises(ProtocolViolation):
         token_request(Challenge("bearer", {"realm": "file:///etc/passwd"}), (), creds, "reg.example")
 

@@ -20,11 +20,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from regcast import __version__
 from regcast.api import dashboard
-from regcast.api.middleware import BearerAuth, BodyLimit
+from regcast.api.middleware import BearerAuth, BodyLimit, BrowserGuard
 from regcast.api.openapi import build_openapi
 from regcast.api.responses import SeedJSON, error
 from regcast.api.routes import events, health, jobs, mirrors, operations
 from regcast.api.service import Service
+from regcast.config import split_list as _split
 from regcast.jobs.worker import Worker
 from regcast.mirrors.service import MirrorService
 from regcast.ops.events import JobEvents
@@ -83,6 +84,9 @@ def create_app(service: Service) -> FastAPI:
     if tokens:
         public = frozenset({"/metrics"}) if service.settings.metrics_public else frozenset()
         app.add_middleware(BearerAuth, tokens=tokens, open_paths=public)
+    settings = service.settings
+    hosts = None if tokens else (settings.host, *_split(settings.allowed_hosts))
+    app.add_middleware(BrowserGuard, allowed_origins=_split(settings.allowed_origins), allowed_hosts=hosts)
     app.add_exception_handler(RequestValidationError, _bad_request)
     app.add_exception_handler(SQLAlchemyError, _db_down)
     app.include_router(jobs.router)

@@ -1,4 +1,4 @@
-"""ASGI middleware: the body size cap and bearer-token authentication (both answer seed-style)."""
+"""ASGI middleware: the body size cap, bearer-token authentication and the browser guard (all answer seed-style)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from regcast.api.dashboard import DASHBOARD_ASSETS, DASHBOARD_PAGES
 from regcast.api.responses import error
+from regcast.registry.reference import is_loopback
 
 EVENTS_PREFIX = "/api/events/"  # registries' push notifications: signed with their own secret instead
 
@@ -79,4 +80,48 @@ class BearerAuth:
             response.headers["WWW-Authenticate"] = 'Bearer realm="regcast"'
             await response(scope, receive, send)
             return
+        await self.app(scope, receive, send)
+
+
+class BrowserGuard:
+    """CSRF and DNS-rebinding defence for a service browsers can reach.
+
+    A request carrying an ``Origin`` (browsers send it on every cross-site POST, whatever the
+    Content-Type) must come from the service's own origin or ``REGCAST_ALLOWED_ORIGINS``. Without
+    API tokens, the ``Host`` must be a loopback name or address, the listening address, or one of
+    ``REGCAST_ALLOWED_HOSTS`` (a rebinding page reaches us under its own name). ``curl`` sends no
+    Origin and an IP Host, so it keeps working.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_origins: tuple[str, ...], allowed_hosts: tuple[str, ...] | None) -> None:
+        self.app = app
+        self.origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
+        self.hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
+
+    def _host_ok(self, host: str) -> bool:
+        if self.hosts is None or not host:
+            return True
+        if host in self.hosts or is_loopback(host):
+            return True
+        bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return bare in self.hosts
+
+    def refusal(self, headers: dict[bytes, bytes]) -> str | None:
+        host = headers.get(b"host", b"").decode("latin-1").strip().lower()
+        if not self._host_ok(host):
+            return "forbidden: Host not allowed (a loopback name, or one listed in REGCAST_ALLOWED_HOSTS)"
+        origin = headers.get(b"origin")
+        if origin is None:
+            return None
+        value = origin.decode("latin-1").strip().rstrip("/").lower()
+        if value in self.origins or (host and value in (f"http://{host}", f"https://{host}")):
+            return None
+        return "forbidden: cross-origin request (the Origin is not this service; see REGCAST_ALLOWED_ORIGINS)"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            why = self.refusal(dict(scope.get("headers") or []))
+            if why:
+                await error(403, why)(scope, receive, send)
+                return
         await self.app(scope, receive, send)

@@ -45,6 +45,33 @@ TOKEN_KEYS = frozenset({"url", "token_type", "header", "json"})
 # replaced by the token fetched from ``auth.url``).
 SEED_IGNORED = {"job": {"issuer", "retries_left", "id", "status"}, "auth": {"token"}}
 
+MAX_DEPTH = 32  # JSON nesting of a request (auth.json included): deep enough for any real token body
+# C0 and C1 controls, DEL and the Unicode line/paragraph separators: they forge log lines and headers
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+
+
+def refuse_control_characters(raw: Any) -> str | None:
+    """``field: why`` for the first string (key or value) holding a control character, or for nesting
+    deeper than ``MAX_DEPTH``; None when the body is clean. Iterative: no recursion on hostile depth."""
+    todo: list[tuple[Any, str, int]] = [(raw, "", 0)]
+    while todo:
+        value, path, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            return f"{path or 'body'}: nested deeper than {MAX_DEPTH} levels"
+        if isinstance(value, str):
+            if _CONTROL.search(value):
+                return f"{path or 'body'}: control characters (newline, tab, escape...) are not allowed"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                where = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and _CONTROL.search(key):
+                    return f"{path or 'body'}: control characters are not allowed in keys"
+                todo.append((item, where, depth + 1))
+        elif isinstance(value, list):
+            todo.extend((item, f"{path}.{i}" if path else str(i), depth + 1) for i, item in enumerate(value))
+    return None
+
 
 def is_empty(value: Any) -> bool:
     """``""``, ``null``, ``{}``, ``[]``, or a mapping whose every value is empty."""
@@ -116,6 +143,14 @@ class AuthIn(_SeedModel):
         if v.lower() not in TOKEN_TYPES:
             raise ValueError("must be Bearer or JWT")
         return TOKEN_TYPES[v.lower()]
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for name in v or {}:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name[:60]!r} is not a valid HTTP header name")
+        return v
 
     @field_validator("url")
     @classmethod
@@ -221,6 +256,14 @@ class NotifyIn(_SeedModel):
 
 
 class DistributeRequest(_SeedModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _clean_strings(cls, raw: Any) -> Any:
+        problem = refuse_control_characters(raw)
+        if problem:
+            raise ValueError(problem)
+        return raw
+
     source: SourceIn
     targets: list[TargetIn] = Field(min_length=1)
     platforms: list[PlatformStr] | None = None
@@ -278,6 +321,8 @@ def describe_validation(exc: ValidationError) -> str:
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
+        if not err["loc"]:  # a whole-body check already names its field
+            return msg
     if err["type"] == "missing":
         msg = "missing field"
     return f"{loc}: {msg}"
@@ -328,6 +373,9 @@ def parse_request(raw: Any, *, strict: bool = False) -> tuple[DistributeRequest,
 
     Raises ``InvalidInput("<field>: <why>")``; with ``strict`` an unknown field is such an error.
     """
+    problem = refuse_control_characters(raw)  # first: iterative, so hostile depth reaches nothing recursive
+    if problem:
+        raise InvalidInput(problem)
     unknown = list(unknown_fields(raw))
     if strict and unknown:
         raise InvalidInput(f"{unknown[0]}: unknown field (REGCAST_STRICT_REQUESTS is on)")

@@ -112,6 +112,8 @@ class Worker:
         async def run(record: JobRecord) -> None:
             try:
                 await self.execute(record)
+            except Exception:  # retrieved here, never left to "Task exception was never retrieved"
+                log.exception("job %s: the worker failed while running it", record.id)
             finally:
                 slots.release()
                 self._wake.set()  # a slot is free: look for more work at once
@@ -151,6 +153,16 @@ class Worker:
         log.info("job %s: claimed by %s (attempt %d)", record.id, self.id, record.attempts)
         run = self.runner.prepare(record)
         task = asyncio.create_task(self.runner.run(run), name=f"job-{record.id}")
+        try:
+            await self._monitor(run, task)
+        finally:  # whatever happened to the monitor, the job task is stopped and its outcome retrieved
+            if not task.done():
+                await _cancel(task)
+            elif not task.cancelled():
+                task.exception()
+
+    async def _monitor(self, run: JobRun, task: asyncio.Task[None]) -> None:
+        record = run.record
         cancelled = False
         while True:
             waiter = asyncio.create_task(run.changed.wait())

@@ -16,7 +16,7 @@ import logging
 import sys
 from typing import Any
 
-from regcast.registry.redact import redact_text
+from regcast.registry.redact import EscapeControls, redact_text
 
 FIELDS = ("job_id", "target", "registry", "bytes", "error")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -64,6 +64,8 @@ def setup_logging(fmt: str = "text", level: int = logging.WARNING) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_JobContext())
+    if fmt != "json":  # JSON escapes by itself; text lines must not be forged by remote text
+        handler.addFilter(EscapeControls())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

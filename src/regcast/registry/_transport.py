@@ -24,7 +24,7 @@ from regcast._exceptions import (
     RegistryUnreachable,
 )
 from regcast.registry.guards import AddressRefused
-from regcast.registry.redact import redact_text, redact_url
+from regcast.registry.redact import printable, redact_text, redact_url
 
 MAX_ERROR_BODY = 1024 * 1024
 
@@ -105,7 +105,7 @@ def oci_error(body: bytes) -> tuple[str, str]:
     try:
         doc = json.loads(body)
         first = doc["errors"][0]
-        return str(first.get("code", ""))[:100], str(first.get("message", ""))[:300]
+        return printable(str(first.get("code", "")), 60), printable(str(first.get("message", "")), 200)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return "", ""
 
@@ -124,7 +124,7 @@ async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
 
 
 async def response_error(
-    resp: aiohttp.ClientResponse, registry: str, what: str, secrets: tuple[str, ...] = ()
+    resp: aiohttp.ClientResponse, registry: str, what: str, secrets: tuple[str, ...] = (), every_value: bool = False
 ) -> RegistryResponseError:
     """Build the right ``RegistryResponseError`` for an unwanted answer (reads a capped body)."""
     try:
@@ -133,9 +133,10 @@ async def response_error(
         body = b""
     code, message = oci_error(body)
     method = resp.method
-    url = redact_url(str(resp.url))
+    url = redact_url(str(resp.url), every_value)
     status = resp.status
-    detail = f"{code}: {message}" if code else (resp.reason or "")
+    # a short, sanitised reason only: a foreign server's body is never echoed beyond it
+    detail = f"{code}: {message}" if code else printable(resp.reason or "", 60)
     text = redact_text(f"registry {registry}: {what}: {method} {url} answered {status} {detail}".rstrip(), secrets)
     kind = _BY_STATUS.get(status, RegistryResponseError)
     retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status == 429 else None

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from regcast._exceptions import ProtocolViolation
+from regcast.registry.reference import is_loopback
 
 MIN_TOKEN_LIFETIME = 60.0  # distribution token spec: treat less than 60 s as 60 s
 MAX_TOKEN_ANSWER = 1024 * 1024
@@ -125,12 +126,28 @@ class TokenRequest:
     basic: Credentials | None
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").rstrip("."), port if port is not None else default
+
+
 def token_request(
-    challenge: Challenge, scopes: tuple[str, ...], credentials: Credentials | None, registry_host: str
+    challenge: Challenge,
+    scopes: tuple[str, ...],
+    credentials: Credentials | None,
+    registry_host: str,
+    registry_base: str = "",
 ) -> TokenRequest:
     """What to ask the token server for. Credentials go to the realm only if it is safe.
 
-    Safe: the realm is HTTPS, or on the registry's own host (CVE-2020-15157 class of leak).
+    Safe: the realm is HTTPS, or has the registry's own origin (scheme, host and port: a plain
+    http realm on another port is another server; CVE-2020-15157 class of leak), or both are the
+    same loopback host.
     """
     realm = challenge.realm
     parts = urlsplit(realm)
@@ -141,8 +158,12 @@ def token_request(
         params.append(("service", challenge.params["service"]))
     for s in scopes:
         params.append(("scope", s))
-    same_host = parts.hostname == urlsplit(f"//{registry_host}").hostname
-    send_creds = credentials if (parts.scheme == "https" or same_host) else None
+    base = registry_base or f"http://{registry_host}/"
+    realm_origin, registry_origin = _origin(realm), _origin(base)
+    same_origin = realm_origin == registry_origin
+    # a token server beside a loopback registry: the password never leaves this machine
+    local = realm_origin[1] == registry_origin[1] and is_loopback(realm_origin[1])
+    send_creds = credentials if (parts.scheme == "https" or same_origin or local) else None
     return TokenRequest(realm, params, send_creds)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from regcast.registry.auth import (
     Challenge,
@@ -48,6 +48,9 @@ class Authenticator:
             out.append(self.credentials.password)
         if self.seed_token:
             out.append(self.seed_token)
+        if self.seed_auth is not None:  # every header value and every auth.url query value may be a secret
+            out += self.seed_auth.header.values()
+            out += [v for _k, v in parse_qsl(urlsplit(self.seed_auth.url or "").query, keep_blank_values=True)]
         return tuple(out)
 
     def remember(self, header: str | None) -> Challenge | None:
@@ -87,7 +90,7 @@ class Authenticator:
         key = TokenCache.key(ch, scopes)
         token = self.tokens.get(key)
         if token is None:
-            req = token_request(ch, scopes, self.credentials, self.host)
+            req = token_request(ch, scopes, self.credentials, self.host, base)
             check_followed_url(
                 req.url, came_from=base, registry=self.host, what="token realm", policy=self.policy, kind="auth"
             )

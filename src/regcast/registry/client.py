@@ -45,7 +45,7 @@ from regcast.registry.digest import validate_digest
 from regcast.registry.guards import Kind, OutboundPolicy, check_followed_url
 from regcast.registry.limits import RegistryLimit, send_within
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
-from regcast.registry.redact import redact_url
+from regcast.registry.redact import printable, redact_url
 from regcast.registry.reference import Endpoint, validate_ref, validate_repository
 from regcast.registry.retry import RetryPolicy
 from regcast.registry.strategy import UploadStrategy
@@ -54,6 +54,7 @@ log = logging.getLogger("regcast.registry")
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
+PARSE_ON_LOOP_MAX = 256 * 1024  # larger manifests are hashed and parsed in a thread
 Body = bytes | AsyncIterable[bytes] | None
 
 
@@ -222,7 +223,7 @@ class RegistryClient:
         )
         try:
             if resp.status != 200 if strict else resp.status >= 400:
-                raise await response_error(resp, self.name, what, self.secrets())
+                raise await response_error(resp, self.name, what, self.secrets(), every_value=not strict)
             with translate_errors(self.name, "GET", url):
                 return await read_capped(resp, MAX_TOKEN_ANSWER)
         finally:
@@ -441,7 +442,10 @@ class RegistryClient:
             if expected is None and announced and announced.startswith("sha"):
                 expected = validate_digest(announced)
             try:
-                return parse_manifest(raw, resp.headers.get("Content-Type", ""), expected)
+                ctype = resp.headers.get("Content-Type", "")
+                if len(raw) > PARSE_ON_LOOP_MAX:  # hashing and parsing megabytes would stall every other job
+                    return await asyncio.to_thread(parse_manifest, raw, ctype, expected)
+                return parse_manifest(raw, ctype, expected)
             except ContentError as exc:  # name the registry, as every error does
                 raise type(exc)(f"registry {self.name}: manifest {repository}:{ref}: {exc}") from None
         finally:
@@ -528,8 +532,8 @@ def _watching(watchers: list[Callable[[str], None]], callback: Callable[[str], N
 def describe(exc: BaseException) -> str:
     """A one-line, secret-free description for users."""
     if isinstance(exc, AuthenticationFailed):
-        return f"{exc} (check the credentials)"
-    return str(exc) or type(exc).__name__
+        return printable(f"{exc} (check the credentials)")
+    return printable(str(exc) or type(exc).__name__)
 
 
 __all__ = ["ClientOptions", "RegistryClient", "describe", "with_query"]

@@ -18,6 +18,7 @@ from regcast.registry.digest import digest_of, validate_digest
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _PLATFORM_PART = re.compile(r"[A-Za-z0-9._-]+")
+MAX_SIZE = 2**53  # sizes must stay exact in JSON numbers and in every counter regcast keeps
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ def _descriptor(obj: Any, where: str) -> Descriptor:
     media_type = obj.get("mediaType", "")
     if not isinstance(digest, str) or not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise UnsupportedManifest(f"{where}: descriptor needs a digest string and a non-negative size")
+    if size >= MAX_SIZE:
+        raise UnsupportedManifest(f"{where}: size {size} is not below 2^53")
     if not isinstance(media_type, str):
         raise UnsupportedManifest(f"{where}: mediaType must be a string")
     validate_digest(digest)
@@ -111,6 +114,18 @@ def _media_type(doc: dict[str, Any], content_type: str) -> str:
     return ctype
 
 
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UnsupportedManifest(f"manifest is not JSON: {exc}") from exc
+    except RecursionError:  # a hostile source nesting arrays 200k deep
+        raise UnsupportedManifest("manifest JSON is nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise UnsupportedManifest("manifest is not a JSON object")
+    return doc
+
+
 def parse_manifest(raw: bytes, content_type: str = "", expected_digest: str | None = None) -> Manifest:
     """Parse ``raw`` (verified against ``expected_digest`` if given) without changing a byte."""
     if len(raw) > MAX_MANIFEST_BYTES:
@@ -119,12 +134,7 @@ def parse_manifest(raw: bytes, content_type: str = "", expected_digest: str | No
     digest = digest_of(raw, algorithm)
     if expected_digest and digest != expected_digest:
         raise DigestMismatch(f"manifest bytes hash to {digest}, not the {expected_digest} asked for")
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UnsupportedManifest(f"manifest is not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise UnsupportedManifest("manifest is not a JSON object")
+    doc = _json_object(raw)
     media_type = _media_type(doc, content_type)
     if media_type in (mt.DOCKER_SCHEMA1, mt.DOCKER_SCHEMA1_SIGNED) or doc.get("schemaVersion") == 1:
         raise UnsupportedManifest("Docker schema1 manifests are not supported (deprecated; convert to schema2)")

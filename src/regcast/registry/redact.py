@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -9,16 +10,36 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 # (GCR access_token, S3/Azure signatures, distribution's _state holds no secret but is long).
 _SECRET_PARAMS = re.compile(
     r"^(access_token|token|x-amz-signature|x-amz-credential|x-amz-security-token|sig|signature|"
-    r"x-goog-signature|x-goog-credential|password|secret|code|refresh_token|_state)$",
+    r"x-goog-signature|x-goog-credential|password|passwd|secret|client_secret|api_key|apikey|api-key|key|"
+    r"private_token|id_token|session|auth|code|refresh_token|_state)$",
     re.IGNORECASE,
 )
 _AUTH_HEADER_TEXT = re.compile(r"(?i)\b(authorization:\s*)(bearer|basic|jwt)?\s*[^\s,;]+")
 _BEARER_TEXT = re.compile(r"(?i)\b(bearer|basic|jwt)\s+[A-Za-z0-9._~+/=-]{8,}")
 REDACTED = "REDACTED"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def redact_url(url: str) -> str:
-    """``url`` without userinfo and with secret-bearing query values replaced."""
+def printable(text: str, limit: int | None = None) -> str:
+    """``text`` safe for one log line or terminal: control characters escaped (``\\n``, ``\\x1b``), cut at ``limit``."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "..."
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class EscapeControls(logging.Filter):
+    """A log filter: no record can forge a line or drive the terminal (messages carry remote text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _CONTROL.search(message):
+            record.msg, record.args = printable(message), None
+        return True
+
+
+def redact_url(url: str, every_value: bool = False) -> str:
+    """``url`` without userinfo and with secret-bearing query values replaced (all of them: ``every_value``,
+    for URLs a caller wrote, such as the seed's ``auth.url`` with ``?api_key=``)."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -27,7 +48,7 @@ def redact_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, REDACTED if _SECRET_PARAMS.match(k) else v) for k, v in pairs], safe=":/")
+        query = urlencode([(k, REDACTED if every_value or _SECRET_PARAMS.match(k) else v) for k, v in pairs], safe=":/")
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 

@@ -31,7 +31,7 @@ from regcast.registry.manifest import Descriptor, Manifest, Platform
 from regcast.registry.retry import RetryPolicy
 from regcast.transfer.fanout import Channel, Sink, broadcast
 from regcast.transfer.flights import BlobFlights
-from regcast.transfer.plan import SourceGraph, load_graph
+from regcast.transfer.plan import GraphLimits, SourceGraph, load_graph
 from regcast.transfer.progress import Listener, NullListener, TargetState, TargetStatus
 from regcast.transfer.referrers import IndexLocks, ReferrerOptions, access, discover, push_referrers
 from regcast.transfer.repository import BlobUpload, Repository
@@ -47,6 +47,7 @@ class TransferOptions:
     blobs_in_flight: int = 4
     queue_depth: int = 8
     checks_in_flight: int = 16
+    graph_limits: GraphLimits = field(default_factory=GraphLimits)
 
 
 @dataclass(eq=False)  # identity: targets are dict keys and set members
@@ -112,7 +113,7 @@ class CopyEngine:
         platforms: list[Platform] | None = None,
         referrers: ReferrerOptions | None = None,
     ) -> SourceGraph:
-        graph = await load_graph(source, ref, platforms)
+        graph = await load_graph(source, ref, platforms, self.options.graph_limits)
         return await self.with_referrers(source, graph, referrers)
 
     async def with_referrers(
@@ -247,9 +248,19 @@ class _CopyRun:
         # largest blobs first: the long transfers start early and small ones fill the gaps
         blobs = sorted(graph.blobs, key=lambda b: b.size, reverse=True)
         image_targets = [t for t in active if t not in self.image_held]
-        await gather_all(*(self._copy_blob(b, image_targets) for b in blobs))
-        await gather_all(*(self._copy_blob(b, active) for b in sorted(extra, key=lambda b: b.size, reverse=True)))
+        await self._copy_blobs(blobs, image_targets)
+        await self._copy_blobs(sorted(extra, key=lambda b: b.size, reverse=True), active)
         await gather_all(*(self._push_manifests(t, graph) for t in self._alive(active)))
+
+    async def _copy_blobs(self, blobs: list[Descriptor], targets: list[Target]) -> None:
+        """``blobs_in_flight`` workers take blobs in order: as many tasks as workers, however many blobs."""
+        pending = iter(blobs)
+
+        async def worker() -> None:
+            for blob in pending:  # one shared iterator: each blob is taken by exactly one worker
+                await self._copy_blob(blob, targets)
+
+        await gather_all(*(worker() for _ in range(min(self.engine.options.blobs_in_flight, len(blobs)))))
 
     async def _check_tag(self, t: Target, graph: SourceGraph) -> None:
         root = graph.root

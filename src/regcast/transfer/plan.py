@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from regcast._async import gather_all
-from regcast._exceptions import DigestMismatch, UnsupportedManifest
+from regcast._exceptions import DigestMismatch, GraphTooLarge, UnsupportedManifest
 from regcast.registry import mediatypes as mt
 from regcast.registry.digest import digest_of
 from regcast.registry.manifest import Descriptor, Manifest, Platform, filter_index, parse_manifest
@@ -18,6 +18,39 @@ if TYPE_CHECKING:
 
 MAX_DEPTH = 4
 MAX_CONFIG = 4 * 1024 * 1024  # an image config read for its platform (they are a few KiB)
+MAX_TOTAL_BYTES = 2**53  # the sum of every blob: exact in JSON and in every counter
+FETCH_BATCH = 8  # child manifests fetched at once: memory grows by at most this many before a limit bites
+
+
+@dataclass(frozen=True)
+class GraphLimits:
+    """What one source graph may hold (``REGCAST_MAX_GRAPH_*``): a hostile source cannot grow memory unbounded."""
+
+    manifest_bytes: int = 64 * 1024 * 1024  # every manifest of the graph together
+    children: int = 1000  # child manifests of all indexes together
+    blobs: int = 10_000  # unique blobs
+
+
+class _Budget:
+    def __init__(self, limits: GraphLimits) -> None:
+        self.limits = limits
+        self.bytes = 0
+        self.children = 0
+
+    def manifest(self, m: Manifest) -> None:
+        self.bytes += len(m.raw)
+        if self.bytes > self.limits.manifest_bytes:
+            raise GraphTooLarge(
+                f"the image's manifests together exceed {self.limits.manifest_bytes} bytes "
+                "(REGCAST_MAX_GRAPH_MANIFEST_BYTES)"
+            )
+
+    def more_children(self, n: int) -> None:
+        self.children += n
+        if self.children > self.limits.children:
+            raise GraphTooLarge(
+                f"the image lists more than {self.limits.children} child manifests (REGCAST_MAX_GRAPH_CHILDREN)"
+            )
 
 
 @dataclass(frozen=True)
@@ -41,18 +74,23 @@ async def _children(
     depth: int,
     seen: dict[str, Manifest],
     order: list[Manifest],
+    budget: _Budget,
 ) -> None:
     if depth > MAX_DEPTH:
         raise UnsupportedManifest(f"index nesting deeper than {MAX_DEPTH}")
-    todo = [d for d in index.children if d.digest not in seen]
-    fetched = await gather_all(*(source.get_manifest(d.digest) for d in todo))
-    for desc, child in zip(todo, fetched, strict=True):
-        if desc.digest in seen:
-            continue
-        seen[desc.digest] = child
-        if child.is_index:
-            await _children(source, child, depth + 1, seen, order)
-        order.append(child)
+    todo = list({d.digest: d for d in index.children if d.digest not in seen}.values())
+    budget.more_children(len(todo))
+    for start in range(0, len(todo), FETCH_BATCH):
+        batch = todo[start : start + FETCH_BATCH]
+        fetched = await gather_all(*(source.get_manifest(d.digest) for d in batch))
+        for desc, child in zip(batch, fetched, strict=True):
+            if desc.digest in seen:
+                continue
+            budget.manifest(child)
+            seen[desc.digest] = child
+            if child.is_index:
+                await _children(source, child, depth + 1, seen, order, budget)
+            order.append(child)
 
 
 async def _check_image_platform(source: Repository, image: Manifest, platforms: list[Platform]) -> None:
@@ -90,17 +128,22 @@ def _select(index: Manifest, platforms: list[Platform]) -> list[Descriptor]:
     return chosen
 
 
-async def load_graph(source: Repository, ref: str, platforms: list[Platform] | None = None) -> SourceGraph:
+async def load_graph(
+    source: Repository, ref: str, platforms: list[Platform] | None = None, limits: GraphLimits | None = None
+) -> SourceGraph:
     """Fetch the root and every child manifest; collect the blobs to copy.
 
     With a platform filter on an index: one platform → its image manifest becomes the root (as
     crane and skopeo do); several → a new index listing only those (a new digest).
     """
+    budget = _Budget(limits or GraphLimits())
     root = await source.get_manifest(ref)
+    budget.manifest(root)
     if root.is_index and platforms:
         chosen = _select(root, platforms)
         if len(platforms) == 1 and len(chosen) >= 1:
             root = await source.get_manifest(chosen[0].digest)
+            budget.manifest(root)
         else:
             raw = filter_index(root, chosen)
             root = parse_manifest(raw, root.media_type or mt.OCI_INDEX)
@@ -109,7 +152,7 @@ async def load_graph(source: Repository, ref: str, platforms: list[Platform] | N
     seen: dict[str, Manifest] = {}
     order: list[Manifest] = []
     if root.is_index:
-        await _children(source, root, 1, seen, order)
+        await _children(source, root, 1, seen, order, budget)
     blobs: dict[str, Descriptor] = {}
     foreign: dict[str, Descriptor] = {}
     for m in [*order, root]:
@@ -118,4 +161,8 @@ async def load_graph(source: Repository, ref: str, platforms: list[Platform] | N
                 foreign.setdefault(b.digest, b)
             else:
                 blobs.setdefault(b.digest, b)
+        if len(blobs) > budget.limits.blobs:
+            raise GraphTooLarge(f"the image has more than {budget.limits.blobs} blobs (REGCAST_MAX_GRAPH_BLOBS)")
+    if sum(b.size for b in blobs.values()) >= MAX_TOTAL_BYTES:
+        raise GraphTooLarge("the image's blobs together are not below 2^53 bytes")
     return SourceGraph(root, tuple(order), tuple(blobs.values()), tuple(foreign.values()))

@@ -18,7 +18,7 @@ from regcast.api.status import job_status
 from regcast.config import Settings
 from regcast.jobs.models import JobState
 from regcast.jobs.runner import client_for, refused_endpoint
-from regcast.jobs.spec import DistributeRequest, parse_request
+from regcast.jobs.spec import MAX_DEPTH, DistributeRequest, parse_request
 from regcast.registry.client import describe
 
 log = logging.getLogger("regcast.api")
@@ -94,6 +94,8 @@ def _parse(raw_body: bytes, service: Service) -> tuple[DistributeRequest, list[s
         raw = json.loads(raw_body)
     except (ValueError, UnicodeDecodeError):
         return error(400, "Failed to parse data: body is not valid JSON")
+    except RecursionError:
+        return error(400, f"Failed to parse data: body: nested deeper than {MAX_DEPTH} levels")
     settings = service.settings
     try:
         body, warnings = parse_request(raw, strict=settings.strict_requests)

@@ -60,6 +60,8 @@ def refuse_control_characters(raw: Any) -> str | None:
         if depth > MAX_DEPTH:
             return f"{path or 'body'}: nested deeper than {MAX_DEPTH} levels"
         if isinstance(value, str):
+            if path.endswith("auth.header"):  # the seed's string form: "Name: value" lines
+                value = value.replace("\r\n", "\n").replace("\n", "")
             if _CONTROL.search(value):
                 return f"{path or 'body'}: control characters (newline, tab, escape...) are not allowed"
         elif isinstance(value, dict):
@@ -146,7 +148,7 @@ class AuthIn(_SeedModel):
 
     @field_validator("header")
     @classmethod
-    def _header(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+    def _header_names(cls, v: dict[str, str] | None) -> dict[str, str] | None:
         for name in v or {}:
             if not _HEADER_NAME.match(name):
                 raise ValueError(f"{name[:60]!r} is not a valid HTTP header name")

@@ -134,7 +134,9 @@ def test_deep_source_manifest_without_digest_header_is_a_clean_failure(
     assert "Traceback" not in svc.output()
 
 
-def test_hostile_sizes_fail_the_job_once_with_a_clear_reason(svc: Service, hostile: list[HostileServer]) -> None:
+def test_hostile_sizes_fail_the_job_once_with_a_clear_reason(
+    svc: Service, hostile: list[HostileServer], open_reg: RegistryServer
+) -> None:
     """A layer of 2^63 bytes: refused when parsed (0 <= size < 2^53), one attempt, no dead monitor."""
     config = b"{}"
     manifest = json.dumps(
@@ -146,7 +148,7 @@ def test_hostile_sizes_fail_the_job_once_with_a_clear_reason(svc: Service, hosti
         }
     ).encode()
     src = serve(hostile, registry_serving({"v1": (manifest, mt.OCI_MANIFEST)}))
-    job = svc.submit(body_for(src.endpoint))
+    job = svc.submit({**body_for(src.endpoint), "targets": [{"endpoint": open_reg.endpoint}]})
     st = svc.wait(job)
     assert st["value"] == "FAILED" and "is not below 2^53" in json.dumps(st), st
     out = svc.output()

@@ -202,7 +202,7 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
 def _report(result: CopyResult, *, referrers: bool = False) -> int:
     """One line per target; the exit status (0 all hold the image, 3 one skipped, 1 one failed)."""
     status = 0
-    for line in result.targets[0].referrers_left_out if result.targets else []:
+    for line in dict.fromkeys(line for t in result.targets for line in t.referrers_left_out):  # once each
         click.echo(f"warning: {line}", err=True)
     for t in result.targets:
         if t.state is TargetState.FINISHED:

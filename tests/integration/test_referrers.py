@@ -345,3 +345,21 @@ def test_api_refuses_a_bad_referrer_type(service: Service, repo: str, src_reg: R
     r = service.http.post("/api/distribute/image", json=body)
     assert r.status_code == 400
     assert r.json()["msg"].startswith("Failed to parse data: referrer_types.0: not a media type")
+
+
+def test_cli_warns_once_about_what_was_left_out(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer, second_reg: RegistryServer
+) -> None:
+    img, _sig, sbom, _ = signed_image(src_reg, repo)
+    payload = json.loads(sbom.root.raw)["layers"][0]["digest"]
+    assert src_reg.http().client.delete(f"{repo}/blobs/{payload}").status_code == 202
+    r = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}:v1", f"{second_reg.host}/{repo}:v1")
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1, r.stderr
+    assert sbom.digest in warnings[0]
+    assert payload in warnings[0]
+    oks = r.stdout.strip().splitlines()
+    assert len(oks) == 2
+    assert all(line.endswith(", 1 referrers (1 left out))") for line in oks), oks
+    same_manifest(src_reg, second_reg, repo, images.cosign_tag(img.digest))

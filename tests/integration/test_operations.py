@@ -386,3 +386,38 @@ def test_mirror_run_notification(
         assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), f"hooked/{repo}", "v1")
     finally:
         hook.stop()
+
+
+def test_service_wide_hook_and_retention(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """REGCAST_NOTIFY_URL catches a job that asked for nothing; REGCAST_JOB_RETENTION purges it at the next start."""
+    hook = WebhookReceiver().start()
+    directory = tmp_path / "svc"
+    env = {"REGCAST_NOTIFY_URL": hook.url, "REGCAST_NOTIFY_SECRET": HOOK_SECRET, "REGCAST_NOTIFY_EVENTS": "finished"}
+    svc = _service(directory, env)
+    try:
+        images.image().push(src_reg.http(), repo, "v1")
+        job = svc.submit({"source": source(src_reg, repo), "targets": [{"endpoint": open_reg.endpoint}]})
+        assert svc.wait(job)["value"] == "FINISHED"
+        got = hook.wait_for(1)
+        assert json.loads(got[0].body)["id"] == job
+        assert _verify(HOOK_SECRET, got[0].headers["x-regcast-signature"], got[0].body)
+        st = svc.wait_for(job, lambda s: bool(s["notifications"]))
+        assert st["notifications"][0]["origin"] == "service"
+    finally:
+        svc.stop()
+        hook.stop()
+    kept = _service(directory, {"REGCAST_JOB_RETENTION": "30d"})
+    try:
+        assert kept.status(job)["value"] == "FINISHED"
+    finally:
+        kept.stop()
+    purged = _service(directory, {"REGCAST_JOB_RETENTION": "1s"})
+    try:
+        deadline = time.monotonic() + 60
+        while purged.http.get(f"/api/distribute/image/{job}").status_code != 404 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert purged.http.get(f"/api/distribute/image/{job}").status_code == 404
+    finally:
+        purged.stop()

@@ -7,14 +7,16 @@ and from regcast's own status; nothing here depends on how long anything took.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
 from regcast._exceptions import Failure, RegistryUnreachable
-from regcast.registry.client import RegistryClient
-from regcast.registry.reference import Endpoint
+from regcast.registry.auth import SeedAuth
+from regcast.registry.client import ClientOptions, RegistryClient
+from regcast.registry.reference import Endpoint, parse_endpoint
 from regcast.transfer.engine import CopyEngine, Target
 from regcast.transfer.progress import TargetState
 from regcast.transfer.remote import RegistryRepository
@@ -22,6 +24,7 @@ from tests.support import images
 from tests.support.cli import regcast
 from tests.support.clients import FAST_RETRY, client_for, target
 from tests.support.faults import FaultProxy, copy, proxy, via
+from tests.support.registries import TOKEN_USERS
 from tests.support.registry import RegistryServer
 from tests.support.service import Service
 from tests.support.verify import assert_same_image
@@ -181,3 +184,25 @@ def test_retries_of_a_shared_client_are_counted_for_each_target(
     assert p.events["5xx"] == 2
     assert all(n >= 1 for n in retries), retries  # neither target's retries were taken by the other
     assert shared._retry_watchers == []  # the run left nothing bound to the client
+
+
+def test_a_token_request_answered_5xx_is_retried_like_any_request(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, token_reg: RegistryServer
+) -> None:
+    images.image([b"token " * 100]).push(src_reg.http(), repo, "v1")
+    ts = token_reg.token_server
+    assert ts is not None
+    p = FaultProxy(ts.port, "burst_5xx", count=2).start()  # in front of the token server, not the registry
+    faults.append(p)
+    user, pw = next(iter(TOKEN_USERS.items()))
+    auth = SeedAuth(
+        url=f"http://127.0.0.1:{p.port}/token?service={ts.service}&scope=repository:{repo}:pull,push",
+        token_type="Bearer",
+        header={"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()},
+    )
+    dst = RegistryClient(parse_endpoint(token_reg.endpoint), seed_auth=auth, options=ClientOptions(retry=FAST_RETRY))
+    result = copy(client_for(src_reg), repo, [Target("token", RegistryRepository(dst, repo), "v1")])
+    assert result.ok, [s.error for s in result.targets]
+    assert p.events["5xx"] == 2
+    assert result.targets[0].retries == 2
+    assert_same_image(src_reg.http(), repo, "v1", token_reg.http(), repo, "v1")

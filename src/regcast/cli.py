@@ -426,7 +426,7 @@ def jobs(
     """List jobs (newest first), or show one: from a service (--server / REGCAST_SERVER) or the database."""
     from rich.table import Table
 
-    from regcast.api.status import iso
+    from regcast.api.status import in_sync, iso, shown_state
 
     if server:
         remote.remote_jobs(server, job_id, state, limit, as_json)
@@ -442,7 +442,7 @@ def jobs(
             click.echo(f"error: job {job_id} not found", err=True)
             sys.exit(EXIT_FAILED)
         src = job.request["source"]
-        console.print(f"[bold]{job.id}[/]  {job.state}  attempts {job.attempts}")
+        console.print(f"[bold]{job.id}[/]  {job.state}  in sync {in_sync(job)}  attempts {job.attempts}")
         console.print(f"source  {src['endpoint']} {src['image']}:{src['ref']}  {job.source_digest or ''}")
         console.print(f"started {iso(job.started_at)}  finished {iso(job.finished_at) or '-'}")
         if job.error:
@@ -453,7 +453,7 @@ def jobs(
                 str(t.idx),
                 t.endpoint,
                 f"{t.repository}:{t.ref}",
-                t.state,
+                shown_state(t) + (f" ({t.reason})" if t.state == "SKIPPED" and t.reason else ""),
                 f"{t.bytes_done}/{t.bytes_total}",
                 str(t.attempts),
                 t.error or "",

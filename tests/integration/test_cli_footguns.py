@@ -162,5 +162,25 @@ def test_submit_takes_credentials_from_stdin_or_the_environment(
             assert r.returncode == 0, r.stdout + r.stderr
             assert_same_image(token_reg.http(), repo, "v1", open_reg.http(), f"{repo}/{name}", "v1")
             assert TOKEN.split(":")[1] not in r.stdout + r.stderr
+        # the tag is there now: --no-overwrite skips it, and `regcast jobs ID` says why
+        r = subprocess.run(
+            [REGCAST, *args[:1], "--no-overwrite", *args[1:], f"{open_reg.host}/{repo}/a"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, **FAST, "REGCAST_SRC_CREDS": TOKEN},
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        job = r.stdout.split()[0]
+        shown = subprocess.run(
+            [REGCAST, "jobs", job],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "250"},
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "in sync True" in shown.stdout and "SKIPPED (up-to-date)" in shown.stdout, shown.stdout
     finally:
         svc.stop()

@@ -17,6 +17,11 @@ def iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds") if value else None
 
 
+def shown_state(t: TargetRecord) -> str:
+    """The contract's name of a target's state (the store's PENDING is QUEUED)."""
+    return _SHOWN_STATE.get(t.state, t.state)
+
+
 def holds_source(t: TargetRecord) -> bool:
     """The target has the source digest under its tag: copied, or skipped because it already had it."""
     return t.state == "FINISHED" or (t.state == "SKIPPED" and t.reason == SKIP_UP_TO_DATE)
@@ -39,7 +44,7 @@ def job_status(job: JobRecord) -> dict[str, Any]:
                 "image": spec.get("image") or src.get("image"),
                 "ref": spec.get("ref") or src.get("ref"),
                 "overwrite": spec.get("overwrite", False),
-                "state": _SHOWN_STATE.get(t.state, t.state),
+                "state": shown_state(t),
                 "reason": t.reason if t.state == "SKIPPED" else None,
                 "bytes_done": t.bytes_done,
                 "bytes_total": t.bytes_total,

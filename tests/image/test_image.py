@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from regcast import __version__
 from tests.support import images
 from tests.support.cli import regcast
 from tests.support.recipe import containerfile
@@ -31,7 +32,7 @@ from tests.support.verify import assert_same_image
 
 ARCHIVE = os.environ.get("REGCAST_TEST_IMAGE", "")
 pytestmark = pytest.mark.skipif(not ARCHIVE, reason="set REGCAST_TEST_IMAGE (make test-image builds and sets it)")
-VERSION = "0.1.0"
+VERSION = __version__  # the one version, from the package metadata
 
 
 def archive_json(tar: tarfile.TarFile, digest: str) -> Any:

@@ -8,6 +8,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from regcast import __version__
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -78,7 +80,7 @@ _FLAGS = {
 }
 
 
-def buildah_script(path: Path = ROOT / "image" / "build.sh", version: str = "0.1.0") -> ImageConfig:
+def buildah_script(path: Path = ROOT / "image" / "build.sh", version: str = __version__) -> ImageConfig:
     """The ``buildah config`` call of image/build.sh (values computed at build time left as written)."""
     text = re.sub(r"\\\n\s*", " ", path.read_text())
     match = re.search(r'"\$\{B\[@\]\}" config (.*?) "\$ctr"', text)

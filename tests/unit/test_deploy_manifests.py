@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from regcast import __version__
 from regcast.mirrors.document import load_document
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -98,7 +99,7 @@ def test_pods_are_locked_down_and_sized_from_the_measurement(kind: str, name: st
     assert spec["securityContext"]["runAsNonRoot"] is True
     secret = find("Secret", "regcast")["stringData"]
     for c in spec["containers"]:
-        assert c["image"].endswith(":0.1.0")
+        assert c["image"].endswith(f":{__version__}")
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
         assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
         requests, limits = c["resources"]["requests"], c["resources"]["limits"]

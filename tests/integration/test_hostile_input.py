@@ -249,3 +249,39 @@ def test_basic_credentials_never_go_to_a_realm_on_another_port_over_http(hostile
 def test_api_answers_are_json_even_for_a_refused_origin(svc: Service) -> None:
     r = httpx.post(f"{svc.url}/api/distribute/image", content=b"{}", headers={"Origin": "http://evil.example"})
     assert r.status_code == 403 and r.json()["status"] == "error"
+
+
+def test_plain_http_fallback_never_sends_basic_credentials_unless_asked(hostile: list[HostileServer]) -> None:
+    """verify_tls false and no TLS spoken: the password goes in clear only to loopback or with allow_plain_http."""
+    import asyncio
+    from dataclasses import replace
+
+    from regcast._exceptions import OutboundRefused
+    from regcast.registry.auth import Credentials
+    from regcast.registry.client import ClientOptions, RegistryClient
+    from regcast.registry.reference import parse_endpoint
+    from tests.support.clients import FAST_RETRY
+
+    async def registry(request: web.Request) -> web.StreamResponse:
+        if "Authorization" not in request.headers:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        return web.json_response({"errors": [{"code": "NOT_FOUND", "message": "x"}]}, status=404)
+
+    reg = serve(hostile, registry)
+    resolver = StaticResolver({"registry.evil.test": ["127.0.0.1"]})
+
+    async def head(host: str, allow: bool) -> str | None:
+        where = replace(parse_endpoint(f"https://{host}:{reg.port}/v2"), fallback_http=True)
+        options = ClientOptions(retry=FAST_RETRY, verify_tls=False, resolver=resolver, allow_plain_http=allow)
+        c = RegistryClient(where, credentials=Credentials("alice", "Sekr1t-plain-PW"), options=options)
+        try:
+            return await c.head_manifest("x/y", "v1")
+        finally:
+            await c.close()
+
+    with pytest.raises(OutboundRefused, match="refusing to send its credentials over plain HTTP"):
+        asyncio.run(head("registry.evil.test", False))
+    assert reg.authorizations() == []
+    assert asyncio.run(head("registry.evil.test", True)) is None
+    assert asyncio.run(head("127.0.0.1", False)) is None
+    assert len(reg.authorizations()) >= 2 and all(a.startswith("Basic ") for a in reg.authorizations())

@@ -76,12 +76,13 @@ def client_for(
     read_only: bool = False,
     observer: RequestObserver | None = None,
     limits: Limits | None = None,
+    allow_plain_http: bool = False,
 ) -> RegistryClient:
     parsed = AuthIn.model_validate(auth) if auth else None
     where = parse_endpoint(endpoint)
     if not verify and where.scheme == "https":  # as the CLI: TLS checks off, plain HTTP if it does not speak TLS
         where = replace(where, fallback_http=True)
-    options = settings.client_options(verify_tls=verify, host=where.host)
+    options = replace(settings.client_options(verify_tls=verify, host=where.host), allow_plain_http=allow_plain_http)
     return RegistryClient(
         where,
         credentials=parsed.credentials() if parsed else None,
@@ -136,6 +137,7 @@ class JobRunner:
                 src.verify_tls,
                 self.settings,
                 read_only=True,
+                allow_plain_http=src.allow_plain_http,
                 observer=self.observer,
                 limits=self.engine.limits,
             ),
@@ -190,6 +192,7 @@ class JobRunner:
                     _auth(request, i),
                     t_in.verify_tls,
                     self.settings,
+                    allow_plain_http=t_in.allow_plain_http,
                     observer=self.observer,
                     limits=self.engine.limits,
                 )

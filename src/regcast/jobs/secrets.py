@@ -1,7 +1,8 @@
 """Credentials at rest: authenticated encryption (Fernet: AES-CBC + HMAC-SHA256).
 
-The key comes from ``REGCAST_SECRET_KEY`` (any string; several replicas must share it), or from
-a key file created with mode 0600 next to the SQLite database on first start.
+The key comes from ``REGCAST_SECRET_KEY`` (a random string of 32+ characters; several replicas
+must share it, HKDF turns it into the Fernet key), or from a key file created with mode 0600 next
+to the SQLite database on first start (refused when others may read it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from regcast._exceptions import ConfigError, JobError
 
@@ -22,13 +25,30 @@ log = logging.getLogger("regcast.jobs")
 KEY_FILE = "regcast.key"
 
 
+MIN_SECRET_KEY = 32  # characters of REGCAST_SECRET_KEY: a random key, never a password
+_HKDF_INFO = b"regcast job credentials v1"  # a fixed context: enough for a random key
+
+
+def derive_key(secret: bytes) -> bytes:
+    """The Fernet key for ``secret`` (HKDF-SHA256, fixed context)."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO)
+    return base64.urlsafe_b64encode(hkdf.derive(secret))
+
+
 class SecretBox:
     def __init__(self, key: bytes) -> None:
-        self._fernet = Fernet(base64.urlsafe_b64encode(hashlib.sha256(key).digest()))
+        # seals with the HKDF key; still opens what earlier versions sealed with a bare SHA-256 of the key
+        legacy = Fernet(base64.urlsafe_b64encode(hashlib.sha256(key).digest()))
+        self._fernet = MultiFernet([Fernet(derive_key(key)), legacy])
 
     @classmethod
     def from_settings(cls, secret_key: str | None, key_dir: Path) -> SecretBox:
         if secret_key:
+            if len(secret_key) < MIN_SECRET_KEY:
+                raise ConfigError(
+                    f"REGCAST_SECRET_KEY is shorter than {MIN_SECRET_KEY} characters: use a random key "
+                    "(for example: openssl rand -base64 32)"
+                )
             return cls(secret_key.encode())
         return cls(_key_file(key_dir / KEY_FILE))
 
@@ -49,11 +69,14 @@ def _key_file(path: Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         try:
+            mode = path.stat().st_mode
             data = path.read_bytes().strip()
         except OSError as exc:
             raise ConfigError(f"cannot read key file {path}: {exc.strerror}") from None
         if len(data) < 32:
             raise ConfigError(f"key file {path} is too short") from None
+        if mode & 0o077:
+            raise ConfigError(f"key file {path} is readable by others (mode {mode & 0o777:o}): chmod 600 it") from None
         return data
     except OSError as exc:
         raise ConfigError(f"cannot create key file {path}: {exc.strerror}") from None

@@ -219,6 +219,7 @@ class SourceIn(_SeedModel):
     image: RepositoryStr
     ref: RefStr
     verify_tls: bool = True
+    allow_plain_http: bool = False  # verify_tls false, no TLS spoken: may Basic credentials go in clear?
     auth: AuthIn | None = None
 
 
@@ -226,6 +227,7 @@ class TargetIn(_SeedModel):
     endpoint: EndpointStr
     overwrite: bool = False
     verify_tls: bool = True
+    allow_plain_http: bool = False  # verify_tls false, no TLS spoken: may Basic credentials go in clear?
     auth: AuthIn | None = None
     image: RepositoryStr | None = None
     ref: RefStr | None = None

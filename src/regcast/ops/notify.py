@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import logging
-import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -33,6 +32,7 @@ from regcast._exceptions import InvalidInput, RegcastError
 from regcast.api.status import in_sync
 from regcast.config import Settings
 from regcast.jobs.store import JobRecord, JobStore
+from regcast.registry._transport import trust
 from regcast.registry.redact import redact_text
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ class Notifier:
     async def _send(self, what: str, event: str, hooks: list[Hook], body: bytes, record: Record | None) -> None:
         timeout = aiohttp.ClientTimeout(total=self.settings.notify_timeout)
         policy = self.settings.outbound_policy()
-        ssl_ctx = ssl.create_default_context(cafile=self.settings.ca_bundle) if self.settings.ca_bundle else True
+        ssl_ctx = trust(self.settings.ca_bundle)
         connector = aiohttp.TCPConnector(ssl=ssl_ctx, socket_factory=policy.socket_factory)  # the address used
         async with aiohttp.ClientSession(
             connector=connector,

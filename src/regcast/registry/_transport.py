@@ -29,6 +29,15 @@ from regcast.registry.redact import printable, redact_text, redact_url
 MAX_ERROR_BODY = 1024 * 1024
 
 
+def trust(ca_bundle: str | None) -> ssl.SSLContext | bool:
+    """TLS verification trusting the system CAs plus ``ca_bundle`` (it adds, never replaces)."""
+    if not ca_bundle:
+        return True
+    ctx = ssl.create_default_context()  # the system store first
+    ctx.load_verify_locations(cafile=ca_bundle)
+    return ctx
+
+
 def _classify(exc: BaseException) -> tuple[Failure, str]:
     """What kind of failure this is (it decides retrying) and the words for it."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):

@@ -27,13 +27,14 @@ from regcast._exceptions import (
     Failure,
     ManifestTooLarge,
     NotFound,
+    OutboundRefused,
     ProtocolViolation,
     RegistryError,
     RegistryResponseError,
     RegistryUnreachable,
 )
 from regcast.registry import mediatypes as mt
-from regcast.registry._transport import read_capped, response_error, status_error, translate_errors
+from regcast.registry._transport import read_capped, response_error, status_error, translate_errors, trust
 from regcast.registry.auth import (
     MAX_TOKEN_ANSWER,
     Credentials,
@@ -46,7 +47,7 @@ from regcast.registry.guards import Kind, OutboundPolicy, check_followed_url
 from regcast.registry.limits import RegistryLimit, send_within
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from regcast.registry.redact import printable, redact_url
-from regcast.registry.reference import Endpoint, validate_ref, validate_repository
+from regcast.registry.reference import Endpoint, is_loopback, validate_ref, validate_repository
 from regcast.registry.retry import RetryPolicy
 from regcast.registry.strategy import UploadStrategy
 
@@ -86,13 +87,14 @@ class ClientOptions:
     chunk_cap: int | None = None  # largest PATCH body this registry takes (GHCR: 4 MiB)
     policy: OutboundPolicy = field(default_factory=OutboundPolicy)  # where requests may go (guards.py)
     resolver: AbstractResolver | None = field(default=None, compare=False)  # tests: names -> loopback
+    allow_plain_http: bool = False  # Basic credentials over an HTTP fallback to a non-loopback host
     observer: RequestObserver | None = field(default=None, compare=False)
 
 
 def _ssl_context(options: ClientOptions) -> ssl.SSLContext | bool:
     if not options.verify_tls:
         return False
-    return ssl.create_default_context(cafile=options.ca_bundle) if options.ca_bundle else True
+    return trust(options.ca_bundle)
 
 
 def with_query(url: str, **params: str) -> str:
@@ -192,6 +194,11 @@ class RegistryClient:
             if not fallback or exc.failure is Failure.CERTIFICATE:
                 raise
             log.debug("%s does not speak TLS, using plain HTTP", self.name)
+            if self.auth.credentials and not (self.options.allow_plain_http or is_loopback(self.endpoint.host)):
+                raise OutboundRefused(
+                    f"registry {self.name} does not speak TLS: refusing to send its credentials over plain HTTP "
+                    '(the request may allow it with "allow_plain_http": true)'
+                ) from None
             self.endpoint = self.endpoint.with_scheme("http")
             await self._ping_once(self.options.retry)
         self._pinged = True

@@ -350,6 +350,9 @@ class _CopyRun:
         A refusal that changed the upload strategy is tried again at once without using up a try.
         """
         retry = retries.get(id(t)) or t.repo.retry
+        if isinstance(exc, DigestMismatch) and retry.retries >= 1:  # the source was read again in full: still wrong
+            self._fail(t, exc)
+            return False
         if t.repo.learn_from_refusal(exc):
             retries[id(t)] = replace(retry, wait=0.0)
         else:

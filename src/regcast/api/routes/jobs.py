@@ -118,7 +118,14 @@ async def _check_source(body: DistributeRequest, service: Service) -> SeedJSON |
     """
     src = body.source
     auth = src.auth.model_dump(by_alias=True) if src.auth else None
-    client = client_for(src.endpoint, auth, src.verify_tls, _submit_check(service.settings), read_only=True)
+    client = client_for(
+        src.endpoint,
+        auth,
+        src.verify_tls,
+        _submit_check(service.settings),
+        read_only=True,
+        allow_plain_http=src.allow_plain_http,
+    )
     try:
         found = await asyncio.wait_for(client.head_manifest(src.image, src.ref), SUBMIT_CHECK_TIMEOUT) is not None
     except NotFound as exc:

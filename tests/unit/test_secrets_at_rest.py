@@ -1,0 +1,72 @@
+"""Issue 10 item 11: keys derived with HKDF, short keys and loose key files refused, database files
+0600, and a CA bundle that adds to the system CAs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import ssl
+import stat
+from pathlib import Path
+
+import pytest
+import trustme
+from cryptography.fernet import Fernet
+
+from regcast._exceptions import ConfigError
+from regcast.jobs.secrets import KEY_FILE, SecretBox, derive_key
+from regcast.jobs.store import make_engine
+from regcast.registry._transport import trust
+
+KEY = "k3y-of-thirty-two-characters-or-more!"
+
+
+def test_key_is_derived_with_hkdf_and_old_ciphertexts_still_open() -> None:
+    box = SecretBox.from_settings(KEY, Path("/nonexistent"))
+    sealed = box.seal({"a": 1})
+    assert Fernet(derive_key(KEY.encode())).decrypt(sealed) == b'{"a": 1}'
+    legacy = Fernet(base64.urlsafe_b64encode(hashlib.sha256(KEY.encode()).digest())).encrypt(b'{"old": true}')
+    assert box.open(legacy) == {"old": True}
+
+
+def test_short_secret_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match="shorter than 32 characters"):
+        SecretBox.from_settings("short-password", Path("/nonexistent"))
+
+
+def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    SecretBox.from_settings(None, tmp_path)  # created 0600
+    key_file = tmp_path / KEY_FILE
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    SecretBox.from_settings(None, tmp_path)
+    key_file.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by others"):
+        SecretBox.from_settings(None, tmp_path)
+
+
+def test_sqlite_database_files_are_created_0600(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        engine = make_engine(f"sqlite:///{tmp_path / 'regcast.db'}")
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            conn.commit()
+            files = sorted(tmp_path.glob("regcast.db*"))
+            assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files), files
+        engine.dispose()
+    finally:
+        os.umask(old)
+
+
+def test_ca_bundle_adds_to_the_system_cas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    system, extra = trustme.CA(), trustme.CA()
+    system_file, extra_file = tmp_path / "system.pem", tmp_path / "extra.pem"
+    system.cert_pem.write_to_path(str(system_file))
+    extra.cert_pem.write_to_path(str(extra_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(system_file))  # what the system store holds here
+    ctx = trust(str(extra_file))
+    assert isinstance(ctx, ssl.SSLContext)
+    assert len(ctx.get_ca_certs()) == 2  # the system's CA and the bundle's, not the bundle's alone
+    assert trust(None) is True

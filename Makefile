@@ -59,8 +59,9 @@ $(IMAGE): $(BIN)/python pyproject.toml Containerfile image/install.sh image/buil
 	$(SUDO) image/build.sh $(VERSION) dist/wheels $(IMAGE)
 	@ls -lh $(IMAGE) | awk '{print "image size: " $$5 " (" $$9 ")"}'
 
-# The image tested on this machine: loaded with `regcast copy`, run from its root filesystem (tests/image).
+# The image tested on this machine: loaded with `regcast copy`, run by podman and from its root filesystem (tests/image).
 test-image: install-test registry image
+	@command -v podman >/dev/null && command -v runc >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq podman runc; }
 	REGCAST_TEST_IMAGE=$(IMAGE) $(BIN)/pytest -q tests/image
 
 clean:

@@ -1,22 +1,26 @@
 """The image `make image` built (REGCAST_TEST_IMAGE, an oci-archive), tested on this machine.
 
-The tool ships itself: the archive is loaded into a local registry with `regcast copy`. No
-container runtime can run here (no daemon; podman/crun need namespaces this sandbox does not give
-a nested runtime), so the image's root filesystem is unpacked from the archive and its entrypoint
-run as the image's user under `unshare` (mount + PID namespaces) and `chroot`, with the image's
-environment and working directory: /healthz answers and one real copy goes through it.
+The tool ships itself: the archive is loaded into a local registry with `regcast copy`. Then the
+image runs twice: as a container, pulled by podman from that registry (vfs storage, runc with
+cgroupfs, host network, no default ulimits: what this sandbox allows; crun refuses its hybrid
+cgroups), and from its root filesystem unpacked from the archive, its entrypoint run as its user
+under `unshare` (mount + PID namespaces) and `chroot` with its environment and working directory.
+Each time /healthz answers and one real copy goes through its API.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tarfile
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +104,87 @@ def test_root_filesystem_is_lean_and_owned_right(rootfs: Path) -> None:
     assert "regcast:x:10001:10001:" in (rootfs / "etc/passwd").read_text()
 
 
-@pytest.fixture
-def serving(image: dict[str, Any], rootfs: Path) -> Iterator[str]:
+def _wait_ready(url: str, alive: Callable[[], bool], log: Callable[[], str]) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and alive():
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"the image never became ready: {log()[-2000:]}")
+
+
+class Podman:
+    """podman as this sandbox allows it: vfs storage of its own, runc, cgroupfs, host network, and
+    no default ulimits (raising RLIMIT_NPROC/NOFILE is refused here)."""
+
+    def __init__(self, base: Path) -> None:
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "containers.conf").write_text("[containers]\ndefault_ulimits = []\n")
+        (base / "auth.json").write_text('{"auths": {}}')
+        env = {k: v for k, v in os.environ.items() if k != "DOCKER_CONFIG"}
+        self.env = {
+            **env,
+            "CONTAINERS_CONF": str(base / "containers.conf"),
+            "REGISTRY_AUTH_FILE": str(base / "auth.json"),
+        }
+        self.cmd = [
+            "podman",
+            "--storage-driver=vfs",
+            f"--root={base / 'root'}",
+            f"--runroot={base / 'run'}",
+            "--runtime=runc",
+            "--cgroup-manager=cgroupfs",
+        ]
+
+    def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.cmd, *args], capture_output=True, text=True, timeout=timeout, env=self.env, stdin=subprocess.DEVNULL
+        )
+
+
+@contextlib.contextmanager
+def _podman() -> Iterator[Podman | None]:
+    if not (shutil.which("podman") and shutil.which("runc")):
+        yield None
+        return
+    base = Path(tempfile.mkdtemp(prefix="rcp-", dir="/tmp"))  # podman wants a short runroot path
+    try:
+        yield Podman(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _as_container(podman: Podman, reference: str, port: int) -> Iterator[str]:
+    """``podman run`` of the image regcast itself loaded into the registry at ``reference``."""
+    pulled = podman("pull", "--tls-verify=false", reference, timeout=600)
+    assert pulled.returncode == 0, pulled.stderr
+    name = f"regcast-image-test-{port}"
+    run = podman(
+        "run", "-d", "--rm", "--name", name, "--network=host",
+        "-e", f"REGCAST_PORT={port}", "-e", "REGCAST_HOST=127.0.0.1", reference,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    url = f"http://127.0.0.1:{port}"
+
+    def running() -> bool:
+        return "true" in podman("inspect", "--format", "{{.State.Running}}", name).stdout
+
+    try:
+        _wait_ready(url, running, lambda: podman("logs", name).stderr)
+        yield url
+    finally:
+        podman("stop", "-t", "30", name, timeout=120)
+        podman("rmi", "-a", "-f")
+
+
+@contextlib.contextmanager
+def _as_chroot(image: dict[str, Any], rootfs: Path, port: int) -> Iterator[str]:
     """The image's entrypoint + cmd, as its user, in its working directory, with its environment."""
     c = image["config"]["config"]
-    port = free_port()
     env = [*c["Env"], f"REGCAST_PORT={port}", "REGCAST_HOST=127.0.0.1"]
     command = " ".join([*c["Entrypoint"], *c["Cmd"]])
     script = (
@@ -112,7 +192,7 @@ def serving(image: dict[str, Any], rootfs: Path) -> Iterator[str]:
         f'exec chroot --userspec={c["User"]} "{rootfs}" /usr/bin/env -i {" ".join(env)} '
         f'/bin/sh -c "cd {c["WorkingDir"]} && exec {command}"'
     )
-    log = rootfs.parent / "serve.log"
+    log = rootfs.parent / f"serve-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             ["unshare", "--mount", "--pid", "--fork", "--kill-child", "sh", "-c", script],
@@ -122,15 +202,7 @@ def serving(image: dict[str, Any], rootfs: Path) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        assert proc.poll() is None, log.read_text()[-2000:]
+        _wait_ready(url, lambda: proc.poll() is None, log.read_text)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -139,6 +211,29 @@ def serving(image: dict[str, Any], rootfs: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+@pytest.fixture(params=["container", "chroot"])
+def serving(
+    request: pytest.FixtureRequest,
+    image: dict[str, Any],
+    rootfs: Path,
+    open_reg: RegistryServer,
+) -> Iterator[str]:
+    """The image serving on a free port: as a container (podman) where it can run, and from its root
+    filesystem under unshare + chroot (always)."""
+    port = free_port()
+    if request.param == "chroot":
+        with _as_chroot(image, rootfs, port) as url:
+            yield url
+        return
+    with _podman() as podman:
+        if podman is None:
+            pytest.skip("podman and runc are not installed (make test-image installs them)")
+        loaded = regcast("copy", f"oci-archive:{ARCHIVE}", f"127.0.0.1:{open_reg.port}/regcast/served", timeout=600)
+        assert loaded.returncode == 0, loaded.stderr
+        with _as_container(podman, f"127.0.0.1:{open_reg.port}/regcast/served:{VERSION}", port) as url:
+            yield url
 
 
 def test_the_image_serves_and_copies(

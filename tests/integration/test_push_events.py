@@ -165,7 +165,8 @@ def test_the_same_event_delivered_three_times_gives_one_job(setup: Setup) -> Non
     time.sleep(1.0)  # the registry's own delivery of the same push may still come: it must change nothing
     runs = setup.wait_runs(1)
     assert len(runs) == 1, runs
-    assert len(runs[0]["jobs"]) == 1
+    assert runs[0]["state"] == "FINISHED", (runs, setup.svc.output()[-4000:])
+    assert len(runs[0]["jobs"]) == 1, (runs, setup.svc.output()[-4000:])
     assert sum(a.json()["duplicates"] for a in answers) >= 2
     for t in setup.targets:
         assert_same_image(setup.source.http(), REPO, "v3", t.http(), REPO, "v3")

@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from regcast._exceptions import NotFound, OutboundRefused, RegcastError
-from regcast.config import Settings, load_settings
 from regcast.console import remote
-from regcast.console.creds import CredsSource, check_stdin_once
-from regcast.console.progress import StatusListener, display_for
-from regcast.layouts import LayoutRef, LayoutRepository, is_layout_reference, parse_layout_reference
-from regcast.ops.logs import setup_logging
-from regcast.registry.auth import Credentials
-from regcast.registry.client import RegistryClient, describe
-from regcast.registry.manifest import Platform
-from regcast.registry.reference import Reference, endpoint_for_registry, parse_reference
-from regcast.transfer.engine import SKIP_UP_TO_DATE, CopyEngine, CopyResult, Target
-from regcast.transfer.progress import TargetState
-from regcast.transfer.referrers import ReferrerOptions
-from regcast.transfer.remote import RegistryRepository
-from regcast.transfer.repository import Repository
+
+# Start-up (#17): `--help`/`--version` import click and little else; each command imports what it uses
+# (pydantic, aiohttp, rich, SQLAlchemy, FastAPI...) inside its body. tests/unit/test_startup.py guards this.
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from rich.console import Console
+
+    from regcast.config import Settings
+    from regcast.layouts import LayoutRef
+    from regcast.registry.auth import Credentials
+    from regcast.registry.client import RegistryClient
+    from regcast.registry.reference import Reference
+    from regcast.transfer.engine import CopyResult
+    from regcast.transfer.repository import Repository
+
+    Where: TypeAlias = Reference | LayoutRef  # a registry reference, or an image layout (oci:DIR, oci-archive:FILE)
 
 EXIT_FAILED = 1
 EXIT_SKIPPED = 3
@@ -35,6 +34,9 @@ EXIT_SKIPPED = 3
 def _client(
     ref: Reference, creds: Credentials | None, verify: bool, settings: Settings, *, read_only: bool = False
 ) -> RegistryClient:
+    from regcast.registry.client import RegistryClient
+    from regcast.registry.reference import endpoint_for_registry
+
     endpoint = endpoint_for_registry(ref.registry, tls_verify=verify)
     return RegistryClient(
         endpoint,
@@ -44,16 +46,19 @@ def _client(
     )
 
 
-Where = Reference | LayoutRef  # a registry reference, or an image layout (oci:DIR, oci-archive:FILE)
-
-
 def _parse_where(text: str, default_tag: str | None = "latest") -> Where:
+    from regcast.layouts import is_layout_reference, parse_layout_reference
+    from regcast.registry.reference import parse_reference
+
     if is_layout_reference(text):
         return parse_layout_reference(text)
     return parse_reference(text, default_tag=default_tag)
 
 
 async def _open_source(src: Where, settings: Settings, opts: dict[str, Any]) -> tuple[Repository, str]:
+    from regcast.layouts import LayoutRef, LayoutRepository
+    from regcast.transfer.remote import RegistryRepository
+
     if isinstance(src, LayoutRef):
         layout = LayoutRepository(src)
         return layout, await layout.default_ref()
@@ -64,6 +69,10 @@ async def _open_source(src: Where, settings: Settings, opts: dict[str, Any]) -> 
 
 def _open_target(dst: Where, src_ref: str, settings: Settings, opts: dict[str, Any]) -> tuple[str, Repository, str]:
     """(key, repository, ref) of one DST; without a tag or digest it keeps the source's."""
+    from regcast.layouts import LayoutRef, LayoutRepository
+    from regcast.registry.reference import Reference
+    from regcast.transfer.remote import RegistryRepository
+
     if isinstance(dst, LayoutRef):
         if dst.tag is None and ":" in src_ref:
             raise click.UsageError(f"{dst}: name a tag ({dst}:TAG) when the source is a digest")
@@ -79,6 +88,12 @@ def _open_target(dst: Where, src_ref: str, settings: Settings, opts: dict[str, A
 async def _copy(
     src: Where, dsts: list[Where], settings: Settings, opts: dict[str, Any], console: Console
 ) -> CopyResult:
+    import asyncio
+
+    from regcast.console.progress import StatusListener, display_for
+    from regcast.transfer.engine import CopyEngine, Target
+    from regcast.transfer.referrers import ReferrerOptions
+
     opened: list[Repository] = []
     try:
         source, src_ref = await _open_source(src, settings, opts)
@@ -105,6 +120,11 @@ async def _copy(
 @click.version_option(package_name="regcast")
 def main(verbose: int) -> None:
     """Copy one container image from one registry to many, over the registry HTTP API."""
+    import logging
+
+    from regcast.config import load_settings
+    from regcast.ops.logs import setup_logging
+
     level = logging.WARNING - 10 * min(verbose, 2)
     try:
         fmt = load_settings().log_format
@@ -158,6 +178,17 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
     Exit status: 0 all targets hold the image, 1 a target failed, 3 a target was skipped
     because its tag exists with another digest and --no-overwrite was given.
     """
+    import asyncio
+
+    from rich.console import Console
+
+    from regcast._exceptions import NotFound, OutboundRefused, RegcastError
+    from regcast.config import load_settings
+    from regcast.console.creds import CredsSource, check_stdin_once
+    from regcast.registry.client import describe
+    from regcast.registry.manifest import Platform
+    from regcast.registry.reference import Reference, endpoint_for_registry
+
     console = Console(stderr=True)
     opts["src_creds"] = CredsSource("src", opts["src_creds"], opts.pop("src_creds_file"))
     opts["dest_creds"] = CredsSource("dest", opts["dest_creds"], opts.pop("dest_creds_file"))
@@ -192,6 +223,8 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
     except click.ClickException:
         raise
     except Exception as exc:  # a bug: still one line for the user, the traceback only with -v
+        import logging
+
         logging.getLogger("regcast").debug("internal error", exc_info=True)
         click.echo(f"error: internal error ({type(exc).__name__}: {exc}); run with -v for details", err=True)
         sys.exit(EXIT_FAILED)
@@ -201,6 +234,9 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
 
 def _report(result: CopyResult, *, referrers: bool = False) -> int:
     """One line per target; the exit status (0 all hold the image, 3 one skipped, 1 one failed)."""
+    from regcast.transfer.engine import SKIP_UP_TO_DATE
+    from regcast.transfer.progress import TargetState
+
     status = 0
     for line in dict.fromkeys(line for t in result.targets for line in t.referrers_left_out):  # once each
         click.echo(f"warning: {line}", err=True)
@@ -253,9 +289,11 @@ def serve(host: str | None, port: int | None, allow_unauthenticated: bool | None
     With REGCAST_API_TOKENS (or REGCAST_API_TOKENS_FILE) every route but /healthz and /readyz
     needs a bearer token; without, regcast listens on loopback only unless --allow-unauthenticated.
     """
+    from regcast._exceptions import RegcastError
     from regcast.api.app import Service, create_app
     from regcast.api.listen import listen
     from regcast.api.listen import serve as run_server
+    from regcast.config import load_settings
     from regcast.registry.reference import is_loopback
 
     try:
@@ -300,6 +338,8 @@ def serve(host: str | None, port: int | None, allow_unauthenticated: bool | None
 def _say(settings: Settings, message: str) -> None:
     """A service's own notice: a plain line, or a log record when logs are JSON (one object per line)."""
     if settings.log_format == "json":
+        import logging
+
         logging.getLogger("regcast.cli").info("%s", message)
     else:
         click.echo(message, err=True)
@@ -337,6 +377,8 @@ def _missing_database(settings: Settings) -> Path | None:
 
 def _service_logging() -> None:
     """Services log each job's lifecycle (INFO) unless -v asked for more."""
+    import logging
+
     logger = logging.getLogger("regcast")
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
@@ -371,8 +413,11 @@ def _db_label(settings: Settings) -> str:
 @_db_option
 def worker(database_url: str | None) -> None:
     """Workers only, no HTTP API (scaled deployments sharing one PostgreSQL)."""
+    import asyncio
     import signal
 
+    from regcast._exceptions import RegcastError
+    from regcast.config import load_settings
     from regcast.jobs.worker import Worker
 
     try:
@@ -424,9 +469,11 @@ def jobs(
     job_id: str | None, state: str | None, limit: int, as_json: bool, server: str | None, database_url: str | None
 ) -> None:
     """List jobs (newest first), or show one: from a service (--server / REGCAST_SERVER) or the database."""
+    from rich.console import Console
     from rich.table import Table
 
     from regcast.api.status import in_sync, iso, shown_state
+    from regcast.config import load_settings
 
     if server:
         remote.remote_jobs(server, job_id, state, limit, as_json)
@@ -489,6 +536,10 @@ def sync(file: Path, dry_run: bool, as_json: bool, ca_bundle: str | None) -> Non
     Exit status: 0 in sync, 1 an image or target failed, 3 a target was skipped (tag differs and
     overwrite is off). With --dry-run nothing is written and no blob is read.
     """
+    import asyncio
+
+    from regcast._exceptions import RegcastError
+    from regcast.config import load_settings
     from regcast.mirrors.console import sync_file
     from regcast.mirrors.document import DocumentError
 

@@ -6,20 +6,16 @@ The server is ``--server URL`` or ``REGCAST_SERVER``; the bearer token is ``REGC
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
-import time
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import httpx
-from rich.console import Console
 
-from regcast import USER_AGENT
-from regcast.console.creds import CredsSource, check_stdin_once
-from regcast.console.progress import display_for
-from regcast.registry.reference import Reference, is_loopback, parse_reference
+if TYPE_CHECKING:  # imported where used: `regcast --help` loads this module and must stay quick (#17)
+    import httpx
+
+    from regcast.console.creds import CredsSource
+    from regcast.registry.reference import Reference
 
 FINAL = ("FINISHED", "FAILED", "CANCELLED")
 EXIT_FAILED = 1
@@ -41,13 +37,19 @@ class Remote:
     """The service's REST API, synchronously (httpx)."""
 
     def __init__(self, server: str, token: str | None) -> None:
+        import httpx
+
+        from regcast import USER_AGENT
+
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.server = server.rstrip("/")
-        self.http = httpx.Client(base_url=self.server, headers=headers, timeout=60.0)
+        self.http: httpx.Client = httpx.Client(base_url=self.server, headers=headers, timeout=60.0)
 
     def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> dict[str, Any]:
+        import httpx
+
         try:
             resp = self.http.request(method, path, json=body)
         except httpx.HTTPError as exc:
@@ -74,6 +76,8 @@ def remote_from(server: str | None) -> Remote:
 
 def endpoint_of(ref: Reference) -> str:
     """A reference's registry as the API's endpoint: plain HTTP for loopback hosts, as docker does."""
+    from regcast.registry.reference import is_loopback
+
     return f"{'http' if is_loopback(ref.registry) else 'https'}://{ref.registry}/v2"
 
 
@@ -98,6 +102,9 @@ def _basic(given: CredsSource) -> dict[str, Any] | None:
 @click.option("--wait", is_flag=True, help="Show progress until the job ends; exit 0 only if it FINISHED.")
 def submit(src: str, dst: tuple[str, ...], server: str | None, wait: bool, **opts: Any) -> None:
     """Queue a copy of SRC to every DST on a regcast service; print the job id."""
+    from regcast.console.creds import CredsSource, check_stdin_once
+    from regcast.registry.reference import parse_reference
+
     remote = remote_from(server)
     opts["src_creds"] = CredsSource("src", opts["src_creds"], opts.pop("src_creds_file"))
     opts["dest_creds"] = CredsSource("dest", opts["dest_creds"], opts.pop("dest_creds_file"))
@@ -146,6 +153,8 @@ def submit(src: str, dst: tuple[str, ...], server: str | None, wait: bool, **opt
 @click.option("--json", "as_json", is_flag=True, help="Print the status body as JSON.")
 def status(job_id: str, server: str | None, watch: bool, as_json: bool) -> None:
     """A job's status on a regcast service (exit 0 only if it FINISHED, once it ended)."""
+    import json
+
     remote = remote_from(server)
     if watch:
         sys.exit(_watch(remote, job_id))
@@ -168,6 +177,8 @@ def cancel(job_id: str, server: str | None) -> None:
 
 def remote_jobs(server: str, job_id: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """``regcast jobs --server``: the service's list, or one job's status body."""
+    import json
+
     if job_id:
         click.echo(json.dumps(remote_from(server).call("GET", f"/api/distribute/image/{job_id}"), indent=2))
         return
@@ -195,6 +206,13 @@ def _print_status(st: dict[str, Any]) -> None:
 
 def _watch(remote: Remote, job_id: str, every: float = 1.0) -> int:
     """Poll the job and show its targets as `regcast copy` does, until it ends; the exit status."""
+    import asyncio
+    import time
+
+    from rich.console import Console
+
+    from regcast.console.progress import display_for
+
     console = Console(stderr=True)
     st = remote.call("GET", f"/api/distribute/image/{job_id}")
     keys = [f"{t['endpoint']} {t['image']}:{t['ref']}" for t in st["targets"]]

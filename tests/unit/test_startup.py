@@ -1,0 +1,88 @@
+"""Start-up (#17): each command imports only what it needs; asserted on module lists, never on seconds.
+
+Each case runs the CLI in a fresh interpreter under ``python -X importtime`` and reads the modules it
+imported from that report: a heavy library imported at module level anywhere on the path shows up here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.support.registry import free_port
+from tests.support.service import FAST
+
+# The service's and the remote commands' libraries: `--help`, `--version` and `copy` need none of them.
+SERVICE_ONLY = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "prometheus_client",
+    "jinja2",
+    "httpx",
+    "pygments",
+    "cryptography",
+)
+# What only a command's body needs: settings, the registry transport, progress bars.
+COMMAND_ONLY = ("pydantic", "pydantic_core", "pydantic_settings", "dotenv", "aiohttp", "yarl", "rich", "asyncio")
+
+
+def run_cli(*argv: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """``regcast ARGV`` in a new interpreter; its result and the top-level packages of every module it imported."""
+    code = f"import sys; sys.argv = ['regcast', *{list(argv)!r}]; from regcast.cli import main; main()"
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **FAST, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+    modules = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    modules.discard("imported package")  # the report's header line
+    assert "regcast.cli" in modules, proc.stderr[-2000:]  # the report was read: an empty set proves nothing
+    return proc, modules
+
+
+def tops(modules: set[str]) -> set[str]:
+    return {m.split(".")[0] for m in modules}
+
+
+def test_help_imports_click_and_the_cli_only() -> None:
+    proc, modules = run_cli("--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Usage: regcast" in proc.stdout and "copy" in proc.stdout
+    assert not tops(modules) & {*SERVICE_ONLY, *COMMAND_ONLY}
+    assert {m for m in modules if m.startswith("regcast")} == {
+        "regcast",
+        "regcast.cli",
+        "regcast.console",
+        "regcast.console.remote",
+    }
+    assert "importlib.metadata" not in modules  # the version is read only when asked for
+
+
+def test_version_imports_no_command_library() -> None:
+    proc, modules = run_cli("--version")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("regcast, version ")
+    assert not tops(modules) & {*SERVICE_ONLY, *COMMAND_ONLY}
+
+
+def test_copy_imports_no_service_library() -> None:
+    """The whole copy path, up to its first request (to a closed loopback port), without the service's libraries."""
+    port = free_port()  # nothing listens there
+    proc, modules = run_cli(
+        "copy", f"127.0.0.1:{port}/src/img:1", f"127.0.0.1:{port}/dst/img", env={"REGCAST_REQUEST_RETRIES": "1"}
+    )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"registry 127.0.0.1:{port}" in errors[0], proc.stderr[-2000:]
+    assert "connection failed" in errors[0]
+    assert {"aiohttp", "pydantic_settings"} <= tops(modules)  # it did reach the transport and the settings
+    assert not tops(modules) & set(SERVICE_ONLY)
+    assert not {m for m in modules if m.startswith(("regcast.api", "regcast.jobs", "regcast.mirrors"))}

@@ -60,7 +60,7 @@ ctr=$("${B[@]}" from scratch)
     --label org.opencontainers.image.base.name="debian:$SUITE (debootstrap minbase)" \
     --label org.opencontainers.image.licenses=Apache-2.0 \
     "$ctr"
-"${B[@]}" commit --quiet --format oci --disable-compression=false --rm "$ctr" "oci-archive:$OUT.tmp:$VERSION" >/dev/null
+"${B[@]}" commit --quiet --format oci --disable-compression=false --rm "$ctr" "oci-archive:$OUT.tmp:regcast:$VERSION" >/dev/null
 mv "$OUT.tmp" "$OUT"
 "${B[@]}" rmi --all --force >/dev/null 2>&1 || true
 t3=$(date +%s)

@@ -78,7 +78,9 @@ def test_image_config_is_the_containerfile(image: dict[str, Any]) -> None:
         name = f"org.opencontainers.image.{key}"
         assert c["Labels"][name] == declared.labels[name]
     assert c["Labels"]["org.opencontainers.image.version"] == VERSION
-    assert image["entry"]["annotations"]["org.opencontainers.image.ref.name"] == VERSION
+    assert (
+        image["entry"]["annotations"]["org.opencontainers.image.ref.name"] == f"regcast:{VERSION}"
+    )  # podman load names it so
 
 
 def test_regcast_loads_itself_into_a_registry(image: dict[str, Any], open_reg: RegistryServer) -> None:

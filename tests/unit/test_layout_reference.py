@@ -67,3 +67,17 @@ def test_index_replaces_a_tag_and_keeps_other_entries() -> None:
 def test_index_refuses_malformed(raw: bytes) -> None:
     with pytest.raises(LayoutError, match=r"oci:/x: index\.json"):
         LayoutIndex.parse(raw, "oci:/x")
+
+
+def test_index_reads_a_full_reference_as_ref_name() -> None:
+    raw = (
+        b'{"schemaVersion":2,"manifests":[{"mediaType":"m","digest":"sha256:'
+        + b"a" * 64
+        + b'","size":1,"annotations":{"org.opencontainers.image.ref.name":"localhost/regcast:0.1.0"}}]}'
+    )
+    index = LayoutIndex.parse(raw, "oci:/x")
+    assert index.tags() == ["0.1.0"]
+    found = index.find("0.1.0")
+    assert found is not None and found.digest == "sha256:" + "a" * 64
+    index.put("0.1.0", "sha256:" + "b" * 64, "m", 2)  # the tag moves: the old entry goes
+    assert [e["digest"][-1] for e in index.entries] == ["b"]

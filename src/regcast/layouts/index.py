@@ -1,5 +1,8 @@
 """A layout's ``index.json``: one entry per tag (``org.opencontainers.image.ref.name``).
 
+regcast writes the tag alone (as skopeo does) and reads a full reference there too (``name:tag``,
+as buildah and podman write it).
+
 The document is kept as parsed JSON so fields regcast does not know (annotations, other
 entries written by skopeo or crane) survive a rewrite.
 """
@@ -20,6 +23,16 @@ LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
 MAX_INDEX_BYTES = 16 * 1024 * 1024
+
+
+def tag_of(entry: dict[str, Any]) -> str | None:
+    """The tag an index entry names: its ref.name, or the tag of a full reference there
+    (``regcast:0.1.0``, as buildah and podman write it; skopeo writes the tag alone)."""
+    ref = (entry.get("annotations") or {}).get(REF_NAME)
+    if not isinstance(ref, str) or not ref:
+        return None
+    _name, sep, tag = ref.rpartition(":")
+    return tag if sep and "/" not in tag else ref
 
 
 @dataclass
@@ -47,11 +60,11 @@ class LayoutIndex:
         return manifests
 
     def tags(self) -> list[str]:
-        return [t for e in self.entries if isinstance(t := (e.get("annotations") or {}).get(REF_NAME), str)]
+        return [t for e in self.entries if (t := tag_of(e)) is not None]
 
     def find(self, tag: str) -> Descriptor | None:
         for e in self.entries:
-            if (e.get("annotations") or {}).get(REF_NAME) == tag:
+            if tag_of(e) == tag:
                 size = e.get("size")
                 return Descriptor(
                     str(e.get("mediaType", "")),
@@ -62,15 +75,15 @@ class LayoutIndex:
 
     def put(self, tag: str, digest: str, media_type: str, size: int) -> None:
         """Point ``tag`` at a manifest; the entry another manifest had for this tag goes."""
-        kept = [e for e in self.entries if (e.get("annotations") or {}).get(REF_NAME) != tag]
+        kept = [e for e in self.entries if tag_of(e) != tag]
         kept.append({"mediaType": media_type, "digest": digest, "size": size, "annotations": {REF_NAME: tag}})
         self.doc["manifests"] = kept
 
     def merged_over(self, older: LayoutIndex) -> LayoutIndex:
         """``older``'s entries with this index's tags put over them (for adding to an archive)."""
         out = LayoutIndex(json.loads(json.dumps(older.doc)))
-        mine = {(e.get("annotations") or {}).get(REF_NAME) for e in self.entries}
-        out.doc["manifests"] = [e for e in out.entries if (e.get("annotations") or {}).get(REF_NAME) not in mine]
+        mine = {tag_of(e) for e in self.entries} - {None}
+        out.doc["manifests"] = [e for e in out.entries if tag_of(e) not in mine]
         out.doc["manifests"] += self.entries
         return out
 

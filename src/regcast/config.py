@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     allowed_hosts: str = ""  # Host header values allowed besides loopback names when without API tokens
     strict_requests: bool = False  # an unknown key in a job request is a 400, not a warning
 
+    # streams: an upload whose target reads nothing this long is cut off (that target alone, retried); a
+    # download under min_throughput bytes/s over the same window is cut and resumed
+    progress_timeout: float = Field(120.0, gt=0)
+    min_throughput: int = Field(1024, ge=0)
+
     # one source graph (a hostile source cannot grow memory without bound)
     max_graph_manifest_bytes: int = Field(64 * 1024 * 1024, ge=4 * 1024 * 1024)
     max_graph_children: int = Field(1000, ge=1)
@@ -162,12 +167,15 @@ class Settings(BaseSettings):
             upload_strategy=self.upload_strategy,
             chunk_cap=self.chunk_caps.get(host.lower().split(":")[0], self.chunk_cap) if host else self.chunk_cap,
             policy=self.outbound_policy(),
+            min_throughput=self.min_throughput,
+            throughput_window=self.progress_timeout,
         )
 
     def transfer_options(self) -> TransferOptions:
         return TransferOptions(
             blobs_in_flight=self.blobs_in_flight,
             queue_depth=self.queue_depth,
+            progress_timeout=self.progress_timeout,
             graph_limits=GraphLimits(self.max_graph_manifest_bytes, self.max_graph_children, self.max_graph_blobs),
         )
 

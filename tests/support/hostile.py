@@ -42,7 +42,7 @@ class HostileServer:
     async def _start(self) -> None:
         app = web.Application(client_max_size=1024**3)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -57,7 +57,7 @@ class HostileServer:
             if self._runner:
                 await self._runner.cleanup()
 
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(90)
         self._loop.call_soon_threadsafe(self._loop.stop)
 
     def authorizations(self) -> list[str]:

@@ -17,6 +17,7 @@ from urllib.parse import urljoin
 import aiohttp
 
 from regcast._exceptions import (
+    Failure,
     ProtocolViolation,
     RegistryError,
     RegistryUnreachable,
@@ -57,8 +58,8 @@ async def read_blob(client: RegistryClient, repository: str, digest: str, size: 
     received = 0
     while True:
         headers = {"Range": f"bytes={received}-"} if received else None
-        resp = await client.send(
-            "GET", url, scopes=(scope(repository, "pull"),), headers=headers, follow_redirects=True
+        resp = await client.send(  # streamed: a limit between reads (progress), never a total limit
+            "GET", url, scopes=(scope(repository, "pull"),), headers=headers, follow_redirects=True, streaming=True
         )
         try:
             skip = _skip_for(resp, received, client.name, digest)
@@ -106,12 +107,28 @@ def _skip_for(resp: aiohttp.ClientResponse, received: int, registry: str, digest
 
 
 async def _body(resp: aiohttp.ClientResponse, client: RegistryClient, url: str) -> AsyncIterator[bytes]:
+    """The body in chunks; a source dripping under ``min_throughput`` bytes/s over a window is cut
+    (``RegistryUnreachable``: resumed with Range like any broken stream)."""
     size = client.options.chunk_size
+    floor, window = client.options.min_throughput, client.options.throughput_window
+    loop = asyncio.get_running_loop()
+    started, moved = loop.time(), 0
     while True:
         with translate_errors(client.name, "GET", url):
             chunk = await resp.content.read(size)
         if not chunk:
             return
+        moved += len(chunk)
+        elapsed = loop.time() - started
+        if floor and elapsed >= window:
+            if moved < floor * elapsed:
+                raise RegistryUnreachable(
+                    f"registry {client.name}: GET {redact_url(url)}: {moved} bytes in {elapsed:.0f}s, "
+                    f"under the {floor} bytes/s minimum (REGCAST_MIN_THROUGHPUT)",
+                    registry=client.name,
+                    failure=Failure.TIMEOUT,
+                )
+            started, moved = loop.time(), 0
         yield chunk
 
 

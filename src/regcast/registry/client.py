@@ -88,6 +88,8 @@ class ClientOptions:
     policy: OutboundPolicy = field(default_factory=OutboundPolicy)  # where requests may go (guards.py)
     resolver: AbstractResolver | None = field(default=None, compare=False)  # tests: names -> loopback
     allow_plain_http: bool = False  # Basic credentials over an HTTP fallback to a non-loopback host
+    min_throughput: int = 0  # bytes/s a blob download must keep up over ``throughput_window`` (0: no floor)
+    throughput_window: float = 60.0
     observer: RequestObserver | None = field(default=None, compare=False)
 
 

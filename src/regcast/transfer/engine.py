@@ -23,6 +23,7 @@ from regcast._exceptions import (
     DigestMismatch,
     RegcastError,
     RegistryError,
+    RegistryUnreachable,
     is_retryable,
 )
 from regcast.registry.client import describe
@@ -48,6 +49,7 @@ class TransferOptions:
     queue_depth: int = 8
     checks_in_flight: int = 16
     graph_limits: GraphLimits = field(default_factory=GraphLimits)
+    progress_timeout: float | None = 120.0  # a target that reads nothing of its upload this long is cut off
 
 
 @dataclass(eq=False)  # identity: targets are dict keys and set members
@@ -436,7 +438,10 @@ class _CopyRun:
             return failures
         sinks = [self._sink(t, up, blob) for t, up in ready]
         try:
-            errors = await broadcast(self.source.read_blob(blob), blob, sinks, self.engine.options.queue_depth)
+            opts = self.engine.options
+            errors = await broadcast(
+                self.source.read_blob(blob), blob, sinks, opts.queue_depth, stall_timeout=opts.progress_timeout
+            )
         except asyncio.CancelledError:  # job cancelled or shutting down: leave no open sessions
             await asyncio.gather(*(up.cancel() for _t, up in ready), return_exceptions=True)
             raise
@@ -446,10 +451,16 @@ class _CopyRun:
                 self.engine.known.add(t.location, blob.digest, t.repo.path)
                 continue
             await up.cancel()
-            if isinstance(err, DigestMismatch):
-                err = DigestMismatch(f"source {self.source.name}: {err}")
-            failures[t] = err
+            failures[t] = self._named(t, err)
         return failures
+
+    def _named(self, t: Target, err: BaseException) -> BaseException:
+        """A stream error that names where it happened: the source (a mismatch), the target (a stall)."""
+        if isinstance(err, DigestMismatch):
+            return DigestMismatch(f"source {self.source.name}: {err}")
+        if isinstance(err, RegistryUnreachable) and not err.registry:  # the stall watchdog's
+            return RegistryUnreachable(f"{t.repo.name}: {err}", registry=t.repo.name, failure=err.failure)
+        return err
 
     def _sink(self, t: Target, upload: BlobUpload, blob: Descriptor) -> Sink:
         async def sink(ch: Channel) -> None:

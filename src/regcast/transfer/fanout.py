@@ -9,11 +9,12 @@ been hashed: a blob whose bytes do not match its digest is never completed at an
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
-from regcast._exceptions import DigestMismatch
+from regcast._exceptions import DigestMismatch, Failure, RegistryUnreachable
 from regcast.registry.digest import hasher_for
 from regcast.registry.manifest import Descriptor
 
@@ -36,6 +37,7 @@ class Channel:
         self.closed = False  # the consumer gave up
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
+        self.last_taken = time.monotonic()  # the consumer's progress, for stall detection
         self._writable.set()
 
     async def put(self, item: Item) -> bool:
@@ -58,6 +60,11 @@ class Channel:
     def error(self) -> BaseException | None:
         return self._error
 
+    @property
+    def pending(self) -> int:
+        """Items waiting for the consumer."""
+        return len(self._items)
+
     def close(self) -> None:
         """The consumer stops reading; the producer skips this channel from now on."""
         self.closed = True
@@ -70,6 +77,7 @@ class Channel:
         if self._error is not None:
             raise self._error
         item = self._items.popleft()
+        self.last_taken = time.monotonic()
         self._writable.set()
         return item
 
@@ -87,11 +95,17 @@ Sink = Callable[[Channel], Awaitable[None]]
 
 
 async def broadcast(
-    source: AsyncIterator[bytes], descriptor: Descriptor, sinks: list[Sink], depth: int
+    source: AsyncIterator[bytes],
+    descriptor: Descriptor,
+    sinks: list[Sink],
+    depth: int,
+    stall_timeout: float | None = None,
 ) -> list[BaseException | None]:
     """Stream ``source`` to every sink at once; returns each sink's error (None = success).
 
-    A source error (or a digest mismatch) fails every sink; a sink error fails only that sink.
+    A source error (or a digest mismatch) fails every sink; a sink error fails only that sink. A
+    sink that takes nothing from its waiting channel for ``stall_timeout`` seconds (a target that
+    stopped reading its PUT body) is cut off alone, so the others go on.
     """
     channels = [Channel(depth) for _ in sinks]
 
@@ -102,26 +116,62 @@ async def broadcast(
             ch.close()
 
     tasks = [asyncio.create_task(run_sink(s, ch)) for s, ch in zip(sinks, channels, strict=True)]
+    stalled: set[int] = set()
+    watchdog = asyncio.create_task(_watch(channels, tasks, stall_timeout, stalled)) if stall_timeout else None
     try:
-        await _produce(source, descriptor, channels)
-    except BaseException as exc:
-        for ch in channels:
-            ch.fail(exc)
-        if isinstance(exc, asyncio.CancelledError):
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-    results = await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await _produce(source, descriptor, channels)
+        except BaseException as exc:
+            for ch in channels:
+                ch.fail(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+    return _outcomes(channels, results, stalled, stall_timeout)
+
+
+def _outcomes(
+    channels: list[Channel], results: list[Any], stalled: set[int], stall_timeout: float | None
+) -> list[BaseException | None]:
     out: list[BaseException | None] = []
-    for ch, res in zip(channels, results, strict=True):
-        if ch.error is not None:
+    for i, (ch, res) in enumerate(zip(channels, results, strict=True)):
+        if i in stalled:
+            out.append(
+                RegistryUnreachable(
+                    f"upload made no progress for {stall_timeout:.0f}s (the target stopped reading; "
+                    "REGCAST_PROGRESS_TIMEOUT)",
+                    failure=Failure.TIMEOUT,
+                )
+            )
+        elif ch.error is not None:
             out.append(ch.error)  # the source's fault explains the sink's broken upload
         elif isinstance(res, BaseException):
             out.append(res)
         else:
             out.append(None)
     return out
+
+
+async def _watch(
+    channels: list[Channel], tasks: list[asyncio.Task[None]], stall_after: float, stalled: set[int]
+) -> None:
+    """Cut off every sink whose channel has waited ``stall_after`` seconds without being read."""
+    while True:
+        await asyncio.sleep(min(1.0, stall_after / 4))
+        now = time.monotonic()
+        for i, (ch, task) in enumerate(zip(channels, tasks, strict=True)):
+            if task.done() or ch.closed or not ch.pending or now - ch.last_taken < stall_after:
+                continue
+            stalled.add(i)
+            ch.close()  # the producer skips it from now on
+            task.cancel()  # the stuck request goes with it
 
 
 async def _produce(source: AsyncIterator[bytes], descriptor: Descriptor, channels: list[Channel]) -> None:

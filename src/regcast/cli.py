@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from regcast.config import Settings
+    from regcast.console.progress import PlainConsole
     from regcast.layouts import LayoutRef
     from regcast.registry.auth import Credentials
     from regcast.registry.client import RegistryClient
@@ -86,7 +87,7 @@ def _open_target(dst: Where, src_ref: str, settings: Settings, opts: dict[str, A
 
 
 async def _copy(
-    src: Where, dsts: list[Where], settings: Settings, opts: dict[str, Any], console: Console
+    src: Where, dsts: list[Where], settings: Settings, opts: dict[str, Any], console: Console | PlainConsole
 ) -> CopyResult:
     import asyncio
 
@@ -180,16 +181,15 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
     """
     import asyncio
 
-    from rich.console import Console
-
     from regcast._exceptions import NotFound, OutboundRefused, RegcastError
     from regcast.config import load_settings
     from regcast.console.creds import CredsSource, check_stdin_once
+    from regcast.console.progress import stderr_console
     from regcast.registry.client import describe
     from regcast.registry.manifest import Platform
     from regcast.registry.reference import Reference, endpoint_for_registry
 
-    console = Console(stderr=True)
+    console = stderr_console()  # rich only on a terminal
     opts["src_creds"] = CredsSource("src", opts["src_creds"], opts.pop("src_creds_file"))
     opts["dest_creds"] = CredsSource("dest", opts["dest_creds"], opts.pop("dest_creds_file"))
     check_stdin_once(opts["src_creds"], opts["dest_creds"])

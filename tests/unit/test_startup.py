@@ -6,10 +6,12 @@ imported from that report: a heavy library imported at module level anywhere on 
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 
+from regcast.console.progress import Lines, PlainConsole, display_for
 from tests.support.registry import free_port
 from tests.support.service import FAST
 
@@ -39,7 +41,9 @@ def run_cli(*argv: str, env: dict[str, str] | None = None) -> tuple[subprocess.C
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, **FAST, **(env or {})},
+        env={
+            k: v for k, v in {**os.environ, **FAST, **(env or {})}.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")
+        },
         stdin=subprocess.DEVNULL,
     )
     modules = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
@@ -74,7 +78,10 @@ def test_version_imports_no_command_library() -> None:
 
 
 def test_copy_imports_no_service_library() -> None:
-    """The whole copy path, up to its first request (to a closed loopback port), without the service's libraries."""
+    """The whole copy path, up to its first request (to a closed loopback port), without the service's libraries.
+
+    Its stderr is a pipe, not a terminal: progress is plain lines, and rich is not imported either.
+    """
     port = free_port()  # nothing listens there
     proc, modules = run_cli(
         "copy", f"127.0.0.1:{port}/src/img:1", f"127.0.0.1:{port}/dst/img", env={"REGCAST_REQUEST_RETRIES": "1"}
@@ -84,5 +91,15 @@ def test_copy_imports_no_service_library() -> None:
     assert len(errors) == 1 and f"registry 127.0.0.1:{port}" in errors[0], proc.stderr[-2000:]
     assert "connection failed" in errors[0]
     assert {"aiohttp", "pydantic_settings"} <= tops(modules)  # it did reach the transport and the settings
-    assert not tops(modules) & set(SERVICE_ONLY)
+    assert not tops(modules) & {*SERVICE_ONLY, "rich"}
+    assert f"progress 127.0.0.1:{port}/dst/img:1 PENDING 0 B/0 B" in proc.stderr.splitlines()
     assert not {m for m in modules if m.startswith(("regcast.api", "regcast.jobs", "regcast.mirrors"))}
+
+
+def test_plain_progress_lines_escape_control_characters() -> None:
+    out = io.StringIO()
+    display = display_for(PlainConsole(out), ["oci:/tmp/a\x1b[2Jb:1"], 10.0)
+    assert isinstance(display, Lines)
+    display.update("oci:/tmp/a\x1b[2Jb:1", "RUNNING", 1536, 3072)
+    display.print_lines()
+    assert out.getvalue() == "progress oci:/tmp/a\\x1b[2Jb:1 RUNNING 1.5 KiB/3.0 KiB (50%)\n"

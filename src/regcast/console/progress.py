@@ -8,20 +8,51 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-
+from regcast.registry.redact import printable
 from regcast.transfer.progress import TargetStatus
+
+if TYPE_CHECKING:  # rich is imported only to draw bars on a terminal (#17: `regcast copy` in CI starts quicker)
+    from rich.console import Console
+    from rich.progress import TaskID
+
+
+class LineSink(Protocol):
+    """What ``Lines`` prints to: a rich ``Console``, or a ``PlainConsole``."""
+
+    @property
+    def is_terminal(self) -> bool: ...
+
+    def print(
+        self, *objects: Any, markup: bool | None = None, highlight: bool | None = None, soft_wrap: bool | None = None
+    ) -> None: ...
+
+
+class PlainConsole:
+    """stderr when it is not a terminal: whole lines, control characters escaped, rich not imported."""
+
+    is_terminal = False
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        self.file = file
+
+    def print(self, *objects: Any, **_: Any) -> None:
+        out = self.file or sys.stderr
+        out.write(printable(" ".join(str(o) for o in objects)) + "\n")
+        out.flush()
+
+
+def stderr_console() -> Console | PlainConsole:
+    """rich's console where bars can be drawn (a terminal, or FORCE_COLOR/TTY_COMPATIBLE set), else a plain one."""
+    if not sys.stderr.isatty() and not os.environ.get("FORCE_COLOR") and not os.environ.get("TTY_COMPATIBLE"):
+        return PlainConsole()
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def human(n: int) -> str:
@@ -37,6 +68,15 @@ class Bars:
     """A rich progress bar per target."""
 
     def __init__(self, console: Console, keys: list[str]) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -62,7 +102,7 @@ class Bars:
 class Lines:
     """``progress <target> <STATE> <done>/<total> (<pct>%)`` per target, every ``interval`` seconds."""
 
-    def __init__(self, console: Console, keys: list[str], interval: float) -> None:
+    def __init__(self, console: LineSink, keys: list[str], interval: float) -> None:
         self.console = console
         self.interval = interval
         self.state: dict[str, tuple[str, int, int]] = {k: ("PENDING", 0, 0) for k in keys}
@@ -93,8 +133,10 @@ class Lines:
             self.print_lines()  # where every target ended, even for a copy shorter than one interval
 
 
-def display_for(console: Console, keys: list[str], interval: float) -> Bars | Lines:
-    return Bars(console, keys) if console.is_terminal else Lines(console, keys, interval)
+def display_for(console: Console | PlainConsole, keys: list[str], interval: float) -> Bars | Lines:
+    if isinstance(console, PlainConsole) or not console.is_terminal:
+        return Lines(console, keys, interval)
+    return Bars(console, keys)
 
 
 class StatusListener:

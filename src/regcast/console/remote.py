@@ -209,11 +209,9 @@ def _watch(remote: Remote, job_id: str, every: float = 1.0) -> int:
     import asyncio
     import time
 
-    from rich.console import Console
+    from regcast.console.progress import display_for, stderr_console
 
-    from regcast.console.progress import display_for
-
-    console = Console(stderr=True)
+    console = stderr_console()
     st = remote.call("GET", f"/api/distribute/image/{job_id}")
     keys = [f"{t['endpoint']} {t['image']}:{t['ref']}" for t in st["targets"]]
     from regcast.config import load_settings

@@ -438,7 +438,7 @@ def report(out: list[str], title: str, results: dict[str, Result]) -> None:
 
 def _feature_scenarios(bench: Bench, out: list[str], chosen: set[str], quick: bool) -> None:
     """Scenarios of one feature each, in their own modules: m (mirror sets), r (referrers), p (push events),
-    l (image layouts)."""
+    l (image layouts), s (start-up)."""
     if "m" in chosen:
         from benchmarks.mirrors import scenario_mirrors
 
@@ -455,12 +455,16 @@ def _feature_scenarios(bench: Bench, out: list[str], chosen: set[str], quick: bo
         from benchmarks.layouts import scenario_layouts
 
         scenario_layouts(bench, out, quick)
+    if "s" in chosen:
+        from benchmarks.startup import scenario_startup
+
+        scenario_startup(bench, out, quick)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--scenarios", default="a,a6,b,c,d,e,f,m,r,p,l", help="comma-separated: a a6 b c d e f m r p l")
+    ap.add_argument("--scenarios", default="a,a6,b,c,d,e,f,m,r,p,l,s", help="comma-separated: a a6 b c d e f m r p l s")
     ap.add_argument("--quick", action="store_true", help="smaller images (a smoke run, not a measurement)")
     ap.add_argument("--out", help="append the tables to this Markdown file")
     ap.add_argument("--no-skopeo", action="store_true", help="leave skopeo out even when installed")

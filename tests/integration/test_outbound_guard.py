@@ -231,6 +231,12 @@ def test_the_loopback_jail_holds() -> None:
         socket.getaddrinfo("metadata.google.internal", 80)
     assert socket.getaddrinfo("0xa9fea9fe", 80)[0][4][0] == "169.254.169.254"
 
+    async def through_the_loop() -> None:  # the path aiohttp's resolver takes
+        with pytest.raises(socket.gaierror):
+            await asyncio.get_running_loop().getaddrinfo("metadata.google.internal", 80, flags=socket.AI_ADDRCONFIG)
+
+    asyncio.run(through_the_loop())
+
 
 def test_every_form_is_refused_at_submit(tmp_path: Path, src_reg: RegistryServer, repo: str) -> None:
     """400 naming the field, before any request; the service runs jailed to loopback all the same."""

@@ -56,8 +56,8 @@ def _getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
     if name is None or name == "localhost" or str(name).endswith(".localhost"):
         return _real_getaddrinfo(host, *args, **kwargs)
     try:  # numeric forms only (0xa9fea9fe resolves here, as getaddrinfo does, with no DNS query)
-        flags = kwargs.pop("flags", args[3] if len(args) > 3 else 0)
-        args = args[:3]
+        flags = kwargs.pop("flags", args[4] if len(args) > 4 else 0)  # (port, family, type, proto, flags)
+        args = args[:4]
         kwargs["flags"] = flags | socket.AI_NUMERICHOST
         return _real_getaddrinfo(host, *args, **kwargs)
     except socket.gaierror:

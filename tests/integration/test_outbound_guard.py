@@ -264,6 +264,14 @@ def test_every_form_is_refused_at_submit(tmp_path: Path, src_reg: RegistryServer
                     },
                     "targets.0.auth.url",
                 ),
+                (
+                    {
+                        "source": src,
+                        "targets": [{"endpoint": src_reg.endpoint}],
+                        "notify": {"url": f"http://{host}/hook"},
+                    },
+                    "notify.url",
+                ),
             ]:
                 r = svc.http.post("/api/distribute/image", json=body)
                 assert r.status_code == 400, (host, field, r.text)

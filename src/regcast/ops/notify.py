@@ -32,8 +32,8 @@ from regcast._exceptions import InvalidInput, RegcastError
 from regcast.api.status import in_sync
 from regcast.config import Settings
 from regcast.jobs.store import JobRecord, JobStore
-from regcast.registry._transport import trust
-from regcast.registry.redact import redact_text
+from regcast.registry._transport import read_capped, trust
+from regcast.registry.redact import printable, redact_text
 
 if TYPE_CHECKING:
     from regcast.mirrors.document import MirrorDocument
@@ -237,11 +237,11 @@ class Notifier:
             headers[SIGNATURE_HEADER] = sign(hook.secret, str(int(time.time())), body)
         try:
             async with session.post(hook.url, data=body, headers=headers, allow_redirects=False) as resp:
-                await resp.read()
+                await read_capped(resp, 64 * 1024)  # a receiver's answer is never kept, nor read unbounded
                 return resp.status, None if resp.status < 300 else f"HTTP {resp.status}"
         except (aiohttp.ClientError, TimeoutError, OSError, RegcastError) as exc:
             secrets = (hook.url, hook.secret or "")
-            return None, redact_text(f"{type(exc).__name__}: {exc}", secrets)[:300]
+            return None, printable(redact_text(f"{type(exc).__name__}: {exc}", secrets), 300)
 
     def _count(self, outcome: str) -> None:
         if self.on_delivery is not None:

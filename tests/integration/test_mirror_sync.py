@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -299,3 +300,45 @@ def test_text_output_plan_then_pass(
     assert tags_at(open_reg, f"{prefix}/{repo}") == ["1.4", "stable"]
     r = regcast("sync", str(path))
     assert r.returncode == 0 and "0 to copy, 2 up to date" in r.stdout, r.stdout
+
+
+def test_a_layout_target_holds_every_selected_tag_and_imports_byte_identical(
+    tmp_path: Path, source: tuple[RegistryServer, str], open_reg: RegistryServer, ca_bundle: Path
+) -> None:
+    reg, repo = source
+    archive = tmp_path / "site" / "mirror.tar"
+    mirror = {
+        "name": "carried",
+        "source": f"{reg.host}/{repo}",
+        "targets": [open_reg.host, f"oci-archive:{archive}"],
+        "tags": {"list": ["1.4.2", MULTI]},
+    }
+    path = write_doc(tmp_path, [mirror], [])
+    code, report, err = sync(path, ca_bundle)
+    assert code == 0, (report, err)
+    assert report["totals"]["copied"] == 4
+    with tarfile.open(archive) as tar:
+        index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
+    names = sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"])
+    assert names == ["1.4.2", MULTI]
+    code, report, err = sync(path, ca_bundle)  # nothing changed: the layout answers its tags, nothing moves
+    assert code == 0, (report, err)
+    assert report["totals"]["copied"] == 0 and report["totals"]["up_to_date"] == 4
+    for tag in ("1.4.2", MULTI):  # carried to a registry with no path to the source
+        r = regcast("copy", f"oci-archive:{archive}:{tag}", f"{open_reg.host}/carried/{repo.rsplit('/', 1)[-1]}:{tag}")
+        assert r.returncode == 0, r.stderr
+        assert_same_image(reg.http(), repo, tag, open_reg.http(), f"carried/{repo.rsplit('/', 1)[-1]}", tag)
+
+
+def test_layout_targets_are_checked_in_documents(tmp_path: Path) -> None:
+    from regcast.mirrors.document import DocumentError, load_document
+
+    base = "version: 1\nmirrors:\n  - name: a\n    source: reg.example/app\n    targets: ['{t}']\n"
+    with pytest.raises(DocumentError, match="takes no tag"):
+        load_document(base.format(t=f"oci-archive:{tmp_path}/x.tar:v1"), {})
+    two = (
+        base.format(t=f"oci:{tmp_path}/d")
+        + f"  - name: b\n    source: reg.example/other\n    targets: ['oci:{tmp_path}/d/']\n"
+    )
+    with pytest.raises(DocumentError, match="already the target of mirror a"):
+        load_document(two, {})

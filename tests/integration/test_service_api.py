@@ -306,3 +306,17 @@ def test_https_endpoint_without_tls_verification_falls_back_to_http(
     st = service.wait(job)  # verification on: no downgrade, a clear TLS error
     assert st["value"] == "FAILED"
     assert "TLS" in st["targets"][0]["error"]
+
+
+def test_mirror_layout_targets_are_for_regcast_sync_only(service: Service, tmp_path: Path) -> None:
+    target = f"oci-archive:{tmp_path}/x.tar"
+    doc = f"version: 1\nmirrors:\n  - name: a\n    source: reg.example/app\n    targets: ['{target}']\n"
+    for route in ("/api/mirrors", "/api/mirrors/plan"):
+        r = service.http.post(route, content=doc, headers={"Content-Type": "application/yaml"})
+        assert r.status_code == 400
+        assert r.json() == {
+            "status": "error",
+            "msg": "Failed to parse data: mirrors[0].targets: layout targets are for regcast sync only",
+        }
+    assert service.http.get("/api/mirrors").json() == {"mirrors": []}
+    assert not (tmp_path / "x.tar").exists()

@@ -69,6 +69,23 @@ def _check_places(doc: MirrorDocument, m: Mirror, loc: Loc) -> Iterator[Problem]
         return
     if src in targets:
         yield (*loc, "targets"), f"{src} is the source itself: nothing to do"
+    for other in doc.mirrors:
+        if other is m:
+            break
+        shared = _layouts(targets) & _layouts_of(doc, other)
+        if shared:  # one index.json entry per tag: two mirrors' tags would overwrite each other
+            yield (*loc, "targets"), f"layout {sorted(shared)[0]} is already the target of mirror {other.name}"
+
+
+def _layouts(targets: list[Repo]) -> set[str]:
+    return {t.registry for t in targets if t.is_layout}
+
+
+def _layouts_of(doc: MirrorDocument, m: Mirror) -> set[str]:
+    try:
+        return _layouts(targets_of(doc, m))
+    except InvalidInput:
+        return set()  # reported at its own mirror
 
 
 def _check_tags(m: Mirror, loc: Loc) -> Iterator[Problem]:

@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 
 from regcast.config import Settings
+from regcast.layouts.repository import LayoutRepository, open_layout
 from regcast.mirrors.document import MirrorDocument
+from regcast.mirrors.select import Repo
 from regcast.registry.auth import Credentials
 from regcast.registry.client import RegistryClient
 from regcast.registry.dockerconfig import credentials_for
 from regcast.registry.guards import check_registry_allowed
 from regcast.registry.limits import Limits, LimitSettings
 from regcast.registry.reference import DOCKER_HUB, DOCKER_HUB_API, endpoint_for_registry
+from regcast.transfer.remote import RegistryRepository
+from regcast.transfer.repository import Repository
 
 
 def configure_limits(limits: Limits, doc: MirrorDocument) -> None:
@@ -34,6 +38,7 @@ class ClientPool:
         self.limits = limits or Limits()
         configure_limits(self.limits, doc)
         self._clients: dict[tuple[str, bool], RegistryClient] = {}
+        self._layouts: dict[str, LayoutRepository] = {}
 
     def _get(self, registry: str, read_only: bool) -> RegistryClient:
         key = (registry.lower(), read_only)
@@ -64,6 +69,25 @@ class ClientPool:
     def target(self, registry: str) -> RegistryClient:
         return self._get(registry, False)
 
+    def layout(self, where: str) -> LayoutRepository:
+        """A layout target, written once at the end of the pass (``flush``): one archive write for all tags."""
+        if where not in self._layouts:
+            self._layouts[where] = open_layout(where, writable=True, autocommit=False)
+        return self._layouts[where]
+
+    def repository(self, repo: Repo) -> Repository:
+        """Where a target's images go: a layout, or the repository at its registry."""
+        if repo.is_layout:
+            return self.layout(repo.registry)
+        return RegistryRepository(self.target(repo.registry), repo.repository)
+
+    def layouts(self) -> list[tuple[str, LayoutRepository]]:
+        """The layout targets opened so far (written by ``flush`` at the end of a pass)."""
+        return list(self._layouts.items())
+
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._clients.values()), return_exceptions=True)
         self._clients.clear()
+        for layout in self._layouts.values():
+            await layout.close()
+        self._layouts.clear()

@@ -145,8 +145,9 @@ class Planner:
             return plan
         platforms = [Platform.parse(p) for p in mirror.platforms] if mirror.platforms else None
         for t in plan.targets:  # one ping per client before the concurrent HEADs (errors show per image)
-            with contextlib.suppress(RegcastError):
-                await self.pool.target(t.registry).ping()
+            if not t.is_layout:
+                with contextlib.suppress(RegcastError):
+                    await self.pool.target(t.registry).ping()
         plan.images = list(
             await gather_all(*(self._plan_image(mirror, client, src, tag, plan.targets, platforms) for tag in tags))
         )
@@ -156,9 +157,9 @@ class Planner:
         return plan
 
     async def _head_target(self, target: Repo, tag: str) -> str | None:
-        client = self.pool.target(target.registry)
+        repository = self.pool.repository(target)
         try:
-            return await _bounded(self.slots, lambda: client.head_manifest(target.repository, tag))
+            return await _bounded(self.slots, lambda: repository.head_manifest(tag))
         except AuthenticationFailed:
             return None  # push-only credentials: the copy will tell whether they can write
 
@@ -209,9 +210,8 @@ class Planner:
         return img
 
     async def _blob_exists(self, target: Repo, digest: str) -> bool:
-        client = self.pool.target(target.registry)
         async with self.slots:
-            return await RegistryRepository(client, target.repository).has_blob(digest)
+            return await self.pool.repository(target).has_blob(digest)
 
     async def _count_bytes(self, img: ImagePlan) -> None:
         if not img.to_copy:

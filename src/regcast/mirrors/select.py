@@ -14,19 +14,32 @@ from functools import cmp_to_key
 import nodesemver
 
 from regcast._exceptions import InvalidReference
+from regcast.layouts.reference import parse_layout_reference
 from regcast.mirrors.document import Mirror, MirrorDocument, TagRules
 from regcast.registry.reference import DOCKER_HUB, parse_reference, validate_repository
+
+LAYOUT_KINDS = ("oci:", "oci-archive:")
+
+
+def is_layout(entry: str) -> bool:
+    """A target written ``oci:DIR`` or ``oci-archive:FILE.tar`` (CONTRACT section 5), not a registry."""
+    return entry.startswith(LAYOUT_KINDS)
 
 
 @dataclass(frozen=True)
 class Repo:
-    """One repository at one registry (``host[:port]``), as a mirror names it."""
+    """One repository at one registry (``host[:port]``), as a mirror names it; or, for a layout target,
+    the layout (``oci-archive:/srv/app.tar``) with the repository whose tags it holds."""
 
     registry: str
     repository: str
 
+    @property
+    def is_layout(self) -> bool:
+        return is_layout(self.registry)
+
     def __str__(self) -> str:
-        return f"{self.registry}/{self.repository}"
+        return self.registry if self.is_layout else f"{self.registry}/{self.repository}"
 
 
 def semver_of(tag: str) -> str | None:
@@ -102,7 +115,13 @@ class TagSelector:
 
 
 def split_location(text: str) -> Repo:
-    """``host[:port][/path]`` (a target prefix) into registry and path (which may be empty)."""
+    """``host[:port][/path]`` (a target prefix) into registry and path (which may be empty);
+    a layout (``oci:DIR``, ``oci-archive:FILE.tar``, no tag: each tag is written under its own name)."""
+    if is_layout(text.strip()):
+        ref = parse_layout_reference(text.strip())
+        if ref.tag is not None:
+            raise InvalidReference(f"{text!r}: a mirror's layout target takes no tag (each tag keeps its own)")
+        return Repo(ref.where, "")
     host, _, path = text.strip().strip("/").partition("/")
     if not host or not ("." in host or ":" in host or host == "localhost" or host.startswith("[")):
         raise InvalidReference(f"{text!r}: expected host[:port][/path] (the host must have a dot or a port)")
@@ -140,6 +159,9 @@ def targets_of(doc: MirrorDocument, mirror: Mirror) -> list[Repo]:
     repos = []
     for entry in expand_targets(doc, mirror.targets):
         where = split_location(entry)
+        if where.is_layout:
+            repos.append(Repo(where.registry, path))
+            continue
         repos.append(Repo(where.registry, f"{where.repository}/{path}" if where.repository else path))
     return list(dict.fromkeys(repos))
 
@@ -168,6 +190,7 @@ __all__ = [
     "TagSelector",
     "expand_targets",
     "is_immutable",
+    "is_layout",
     "mirror_selects",
     "semver_of",
     "source_of",

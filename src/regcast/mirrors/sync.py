@@ -130,9 +130,22 @@ async def run_pass(
                 if dry_run or not img.to_copy or img.error:
                     continue
                 await _copy_image(report, pool, engine, img, mirror, platforms, listener)
+        if not dry_run:
+            await _write_layouts(report, pool)
         return report
     finally:
         await pool.close()
+
+
+async def _write_layouts(report: PassReport, pool: ClientPool) -> None:
+    """Layout targets are written once, with every tag copied into them; a failed write fails those copies."""
+    for where, layout in pool.layouts():
+        try:
+            await layout.flush()
+        except RegcastError as exc:
+            for key, out in report.outcomes.items():
+                if key[2] == where and out.state == "copied":
+                    report.outcomes[key] = Outcome("failed", error=describe(exc))
 
 
 def _record_known(report: PassReport, img: ImagePlan) -> None:
@@ -156,13 +169,7 @@ async def _copy_image(
 ) -> None:
     source = RegistryRepository(pool.source(img.source.registry), img.source.repository)
     targets = [
-        Target(
-            str(t.target),
-            RegistryRepository(pool.target(t.target.registry), t.target.repository),
-            img.tag,
-            overwrite=mirror.overwrite,
-        )
-        for t in img.to_copy
+        Target(str(t.target), pool.repository(t.target), img.tag, overwrite=mirror.overwrite) for t in img.to_copy
     ]
     if listener is not None:
         listener.image_started(img)

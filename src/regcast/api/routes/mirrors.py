@@ -15,6 +15,7 @@ from regcast.mirrors.clients import ClientPool
 from regcast.mirrors.document import MirrorDocument, load_document
 from regcast.mirrors.plan import Planner
 from regcast.mirrors.schedule import Schedule
+from regcast.mirrors.select import expand_targets, is_layout
 from regcast.mirrors.service import MirrorService, split_document
 from regcast.mirrors.store import MirrorRecord, utcnow
 from regcast.mirrors.sync import PassReport
@@ -44,9 +45,13 @@ async def _document(request: Request) -> MirrorDocument | SeedJSON:
     except UnicodeDecodeError:
         return error(400, "Failed to parse data: the document is not UTF-8 text")
     try:
-        return load_document(text, os.environ)
+        doc = load_document(text, os.environ)
     except InvalidInput as exc:
         return error(400, f"Failed to parse data: {exc}")
+    for i, m in enumerate(doc.mirrors):  # a service writing files on its own host is nobody's intent
+        if any(is_layout(t) for t in expand_targets(doc, m.targets)):
+            return error(400, f"Failed to parse data: mirrors[{i}].targets: layout targets are for regcast sync only")
+    return doc
 
 
 def _summary(rec: MirrorRecord, now: Any) -> dict[str, Any]:

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     connections_per_registry: int = Field(16, ge=1, le=256)
     chunk_size: int = Field(1024 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
     queue_depth: int = Field(8, ge=1, le=256)
+    detach_after: float = Field(2.0, ge=0)  # a target lagging this long leaves the shared stream (0: never)
     connect_timeout: float = Field(20.0, gt=0)
     read_timeout: float = Field(120.0, gt=0)
     request_timeout: float = Field(60.0, gt=0)
@@ -176,6 +177,7 @@ class Settings(BaseSettings):
             blobs_in_flight=self.blobs_in_flight,
             queue_depth=self.queue_depth,
             progress_timeout=self.progress_timeout,
+            detach_after=self.detach_after,
             graph_limits=GraphLimits(self.max_graph_manifest_bytes, self.max_graph_children, self.max_graph_blobs),
         )
 

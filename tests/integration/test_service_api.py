@@ -62,6 +62,9 @@ def test_submit_then_finished_with_seed_bodies(
     assert st["source_digest"] == img.digest
     assert [t["state"] for t in st["targets"]] == ["FINISHED"] * 3
     assert all(t["bytes_done"] == t["bytes_total"] > 0 for t in st["targets"])
+    for t in st["targets"]:  # each target's own end (issue 19), never after the job's
+        assert ISO.match(t["finished_at"]) and t["finished_at"] <= st["finished_at"]
+        assert t["bytes_per_second"] > 0 and t["detached"] is None
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
     assert_same_image(src_reg.http(), repo, "v1", basic_reg.http(), repo, "v1")
     assert_same_image(src_reg.http(), repo, "v1", token_reg.http(), f"{repo}/renamed", "prod")

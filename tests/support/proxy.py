@@ -1,5 +1,6 @@
-"""A TCP proxy for the tests: throttles the bytes flowing back from upstream, and can cut every
-connection or refuse new ones (a database or registry that goes down)."""
+"""A TCP proxy for the tests: throttles the bytes flowing back from upstream (``rate``) or going up
+to it (``upload_rate``: a target at the end of a slow link), and can cut every connection or refuse
+new ones (a database or registry that goes down)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ class TcpProxy:
         rate: float | None = None,
         upstream_host: str = "127.0.0.1",
         connect_delay: float = 0.0,
+        upload_rate: float | None = None,
     ) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.rate = rate  # bytes per second from upstream to client, shared by all connections
+        self.upload_rate = upload_rate  # bytes per second from client to upstream, shared likewise
         self.connect_delay = connect_delay  # seconds added to every new connection (a WAN round trip)
         self.port = 0
         self.down = False
@@ -26,7 +29,7 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._budget_lock: asyncio.Lock | None = None
-        self._free_at = 0.0
+        self._free_at = {True: 0.0, False: 0.0}  # per direction (True: from upstream)
 
     def start(self) -> TcpProxy:
         self._thread.start()
@@ -76,24 +79,24 @@ class TcpProxy:
         self._writers.discard(writer)
         self._writers.discard(up_writer)
 
-    async def _spend(self, n: int) -> None:
+    async def _spend(self, n: int, rate: float, down: bool) -> None:
         """Token bucket: sleep only when ahead of the rate (sleeping per read would undershoot it)."""
-        assert self.rate
         now = self._loop.time()
-        self._free_at = max(self._free_at, now) + n / self.rate
-        if self._free_at - now > 0.002:
-            await asyncio.sleep(self._free_at - now)
+        self._free_at[down] = max(self._free_at[down], now) + n / rate
+        if self._free_at[down] - now > 0.002:
+            await asyncio.sleep(self._free_at[down] - now)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, throttle: bool) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, down: bool) -> None:
+        rate = self.rate if down else self.upload_rate
         try:
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
-                if throttle and self.rate:
+                if rate:
                     assert self._budget_lock
                     async with self._budget_lock:  # one shared link: connections take turns
-                        await self._spend(len(data))
+                        await self._spend(len(data), rate, down)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

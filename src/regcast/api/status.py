@@ -32,6 +32,15 @@ def in_sync(job: JobRecord) -> bool:
     return job.state == "FINISHED" and bool(job.targets) and all(holds_source(t) for t in job.targets)
 
 
+def _rate(job: JobRecord, t: TargetRecord) -> int | None:
+    """This target's own average rate since the job started running (to its own end, if it ended)."""
+    end = t.finished_at or (job.updated_at if t.state == "RUNNING" else None)
+    if job.running_at is None or end is None or not t.bytes_done:
+        return None
+    seconds = (end - job.running_at).total_seconds()
+    return int(t.bytes_done / seconds) if seconds > 0 else None
+
+
 def job_status(job: JobRecord) -> dict[str, Any]:
     src = job.request.get("source", {})
     targets_in = job.request.get("targets", [])
@@ -53,6 +62,9 @@ def job_status(job: JobRecord) -> dict[str, Any]:
                 "referrers": t.referrers,  # signatures, attestations, SBOMs copied to this target
                 "referrers_left_out": t.referrers_left_out,
                 "error": t.error,
+                "finished_at": iso(t.finished_at),  # its own end: a fast target is done before a slow one
+                "bytes_per_second": _rate(job, t),
+                "detached": {"blobs": t.blobs_detached, "reason": t.detached_reason} if t.blobs_detached else None,
             }
         )
     return {

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
@@ -87,10 +88,12 @@ class Bars:
         )
         self.tasks: dict[str, TaskID] = {k: self.progress.add_task(k, total=None) for k in keys}
 
-    def update(self, key: str, state: str, done: int, total: int) -> None:
+    def update(self, key: str, state: str, done: int, total: int, detached: str | None = None) -> None:
         if key not in self.tasks:
             self.tasks[key] = self.progress.add_task(key, total=None)
         label = key if state == "RUNNING" else f"{key} [{state.lower()}]"
+        if detached and state == "RUNNING":  # its own rate is the bar's; why it goes alone, once
+            label = f"{key} [detached: {detached}]"
         self.progress.update(self.tasks[key], total=total or None, completed=done, description=label)
 
     @contextlib.asynccontextmanager
@@ -100,20 +103,36 @@ class Bars:
 
 
 class Lines:
-    """``progress <target> <STATE> <done>/<total> (<pct>%)`` per target, every ``interval`` seconds."""
+    """``progress <target> <STATE> <done>/<total> (<pct>%) <rate>/s [detached: <why>]`` per target,
+    every ``interval`` seconds (the rate is the target's own, since it started)."""
 
     def __init__(self, console: LineSink, keys: list[str], interval: float) -> None:
         self.console = console
         self.interval = interval
         self.state: dict[str, tuple[str, int, int]] = {k: ("PENDING", 0, 0) for k in keys}
+        self.detached: dict[str, str] = {}
+        self.started: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
 
-    def update(self, key: str, state: str, done: int, total: int) -> None:
+    def update(self, key: str, state: str, done: int, total: int, detached: str | None = None) -> None:
+        now = time.monotonic()
+        if state == "RUNNING":
+            self.started.setdefault(key, now)
+        elif state in ("FINISHED", "FAILED", "SKIPPED"):
+            self.ended.setdefault(key, now)
         self.state[key] = (state, done, total)
+        if detached:
+            self.detached[key] = detached
 
     def print_lines(self) -> None:
         for key, (state, done, total) in self.state.items():
             pct = f" ({100 * done // total}%)" if total else ""
             line = f"progress {key} {state} {human(done)}/{human(total)}{pct}"
+            if key in self.started and done:
+                seconds = self.ended.get(key, time.monotonic()) - self.started[key]
+                line += f" {human(int(done / seconds))}/s" if seconds > 0 else ""
+            if key in self.detached:
+                line += f" [detached: {self.detached[key]}]"
             self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     @contextlib.asynccontextmanager
@@ -146,4 +165,6 @@ class StatusListener:
         self.display = display
 
     def changed(self, status: TargetStatus) -> None:
-        self.display.update(status.key, status.state.value, status.bytes_done, status.bytes_total)
+        self.display.update(
+            status.key, status.state.value, status.bytes_done, status.bytes_total, status.detached_reason
+        )

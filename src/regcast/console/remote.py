@@ -223,7 +223,9 @@ def _watch(remote: Remote, job_id: str, every: float = 1.0) -> int:
         async with display.running():
             while True:
                 for key, t in zip(keys, current["targets"], strict=False):
-                    display.update(key, t["state"], t["bytes_done"], t["bytes_total"])
+                    display.update(
+                        key, t["state"], t["bytes_done"], t["bytes_total"], (t.get("detached") or {}).get("reason")
+                    )
                 if current["value"] in FINAL:
                     return current
                 await asyncio.sleep(every)

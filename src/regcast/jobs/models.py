@@ -81,4 +81,7 @@ job_targets = Table(
     Column("reason", String(32)),  # why SKIPPED: up-to-date / tag-differs
     Column("referrers", Integer, nullable=False, default=0),  # referrers copied to this target
     Column("referrers_left_out", JSON),  # lines: which referrer was not copied, and why
+    Column("finished_at", DateTime(timezone=True)),  # when this target ended: its own time (issue 19)
+    Column("blobs_detached", Integer, nullable=False, default=0),  # blobs it finished from its own read
+    Column("detached_reason", Text),  # why it was detached from the shared stream
 )

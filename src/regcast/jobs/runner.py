@@ -115,6 +115,9 @@ class JobRunner:
                 retries=t.retries,
                 referrers=t.referrers,
                 referrers_left_out=list(t.referrers_left_out),
+                finished_at=t.finished_at,
+                blobs_detached=t.blobs_detached,
+                detached_reason=t.detached_reason,
             )
             st.state = TargetState(t.state) if t.state in TargetState.__members__ else TargetState.PENDING
             run.statuses[t.idx] = st

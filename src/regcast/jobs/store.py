@@ -53,6 +53,9 @@ class TargetRecord:
     reason: str | None = None
     referrers: int = 0
     referrers_left_out: list[str] = field(default_factory=list)
+    finished_at: dt.datetime | None = None
+    blobs_detached: int = 0
+    detached_reason: str | None = None
 
 
 @dataclass
@@ -88,6 +91,9 @@ class TargetUpdate:
     reason: str | None = None
     referrers: int = 0
     referrers_left_out: tuple[str, ...] = ()
+    finished_at: dt.datetime | None = None
+    blobs_detached: int = 0
+    detached_reason: str | None = None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -196,6 +202,9 @@ class JobStore:
                     m["reason"],
                     m["referrers"],
                     list(m["referrers_left_out"] or []),
+                    _utc(m["finished_at"]),
+                    m["blobs_detached"] or 0,
+                    m["detached_reason"],
                 )
             )
         return out
@@ -424,6 +433,9 @@ class JobStore:
                         reason=u.reason,
                         referrers=u.referrers,
                         referrers_left_out=list(u.referrers_left_out) or None,
+                        finished_at=u.finished_at,
+                        blobs_detached=u.blobs_detached,
+                        detached_reason=u.detached_reason,
                         updated_at=now,
                     )
                 )

@@ -208,6 +208,9 @@ class Worker:
                 st.reason,
                 st.referrers,
                 tuple(st.referrers_left_out),
+                st.finished_at,
+                st.blobs_detached,
+                st.detached_reason,
             )
             for i, st in run.statuses.items()
         ]

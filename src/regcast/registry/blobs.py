@@ -50,12 +50,15 @@ async def blob_exists(client: RegistryClient, repository: str, digest: str) -> b
         resp.release()
 
 
-async def read_blob(client: RegistryClient, repository: str, digest: str, size: int) -> AsyncGenerator[bytes, None]:
-    """Every byte of a blob, resuming a broken download where it stopped (bounded by the retry policy)."""
+async def read_blob(
+    client: RegistryClient, repository: str, digest: str, size: int, start: int = 0
+) -> AsyncGenerator[bytes, None]:
+    """Every byte of a blob from ``start`` on, resuming a broken download where it stopped (bounded
+    by the retry policy). A registry that ignores ``Range`` sends it all; the prefix is skipped."""
     validate_repository(repository)
     url = await client.url(f"{repository}/blobs/{validate_digest(digest)}")
     retry = client.options.retry
-    received = 0
+    received = start
     while True:
         headers = {"Range": f"bytes={received}-"} if received else None
         resp = await client.send(  # streamed: a limit between reads (progress), never a total limit

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 from collections import OrderedDict
@@ -30,6 +31,7 @@ from regcast.registry.client import describe
 from regcast.registry.limits import Limits
 from regcast.registry.manifest import Descriptor, Manifest, Platform
 from regcast.registry.retry import RetryPolicy
+from regcast.transfer.detach import DetachPolicy, read_from
 from regcast.transfer.fanout import Channel, Sink, broadcast
 from regcast.transfer.flights import BlobFlights
 from regcast.transfer.plan import GraphLimits, SourceGraph, load_graph
@@ -48,6 +50,7 @@ class TransferOptions:
     blobs_in_flight: int = 4
     queue_depth: int = 8
     checks_in_flight: int = 16
+    detach_after: float = 2.0  # seconds a target may hold a blob's shared stream back (0: never detach)
     graph_limits: GraphLimits = field(default_factory=GraphLimits)
     progress_timeout: float | None = 120.0  # a target that reads nothing of its upload this long is cut off
 
@@ -173,6 +176,9 @@ class _CopyRun:
         self.blob_slots = asyncio.Semaphore(engine.options.blobs_in_flight)
         self.check_slots = asyncio.Semaphore(engine.options.checks_in_flight)
         self.image_held: set[Target] = set()  # tag already holds the image: only referrers to bring
+        self._blobs_left: dict[Target, set[str]] = {}  # per target: blobs it does not hold yet
+        self._pushes: dict[Target, asyncio.Task[None]] = {}  # per target: its manifests and tag going
+        self._graph: SourceGraph | None = None
 
     def retried(self, t: Target, _what: str = "") -> None:
         """A request or an upload of ``t`` is tried again (counted in its status)."""
@@ -209,6 +215,7 @@ class _CopyRun:
     # -- status helpers ----------------------------------------------------------------------
     def _set(self, t: Target, state: TargetState, error: str | None = None) -> None:
         t.status.state = state
+        t.status.finished_at = dt.datetime.now(dt.UTC) if t.status.done else None
         if error is not None:
             t.status.error = error
         self.listener.changed(t.status)
@@ -248,21 +255,46 @@ class _CopyRun:
         if not active:
             return
         # largest blobs first: the long transfers start early and small ones fill the gaps
-        blobs = sorted(graph.blobs, key=lambda b: b.size, reverse=True)
         image_targets = [t for t in active if t not in self.image_held]
-        await self._copy_blobs(blobs, image_targets)
-        await self._copy_blobs(sorted(extra, key=lambda b: b.size, reverse=True), active)
-        await gather_all(*(self._push_manifests(t, graph) for t in self._alive(active)))
+        work = [(b, image_targets) for b in sorted(graph.blobs, key=lambda b: b.size, reverse=True)]
+        work += [(b, active) for b in sorted(extra, key=lambda b: b.size, reverse=True)]
+        self._blobs_left = {t: {b.digest for b, ts in work if t in ts} for t in active}
+        self._graph = graph
+        try:
+            await self._copy_blobs(work)
+            for t in self._alive(active):  # any not pushed yet (nothing to copy, say)
+                self._push_soon(t)
+            await gather_all(*self._pushes.values())
+        finally:
+            for task in self._pushes.values():
+                task.cancel()
+            await asyncio.gather(*self._pushes.values(), return_exceptions=True)
 
-    async def _copy_blobs(self, blobs: list[Descriptor], targets: list[Target]) -> None:
+    def _push_soon(self, t: Target) -> None:
+        if t not in self._pushes and self._graph is not None:
+            self._pushes[t] = asyncio.create_task(self._push_manifests(t, self._graph))
+
+    def _blob_in(self, t: Target, blob: Descriptor) -> None:
+        """``t`` holds ``blob``: once it holds them all, its manifests and tag go at once (issue 19).
+
+        A fast target is in sync while a slow one is still uploading.
+        """
+        left = self._blobs_left.get(t)
+        if left is None:
+            return
+        left.discard(blob.digest)
+        if not left and t.status.state is TargetState.RUNNING:
+            self._push_soon(t)
+
+    async def _copy_blobs(self, work: list[tuple[Descriptor, list[Target]]]) -> None:
         """``blobs_in_flight`` workers take blobs in order: as many tasks as workers, however many blobs."""
-        pending = iter(blobs)
+        pending = iter(work)
 
         async def worker() -> None:
-            for blob in pending:  # one shared iterator: each blob is taken by exactly one worker
+            for blob, targets in pending:  # one shared iterator: each blob is taken by exactly one worker
                 await self._copy_blob(blob, targets)
 
-        await gather_all(*(worker() for _ in range(min(self.engine.options.blobs_in_flight, len(blobs)))))
+        await gather_all(*(worker() for _ in range(min(self.engine.options.blobs_in_flight, len(work)))))
 
     async def _check_tag(self, t: Target, graph: SourceGraph) -> None:
         root = graph.root
@@ -384,6 +416,7 @@ class _CopyRun:
                 t.status.blobs_present += 1
                 self.engine.known.add(t.location, blob.digest, t.repo.path)
                 self._add_bytes(t, blob.size)
+                self._blob_in(t, blob)
                 return None
             return t
 
@@ -412,6 +445,7 @@ class _CopyRun:
         t.status.bytes_mounted += blob.size
         self.engine.known.add(t.location, blob.digest, t.repo.path)
         self._add_bytes(t, blob.size)
+        self._blob_in(t, blob)
         return True
 
     async def _stream(
@@ -437,19 +471,23 @@ class _CopyRun:
         if not ready:
             return failures
         sinks = [self._sink(t, up, blob) for t, up in ready]
+        detach = self._detach_policy(blob, [t for t, _up in ready])
         try:
             opts = self.engine.options
             errors = await broadcast(
-                self.source.read_blob(blob), blob, sinks, opts.queue_depth, stall_timeout=opts.progress_timeout
+                self.source.read_blob(blob),
+                blob,
+                sinks,
+                opts.queue_depth,
+                stall_timeout=opts.progress_timeout,
+                detach=detach,
             )
         except asyncio.CancelledError:  # job cancelled or shutting down: leave no open sessions
             await asyncio.gather(*(up.cancel() for _t, up in ready), return_exceptions=True)
             raise
         for (t, up), err in zip(ready, errors, strict=True):
             if err is None:
-                t.status.blobs_uploaded += 1
-                self.engine.known.add(t.location, blob.digest, t.repo.path)
-                continue
+                continue  # counted by its sink the moment it was committed
             await up.cancel()
             failures[t] = self._named(t, err)
         return failures
@@ -462,12 +500,32 @@ class _CopyRun:
             return RegistryUnreachable(f"{t.repo.name}: {err}", registry=t.repo.name, failure=err.failure)
         return err
 
+    def _detach_policy(self, blob: Descriptor, targets: list[Target]) -> DetachPolicy | None:
+        """With several targets on one stream, one that lags is detached after the grace (issue 19)."""
+        after = self.engine.options.detach_after
+        if after <= 0 or len(targets) < 2:
+            return None
+
+        def detached(index: int, why: str, offset: int) -> None:
+            t = targets[index]
+            t.status.blobs_detached += 1
+            t.status.detached_reason = why
+            log.info("target %s detached from blob %s at byte %d: %s", t.key, blob.digest, offset, why)
+            self.listener.changed(t.status)
+
+        return DetachPolicy(after, functools.partial(read_from, self.source, blob), detached)
+
     def _sink(self, t: Target, upload: BlobUpload, blob: Descriptor) -> Sink:
         async def sink(ch: Channel) -> None:
             def count(n: int) -> None:
                 self._add_bytes(t, n, uploaded=True)
 
             await upload.write(blob, ch, count)
+            # committed (only ever after the digest matched): told now, not when the slowest is done
+            t.status.blobs_uploaded += 1
+            self.engine.known.add(t.location, blob.digest, t.repo.path)
+            self.listener.changed(t.status)
+            self._blob_in(t, blob)
 
         return sink
 

@@ -2,13 +2,16 @@
 
 Each target has a bounded ``Channel``; chunks are shared ``bytes`` objects (no copies), so memory
 is about ``depth x chunk size`` per blob in flight, whatever the blob size. A slow target stalls
-the others only once its channel is full. The last chunk is held back until the whole blob has
-been hashed: a blob whose bytes do not match its digest is never completed at any target.
+the others only while its channel is full, and with ``detach_after`` set only for that long: then
+it is detached (``transfer/detach.py``) and finishes the blob from a second read of the source,
+its upload session untouched. The last chunk is held back until the whole blob has been hashed:
+a blob whose bytes do not match its digest is never completed at any target.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +20,7 @@ from typing import Any, Final
 from regcast._exceptions import DigestMismatch, Failure, RegistryUnreachable
 from regcast.registry.digest import hasher_for
 from regcast.registry.manifest import Descriptor
+from regcast.transfer.detach import DetachPolicy
 
 
 class _End:
@@ -50,6 +54,16 @@ class Channel:
         self._items.append(item)
         self._readable.set()
         return True
+
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self._depth
+
+    async def wait_writable(self) -> None:
+        """Until there is room (or the consumer has gone)."""
+        while self.full and not self.closed:
+            self._writable.clear()
+            await self._writable.wait()
 
     def fail(self, exc: BaseException) -> None:
         """The producer failed: the consumer raises ``exc`` on its next read."""
@@ -100,12 +114,14 @@ async def broadcast(
     sinks: list[Sink],
     depth: int,
     stall_timeout: float | None = None,
+    detach: DetachPolicy | None = None,
 ) -> list[BaseException | None]:
     """Stream ``source`` to every sink at once; returns each sink's error (None = success).
 
-    A source error (or a digest mismatch) fails every sink; a sink error fails only that sink. A
-    sink that takes nothing from its waiting channel for ``stall_timeout`` seconds (a target that
-    stopped reading its PUT body) is cut off alone, so the others go on.
+    A source error (or a digest mismatch) fails every sink still fed by that read; a sink error
+    fails only that sink. A sink that takes nothing from its waiting channel for ``stall_timeout``
+    seconds (a target that stopped reading its PUT body) is cut off alone, so the others go on.
+    With ``detach``, a sink that is slow but moving is moved to a second read (see there).
     """
     channels = [Channel(depth) for _ in sinks]
 
@@ -119,22 +135,32 @@ async def broadcast(
     stalled: set[int] = set()
     watchdog = asyncio.create_task(_watch(channels, tasks, stall_timeout, stalled)) if stall_timeout else None
     try:
-        try:
-            await _produce(source, descriptor, channels)
-        except BaseException as exc:
-            for ch in channels:
-                ch.fail(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
+        await _feed(FanOut(descriptor, channels, detach), source, tasks)
         results = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         if watchdog is not None:
             watchdog.cancel()
             await asyncio.gather(watchdog, return_exceptions=True)
     return _outcomes(channels, results, stalled, stall_timeout)
+
+
+async def _feed(fanout: FanOut, source: AsyncIterator[bytes], tasks: list[asyncio.Task[None]]) -> None:
+    """The main read, then the detached channels' read; a failure is told to the channels it concerns."""
+    try:
+        try:
+            await fanout.produce(source)
+        except BaseException as exc:
+            for f in [*fanout.attached, *fanout.detached]:
+                f.ch.fail(exc)
+            raise
+        await fanout.finish_detached()
+    except asyncio.CancelledError:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    except BaseException:  # noqa: S110 - already told to the channels it concerns
+        pass
 
 
 def _outcomes(
@@ -174,31 +200,151 @@ async def _watch(
             task.cancel()  # the stuck request goes with it
 
 
-async def _produce(source: AsyncIterator[bytes], descriptor: Descriptor, channels: list[Channel]) -> None:
-    hasher = hasher_for(descriptor.digest)
-    received = 0
+class _Feed:
+    """One channel as the producer sees it: how far it was fed, since when it has been full."""
+
+    def __init__(self, index: int, ch: Channel) -> None:
+        self.index = index
+        self.ch = ch
+        self.offset = 0  # bytes put into the channel so far
+        self.full_since: float | None = None
+        self.hasher: Any = None  # the digest state at ``offset`` once detached
+
+
+class FanOut:
+    """The main read: hash, hold the last chunk back, feed every attached channel, detach laggards."""
+
+    def __init__(self, descriptor: Descriptor, channels: list[Channel], detach: DetachPolicy | None) -> None:
+        self.descriptor = descriptor
+        self.attached = [_Feed(i, ch) for i, ch in enumerate(channels)]
+        self.detached: list[_Feed] = []
+        self.policy = detach
+
+    async def produce(self, source: AsyncIterator[bytes]) -> None:
+        descriptor = self.descriptor
+        hasher = hasher_for(descriptor.digest)  # covers every byte before ``pending``
+        received = 0
+        pending: bytes | None = None
+        async for chunk in source:
+            received += len(chunk)
+            if received > descriptor.size:
+                raise DigestMismatch(f"blob {descriptor.digest} is longer than its {descriptor.size} bytes")
+            if pending is not None:
+                before = hasher.copy() if self.policy else None
+                hasher.update(pending)
+                if not await self._deliver(pending, before):
+                    return  # every target gave up, or was detached: stop reading
+            pending = chunk
+        before = hasher.copy() if self.policy else None
+        if pending is not None:
+            hasher.update(pending)
+        check_digest(descriptor, received, hasher, "the source")
+        if pending is not None:
+            await self._deliver(pending, before)
+        await self._deliver(END, hasher)
+
+    async def finish_detached(self) -> None:
+        """The detached channels' own, shared read (at most one per blob); its errors fail them only."""
+        group = [f for f in self.detached if not f.ch.closed]
+        if not group or self.policy is None:
+            return
+        try:
+            await second_read(self.descriptor, group, self.policy)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            for f in group:
+                f.ch.fail(exc)
+            raise
+
+    async def _deliver(self, item: Item, before: Any) -> bool:
+        """Put ``item`` into every attached channel; False once nobody is left to read."""
+        for feed in list(self.attached):
+            ch = feed.ch
+            if ch.closed:
+                continue
+            if self.policy is not None and ch.full and await self._lagging(feed):
+                self._detach(feed, before)
+                continue
+            if not ch.full:
+                feed.full_since = None  # it caught up: a new grace starts next time
+            if await ch.put(item):
+                feed.offset += len(item) if isinstance(item, bytes) else 0
+        attached = any(not f.ch.closed for f in self.attached)
+        return attached or any(not f.ch.closed for f in self.detached)
+
+    async def _lagging(self, feed: _Feed) -> bool:
+        """Has ``feed``'s channel been full for longer than the grace while another could go on?"""
+        assert self.policy is not None
+        loop = asyncio.get_running_loop()
+        if feed.full_since is None:
+            feed.full_since = loop.time()
+        remaining = feed.full_since + self.policy.after - loop.time()
+        if remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(feed.ch.wait_writable(), remaining)
+            if not feed.ch.full:
+                return False
+        # detaching helps only if some other target is waiting for this one
+        return any(not f.ch.closed and not f.ch.full for f in self.attached if f is not feed)
+
+    def _detach(self, feed: _Feed, before: Any) -> None:
+        assert self.policy is not None
+        self.attached.remove(feed)
+        feed.hasher = before
+        self.detached.append(feed)
+        self.policy.detached(
+            feed.index,
+            f"fell behind: its buffer stayed full for {self.policy.after:g}s while other targets waited",
+            feed.offset,
+        )
+
+
+async def second_read(descriptor: Descriptor, group: list[_Feed], policy: DetachPolicy) -> None:
+    """Feed the detached channels from one more read, started where the furthest-behind one stopped.
+
+    Each channel gets only the bytes after its own offset; the digest state saved when the
+    first of them was detached is carried on, so the last chunk is again held back until the
+    whole blob is verified. No detaching here: this read goes at the pace of its slowest reader.
+    """
+    first = min(group, key=lambda f: f.offset)
+    hasher, position = first.hasher, first.offset
     pending: bytes | None = None
 
-    async def deliver(item: Item) -> bool:
-        alive = False
-        for ch in channels:
-            if not ch.closed and await ch.put(item):
-                alive = True
-        return alive
+    if position < descriptor.size:
+        async with contextlib.aclosing(policy.reread(position)) as source:  # type: ignore[type-var]
+            async for chunk in source:
+                if position + len(chunk) > descriptor.size:
+                    raise DigestMismatch(f"blob {descriptor.digest} is longer than its {descriptor.size} bytes")
+                if pending is not None:
+                    hasher.update(pending)
+                    if not await _feed_group(group, pending, position - len(pending)):
+                        return
+                pending = chunk
+                position += len(chunk)
+    if pending is not None:
+        hasher.update(pending)
+    check_digest(descriptor, position, hasher, "the source (second read)")
+    if pending is not None:
+        await _feed_group(group, pending, position - len(pending))
+    for f in group:
+        await f.ch.put(END)
 
-    async for chunk in source:
-        received += len(chunk)
-        if received > descriptor.size:
-            raise DigestMismatch(f"blob {descriptor.digest} is longer than its {descriptor.size} bytes")
-        hasher.update(chunk)
-        if pending is not None and not await deliver(pending):
-            return  # every target gave up: stop reading
-        pending = chunk
+
+async def _feed_group(group: list[_Feed], chunk: bytes, at: int) -> bool:
+    """Give each channel the part of ``chunk`` (which starts at byte ``at``) beyond its own offset."""
+    for f in group:
+        if f.ch.closed or f.offset >= at + len(chunk):
+            continue
+        piece = chunk[f.offset - at :] if f.offset > at else chunk
+        if await f.ch.put(piece):
+            f.offset += len(piece)
+    return any(not f.ch.closed for f in group)
+
+
+def check_digest(descriptor: Descriptor, received: int, hasher: Any, where: str) -> None:
     actual = f"{descriptor.digest.split(':', 1)[0]}:{hasher.hexdigest()}"
     if received != descriptor.size or actual != descriptor.digest:
         raise DigestMismatch(
-            f"blob {descriptor.digest} from the source has {received} bytes hashing to {actual}; not committed"
+            f"blob {descriptor.digest} from {where} has {received} bytes hashing to {actual}; not committed"
         )
-    if pending is not None:
-        await deliver(pending)
-    await deliver(END)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -32,6 +33,9 @@ class TargetStatus:
     blobs_mounted: int = 0
     blobs_uploaded: int = 0
     manifests_pushed: int = 0
+    blobs_detached: int = 0  # blobs this target finished from its own, later source read (it lagged)
+    detached_reason: str | None = None  # why it was last detached
+    finished_at: dt.datetime | None = None  # when this target ended (FINISHED/SKIPPED/FAILED), its own time
     attempts: int = 0
     retries: int = 0  # requests retried and blobs re-sent for this target
     retryable: bool = True  # False when trying again cannot help (bad credentials, bad input)

@@ -66,6 +66,11 @@ class RegistryRepository:
         body = blobs.read_blob(self.client, self.repository, blob.digest, blob.size)
         return _counted(self.client, body) if self.client.options.observer is not None else body
 
+    def read_blob_from(self, blob: Descriptor, offset: int) -> AsyncIterator[bytes]:
+        """From ``offset`` on (``Range``): the second read of a detached target (``transfer/detach.py``)."""
+        body = blobs.read_blob(self.client, self.repository, blob.digest, blob.size, start=offset)
+        return _counted(self.client, body) if self.client.options.observer is not None else body
+
     async def start_upload(self, mount: str | None = None, mount_from: str | None = None) -> RegistryUpload | None:
         location = await blobs.start_upload(self.client, self.repository, mount=mount, mount_from=mount_from)
         return None if location is None else RegistryUpload(self.client, self.repository, location)

@@ -1,0 +1,104 @@
+"""Issue 19: a slow target is detached from the shared stream; the fast ones do not wait for it.
+
+The slow target sits behind a TCP proxy that lets uploads through at a few MiB/s. Assertions are
+about state and order (who was done while whom was still copying) and counts at the source
+proxy, never about seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+
+from regcast.registry.client import ClientOptions, RegistryClient
+from regcast.registry.reference import parse_endpoint
+from regcast.transfer.engine import CopyEngine, CopyResult, Target, TransferOptions
+from regcast.transfer.progress import TargetState, TargetStatus
+from regcast.transfer.remote import RegistryRepository
+from tests.support import images
+from tests.support.clients import FAST_RETRY, target
+from tests.support.faults import FaultProxy, proxy, via
+from tests.support.proxy import TcpProxy
+from tests.support.registry import RegistryServer
+from tests.support.verify import assert_same_image
+
+MiB = 1024 * 1024
+OPTIONS = TransferOptions(queue_depth=2, detach_after=0.3)
+
+
+class Watch:
+    """What the others were doing at the moment each target had all its blobs / ended."""
+
+    def __init__(self, blobs: int) -> None:
+        self.blobs = blobs
+        self.statuses: dict[str, TargetStatus] = {}
+        self.all_blobs_in: dict[str, dict[str, int]] = {}  # target -> bytes_done of every target then
+        self.ended: list[str] = []
+        self.others_when_ended: dict[str, dict[str, TargetState]] = {}
+
+    def changed(self, status: TargetStatus) -> None:
+        self.statuses[status.key] = status
+        have = status.blobs_uploaded + status.blobs_present + status.blobs_mounted
+        if have >= self.blobs and status.key not in self.all_blobs_in:
+            self.all_blobs_in[status.key] = {k: s.bytes_done for k, s in self.statuses.items()}
+        if status.done and status.key not in self.ended:
+            self.ended.append(status.key)
+            self.others_when_ended[status.key] = {k: s.state for k, s in self.statuses.items()}
+
+
+def slow_target(reg: RegistryServer, repo: str, link: TcpProxy) -> Target:
+    client = RegistryClient(parse_endpoint(f"http://127.0.0.1:{link.port}/v2"), options=ClientOptions(retry=FAST_RETRY))
+    return Target("slow", RegistryRepository(client, repo), "v1")
+
+
+def run(source: RegistryClient, repo: str, targets: list[Target], watch: Watch) -> CopyResult:
+    async def go() -> CopyResult:
+        try:
+            return await CopyEngine(OPTIONS).copy(RegistryRepository(source, repo), "v1", targets, listener=watch)
+        finally:
+            await source.close()
+            for t in targets:
+                await t.repo.close()
+
+    return asyncio.run(go())
+
+
+def blob_reads(p: FaultProxy) -> Counter[str]:
+    return Counter(path.split("/blobs/")[1] for method, path, _h in p.seen if method == "GET" and "/blobs/sha" in path)
+
+
+def test_fast_targets_do_not_wait_for_a_slow_one(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer, token_reg: RegistryServer
+) -> None:
+    img = images.image([os.urandom(8 * MiB), os.urandom(6 * MiB + 3)]).push(src_reg.http(), repo, "v1")
+    source = proxy(faults, src_reg, "pass")
+    link = TcpProxy(src_reg.port, upload_rate=3 * MiB).start()  # the slow target: src_reg again, far away
+    fast1 = Target("fast1", target(open_reg, repo).repo, "v1")
+    fast2 = Target("fast2", target(token_reg, repo).repo, "v1")
+    watch = Watch(len(img.blobs))
+    try:
+        result = run(via(source), repo, [fast1, fast2, slow_target(src_reg, repo + "-slow", link)], watch)
+    finally:
+        link.stop()
+    assert result.ok, [t.error for t in result.targets]
+    total = result.targets[2].bytes_total
+    for fast in ("fast1", "fast2"):  # every blob of a fast target was in while the slow one was behind
+        assert watch.all_blobs_in[fast]["slow"] < total
+    # per-target completion: each fast target was FINISHED (tag pushed) while the slow one still ran
+    assert watch.ended[-1] == "slow" and set(watch.ended[:2]) == {"fast1", "fast2"}
+    for fast in ("fast1", "fast2"):
+        assert watch.others_when_ended[fast]["slow"] is TargetState.RUNNING
+    finished = {t.key: t.finished_at for t in result.targets}
+    assert finished["fast1"] and finished["fast2"] and finished["slow"]
+    assert max(finished["fast1"], finished["fast2"]) <= finished["slow"]
+    slow = result.targets[2]
+    assert slow.blobs_detached >= 1 and slow.detached_reason and "full" in slow.detached_reason
+    assert result.targets[0].blobs_detached == result.targets[1].blobs_detached == 0
+    assert all(t.blobs_uploaded == len(img.blobs) for t in result.targets)
+    assert all(t.retries == 0 for t in result.targets)  # the slow upload sessions went on, not restarted
+    reads = blob_reads(source)
+    assert set(reads) >= set(img.blobs) and max(reads.values()) <= 2
+    assert reads.total() <= len(img.blobs) + slow.blobs_detached
+    for reg, r in ((open_reg, repo), (token_reg, repo), (src_reg, repo + "-slow")):
+        assert_same_image(src_reg.http(), repo, "v1", reg.http(), r, "v1")

@@ -103,8 +103,8 @@ class Bars:
 
 
 class Lines:
-    """``progress <target> <STATE> <done>/<total> (<pct>%) <rate>/s [detached: <why>]`` per target,
-    every ``interval`` seconds (the rate is the target's own, since it started)."""
+    """``progress <target> <STATE> <done>/<total> (<pct>%)`` per target, every ``interval`` seconds;
+    a detached target adds `` [detached at <rate>/s: <why>]`` (its own rate since it started)."""
 
     def __init__(self, console: LineSink, keys: list[str], interval: float) -> None:
         self.console = console
@@ -128,11 +128,10 @@ class Lines:
         for key, (state, done, total) in self.state.items():
             pct = f" ({100 * done // total}%)" if total else ""
             line = f"progress {key} {state} {human(done)}/{human(total)}{pct}"
-            if key in self.started and done:
-                seconds = self.ended.get(key, time.monotonic()) - self.started[key]
-                line += f" {human(int(done / seconds))}/s" if seconds > 0 else ""
             if key in self.detached:
-                line += f" [detached: {self.detached[key]}]"
+                seconds = self.ended.get(key, time.monotonic()) - self.started.get(key, time.monotonic())
+                rate = f" at {human(int(done / seconds))}/s" if seconds > 0 and done else ""
+                line += f" [detached{rate}: {self.detached[key]}]"
             self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     @contextlib.asynccontextmanager

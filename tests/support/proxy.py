@@ -24,6 +24,7 @@ class TcpProxy:
         self.connect_delay = connect_delay  # seconds added to every new connection (a WAN round trip)
         self.port = 0
         self.down = False
+        self.connections = 0  # connections accepted so far (a client's connection reuse is counted here)
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -62,6 +63,7 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         if self.down:
             writer.transport.abort()
             return

@@ -20,6 +20,7 @@ from regcast.jobs.store import JobRecord
 from regcast.registry.client import RegistryClient, RequestObserver, describe
 from regcast.registry.guards import OutboundPolicy
 from regcast.registry.limits import Limits
+from regcast.registry.pool import ClientPool
 from regcast.registry.reference import parse_endpoint
 from regcast.transfer.engine import CopyEngine, CopyResult, Target
 from regcast.transfer.plan import SourceGraph
@@ -77,13 +78,15 @@ def client_for(
     observer: RequestObserver | None = None,
     limits: Limits | None = None,
     allow_plain_http: bool = False,
+    pool: ClientPool | None = None,
 ) -> RegistryClient:
     parsed = AuthIn.model_validate(auth) if auth else None
     where = parse_endpoint(endpoint)
     if not verify and where.scheme == "https":  # as the CLI: TLS checks off, plain HTTP if it does not speak TLS
         where = replace(where, fallback_http=True)
     options = replace(settings.client_options(verify_tls=verify, host=where.host), allow_plain_http=allow_plain_http)
-    return RegistryClient(
+    make = pool.client if pool is not None else RegistryClient  # a pool: connections and tokens outlive the job
+    return make(
         where,
         credentials=parsed.credentials() if parsed else None,
         seed_auth=parsed.seed_auth() if parsed else None,
@@ -101,6 +104,10 @@ class JobRunner:
         self.engine = engine
         self.box = box
         self.observer = observer  # metrics of every registry request
+        self.pool = ClientPool()  # per (registry, credentials, TLS settings) across jobs; retry counts stay per job
+
+    async def close(self) -> None:
+        await self.pool.close()
 
     def prepare(self, record: JobRecord) -> JobRun:
         run = JobRun(record)
@@ -130,6 +137,7 @@ class JobRunner:
         if refused:  # the allow-list may have changed since the job was accepted
             run.error = refused
             raise InvalidInput(refused)
+        await self.pool.prune()
         src = request.source
         if src.verify_tls is False:
             log.warning("job %s: TLS verification is off for source %s", run.record.id, src.endpoint)
@@ -143,6 +151,7 @@ class JobRunner:
                 allow_plain_http=src.allow_plain_http,
                 observer=self.observer,
                 limits=self.engine.limits,
+                pool=self.pool,
             ),
             src.image,
         )
@@ -198,6 +207,7 @@ class JobRunner:
                     allow_plain_http=t_in.allow_plain_http,
                     observer=self.observer,
                     limits=self.engine.limits,
+                    pool=self.pool,
                 )
                 target = Target(
                     t_in.endpoint,

@@ -87,6 +87,7 @@ class Worker:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.runner.close()  # the registry connections kept across jobs
             if self.events is not None:
                 await self.events.close()
             log.info("worker %s stopped", self.id)

@@ -14,7 +14,7 @@ import ssl
 import time
 from collections.abc import AsyncIterable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import aiohttp
@@ -50,6 +50,9 @@ from regcast.registry.redact import printable, redact_url
 from regcast.registry.reference import Endpoint, is_loopback, validate_ref, validate_repository
 from regcast.registry.retry import RetryPolicy
 from regcast.registry.strategy import UploadStrategy
+
+if TYPE_CHECKING:
+    from regcast.registry.pool import Shared
 
 log = logging.getLogger("regcast.registry")
 
@@ -118,12 +121,14 @@ class RegistryClient:
         options: ClientOptions | None = None,
         read_only: bool = False,
         limit: RegistryLimit | None = None,
+        shared: Shared | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.options = options or ClientOptions()
         self.read_only = read_only
         self.limit = limit  # shared by every client of this registry in the process (mirror sets)
-        self.auth = Authenticator(endpoint.host, credentials, seed_auth, self.options.policy)
+        self._shared = shared  # pool, tokens and ping kept across jobs (pool.py); None: this client's own
+        self.auth = shared.auth if shared else Authenticator(endpoint.host, credentials, seed_auth, self.options.policy)
         self._session: aiohttp.ClientSession | None = None
         self._pinged = False
         self._retry_watchers: list[Callable[[str], None]] = []  # see watch_retries()
@@ -142,6 +147,12 @@ class RegistryClient:
         await self.close()
 
     async def close(self) -> None:
+        shared = self._shared
+        if shared is not None:  # the connections stay with the pool for the next job
+            self._shared = None
+            shared.release()
+            self._session = None
+            return
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -151,6 +162,8 @@ class RegistryClient:
         return self.auth.secrets()
 
     def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None and self._shared is not None and self._shared.session is not None:
+            self._session = self._shared.session
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self.options.max_connections,
@@ -171,6 +184,8 @@ class RegistryClient:
                 read_bufsize=self.options.chunk_size,  # fewer, larger chunks: less work per byte per target
                 middlewares=(self.options.policy.middleware("registry"),),  # every request's URL, every hop
             )
+            if self._shared is not None:
+                self._shared.session = self._session
         return self._session
 
     async def url(self, path: str) -> str:
@@ -189,6 +204,9 @@ class RegistryClient:
         """
         if self._pinged:
             return
+        if self._shared is not None and self._shared.pinged is not None:  # an earlier job's client settled it
+            self.endpoint, self._pinged = self._shared.pinged, True
+            return
         fallback = self.endpoint.fallback_http and self.endpoint.scheme == "https"
         try:
             await self._ping_once(RetryPolicy.none() if fallback else self.options.retry)
@@ -204,6 +222,8 @@ class RegistryClient:
             self.endpoint = self.endpoint.with_scheme("http")
             await self._ping_once(self.options.retry)
         self._pinged = True
+        if self._shared is not None:
+            self._shared.pinged = self.endpoint
 
     async def _ping_once(self, retry: RetryPolicy) -> None:
         resp = await self._request("GET", self.endpoint.base, scopes=None, retry=retry)

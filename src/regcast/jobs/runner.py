@@ -20,7 +20,7 @@ from regcast.jobs.store import JobRecord
 from regcast.registry.client import RegistryClient, RequestObserver, describe
 from regcast.registry.guards import OutboundPolicy
 from regcast.registry.limits import Limits
-from regcast.registry.pool import ClientPool
+from regcast.registry.pool import ConnectionPools
 from regcast.registry.reference import parse_endpoint
 from regcast.transfer.engine import CopyEngine, CopyResult, Target
 from regcast.transfer.plan import SourceGraph
@@ -78,7 +78,7 @@ def client_for(
     observer: RequestObserver | None = None,
     limits: Limits | None = None,
     allow_plain_http: bool = False,
-    pool: ClientPool | None = None,
+    pool: ConnectionPools | None = None,
 ) -> RegistryClient:
     parsed = AuthIn.model_validate(auth) if auth else None
     where = parse_endpoint(endpoint)
@@ -104,7 +104,7 @@ class JobRunner:
         self.engine = engine
         self.box = box
         self.observer = observer  # metrics of every registry request
-        self.pool = ClientPool()  # per (registry, credentials, TLS settings) across jobs; retry counts stay per job
+        self.pool = ConnectionPools()  # per (registry, credentials, TLS settings) across jobs; retries stay per job
 
     async def close(self) -> None:
         await self.pool.close()

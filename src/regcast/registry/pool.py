@@ -43,7 +43,7 @@ class Shared:
             self.idle_since = time.monotonic()
 
 
-class ClientPool:
+class ConnectionPools:
     """Hands out ``RegistryClient``s whose connections and tokens outlive one job; ``close()`` at the end."""
 
     def __init__(self, max_idle: int = 32, idle_seconds: float = 300.0) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -10,11 +11,13 @@ from regcast._exceptions import ProtocolViolation
 from regcast.registry.auth import (
     Challenge,
     Credentials,
+    SeedAuth,
     TokenCache,
     parse_token_answer,
     parse_www_authenticate,
     token_request,
 )
+from regcast.registry.authenticator import Authenticator
 
 
 def test_bearer_challenge() -> None:
@@ -112,3 +115,28 @@ def test_token_cache_slots_and_expiry() -> None:
 def test_credentials_repr_hides_password() -> None:
     assert "hunter2" not in repr(Credentials("u", "hunter2"))
     assert Credentials.parse("u:p:with:colons") == Credentials("u", "p:with:colons")
+
+
+def test_seed_token_fetched_again_after_a_401_even_under_a_bearer_challenge() -> None:
+    """The seed's token is all a seed-auth client sends, and it outlives a job (pool.py): a 401 drops it."""
+    fetched: list[str] = []
+
+    async def fetch(url: str, *_: object) -> bytes:
+        fetched.append(url)
+        return json.dumps({"token": f"t{len(fetched)}"}).encode()
+
+    auth = Authenticator("reg.example", None, SeedAuth(url="https://auth.example/token"))
+    auth.remember('Bearer realm="https://auth.example/token",service="reg"')
+
+    async def header() -> str | None:
+        return await auth.header(
+            ("repository:a:pull",), "https://reg.example/v2/a/tags/list", "https://reg.example", fetch
+        )
+
+    assert asyncio.run(header()) == "Bearer t1"
+    assert asyncio.run(header()) == "Bearer t1"  # kept while accepted
+    auth.rejected(
+        'Bearer realm="https://auth.example/token",service="reg",error="invalid_token"', ("repository:a:pull",)
+    )
+    assert asyncio.run(header()) == "Bearer t2"
+    assert fetched == ["https://auth.example/token"] * 2

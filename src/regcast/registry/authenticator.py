@@ -64,10 +64,10 @@ class Authenticator:
     def rejected(self, header: str | None, scopes: tuple[str, ...]) -> None:
         """A 401: forget what was sent, so the next request asks afresh."""
         challenge = self.remember(header) or self.challenge
-        if challenge is not None and challenge.scheme == "bearer":
-            self.tokens.drop(TokenCache.key(challenge, scopes))
-        elif self.seed_auth is not None:
+        if self.seed_auth is not None:  # only the seed's token is ever sent: fetch it again (it outlives jobs: pool.py)
             self.seed_token = None
+        elif challenge is not None and challenge.scheme == "bearer":
+            self.tokens.drop(TokenCache.key(challenge, scopes))
 
     async def header(self, scopes: tuple[str, ...], url: str, base: str, fetch: Fetch) -> str | None:
         """The Authorization value for a request to ``url`` needing ``scopes``, or None."""

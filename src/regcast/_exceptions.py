@@ -1,9 +1,9 @@
 """The one exception tree of regcast.
 
 Every error regcast raises on purpose is a ``RegcastError``; errors of the libraries below
-(aiohttp, ssl, sqlalchemy) are translated at one boundary (``registry/_transport.py`` for HTTP)
-so callers never need to know which library failed. Messages never hold a secret: URLs are
-redacted before they reach an exception.
+(aiohttp, ssl, sqlalchemy) are translated at one boundary (``registry/_transport.py`` for HTTP,
+``jobs/_db.py`` for the job database) so callers never need to know which library failed.
+Messages never hold a secret: URLs are redacted before they reach an exception.
 
 Whether trying again can help is a property of the error (``retryable``, as go-containerregistry's
 ``Temporary()``), decided here and nowhere else: the request retries, the blob re-uploads and
@@ -28,7 +28,9 @@ the job-level target retries all ask ``is_retryable(exc)``.
     │   ├── GraphTooLarge            the whole graph over a REGCAST_MAX_GRAPH_* limit (manifest bytes, children, blobs)
     │   └── UnsupportedManifest      a media type or JSON we cannot copy
     ├── LayoutError                  an OCI image layout (directory or archive) that cannot be read or written
-    └── JobError                     job store / worker problems (e.g. credentials no longer decryptable)
+    └── JobError                     job store / worker problems
+        ├── JobStoreUnavailable      the job database did not answer (down, frozen, timed out): retry later
+        └── CredentialsUnreadable    a job's stored credentials cannot be decrypted with this key
 """
 
 from __future__ import annotations
@@ -196,3 +198,11 @@ class LayoutError(RegcastError):
 
 class JobError(RegcastError):
     """Job store or worker problem."""
+
+
+class JobStoreUnavailable(JobError):
+    """The job database is down, unreachable or did not answer in time; trying again later can work."""
+
+
+class CredentialsUnreadable(JobError):
+    """A job's stored credentials cannot be decrypted: this process has another ``REGCAST_SECRET_KEY``."""

@@ -265,7 +265,10 @@ def _service_parts(settings: Settings) -> tuple[Any, Any]:
     from regcast.jobs.secrets import SecretBox
     from regcast.jobs.store import JobStore
 
-    return JobStore(settings.database_url), SecretBox.from_settings(settings.encryption_key(), settings.database_dir)
+    box = SecretBox.from_settings(
+        settings.encryption_key(), settings.database_dir, shared_database=settings.shared_database
+    )
+    return JobStore(settings.database_url, timeout=settings.db_timeout), box
 
 
 _db_option = click.option(
@@ -282,8 +285,17 @@ _db_option = click.option(
     default=None,
     help="Listen beyond loopback without REGCAST_API_TOKENS (not recommended).",
 )
+@click.option(
+    "--workers/--no-workers",
+    "run_workers",
+    default=True,
+    show_default=True,
+    help="Run workers in this process; --no-workers for API-only replicas (run `regcast worker` elsewhere).",
+)
 @_db_option
-def serve(host: str | None, port: int | None, allow_unauthenticated: bool | None, database_url: str | None) -> None:
+def serve(
+    host: str | None, port: int | None, allow_unauthenticated: bool | None, run_workers: bool, database_url: str | None
+) -> None:
     """The job service: REST API, workers and docs (/docs) in one process.
 
     With REGCAST_API_TOKENS (or REGCAST_API_TOKENS_FILE) every route but /healthz and /readyz
@@ -323,7 +335,7 @@ def serve(host: str | None, port: int | None, allow_unauthenticated: bool | None
     except OSError as exc:  # a busy port: say so and stop now, nothing started yet
         click.echo(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_FAILED)
-    app = create_app(Service(settings, store, box))
+    app = create_app(Service(settings, store, box, run_workers=run_workers))
     _say(settings, f"regcast serving on http://{settings.host}:{settings.port} (database: {_db_label(settings)})")
     run_server(
         app,
@@ -355,7 +367,9 @@ def _open_store(settings: Settings) -> Any:
             err=True,
         )
         sys.exit(EXIT_FAILED)
-    store, _box = _service_parts(settings)
+    from regcast.jobs.store import JobStore
+
+    store = JobStore(settings.database_url, timeout=settings.db_timeout)  # reads only: no key needed
     try:
         store.migrate()
     except Exception as exc:
@@ -410,52 +424,102 @@ def _db_label(settings: Settings) -> str:
 
 
 @main.command()
+@click.option(
+    "--health-port", type=int, help="Port of /healthz and /readyz (default 5002, 0: off; env REGCAST_HEALTH_PORT)."
+)
 @_db_option
-def worker(database_url: str | None) -> None:
-    """Workers only, no HTTP API (scaled deployments sharing one PostgreSQL)."""
+def worker(health_port: int | None, database_url: str | None) -> None:
+    """Workers only, no REST API (scaled deployments sharing one PostgreSQL).
+
+    Serves /healthz and /readyz on REGCAST_HOST:REGCAST_HEALTH_PORT for Kubernetes probes.
+    """
     import asyncio
-    import signal
+    import socket
 
     from regcast._exceptions import RegcastError
     from regcast.config import load_settings
-    from regcast.jobs.worker import Worker
 
     try:
-        settings = load_settings(database_url=database_url)
+        settings = load_settings(database_url=database_url, health_port=health_port)
         store, box = _service_parts(settings)
     except (RegcastError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
-
+    health = None
+    if settings.health_port:
+        try:
+            health = socket.create_server((settings.host, settings.health_port))
+        except OSError as exc:
+            raise click.UsageError(
+                f"cannot listen on {settings.host}:{settings.health_port} for /healthz and /readyz: {exc.strerror} "
+                "(set REGCAST_HEALTH_PORT, or 0 for none)"
+            ) from None
     _service_logging()
+    asyncio.run(_run_worker(settings, store, box, health))
 
-    async def run() -> None:
-        from regcast.ops.events import JobEvents
 
-        # notifications, per-target log lines and retention run here too; its metrics wait for a port of their own
-        events = JobEvents(store, settings, box)
-        w = Worker(store, settings, box, events=events)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, w.stop)
-        delay = 1.0
-        while not w.stopping.is_set():
-            try:
-                await asyncio.to_thread(store.migrate)
-                break
-            except Exception as exc:  # database not up yet: wait, as serve does
-                _say(settings, f"database unavailable ({type(exc).__name__}); retrying in {delay:.0f}s")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
-        from regcast.mirrors.service import MirrorService
+async def _run_worker(settings: Settings, store: Any, box: Any, health: Any) -> None:
+    """The worker loop, the mirror scheduler and the small health app, until SIGTERM/SIGINT."""
+    import asyncio
+    import contextlib
+    import signal
+    from collections.abc import Iterator
 
+    import uvicorn
+
+    from regcast._exceptions import JobStoreUnavailable
+    from regcast.api.probe import Probe, create_health_app
+    from regcast.jobs.worker import Worker
+    from regcast.mirrors.service import MirrorService
+    from regcast.ops.events import JobEvents
+
+    class _NoSignalServer(uvicorn.Server):
+        """The worker owns SIGTERM/SIGINT (jobs go back to the queue first); uvicorn must not take them."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    # notifications, per-target log lines and retention run here too; /metrics can join the health app
+    events = JobEvents(store, settings, box)
+    w = Worker(store, settings, box, events=events)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, w.stop)
+    server: uvicorn.Server | None = None
+    run_task: asyncio.Task[None] | None = None
+    migrated = False
+
+    def alive() -> str | None:
+        return "worker loop stopped" if run_task is not None and run_task.done() else None
+
+    def problem() -> str | None:
+        return w.unready() if migrated else "database unavailable"
+
+    if health is not None:
+        server = _NoSignalServer(uvicorn.Config(create_health_app(Probe(store, alive, problem)), log_level="warning"))
+        serving = asyncio.create_task(server.serve(sockets=[health]), name="health")
+    delay = 1.0
+    while not w.stopping.is_set():
+        try:
+            await asyncio.to_thread(store.migrate)
+            migrated = True
+            break
+        except JobStoreUnavailable as exc:  # database not up yet: wait, as serve does
+            _say(settings, f"{exc}; retrying in {delay:.0f}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(w.stopping.wait(), delay)
+            delay = min(delay * 2, 30)
+    if migrated:
         mirrors = MirrorService(settings, store, box, owner=w.id)
         mirrors.wake = w.wake
         mirrors.limits = w.runner.engine.limits
         mirrors.on_run_ended = events.notifier.run_ended
-        await asyncio.gather(w.run(), mirrors.run_scheduler(w.stopping))
-        store.close()
-
-    asyncio.run(run())
+        run_task = asyncio.create_task(w.run(), name="worker")
+        await asyncio.gather(run_task, mirrors.run_scheduler(w.stopping))
+    if server is not None:
+        server.should_exit = True
+        await serving
+    await asyncio.to_thread(store.close)
 
 
 @main.command()

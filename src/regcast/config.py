@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from regcast._exceptions import ConfigError
@@ -15,6 +17,9 @@ from regcast.registry.guards import OutboundPolicy
 from regcast.registry.retry import RetryPolicy
 from regcast.transfer.engine import TransferOptions
 from regcast.transfer.plan import GraphLimits
+
+log = logging.getLogger("regcast")
+SERVICE_LINK = re.compile(r"^(tcp|udp|sctp)://", re.IGNORECASE)
 
 
 class Settings(BaseSettings):
@@ -77,8 +82,11 @@ class Settings(BaseSettings):
     max_targets: int = Field(100, ge=1, le=10_000)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     poll_interval: float = Field(1.0, gt=0)
-    heartbeat_interval: float = Field(5.0, gt=0)
-    stale_after: float = Field(30.0, gt=0)
+    heartbeat_interval: float = Field(2.0, gt=0)
+    stale_after: float = Field(10.0, gt=0)  # a worker silent this long (database clock) is dead
+    db_timeout: float = Field(5.0, gt=0)  # bound on every database call (frozen database included)
+    shutdown_grace: float = Field(20.0, ge=0)  # how long a stopping worker keeps retrying final writes
+    health_port: int = Field(5002, ge=0, le=65535)  # `regcast worker`'s /healthz, /readyz (0: off)
     max_attempts: int = Field(3, ge=1, le=100)
     retry_backoff: float = Field(2.0, ge=0)
 
@@ -99,6 +107,27 @@ class Settings(BaseSettings):
     def _retention(cls, v: str) -> str:
         parse_duration(v)
         return v
+
+    @field_validator("port", "health_port", mode="before")
+    @classmethod
+    def _not_a_service_link(cls, v: Any, info: ValidationInfo) -> Any:
+        """Kubernetes sets ``REGCAST_PORT=tcp://10.96.0.12:5001`` for a Service named regcast: not ours."""
+        if isinstance(v, str) and SERVICE_LINK.match(v.strip()):
+            default = cls.model_fields[info.field_name or "port"].default
+            log.warning(
+                "ignoring REGCAST_%s=%s: a Kubernetes service link, not a port; using %s",
+                (info.field_name or "port").upper(),
+                v,
+                default,
+            )
+            return default
+        return v
+
+    @model_validator(mode="after")
+    def _liveness(self) -> Settings:
+        if self.stale_after < 2 * self.heartbeat_interval:
+            raise ValueError("stale_after must be at least twice heartbeat_interval")
+        return self
 
     def retention(self) -> dt.timedelta | None:
         """REGCAST_JOB_RETENTION as a duration; None means keep forever."""
@@ -180,6 +209,11 @@ class Settings(BaseSettings):
             detach_after=self.detach_after,
             graph_limits=GraphLimits(self.max_graph_manifest_bytes, self.max_graph_children, self.max_graph_blobs),
         )
+
+    @property
+    def shared_database(self) -> bool:
+        """A database several hosts may use (PostgreSQL), as opposed to a local SQLite file."""
+        return not self.database_url.startswith("sqlite")
 
     @property
     def database_dir(self) -> Path:

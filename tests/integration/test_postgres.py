@@ -16,6 +16,7 @@ from regcast.jobs.secrets import SecretBox
 from regcast.jobs.spec import DistributeRequest
 from regcast.jobs.store import JobStore
 from tests.support import images
+from tests.support.pg import db_proxy, via
 from tests.support.proxy import TcpProxy
 from tests.support.registry import RegistryServer, free_port
 from tests.support.service import FAST, Process, Service
@@ -61,9 +62,10 @@ def test_concurrent_claims_take_each_job_once(pg_url: str) -> None:
 
     def claimer(name: str) -> None:
         own = make_store(pg_url)
-        while (job := own.claim(name)) is not None:
+        own.register_worker(name, "test-host", 1)
+        while got := own.claim(name):
             with lock:
-                claimed.append(job.id)
+                claimed.extend(job.id for job in got)
         own.close()
 
     threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(8)]
@@ -151,14 +153,9 @@ def test_killed_worker_job_is_finished_by_another(
 def test_readyz_follows_the_database(
     tmp_path: Path, pg_url: str, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
 ) -> None:
-    from urllib.parse import urlsplit, urlunsplit
-
-    # The test's own schema (pg_url's search_path), reached through the proxy: never the shared public schema.
-    parts = urlsplit(pg_url)
-    proxy = TcpProxy(parts.port or 5432, upstream_host=parts.hostname or "127.0.0.1").start()
-    user = f"{parts.username}@" if parts.username else ""
-    db_url = urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}"))
-    svc = Service(tmp_path, {"REGCAST_DATABASE_URL": db_url, "REGCAST_SECRET_KEY": KEY}, port=free_port()).start()
+    proxy = db_proxy(pg_url)
+    env = {"REGCAST_DATABASE_URL": via(pg_url, proxy), "REGCAST_SECRET_KEY": KEY}
+    svc = Service(tmp_path, env, port=free_port()).start()
     try:
         assert svc.http.get("/readyz").status_code == 200
         images.image().push(src_reg.http(), repo, "v1")

@@ -112,6 +112,7 @@ def test_sigterm_stops_cleanly_and_job_resumes(
     # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is -15, not a crash
     assert first.terminate(timeout=30) in (0, -15)
     assert "back in the queue" in first.output()
+    assert first.output().count("claimed by") == 1  # a stopping process never claims again
     record = JobStore(f"sqlite:///{tmp_path / 'regcast.db'}").get(job)
     assert record
     assert record.state == "QUEUED"

@@ -1,6 +1,7 @@
 """A TCP proxy for the tests: throttles the bytes flowing back from upstream (``rate``) or going up
 to it (``upload_rate``: a target at the end of a slow link), and can cut every connection or refuse
-new ones (a database or registry that goes down)."""
+new ones (a database or registry that goes down), or freeze: connections stay open but no byte
+moves (a hung server or a black-holed network)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._budget_lock: asyncio.Lock | None = None
+        self._flowing: asyncio.Event | None = None
         self._free_at = {True: 0.0, False: 0.0}  # per direction (True: from upstream)
 
     def start(self) -> TcpProxy:
@@ -39,6 +41,8 @@ class TcpProxy:
 
     async def _start(self) -> None:
         self._budget_lock = asyncio.Lock()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -47,6 +51,18 @@ class TcpProxy:
         self.down = down
         if down:
             asyncio.run_coroutine_threadsafe(self._cut(), self._loop).result(10)
+
+    def set_frozen(self, frozen: bool) -> None:
+        """Frozen: every connection (open or new) stays up, but nothing is forwarded."""
+
+        async def flip() -> None:
+            assert self._flowing
+            if frozen:
+                self._flowing.clear()
+            else:
+                self._flowing.set()
+
+        asyncio.run_coroutine_threadsafe(flip(), self._loop).result(10)
 
     async def _cut(self) -> None:
         for w in list(self._writers):
@@ -69,6 +85,8 @@ class TcpProxy:
             return
         if self.connect_delay:
             await asyncio.sleep(self.connect_delay)
+        assert self._flowing
+        await self._flowing.wait()
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
@@ -95,6 +113,8 @@ class TcpProxy:
                 data = await reader.read(65536)
                 if not data:
                     break
+                assert self._flowing
+                await self._flowing.wait()
                 if rate:
                     assert self._budget_lock
                     async with self._budget_lock:  # one shared link: connections take turns

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ class Process:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = directory / f"{args[0]}-{free_port()}.log"
+        if args[0] == "worker" and "REGCAST_HEALTH_PORT" not in env:  # never the shared default port
+            self.env = {**env, "REGCAST_HEALTH_PORT": str(free_port())}
+        self.health = f"http://127.0.0.1:{self.env.get('REGCAST_HEALTH_PORT', '0')}"
 
     def start(self) -> Process:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -50,6 +54,19 @@ class Process:
             stdin=subprocess.DEVNULL,
         )
         return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """A ``worker``: until its /readyz (on its own port) answers 200."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc and self.proc.poll() is None, self.output()
+            try:
+                if httpx.get(f"{self.health}/readyz", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"worker did not become ready:\n{self.output()}")
 
     def kill(self) -> None:
         assert self.proc
@@ -71,9 +88,11 @@ class Process:
 
 
 class Service(Process):
-    def __init__(self, directory: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, env: dict[str, str] | None = None, port: int | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.port = port or free_port()
-        super().__init__(["serve", "--port", str(self.port)], directory, {**FAST, **(env or {})})
+        super().__init__(["serve", "--port", str(self.port), *args], directory, {**FAST, **(env or {})})
         self.url = f"http://127.0.0.1:{self.port}"
         self.http = httpx.Client(base_url=self.url, timeout=60)
 

@@ -11,9 +11,10 @@ import pytest
 
 from regcast.config import Settings, parse_duration
 from regcast.jobs.models import JobState
-from regcast.jobs.store import JobStore, TargetUpdate
+from regcast.jobs.store import Claim, JobStore, TargetUpdate
 from regcast.ops.logs import JsonFormatter, current_job
 from regcast.ops.notify import sign, verify
+from regcast.transfer.progress import TargetState
 
 
 def test_durations() -> None:
@@ -36,12 +37,15 @@ def _store(tmp_path: Path) -> JobStore:
 
 def _run_to_end(store: JobStore, states: list[str], final: JobState) -> str:
     job = store.create({"source": {"image": "a/b"}, "targets": []}, None, [("http://h/v2", "a/b", "v1")] * len(states))
-    claimed = store.claim("w")
-    assert claimed
+    store.register_worker("w", "host", 1)
+    [claimed] = store.claim("w")
     assert claimed.id == job
-    updates = [TargetUpdate(i, s, 10, 10, 1, "boom" if s == "FAILED" else None) for i, s in enumerate(states)]
-    store.save_progress(job, "w", updates)
-    store.finish(job, "w", final, "boom" if final is JobState.FAILED else None)
+    claim = Claim(job, "w", claimed.claim_generation)
+    updates = [
+        TargetUpdate(i, TargetState(s), 10, 10, 1, "boom" if s == "FAILED" else None) for i, s in enumerate(states)
+    ]
+    store.save_progress(claim, updates)
+    store.finish(claim, final, "boom" if final is JobState.FAILED else None)
     return job
 
 

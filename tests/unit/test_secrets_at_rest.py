@@ -15,8 +15,8 @@ import trustme
 from cryptography.fernet import Fernet
 
 from regcast._exceptions import ConfigError
+from regcast.jobs._db import Watchdog, make_engine
 from regcast.jobs.secrets import KEY_FILE, SecretBox, derive_key
-from regcast.jobs.store import make_engine
 from regcast.registry._transport import trust
 
 KEY = "k3y-of-thirty-two-characters-or-more!"
@@ -48,7 +48,7 @@ def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
 def test_sqlite_database_files_are_created_0600(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
-        engine = make_engine(f"sqlite:///{tmp_path / 'regcast.db'}")
+        engine = make_engine(f"sqlite:///{tmp_path / 'regcast.db'}", 5.0, Watchdog())
         with engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")

@@ -16,12 +16,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
-from sqlalchemy.exc import SQLAlchemyError
 
 from regcast import __version__
+from regcast._exceptions import JobError, JobStoreUnavailable
 from regcast.api import dashboard
 from regcast.api.middleware import BearerAuth, BodyLimit, BrowserGuard
 from regcast.api.openapi import build_openapi
+from regcast.api.probe import Probe
 from regcast.api.responses import SeedJSON, error
 from regcast.api.routes import events, health, jobs, mirrors, operations
 from regcast.api.service import Service
@@ -32,7 +33,7 @@ from regcast.ops.events import JobEvents
 from regcast.triggers.dispatch import PushTriggers
 
 log = logging.getLogger("regcast.api")
-SHUTDOWN_GRACE = 20.0
+SHUTDOWN_MARGIN = 5.0  # past the workers' own deadline (settings.shutdown_grace)
 DOCS_STATIC = "/docs/static"
 
 
@@ -56,7 +57,7 @@ async def _bad_request(_req: Request, exc: Exception) -> SeedJSON:
 
 
 async def _db_down(_req: Request, exc: Exception) -> SeedJSON:
-    log.warning("database error: %s", type(exc).__name__)
+    log.warning("%s", exc)
     return error(503, "database unavailable")
 
 
@@ -79,6 +80,7 @@ def create_app(service: Service) -> FastAPI:
         service.mirrors = MirrorService(service.settings, service.store, service.box, owner=f"api-{os.getpid()}")
     if service.triggers is None:
         service.triggers = PushTriggers(service.mirrors, service.metrics.push_lag.observe, service.metrics.event)
+    app.state.probe = Probe(service.store, service.alive, service.problem)
     app.add_middleware(BodyLimit, limit=service.settings.max_body_bytes)
     tokens = service.settings.tokens()
     if tokens:
@@ -88,7 +90,7 @@ def create_app(service: Service) -> FastAPI:
     hosts = None if tokens else (settings.host, *_split(settings.allowed_hosts))
     app.add_middleware(BrowserGuard, allowed_origins=_split(settings.allowed_origins), allowed_hosts=hosts)
     app.add_exception_handler(RequestValidationError, _bad_request)
-    app.add_exception_handler(SQLAlchemyError, _db_down)
+    app.add_exception_handler(JobError, _db_down)
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(mirrors.router)
@@ -106,14 +108,15 @@ def create_app(service: Service) -> FastAPI:
 @contextlib.asynccontextmanager
 async def _running(service: Service) -> AsyncIterator[None]:
     """Start migrating and working in the background; on exit stop the workers cleanly."""
-    starter = asyncio.create_task(_start(service), name="startup")
+    starter = service.starter = asyncio.create_task(_start(service), name="startup")
     try:
         yield
     finally:
+        service.stopping = True
         if service.worker is not None:
             service.worker.stop()  # running jobs stop cleanly and go back to the queue
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(starter), SHUTDOWN_GRACE)
+            await asyncio.wait_for(asyncio.shield(starter), service.settings.shutdown_grace + SHUTDOWN_MARGIN)
         starter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await starter
@@ -129,8 +132,8 @@ async def _start(service: Service) -> None:
         try:
             await asyncio.to_thread(service.store.migrate)
             break
-        except SQLAlchemyError as exc:
-            log.error("database unavailable (%s); retrying in %.0fs", type(exc).__name__, delay)
+        except JobStoreUnavailable as exc:
+            log.error("%s; retrying in %.0fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
     service.ready.set()
@@ -139,12 +142,18 @@ async def _start(service: Service) -> None:
         service.mirrors.on_run_ended = events.notifier.run_ended
     if service.run_workers:
         service.worker = Worker(service.store, service.settings, service.box, events=events)
-        if service.mirrors is None:
-            await service.worker.run()
+        try:
+            if service.mirrors is None:
+                await service.worker.run()
+            else:
+                service.mirrors.wake = service.worker.wake
+                service.mirrors.limits = service.worker.runner.engine.limits
+                await asyncio.gather(service.worker.run(), service.mirrors.run_scheduler(service.worker.stopping))
+        except Exception:
+            log.exception("the worker loop crashed; /healthz answers 503")
             return
-        service.mirrors.wake = service.worker.wake
-        service.mirrors.limits = service.worker.runner.engine.limits
-        await asyncio.gather(service.worker.run(), service.mirrors.run_scheduler(service.worker.stopping))
+        if not service.stopping:
+            log.error("the worker loop stopped; /healthz answers 503")
 
 
 __all__ = ["SeedJSON", "Service", "create_app", "error"]

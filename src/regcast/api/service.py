@@ -28,6 +28,20 @@ class Service:
     mirrors: MirrorService | None = None  # stored mirror sets, their runs and schedules
     metrics: Metrics = field(default_factory=Metrics)
     triggers: PushTriggers | None = None  # registries' push notifications (POST /api/events/<name>)
+    starter: asyncio.Task[None] | None = None  # migrate, then the worker loop until shutdown
+    stopping: bool = False
+
+    def alive(self) -> str | None:
+        """None while the process can do its job; a dead worker loop makes ``serve`` unhealthy."""
+        if self.run_workers and self.starter is not None and self.starter.done() and not self.stopping:
+            return "worker loop stopped"
+        return None
+
+    def problem(self) -> str | None:
+        """Why this process cannot take work now (None: it can)."""
+        if not self.ready.is_set():
+            return "database unavailable"
+        return self.worker.problem if self.worker is not None else None
 
 
 def get_service(request: Request) -> Service:

@@ -1,7 +1,11 @@
 """Tables of the job store (SQLAlchemy Core). Alembic migrations in ``migrations/`` create them.
 
+The two must describe the same schema, server defaults included: ``tests/unit/test_migrations.py``
+upgrades an empty database and compares it with this module.
+
 ``jobs.request`` holds the request without any credential; credentials live only in
-``jobs.secrets``, encrypted (see ``secrets.py``).
+``jobs.secrets``, encrypted (see ``secrets.py``). ``workers`` holds one row per live worker
+process and its heartbeat (database clock); see ``docs/decisions.md`` (liveness).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
+    true,
 )
 
 metadata = MetaData()
@@ -52,16 +58,19 @@ jobs = Table(
     Column("request", JSON, nullable=False),
     Column("secrets", LargeBinary),
     Column("source_digest", String(200)),
-    Column("attempts", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, server_default="0"),  # claims that counted
     Column("worker_id", String(100)),
     Column("heartbeat_at", DateTime(timezone=True)),
-    Column("not_before", DateTime(timezone=True)),
-    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("not_before", DateTime(timezone=True)),  # not claimable before (job-level retry backoff)
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
     Column("error", Text),
+    # +1 on every claim; a worker's writes are fenced by the generation it claimed
+    Column("claim_generation", Integer, nullable=False, server_default="0"),
     Column("notifications", JSON),  # delivery attempts of the job's notifications (ops/notify.py)
 )
 Index("ix_jobs_state_created", jobs.c.state, jobs.c.created_at)
 Index("ix_jobs_created", jobs.c.created_at)
+Index("ix_jobs_worker", jobs.c.worker_id)
 
 job_targets = Table(
     "job_targets",
@@ -72,16 +81,28 @@ job_targets = Table(
     Column("repository", Text, nullable=False),
     Column("ref", Text, nullable=False),
     Column("state", String(16), nullable=False),
-    Column("bytes_done", BigInteger, nullable=False, default=0),
-    Column("bytes_total", BigInteger, nullable=False, default=0),
-    Column("attempts", Integer, nullable=False, default=0),
+    Column("bytes_done", BigInteger, nullable=False, server_default="0"),
+    Column("bytes_total", BigInteger, nullable=False, server_default="0"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
     Column("error", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("retries", Integer, nullable=False, default=0),
+    Column("retries", Integer, nullable=False, server_default="0"),
     Column("reason", String(32)),  # why SKIPPED: up-to-date / tag-differs
-    Column("referrers", Integer, nullable=False, default=0),  # referrers copied to this target
+    Column("referrers", Integer, nullable=False, server_default="0"),  # referrers copied to this target
     Column("referrers_left_out", JSON),  # lines: which referrer was not copied, and why
     Column("finished_at", DateTime(timezone=True)),  # when this target ended: its own time (issue 19)
-    Column("blobs_detached", Integer, nullable=False, default=0),  # blobs it finished from its own read
+    Column("blobs_detached", Integer, nullable=False, server_default="0"),  # blobs it finished from its own read
     Column("detached_reason", Text),  # why it was detached from the shared stream
+    # a FAILED target worth another job-level attempt (a network fault, not bad credentials)
+    Column("retryable", Boolean, nullable=False, server_default=true()),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("host", String(255), nullable=False),  # hostname + boot id: "this machine"
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),  # the database's clock
 )

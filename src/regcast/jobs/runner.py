@@ -125,19 +125,31 @@ class JobRunner:
                 finished_at=t.finished_at,
                 blobs_detached=t.blobs_detached,
                 detached_reason=t.detached_reason,
+                retryable=t.retryable,
             )
-            st.state = TargetState(t.state) if t.state in TargetState.__members__ else TargetState.PENDING
+            st.state = t.state
             run.statuses[t.idx] = st
         return run
 
     async def run(self, run: JobRun) -> None:
-        """Copy to every target not yet done; retry retryable failures with backoff."""
+        """One attempt: copy to every target not yet done and not failed for good.
+
+        Another attempt, if one is due, is a new claim after a backoff (``jobs.not_before``), decided
+        by the worker: nothing sleeps here, and any worker can take it.
+        """
         request = DistributeRequest.model_validate(_with_auth(run.record, self.box))
         refused = refused_endpoint(request, self.settings.outbound_policy())
         if refused:  # the allow-list may have changed since the job was accepted
             run.error = refused
             raise InvalidInput(refused)
         await self.pool.prune()
+        todo = [
+            i
+            for i, st in run.statuses.items()
+            if st.state.value not in DONE_STATES and (st.state is not TargetState.FAILED or st.retryable)
+        ]
+        if not todo:
+            return
         src = request.source
         if src.verify_tls is False:
             log.warning("job %s: TLS verification is off for source %s", run.record.id, src.endpoint)
@@ -156,32 +168,23 @@ class JobRunner:
             src.image,
         )
         try:
-            graph: SourceGraph | None = None  # planned by the first attempt that needs it, then reused
-            for attempt in range(self.settings.max_attempts):
-                todo = [
-                    i
-                    for i, st in run.statuses.items()
-                    if st.state.value not in DONE_STATES and (attempt == 0 or st.retryable)
-                ]
-                if not todo:
-                    return
-                if attempt:
-                    delay = self.settings.retry_backoff * 2 ** (attempt - 1)
-                    log.info("job %s: trying %d target(s) again in %.1fs", run.record.id, len(todo), delay)
-                    await asyncio.sleep(delay)
-                try:
-                    result = await self._copy_once(run, request, source, graph, todo)
-                except NotFound:
-                    run.error = "Image not found"
+            if run.record.attempts > 1:
+                log.info("job %s: attempt %d for %d target(s)", run.record.id, run.record.attempts, len(todo))
+            try:
+                result = await self._copy_once(run, request, source, None, todo)
+            except NotFound:
+                run.error = "Image not found"
+                raise
+            except RegcastError as exc:  # the source failed: a passing fault is tried again by a later claim
+                if not is_retryable(exc) or run.record.attempts >= self.settings.max_attempts:
                     raise
-                except RegcastError as exc:  # the source failed: a passing fault is tried again per the job policy
-                    if not is_retryable(exc) or attempt + 1 >= self.settings.max_attempts:
-                        raise
-                    log.warning("job %s: source not ready (%s)", run.record.id, describe(exc))
-                    continue
-                graph = result.graph or graph
-                run.source_digest = result.source_digest
-                run.changed_now()
+                log.warning("job %s: source not ready (%s)", run.record.id, describe(exc))
+                for i in todo:
+                    st = run.statuses[i]
+                    st.state, st.error, st.retryable = TargetState.FAILED, f"source: {describe(exc)}", True
+                return
+            run.source_digest = result.source_digest
+            run.changed_now()
         finally:
             await source.close()
 

@@ -1,8 +1,9 @@
 """Credentials at rest: authenticated encryption (Fernet: AES-CBC + HMAC-SHA256).
 
 The key comes from ``REGCAST_SECRET_KEY`` (a random string of 32+ characters; several replicas
-must share it, HKDF turns it into the Fernet key), or from a key file created with mode 0600 next
-to the SQLite database on first start (refused when others may read it).
+must share it, so it is required with PostgreSQL; HKDF turns it into the Fernet key), or, with
+SQLite, from a key file created with mode 0600 next to the database on first start (refused when
+others may read it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from regcast._exceptions import ConfigError, JobError
+from regcast._exceptions import ConfigError, CredentialsUnreadable
 
 log = logging.getLogger("regcast.jobs")
 KEY_FILE = "regcast.key"
@@ -42,7 +43,12 @@ class SecretBox:
         self._fernet = MultiFernet([Fernet(derive_key(key)), legacy])
 
     @classmethod
-    def from_settings(cls, secret_key: str | None, key_dir: Path) -> SecretBox:
+    def from_settings(cls, secret_key: str | None, key_dir: Path, *, shared_database: bool = False) -> SecretBox:
+        """The configured key; a key file only for a database no other host uses (SQLite).
+
+        With a shared database, replicas each writing their own key file would seal jobs that no
+        other replica can open, so a configured key is required there.
+        """
         if secret_key:
             if len(secret_key) < MIN_SECRET_KEY:
                 raise ConfigError(
@@ -50,6 +56,11 @@ class SecretBox:
                     "(for example: openssl rand -base64 32)"
                 )
             return cls(secret_key.encode())
+        if shared_database:
+            raise ConfigError(
+                "REGCAST_SECRET_KEY is required with PostgreSQL: every replica must use the same key "
+                "(REGCAST_SECRET_KEY or REGCAST_SECRET_KEY_FILE)"
+            )
         return cls(_key_file(key_dir / KEY_FILE))
 
     def seal(self, value: Any) -> bytes:
@@ -59,7 +70,7 @@ class SecretBox:
         try:
             return json.loads(self._fernet.decrypt(blob))
         except InvalidToken:
-            raise JobError(
+            raise CredentialsUnreadable(
                 "stored credentials cannot be decrypted: REGCAST_SECRET_KEY or the key file changed"
             ) from None
 

@@ -1,8 +1,9 @@
-"""Workers: claim jobs, run them, keep the store told, recover jobs of workers that died.
+"""Workers: claim jobs fairly, run them, keep the store told, recover jobs of workers that died.
 
-Side tasks are named and supervised (restarted after a crash). A running job has a monitor
-that flushes progress (which is also its heartbeat), notices a cancel request or a lost claim,
-and writes the final state shielded from cancellation.
+Side tasks (heartbeat, reaper, claimer, listener) are named and supervised (restarted after a
+crash). A running job has a monitor that flushes progress, notices a cancel request or a lost
+claim, and writes the outcome shielded from cancellation — retrying until the database answers,
+bounded by the shutdown deadline, so a job that finished during an outage is not run again.
 """
 
 from __future__ import annotations
@@ -11,23 +12,27 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from regcast._exceptions import NotFound, RegcastError
+from regcast._exceptions import CredentialsUnreadable, JobStoreUnavailable, NotFound, RegcastError
 from regcast.config import Settings
+from regcast.jobs.liveness import Liveness
 from regcast.jobs.models import JobState
 from regcast.jobs.runner import DONE_STATES, JobRun, JobRunner, describe_job_error, failure_summary
 from regcast.jobs.secrets import SecretBox
-from regcast.jobs.store import JobRecord, JobStore, TargetUpdate
+from regcast.jobs.store import Claim, JobRecord, JobStore, TargetUpdate
 from regcast.ops.events import JobEvents, purge_loop
 from regcast.ops.logs import current_job
 from regcast.transfer.engine import CopyEngine
+from regcast.transfer.progress import TargetState
 
 log = logging.getLogger("regcast.worker")
+T = TypeVar("T")
+FAIR_WINDOW = 0.1  # seconds a fully busy process waits before claiming, so idle processes go first
 
 
 async def supervised(name: str, fn: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
@@ -61,33 +66,66 @@ class Worker:
         observer = events.metrics if events else None
         self.runner = JobRunner(settings, engine or CopyEngine(settings.transfer_options()), box, observer)
         self.stopping = asyncio.Event()
+        self.liveness = Liveness(store, settings, self.id, self.stopping)
+        self.problem: str | None = None  # set when this worker must not run jobs (reported by /readyz)
         self._wake = asyncio.Event()
+        self._listening = False  # NOTIFY reaches this process: it wakes with everybody else
+        self._deadline: float | None = None  # loop time by which a stopping worker gives up on writes
 
     def wake(self) -> None:
-        """A job was just queued in this process: claim now instead of at the next poll."""
-        self._wake.set()
+        """A job was queued in this process: claim now instead of at the next poll.
+
+        With NOTIFY flowing this is left to the notification, which wakes every process at once:
+        the process that took the POST gets no head start.
+        """
+        if not self._listening:
+            self._wake.set()
+
+    def _listener_up(self, up: bool) -> None:
+        self._listening = up
 
     def stop(self) -> None:
         """Stop claiming; running jobs are interrupted and put back in the queue."""
+        if not self.stopping.is_set():
+            self._deadline = asyncio.get_running_loop().time() + self.settings.shutdown_grace
         self.stopping.set()
+
+    def unready(self) -> str | None:
+        """Why this worker cannot take jobs now (None: it can)."""
+        if self.problem:
+            return self.problem
+        if not self.liveness.connected:
+            return "database unavailable"
+        return None
 
     async def run(self) -> None:
         log.info("worker %s started (%d job(s) at a time)", self.id, self.settings.jobs_in_flight)
-        tasks = [
-            asyncio.create_task(supervised("reaper", self._reap, self.stopping), name="reaper"),
-            asyncio.create_task(supervised("claimer", self._claim_loop, self.stopping), name="claimer"),
-            asyncio.create_task(
-                supervised("purge", lambda: purge_loop(self.store, self.settings, self.stopping), self.stopping),
-                name="purge",
-            ),
+        if not await self.liveness.start():
+            return
+        sides: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("heartbeat", self.liveness.heartbeats),
+            ("reaper", self.liveness.reaper),
+            ("claimer", self._claim_loop),
+            ("purge", lambda: purge_loop(self.store, self.settings, self.stopping)),
         ]
+        if self.store.postgres:
+            from regcast.jobs.listen import listen
+
+            store, notified = self.store, self._wake.set
+            sides.append(
+                ("listener", lambda: listen(store.url, notified, self.stopping, store.timeout, self._listener_up))
+            )
+        tasks = [asyncio.create_task(supervised(n, fn, self.stopping), name=n) for n, fn in sides]
         try:
-            await asyncio.gather(*tasks)
+            claimer = next(t for t in tasks if t.get_name() == "claimer")
+            await claimer  # returns once stopping and every job is back or done
         finally:
+            self.stopping.set()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.runner.close()  # the registry connections kept across jobs
+            await self.liveness.stop()
             if self.events is not None:
                 await self.events.close()
             log.info("worker %s stopped", self.id)
@@ -96,73 +134,85 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
-    async def _reap(self) -> None:
-        interval = max(0.5, self.settings.stale_after / 3)
-        while not self.stopping.is_set():
-            try:
-                await asyncio.to_thread(self.store.requeue_stale, self.settings.stale_after, self.settings.max_attempts)
-            except SQLAlchemyError as exc:
-                log.warning("reaper: database unavailable (%s)", type(exc).__name__)
-            await self._sleep(interval)
-
     async def _claim_loop(self) -> None:
-        """One claimer per process fills up to ``jobs_in_flight`` slots (idle polling stays one query)."""
-        slots = asyncio.Semaphore(self.settings.jobs_in_flight)
+        """Each pass claims one job per free slot, then waits for a wake-up or the next poll.
+
+        Waiting between passes lets other processes in (a fair prefetch); ``stopping`` is checked
+        after every wait, and a claim that raced with shutdown is handed back at once.
+        """
         running: set[asyncio.Task[None]] = set()
-
-        async def run(record: JobRecord) -> None:
-            try:
-                await self.execute(record)
-            except Exception:  # retrieved here, never left to "Task exception was never retrieved"
-                log.exception("job %s: the worker failed while running it", record.id)
-            finally:
-                slots.release()
-                self._wake.set()  # a slot is free: look for more work at once
-
         try:
             while not self.stopping.is_set():
-                await slots.acquire()
-                try:
-                    record = await asyncio.to_thread(self.store.claim, self.id)
-                except SQLAlchemyError as exc:
-                    slots.release()
-                    log.warning("claim: database unavailable (%s)", type(exc).__name__)
-                    await self._sleep(2.0)
-                    continue
-                if record is None:
-                    slots.release()
-                    await self._idle()
-                    continue
-                task = asyncio.create_task(run(record), name=f"run-{record.id}")
-                running.add(task)
-                task.add_done_callback(running.discard)
+                free = self.settings.jobs_in_flight - len(running)
+                self._wake.clear()
+                if free > 0 and self.problem is None:
+                    # a fair prefetch: the busier this process, the longer it lets others claim first
+                    busy = len(running) / self.settings.jobs_in_flight
+                    await self._sleep(FAIR_WINDOW * busy + random.uniform(0, 0.01))
+                    try:
+                        records = await asyncio.to_thread(self.store.claim, self.id, free)
+                    except JobStoreUnavailable as exc:
+                        log.warning("claim: %s", exc)
+                        records = []
+                    if self.stopping.is_set():
+                        for r in records:
+                            await self._write("release", self.store.release, _claim_of(r, self.id))
+                        break
+                    for record in records:
+                        task = asyncio.create_task(self._run_one(record), name=f"run-{record.id}")
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                await self._idle()
         finally:
             if running:  # shutting down: each job stops cleanly and goes back to the queue
                 await asyncio.gather(*running, return_exceptions=True)
 
+    async def _run_one(self, record: JobRecord) -> None:
+        try:
+            await self.execute(record)
+        except Exception:  # never leave a task exception unretrieved
+            log.exception("job %s: worker error", record.id)
+        finally:
+            self._wake.set()  # a slot is free: look for more work at once
+
     async def _idle(self) -> None:
-        """Wait for the poll interval, a wake-up (job queued here, slot freed) or shutdown."""
+        """Wait for the poll interval, a wake-up (job queued, slot freed) or shutdown."""
         waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(self.stopping.wait())]
         await asyncio.wait(waits, timeout=self.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
-        self._wake.clear()
+
+    async def _write(self, what: str, fn: Callable[..., T], *args: Any) -> T | None:
+        """A write that must land: retried until the database answers, or the shutdown deadline."""
+        delay = 0.25
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except JobStoreUnavailable as exc:
+                if self._deadline is not None and loop.time() >= self._deadline:
+                    log.error("%s: database still unavailable at the shutdown deadline (%s); giving up", what, exc)
+                    return None
+                log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- one job ----------------------------------------------------------------------------------
     async def execute(self, record: JobRecord) -> None:
         current_job.set(record.id)  # every log line of this job's task carries its id
         log.info("job %s: claimed by %s (attempt %d)", record.id, self.id, record.attempts)
+        claim = _claim_of(record, self.id)
         run = self.runner.prepare(record)
         task = asyncio.create_task(self.runner.run(run), name=f"job-{record.id}")
         try:
-            await self._monitor(run, task)
+            await self._monitor(claim, run, task)
         finally:  # whatever happened to the monitor, the job task is stopped and its outcome retrieved
             if not task.done():
                 await _cancel(task)
             elif not task.cancelled():
                 task.exception()
 
-    async def _monitor(self, run: JobRun, task: asyncio.Task[None]) -> None:
+    async def _monitor(self, claim: Claim, run: JobRun, task: asyncio.Task[None]) -> None:
         record = run.record
         cancelled = False
         while True:
@@ -176,9 +226,9 @@ class Worker:
             waiter.cancel()
             stopper.cancel()
             run.changed.clear()
-            owned, cancel = await self._flush(run)
+            owned, cancel = await self._flush(claim, run)
             if not owned:
-                log.warning("job %s: claim lost (requeued elsewhere); stopping here without writing", record.id)
+                log.warning("job %s: claimed by another worker meanwhile; stopping here without writing", record.id)
                 await _cancel(task)
                 return
             if cancel and not task.done():
@@ -188,24 +238,81 @@ class Worker:
                 break
             if self.stopping.is_set() and not task.done():
                 await _cancel(task)
-                await self._flush(run)
-                await asyncio.shield(asyncio.to_thread(self.store.release, record.id, self.id))
+                await asyncio.shield(self._write(f"job {record.id}", self.store.release, claim, _updates(run)))
                 log.info("job %s: interrupted by shutdown; back in the queue", record.id)
                 return
             if task.done():
                 break
-        await asyncio.shield(self._finish(run, task, cancelled))
+        await asyncio.shield(self._conclude(claim, run, task, cancelled))
 
-    async def _flush(self, run: JobRun) -> tuple[bool, bool]:
-        updates = [
+    async def _flush(self, claim: Claim, run: JobRun) -> tuple[bool, bool]:
+        try:
+            return await asyncio.shield(
+                asyncio.to_thread(self.store.save_progress, claim, _updates(run), run.source_digest)
+            )
+        except JobStoreUnavailable as exc:  # keep copying: the outcome is written once the database is back
+            log.warning("job %s: could not save progress (%s)", claim.job_id, exc)
+            return True, False
+
+    async def _conclude(self, claim: Claim, run: JobRun, task: asyncio.Task[None], cancelled: bool) -> None:
+        what = f"job {claim.job_id}"
+        exc = None if cancelled else task.exception()
+        if isinstance(exc, CredentialsUnreadable):
+            # another replica has the right key: hand the job over, and stop taking jobs here
+            self.problem = f"cannot decrypt stored credentials ({exc}); check REGCAST_SECRET_KEY"
+            log.error("worker %s: %s; job %s handed back, this worker takes no more jobs", self.id, exc, claim.job_id)
+            await self._write(what, self.store.release, claim)
+            return
+        error: str | None = None
+        if cancelled:
+            state, error = JobState.CANCELLED, "cancelled by user"
+        elif exc is not None:
+            if not isinstance(exc, RegcastError):
+                log.error("job %s: unexpected error", claim.job_id, exc_info=exc)
+            state = JobState.FAILED
+            error = f"Image not found ({describe_job_error(exc)})" if isinstance(exc, NotFound) else None
+            error = error or describe_job_error(exc)
+        elif all(st.state.value in DONE_STATES for st in run.statuses.values()):
+            state = JobState.FINISHED
+        elif _retryable(run) and run.record.attempts < self.settings.max_attempts:
+            delay = self.settings.retry_backoff * 2 ** (run.record.attempts - 1)
+            ok = await self._write(what, self.store.retry_later, claim, delay, _updates(run, requeue=True))
+            log.info("job %s: %s", claim.job_id, f"retrying failed target(s) in {delay:.1f}s" if ok else "claim lost")
+            return
+        else:
+            state, error = JobState.FAILED, failure_summary(run)
+        ok = await self._write(what, self.store.finish, claim, state, error, _updates(run), run.source_digest)
+        outcome = f"{state.value}{f' ({error})' if error else ''}" if ok else "claimed by another worker meanwhile"
+        log.info("job %s: %s", claim.job_id, outcome, extra={"error": error})
+        if ok and self.events is not None:
+            self.events.job_ended(run, state.value, error)
+
+
+def _claim_of(record: JobRecord, worker_id: str) -> Claim:
+    return Claim(record.id, worker_id, record.claim_generation)
+
+
+def _retryable(run: JobRun) -> bool:
+    return any(st.state is TargetState.FAILED and st.retryable for st in run.statuses.values())
+
+
+def _updates(run: JobRun, requeue: bool = False) -> list[TargetUpdate]:
+    """Target rows to write; on ``requeue`` retryable failures go back to PENDING (error kept)."""
+    out = []
+    for i, st in run.statuses.items():
+        state = st.state
+        if requeue and state is TargetState.FAILED and st.retryable:
+            state = TargetState.PENDING
+        out.append(
             TargetUpdate(
                 i,
-                st.state.value,
+                state,
                 st.bytes_done,
                 st.bytes_total,
                 st.attempts,
                 st.error,
                 st.retries,
+                st.retryable,
                 st.reason,
                 st.referrers,
                 tuple(st.referrers_left_out),
@@ -213,37 +320,8 @@ class Worker:
                 st.blobs_detached,
                 st.detached_reason,
             )
-            for i, st in run.statuses.items()
-        ]
-        try:
-            return await asyncio.shield(
-                asyncio.to_thread(self.store.save_progress, run.record.id, self.id, updates, run.source_digest)
-            )
-        except SQLAlchemyError as exc:
-            log.warning("job %s: could not save progress (%s)", run.record.id, type(exc).__name__)
-            return True, False
-
-    async def _finish(self, run: JobRun, task: asyncio.Task[None], cancelled: bool) -> None:
-        error: str | None
-        if cancelled:
-            state, error = JobState.CANCELLED, "cancelled by user"
-        elif (exc := task.exception()) is not None:
-            if not isinstance(exc, RegcastError):
-                log.error("job %s: unexpected error", run.record.id, exc_info=exc)
-            state = JobState.FAILED
-            error = "Image not found" if isinstance(exc, NotFound) else describe_job_error(exc)
-            if isinstance(exc, NotFound):
-                error = f"Image not found ({describe_job_error(exc)})"
-        elif all(st.state.value in DONE_STATES for st in run.statuses.values()):
-            state, error = JobState.FINISHED, None
-        else:
-            state, error = JobState.FAILED, failure_summary(run)
-        await self._flush(run)
-        ok = await asyncio.to_thread(self.store.finish, run.record.id, self.id, state, error)
-        note = f" ({error})" if error and ok else ""
-        log.info("job %s: %s%s", run.record.id, state.value, note, extra={"error": error})
-        if ok and self.events is not None:
-            self.events.job_ended(run, state.value, error)
+        )
+    return out
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from regcast._exceptions import RegcastError
+from regcast._exceptions import JobError, RegcastError
 from regcast.config import Settings
 from regcast.jobs.secrets import SecretBox
 from regcast.jobs.spec import DistributeRequest
@@ -225,7 +225,7 @@ class MirrorService:
         while not stop.is_set():
             try:
                 await self.tick()
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, JobError) as exc:
                 log.warning("mirror scheduler: database unavailable (%s)", type(exc).__name__)
             except Exception:
                 log.exception("mirror scheduler: tick failed")

@@ -14,6 +14,7 @@ class TargetState(enum.StrEnum):
     FINISHED = "FINISHED"
     SKIPPED = "SKIPPED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"  # never set by the engine: the store settles a cancelled job's targets
 
 
 @dataclass

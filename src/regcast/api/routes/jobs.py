@@ -184,9 +184,7 @@ async def list_jobs(
     """Jobs, newest first; filter by ``state``, ``image`` (the source or a target repository contains it),
     ``target`` (a target endpoint contains it); page with ``limit``/``offset``."""
     page, total = await asyncio.to_thread(
-        functools.partial(
-            service.store.list_jobs, state.value if state else None, limit, offset, image=image, target=target
-        )
+        functools.partial(service.store.list_jobs, state, limit, offset, image=image, target=target)
     )
     return SeedJSON({"jobs": [job_status(j) for j in page], "total": total, "limit": limit, "offset": offset})
 

@@ -1,0 +1,146 @@
+"""The job store on SQLite: schema = models, one exception boundary, enums, fencing, backoff."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from regcast._exceptions import JobError, JobStoreUnavailable
+from regcast.config import Settings
+from regcast.jobs.models import JobState
+from regcast.jobs.store import Claim, JobStore, TargetUpdate
+from regcast.transfer.progress import TargetState
+from tests.support.schema import schema_diff
+
+TARGETS = [("http://127.0.0.1:1/v2", "a/b", "v1"), ("http://127.0.0.1:2/v2", "a/b", "v1")]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    s = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    s.migrate()
+    s.register_worker("w1", "host-a", 1)
+    s.register_worker("w2", "host-a", 2)
+    return s
+
+
+def test_migrations_build_exactly_the_models(store: JobStore) -> None:
+    assert schema_diff(store.engine) == []
+
+
+def test_database_failures_leave_the_store_as_job_store_unavailable(tmp_path: Path) -> None:
+    broken = JobStore(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
+    with pytest.raises(JobStoreUnavailable) as caught:
+        broken.get("x")
+    assert isinstance(caught.value, JobError)
+    assert "database unavailable (OperationalError)" in str(caught.value)
+
+
+def test_states_come_back_as_enums(store: JobStore) -> None:
+    job = store.create({"source": {}, "targets": []}, None, TARGETS)
+    rec = store.get(job)
+    assert rec is not None
+    assert rec.state is JobState.QUEUED
+    assert [t.state for t in rec.targets] == [TargetState.PENDING, TargetState.PENDING]
+    page, total = store.list_jobs(JobState.QUEUED)
+    assert total == 1
+    assert page[0].state is JobState.QUEUED
+
+
+def test_retry_later_holds_the_job_until_not_before(store: JobStore) -> None:
+    job = store.create({}, None, TARGETS)
+    [rec] = store.claim("w1")
+    claim = Claim(job, "w1", rec.claim_generation)
+    failed = TargetUpdate(0, TargetState.PENDING, 0, 10, 1, "connection refused", 0, True)
+    assert store.retry_later(claim, 3600, [failed])
+    held = store.get(job)
+    assert held is not None
+    assert held.state is JobState.QUEUED
+    assert held.not_before is not None
+    assert held.not_before > held.updated_at + dt.timedelta(minutes=59)
+    assert held.attempts == 1  # the attempt counted
+    assert held.targets[0].error == "connection refused"
+    assert store.claim("w2") == []  # not before its time
+    assert store.retry_later(claim, -1)  # the same claim may still move it: claimable now
+    [again] = store.claim("w2")
+    assert again.attempts == 2
+    assert again.not_before is None
+
+
+def test_a_claim_taken_by_another_worker_is_fenced_out(store: JobStore) -> None:
+    job = store.create({}, None, TARGETS)
+    [rec] = store.claim("w1")
+    mine = Claim(job, "w1", rec.claim_generation)
+    # w1 stops heartbeating: the reaper forgets it and requeues its job, w2 claims it
+    assert store.reap(None, 5, dead=["w1"]) == [job]
+    [again] = store.claim("w2")
+    theirs = Claim(job, "w2", again.claim_generation)
+    assert again.claim_generation == rec.claim_generation + 1
+    assert store.save_progress(mine, []) == (False, False)
+    assert not store.finish(mine, JobState.FAILED, "late")
+    assert store.finish(theirs, JobState.FINISHED)
+    done = store.get(job)
+    assert done is not None
+    assert done.state is JobState.FINISHED
+    assert done.error is None
+
+
+def test_a_worker_requeued_only_for_an_outage_takes_its_job_back(store: JobStore) -> None:
+    job = store.create({}, None, TARGETS)
+    [rec] = store.claim("w1")
+    mine = Claim(job, "w1", rec.claim_generation)
+    assert store.reap(None, 5, dead=["w1"]) == [job]  # judged dead while it could not reach the database
+    assert store.heartbeat("w1", "host-a", 1) is False  # back: registered again
+    assert store.save_progress(mine, []) == (True, False)  # nobody claimed it since: taken back
+    back = store.get(job)
+    assert back is not None
+    assert back.state is JobState.RUNNING
+    assert back.worker_id == "w1"
+    assert back.attempts == 1  # not a new run
+    assert store.finish(mine, JobState.FINISHED)
+
+
+def test_release_does_not_count_the_attempt(store: JobStore) -> None:
+    job = store.create({}, None, TARGETS)
+    [rec] = store.claim("w1")
+    assert store.release(Claim(job, "w1", rec.claim_generation))
+    back = store.get(job)
+    assert back is not None
+    assert back.state is JobState.QUEUED
+    assert back.attempts == 0
+    assert back.worker_id is None
+
+
+def test_an_unregistered_worker_cannot_claim(store: JobStore) -> None:
+    store.create({}, None, TARGETS)
+    assert store.claim("ghost") == []
+    assert len(store.claim("w1", limit=5)) == 1
+
+
+def test_reaper_fails_a_job_after_max_attempts(store: JobStore) -> None:
+    job = store.create({}, None, TARGETS)
+    store.claim("w1")
+    assert store.reap(None, 1, dead=["w1"]) == [job]
+    rec = store.get(job)
+    assert rec is not None
+    assert rec.state is JobState.FAILED
+    assert rec.error == "worker stopped responding; gave up after 1 attempts"
+
+
+def test_default_timing_meets_the_takeover_goal() -> None:
+    """A dead worker's job is requeued within stale_after + one reaper interval, claimed within a poll."""
+    s = Settings()
+    reaper_interval = min(s.heartbeat_interval, s.stale_after / 4)
+    assert s.stale_after + reaper_interval + s.poll_interval <= 14.0
+
+
+def test_finish_writes_the_source_digest_with_the_outcome(store: JobStore) -> None:
+    job = store.create({}, None, TARGETS)
+    [rec] = store.claim("w1")
+    digest = "sha256:" + "b" * 64
+    assert store.finish(Claim(job, "w1", rec.claim_generation), JobState.FINISHED, None, [], digest)
+    done = store.get(job)
+    assert done is not None
+    assert done.source_digest == digest

@@ -438,7 +438,7 @@ def report(out: list[str], title: str, results: dict[str, Result]) -> None:
 
 def _feature_scenarios(bench: Bench, out: list[str], chosen: set[str], quick: bool) -> None:
     """Scenarios of one feature each, in their own modules: m (mirror sets), r (referrers), p (push events),
-    l (image layouts), s (start-up)."""
+    l (image layouts), s (start-up), x (a slow target beside fast ones, issue 19)."""
     if "m" in chosen:
         from benchmarks.mirrors import scenario_mirrors
 
@@ -459,12 +459,18 @@ def _feature_scenarios(bench: Bench, out: list[str], chosen: set[str], quick: bo
         from benchmarks.startup import scenario_startup
 
         scenario_startup(bench, out, quick)
+    if "x" in chosen:
+        from benchmarks.detach import scenario_detach
+
+        scenario_detach(bench, out, quick)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--scenarios", default="a,a6,b,c,d,e,f,m,r,p,l,s", help="comma-separated: a a6 b c d e f m r p l s")
+    ap.add_argument(
+        "--scenarios", default="a,a6,b,c,d,e,f,m,r,p,l,s,x", help="comma-separated: a a6 b c d e f m r p l s x"
+    )
     ap.add_argument("--quick", action="store_true", help="smaller images (a smoke run, not a measurement)")
     ap.add_argument("--out", help="append the tables to this Markdown file")
     ap.add_argument("--no-skopeo", action="store_true", help="leave skopeo out even when installed")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 
 
@@ -83,6 +84,10 @@ class TcpProxy:
         if self.down:
             writer.transport.abort()
             return
+        if self.upload_rate:  # a small window: the sender feels the slow link, not a big kernel buffer
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         if self.connect_delay:
             await asyncio.sleep(self.connect_delay)
         assert self._flowing

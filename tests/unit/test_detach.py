@@ -166,3 +166,23 @@ def test_progress_lines_show_a_detached_target_its_rate_and_why() -> None:
     assert fast == "progress fast FINISHED 100 B/100 B (100%)"
     assert slow.startswith("progress slow RUNNING 40 B/100 B (40%) [detached at ")
     assert slow.endswith("/s: fell behind: its buffer stayed full for 2s while other targets waited]")
+
+
+def test_attached_done_is_told_before_the_detached_sink_ends() -> None:
+    """The engine frees the blob's slot then: the next blob starts for the fast targets."""
+
+    async def go() -> Harness:
+        h = Harness()
+
+        def told() -> None:
+            h.ended.append("attached-done")
+            h.fast_done.set()
+
+        sinks = [h.sink("slow", h.fast_done), h.sink("a"), h.sink("b")]
+        errors = await broadcast(chunks(h.data), desc(h.data), sinks, depth=3, detach=h.policy(), attached_done=told)
+        assert errors == [None, None, None]
+        return h
+
+    h = asyncio.run(go())
+    assert h.ended == ["a", "b", "attached-done", "slow"]
+    assert h.got["slow"] == DATA

@@ -9,6 +9,7 @@ upload sessions continue rather than restart: at most two source reads per blob.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -23,6 +24,47 @@ class DetachPolicy:
     after: float  # seconds a channel may stay full before its target is detached
     reread: Callable[[int], AsyncIterator[bytes]]  # the blob's bytes from an offset on
     detached: Callable[[int, str, int], None]  # (sink index, why, offset reached)
+
+
+@dataclass
+class Stragglers:
+    """How many blobs of a run went on with detached targets only, out of their slot (capped)."""
+
+    cap: int
+    count: int = 0
+
+
+class Slot:
+    """A place among ``blobs_in_flight`` that can be handed over early: once only detached targets
+    are left on a blob, the next blob starts for the others. At most ``stragglers.cap`` blobs go
+    on that way at once (memory stays bounded: each holds a channel per detached target)."""
+
+    def __init__(self, slots: asyncio.Semaphore, stragglers: Stragglers) -> None:
+        self._slots = slots
+        self._stragglers = stragglers
+        self._held = False
+        self._straggling = False
+
+    async def __aenter__(self) -> Slot:
+        await self._slots.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+        if self._straggling:
+            self._straggling = False
+            self._stragglers.count -= 1
+
+    def hand_over(self) -> None:
+        """Give the slot back now if the run may have one more straggling blob (else keep it)."""
+        if self._held and self._stragglers.count < self._stragglers.cap:
+            self._stragglers.count += 1
+            self._straggling = True
+            self._held = False
+            self._slots.release()
 
 
 @runtime_checkable

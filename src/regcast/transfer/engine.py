@@ -31,7 +31,7 @@ from regcast.registry.client import describe
 from regcast.registry.limits import Limits
 from regcast.registry.manifest import Descriptor, Manifest, Platform
 from regcast.registry.retry import RetryPolicy
-from regcast.transfer.detach import DetachPolicy, read_from
+from regcast.transfer.detach import DetachPolicy, Slot, Stragglers, read_from
 from regcast.transfer.fanout import Channel, Sink, broadcast
 from regcast.transfer.flights import BlobFlights
 from regcast.transfer.plan import GraphLimits, SourceGraph, load_graph
@@ -174,6 +174,7 @@ class _CopyRun:
         self.targets = targets
         self.listener = listener
         self.blob_slots = asyncio.Semaphore(engine.options.blobs_in_flight)
+        self.stragglers = Stragglers(engine.options.blobs_in_flight)  # blobs left to detached targets only
         self.check_slots = asyncio.Semaphore(engine.options.checks_in_flight)
         self.image_held: set[Target] = set()  # tag already holds the image: only referrers to bring
         self._blobs_left: dict[Target, set[str]] = {}  # per target: blobs it does not hold yet
@@ -329,7 +330,7 @@ class _CopyRun:
         self._set(t, TargetState.SKIPPED)
 
     async def _copy_blob(self, blob: Descriptor, targets: list[Target]) -> None:
-        async with self.blob_slots:
+        async with Slot(self.blob_slots, self.stragglers) as slot:
             missing = [t for t in await self._heads(blob, targets) if t is not None]
             tried_mount: set[int] = set()
             sessions: dict[int, BlobUpload] = {}
@@ -347,7 +348,7 @@ class _CopyRun:
                     leaders.setdefault(t.location, t)
                 if not leaders:
                     continue
-                busy, failures = await self._stream_once(blob, leaders, sessions)
+                busy, failures = await self._stream_once(blob, leaders, sessions, slot)
                 again = [t for t, exc in failures.items() if self._try_again(t, blob, exc, retries)]
                 rest = [t for t in missing if t.location not in busy and (t not in leaders.values() or t in again)]
                 if busy:  # another copy sends this blob there: wait for it, then HEAD or mount
@@ -360,7 +361,7 @@ class _CopyRun:
                     await asyncio.sleep(max(retries[id(t)].wait for t in again))
 
     async def _stream_once(
-        self, blob: Descriptor, leaders: dict[str, Target], sessions: dict[int, BlobUpload]
+        self, blob: Descriptor, leaders: dict[str, Target], sessions: dict[int, BlobUpload], slot: Slot
     ) -> tuple[dict[str, asyncio.Event], dict[Target, BaseException]]:
         """Stream to the leaders whose registry no other copy is sending this blob to (single flight)."""
         flights = self.engine.flights
@@ -373,7 +374,7 @@ class _CopyRun:
             else:
                 busy[location] = event
         try:
-            return busy, (await self._stream(blob, mine, sessions) if mine else {})
+            return busy, (await self._stream(blob, mine, sessions, slot) if mine else {})
         finally:
             for t in mine:
                 flights.done(t.location, blob.digest)
@@ -449,7 +450,7 @@ class _CopyRun:
         return True
 
     async def _stream(
-        self, blob: Descriptor, leaders: list[Target], sessions: dict[int, BlobUpload]
+        self, blob: Descriptor, leaders: list[Target], sessions: dict[int, BlobUpload], slot: Slot
     ) -> dict[Target, BaseException]:
         """One source read to every leader; returns the leaders whose upload failed, with why."""
         failures: dict[Target, BaseException] = {}
@@ -481,6 +482,7 @@ class _CopyRun:
                 opts.queue_depth,
                 stall_timeout=opts.progress_timeout,
                 detach=detach,
+                attached_done=slot.hand_over,  # only detached targets left: the next blob may start
             )
         except asyncio.CancelledError:  # job cancelled or shutting down: leave no open sessions
             await asyncio.gather(*(up.cancel() for _t, up in ready), return_exceptions=True)

@@ -115,13 +115,15 @@ async def broadcast(
     depth: int,
     stall_timeout: float | None = None,
     detach: DetachPolicy | None = None,
+    attached_done: Callable[[], None] | None = None,
 ) -> list[BaseException | None]:
     """Stream ``source`` to every sink at once; returns each sink's error (None = success).
 
     A source error (or a digest mismatch) fails every sink still fed by that read; a sink error
     fails only that sink. A sink that takes nothing from its waiting channel for ``stall_timeout``
     seconds (a target that stopped reading its PUT body) is cut off alone, so the others go on.
-    With ``detach``, a sink that is slow but moving is moved to a second read (see there).
+    With ``detach``, a sink that is slow but moving is moved to a second read (see there);
+    ``attached_done`` is then told once every sink left is a detached one.
     """
     channels = [Channel(depth) for _ in sinks]
 
@@ -135,7 +137,7 @@ async def broadcast(
     stalled: set[int] = set()
     watchdog = asyncio.create_task(_watch(channels, tasks, stall_timeout, stalled)) if stall_timeout else None
     try:
-        await _feed(FanOut(descriptor, channels, detach), source, tasks)
+        await _feed(FanOut(descriptor, channels, detach), source, tasks, attached_done)
         results = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         if watchdog is not None:
@@ -144,8 +146,14 @@ async def broadcast(
     return _outcomes(channels, results, stalled, stall_timeout)
 
 
-async def _feed(fanout: FanOut, source: AsyncIterator[bytes], tasks: list[asyncio.Task[None]]) -> None:
+async def _feed(
+    fanout: FanOut,
+    source: AsyncIterator[bytes],
+    tasks: list[asyncio.Task[None]],
+    attached_done: Callable[[], None] | None,
+) -> None:
     """The main read, then the detached channels' read; a failure is told to the channels it concerns."""
+    second: list[asyncio.Task[None]] = []
     try:
         try:
             await fanout.produce(source)
@@ -153,11 +161,15 @@ async def _feed(fanout: FanOut, source: AsyncIterator[bytes], tasks: list[asynci
             for f in [*fanout.attached, *fanout.detached]:
                 f.ch.fail(exc)
             raise
-        await fanout.finish_detached()
+        second.append(asyncio.create_task(fanout.finish_detached()))
+        if attached_done is not None and fanout.detached:
+            await asyncio.wait([tasks[f.index] for f in fanout.attached] or second)
+            attached_done()
+        await second[0]
     except asyncio.CancelledError:
-        for t in tasks:
+        for t in [*tasks, *second]:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *second, return_exceptions=True)
         raise
     except BaseException:  # noqa: S110 - already told to the channels it concerns
         pass

@@ -431,7 +431,7 @@ def _db_label(settings: Settings) -> str:
 def worker(health_port: int | None, database_url: str | None) -> None:
     """Workers only, no REST API (scaled deployments sharing one PostgreSQL).
 
-    Serves /healthz and /readyz on REGCAST_HOST:REGCAST_HEALTH_PORT for Kubernetes probes.
+    Serves /healthz, /readyz (Kubernetes probes) and /metrics on REGCAST_HOST:REGCAST_HEALTH_PORT.
     """
     import asyncio
     import socket
@@ -479,7 +479,7 @@ async def _run_worker(settings: Settings, store: Any, box: Any, health: Any) -> 
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    # notifications, per-target log lines and retention run here too; /metrics can join the health app
+    # notifications, per-target log lines and retention run here too; /metrics is on the health port
     events = JobEvents(store, settings, box)
     w = Worker(store, settings, box, events=events)
     loop = asyncio.get_running_loop()
@@ -496,7 +496,13 @@ async def _run_worker(settings: Settings, store: Any, box: Any, health: Any) -> 
         return w.unready() if migrated else "database unavailable"
 
     if health is not None:
-        server = _NoSignalServer(uvicorn.Config(create_health_app(Probe(store, alive, problem)), log_level="warning"))
+        app = create_health_app(
+            Probe(store, alive, problem),
+            metrics=lambda: events.metrics.render(store if migrated else None),
+            tokens=settings.tokens(),
+            metrics_public=settings.metrics_public,
+        )
+        server = _NoSignalServer(uvicorn.Config(app, log_level="warning"))
         serving = asyncio.create_task(server.serve(sockets=[health]), name="health")
     delay = 1.0
     while not w.stopping.is_set():

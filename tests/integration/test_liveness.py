@@ -358,3 +358,32 @@ def test_clean_stop_deregisters(tmp_path: Path, pg_url: str) -> None:
     assert w.terminate() == 0
     assert store.workers() == []
     store.close()
+
+
+def test_worker_serves_its_metrics_on_the_health_port_behind_the_tokens(
+    tmp_path: Path, pg_url: str, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    images.image().push(src_reg.http(), repo, "v1")
+    token = "worker-metrics-token-0123456789"
+    w = worker(tmp_path, "w", pg_url, REGCAST_API_TOKENS=token).start()
+    store = make_store(pg_url)
+    try:
+        until("worker ready", lambda: ready(w))
+        job = submit(store, small_body(src_reg, repo, open_reg))
+        until("job done", lambda: record(store, job).state is JobState.FINISHED, timeout=120)
+        assert httpx.get(f"{w.health}/metrics", timeout=10).status_code == 401
+        text = until(
+            "finished job counted",
+            lambda: (
+                t
+                if 'regcast_jobs_finished_total{outcome="finished"} 1.0'
+                in (t := httpx.get(f"{w.health}/metrics", headers={"Authorization": f"Bearer {token}"}).text)
+                else None
+            ),
+        )
+        assert f'regcast_registry_requests_total{{method="PUT",registry="{open_reg.host}",status_class="2xx"}}' in text
+        assert 'regcast_jobs{state="FINISHED"} 1.0' in text
+        assert httpx.get(f"{w.health}/healthz", timeout=10).status_code == 200  # probes stay open
+    finally:
+        w.terminate()
+        store.close()

@@ -4,7 +4,7 @@
 ``/readyz``: the database answers and this process can do its work; it answers within
 ``READY_BUDGET`` (under Kubernetes' default 1 s probe timeout) whether the database answers,
 fails, or is frozen. ``regcast worker`` serves the probes from ``create_health_app`` on its own
-small port; more routes (``/metrics``) are added to that app with ``include_router``.
+small port, with that worker's ``/metrics``.
 """
 
 from __future__ import annotations
@@ -40,11 +40,31 @@ class Probe:
         return None
 
 
-def create_health_app(probe: Probe) -> FastAPI:
-    """The small app ``regcast worker`` serves on ``REGCAST_HEALTH_PORT``."""
+def create_health_app(
+    probe: Probe,
+    metrics: Callable[[], bytes] | None = None,
+    tokens: tuple[str, ...] = (),
+    metrics_public: bool = False,
+) -> FastAPI:
+    """The small app ``regcast worker`` serves on ``REGCAST_HEALTH_PORT``: the probes, and with
+    ``metrics`` (the worker's own: its jobs, bytes, retries, registry requests) ``/metrics``, behind
+    the API tokens as on ``serve`` unless ``metrics_public``."""
+    from fastapi.responses import Response
+
+    from regcast.api.middleware import BearerAuth
     from regcast.api.routes import health
+    from regcast.ops.metrics import CONTENT_TYPE
 
     app = FastAPI(title="regcast worker", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.probe = probe
     app.include_router(health.router)
+    if metrics is not None:
+        render = metrics
+
+        @app.get("/metrics", response_class=Response)
+        async def _metrics() -> Response:
+            return Response(await asyncio.to_thread(render), media_type=CONTENT_TYPE)
+
+        if tokens and not metrics_public:
+            app.add_middleware(BearerAuth, tokens=tokens)
     return app

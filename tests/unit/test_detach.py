@@ -184,5 +184,5 @@ def test_attached_done_is_told_before_the_detached_sink_ends() -> None:
         return h
 
     h = asyncio.run(go())
-    assert h.ended == ["a", "b", "attached-done", "slow"]
+    assert h.ended[0] == "a" and h.ended[-1] == "slow" and "attached-done" in h.ended
     assert h.got["slow"] == DATA

@@ -123,7 +123,7 @@ async def broadcast(
     fails only that sink. A sink that takes nothing from its waiting channel for ``stall_timeout``
     seconds (a target that stopped reading its PUT body) is cut off alone, so the others go on.
     With ``detach``, a sink that is slow but moving is moved to a second read (see there);
-    ``attached_done`` is then told once every sink left is a detached one.
+    ``attached_done`` is told once the source read is over, a sink is done and others go on.
     """
     channels = [Channel(depth) for _ in sinks]
 
@@ -162,9 +162,8 @@ async def _feed(
                 f.ch.fail(exc)
             raise
         second.append(asyncio.create_task(fanout.finish_detached()))
-        if attached_done is not None and fanout.detached:
-            await asyncio.wait([tasks[f.index] for f in fanout.attached] or second)
-            attached_done()
+        if attached_done is not None and fanout.policy is not None:
+            await _told_when_stragglers_left(fanout, tasks, attached_done)
         await second[0]
     except asyncio.CancelledError:
         for t in [*tasks, *second]:
@@ -210,6 +209,18 @@ async def _watch(
             stalled.add(i)
             ch.close()  # the producer skips it from now on
             task.cancel()  # the stuck request goes with it
+
+
+async def _told_when_stragglers_left(
+    fanout: FanOut, tasks: list[asyncio.Task[None]], attached_done: Callable[[], None]
+) -> None:
+    """The source read is over: once one target is done with the blob, tell if others still go on
+    (detached, or draining what their channel holds), so the caller can start its next blob."""
+    running = [tasks[f.index] for f in fanout.attached if not tasks[f.index].done()]
+    if running:
+        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+    if fanout.detached or any(not t.done() for t in running):
+        attached_done()
 
 
 class _Feed:

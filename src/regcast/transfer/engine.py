@@ -295,7 +295,10 @@ class _CopyRun:
             for blob, targets in pending:  # one shared iterator: each blob is taken by exactly one worker
                 await self._copy_blob(blob, targets)
 
-        await gather_all(*(worker() for _ in range(min(self.engine.options.blobs_in_flight, len(work)))))
+        # twice the slots: a blob left to slow targets hands its slot over (capped by ``stragglers``)
+        # and its worker stays with it, so another worker must be there to take the next blob
+        workers = min(2 * self.engine.options.blobs_in_flight, len(work))
+        await gather_all(*(worker() for _ in range(workers)))
 
     async def _check_tag(self, t: Target, graph: SourceGraph) -> None:
         root = graph.root

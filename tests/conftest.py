@@ -16,6 +16,7 @@ import trustme
 
 from tests.support import loopback
 from tests.support.faults import FaultProxy
+from tests.support.hostile import HostileServer
 from tests.support.registries import Registries
 from tests.support.registry import BINARY, RegistryServer
 
@@ -149,3 +150,12 @@ def faults() -> Iterator[list[FaultProxy]]:
     yield started
     for p in started:
         p.stop()
+
+
+@pytest.fixture
+def hostile() -> Iterator[list[HostileServer]]:
+    """Hostile servers started by a test (``tests.support.hostile.serve``), stopped after it."""
+    servers: list[HostileServer] = []
+    yield servers
+    for s in servers:
+        s.stop()

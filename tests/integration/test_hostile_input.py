@@ -15,26 +15,12 @@ from aiohttp import web
 
 from regcast.registry import mediatypes as mt
 from tests.support import images
-from tests.support.hostile import HostileServer, challenge, registry_serving
+from tests.support.hostile import HostileServer, challenge, registry_serving, serve
 from tests.support.loopback import JAIL_ENV, StaticResolver
 from tests.support.registry import RegistryServer
 from tests.support.service import Service
 
 SECRETS = ["Sekr1t-api-KEY-0001", "Sekr1t-client-SECRET-02", "Sekr1t-header-VALUE-003"]
-
-
-@pytest.fixture
-def hostile() -> Iterator[list[HostileServer]]:
-    servers: list[HostileServer] = []
-    yield servers
-    for s in servers:
-        s.stop()
-
-
-def serve(servers: list[HostileServer], handler: Any) -> HostileServer:
-    s = HostileServer(handler).start()
-    servers.append(s)
-    return s
 
 
 @pytest.fixture

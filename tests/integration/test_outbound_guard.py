@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from regcast.registry.guards import OutboundPolicy
 from regcast.registry.reference import parse_endpoint
 from tests.support import images
 from tests.support.clients import FAST_RETRY
-from tests.support.hostile import HostileServer, challenge
+from tests.support.hostile import HostileServer, challenge, serve
 from tests.support.loopback import JAIL_ENV, StaticResolver
 from tests.support.registry import RegistryServer
 from tests.support.service import Service
@@ -61,20 +60,6 @@ async def manifest_of(c: RegistryClient, repo: str = "x/y", ref: str = "v1") -> 
         return await c.get_manifest(repo, ref)
     finally:
         await c.close()
-
-
-@pytest.fixture
-def hostile() -> Iterator[list[HostileServer]]:
-    servers: list[HostileServer] = []
-    yield servers
-    for s in servers:
-        s.stop()
-
-
-def serve(servers: list[HostileServer], handler: Any) -> HostileServer:
-    s = HostileServer(handler).start()
-    servers.append(s)
-    return s
 
 
 @pytest.mark.parametrize("host", NUMERIC_METADATA)

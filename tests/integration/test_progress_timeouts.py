@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
@@ -24,14 +23,6 @@ from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def hostile() -> Iterator[list[HostileServer]]:
-    servers: list[HostileServer] = []
-    yield servers
-    for s in servers:
-        s.stop()
 
 
 def test_a_target_that_stops_reading_drops_out_and_the_other_finishes(

@@ -97,3 +97,10 @@ def registry_serving(manifests: dict[str, tuple[bytes, str]], digest_header: boo
         return web.json_response({"errors": [{"code": "NOT_FOUND", "message": "unknown"}]}, status=404)
 
     return handle
+
+
+def serve(servers: list[HostileServer], handler: Any) -> HostileServer:
+    """Start a hostile server for one test; the ``hostile`` fixture stops it after the test."""
+    s = HostileServer(handler).start()
+    servers.append(s)
+    return s

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     chunk_size: int = Field(1024 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
     queue_depth: int = Field(8, ge=1, le=256)
     detach_after: float = Field(2.0, ge=0)  # a target lagging this long leaves the shared stream (0: never)
+    spool_dir: str | None = None  # detached targets read a blob's on-disk copy here, not the source again
+    spool_max_bytes: int = Field(1024**3, ge=0)  # spool files at once; a blob that does not fit is re-read
     connect_timeout: float = Field(20.0, gt=0)
     read_timeout: float = Field(120.0, gt=0)
     request_timeout: float = Field(60.0, gt=0)
@@ -207,6 +209,8 @@ class Settings(BaseSettings):
             queue_depth=self.queue_depth,
             progress_timeout=self.progress_timeout,
             detach_after=self.detach_after,
+            spool_dir=self.spool_dir or None,
+            spool_max_bytes=self.spool_max_bytes,
             graph_limits=GraphLimits(self.max_graph_manifest_bytes, self.max_graph_children, self.max_graph_blobs),
         )
 

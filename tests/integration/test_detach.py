@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
+from dataclasses import replace
+from pathlib import Path
 
 from regcast.registry.client import ClientOptions, RegistryClient
 from regcast.registry.reference import parse_endpoint
@@ -52,10 +54,12 @@ def slow_target(reg: RegistryServer, repo: str, link: TcpProxy) -> Target:
     return Target("slow", RegistryRepository(client, repo), "v1")
 
 
-def run(source: RegistryClient, repo: str, targets: list[Target], watch: Watch) -> CopyResult:
+def run(
+    source: RegistryClient, repo: str, targets: list[Target], watch: Watch, options: TransferOptions = OPTIONS
+) -> CopyResult:
     async def go() -> CopyResult:
         try:
-            return await CopyEngine(OPTIONS).copy(RegistryRepository(source, repo), "v1", targets, listener=watch)
+            return await CopyEngine(options).copy(RegistryRepository(source, repo), "v1", targets, listener=watch)
         finally:
             await source.close()
             for t in targets:
@@ -100,5 +104,34 @@ def test_fast_targets_do_not_wait_for_a_slow_one(
     reads = blob_reads(source)
     assert set(reads) >= set(img.blobs) and max(reads.values()) <= 2
     assert reads.total() <= len(img.blobs) + slow.blobs_detached
+    for reg, r in ((open_reg, repo), (token_reg, repo), (src_reg, repo + "-slow")):
+        assert_same_image(src_reg.http(), repo, "v1", reg.http(), r, "v1")
+
+
+def test_with_a_spool_the_source_is_read_once_per_blob(
+    faults: list[FaultProxy],
+    repo: str,
+    src_reg: RegistryServer,
+    open_reg: RegistryServer,
+    token_reg: RegistryServer,
+    tmp_path: Path,
+) -> None:
+    img = images.image([os.urandom(12 * MiB), os.urandom(10 * MiB + 3)]).push(src_reg.http(), repo, "v1")
+    source = proxy(faults, src_reg, "pass")
+    link = TcpProxy(src_reg.port, upload_rate=4 * MiB).start()
+    spool = tmp_path / "spool"
+    options = replace(OPTIONS, spool_dir=str(spool), spool_max_bytes=64 * MiB)
+    fast1 = Target("fast1", target(open_reg, repo).repo, "v1")
+    fast2 = Target("fast2", target(token_reg, repo).repo, "v1")
+    try:
+        targets = [fast1, fast2, slow_target(src_reg, repo + "-slow", link)]
+        result = run(via(source), repo, targets, Watch(len(img.blobs)), options)
+    finally:
+        link.stop()
+    assert result.ok, [t.error for t in result.targets]
+    assert result.targets[2].blobs_detached >= 1  # the slow target was fed from the spool
+    reads = blob_reads(source)
+    assert reads == Counter(dict.fromkeys(img.blobs, 1)), reads  # exactly one source GET per blob
+    assert list(spool.iterdir()) == []  # every spool file deleted
     for reg, r in ((open_reg, repo), (token_reg, repo), (src_reg, repo + "-slow")):
         assert_same_image(src_reg.http(), repo, "v1", reg.http(), r, "v1")

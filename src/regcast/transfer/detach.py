@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from regcast.registry.manifest import Descriptor
+from regcast.transfer.spool import SpoolBudget
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class DetachPolicy:
     after: float  # seconds a channel may stay full before its target is detached
     reread: Callable[[int], AsyncIterator[bytes]]  # the blob's bytes from an offset on
     detached: Callable[[int, str, int], None]  # (sink index, why, offset reached)
+    spool: SpoolBudget | None = None  # keep the blob on disk for detached targets (REGCAST_SPOOL_DIR)
 
 
 @dataclass

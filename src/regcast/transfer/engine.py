@@ -38,6 +38,7 @@ from regcast.transfer.plan import GraphLimits, SourceGraph, load_graph
 from regcast.transfer.progress import Listener, NullListener, TargetState, TargetStatus
 from regcast.transfer.referrers import IndexLocks, ReferrerOptions, access, discover, push_referrers
 from regcast.transfer.repository import BlobUpload, Repository
+from regcast.transfer.spool import SpoolBudget
 
 log = logging.getLogger("regcast.transfer")
 # Why a target was SKIPPED (its tag exists and overwrite is off): the tag holds the source digest, or not.
@@ -51,6 +52,8 @@ class TransferOptions:
     queue_depth: int = 8
     checks_in_flight: int = 16
     detach_after: float = 2.0  # seconds a target may hold a blob's shared stream back (0: never detach)
+    spool_dir: str | None = None  # detached targets read the blob from a file here, not the source (issue 19)
+    spool_max_bytes: int = 1024**3  # spool files of the process at once; a blob beyond it is read again
     graph_limits: GraphLimits = field(default_factory=GraphLimits)
     progress_timeout: float | None = 120.0  # a target that reads nothing of its upload this long is cut off
 
@@ -110,6 +113,8 @@ class CopyEngine:
         self.referrer_locks = IndexLocks()
         self.limits = Limits()  # per-registry request limits shared by every job of the process
         self.flights = BlobFlights()  # one upload per blob and registry at a time
+        o = self.options
+        self.spool = SpoolBudget(o.spool_dir, o.spool_max_bytes) if o.spool_dir else None  # shared by every job
 
     async def plan(
         self,
@@ -518,7 +523,8 @@ class _CopyRun:
             log.info("target %s detached from blob %s at byte %d: %s", t.key, blob.digest, offset, why)
             self.listener.changed(t.status)
 
-        return DetachPolicy(after, functools.partial(read_from, self.source, blob), detached)
+        reread = functools.partial(read_from, self.source, blob)
+        return DetachPolicy(after, reread, detached, spool=self.engine.spool)
 
     def _sink(self, t: Target, upload: BlobUpload, blob: Descriptor) -> Sink:
         async def sink(ch: Channel) -> None:

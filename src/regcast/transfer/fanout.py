@@ -4,7 +4,8 @@ Each target has a bounded ``Channel``; chunks are shared ``bytes`` objects (no c
 is about ``depth x chunk size`` per blob in flight, whatever the blob size. A slow target stalls
 the others only while its channel is full, and with ``detach_after`` set only for that long: then
 it is detached (``transfer/detach.py``) and finishes the blob from a second read of the source,
-its upload session untouched. The last chunk is held back until the whole blob has been hashed:
+its upload session untouched (or, with a spool, from the blob's bytes kept on disk during the main
+read: ``transfer/spool.py``). The last chunk is held back until the whole blob has been hashed:
 a blob whose bytes do not match its digest is never completed at any target.
 """
 
@@ -21,6 +22,7 @@ from regcast._exceptions import DigestMismatch, Failure, RegistryUnreachable
 from regcast.registry.digest import hasher_for
 from regcast.registry.manifest import Descriptor
 from regcast.transfer.detach import DetachPolicy
+from regcast.transfer.spool import Spool
 
 
 class _End:
@@ -172,6 +174,8 @@ async def _feed(
         raise
     except BaseException:  # noqa: S110 - already told to the channels it concerns
         pass
+    finally:
+        fanout.close_spool()  # its last reader is done (or failed): the file goes
 
 
 def _outcomes(
@@ -242,6 +246,7 @@ class FanOut:
         self.attached = [_Feed(i, ch) for i, ch in enumerate(channels)]
         self.detached: list[_Feed] = []
         self.policy = detach
+        self.spool: Spool | None = detach.spool.open(descriptor.size) if detach and detach.spool else None
 
     async def produce(self, source: AsyncIterator[bytes]) -> None:
         descriptor = self.descriptor
@@ -252,6 +257,8 @@ class FanOut:
             received += len(chunk)
             if received > descriptor.size:
                 raise DigestMismatch(f"blob {descriptor.digest} is longer than its {descriptor.size} bytes")
+            if self.spool is not None:
+                self.spool.write(chunk)
             if pending is not None:
                 before = hasher.copy() if self.policy else None
                 hasher.update(pending)
@@ -271,14 +278,21 @@ class FanOut:
         group = [f for f in self.detached if not f.ch.closed]
         if not group or self.policy is None:
             return
+        reread, where = self.policy.reread, "the source (second read)"
+        if self.spool is not None and self.spool.complete:
+            reread, where = self.spool.read_from, "the spool"
         try:
-            await second_read(self.descriptor, group, self.policy)
+            await second_read(self.descriptor, group, self.policy, reread, where)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             for f in group:
                 f.ch.fail(exc)
             raise
+
+    def close_spool(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
 
     async def _deliver(self, item: Item, before: Any) -> bool:
         """Put ``item`` into every attached channel; False once nobody is left to read."""
@@ -323,19 +337,26 @@ class FanOut:
         )
 
 
-async def second_read(descriptor: Descriptor, group: list[_Feed], policy: DetachPolicy) -> None:
+async def second_read(
+    descriptor: Descriptor,
+    group: list[_Feed],
+    policy: DetachPolicy,
+    reread: Callable[[int], AsyncIterator[bytes]] | None = None,
+    where: str = "the source (second read)",
+) -> None:
     """Feed the detached channels from one more read, started where the furthest-behind one stopped.
 
     Each channel gets only the bytes after its own offset; the digest state saved when the
     first of them was detached is carried on, so the last chunk is again held back until the
-    whole blob is verified. No detaching here: this read goes at the pace of its slowest reader.
+    whole blob is verified (``reread`` is the source's by default, or the spool's). No detaching
+    here: this read goes at the pace of its slowest reader.
     """
     first = min(group, key=lambda f: f.offset)
     hasher, position = first.hasher, first.offset
     pending: bytes | None = None
 
     if position < descriptor.size:
-        async with contextlib.aclosing(policy.reread(position)) as source:  # type: ignore[type-var]
+        async with contextlib.aclosing((reread or policy.reread)(position)) as source:  # type: ignore[type-var]
             async for chunk in source:
                 if position + len(chunk) > descriptor.size:
                     raise DigestMismatch(f"blob {descriptor.digest} is longer than its {descriptor.size} bytes")
@@ -347,7 +368,7 @@ async def second_read(descriptor: Descriptor, group: list[_Feed], policy: Detach
                 position += len(chunk)
     if pending is not None:
         hasher.update(pending)
-    check_digest(descriptor, position, hasher, "the source (second read)")
+    check_digest(descriptor, position, hasher, where)
     if pending is not None:
         await _feed_group(group, pending, position - len(pending))
     for f in group:

@@ -110,7 +110,13 @@ async def _copy(
         async with display.running():  # copy() HEADs first and reads the source's manifests only if it must
             listener = StatusListener(display)
             return await engine.copy(
-                source, src_ref, targets, platforms=opts["platforms"], listener=listener, referrers=referrers
+                source,
+                src_ref,
+                targets,
+                platforms=opts["platforms"],
+                listener=listener,
+                referrers=referrers,
+                spool=opts["spool"],
             )
     finally:
         await asyncio.gather(*(r.close() for r in opened))
@@ -173,6 +179,13 @@ def main(verbose: int) -> None:
     metavar="ARTIFACT_TYPE",
     help="Bring only referrers of this artifact type (repeatable; default: all).",
 )
+@click.option(
+    "--spool/--no-spool",
+    default=None,
+    help="A target detached for lagging finishes from an on-disk copy of the blob, not a second source "
+    "read [default: on when REGCAST_SPOOL_DIR or --spool-dir is set].",
+)
+@click.option("--spool-dir", metavar="DIR", help="Where spool files go (or REGCAST_SPOOL_DIR; default: the temp dir).")
 def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
     """Copy SRC to every DST now; exit 0 only if every target holds the image.
 
@@ -198,7 +211,11 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--platform") from None
     try:
-        settings = load_settings(ca_bundle=opts.pop("ca_bundle"), blobs_in_flight=opts.pop("blobs_in_flight"))
+        settings = load_settings(
+            ca_bundle=opts.pop("ca_bundle"),
+            blobs_in_flight=opts.pop("blobs_in_flight"),
+            spool_dir=opts.pop("spool_dir"),
+        )
         src_ref = _parse_where(src)
         dst_refs = [_parse_where(d, default_tag=None) for d in dst]
         policy = settings.outbound_policy()

@@ -123,6 +123,16 @@ BAD_BODIES = [
         b'"platforms": ["linux"]}',
         "platforms.0: invalid platform",
     ),
+    (
+        b'{"source": {"endpoint": "http://x/v2", "image": "a", "ref": "v1"}, "targets": [{"endpoint": "http://x/v2"}], '
+        b'"spool": "perhaps"}',
+        "spool: Input should be a valid boolean",
+    ),
+    (
+        b'{"source": {"endpoint": "http://x/v2", "image": "a", "ref": "v1"}, "targets": [{"endpoint": "http://x/v2"}], '
+        b'"spool": [true]}',
+        "spool: Input should be a valid boolean",
+    ),
 ]
 
 

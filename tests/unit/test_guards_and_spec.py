@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from regcast._exceptions import InvalidInput, OutboundRefused, ProtocolViolation
-from regcast.jobs.spec import DistributeRequest, describe_validation
+from regcast.jobs.spec import DistributeRequest, describe_validation, parse_request
 from regcast.registry.guards import check_followed_url, check_registry_allowed, is_metadata_address
 
 
@@ -127,3 +127,14 @@ def test_public_part_has_no_credentials() -> None:
     assert "Sekr1t" not in public
     assert '"auth": true' in public
     assert "Sekr1t-hdr" in json.dumps(req.sealed_auth())
+
+
+@pytest.mark.parametrize(("asked", "chosen"), [(None, None), ("", None), (True, True), (False, False)])
+def test_a_job_chooses_its_spool_or_leaves_it_to_the_process(asked: object, chosen: bool | None) -> None:
+    body = {"source": {"endpoint": "http://r/v2", "image": "a", "ref": "v1"}, "targets": [{"endpoint": "http://t/v2"}]}
+    req, warnings = parse_request({**body, "spool": asked})
+    assert req.spool is chosen and warnings == []
+    assert req.public().get("spool", None) is chosen
+    assert "spool" not in parse_request(body)[0].public()  # a request without it is stored as before
+    with pytest.raises(InvalidInput, match=r"^spool: Input should be a valid boolean"):
+        parse_request({**body, "spool": "perhaps"})

@@ -73,6 +73,15 @@ def test_json_documents_load_too() -> None:
     )
     assert doc.mirrors[0].overwrite is True
     assert doc.mirrors[0].referrers is True
+    assert doc.mirrors[0].spool is None  # the process's default
+    assert "spool" not in doc.public()["mirrors"][0]
+
+
+def test_a_mirror_chooses_its_spool() -> None:
+    doc = load_document(GOOD.replace("    interval: 15m", "    interval: 15m\n    spool: true"), ENV)
+    app, base = doc.mirrors
+    assert app.spool is None and base.spool is True
+    assert doc.public()["mirrors"][1]["spool"] is True
 
 
 def test_dollar_dollar_is_a_literal_dollar() -> None:
@@ -105,6 +114,10 @@ def test_dollar_dollar_is_a_literal_dollar() -> None:
             "line 12: mirrors[0].targets: registry.a.example/team/app is the source itself",
         ),
         (("version: 1", "version: 2"), "line 1: version: Input should be 1"),
+        (
+            ("    interval: 15m", "    interval: 15m\n    spool: maybe"),
+            "line 27: mirrors[1].spool: Input should be a valid boolean",
+        ),
         (
             ("      latest: 5", "      latest: -1"),
             "line 18: mirrors[0].tags.latest: Input should be greater than or equal to 1",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from regcast.transfer.detach import DetachPolicy
 from regcast.transfer.engine import CopyEngine
 from regcast.transfer.fanout import Channel, broadcast
 from regcast.transfer.spool import SpoolBudget
+from tests.support.spool import DiskFullBudget
 from tests.unit.test_detach import DATA, Harness, chunks, desc
 
 
@@ -131,10 +134,45 @@ def test_a_source_failure_deletes_the_spool(tmp_path: Path) -> None:
     assert list((tmp_path / "spool").iterdir()) == [] and budget.used == 0
 
 
+def test_a_full_disk_mid_blob_falls_back_to_a_second_source_read(tmp_path: Path) -> None:
+    budget = DiskFullBudget(tmp_path / "spool", 10 * len(DATA), room=len(DATA) // 2)
+    h = Counted(budget)
+    where: list[tuple[int, str]] = []
+    policy = h.policy()
+    h.policy = lambda: replace(policy, reading=lambda i, w: where.append((i, w)))  # type: ignore[method-assign]
+    errors = run(h)
+    assert errors == [None, None, None]
+    assert h.got == {"slow": DATA, "a": DATA, "b": DATA}  # byte-identical all the same
+    assert budget.failed_writes == 1 and len(budget.opened) == 1  # it failed once, then was not written to
+    assert not budget.opened[0].exists() and budget.used == 0  # the half file went at once, its room back
+    assert h.reads == 1 and h.rereads == [h.detached[0][1]]  # the ranged second read, from the detach point
+    assert where == [(0, "a second source read")]
+    assert list(budget.directory.iterdir()) == []
+
+
+def test_a_write_error_deletes_the_file_at_once(tmp_path: Path) -> None:
+    budget = DiskFullBudget(tmp_path / "spool", 100, room=10)
+    spool = budget.open(50)
+    assert spool is not None and budget.used == 50
+    spool.write(b"x" * 10)
+    assert spool.path.exists()
+    spool.write(b"y" * 10)  # no room: ENOSPC
+    assert spool.broken and not spool.complete
+    assert not spool.path.exists() and budget.used == 0  # not at the end of the blob: now
+    spool.write(b"z")
+    spool.close()
+    assert budget.used == 0 and budget.failed_writes == 1
+
+
 def test_the_settings_reach_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REGCAST_SPOOL_DIR", raising=False)
-    assert CopyEngine(Settings().transfer_options()).spool is None  # off by default
+    monkeypatch.delenv("REGCAST_SPOOL_MAX_BYTES", raising=False)
+    engine = CopyEngine(Settings().transfer_options())
+    assert not engine.spool_by_default  # off by default...
+    assert engine.spool.directory == Path(tempfile.gettempdir())  # ...and in the temp dir when a job asks
+    assert engine.spool.max_bytes == 1024**3
     monkeypatch.setenv("REGCAST_SPOOL_DIR", str(tmp_path / "spool"))
     monkeypatch.setenv("REGCAST_SPOOL_MAX_BYTES", "12345")
-    spool = CopyEngine(Settings().transfer_options()).spool
-    assert spool is not None and spool.directory == tmp_path / "spool" and spool.max_bytes == 12345
+    engine = CopyEngine(Settings().transfer_options())
+    assert engine.spool_by_default
+    assert engine.spool.directory == tmp_path / "spool" and engine.spool.max_bytes == 12345

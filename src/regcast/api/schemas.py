@@ -68,6 +68,11 @@ class JobStatus(BaseModel):
     source: SourceOut
     source_digest: str | None
     platforms: list[str] | None
+    spool: bool | None = Field(
+        None,
+        description="as the request asked: detached targets finish from an on-disk copy of the blob (true) "
+        "or a second source read (false); null: the service's default (on when REGCAST_SPOOL_DIR is set)",
+    )
     attempts: int
     cancel_requested: bool
     error: str | None

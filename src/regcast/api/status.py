@@ -80,6 +80,7 @@ def job_status(job: JobRecord) -> dict[str, Any]:
         "platforms": job.request.get("platforms"),
         "referrers": job.request.get("referrers", True),
         "referrer_types": job.request.get("referrer_types"),
+        "spool": job.request.get("spool"),  # as asked; null: the process's default (REGCAST_SPOOL_DIR set)
         "attempts": job.attempts,
         "cancel_requested": job.cancel_requested,
         "error": job.error,

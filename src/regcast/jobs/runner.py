@@ -231,6 +231,7 @@ class JobRunner:
                 listener=_Notify(run),
                 graph=graph,
                 referrers=request.referrer_options(),
+                spool=request.spool,
             )
         finally:
             await asyncio.gather(*(t.repo.close() for t in targets), return_exceptions=True)
@@ -266,6 +267,7 @@ def _with_auth(record: JobRecord, box: SecretBox) -> dict[str, Any]:
         "platforms": record.request.get("platforms"),
         "referrers": record.request.get("referrers", True),
         "referrer_types": record.request.get("referrer_types"),
+        "spool": record.request.get("spool"),
     }
 
 

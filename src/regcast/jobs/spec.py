@@ -274,6 +274,7 @@ class DistributeRequest(_SeedModel):
     notify: NotifyIn | None = None
     referrers: bool = True  # signatures, attestations, SBOMs travel with the image
     referrer_types: list[MediaTypeStr] | None = Field(None, max_length=100)  # only these artifact types
+    spool: bool | None = None  # detached targets finish from an on-disk copy (True) or a second read; None: default
 
     def platform_list(self) -> list[Platform] | None:
         return [Platform.parse(p) for p in self.platforms] if self.platforms else None
@@ -297,6 +298,8 @@ class DistributeRequest(_SeedModel):
             "referrers": self.referrers,
             "referrer_types": self.referrer_types,
         }
+        if self.spool is not None:  # only when asked: requests without it are stored as before
+            public["spool"] = self.spool
         if self.notify:  # the URL may itself be a secret (chat hooks): only its host is shown
             host = urlsplit(self.notify.url).netloc.rsplit("@", 1)[-1]
             public["notify"] = {

@@ -90,6 +90,7 @@ class Mirror(_Strict):
     immutable: StrList = Field(default_factory=lambda: [])
     overwrite: bool = True
     prune: bool = False  # a tag deleted at the source (push events) is deleted at the targets
+    spool: bool | None = None  # detached targets finish from an on-disk copy (None: the process's default)
     schedule: str | None = None
     interval: str | None = None
     notify: Notify | None = None

@@ -86,6 +86,7 @@ def job_request(doc: MirrorDocument, mirror: Mirror, pool: ClientPool, image: Im
         ],
         "platforms": mirror.platforms,
         "referrers": mirror.referrers,
+        "spool": mirror.spool,
     }
     return DistributeRequest.model_validate(body)
 

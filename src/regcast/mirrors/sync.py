@@ -183,6 +183,7 @@ async def _copy_image(
             # referrers are found while loading the graph: the plan's graph has none
             graph=None if mirror.referrers else img.graph,
             referrers=ReferrerOptions(enabled=mirror.referrers),
+            spool=mirror.spool,
         )
         statuses = result.targets
     except RegcastError as exc:

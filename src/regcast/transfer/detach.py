@@ -25,7 +25,8 @@ class DetachPolicy:
     after: float  # seconds a channel may stay full before its target is detached
     reread: Callable[[int], AsyncIterator[bytes]]  # the blob's bytes from an offset on
     detached: Callable[[int, str, int], None]  # (sink index, why, offset reached)
-    spool: SpoolBudget | None = None  # keep the blob on disk for detached targets (REGCAST_SPOOL_DIR)
+    spool: SpoolBudget | None = None  # keep the blob on disk for detached targets (the job spools)
+    reading: Callable[[int, str], None] | None = None  # (sink index, where its detached read comes from)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
@@ -52,7 +53,7 @@ class TransferOptions:
     queue_depth: int = 8
     checks_in_flight: int = 16
     detach_after: float = 2.0  # seconds a target may hold a blob's shared stream back (0: never detach)
-    spool_dir: str | None = None  # detached targets read the blob from a file here, not the source (issue 19)
+    spool_dir: str | None = None  # where spool files go; set: jobs spool unless they say no (issue 19)
     spool_max_bytes: int = 1024**3  # spool files of the process at once; a blob beyond it is read again
     graph_limits: GraphLimits = field(default_factory=GraphLimits)
     progress_timeout: float | None = 120.0  # a target that reads nothing of its upload this long is cut off
@@ -114,7 +115,9 @@ class CopyEngine:
         self.limits = Limits()  # per-registry request limits shared by every job of the process
         self.flights = BlobFlights()  # one upload per blob and registry at a time
         o = self.options
-        self.spool = SpoolBudget(o.spool_dir, o.spool_max_bytes) if o.spool_dir else None  # shared by every job
+        # one disk cap for every job of the process; each job chooses whether it spools (copy's ``spool``)
+        self.spool = SpoolBudget(o.spool_dir or tempfile.gettempdir(), o.spool_max_bytes)
+        self.spool_by_default = o.spool_dir is not None
 
     async def plan(
         self,
@@ -146,14 +149,18 @@ class CopyEngine:
         listener: Listener | None = None,
         graph: SourceGraph | None = None,
         referrers: ReferrerOptions | None = None,
+        spool: bool | None = None,
     ) -> CopyResult:
         """Copy ``ref`` from ``source`` to every target; never raises for one target's fault.
 
         The one entry point: the source and every target are HEADed first, and the source's
         manifests are read (planned) only when some target lacks the image. ``graph``, from an
-        earlier result of the same job, spares the plan when it is still the source's.
+        earlier result of the same job, spares the plan when it is still the source's. ``spool``:
+        detached targets finish from the blob's on-disk copy (True) or a second source read
+        (False); None is the process's default (on when ``REGCAST_SPOOL_DIR`` is set).
         """
-        run = _CopyRun(self, source, targets, listener or NullListener())
+        spooling = self.spool_by_default if spool is None else spool
+        run = _CopyRun(self, source, targets, listener or NullListener(), self.spool if spooling else None)
         with contextlib.ExitStack() as watching:
             for t in targets:
                 watching.enter_context(t.repo.watch_retries(functools.partial(run.retried, t)))
@@ -173,8 +180,16 @@ class CopyEngine:
 
 
 class _CopyRun:
-    def __init__(self, engine: CopyEngine, source: Repository, targets: list[Target], listener: Listener) -> None:
+    def __init__(
+        self,
+        engine: CopyEngine,
+        source: Repository,
+        targets: list[Target],
+        listener: Listener,
+        spool: SpoolBudget | None = None,
+    ) -> None:
         self.engine = engine
+        self.spool = spool  # this copy's detached targets read the blob from disk, not the source again
         self.source = source
         self.targets = targets
         self.listener = listener
@@ -523,8 +538,13 @@ class _CopyRun:
             log.info("target %s detached from blob %s at byte %d: %s", t.key, blob.digest, offset, why)
             self.listener.changed(t.status)
 
+        def reading(index: int, where: str) -> None:  # the reason says where the rest of the blob came from
+            t = targets[index]
+            t.status.detached_reason = f"{t.status.detached_reason}; finished from {where}"
+            self.listener.changed(t.status)
+
         reread = functools.partial(read_from, self.source, blob)
-        return DetachPolicy(after, reread, detached, spool=self.engine.spool)
+        return DetachPolicy(after, reread, detached, spool=self.spool, reading=reading)
 
     def _sink(self, t: Target, upload: BlobUpload, blob: Descriptor) -> Sink:
         async def sink(ch: Channel) -> None:

@@ -278,9 +278,12 @@ class FanOut:
         group = [f for f in self.detached if not f.ch.closed]
         if not group or self.policy is None:
             return
-        reread, where = self.policy.reread, "the source (second read)"
+        reread, where = self.policy.reread, "a second source read"
         if self.spool is not None and self.spool.complete:
             reread, where = self.spool.read_from, "the spool"
+        if self.policy.reading is not None:
+            for f in group:
+                self.policy.reading(f.index, where)
         try:
             await second_read(self.descriptor, group, self.policy, reread, where)
         except asyncio.CancelledError:
@@ -342,7 +345,7 @@ async def second_read(
     group: list[_Feed],
     policy: DetachPolicy,
     reread: Callable[[int], AsyncIterator[bytes]] | None = None,
-    where: str = "the source (second read)",
+    where: str = "a second source read",
 ) -> None:
     """Feed the detached channels from one more read, started where the furthest-behind one stopped.
 

@@ -1,12 +1,14 @@
 """The optional on-disk spool of a blob (issue 19): detached targets read it, not the source again.
 
-While the main read fans a blob out, its bytes are also written to a temporary file in
-``REGCAST_SPOOL_DIR``, if the blob fits in what is left of ``REGCAST_SPOOL_MAX_BYTES`` (shared by
-every blob of the process). Detached targets then finish from that file: one source read per
-blob, for sources whose egress is costly or rate-limited. A blob that does not fit, or a spool
-that fails to write, falls back to the second source read. The digest is checked again on the
-spool read (the hash state carries on, so the last chunk is held back until it matched); the file
-is deleted when its blob's fan-out is over, whatever the outcome.
+While the main read fans a blob out, its bytes are also written to a temporary file in the spool
+directory (``REGCAST_SPOOL_DIR``, else the system's temporary directory), if the blob fits in what
+is left of ``REGCAST_SPOOL_MAX_BYTES`` (shared by every blob of every job of the process). Whether a
+copy spools is its own choice (a job's ``spool``, a mirror's, ``copy --spool``). Detached targets
+then finish from that file: one source read per blob, for sources whose egress is costly or
+rate-limited. A blob that does not fit, or a spool that fails to write (deleted at once, its room
+given back), falls back to the second source read. The digest is checked again on the spool read
+(the hash state carries on, so the last chunk is held back until it matched); the file is deleted
+when its blob's fan-out is over, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -65,9 +67,10 @@ class Spool:
         try:
             self._file.write(chunk)
             self.written += len(chunk)
-        except OSError as exc:
+        except OSError as exc:  # disk full, I/O error: the file goes now, its room with it
             log.warning("spool %s not used: %s", self.path, exc)
             self.broken = True
+            self.close()
 
     @property
     def complete(self) -> bool:

@@ -2,7 +2,7 @@
 
 Every error regcast raises on purpose is a ``RegcastError``; errors of the libraries below
 (aiohttp, ssl, sqlalchemy) are translated at one boundary (``registry/_transport.py`` for HTTP,
-``jobs/_db.py`` for the job database) so callers never need to know which library failed.
+``jobs/_db.py`` for the service database: jobs and mirrors) so callers never need to know which library failed.
 Messages never hold a secret: URLs are redacted before they reach an exception.
 
 Whether trying again can help is a property of the error (``retryable``, as go-containerregistry's
@@ -30,6 +30,7 @@ the job-level target retries all ask ``is_retryable(exc)``.
     ├── LayoutError                  an OCI image layout (directory or archive) that cannot be read or written
     └── JobError                     job store / worker problems
         ├── JobStoreUnavailable      the job database did not answer (down, frozen, timed out): retry later
+        ├── StoreConflict            a write refused by a unique key (another replica wrote it first)
         └── CredentialsUnreadable    a job's stored credentials cannot be decrypted with this key
 """
 
@@ -202,6 +203,10 @@ class JobError(RegcastError):
 
 class JobStoreUnavailable(JobError):
     """The job database is down, unreachable or did not answer in time; trying again later can work."""
+
+
+class StoreConflict(JobError):
+    """A write the database refused by a unique key: another replica (or delivery) wrote it first."""
 
 
 class CredentialsUnreadable(JobError):

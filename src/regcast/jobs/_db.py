@@ -1,5 +1,8 @@
 """Engines that cannot hang, and the one place SQLAlchemy errors become ``JobStoreUnavailable``.
 
+Both stores of the service database (``jobs/store.py``, ``mirrors/store.py``) run every
+transaction through ``Database.tx``, so neither hands a SQLAlchemy error to its callers.
+
 A frozen database (or network) never answers, and neither TCP keepalives nor a server-side
 ``statement_timeout`` can end a wait for an answer that never comes: the server never saw the
 query. So every database call runs under a deadline kept by a ``Watchdog`` thread, which cuts
@@ -25,7 +28,7 @@ from sqlalchemy import DateTime, Engine, Interval, create_engine, event, exc, fu
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from regcast._exceptions import JobError, JobStoreUnavailable
+from regcast._exceptions import JobError, JobStoreUnavailable, StoreConflict
 
 log = logging.getLogger("regcast.jobs")
 
@@ -183,6 +186,10 @@ def boundary(watchdog: Watchdog, seconds: float) -> Iterator[None]:
                 raise
     except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, exc.DisconnectionError) as e:
         raise JobStoreUnavailable(f"database unavailable ({type(e).__name__})") from e
+    except exc.IntegrityError as e:
+        if e.connection_invalidated:
+            raise JobStoreUnavailable(f"database unavailable ({type(e).__name__})") from e
+        raise StoreConflict(f"database refused a duplicate ({type(e).__name__})") from e
     except exc.DBAPIError as e:
         if e.connection_invalidated:
             raise JobStoreUnavailable(f"database unavailable ({type(e).__name__})") from e
@@ -196,6 +203,25 @@ def invalidate_if_cut(conn: Connection, watchdog: Watchdog) -> None:
     g: _Guard | None = getattr(watchdog._local, "guard", None)
     if g is not None and g.fired and not conn.invalidated:
         conn.invalidate()
+
+
+@dataclass(frozen=True)
+class Database:
+    """One engine, its watchdog and its deadline: what every store of the service database shares."""
+
+    engine: Engine
+    watchdog: Watchdog
+    timeout: float
+
+    @contextlib.contextmanager
+    def tx(self, timeout: float | None = None) -> Iterator[Connection]:
+        """One transaction under the deadline, committed on success; errors leave translated (``boundary``)."""
+        with boundary(self.watchdog, timeout or self.timeout), self.engine.connect() as conn:
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                invalidate_if_cut(conn, self.watchdog)
 
 
 class Clock:

@@ -28,7 +28,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, text, true, upda
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
-from regcast.jobs._db import Clock, Watchdog, boundary, invalidate_if_cut, make_engine, utcnow
+from regcast.jobs._db import Clock, Database, Watchdog, make_engine, utcnow
 from regcast.jobs.models import FINAL_STATES, JobState, job_targets, jobs, workers
 from regcast.jobs.records import Claim, JobRecord, TargetRecord, TargetUpdate, WorkerRecord
 from regcast.jobs.store_ops import OpsQueries, requeue_targets, settle_targets
@@ -57,6 +57,7 @@ class JobStore(OpsQueries):
         self.timeout = timeout
         self._watchdog = Watchdog()
         self.engine = make_engine(url, timeout, self._watchdog)
+        self.db = Database(self.engine, self._watchdog, timeout)  # shared with the mirror store
         self.postgres = self.engine.dialect.name == "postgresql"
         self.clock = Clock(self.postgres)
 
@@ -67,12 +68,8 @@ class JobStore(OpsQueries):
     @contextlib.contextmanager
     def _tx(self, timeout: float | None = None) -> Iterator[Connection]:
         """One transaction under the deadline; commits on success."""
-        with boundary(self._watchdog, timeout or self.timeout), self.engine.connect() as conn:
-            try:
-                with conn.begin():
-                    yield conn
-            finally:
-                invalidate_if_cut(conn, self._watchdog)
+        with self.db.tx(timeout) as conn:
+            yield conn
 
     def _notify(self, conn: Connection) -> None:
         """Wake idle workers of every process (delivered at commit); polling covers SQLite."""

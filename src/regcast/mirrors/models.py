@@ -23,6 +23,14 @@ class RunState(enum.StrEnum):
     SKIPPED = "SKIPPED"  # due while the previous run was still going
 
 
+class Trigger(enum.StrEnum):
+    """What started a run."""
+
+    SCHEDULE = "schedule"  # a due time of its cron or interval
+    MANUAL = "manual"  # POST /api/mirrors/<name>/run
+    PUSH = "push"  # a registry's push notification (triggers/)
+
+
 mirrors = Table(
     "mirrors",
     metadata,

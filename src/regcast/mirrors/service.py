@@ -15,8 +15,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from regcast._exceptions import JobError, RegcastError
 from regcast.config import Settings
 from regcast.jobs.secrets import SecretBox
@@ -24,10 +22,12 @@ from regcast.jobs.spec import DistributeRequest
 from regcast.jobs.store import JobStore
 from regcast.mirrors.clients import ClientPool, configure_limits
 from regcast.mirrors.document import Mirror, MirrorDocument
+from regcast.mirrors.models import Trigger
 from regcast.mirrors.plan import Action, ImagePlan, MirrorPlan, Planner
+from regcast.mirrors.records import MirrorRecord, RunRecord, StoredMirror
 from regcast.mirrors.schedule import Schedule, parse_interval
 from regcast.mirrors.select import Repo, expand_targets, source_of, targets_of
-from regcast.mirrors.store import MirrorRecord, MirrorStore, RunRecord, StoredMirror, utcnow
+from regcast.mirrors.store import MirrorStore, utcnow
 from regcast.registry.client import describe
 from regcast.registry.dockerconfig import credentials_for
 from regcast.registry.limits import Limits
@@ -99,7 +99,7 @@ class MirrorService:
         self.jobs = jobs
         self.box = box
         self.owner = owner
-        self.store = MirrorStore(jobs.engine)
+        self.store = MirrorStore(jobs.db)
         self.wake: Callable[[], None] | None = None  # the local worker's: claim the new jobs now
         self.limits = Limits()  # the process's (its copy engine's), so jobs and plans share them
         self._docs: dict[tuple[str, dt.datetime], MirrorDocument] = {}
@@ -125,7 +125,7 @@ class MirrorService:
     def document_of(self, sealed: bytes) -> MirrorDocument:
         return MirrorDocument.model_validate(self.box.open(sealed))
 
-    async def start(self, name: str, trigger: str, due_at: dt.datetime | None = None) -> tuple[str | None, Any]:
+    async def start(self, name: str, trigger: Trigger, due_at: dt.datetime | None = None) -> tuple[str | None, Any]:
         """Take the run (see ``MirrorStore.start_run``); when taken here, plan it in the background."""
         run_id, going = await asyncio.to_thread(self.store.start_run, name, trigger, self.owner, due_at)
         if run_id is not None:
@@ -161,12 +161,11 @@ class MirrorService:
                         up_to_date += 1
             finally:
                 await pool.close()
-        except (RegcastError, SQLAlchemyError, ValueError) as exc:
+        except (RegcastError, ValueError) as exc:
             error = describe(exc) if isinstance(exc, RegcastError) else f"{type(exc).__name__}: {exc}"
             log.warning("mirror %s: run %s failed while planning: %s", name, run_id, error)
         finally:
-            await asyncio.to_thread(
-                self.store.planned,
+            recorded = await self._planned(
                 run_id,
                 selected=selected,
                 up_to_date=up_to_date,
@@ -174,7 +173,18 @@ class MirrorService:
                 failed=failed + (1 if error and not selected else 0),
                 error=error,
             )
-        log.info("mirror %s: run %s planned (%d image(s), %d up to date)", name, run_id, selected, up_to_date)
+        if recorded:
+            log.info("mirror %s: run %s planned (%d image(s), %d up to date)", name, run_id, selected, up_to_date)
+
+    async def _planned(self, run_id: str, **counts: Any) -> bool:
+        """Record the plan. A database outage here is logged, not raised out of a background task: the
+        run stays PLANNING and ``settle`` fails it after ``PLANNING_TIMEOUT``, freeing the lease."""
+        try:
+            await asyncio.to_thread(self.store.planned, run_id, **counts)
+        except JobError as exc:
+            log.warning("mirror run %s: plan not recorded, database unavailable (%s)", run_id, exc)
+            return False
+        return True
 
     async def _queue(self, doc: MirrorDocument, mirror: Mirror, pool: ClientPool, img: ImagePlan, run_id: str) -> None:
         body = job_request(doc, mirror, pool, img)
@@ -203,7 +213,7 @@ class MirrorService:
             last = await asyncio.to_thread(self.store.last_due, rec.name)
             if last is not None and last >= due:
                 continue
-            run_id, _going = await self.start(rec.name, "schedule", due)
+            run_id, _going = await self.start(rec.name, Trigger.SCHEDULE, due)
             if run_id:
                 started.append(run_id)
                 log.info("mirror %s: run %s started for %s", rec.name, run_id, due.isoformat())
@@ -226,7 +236,7 @@ class MirrorService:
         while not stop.is_set():
             try:
                 await self.tick()
-            except (SQLAlchemyError, JobError) as exc:
+            except JobError as exc:  # the store's translated errors (jobs/_db.py)
                 log.warning("mirror scheduler: database unavailable (%s)", type(exc).__name__)
             except Exception:
                 log.exception("mirror scheduler: tick failed")

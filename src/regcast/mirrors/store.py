@@ -4,26 +4,29 @@ Starting a run is one transaction: insert the run under its unique key (mirror +
 a second replica's insert of the same key fails and it moves on), then take the mirror's lease
 (``active_run IS NULL``). A mirror whose lease is held gets a SKIPPED run for that due time
 instead, so a run still going is never started twice. ``settle`` ends runs whose jobs are all
-final and gives the lease back. Read methods return plain records (dashboards may use them).
+final and gives the lease back.
+
+Every method runs through the job store's ``Database.tx`` (``jobs/_db.py``): bounded by its
+deadline, raising only ``JobStoreUnavailable`` / ``JobError``, never a SQLAlchemy error. Reads
+return the records of ``mirrors/records.py`` (states as enums).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
-from regcast.jobs.models import FINAL_STATES, job_targets, jobs
-from regcast.mirrors.models import RunState, mirror_run_jobs, mirror_runs, mirrors
+from regcast._exceptions import StoreConflict
+from regcast.jobs._db import Database, utcnow
+from regcast.jobs.models import FINAL_STATES, JobState, job_targets, jobs
+from regcast.mirrors.models import RunState, Trigger, mirror_run_jobs, mirror_runs, mirrors
+from regcast.mirrors.records import MirrorRecord, RunRecord, StoredMirror
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+__all__ = ["MirrorRecord", "MirrorStore", "RunRecord", "StoredMirror", "utcnow"]
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -33,104 +36,23 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+def _job_state(value: str) -> JobState:
+    return JobState(value) if value in JobState.__members__ else JobState.QUEUED
+
+
 PLANNING_TIMEOUT = dt.timedelta(minutes=15)  # a planner that died: its run fails, the lease is freed
-_FINAL = [s.value for s in FINAL_STATES]
-
-
-@dataclass
-class MirrorRecord:
-    name: str
-    document: dict[str, Any]
-    sealed: bytes
-    schedule: str | None
-    interval_seconds: float | None
-    active_run: str | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-@dataclass
-class RunRecord:
-    id: str
-    mirror: str
-    trigger: str
-    due_at: dt.datetime | None
-    state: str
-    created_at: dt.datetime
-    planned_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    images_selected: int
-    images_up_to_date: int
-    images_skipped: int
-    images_failed: int
-    owner: str | None
-    error: str | None
-    jobs: dict[str, str] = field(default_factory=dict)  # job id -> state
-    bytes: int = 0
-    jobs_finished_at: dt.datetime | None = None  # the last of its jobs to end
-
-    @property
-    def in_sync_at(self) -> dt.datetime | None:
-        """When every target held the run's images: its last job's end (its plan's, with no job)."""
-        if self.state != RunState.FINISHED.value:
-            return None
-        return self.jobs_finished_at if self.jobs else self.planned_at
-
-    @property
-    def lag_seconds(self) -> float | None:
-        """Push runs: from the push (``due_at`` holds its time) to in sync at every target."""
-        if self.trigger != "push" or self.due_at is None or self.in_sync_at is None:
-            return None
-        return max(0.0, (self.in_sync_at - self.due_at).total_seconds())
-
-    def public(self) -> dict[str, Any]:
-        states = list(self.jobs.values())
-        push = {"pushed_at": _iso(self.due_at), "lag_seconds": self.lag_seconds} if self.trigger == "push" else {}
-        return {
-            **push,
-            "id": self.id,
-            "mirror": self.mirror,
-            "trigger": self.trigger,
-            "due_at": _iso(self.due_at),
-            "state": self.state,
-            "started_at": _iso(self.created_at),
-            "finished_at": _iso(self.finished_at),
-            "images_selected": self.images_selected,
-            "up_to_date": self.images_up_to_date,
-            "skipped": self.images_skipped,
-            "copied": states.count("FINISHED"),
-            "failed": self.images_failed + states.count("FAILED") + states.count("CANCELLED"),
-            "in_progress": sum(s not in _FINAL for s in states),
-            "bytes": self.bytes,
-            "jobs": sorted(self.jobs),
-            "error": self.error,
-        }
-
-
-def _iso(t: dt.datetime | None) -> str | None:
-    return t.isoformat() if t else None
-
-
-@dataclass(frozen=True)
-class StoredMirror:
-    """One mirror as ``put`` stores it."""
-
-    name: str
-    document: dict[str, Any]
-    sealed: bytes
-    schedule: str | None
-    interval_seconds: float | None
+ENDED = (RunState.FINISHED, RunState.FAILED, RunState.SKIPPED)
 
 
 class MirrorStore:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # -- mirrors ------------------------------------------------------------------------------------
     def put(self, items: list[StoredMirror]) -> None:
         """Create or replace each mirror by name, all in one transaction."""
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self.db.tx() as conn:
             for it in items:
                 values = {
                     "document": it.document,
@@ -159,22 +81,22 @@ class MirrorStore:
         )
 
     def get(self, name: str) -> MirrorRecord | None:
-        with self.engine.connect() as conn:
+        with self.db.tx() as conn:
             row = conn.execute(select(mirrors).where(mirrors.c.name == name)).first()
         return self._mirror(row._mapping) if row else None
 
     def all(self) -> list[MirrorRecord]:
-        with self.engine.connect() as conn:
+        with self.db.tx() as conn:
             rows = conn.execute(select(mirrors).order_by(mirrors.c.name)).all()
         return [self._mirror(r._mapping) for r in rows]
 
     def delete(self, name: str) -> bool:
-        with self.engine.begin() as conn:
+        with self.db.tx() as conn:
             return bool(conn.execute(delete(mirrors).where(mirrors.c.name == name)).rowcount)
 
     # -- runs ---------------------------------------------------------------------------------------------
     def start_run(
-        self, name: str, trigger: str, owner: str, due_at: dt.datetime | None = None
+        self, name: str, trigger: Trigger | str, owner: str, due_at: dt.datetime | None = None
     ) -> tuple[str | None, RunRecord | None]:
         """Take the run key and the mirror's lease: (run id, None) when this caller runs it.
 
@@ -188,7 +110,7 @@ class MirrorStore:
             "id": run_id,
             "mirror": name,
             "run_key": key,
-            "trigger": trigger,
+            "trigger": Trigger(trigger).value,
             "due_at": due_at,
             "state": RunState.PLANNING.value,
             "created_at": now,
@@ -200,7 +122,7 @@ class MirrorStore:
         }
         lease = update(mirrors).where(mirrors.c.name == name, mirrors.c.active_run.is_(None)).values(active_run=run_id)
         try:
-            with self.engine.begin() as conn:
+            with self.db.tx() as conn:
                 holder = conn.execute(select(mirrors.c.active_run).where(mirrors.c.name == name)).first()
                 if holder is None:
                     return None, None
@@ -219,7 +141,7 @@ class MirrorStore:
                     .values(state=RunState.SKIPPED.value, finished_at=now, error=f"run {going} still going")
                 )
                 return None, self._run(conn, going) if going else None
-        except IntegrityError:
+        except StoreConflict:
             return None, None
 
     def start_push_run(self, name: str, key: str, owner: str, pushed_at: dt.datetime | None) -> str | None:
@@ -234,7 +156,7 @@ class MirrorStore:
             "id": run_id,
             "mirror": name,
             "run_key": f"{name}@push-{key}"[:300],
-            "trigger": "push",
+            "trigger": Trigger.PUSH.value,
             "due_at": pushed_at,
             "state": RunState.PLANNING.value,
             "created_at": utcnow(),
@@ -245,23 +167,23 @@ class MirrorStore:
             "images_failed": 0,
         }
         try:
-            with self.engine.begin() as conn:
+            with self.db.tx() as conn:
                 if conn.execute(select(mirrors.c.name).where(mirrors.c.name == name)).first() is None:
                     return None
                 conn.execute(insert(mirror_runs).values(**row))
-        except IntegrityError:
+        except StoreConflict:
             return None
         return run_id
 
     def link_job(self, run_id: str, job_id: str, tag: str) -> None:
-        with self.engine.begin() as conn:
+        with self.db.tx() as conn:
             conn.execute(insert(mirror_run_jobs).values(run_id=run_id, job_id=job_id, tag=tag))
 
     def planned(
         self, run_id: str, *, selected: int, up_to_date: int, skipped: int, failed: int, error: str | None
     ) -> None:
         """Planning is over: the run's jobs are queued (settle ends it when they are final)."""
-        with self.engine.begin() as conn:
+        with self.db.tx() as conn:
             conn.execute(
                 update(mirror_runs)
                 .where(mirror_runs.c.id == run_id)
@@ -282,16 +204,16 @@ class MirrorStore:
         now = utcnow()
         ended: list[str] = []
         cols = (mirror_runs.c.mirror, mirror_runs.c.id, mirror_runs.c.state, mirror_runs.c.created_at)
-        with self.engine.begin() as conn:
+        with self.db.tx() as conn:
             held = conn.execute(select(*cols).join(mirrors, mirror_runs.c.id == mirrors.c.active_run)).all()
             pushed = conn.execute(  # push runs hold no lease
                 select(*cols).where(
-                    mirror_runs.c.trigger == "push",
+                    mirror_runs.c.trigger == Trigger.PUSH.value,
                     mirror_runs.c.state.in_([RunState.PLANNING.value, RunState.RUNNING.value]),
                 )
             ).all()
             for name, run_id, state, created in [*held, *pushed]:
-                if self._settle_one(conn, run_id, state, _utc(created) or now, now):
+                if self._settle_one(conn, run_id, RunState(state), _utc(created) or now, now):
                     conn.execute(
                         update(mirrors)
                         .where(mirrors.c.name == name, mirrors.c.active_run == run_id)
@@ -300,19 +222,21 @@ class MirrorStore:
                     ended.append(run_id)
         return ended
 
-    def _settle_one(self, conn: Connection, run_id: str, state: str, created: dt.datetime, now: dt.datetime) -> bool:
+    def _settle_one(
+        self, conn: Connection, run_id: str, state: RunState, created: dt.datetime, now: dt.datetime
+    ) -> bool:
         """Write the final state of one run when it has one; True when it ended."""
-        if state == RunState.PLANNING.value:
+        if state is RunState.PLANNING:
             if created > now - PLANNING_TIMEOUT:
                 return False
             final, error = RunState.FAILED.value, "the planning process stopped"
         else:
             states = self._job_states(conn, run_id)
-            if any(s not in _FINAL for s in states.values()):
+            if any(s not in FINAL_STATES for s in states.values()):
                 return False
             run = self._run(conn, run_id)
             bad = run is not None and (run.images_failed or run.error)
-            failed = bad or any(s != "FINISHED" for s in states.values())
+            failed = bad or any(s is not JobState.FINISHED for s in states.values())
             final, error = (RunState.FAILED.value if failed else RunState.FINISHED.value), None
         values: dict[str, Any] = {"state": final, "finished_at": now}
         if error:
@@ -322,13 +246,13 @@ class MirrorStore:
 
     # -- reading runs ---------------------------------------------------------------------------------------
     @staticmethod
-    def _job_states(conn: Connection, run_id: str) -> dict[str, str]:
+    def _job_states(conn: Connection, run_id: str) -> dict[str, JobState]:
         rows = conn.execute(
             select(jobs.c.id, jobs.c.state)
             .join(mirror_run_jobs, mirror_run_jobs.c.job_id == jobs.c.id)
             .where(mirror_run_jobs.c.run_id == run_id)
         ).all()
-        return {r[0]: r[1] for r in rows}
+        return {r[0]: _job_state(r[1]) for r in rows}
 
     def _run(self, conn: Connection, run_id: str) -> RunRecord | None:
         row = conn.execute(select(mirror_runs).where(mirror_runs.c.id == run_id)).first()
@@ -340,9 +264,9 @@ class MirrorStore:
         rec = RunRecord(
             m["id"],
             m["mirror"],
-            m["trigger"],
+            Trigger(m["trigger"]),
             _utc(m["due_at"]),
-            m["state"],
+            RunState(m["state"]),
             created,
             _utc(m["planned_at"]),
             _utc(m["finished_at"]),
@@ -354,7 +278,7 @@ class MirrorStore:
             m["error"],
         )
         rec.jobs = self._job_states(conn, rec.id)
-        if rec.jobs and rec.trigger == "push":
+        if rec.jobs and rec.trigger is Trigger.PUSH:
             rec.jobs_finished_at = _utc(
                 conn.execute(select(func.max(jobs.c.finished_at)).where(jobs.c.id.in_(list(rec.jobs)))).scalar()
             )
@@ -368,12 +292,12 @@ class MirrorStore:
         return rec
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        with self.engine.connect() as conn:
+        with self.db.tx() as conn:
             return self._run(conn, run_id)
 
     def runs(self, name: str, limit: int = 50) -> list[RunRecord]:
         """Newest first."""
-        with self.engine.connect() as conn:
+        with self.db.tx() as conn:
             rows = conn.execute(
                 select(mirror_runs)
                 .where(mirror_runs.c.mirror == name)
@@ -383,15 +307,25 @@ class MirrorStore:
             return [self._run_record(conn, r._mapping) for r in rows]
 
     def last_due(self, name: str) -> dt.datetime | None:
-        with self.engine.connect() as conn:
+        with self.db.tx() as conn:
             value = conn.execute(
                 select(func.max(mirror_runs.c.due_at)).where(
-                    mirror_runs.c.mirror == name, mirror_runs.c.trigger == "schedule"
+                    mirror_runs.c.mirror == name, mirror_runs.c.trigger == Trigger.SCHEDULE.value
                 )
             ).scalar()
         return _utc(value)
 
     def run_of_job(self, job_id: str) -> str | None:
         """The run a job belongs to (None for jobs posted directly)."""
-        with self.engine.connect() as conn:
+        with self.db.tx() as conn:
             return conn.execute(select(mirror_run_jobs.c.run_id).where(mirror_run_jobs.c.job_id == job_id)).scalar()
+
+    def ended_runs(self) -> dict[RunState, int]:
+        """Ended runs by state, for the metrics (read at scrape time: every replica answers the same)."""
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                select(mirror_runs.c.state, func.count())
+                .where(mirror_runs.c.state.in_([s.value for s in ENDED]))
+                .group_by(mirror_runs.c.state)
+            )
+            return {RunState(r[0]): int(r[1]) for r in rows}

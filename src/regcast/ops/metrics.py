@@ -202,15 +202,6 @@ class StoreCollector(Collector):
 
 def mirror_run_counts(store: JobStore) -> dict[str, int]:
     """Ended mirror runs by state, from the database (every replica answers the same)."""
-    from sqlalchemy import func, select
+    from regcast.mirrors.store import MirrorStore
 
-    from regcast.mirrors.models import mirror_runs
-
-    ended = ("FINISHED", "FAILED", "SKIPPED", "CANCELLED")
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(mirror_runs.c.state, func.count())
-            .where(mirror_runs.c.state.in_(ended))
-            .group_by(mirror_runs.c.state)
-        )
-        return {r[0]: int(r[1]) for r in rows}
+    return {state.value: n for state, n in MirrorStore(store.db).ended_runs().items()}

@@ -37,7 +37,7 @@ from regcast.registry.redact import printable, redact_text
 
 if TYPE_CHECKING:
     from regcast.mirrors.document import MirrorDocument
-    from regcast.mirrors.store import RunRecord
+    from regcast.mirrors.records import RunRecord
 
 log = logging.getLogger("regcast.notify")
 Record = Callable[[dict[str, Any]], Awaitable[None]]
@@ -159,13 +159,16 @@ class Notifier:
 
     def run_ended(self, run: RunRecord, doc: MirrorDocument) -> None:
         """A mirror run ended: POST its summary to the mirror's ``notify`` hook (attempts are logged)."""
+        from regcast.mirrors.models import RunState
+
         mirror = doc.mirrors[0]
-        event = "finished" if run.state == "FINISHED" else "failed"
+        finished = run.state is RunState.FINISHED
+        event = "finished" if finished else "failed"
         if mirror.notify is None or event not in mirror.notify.events:
             return
         hook = Hook(mirror.notify.url, tuple(mirror.notify.events), mirror.notify.secret, "mirror")
         public = run.public()
-        body = {"event": event, "mirror": mirror.name, "in_sync": run.state == "FINISHED" and not public["failed"]}
+        body = {"event": event, "mirror": mirror.name, "in_sync": finished and not public["failed"]}
         payload = json.dumps({**body, "run": public}).encode()
         task = asyncio.create_task(self._send(f"mirror {mirror.name} run {run.id}", event, [hook], payload, None))
         self.tasks.add(task)

@@ -13,11 +13,13 @@ from regcast.api.responses import SeedJSON, error
 from regcast.api.service import Service, ServiceDep
 from regcast.mirrors.clients import ClientPool
 from regcast.mirrors.document import MirrorDocument, load_document
+from regcast.mirrors.models import Trigger
 from regcast.mirrors.plan import Planner
+from regcast.mirrors.records import MirrorRecord
 from regcast.mirrors.schedule import Schedule
 from regcast.mirrors.select import expand_targets, is_layout
 from regcast.mirrors.service import MirrorService, split_document
-from regcast.mirrors.store import MirrorRecord, utcnow
+from regcast.mirrors.store import utcnow
 from regcast.mirrors.sync import PassReport
 
 router = APIRouter(tags=["mirrors"])
@@ -142,7 +144,7 @@ async def delete_mirror(name: str, service: ServiceDep) -> SeedJSON:
 )
 async def run_now(name: str, service: ServiceDep) -> SeedJSON:
     """Run a mirror now: its copies become jobs in the queue, linked to the run."""
-    run_id, going = await _mirrors(service).start(name, "manual")
+    run_id, going = await _mirrors(service).start(name, Trigger.MANUAL)
     if run_id is not None:
         return SeedJSON({"status": "success", "msg": "Mirror run started", "id": run_id}, status_code=202)
     if going is None:

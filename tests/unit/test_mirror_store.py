@@ -1,0 +1,199 @@
+"""The mirror store behind the service database's boundary (``jobs/_db.py``), on SQLite and PostgreSQL:
+an outage during any mirror operation leaves as ``JobStoreUnavailable`` (never a SQLAlchemy error),
+the store works again once the database is back, a taken run key is the store's answer (no error),
+and records carry enums. Callers (scheduler, planner, routes) rely on the translated errors."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from regcast._exceptions import JobError, JobStoreUnavailable
+from regcast.api.app import create_app
+from regcast.api.service import Service
+from regcast.config import load_settings
+from regcast.jobs.models import JobState
+from regcast.jobs.secrets import SecretBox
+from regcast.jobs.store import JobStore
+from regcast.mirrors.document import load_document
+from regcast.mirrors.models import RunState, Trigger
+from regcast.mirrors.service import MirrorService, split_document
+from regcast.mirrors.store import MirrorStore
+from tests.support.pg import db_proxy, via
+
+DOC = """\
+version: 1
+mirrors:
+  - name: app
+    source: 127.0.0.1:1/team/app
+    targets: [127.0.0.1:2/mirror]
+    tags: {list: [v1]}
+    interval: 60s
+"""
+BOX = SecretBox(b"k" * 32)
+
+
+@dataclass
+class Db:
+    """A service database that can be taken away and given back."""
+
+    ms: MirrorService
+    down: Callable[[], None]
+    up: Callable[[], None]
+
+    @property
+    def store(self) -> MirrorStore:
+        return self.ms.store
+
+
+def _service(url: str, timeout: float) -> MirrorService:
+    settings = load_settings(database_url=url, request_retries=1, db_timeout=timeout, poll_interval=0.1)
+    jobs = JobStore(settings.database_url, timeout=timeout)
+    jobs.migrate()
+    ms = MirrorService(settings, jobs, BOX, owner="test")
+    ms.store.put(split_document(load_document(DOC, {}), BOX))
+    return ms
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    if request.param == "sqlite":
+        # the volume holding the file goes away: every new connection fails to open it
+        home, gone = tmp_path / "db", tmp_path / "gone"
+        home.mkdir()
+        ms = _service(f"sqlite:///{home / 'db.sqlite'}", 5.0)
+
+        def down() -> None:
+            ms.jobs.engine.dispose()
+            home.rename(gone)
+
+        yield Db(ms, down, lambda: gone.rename(home))
+        ms.jobs.close()
+        return
+    pg_url = request.getfixturevalue("pg_url")
+    proxy = db_proxy(pg_url)
+    ms = _service(via(pg_url, proxy), 2.0)
+    try:
+        yield Db(ms, lambda: proxy.set_down(True), lambda: proxy.set_down(False))
+    finally:
+        proxy.set_down(False)
+        ms.jobs.close()
+        proxy.stop()
+
+
+ITEMS = split_document(load_document(DOC, {}), BOX)
+OPERATIONS: dict[str, Callable[[MirrorStore], Any]] = {
+    "put": lambda s: s.put(ITEMS),
+    "get": lambda s: s.get("app"),
+    "all": lambda s: s.all(),
+    "delete": lambda s: s.delete("other"),
+    "start_run": lambda s: s.start_run("app", Trigger.MANUAL, "test"),
+    "start_push_run": lambda s: s.start_push_run("app", "v1@sha256:0", "test", None),
+    "link_job": lambda s: s.link_job("run", "job", "v1"),
+    "planned": lambda s: s.planned("run", selected=0, up_to_date=0, skipped=0, failed=0, error=None),
+    "settle": lambda s: s.settle(),
+    "get_run": lambda s: s.get_run("run"),
+    "runs": lambda s: s.runs("app"),
+    "last_due": lambda s: s.last_due("app"),
+    "run_of_job": lambda s: s.run_of_job("job"),
+    "ended_runs": lambda s: s.ended_runs(),
+}
+
+
+def test_an_outage_during_every_mirror_operation_is_job_store_unavailable(db: Db) -> None:
+    db.down()
+    for name, op in OPERATIONS.items():
+        with pytest.raises(JobStoreUnavailable, match=r"^database unavailable \(\w+\)$") as caught:
+            op(db.store)
+        assert isinstance(caught.value, JobError), name
+    db.up()
+    rec = db.store.get("app")  # the same store works again, nothing lost
+    assert rec is not None
+    assert rec.schedule is None
+    assert rec.interval_seconds == 60.0
+
+
+def test_a_taken_run_key_is_an_answer_not_an_error(db: Db) -> None:
+    rec = db.store.get("app")
+    assert rec is not None
+    due = rec.created_at + dt.timedelta(seconds=60)
+    first, _ = db.store.start_run("app", Trigger.SCHEDULE, "replica-a", due)
+    assert first is not None
+    assert db.store.start_run("app", Trigger.SCHEDULE, "replica-b", due) == (None, None)  # the unique key
+    push = db.store.start_push_run("app", "v1@sha256:ab", "replica-a", None)
+    assert push is not None
+    assert db.store.start_push_run("app", "v1@sha256:ab", "replica-b", None) is None  # the same delivery again
+    job = db.ms.jobs.create({"source": {}, "targets": []}, None, [])
+    db.store.link_job(first, job, "v1")
+    db.store.planned(first, selected=1, up_to_date=0, skipped=0, failed=0, error=None)
+    run = db.store.get_run(first)
+    assert run is not None
+    assert (run.trigger, run.state, run.jobs) == (Trigger.SCHEDULE, RunState.RUNNING, {job: JobState.QUEUED})
+    assert db.store.run_of_job(job) == first
+    assert run.public()["state"] == "RUNNING"
+    assert run.public()["in_progress"] == 1
+
+
+def test_the_scheduler_logs_an_outage_and_goes_on(db: Db, caplog: pytest.LogCaptureFixture) -> None:
+    db.down()
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(db.ms.run_scheduler(stop))
+        for _ in range(600):  # a bound, not a timing assumption: the first tick fails well before
+            if "mirror scheduler: database unavailable (JobStoreUnavailable)" in caplog.text:
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await task
+
+    with caplog.at_level(logging.WARNING, logger="regcast.mirrors"):
+        asyncio.run(go())
+    assert "mirror scheduler: database unavailable (JobStoreUnavailable)" in caplog.text
+    assert "tick failed" not in caplog.text
+
+
+def test_a_planner_that_loses_the_database_leaves_the_run_to_settle(db: Db, caplog: pytest.LogCaptureFixture) -> None:
+    run_id, _ = db.store.start_run("app", Trigger.MANUAL, "test")
+    assert run_id is not None
+    db.down()
+    with caplog.at_level(logging.WARNING, logger="regcast.mirrors"):
+        asyncio.run(db.ms.plan_run("app", run_id))  # raises nothing out of the background task
+    assert f"mirror run {run_id}: plan not recorded, database unavailable (database unavailable" in caplog.text
+    db.up()
+    run = db.store.get_run(run_id)
+    assert run is not None
+    assert run.state is RunState.PLANNING  # settle fails it after PLANNING_TIMEOUT and frees the lease
+
+
+def test_mirror_routes_answer_503_while_the_database_is_down(tmp_path: Path) -> None:
+    home, gone = tmp_path / "db", tmp_path / "gone"
+    home.mkdir()
+    settings = load_settings(database_url=f"sqlite:///{home / 'jobs.db'}", poll_interval=0.1)
+    service = Service(settings, JobStore(settings.database_url), BOX, run_workers=False)
+    with TestClient(create_app(service), base_url="http://127.0.0.1:5001") as client:
+        for _ in range(200):
+            if client.get("/readyz").status_code == 200:
+                break
+        assert client.get("/api/mirrors").json() == {"mirrors": []}
+        service.store.engine.dispose()
+        home.rename(gone)
+        for method, path in [
+            ("GET", "/api/mirrors"),
+            ("GET", "/api/mirrors/app"),
+            ("DELETE", "/api/mirrors/app"),
+            ("POST", "/api/mirrors/app/run"),
+            ("GET", "/api/mirrors/app/runs"),
+        ]:
+            r = client.request(method, path)
+            assert (r.status_code, r.json()) == (503, {"status": "error", "msg": "database unavailable"}), path
+        gone.rename(home)
+        assert client.get("/api/mirrors").status_code == 200

@@ -75,7 +75,10 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
             ms.jobs.engine.dispose()
             home.rename(gone)
 
-        yield Db(ms, down, lambda: gone.rename(home))
+        def up() -> None:
+            gone.rename(home)
+
+        yield Db(ms, down, up)
         ms.jobs.close()
         return
     pg_url = request.getfixturevalue("pg_url")

@@ -68,7 +68,8 @@ def test_routes_store_run_and_delete(
     prefix = f"svc-{secrets.token_hex(3)}"
     svc = service(tmp_path, pg_url)
     try:
-        body = doc_yaml(src_reg, repo, [f"{open_reg.host}/{prefix}", f"{open_reg.host}/{prefix}-b"])
+        targets = [f"{open_reg.host}/{prefix}", f"{open_reg.host}/{prefix}-b"]
+        body = doc_yaml(src_reg, repo, targets, extra="    spool: true\n")  # its jobs spool (issue 19)
         r = svc.http.post("/api/mirrors", content=body, headers={"Content-Type": "application/yaml"})
         assert r.status_code == 201, r.text
         assert r.json() == {"status": "success", "msg": "Mirrors stored", "mirrors": ["app"]}
@@ -77,6 +78,7 @@ def test_routes_store_run_and_delete(
         assert listed[0]["next_due"] is None
         shown = svc.http.get("/api/mirrors/app").json()
         assert shown["document"]["registries"][0]["password"] == "***"
+        assert shown["document"]["mirrors"][0]["spool"] is True
         assert shown["document"]["mirrors"][0]["targets"] == [
             f"{open_reg.host}/{prefix}",
             f"{open_reg.host}/{prefix}-b",
@@ -106,6 +108,7 @@ def test_routes_store_run_and_delete(
         assert run["finished_at"]
         job = svc.status(run["jobs"][0])
         assert job["value"] == "FINISHED" and job["mirror"] == {"name": "app", "run": run["id"]}
+        assert job["spool"] is True
         for tag in ("v1", "v2"):
             for p in (prefix, f"{prefix}-b"):
                 assert_same_image(http, repo, tag, open_reg.http(), f"{p}/{repo}", tag)
@@ -115,6 +118,7 @@ def test_routes_store_run_and_delete(
         (request,) = row
         assert request["mirror"] == {"name": "app", "run": run["id"]}
         assert request["referrers"] is True
+        assert request["spool"] is True
 
         # a second run: nothing to copy, no job
         r = svc.http.post("/api/mirrors/app/run")

@@ -46,6 +46,7 @@ def test_submit_then_finished_with_seed_bodies(
             {"endpoint": basic_reg.endpoint, "auth": basicauth(basic_reg)},
             {"endpoint": token_ep, "auth": basicauth(token_reg), "image": f"{repo}/renamed", "ref": "prod"},
         ],
+        "spool": False,  # an extension (issue 19): known, so no warning; echoed in the status
     }
     r = service.http.post("/api/distribute/image", content=json.dumps(body))  # no Content-Type, as curl -d
     assert r.status_code == 201
@@ -57,6 +58,7 @@ def test_submit_then_finished_with_seed_bodies(
     assert st["value"] == "FINISHED", st
     assert st["finished_endpoints"] == [open_ep, basic_reg.endpoint, token_ep]
     assert st["skipped_clusters"] == []
+    assert st["spool"] is False
     assert ISO.match(st["started_at"])
     assert ISO.match(st["finished_at"])
     assert st["source_digest"] == img.digest

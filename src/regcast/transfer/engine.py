@@ -541,6 +541,7 @@ class _CopyRun:
         def reading(index: int, where: str) -> None:  # the reason says where the rest of the blob came from
             t = targets[index]
             t.status.detached_reason = f"{t.status.detached_reason}; finished from {where}"
+            log.info("target %s finishes blob %s from %s", t.key, blob.digest, where)
             self.listener.changed(t.status)
 
         reread = functools.partial(read_from, self.source, blob)

@@ -45,6 +45,7 @@ class FaultProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
+        self._released: asyncio.Event | None = None  # "hold_blob": set by release()
 
     @property
     def endpoint(self) -> str:
@@ -65,7 +66,21 @@ class FaultProxy:
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
 
+    def release(self) -> None:
+        """``hold_blob``: let the held download go on."""
+
+        async def go() -> None:
+            assert self._released
+            self._released.set()
+
+        asyncio.run_coroutine_threadsafe(go(), self._loop).result(10)
+
+    def count(self, method: str, pattern: str) -> int:
+        """Requests seen so far whose method is ``method`` and whose path and query match ``pattern``."""
+        return sum(1 for m, path, _h in list(self.seen) if m == method and re.search(pattern, path))
+
     async def _start(self) -> None:
+        self._released = asyncio.Event()
         self._session = aiohttp.ClientSession(auto_decompress=False)
         self.port = await self._serve(self._handle)
         self.side_port = await self._serve(self._side)
@@ -195,6 +210,11 @@ class FaultProxy:
                     return
             await resp.write(chunk)
             sent += len(chunk)
+            held = blob and self.scenario == "hold_blob" and blob.group(2) == self.params["digest"]
+            if held and self._once("hold"):  # the first download of that blob stops after its first chunk
+                self.events["held"] += 1
+                assert self._released
+                await self._released.wait()
         if "range" in {k.lower() for k in request.headers} and up.status == 206:
             self.events["range"] += 1
         await resp.write_eof()

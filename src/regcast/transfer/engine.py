@@ -89,20 +89,33 @@ class CopyResult:
 
 
 class KnownBlobs:
-    """Where a blob was last seen per location (registry), so later copies can mount instead of upload."""
+    """Where a blob was last seen per location (registry), so later copies can mount instead of upload.
+
+    Each entry carries the sequence number of its last ``add``: a copy that HEADed a blob can tell
+    whether another copy of the process put it there since (``seen_since``), and look again
+    instead of uploading it a second time (issue 17).
+    """
 
     def __init__(self, capacity: int = 100_000) -> None:
-        self._entries: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
         self._capacity = capacity
+        self.seq = 0  # increases with every add
 
     def add(self, location: str, digest: str, path: str) -> None:
-        self._entries[(location, digest)] = path
+        self.seq += 1
+        self._entries[(location, digest)] = (path, self.seq)
         self._entries.move_to_end((location, digest))
         while len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
 
     def get(self, location: str, digest: str) -> str | None:
-        return self._entries.get((location, digest))
+        entry = self._entries.get((location, digest))
+        return entry[0] if entry else None
+
+    def seen_since(self, location: str, digest: str, seq: int) -> bool:
+        """Was the blob seen at ``location`` after ``seq`` (a value of ``self.seq`` read earlier)?"""
+        entry = self._entries.get((location, digest))
+        return entry is not None and entry[1] > seq
 
 
 class CopyEngine:
@@ -354,6 +367,7 @@ class _CopyRun:
 
     async def _copy_blob(self, blob: Descriptor, targets: list[Target]) -> None:
         async with Slot(self.blob_slots, self.stragglers) as slot:
+            checked = self.engine.known.seq  # what the process knew when the targets were asked
             missing = [t for t in await self._heads(blob, targets) if t is not None]
             tried_mount: set[int] = set()
             sessions: dict[int, BlobUpload] = {}
@@ -371,11 +385,12 @@ class _CopyRun:
                     leaders.setdefault(t.location, t)
                 if not leaders:
                     continue
-                busy, failures = await self._stream_once(blob, leaders, sessions, slot)
+                busy, failures = await self._stream_once(blob, leaders, sessions, slot, checked)
                 again = [t for t, exc in failures.items() if self._try_again(t, blob, exc, retries)]
                 rest = [t for t in missing if t.location not in busy and (t not in leaders.values() or t in again)]
-                if busy:  # another copy sends this blob there: wait for it, then HEAD or mount
+                if busy:  # another copy sends (or sent) this blob there: wait for it, then HEAD or mount
                     await asyncio.gather(*(event.wait() for event in busy.values()))
+                    checked = self.engine.known.seq
                     waited = [t for t in missing if t.location in busy]
                     tried_mount.difference_update(id(t) for t in waited)
                     rest += [t for t in await self._heads(blob, waited) if t is not None]
@@ -384,13 +399,27 @@ class _CopyRun:
                     await asyncio.sleep(max(retries[id(t)].wait for t in again))
 
     async def _stream_once(
-        self, blob: Descriptor, leaders: dict[str, Target], sessions: dict[int, BlobUpload], slot: Slot
+        self,
+        blob: Descriptor,
+        leaders: dict[str, Target],
+        sessions: dict[int, BlobUpload],
+        slot: Slot,
+        checked: int,
     ) -> tuple[dict[str, asyncio.Event], dict[Target, BaseException]]:
-        """Stream to the leaders whose registry no other copy is sending this blob to (single flight)."""
+        """Stream to the leaders whose registry no other copy is sending this blob to (single flight).
+
+        A registry where another copy put the blob since ``checked`` (its flight already over) is
+        looked at again (HEAD, mount) as one still in flight would be: no second upload.
+        """
         flights = self.engine.flights
         busy: dict[str, asyncio.Event] = {}
+        landed = asyncio.Event()  # for an upload already over: nothing to wait for
+        landed.set()
         mine: list[Target] = []
         for location, t in leaders.items():
+            if self.engine.known.seen_since(location, blob.digest, checked):
+                busy[location] = landed
+                continue
             event = flights.claim(location, blob.digest)
             if event is None:
                 mine.append(t)

@@ -122,22 +122,55 @@ async def _copy(
         await asyncio.gather(*(r.close() for r in opened))
 
 
+class Invocation:
+    """``ctx.obj`` of every command: ``-v`` now, the command's Settings when it first asks for them.
+
+    The group callback runs before a command parses its options, so ``regcast COMMAND --help`` would pay
+    for pydantic if the callback built Settings (#17); a command builds them once, with its flags, here.
+    """
+
+    def __init__(self, verbose: int) -> None:
+        self.verbose = verbose
+        self._settings: Settings | None = None
+
+    def settings(self, **flags: Any) -> Settings:
+        """Settings from ``REGCAST_*`` and ``flags`` (not None: flags win), built once; logging in their format."""
+        if self._settings is None:
+            from regcast.config import load_settings
+
+            self._log("text")  # a warning while reading the environment goes through the usual handler
+            self._settings = load_settings(**flags)
+            self._log(self._settings.log_format)
+        return self._settings
+
+    def log(self) -> None:
+        """Logging only (commands with no Settings of their own): the format of REGCAST_LOG_FORMAT if valid."""
+        try:
+            self.settings()
+        except Exception:  # a bad setting is reported by a command that reads it
+            self._log("text")
+
+    def _log(self, fmt: str) -> None:
+        import logging
+
+        from regcast.ops.logs import setup_logging
+
+        setup_logging(fmt, logging.WARNING - 10 * min(self.verbose, 2))
+
+
+def invocation() -> Invocation:
+    """The running command's ``Invocation`` (made by the group callback)."""
+    found = click.get_current_context().find_object(Invocation)
+    return found if found is not None else Invocation(0)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for HTTP requests).")
 @click.version_option(package_name="regcast")
-def main(verbose: int) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
     """Copy one container image from one registry to many, over the registry HTTP API."""
-    import logging
-
-    from regcast.config import load_settings
-    from regcast.ops.logs import setup_logging
-
-    level = logging.WARNING - 10 * min(verbose, 2)
-    try:
-        fmt = load_settings().log_format
-    except Exception:  # a bad setting is reported by the command that reads it
-        fmt = "text"
-    setup_logging(fmt, level)
+    ctx.obj = Invocation(verbose)
 
 
 @main.command()
@@ -195,7 +228,6 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
     import asyncio
 
     from regcast._exceptions import NotFound, OutboundRefused, RegcastError
-    from regcast.config import load_settings
     from regcast.console.creds import CredsSource, check_stdin_once
     from regcast.console.progress import stderr_console
     from regcast.registry.client import describe
@@ -211,7 +243,7 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--platform") from None
     try:
-        settings = load_settings(
+        settings = invocation().settings(
             ca_bundle=opts.pop("ca_bundle"),
             blobs_in_flight=opts.pop("blobs_in_flight"),
             spool_dir=opts.pop("spool_dir"),
@@ -322,11 +354,10 @@ def serve(
     from regcast.api.app import Service, create_app
     from regcast.api.listen import listen
     from regcast.api.listen import serve as run_server
-    from regcast.config import load_settings
     from regcast.registry.reference import is_loopback
 
     try:
-        settings = load_settings(
+        settings = invocation().settings(
             host=host, port=port, database_url=database_url, allow_unauthenticated=allow_unauthenticated
         )
         tokens = settings.tokens()
@@ -398,8 +429,12 @@ def _open_store(settings: Settings) -> Any:
 def _missing_database(settings: Settings) -> Path | None:
     """The SQLite file ``settings`` names, if it does not exist (a server database is never missing here)."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    url = make_url(settings.database_url)
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError as exc:  # its text never holds the URL (nor a password in it)
+        raise click.UsageError(f"--database-url / REGCAST_DATABASE_URL: {exc}") from None
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return None
     path = Path(url.database).resolve()
@@ -454,10 +489,9 @@ def worker(health_port: int | None, database_url: str | None) -> None:
     import socket
 
     from regcast._exceptions import RegcastError
-    from regcast.config import load_settings
 
     try:
-        settings = load_settings(database_url=database_url, health_port=health_port)
+        settings = invocation().settings(database_url=database_url, health_port=health_port)
         store, box = _service_parts(settings)
     except (RegcastError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
@@ -559,13 +593,17 @@ def jobs(
     from rich.console import Console
     from rich.table import Table
 
+    from regcast._exceptions import RegcastError
     from regcast.api.status import in_sync, iso, shown_state
-    from regcast.config import load_settings
 
     if server:
         remote.remote_jobs(server, job_id, state, limit, as_json)
         return
-    store = _open_store(load_settings(database_url=database_url))
+    try:  # a bad setting is a usage error, as for the other commands, not a traceback
+        settings = invocation().settings(database_url=database_url)
+    except (RegcastError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    store = _open_store(settings)
     console = Console()
     if as_json:
         _jobs_json(store, job_id, state, limit)
@@ -626,12 +664,11 @@ def sync(file: Path, dry_run: bool, as_json: bool, ca_bundle: str | None) -> Non
     import asyncio
 
     from regcast._exceptions import RegcastError
-    from regcast.config import load_settings
     from regcast.mirrors.console import sync_file
     from regcast.mirrors.document import DocumentError
 
     try:
-        settings = load_settings(ca_bundle=ca_bundle)
+        settings = invocation().settings(ca_bundle=ca_bundle)
         status = asyncio.run(sync_file(file.read_text(), settings, dry_run=dry_run, as_json=as_json))
     except DocumentError as exc:  # bad input, as a bad flag: exit 2, every problem with its line
         click.echo(f"error: {file}: {exc}", err=True)

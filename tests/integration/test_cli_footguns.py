@@ -73,6 +73,29 @@ def test_jobs_without_a_database_names_it_and_creates_nothing(tmp_path: Path) ->
     assert r.returncode == 1 and str(elsewhere) in r.stderr
 
 
+def test_jobs_with_a_bad_setting_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
+    """As for the other commands: exit 2 and what is wrong, whether the environment or the flag is bad."""
+    tmp_path = tmp_path / "here"
+    tmp_path.mkdir()
+    for env, args, said in [
+        ({"REGCAST_JOBS_IN_FLIGHT": "0"}, [], "jobs_in_flight"),
+        ({}, ["--database-url", "not a url"], "--database-url / REGCAST_DATABASE_URL: Could not parse"),
+    ]:
+        r = subprocess.run(
+            [REGCAST, "jobs", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **FAST, **env},
+            stdin=subprocess.DEVNULL,
+        )
+        assert r.returncode == 2, r.stderr
+        assert said in r.stderr
+        assert "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
 def _copy_with_input(args: list[str], stdin: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [REGCAST, "copy", *args],

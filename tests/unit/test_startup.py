@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from regcast.console.progress import Lines, PlainConsole, display_for
 from tests.support.registry import free_port
 from tests.support.service import FAST
@@ -68,6 +70,16 @@ def test_help_imports_click_and_the_cli_only() -> None:
         "regcast.console.remote",
     }
     assert "importlib.metadata" not in modules  # the version is read only when asked for
+
+
+@pytest.mark.parametrize("command", ["copy", "serve", "worker", "jobs", "sync", "submit"])
+def test_command_help_imports_no_command_library(command: str) -> None:
+    """The group callback runs before the command reads --help: it must not build Settings (pydantic)."""
+    proc, modules = run_cli(command, "--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith(f"Usage: regcast {command} ")
+    assert not tops(modules) & {*SERVICE_ONLY, *COMMAND_ONLY}
+    assert not {m for m in modules if m.startswith(("regcast.config", "regcast.ops", "regcast.registry"))}
 
 
 def test_version_imports_no_command_library() -> None:

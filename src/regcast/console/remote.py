@@ -69,6 +69,9 @@ class Remote:
 def remote_from(server: str | None) -> Remote:
     import os
 
+    from regcast.cli import invocation
+
+    invocation().log()  # no Settings of their own, but -v and REGCAST_LOG_FORMAT apply (httpx's lines)
     if not server:
         fail("no server: pass --server URL or set REGCAST_SERVER")
     return Remote(server, os.environ.get("REGCAST_API_TOKEN") or None)

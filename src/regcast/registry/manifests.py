@@ -1,0 +1,134 @@
+"""Manifest requests of one registry client: GET (capped, verified), HEAD, PUT, DELETE.
+
+Functions of a ``RegistryClient`` (as ``blobs.py``); the client's methods of the same names call
+them. Bytes are kept exactly as the registry stored them (``manifest.py`` parses only to find
+descriptors); large manifests are hashed and parsed in a thread so one job never stalls the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from regcast._exceptions import ContentError, ManifestTooLarge, NotFound
+from regcast.registry import mediatypes as mt
+from regcast.registry._transport import read_capped, response_error, translate_errors
+from regcast.registry.auth import scope
+from regcast.registry.digest import validate_digest
+from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
+from regcast.registry.reference import validate_ref, validate_repository
+
+if TYPE_CHECKING:
+    from regcast.registry.client import RegistryClient
+
+PARSE_ON_LOOP_MAX = 256 * 1024  # larger manifests are hashed and parsed in a thread
+
+
+async def manifest_url(client: RegistryClient, repository: str, ref: str) -> str:
+    validate_repository(repository)
+    validate_ref(ref)
+    return await client.url(f"{repository}/manifests/{ref}")
+
+
+async def _manifest_request(
+    client: RegistryClient, method: str, repository: str, ref: str
+) -> tuple[str, aiohttp.ClientResponse]:
+    url = await manifest_url(client, repository, ref)
+    resp = await client.send(
+        method,
+        url,
+        scopes=(scope(repository, "pull"),),
+        headers={"Accept": mt.ACCEPT_MANIFESTS},
+        follow_redirects=True,
+    )
+    return url, resp
+
+
+async def get_manifest(client: RegistryClient, repository: str, ref: str) -> Manifest:
+    """The manifest bytes exactly as stored, verified against the digest asked for or announced."""
+    url, resp = await _manifest_request(client, "GET", repository, ref)
+    try:
+        if resp.status != 200:
+            raise await response_error(resp, client.name, f"getting manifest {repository}:{ref}")
+        length = resp.content_length
+        if length is not None and length > MAX_MANIFEST_BYTES:
+            raise ManifestTooLarge(
+                f"registry {client.name}: manifest {repository}:{ref} is {length} bytes, "
+                f"over the {MAX_MANIFEST_BYTES} byte limit"
+            )
+        with translate_errors(client.name, "GET", url):
+            raw = await read_capped(resp, MAX_MANIFEST_BYTES)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise ManifestTooLarge(
+                f"registry {client.name}: manifest {repository}:{ref} is over the {MAX_MANIFEST_BYTES} byte limit"
+            )
+        expected = ref if ":" in ref else None
+        announced = resp.headers.get("Docker-Content-Digest")
+        if expected is None and announced and announced.startswith("sha"):
+            expected = validate_digest(announced)
+        try:
+            ctype = resp.headers.get("Content-Type", "")
+            if len(raw) > PARSE_ON_LOOP_MAX:  # hashing and parsing megabytes would stall every other job
+                return await asyncio.to_thread(parse_manifest, raw, ctype, expected)
+            return parse_manifest(raw, ctype, expected)
+        except ContentError as exc:  # name the registry, as every error does
+            raise type(exc)(f"registry {client.name}: manifest {repository}:{ref}: {exc}") from None
+    finally:
+        resp.release()
+
+
+async def head_manifest(client: RegistryClient, repository: str, ref: str) -> str | None:
+    """The digest the registry holds for ``ref``, or None when it has none."""
+    _url, resp = await _manifest_request(client, "HEAD", repository, ref)
+    try:
+        if resp.status == 404:
+            return None
+        if resp.status != 200:
+            raise await response_error(resp, client.name, f"checking manifest {repository}:{ref}")
+        digest = resp.headers.get("Docker-Content-Digest")
+    finally:
+        resp.release()
+    if digest:
+        return validate_digest(digest)
+    try:  # older registries: no digest header on HEAD, so hash the bytes
+        return (await client.get_manifest(repository, ref)).digest
+    except NotFound:
+        return None
+
+
+async def put_manifest(client: RegistryClient, repository: str, ref: str, raw: bytes, media_type: str) -> str | None:
+    """Push manifest bytes unchanged; returns the digest the registry announced, if any."""
+    url = await manifest_url(client, repository, ref)
+    resp = await client.send(
+        "PUT",
+        url,
+        scopes=(scope(repository, "pull,push"),),
+        headers={"Content-Type": media_type},
+        data=raw,
+    )
+    try:
+        if resp.status not in (200, 201, 202):
+            raise await response_error(resp, client.name, f"pushing manifest {repository}:{ref}")
+        return resp.headers.get("Docker-Content-Digest")
+    finally:
+        resp.release()
+
+
+async def delete_manifest(client: RegistryClient, repository: str, ref: str) -> bool:
+    """Delete a tag (OCI) or a manifest by digest; False when the registry had none.
+
+    A registry that cannot delete tags (distribution 2.8 answers 400/405 ``UNSUPPORTED``)
+    raises ``RegistryResponseError``; the caller decides whether a digest delete is right.
+    """
+    url = await manifest_url(client, repository, ref)
+    resp = await client.send("DELETE", url, scopes=(scope(repository, "delete"),))
+    try:
+        if resp.status == 404:
+            return False
+        if resp.status not in (200, 202, 204):
+            raise await response_error(resp, client.name, f"deleting manifest {repository}:{ref}")
+        return True
+    finally:
+        resp.release()

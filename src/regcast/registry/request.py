@@ -1,0 +1,190 @@
+"""The one request path of a registry client: auth, a 401 answered once, redirects, retries.
+
+Ping, token, manifest and blob requests all come through ``request``, so auth, the outbound checks
+of every redirect hop, the per-registry limits and the retry decision (``RetryPolicy.increment``)
+are applied in one place. Functions of a ``RegistryClient`` (as ``blobs.py``): the client owns the
+state (session, tokens, watchers), this module the order of the steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
+
+import aiohttp
+
+from regcast._exceptions import ProtocolViolation, RegistryResponseError, RegistryUnreachable
+from regcast.registry._transport import status_error, translate_errors
+from regcast.registry.guards import Kind, check_followed_url
+from regcast.registry.limits import send_within
+from regcast.registry.redact import redact_url
+from regcast.registry.retry import RetryPolicy
+from regcast.registry.session import ClientOptions, RequestObserver
+
+if TYPE_CHECKING:
+    from regcast.registry.client import RegistryClient
+
+log = logging.getLogger("regcast.registry")
+
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
+Body = bytes | AsyncIterable[bytes] | None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One logical request, as the request path replays it."""
+
+    method: str
+    url: str
+    scopes: tuple[str, ...] | None
+    headers: dict[str, str] | None
+    data: Body
+    params: list[tuple[str, str]] | None
+    json_body: Any
+    follow_redirects: bool
+    replayable: bool
+    outbound: Kind  # the outbound policy's allow-list for this request: "registry" or "auth"
+
+
+class RateLimitWatch:
+    """Docker Hub style ``ratelimit-remaining: 12;w=21600``: reported to the observer, warned about once."""
+
+    def __init__(self, registry: str, observer: RequestObserver | None) -> None:
+        self.registry = registry
+        self.observer = observer
+        self._warned = False
+
+    def see(self, resp: aiohttp.ClientResponse) -> None:
+        remaining = resp.headers.get("ratelimit-remaining")
+        if not remaining:
+            return
+        try:
+            left = int(remaining.split(";", 1)[0])
+            limit = int(resp.headers.get("ratelimit-limit", "0").split(";", 1)[0])
+        except ValueError:
+            return
+        if self.observer is not None:
+            self.observer.remaining(self.registry, left)
+        if not self._warned and left <= max(5, limit // 10):
+            self._warned = True
+            log.warning("registry %s: rate limit nearly used up (%d of %d left)", self.registry, left, limit)
+
+
+async def request(
+    client: RegistryClient,
+    method: str,
+    url: str,
+    *,
+    scopes: tuple[str, ...] | None,
+    headers: dict[str, str] | None = None,
+    data: Body = None,
+    params: list[tuple[str, str]] | None = None,
+    json_body: Any = None,
+    follow_redirects: bool = False,
+    streaming: bool = False,
+    retry: RetryPolicy | None = None,
+    outbound: Kind = "registry",
+) -> aiohttp.ClientResponse:
+    """The one request path of ping, token, manifest and blob requests: auth, a 401 answered once,
+    redirects, and retries through ``RetryPolicy.increment``.
+
+    ``scopes=None`` sends no registry credentials (the ping, the token server); ``outbound`` names
+    the allow-list the URL is checked against (``"auth"``: token hosts may be listed apart). A streamed body
+    cannot be replayed, so it is neither retried nor re-authenticated here; callers settle auth first.
+    A retryable answer (5xx, 429...) that runs out of tries is returned for the caller to report.
+    """
+    replayable = data is None or isinstance(data, bytes)
+    retry = (retry or client.options.retry) if replayable else RetryPolicy.none()
+    call = Call(method, url, scopes, headers, data, params, json_body, follow_redirects, replayable, outbound)
+    while True:
+        try:
+            resp = await send_within(
+                client.limit,
+                method == "GET" and "/manifests/" in url,
+                client.note_retry,
+                lambda: _send_authenticated(client, call, streaming or not replayable),
+            )
+        except RegistryUnreachable as exc:
+            retry = retry.increment(method, exc)
+            client.note_retry(f"{exc}; retry {retry.retries} in {retry.wait:.1f}s")
+        else:
+            client.rate.see(resp)
+            refusal = status_error(resp, client.name)
+            if refusal is None or not refusal.retryable:
+                return resp
+            try:
+                retry = retry.increment(method, refusal)
+            except RegistryResponseError:
+                return resp
+            resp.release()
+            client.note_retry(
+                f"{method} {redact_url(url)} answered {resp.status}; retry {retry.retries} in {retry.wait:.1f}s",
+                resp.status,
+            )
+        await asyncio.sleep(retry.wait)
+
+
+async def _send_authenticated(client: RegistryClient, call: Call, streaming: bool) -> aiohttp.ClientResponse:
+    timeout = None if streaming else _total_timeout(client.options)
+    resp = await _send_once(client, call, call.url, call.data, timeout)
+    if resp.status == 401 and call.scopes is not None:
+        client.auth.rejected(resp.headers.get("WWW-Authenticate"), call.scopes)
+        if call.replayable:
+            resp.release()
+            resp = await _send_once(client, call, call.url, call.data, timeout)
+    url, hops = call.url, 0
+    while call.follow_redirects and resp.status in REDIRECTS and hops < MAX_REDIRECTS:
+        location = resp.headers.get("Location")
+        resp.release()
+        if not location:
+            raise ProtocolViolation(f"registry {client.name}: redirect without Location", registry=client.name)
+        url = check_followed_url(
+            urljoin(url, location), came_from=url, registry=client.name, what="redirect", policy=client.options.policy
+        )
+        resp = await _send_once(client, call, url, None, timeout)
+        hops += 1
+    return resp
+
+
+def _total_timeout(o: ClientOptions) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=o.request_timeout, sock_connect=o.connect_timeout)
+
+
+async def _send_once(
+    client: RegistryClient,
+    call: Call,
+    url: str,
+    data: Body,
+    timeout: aiohttp.ClientTimeout | None = None,  # noqa: ASYNC109 (aiohttp's per-request limits)
+) -> aiohttp.ClientResponse:
+    hdrs = dict(call.headers or {})
+    if call.scopes is not None:
+        auth = await client.auth.header(call.scopes, url, client.endpoint.base, client.fetch_token)
+        if auth:
+            hdrs["Authorization"] = auth
+    log.debug("%s %s", call.method, redact_url(url))
+    extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}  # streamed: per-read limit
+    if call.params:
+        extra["params"] = call.params
+    if call.json_body is not None:
+        extra["json"] = call.json_body
+    if call.outbound != "registry":  # the session's middleware checks registry requests
+        extra["middlewares"] = (client.options.policy.middleware(call.outbound),)
+    observer = client.options.observer
+    started, status = time.monotonic(), None
+    try:
+        with translate_errors(client.name, call.method, url):
+            resp = await client.session().request(
+                call.method, url, headers=hdrs, data=data, allow_redirects=False, **extra
+            )
+        status = resp.status
+        return resp
+    finally:
+        if observer is not None:
+            observer.request(client.name, call.method, status, time.monotonic() - started)

@@ -66,6 +66,11 @@ def test_help_imports_click_and_the_cli_only() -> None:
     assert {m for m in modules if m.startswith("regcast")} == {
         "regcast",
         "regcast.cli",
+        "regcast.cli._common",
+        "regcast.cli.copy",
+        "regcast.cli.jobs",
+        "regcast.cli.service",
+        "regcast.cli.sync",
         "regcast.console",
         "regcast.console.remote",
     }

@@ -69,7 +69,7 @@ class Remote:
 def remote_from(server: str | None) -> Remote:
     import os
 
-    from regcast.cli import invocation
+    from regcast.cli._common import invocation
 
     invocation().log()  # no Settings of their own, but -v and REGCAST_LOG_FORMAT apply (httpx's lines)
     if not server:

@@ -47,7 +47,13 @@ test: install-test registry browser lint
 	else echo "PostgreSQL: $${REGCAST_TEST_POSTGRES_URL:-not reachable at $(PG_URL); its tests will be skipped}"; fi; \
 	$(BIN)/pytest -q
 
-bench: install-test registry
+$(VENV)/.installed-bench: $(VENV)/.installed-test pyproject.toml
+	$(BIN)/pip install -q -e '.[test,bench]'
+	@touch $@
+
+# skopeo is compared where it can be installed; the bench leaves it out (and says so) where it cannot
+bench: install-test registry $(VENV)/.installed-bench
+	@command -v skopeo >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq skopeo; } || echo "skopeo not installed: the bench leaves it out" >&2
 	$(BIN)/python -m benchmarks
 
 # An OCI image of regcast without a Docker daemon (debootstrap + buildah; image/build.sh), as an oci-archive.

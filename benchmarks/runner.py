@@ -249,16 +249,25 @@ class Bench:
 class ServiceRunner:
     """One ``regcast serve`` per scenario; jobs posted and polled over HTTP."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+        directory: Path | None = None,
+    ) -> None:
+        """``env`` overrides the bench's service settings; ``prefix`` wraps the command (a profiler);
+        ``directory`` (its database) is kept from an earlier service, else a new one is made."""
         self.port = free_port()
-        self.dir = workdir / f"service-{self.port}"
-        self.dir.mkdir(parents=True)
+        self.dir = directory or workdir / f"service-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        settings = {"REGCAST_POLL_INTERVAL": "0.05", "REGCAST_JOBS_IN_FLIGHT": "20", **(env or {})}
         self.proc = subprocess.Popen(
-            [REGCAST, "serve", "--port", str(self.port)],
+            [*(prefix or []), REGCAST, "serve", "--port", str(self.port)],
             cwd=self.dir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "REGCAST_POLL_INTERVAL": "0.05", "REGCAST_JOBS_IN_FLIGHT": "20"},
+            env={**os.environ, **settings},
         )
         self.base = f"http://127.0.0.1:{self.port}"
         for _ in range(300):
@@ -438,7 +447,8 @@ def report(out: list[str], title: str, results: dict[str, Result]) -> None:
 
 def _feature_scenarios(bench: Bench, out: list[str], chosen: set[str], quick: bool) -> None:
     """Scenarios of one feature each, in their own modules: m (mirror sets), r (referrers), p (push events),
-    l (image layouts), s (start-up), x (a slow target beside fast ones, issue 19)."""
+    l (image layouts), s (start-up), x (a slow target beside fast ones, issue 19), scale (time against
+    targets and concurrent jobs, with PNG plots), j (service CPU per job), rss (service memory)."""
     if "m" in chosen:
         from benchmarks.mirrors import scenario_mirrors
 
@@ -463,13 +473,27 @@ def _feature_scenarios(bench: Bench, out: list[str], chosen: set[str], quick: bo
         from benchmarks.detach import scenario_detach
 
         scenario_detach(bench, out, quick)
+    if "scale" in chosen:
+        from benchmarks.scaling import scenario_scaling
+
+        scenario_scaling(bench, out, quick)
+    if "j" in chosen:
+        from benchmarks.service_cost import scenario_job_cpu
+
+        scenario_job_cpu(bench, out, quick)
+    if "rss" in chosen:
+        from benchmarks.service_cost import scenario_rss
+
+        scenario_rss(bench, out, quick)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
-        "--scenarios", default="a,a6,b,c,d,e,f,m,r,p,l,s,x", help="comma-separated: a a6 b c d e f m r p l s x"
+        "--scenarios",
+        default="a,a6,b,c,d,e,f,m,r,p,l,s,x,scale,j,rss",
+        help="comma-separated: a a6 b c d e f m r p l s x scale j rss",
     )
     ap.add_argument("--quick", action="store_true", help="smaller images (a smoke run, not a measurement)")
     ap.add_argument("--out", help="append the tables to this Markdown file")

@@ -29,3 +29,9 @@ def test_every_revision_has_one_parent_and_one_child_at_most() -> None:
     assert forks == {}
     roots = [rev.revision for rev in revisions if rev.down_revision is None]
     assert roots == ["0001"]
+
+
+def test_head_read_from_the_files_is_alembics_head() -> None:
+    from regcast.jobs.store import head_revision
+
+    assert head_revision() == _scripts().get_current_head()

@@ -122,6 +122,7 @@ async def _running(service: Service) -> AsyncIterator[None]:
             await starter
         if service.triggers is not None:
             await service.triggers.close()
+        await service.check_pools.close()
         await asyncio.to_thread(service.store.close)
 
 

@@ -14,6 +14,7 @@ from regcast.jobs.store import JobStore
 from regcast.jobs.worker import Worker
 from regcast.mirrors.service import MirrorService
 from regcast.ops.metrics import Metrics
+from regcast.registry.pool import ConnectionPools
 from regcast.triggers.dispatch import PushTriggers
 
 
@@ -30,6 +31,9 @@ class Service:
     triggers: PushTriggers | None = None  # registries' push notifications (POST /api/events/<name>)
     starter: asyncio.Task[None] | None = None  # migrate, then the worker loop until shutdown
     stopping: bool = False
+    # the POST's source checks: connection, /v2/ ping and tokens kept across submissions (#17: per-job CPU)
+    check_pools: ConnectionPools = field(default_factory=ConnectionPools)
+    check_settings: Settings | None = None  # the settings of those checks (short timeouts), made once
 
     def alive(self) -> str | None:
         """None while the process can do its job; a dead worker loop makes ``serve`` unhealthy."""

@@ -54,6 +54,7 @@ class Watchdog:
         self._guards: set[_Guard] = set()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._wakes_at = float("inf")  # monotonic time the thread looks at the guards next
 
     @contextlib.contextmanager
     def guard(self, seconds: float) -> Iterator[_Guard]:
@@ -63,7 +64,8 @@ class Watchdog:
                 self._thread = threading.Thread(target=self._run, name="regcast-db-watchdog", daemon=True)
                 self._thread.start()
             self._guards.add(g)
-            self._cond.notify()
+            if g.deadline < self._wakes_at:  # else the thread wakes in time anyway: no switch per call (#17)
+                self._cond.notify()
         self._local.guard = g
         try:
             yield g
@@ -97,7 +99,8 @@ class Watchdog:
                         for fd in g.fds:
                             _cut(fd)
                 soonest = min((g.deadline for g in self._guards if not g.fired), default=now + 60)
-                self._cond.wait(max(0.01, soonest - now))
+                self._wakes_at = max(now + 0.01, soonest)
+                self._cond.wait(self._wakes_at - now)
 
 
 def _cut(fd: int) -> None:

@@ -16,7 +16,7 @@ from regcast._exceptions import InvalidInput, NotFound, RegcastError, is_retryab
 from regcast.config import Settings
 from regcast.jobs.secrets import SecretBox
 from regcast.jobs.spec import AuthIn, DistributeRequest
-from regcast.jobs.store import JobRecord
+from regcast.jobs.store import JobRecord, TargetUpdate
 from regcast.registry.client import RegistryClient, RequestObserver, describe
 from regcast.registry.guards import OutboundPolicy
 from regcast.registry.limits import Limits
@@ -41,6 +41,8 @@ class JobRun:
     error: str | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     timings: dict[str, list[float]] = field(default_factory=dict)  # target key -> [running since, ended at]
+    saved: dict[int, TargetUpdate] = field(default_factory=dict)  # target rows as last written by a progress save
+    opened: dict[str, Any] | None = None  # the stored secrets, once decrypted by this attempt (notify reads them)
 
     def changed_now(self, _status: TargetStatus | None = None) -> None:
         self.changed.set()
@@ -137,7 +139,8 @@ class JobRunner:
         Another attempt, if one is due, is a new claim after a backoff (``jobs.not_before``), decided
         by the worker: nothing sleeps here, and any worker can take it.
         """
-        request = DistributeRequest.model_validate(_with_auth(run.record, self.box))
+        run.opened = self.box.open(run.record.secrets) if run.record.secrets else {}
+        request = DistributeRequest.model_validate(_with_auth(run.record, run.opened))
         refused = refused_endpoint(request, self.settings.outbound_policy())
         if refused:  # the allow-list may have changed since the job was accepted
             run.error = refused
@@ -254,8 +257,7 @@ class _Notify:
             self.run.changed.set()
 
 
-def _with_auth(record: JobRecord, box: SecretBox) -> dict[str, Any]:
-    sealed = box.open(record.secrets) if record.secrets else {}
+def _with_auth(record: JobRecord, sealed: dict[str, Any]) -> dict[str, Any]:
     auths: list[Any] = sealed.get("targets") or []
     source: dict[str, Any] = {**record.request["source"], "auth": sealed.get("source")}
     targets: list[dict[str, Any]] = [

@@ -14,13 +14,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
-
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING, Any
 
 from regcast._exceptions import ConfigError, CredentialsUnreadable
+
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
 
 log = logging.getLogger("regcast.jobs")
 KEY_FILE = "regcast.key"
@@ -32,15 +31,30 @@ _HKDF_INFO = b"regcast job credentials v1"  # a fixed context: enough for a rand
 
 def derive_key(secret: bytes) -> bytes:
     """The Fernet key for ``secret`` (HKDF-SHA256, fixed context)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO)
     return base64.urlsafe_b64encode(hkdf.derive(secret))
 
 
 class SecretBox:
+    """Seals and opens stored credentials. ``cryptography`` is imported at the first use: a service
+    whose jobs carry no credentials never loads it (about 8 MB of resident memory, #17)."""
+
     def __init__(self, key: bytes) -> None:
-        # seals with the HKDF key; still opens what earlier versions sealed with a bare SHA-256 of the key
-        legacy = Fernet(base64.urlsafe_b64encode(hashlib.sha256(key).digest()))
-        self._fernet = MultiFernet([Fernet(derive_key(key)), legacy])
+        self._key = key
+        self._multi: MultiFernet | None = None
+
+    @property
+    def _fernet(self) -> MultiFernet:
+        if self._multi is None:
+            from cryptography.fernet import Fernet, MultiFernet
+
+            # seals with the HKDF key; still opens what earlier versions sealed with a bare SHA-256 of the key
+            legacy = Fernet(base64.urlsafe_b64encode(hashlib.sha256(self._key).digest()))
+            self._multi = MultiFernet([Fernet(derive_key(self._key)), legacy])
+        return self._multi
 
     @classmethod
     def from_settings(cls, secret_key: str | None, key_dir: Path, *, shared_database: bool = False) -> SecretBox:
@@ -67,6 +81,8 @@ class SecretBox:
         return self._fernet.encrypt(json.dumps(value).encode())
 
     def open(self, blob: bytes) -> Any:
+        from cryptography.fernet import InvalidToken
+
         try:
             return json.loads(self._fernet.decrypt(blob))
         except InvalidToken:

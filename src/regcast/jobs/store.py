@@ -14,6 +14,7 @@ heartbeats, reaping) is judged with the database's clock; see ``docs/decisions.m
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import datetime as dt
 import logging
@@ -22,10 +23,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import and_, delete, func, insert, or_, select, text, true, update
+from sqlalchemy import and_, delete, func, insert, inspect, or_, select, text, true, update
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import ColumnElement
 
 from regcast.jobs._db import Clock, Database, Watchdog, make_engine, utcnow
@@ -45,6 +45,38 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def head_revision() -> str | None:
+    """The newest revision of ``migrations/versions`` read from the files' ``revision`` and
+    ``down_revision`` assignments (no Alembic import); None unless they form one chain with one head."""
+    revisions: dict[str, str | None] = {}
+    for script in (resources.files("regcast.jobs") / "migrations" / "versions").iterdir():
+        if not script.name.endswith(".py") or script.name.startswith("_"):
+            continue
+        found: dict[str, object] = {}
+        for node in ast.parse(script.read_text()).body:
+            if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Constant):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                found.update({t.id: node.value.value for t in targets if isinstance(t, ast.Name)})
+        rev, down = found.get("revision"), found.get("down_revision")
+        if not isinstance(rev, str) or not (down is None or isinstance(down, str)):
+            return None  # a merge or something unexpected: Alembic decides
+        revisions[rev] = down
+    heads = set(revisions) - {d for d in revisions.values() if d is not None}
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _fenced_update(claim: Claim, **values: Any) -> Update:
+    """The UPDATE of a job row that only hits while ``claim`` holds it (RUNNING, or QUEUED since)."""
+    held = and_(
+        jobs.c.id == claim.job_id,
+        jobs.c.claim_generation == claim.generation,
+        jobs.c.state.in_([JobState.RUNNING.value, JobState.QUEUED.value]),
+    )
+    values.setdefault("state", JobState.RUNNING.value)
+    values.setdefault("worker_id", claim.worker_id if values["state"] == JobState.RUNNING.value else None)
+    return update(jobs).where(held).values(updated_at=utcnow(), **values)
 
 
 def _target_state(value: str) -> TargetState:
@@ -78,7 +110,16 @@ class JobStore(OpsQueries):
 
     # -- schema and health ----------------------------------------------------------------------
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (safe to run on every start)."""
+        """Bring the schema to the newest Alembic revision (safe to run on every start).
+
+        A schema already at the newest revision is left alone without importing Alembic: its
+        modules would stay in the service's memory for nothing (about 10 MB, #17).
+        """
+        if self._at_head():
+            return
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(resources.files("regcast.jobs") / "migrations"))
         with self._tx(timeout=max(60.0, self.timeout)) as conn:
@@ -89,6 +130,13 @@ class JobStore(OpsQueries):
                 conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+    def _at_head(self) -> bool:
+        head = head_revision()
+        with self._tx() as conn:
+            if head is None or not inspect(conn).has_table("alembic_version"):
+                return False
+            return [r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))] == [head]
 
     def ping(self, timeout: float | None = None) -> None:
         with self._tx(timeout) as conn:
@@ -362,28 +410,25 @@ class JobStore(OpsQueries):
 
     def _fenced(self, conn: Connection, claim: Claim, **values: Any) -> bool:
         """Write to a job this claim still holds — taking it back if it was only requeued since."""
-        held = and_(
-            jobs.c.id == claim.job_id,
-            jobs.c.claim_generation == claim.generation,
-            jobs.c.state.in_([JobState.RUNNING.value, JobState.QUEUED.value]),
-        )
-        values.setdefault("state", JobState.RUNNING.value)
-        values.setdefault("worker_id", claim.worker_id if values["state"] == JobState.RUNNING.value else None)
-        return conn.execute(update(jobs).where(held).values(updated_at=utcnow(), **values)).rowcount == 1
+        return conn.execute(_fenced_update(claim, **values)).rowcount == 1
 
     def save_progress(
         self, claim: Claim, updates: Sequence[TargetUpdate], source_digest: str | None = None
     ) -> tuple[bool, bool]:
-        """Persist target progress and the job's heartbeat; returns (still held, cancel requested)."""
+        """Persist target progress and the job's heartbeat; returns (still held, cancel requested).
+
+        ``updates`` need only hold the targets that changed since the last save (the worker keeps
+        what it wrote): an unchanged target costs no statement.
+        """
         values: dict[str, Any] = {"heartbeat_at": self.clock.now()}
         if source_digest:
             values["source_digest"] = source_digest
         with self._tx() as conn:
-            if not self._fenced(conn, claim, **values):
+            held = conn.execute(_fenced_update(claim, **values).returning(jobs.c.cancel_requested)).first()
+            if held is None:
                 return False, False
             self._write_targets(conn, claim.job_id, updates)
-            cancel = conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == claim.job_id)).scalar()
-        return True, bool(cancel)
+        return True, bool(held[0])
 
     @staticmethod
     def _write_targets(conn: Connection, job_id: str, updates: Sequence[TargetUpdate]) -> None:

@@ -33,6 +33,7 @@ from regcast.transfer.progress import TargetState
 log = logging.getLogger("regcast.worker")
 T = TypeVar("T")
 FAIR_WINDOW = 0.1  # seconds a fully busy process waits before claiming, so idle processes go first
+PROGRESS_COALESCE = 0.25  # seconds: state changes closer than this go to the store in one write
 
 
 async def supervised(name: str, fn: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
@@ -213,20 +214,33 @@ class Worker:
                 task.exception()
 
     async def _monitor(self, claim: Claim, run: JobRun, task: asyncio.Task[None]) -> None:
+        """Flush progress on a tick or a state change (changes coalesced over ``PROGRESS_COALESCE``).
+
+        A job that is over is not flushed: ``_conclude`` writes every target with the outcome in
+        one transaction (a small job costs its claim and that write, #17).
+        """
         record = run.record
         cancelled = False
+        loop = asyncio.get_running_loop()
+        flushed = loop.time()  # the claim itself was a write
         while True:
-            waiter = asyncio.create_task(run.changed.wait())
             stopper = asyncio.create_task(self.stopping.wait())
+            waiter = asyncio.create_task(run.changed.wait())
             await asyncio.wait(
                 {task, waiter, stopper},
                 timeout=min(1.0, self.settings.heartbeat_interval),
                 return_when=asyncio.FIRST_COMPLETED,
             )
             waiter.cancel()
+            pause = flushed + PROGRESS_COALESCE - loop.time()
+            if pause > 0 and not task.done() and not stopper.done():  # let more changes join this write
+                await asyncio.wait({task, stopper}, timeout=pause)
             stopper.cancel()
+            if task.done():
+                break
             run.changed.clear()
             owned, cancel = await self._flush(claim, run)
+            flushed = loop.time()
             if not owned:
                 log.warning("job %s: claimed by another worker meanwhile; stopping here without writing", record.id)
                 await _cancel(task)
@@ -241,18 +255,17 @@ class Worker:
                 await asyncio.shield(self._write(f"job {record.id}", self.store.release, claim, _updates(run)))
                 log.info("job %s: interrupted by shutdown; back in the queue", record.id)
                 return
-            if task.done():
-                break
         await asyncio.shield(self._conclude(claim, run, task, cancelled))
 
     async def _flush(self, claim: Claim, run: JobRun) -> tuple[bool, bool]:
+        changed = [u for u in _updates(run) if run.saved.get(u.idx) != u]  # unchanged rows are not written again
         try:
-            return await asyncio.shield(
-                asyncio.to_thread(self.store.save_progress, claim, _updates(run), run.source_digest)
-            )
+            held = await asyncio.shield(asyncio.to_thread(self.store.save_progress, claim, changed, run.source_digest))
         except JobStoreUnavailable as exc:  # keep copying: the outcome is written once the database is back
             log.warning("job %s: could not save progress (%s)", claim.job_id, exc)
             return True, False
+        run.saved.update((u.idx, u) for u in changed)
+        return held
 
     async def _conclude(self, claim: Claim, run: JobRun, task: asyncio.Task[None], cancelled: bool) -> None:
         what = f"job {claim.job_id}"

@@ -46,7 +46,9 @@ class JobEvents:
                 st.state.value,
                 extra={"target": st.key, "registry": registry, "bytes": st.bytes_done, "error": st.error},
             )
-        self.notifier.job_ended_later(record.id, self._sealed_notify(record.secrets))
+        opened = run.opened  # decrypted once per attempt by the runner, not again here
+        notify = opened.get("notify") if opened is not None else self._sealed_notify(record.secrets)
+        self.notifier.job_ended_later(record.id, notify if isinstance(notify, dict) else None)
 
     def _sealed_notify(self, sealed: bytes | None) -> dict[str, Any] | None:
         if not sealed:

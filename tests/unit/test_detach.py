@@ -186,3 +186,31 @@ def test_attached_done_is_told_before_the_detached_sink_ends() -> None:
     h = asyncio.run(go())
     assert h.ended[0] == "a" and h.ended[-1] == "slow" and "attached-done" in h.ended
     assert h.got["slow"] == DATA
+
+
+def test_a_sink_that_moves_but_slowly_is_detached() -> None:
+    """Taking a chunk more often than the grace is still lagging: what counts is how long the main
+    read waited on it in all since it last caught up, not the longest single wait."""
+
+    async def go() -> tuple[Harness, list[BaseException | None]]:
+        h = Harness()
+        policy = DetachPolicy(0.2, h.reread, lambda i, why, at: h.detached.append((i, at)))
+
+        async def trickle(ch: Channel) -> None:  # one chunk every 0.05 s: a quarter of the grace
+            out = bytearray()
+            first = await ch.get()
+            async for c in ch.body(first, lambda n: None):
+                out += c
+                await asyncio.sleep(0.05)
+            h.got["slow"] = bytes(out)
+            h.ended.append("slow")
+
+        sinks = [trickle, h.sink("a"), h.sink("b")]
+        errors = await broadcast(chunks(h.data, 5000), desc(h.data), sinks, depth=3, detach=policy)
+        return h, errors
+
+    h, errors = asyncio.run(go())
+    assert errors == [None, None, None]
+    assert [i for i, _ in h.detached] == [0]  # before: never (each wait was shorter than the grace)
+    assert h.ended == ["a", "b", "slow"] and all(v == DATA for v in h.got.values())
+    assert h.rereads == [h.detached[0][1]]

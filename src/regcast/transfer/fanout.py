@@ -61,6 +61,10 @@ class Channel:
     def full(self) -> bool:
         return len(self._items) >= self._depth
 
+    @property
+    def depth(self) -> int:
+        return self._depth
+
     async def wait_writable(self) -> None:
         """Until there is room (or the consumer has gone)."""
         while self.full and not self.closed:
@@ -234,7 +238,8 @@ class _Feed:
         self.index = index
         self.ch = ch
         self.offset = 0  # bytes put into the channel so far
-        self.full_since: float | None = None
+        self.held = 0.0  # net seconds the main read waited on this full channel (see FanOut._lagging)
+        self.held_at = 0.0  # when that was last counted
         self.hasher: Any = None  # the digest state at ``offset`` once detached
 
 
@@ -306,23 +311,31 @@ class FanOut:
             if self.policy is not None and ch.full and await self._lagging(feed):
                 self._detach(feed, before)
                 continue
-            if not ch.full:
-                feed.full_since = None  # it caught up: a new grace starts next time
             if await ch.put(item):
                 feed.offset += len(item) if isinstance(item, bytes) else 0
         attached = any(not f.ch.closed for f in self.attached)
         return attached or any(not f.ch.closed for f in self.detached)
 
     async def _lagging(self, feed: _Feed) -> bool:
-        """Has ``feed``'s channel been full for longer than the grace while another could go on?"""
+        """Has ``feed``'s full channel held the main read back for the grace while another target
+        could go on?
+
+        Counted net: each wait on this channel adds its length, the time the main read spent on
+        anything else since the last wait takes as much off. A target the read waits on most of the
+        time (slower than everything else put together) reaches the grace; one that is only now and
+        then the slowest does not. Not "full for the grace at once": a slow target takes a chunk
+        every so often (and its socket's buffer swallows bursts), so no single wait is that long.
+        """
         assert self.policy is not None
         loop = asyncio.get_running_loop()
-        if feed.full_since is None:
-            feed.full_since = loop.time()
-        remaining = feed.full_since + self.policy.after - loop.time()
+        start = loop.time()
+        feed.held = max(0.0, feed.held - (start - feed.held_at)) if feed.held_at else 0.0
+        remaining = self.policy.after - feed.held
         if remaining > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(feed.ch.wait_writable(), remaining)
+            feed.held_at = loop.time()
+            feed.held += feed.held_at - start
             if not feed.ch.full:
                 return False
         # detaching helps only if some other target is waiting for this one
@@ -335,7 +348,7 @@ class FanOut:
         self.detached.append(feed)
         self.policy.detached(
             feed.index,
-            f"fell behind: its buffer stayed full for {self.policy.after:g}s while other targets waited",
+            f"fell behind: its full buffer held the shared read back {self.policy.after:g}s while other targets waited",
             feed.offset,
         )
 

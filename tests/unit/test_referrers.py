@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +129,9 @@ class FakeRegistry:
         self.index = raw
         return api.Pushed(digest_of(raw), False)
 
-    async def list_referrers(self, digest: str, artifact_type: str | None) -> api.Listing | None:
+    async def list_referrers(
+        self, digest: str, artifact_type: str | None, spend: Callable[[int], None] | None = None
+    ) -> api.Listing | None:
         raise RegistryError("registry fake: listing referrers answered 500")
 
 

@@ -234,7 +234,9 @@ class LayoutReferrers:
     def __init__(self, layout: LayoutRepository) -> None:
         self.layout = layout
 
-    async def list_referrers(self, digest: str, artifact_type: str | None) -> Listing | None:
+    async def list_referrers(
+        self, digest: str, artifact_type: str | None, spend: Callable[[int], None] | None = None
+    ) -> Listing | None:
         return None
 
     async def read_index(self, tag: str) -> Held | None:

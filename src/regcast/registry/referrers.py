@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -78,9 +79,17 @@ def index_entries(index: Manifest) -> list[dict[str, Any]]:
 
 
 async def list_referrers(
-    client: RegistryClient, repository: str, digest: str, artifact_type: str | None = None
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    artifact_type: str | None = None,
+    spend: Callable[[int], None] | None = None,
 ) -> Listing | None:
-    """Every page of the referrers API for ``digest``; None when the registry has no referrers API."""
+    """Every page of the referrers API for ``digest``; None when the registry has no referrers API.
+
+    ``spend`` is told each page's size as it is read and raises to stop (the copy's graph budget:
+    a source listing page after page cannot grow memory past the limit).
+    """
     validate_repository(repository)
     url = await client.url(f"{repository}/referrers/{validate_digest(digest)}")
     if artifact_type:
@@ -100,6 +109,8 @@ async def list_referrers(
                 raw = await read_capped(resp, MAX_MANIFEST_BYTES)
             if len(raw) > MAX_MANIFEST_BYTES:
                 raise ManifestTooLarge(f"registry {client.name}: referrers list of {digest} is over the size limit")
+            if spend is not None:
+                spend(len(raw))
             found.extend(_descriptors(raw, client.name, f"referrers list of {digest}"))
             applied = {f.strip() for f in resp.headers.get("OCI-Filters-Applied", "").split(",")}
             filtered = filtered and "artifactType" in applied

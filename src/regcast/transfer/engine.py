@@ -35,7 +35,7 @@ from regcast.registry.retry import RetryPolicy
 from regcast.transfer.detach import DetachPolicy, Slot, Stragglers, read_from
 from regcast.transfer.fanout import Channel, Sink, broadcast
 from regcast.transfer.flights import BlobFlights
-from regcast.transfer.plan import GraphLimits, SourceGraph, load_graph
+from regcast.transfer.plan import GraphBudget, GraphLimits, SourceGraph, load_graph
 from regcast.transfer.progress import Listener, NullListener, TargetState, TargetStatus
 from regcast.transfer.referrers import IndexLocks, ReferrerOptions, access, discover, push_referrers
 from regcast.transfer.repository import BlobUpload, Repository
@@ -149,7 +149,8 @@ class CopyEngine:
         if referrers is None or not referrers.enabled or graph.referrers is not None:
             return graph
         subjects = [*graph.manifests, graph.root]
-        found = await discover(source, subjects, graph.blobs, referrers, self.options.checks_in_flight)
+        budget = GraphBudget.after(graph, self.options.graph_limits)  # the image's limits bound its referrers too
+        found = await discover(source, subjects, graph.blobs, referrers, self.options.checks_in_flight, budget)
         return replace(graph, referrers=found)
 
     async def copy(

@@ -31,16 +31,42 @@ class GraphLimits:
     blobs: int = 10_000  # unique blobs
 
 
-class _Budget:
+class GraphBudget:
+    """What one copy has used of its ``GraphLimits``: the image's manifests, then its referrers' (the same budget)."""
+
     def __init__(self, limits: GraphLimits) -> None:
         self.limits = limits
         self.bytes = 0
         self.children = 0
+        self.blobs = 0
+        self.exceeded = ""  # once over a limit, its message: every later check fails at once
+
+    @classmethod
+    def after(cls, graph: SourceGraph, limits: GraphLimits) -> GraphBudget:
+        """The budget left once ``graph`` is loaded (referrer discovery spends the rest)."""
+        budget = cls(limits)
+        budget.bytes = len(graph.root.raw) + sum(len(m.raw) for m in graph.manifests)
+        budget.children = len(graph.manifests)
+        budget.blobs = len(graph.blobs)
+        return budget
+
+    def check(self) -> None:
+        """Raise the limit already exceeded, if any (fetches still waiting for a slot stop here)."""
+        if self.exceeded:
+            raise GraphTooLarge(self.exceeded)
+
+    def _over(self, message: str) -> GraphTooLarge:
+        self.exceeded = self.exceeded or message
+        return GraphTooLarge(message)
 
     def manifest(self, m: Manifest) -> None:
-        self.bytes += len(m.raw)
+        self.spend(len(m.raw))
+
+    def spend(self, n: int) -> None:
+        """``n`` more bytes of manifests (or referrer listings) read from the source."""
+        self.bytes += n
         if self.bytes > self.limits.manifest_bytes:
-            raise GraphTooLarge(
+            raise self._over(
                 f"the image's manifests together exceed {self.limits.manifest_bytes} bytes "
                 "(REGCAST_MAX_GRAPH_MANIFEST_BYTES)"
             )
@@ -48,9 +74,14 @@ class _Budget:
     def more_children(self, n: int) -> None:
         self.children += n
         if self.children > self.limits.children:
-            raise GraphTooLarge(
+            raise self._over(
                 f"the image lists more than {self.limits.children} child manifests (REGCAST_MAX_GRAPH_CHILDREN)"
             )
+
+    def more_blobs(self, n: int) -> None:
+        self.blobs += n
+        if self.blobs > self.limits.blobs:
+            raise self._over(f"the image has more than {self.limits.blobs} blobs (REGCAST_MAX_GRAPH_BLOBS)")
 
 
 @dataclass(frozen=True)
@@ -74,7 +105,7 @@ async def _children(
     depth: int,
     seen: dict[str, Manifest],
     order: list[Manifest],
-    budget: _Budget,
+    budget: GraphBudget,
 ) -> None:
     if depth > MAX_DEPTH:
         raise UnsupportedManifest(f"index nesting deeper than {MAX_DEPTH}")
@@ -136,7 +167,7 @@ async def load_graph(
     With a platform filter on an index: one platform → its image manifest becomes the root (as
     crane and skopeo do); several → a new index listing only those (a new digest).
     """
-    budget = _Budget(limits or GraphLimits())
+    budget = GraphBudget(limits or GraphLimits())
     root = await source.get_manifest(ref)
     budget.manifest(root)
     if root.is_index and platforms:

@@ -4,7 +4,10 @@ Discovery (once per copy, at the source): for the root and every child manifest,
 API, else the tag-schema index ``<alg>-<hex>``, plus cosign's ``sha256-<hex>.sig|.att|.sbom``
 tags; then the same for every referrer found (a signature of an SBOM), each digest once. A
 referrer the source cannot supply whole (a manifest or blob missing) is left out and said so;
-the image is still copied.
+the image is still copied. Discovery spends what the image's graph left of its limits
+(``GraphLimits``: manifest bytes, listings included; manifests; blobs; index depth): a source
+with thousands of referrers, or huge ones, fails the copy with ``GraphTooLarge`` as a huge image
+does, before fetching past the limit.
 
 Push (per target, between the image's manifests and its tag): each referrer's manifests by
 digest (cosign's at their tag). A registry that answers ``OCI-Subject`` keeps the referrers list
@@ -19,16 +22,18 @@ import asyncio
 import json
 import logging
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from regcast._async import gather_all
-from regcast._exceptions import RegcastError, RegistryError, UnsupportedManifest
+from regcast._exceptions import GraphTooLarge, RegcastError, RegistryError, UnsupportedManifest
 from regcast.registry import mediatypes as mt
 from regcast.registry import referrers as api
 from regcast.registry.client import describe
 from regcast.registry.manifest import Descriptor, Manifest
+from regcast.transfer.plan import MAX_DEPTH as INDEX_DEPTH
+from regcast.transfer.plan import GraphBudget, GraphLimits
 from regcast.transfer.remote import RegistryRepository
 from regcast.transfer.repository import Repository
 
@@ -46,7 +51,9 @@ class ReferrerAccess(Protocol):
     """What referrers need beyond ``Repository``: the referrers API, the tag-schema index with its
     ETag, and a manifest PUT whose answer tells ``OCI-Subject`` and ``If-Match`` conflicts."""
 
-    async def list_referrers(self, digest: str, artifact_type: str | None) -> api.Listing | None: ...
+    async def list_referrers(
+        self, digest: str, artifact_type: str | None, spend: Callable[[int], None] | None = None
+    ) -> api.Listing | None: ...
 
     async def read_index(self, tag: str) -> api.Held | None: ...
 
@@ -57,8 +64,10 @@ class ReferrerAccess(Protocol):
 class _Remote:
     repo: RegistryRepository
 
-    async def list_referrers(self, digest: str, artifact_type: str | None) -> api.Listing | None:
-        return await api.list_referrers(self.repo.client, self.repo.repository, digest, artifact_type)
+    async def list_referrers(
+        self, digest: str, artifact_type: str | None, spend: Callable[[int], None] | None = None
+    ) -> api.Listing | None:
+        return await api.list_referrers(self.repo.client, self.repo.repository, digest, artifact_type, spend)
 
     async def read_index(self, tag: str) -> api.Held | None:
         return await api.read_index(self.repo.client, self.repo.repository, tag)
@@ -165,6 +174,7 @@ class _Discovery:
     options: ReferrerOptions
     have_blobs: set[str]
     slots: asyncio.Semaphore
+    budget: GraphBudget = field(default_factory=lambda: GraphBudget(GraphLimits()))  # what the graph left
     seen: set[str] = field(default_factory=set)
     found: list[Referrer] = field(default_factory=list)
     blobs: dict[str, Descriptor] = field(default_factory=dict)
@@ -175,6 +185,8 @@ class _Discovery:
         """What refers to ``subject``; a source that cannot say is one left-out line, not a failed copy."""
         try:
             return await self._candidates(subject)
+        except GraphTooLarge:
+            raise  # the copy fails, as for a huge image: never a quiet "left out"
         except RegcastError as exc:
             self.left_out.append(f"referrers of {subject} not looked up: {describe(exc)}")
             return []
@@ -186,7 +198,7 @@ class _Discovery:
         if not self.api_absent:
             only = next(iter(self.options.types)) if len(self.options.types) == 1 else None
             async with self.slots:
-                listing = await self.api.list_referrers(subject, only)
+                listing = await self.api.list_referrers(subject, only, self.budget.spend)  # page by page
             if listing is None:
                 self.api_absent = True  # one 404 is enough: this registry has no referrers API
         if listing is not None:
@@ -194,10 +206,14 @@ class _Discovery:
         else:
             async with self.slots:
                 held = await self.api.read_index(api.fallback_tag(subject))
+            if held is not None:
+                self.budget.manifest(held.manifest)
             entries = api.index_entries(held.manifest) if held else []
         for d in entries:
             kind = d.get("artifactType")
-            out.append(_Candidate(d["digest"], subject, kind if isinstance(kind, str) else None))
+            kind = kind if isinstance(kind, str) else None
+            if kind is None or self.options.wants(kind):  # filtered out here: never fetched, never counted
+                out.append(_Candidate(d["digest"], subject, kind))
         for tag in api.cosign_tags(subject):
             async with self.slots:
                 digest = await self.repo.head_manifest(tag)
@@ -212,12 +228,16 @@ class _Discovery:
         what = f"referrer {c.digest}" + (f" ({c.tag})" if c.tag else "") + f" of {c.subject}"
         try:
             async with self.slots:
+                self.budget.check()
                 manifest = await self.repo.get_manifest(c.digest)
+            self.budget.manifest(manifest)
             kind = c.artifact_type if c.artifact_type is not None else artifact_type_of(manifest)
             if not self.options.wants(kind):
                 return None
             children = await self._children(manifest)
             missing = await self._missing_blobs([manifest, *children])
+        except GraphTooLarge:
+            raise
         except RegcastError as exc:
             self.left_out.append(f"{what} left out: {describe(exc)}")
             return None
@@ -226,20 +246,29 @@ class _Discovery:
             return None
         for m in [*children, manifest]:
             for b in m.blobs:
-                if not b.is_foreign and b.digest not in self.have_blobs:
-                    self.blobs.setdefault(b.digest, b)
+                if not b.is_foreign and b.digest not in self.have_blobs and b.digest not in self.blobs:
+                    self.budget.more_blobs(1)
+                    self.blobs[b.digest] = b
         return Referrer(manifest, tuple(children), c.subject, kind, c.tag)
 
     async def _children(self, manifest: Manifest) -> list[Manifest]:
+        """A referrer that is an index: its manifests, within the graph's depth and budget."""
         out: list[Manifest] = []
-        todo = [manifest]
+        todo = [(manifest, 1)]
         while todo:
-            m = todo.pop()
-            for d in m.children if m.is_index else ():
+            m, depth = todo.pop()
+            if not m.is_index:
+                continue
+            if depth > INDEX_DEPTH:
+                raise UnsupportedManifest(f"index nesting deeper than {INDEX_DEPTH}")
+            self.budget.more_children(len(m.children))
+            for d in m.children:
                 async with self.slots:
+                    self.budget.check()
                     child = await self.repo.get_manifest(d.digest)
+                self.budget.manifest(child)
                 out.insert(0, child)  # deepest first: pushed before what lists them
-                todo.append(child)
+                todo.append((child, depth + 1))
         return out
 
     async def _missing_blobs(self, manifests: Iterable[Manifest]) -> list[str]:
@@ -262,13 +291,36 @@ async def discover(
     image_blobs: Iterable[Descriptor],
     options: ReferrerOptions,
     in_flight: int = 8,
+    budget: GraphBudget | None = None,
 ) -> ReferrerSet:
-    """Every referrer of ``subjects`` (and of those referrers, recursively), each once."""
+    """Every referrer of ``subjects`` (and of those referrers, recursively), each once.
+
+    ``budget``: what the image's graph left of its limits (``GraphBudget.after``); a source over
+    it raises ``GraphTooLarge`` naming the limit and how to copy without referrers.
+    """
     reach = access(source)
     if reach is None:
         return ReferrerSet()  # a source that keeps no referrers
-    run = _Discovery(source, reach, options, {b.digest for b in image_blobs}, asyncio.Semaphore(in_flight))
-    level = [m.digest for m in subjects]
+    run = _Discovery(
+        source,
+        reach,
+        options,
+        {b.digest for b in image_blobs},
+        asyncio.Semaphore(in_flight),
+        budget or GraphBudget(GraphLimits()),
+    )
+    try:
+        await _walk(run, [m.digest for m in subjects])
+    except GraphTooLarge as exc:
+        raise GraphTooLarge(
+            f'{exc}, counting its referrers (copy without them: --no-referrers, or "referrers": false)'
+        ) from None
+    for line in run.left_out:
+        log.warning("%s", line)
+    return ReferrerSet(tuple(run.found), tuple(run.blobs.values()), tuple(run.left_out))
+
+
+async def _walk(run: _Discovery, level: list[str]) -> None:
     run.seen.update(level)
     for _depth in range(MAX_DEPTH):
         if not level:
@@ -279,15 +331,13 @@ async def discover(
             if c.digest not in run.seen:
                 run.seen.add(c.digest)
                 fresh.append(c)
+        run.budget.more_children(len(fresh))  # counted before any is fetched
         taken = await gather_all(*(run.take(c) for c in fresh))
         level = []
         for r in taken:
             if r is not None:
                 run.found.append(r)
                 level.append(r.manifest.digest)
-    for line in run.left_out:
-        log.warning("%s", line)
-    return ReferrerSet(tuple(run.found), tuple(run.blobs.values()), tuple(run.left_out))
 
 
 class IndexLocks:

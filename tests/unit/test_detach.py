@@ -214,3 +214,31 @@ def test_a_sink_that_moves_but_slowly_is_detached() -> None:
     assert [i for i, _ in h.detached] == [0]  # before: never (each wait was shorter than the grace)
     assert h.ended == ["a", "b", "slow"] and all(v == DATA for v in h.got.values())
     assert h.rereads == [h.detached[0][1]]
+
+
+def test_a_detached_channel_queues_two_chunks_at_most_once_drained() -> None:
+    """Memory: the detached read goes at its slow reader's pace, so its queue need not be deep."""
+    most: list[int] = []
+
+    async def go() -> tuple[Harness, list[BaseException | None]]:
+        h = Harness()
+
+        async def slow(ch: Channel) -> None:
+            await h.fast_done.wait()
+            out = bytearray()
+            first = await ch.get()
+            async for c in ch.body(first, lambda n: None):
+                out += c
+                if len(out) > 20_000:  # what the main read queued is drained by now
+                    most.append(ch.pending)
+                await asyncio.sleep(0)
+            h.got["slow"] = bytes(out)
+
+        sinks = [slow, h.sink("a"), h.sink("b")]
+        errors = await broadcast(chunks(h.data), desc(h.data), sinks, depth=8, detach=h.policy())
+        return h, errors
+
+    h, errors = asyncio.run(go())
+    assert errors == [None, None, None]
+    assert h.got == {"slow": DATA, "a": DATA, "b": DATA}
+    assert [i for i, _ in h.detached] == [0] and most and max(most) <= 2

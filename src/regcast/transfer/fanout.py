@@ -30,6 +30,7 @@ class _End:
 
 
 END: Final = _End()
+DETACHED_DEPTH: Final = 2  # chunks a detached channel queues: its read goes at its pace, more buys nothing
 Item = bytes | _End
 
 
@@ -70,6 +71,10 @@ class Channel:
         while self.full and not self.closed:
             self._writable.clear()
             await self._writable.wait()
+
+    def shrink(self, depth: int) -> None:
+        """Queue at most ``depth`` items from now on (those already queued stay)."""
+        self._depth = max(1, min(self._depth, depth))
 
     def fail(self, exc: BaseException) -> None:
         """The producer failed: the consumer raises ``exc`` on its next read."""
@@ -345,6 +350,7 @@ class FanOut:
         assert self.policy is not None
         self.attached.remove(feed)
         feed.hasher = before
+        feed.ch.shrink(DETACHED_DEPTH)  # memory: its own read need not run ahead of a slow link
         self.detached.append(feed)
         self.policy.detached(
             feed.index,

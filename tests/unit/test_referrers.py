@@ -16,6 +16,7 @@ from regcast._exceptions import RegistryError
 from regcast.registry import referrers as api
 from regcast.registry.digest import digest_of
 from regcast.registry.manifest import parse_manifest
+from regcast.transfer import discovery
 from regcast.transfer import referrers as tr
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -201,6 +202,6 @@ def test_a_contended_index_gives_up_with_a_clear_error() -> None:
 
 def test_a_source_that_cannot_list_is_a_left_out_line() -> None:
     reg = FakeRegistry()
-    run = tr._Discovery(reg, reg, tr.ReferrerOptions(), set(), asyncio.Semaphore(1))  # type: ignore[arg-type]
+    run = discovery._Discovery(reg, reg, tr.ReferrerOptions(), set(), asyncio.Semaphore(1))  # type: ignore[arg-type]
     assert asyncio.run(run.candidates(SUBJECT)) == []
     assert run.left_out == [f"referrers of {SUBJECT} not looked up: registry fake: listing referrers answered 500"]

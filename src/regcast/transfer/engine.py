@@ -33,11 +33,12 @@ from regcast.registry.limits import Limits
 from regcast.registry.manifest import Descriptor, Manifest, Platform
 from regcast.registry.retry import RetryPolicy
 from regcast.transfer.detach import DetachPolicy, Slot, Stragglers, read_from
+from regcast.transfer.discovery import discover
 from regcast.transfer.fanout import Channel, Sink, broadcast
 from regcast.transfer.flights import BlobFlights
 from regcast.transfer.plan import GraphBudget, GraphLimits, SourceGraph, load_graph
 from regcast.transfer.progress import Listener, NullListener, TargetState, TargetStatus
-from regcast.transfer.referrers import IndexLocks, ReferrerOptions, access, discover, push_referrers
+from regcast.transfer.referrers import IndexLocks, ReferrerOptions, access, push_referrers
 from regcast.transfer.repository import BlobUpload, Repository
 from regcast.transfer.spool import SpoolBudget
 

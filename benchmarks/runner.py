@@ -290,11 +290,13 @@ class ServiceRunner:
     def wait(self, job_id: str) -> None:
         while True:
             with urllib.request.urlopen(f"{self.base}/api/distribute/image/{job_id}") as r:
-                state = json.load(r)["value"]
+                body = json.load(r)
+            state = body["value"]
             if state == "FINISHED":
                 return
             if state in ("FAILED", "CANCELLED"):
-                raise RuntimeError(f"job {job_id} {state}")
+                why = [body.get("error")] + [t.get("error") for t in body.get("targets", [])]
+                raise RuntimeError(f"job {job_id} {state}: {'; '.join(str(w) for w in why if w)}")
             time.sleep(0.02)
 
     def copy(self, src: str, img: Image, targets: list[RegistryServer]) -> tuple[float, int]:

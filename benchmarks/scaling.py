@@ -35,6 +35,7 @@ PLOTS = Path(__file__).parent / "plots"
 TARGET_COUNTS = (1, 2, 4, 8, 12)
 JOB_COUNTS = (1, 5, 20, 50)
 Run = Callable[[list[RegistryServer]], float]
+FAILURES: list[str] = []  # runs that failed, printed under the tables
 
 
 def _skopeo_cmd(src: str, repo: str, dest: str) -> list[str]:
@@ -95,10 +96,17 @@ def _measure(
                 targets = bench.registries(n_targets(p))
                 try:
                     seconds[tool][p].append(make(p)(targets))
+                except RuntimeError as exc:  # a failed run is reported and left out of the median, not hidden
+                    print(f"  {p}: {tool} FAILED: {str(exc)[:300]}", flush=True)
+                    FAILURES.append(f"{tool} at {p}: {str(exc)[:200]}")
                 finally:
                     bench.drop(targets)
-            print(f"  {p}: " + ", ".join(f"{t} {statistics.median(s[p]):.2f}s" for t, s in seconds.items()), flush=True)
-    return {tool: {p: statistics.median(v) for p, v in by.items()} for tool, by in seconds.items()}
+            print(f"  {p}: " + ", ".join(f"{t} {_median(s[p]):.2f}s" for t, s in seconds.items()), flush=True)
+    return {tool: {p: _median(v) for p, v in by.items()} for tool, by in seconds.items()}
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 def scale_targets(bench: Bench, quick: bool) -> dict[str, dict[int, float]]:
@@ -207,6 +215,7 @@ def scenario_scaling(bench: Bench, out: list[str], quick: bool) -> None:
             _table(f"scale: seconds against targets ({size} layers; x limit in brackets)", "targets", targets),
             _table("scale: seconds against concurrent jobs (1 MiB + 256 KiB each, 2 targets)", "jobs", jobs),
             "" if SKOPEO else "\n(skopeo not installed: no skopeo rows; `apt-get install skopeo`)",
+            "".join(f"\nfailed run (left out of the median): {f}" for f in FAILURES),
             "\n" + draw(PLOTS),
         ]
     )

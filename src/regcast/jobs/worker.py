@@ -72,6 +72,10 @@ class Worker:
         self._wake = asyncio.Event()
         self._listening = False  # NOTIFY reaches this process: it wakes with everybody else
         self._deadline: float | None = None  # loop time by which a stopping worker gives up on writes
+        # the last claim got every job it asked for, so more may be queued. When it got fewer, a freed
+        # slot does not claim again at once (an empty claim per job, #17): jobs queued since wake the
+        # worker themselves (a POST here, NOTIFY) or are found at the next poll, as by an idle worker
+        self._backlog = True
 
     def wake(self) -> None:
         """A job was queued in this process: claim now instead of at the next poll.
@@ -152,9 +156,10 @@ class Worker:
                     await self._sleep(FAIR_WINDOW * busy + random.uniform(0, 0.01))
                     try:
                         records = await asyncio.to_thread(self.store.claim, self.id, free)
+                        self._backlog = len(records) >= free
                     except JobStoreUnavailable as exc:
                         log.warning("claim: %s", exc)
-                        records = []
+                        records, self._backlog = [], True
                     if self.stopping.is_set():
                         for r in records:
                             await self._write("release", self.store.release, _claim_of(r, self.id))
@@ -174,7 +179,8 @@ class Worker:
         except Exception:  # never leave a task exception unretrieved
             log.exception("job %s: worker error", record.id)
         finally:
-            self._wake.set()  # a slot is free: look for more work at once
+            if self._backlog:  # a slot is free and the last claim filled every slot: look for more at once
+                self._wake.set()
 
     async def _idle(self) -> None:
         """Wait for the poll interval, a wake-up (job queued, slot freed) or shutdown."""

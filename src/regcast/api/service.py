@@ -48,8 +48,11 @@ class Service:
         return self.worker.problem if self.worker is not None else None
 
 
-def get_service(request: Request) -> Service:
-    """The ``Service`` of the app serving this request (set by ``create_app``)."""
+async def get_service(request: Request) -> Service:
+    """The ``Service`` of the app serving this request (set by ``create_app``).
+
+    ``async``: FastAPI runs a plain ``def`` dependency in a thread pool, a thread hop per request (#17).
+    """
     return cast(Service, request.app.state.service)
 
 

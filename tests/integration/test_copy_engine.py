@@ -110,6 +110,7 @@ def test_existing_blob_is_not_uploaded_again(repo: str, src_reg: RegistryServer,
     layers = [images.layer_bytes(), images.layer_bytes()]
     img = images.image(layers).push(src_reg.http(), repo, "v1")
     open_reg.http().push_blob(repo, layers[0], images.sha(layers[0]))
+    images.image().push(open_reg.http(), repo, "other")  # a repository with tags: every blob is HEADed
     result = run_copy(src_reg, repo, "v1", [target(open_reg, repo, "v1")])
     t = result.targets[0]
     assert result.ok, t.error

@@ -249,6 +249,7 @@ def test_403_for_a_missing_blob_means_upload_it(
 ) -> None:
     """Artifactory answers 403 where others answer 404 for a missing blob."""
     img = two_layers().push(src_reg.http(), repo, "v1")
+    images.image().push(open_reg.http(), repo, "other")  # a repository with tags: every blob is HEADed
     p = proxy(faults, open_reg, "artifactory")
     result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(via(p), repo), "v1")])
     assert result.ok, result.targets[0].error

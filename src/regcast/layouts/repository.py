@@ -149,6 +149,9 @@ class LayoutRepository:
         await self._load()
         return self._files.has(digest) or (self._reader is not None and self._reader.has(digest))
 
+    async def holds_no_tags(self) -> bool:
+        return False  # a blob check here is a file lookup: nothing to save
+
     async def read_blob(self, blob: Descriptor) -> AsyncIterator[bytes]:
         await self._load()
         stream = self._reader.stream(blob) if self._reader and not self._files.has(blob.digest) else None

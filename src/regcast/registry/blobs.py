@@ -10,6 +10,7 @@ the newest ``Location`` is always used, relative or absolute, its query kept.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from urllib.parse import urljoin
@@ -23,7 +24,7 @@ from regcast._exceptions import (
     RegistryUnreachable,
     TokenRejected,
 )
-from regcast.registry._transport import response_error, translate_errors
+from regcast.registry._transport import read_capped, response_error, translate_errors
 from regcast.registry.auth import scope
 from regcast.registry.client import Body, RegistryClient, with_query
 from regcast.registry.digest import validate_digest
@@ -48,6 +49,36 @@ async def blob_exists(client: RegistryClient, repository: str, digest: str) -> b
         raise await response_error(resp, client.name, f"checking blob {digest}")
     finally:
         resp.release()
+
+
+async def holds_no_tags(client: RegistryClient, repository: str) -> bool:
+    """Does ``repository`` answer with no tag at all (404 NAME_UNKNOWN, or an empty list)? Then it was
+    never pushed to, so blob HEADs there are skipped (issue 17). Any doubt (an error, 401/403, a body
+    that is not a tag list) answers False: the HEADs are asked as before."""
+    validate_repository(repository)
+    url = with_query(await client.url(f"{repository}/tags/list"), n="1")
+    try:
+        resp = await client.send(
+            "GET", url, scopes=(scope(repository, "pull"),), headers={"Accept": "application/json"}
+        )
+    except RegistryError:
+        return False
+    try:
+        if resp.status == 404:
+            return True
+        if resp.status != 200:
+            return False
+        with translate_errors(client.name, "GET", url):
+            raw = await read_capped(resp, 64 * 1024)
+    except RegistryError:
+        return False
+    finally:
+        resp.release()
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and not doc.get("tags")
 
 
 async def read_blob(

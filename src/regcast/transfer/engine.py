@@ -17,6 +17,7 @@ import functools
 import logging
 import tempfile
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from regcast._async import gather_all
@@ -58,6 +59,8 @@ class TransferOptions:
     spool_max_bytes: int = 1024**3  # spool files of the process at once; a blob beyond it is read again
     graph_limits: GraphLimits = field(default_factory=GraphLimits)
     progress_timeout: float | None = 120.0  # a target that reads nothing of its upload this long is cut off
+    # blobs up to this size: upload sessions opened while the source is read, no HEAD in a repository without tags
+    pipeline_below: int = 1024**2
 
 
 @dataclass(eq=False)  # identity: targets are dict keys and set members
@@ -194,6 +197,39 @@ class CopyEngine:
         return CopyResult(graph.root.digest, [t.status for t in targets], graph)
 
 
+class _Sessions:
+    """The upload sessions of one blob's stream: opened up front or by each sink, cancelled on failure."""
+
+    def __init__(self, ready: dict[int, BlobUpload]) -> None:
+        self.ready = ready  # sessions a mount answer (202) already opened, by id(target)
+        self.opened: dict[Target, BlobUpload] = {}
+
+    async def open(self, t: Target) -> BlobUpload:
+        if t in self.opened:
+            return self.opened[t]
+        upload = self.ready.pop(id(t), None) or await t.repo.start_upload()
+        if upload is None:
+            raise RegistryError(f"{t.repo.name}: no upload session opened")
+        self.opened[t] = upload
+        return upload
+
+    async def open_all(self, targets: list[Target]) -> dict[Target, BaseException]:
+        """Open every target's session now; the ones that could not be opened, with why."""
+        failures: dict[Target, BaseException] = {}
+
+        async def one(t: Target) -> None:
+            try:
+                await self.open(t)
+            except RegcastError as exc:
+                failures[t] = exc
+
+        await gather_all(*(one(t) for t in targets))
+        return failures
+
+    async def cancel(self, targets: list[Target]) -> None:
+        await asyncio.gather(*(self.opened[t].cancel() for t in targets if t in self.opened), return_exceptions=True)
+
+
 class _CopyRun:
     def __init__(
         self,
@@ -212,6 +248,7 @@ class _CopyRun:
         self.stragglers = Stragglers(engine.options.blobs_in_flight)  # blobs left to detached targets only
         self.check_slots = asyncio.Semaphore(engine.options.checks_in_flight)
         self.image_held: set[Target] = set()  # tag already holds the image: only referrers to bring
+        self.fresh: set[Target] = set()  # repository without any tag: its blobs are not HEADed first
         self._blobs_left: dict[Target, set[str]] = {}  # per target: blobs it does not hold yet
         self._pushes: dict[Target, asyncio.Task[None]] = {}  # per target: its manifests and tag going
         self._graph: SourceGraph | None = None
@@ -337,8 +374,13 @@ class _CopyRun:
 
     async def _check_tag(self, t: Target, graph: SourceGraph) -> None:
         root = graph.root
+        # asked alongside: a repository that holds no tag yet spares every blob HEAD (first attempt only:
+        # a later one may find the blobs of an earlier attempt that never got to its tag)
+        empty = asyncio.ensure_future(t.repo.holds_no_tags()) if t.status.attempts <= 1 else None
         try:
             existing = await t.repo.head_manifest(t.ref)
+            if existing is None and empty is not None and await empty:
+                self.fresh.add(t)
         except AuthenticationFailed as exc:
             # push-only credentials may not read: the push itself will tell if they cannot write either
             log.info("target %s: cannot check %s (%s); pushing", t.key, t.ref, exc)
@@ -346,6 +388,10 @@ class _CopyRun:
         except RegcastError as exc:
             self._fail(t, exc)
             return
+        finally:
+            if empty is not None and not empty.done():
+                empty.cancel()
+                empty.add_done_callback(lambda f: f.cancelled() or f.exception())  # never left unretrieved
         if existing == root.digest and graph.referrers and graph.referrers.referrers and access(t.repo):
             # the image is there; its referrers may not be (the tag is not touched either way)
             t.status.bytes_done = graph.total_bytes
@@ -370,7 +416,7 @@ class _CopyRun:
     async def _copy_blob(self, blob: Descriptor, targets: list[Target]) -> None:
         async with Slot(self.blob_slots, self.stragglers) as slot:
             checked = self.engine.known.seq  # what the process knew when the targets were asked
-            missing = [t for t in await self._heads(blob, targets) if t is not None]
+            missing = [t for t in await self._heads(blob, targets, first=True) if t is not None]
             tried_mount: set[int] = set()
             sessions: dict[int, BlobUpload] = {}
             retries: dict[int, RetryPolicy] = {}
@@ -457,10 +503,17 @@ class _CopyRun:
         )
         return True
 
-    async def _heads(self, blob: Descriptor, targets: list[Target]) -> list[Target | None]:
+    async def _heads(self, blob: Descriptor, targets: list[Target], first: bool = False) -> list[Target | None]:
+        """The targets that lack ``blob``. On the ``first`` look, a repository without tags is not asked
+        about a small blob: a round trip saved per blob, against re-sending a small blob that an
+        interrupted copy left there untagged (a large one is always asked about)."""
+        small = first and blob.size <= self.engine.options.pipeline_below
+
         async def head(t: Target) -> Target | None:
             if t.status.state is not TargetState.RUNNING:
                 return None
+            if small and t in self.fresh and self.engine.known.get(t.location, blob.digest) != t.repo.path:
+                return t
             try:
                 async with self.check_slots:
                     present = await t.repo.has_blob(blob.digest)
@@ -506,29 +559,22 @@ class _CopyRun:
     async def _stream(
         self, blob: Descriptor, leaders: list[Target], sessions: dict[int, BlobUpload], slot: Slot
     ) -> dict[Target, BaseException]:
-        """One source read to every leader; returns the leaders whose upload failed, with why."""
+        """One source read to every leader; returns the leaders whose upload failed, with why.
+
+        A small blob's upload sessions are opened while the source is read (one round trip less
+        per blob); a large blob's before, so a slow POST never looks like a lagging target.
+        """
+        opening = _Sessions(sessions)
+        opts = self.engine.options
         failures: dict[Target, BaseException] = {}
-
-        async def open_session(t: Target) -> BlobUpload | None:
-            if id(t) in sessions:
-                return sessions.pop(id(t))
-            try:
-                upload = await t.repo.start_upload()
-            except RegcastError as exc:
-                failures[t] = exc
-                return None
-            if upload is None:
-                failures[t] = RegistryError(f"{t.repo.name}: no upload session opened")
-            return upload
-
-        uploads = await gather_all(*(open_session(t) for t in leaders))
-        ready = [(t, up) for t, up in zip(leaders, uploads, strict=True) if up is not None]
-        if not ready:
-            return failures
-        sinks = [self._sink(t, up, blob) for t, up in ready]
-        detach = self._detach_policy(blob, [t for t, _up in ready])
+        if blob.size > opts.pipeline_below:
+            failures = await opening.open_all(leaders)
+            leaders = [t for t in leaders if t not in failures]
+            if not leaders:
+                return failures
+        sinks = [self._sink(t, blob, functools.partial(opening.open, t)) for t in leaders]
+        detach = self._detach_policy(blob, leaders)
         try:
-            opts = self.engine.options
             errors = await broadcast(
                 self.source.read_blob(blob),
                 blob,
@@ -539,13 +585,12 @@ class _CopyRun:
                 attached_done=slot.hand_over,  # only detached targets left: the next blob may start
             )
         except asyncio.CancelledError:  # job cancelled or shutting down: leave no open sessions
-            await asyncio.gather(*(up.cancel() for _t, up in ready), return_exceptions=True)
+            await opening.cancel(leaders)
             raise
-        for (t, up), err in zip(ready, errors, strict=True):
-            if err is None:
-                continue  # counted by its sink the moment it was committed
-            await up.cancel()
-            failures[t] = self._named(t, err)
+        for t, err in zip(leaders, errors, strict=True):
+            if err is not None:  # a success was counted by its sink the moment it was committed
+                await opening.cancel([t])
+                failures[t] = self._named(t, err)
         return failures
 
     def _named(self, t: Target, err: BaseException) -> BaseException:
@@ -578,12 +623,15 @@ class _CopyRun:
         reread = functools.partial(read_from, self.source, blob)
         return DetachPolicy(after, reread, detached, spool=self.spool, reading=reading)
 
-    def _sink(self, t: Target, upload: BlobUpload, blob: Descriptor) -> Sink:
+    def _sink(self, t: Target, blob: Descriptor, upload: Callable[[], Awaitable[BlobUpload]]) -> Sink:
+        """``t``'s upload of ``blob`` from its channel; ``upload()`` gives its session (opened by then, or now)."""
+
         async def sink(ch: Channel) -> None:
             def count(n: int) -> None:
                 self._add_bytes(t, n, uploaded=True)
 
-            await upload.write(blob, ch, count)
+            session = await upload()
+            await session.write(blob, ch, count)
             # committed (only ever after the digest matched): told now, not when the slowest is done
             t.status.blobs_uploaded += 1
             self.engine.known.add(t.location, blob.digest, t.repo.path)

@@ -62,6 +62,9 @@ class RegistryRepository:
     async def has_blob(self, digest: str) -> bool:
         return await blobs.blob_exists(self.client, self.repository, digest)
 
+    async def holds_no_tags(self) -> bool:
+        return await blobs.holds_no_tags(self.client, self.repository)
+
     def read_blob(self, blob: Descriptor) -> AsyncIterator[bytes]:
         body = blobs.read_blob(self.client, self.repository, blob.digest, blob.size)
         return _counted(self.client, body) if self.client.options.observer is not None else body

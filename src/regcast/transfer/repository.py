@@ -77,6 +77,11 @@ class Repository(Protocol):
 
     async def has_blob(self, digest: str) -> bool: ...
 
+    async def holds_no_tags(self) -> bool:
+        """Surely no tag here (never pushed to)? Then the engine skips its blob HEADs (mounts are still
+        tried). False when in doubt."""
+        ...
+
     def read_blob(self, blob: Descriptor) -> AsyncIterator[bytes]:
         """Every byte of ``blob`` as one stream (the caller verifies the digest)."""
         ...

@@ -278,10 +278,10 @@ class ServiceRunner:
                 time.sleep(0.05)
         raise RuntimeError("service did not start")
 
-    def post(self, src: str, repo: str, targets: list[RegistryServer]) -> str:
+    def post(self, src: str, repo: str, targets: list[RegistryServer], overwrite: bool = False) -> str:
         body = {
             "source": {"endpoint": f"http://{src}/v2", "image": repo, "ref": "v1"},
-            "targets": [{"endpoint": f"http://{t.host}/v2"} for t in targets],
+            "targets": [{"endpoint": f"http://{t.host}/v2", "overwrite": overwrite} for t in targets],
         }
         req = urllib.request.Request(self.base + "/api/distribute/image", data=json.dumps(body).encode(), method="POST")
         with urllib.request.urlopen(req) as r:
@@ -426,6 +426,47 @@ def scenario_jobs(bench: Bench, out: list[str], jobs: int = 20) -> None:
     )
 
 
+def scenario_same_image_jobs(bench: Bench, out: list[str], jobs: int = 20, n_targets: int = 3) -> None:
+    """fs (issue 17): ``jobs`` service jobs of ONE image to the SAME targets at once, against one such job.
+
+    Shared in the process: one source read and one upload per blob and target (counted in
+    tests/integration/test_shared_flights.py); the other jobs wait, then HEAD. Overwrite on, so a job
+    that finds the tag already pushed by another is FINISHED.
+    """
+    src = bench.registries(1)[0]
+    img = build_image(bench.workdir / "img-fs", src, "bench/fs", [256 * 1024] * 8 + [32 * 1024] * 8)
+    service = ServiceRunner(bench.workdir)
+    one, many = Result(), Result()
+    try:
+        warm = bench.registries(n_targets)
+        service.copy(src.host, img, warm)  # warm-up: imports, first connections
+        bench.drop(warm)
+        for _ in range(bench.rounds):
+            for result, count in ((one, 1), (many, jobs)):
+                targets = bench.registries(n_targets)
+                regs = [src, *targets]
+                reg_before = sum(cpu_seconds(r.proc.pid) for r in regs if r.proc)
+                svc_before = cpu_seconds(service.proc.pid)
+                t = time.perf_counter()
+                ids = [service.post(src.host, img.repo, targets, overwrite=True) for _ in range(count)]
+                for i in ids:
+                    service.wait(i)
+                result.seconds.append(time.perf_counter() - t)
+                result.rss_kib.append(service.peak_rss())
+                result.tool_cpu.append(cpu_seconds(service.proc.pid) - svc_before)
+                result.registry_cpu.append(sum(cpu_seconds(r.proc.pid) for r in regs if r.proc) - reg_before)
+                bench.drop(targets)
+    finally:
+        service.stop()
+        bench.drop([src])
+    report(
+        out,
+        f"fs: {jobs} concurrent service jobs, one image ({len(img.blobs)} blobs, {img.total / MiB:.1f} MiB), "
+        f"the same {n_targets} targets",
+        {"service, one job": one, f"service, {jobs} jobs": many},
+    )
+
+
 def report(out: list[str], title: str, results: dict[str, Result]) -> None:
     limit = results.get("limit")
     skopeo = results.get("skopeo-seq")
@@ -494,8 +535,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
         "--scenarios",
-        default="a,a6,b,c,d,e,f,m,r,p,l,s,x,scale,j,rss",
-        help="comma-separated: a a6 b c d e f m r p l s x scale j rss",
+        default="a,a6,b,c,d,e,f,fs,m,r,p,l,s,x,scale,j,rss",
+        help="comma-separated: a a6 b c d e f fs m r p l s x scale j rss",
     )
     ap.add_argument("--quick", action="store_true", help="smaller images (a smoke run, not a measurement)")
     ap.add_argument("--out", help="append the tables to this Markdown file")
@@ -526,6 +567,8 @@ def main() -> None:
             scenario_copy(bench, "e", [(64 if args.quick else 1024) * MiB], 1, False, [], out)
         if "f" in chosen:
             scenario_jobs(bench, out)
+        if "fs" in chosen:
+            scenario_same_image_jobs(bench, out)
         _feature_scenarios(bench, out, chosen, args.quick)
     if args.out:
         with open(args.out, "a") as f:

@@ -20,6 +20,7 @@ import aiohttp
 from regcast._exceptions import (
     Failure,
     ProtocolViolation,
+    RegcastError,
     RegistryError,
     RegistryUnreachable,
     TokenRejected,
@@ -56,12 +57,12 @@ async def holds_no_tags(client: RegistryClient, repository: str) -> bool:
     never pushed to, so blob HEADs there are skipped (issue 17). Any doubt (an error, 401/403, a body
     that is not a tag list) answers False: the HEADs are asked as before."""
     validate_repository(repository)
-    url = with_query(await client.url(f"{repository}/tags/list"), n="1")
     try:
+        url = with_query(await client.url(f"{repository}/tags/list"), n="1")
         resp = await client.send(
             "GET", url, scopes=(scope(repository, "pull"),), headers={"Accept": "application/json"}
         )
-    except RegistryError:
+    except RegcastError:  # whatever it is, the manifest HEAD beside it reports it
         return False
     try:
         if resp.status == 404:
@@ -70,7 +71,7 @@ async def holds_no_tags(client: RegistryClient, repository: str) -> bool:
             return False
         with translate_errors(client.name, "GET", url):
             raw = await read_capped(resp, 64 * 1024)
-    except RegistryError:
+    except RegcastError:
         return False
     finally:
         resp.release()

@@ -389,9 +389,9 @@ class _CopyRun:
             self._fail(t, exc)
             return
         finally:
-            if empty is not None and not empty.done():
+            if empty is not None:  # not needed (or failed): never left running nor unretrieved
                 empty.cancel()
-                empty.add_done_callback(lambda f: f.cancelled() or f.exception())  # never left unretrieved
+                empty.add_done_callback(lambda f: f.cancelled() or f.exception())
         if existing == root.digest and graph.referrers and graph.referrers.referrers and access(t.repo):
             # the image is there; its referrers may not be (the tag is not touched either way)
             t.status.bytes_done = graph.total_bytes

@@ -438,10 +438,10 @@ class _CopyRun:
                 rest = [t for t in missing if t.location not in busy and (t not in leaders.values() or t in again)]
                 if busy:  # another copy sends (or sent) this blob there: wait for it, then HEAD or mount
                     await asyncio.gather(*(event.wait() for event in busy.values()))
-                    checked = self.engine.known.seq
+                    before, checked = checked, self.engine.known.seq
                     waited = [t for t in missing if t.location in busy]
                     tried_mount.difference_update(id(t) for t in waited)
-                    rest += [t for t in await self._heads(blob, waited) if t is not None]
+                    rest += [t for t in await self._heads(blob, waited, landed_since=before) if t is not None]
                 missing = rest
                 if again:
                     await asyncio.sleep(max(retries[id(t)].wait for t in again))
@@ -503,26 +503,35 @@ class _CopyRun:
         )
         return True
 
-    async def _heads(self, blob: Descriptor, targets: list[Target], first: bool = False) -> list[Target | None]:
+    async def _heads(
+        self, blob: Descriptor, targets: list[Target], first: bool = False, landed_since: int | None = None
+    ) -> list[Target | None]:
         """The targets that lack ``blob``. On the ``first`` look, a repository without tags is not asked
         about a small blob: a round trip saved per blob, against re-sending a small blob that an
-        interrupted copy left there untagged (a large one is always asked about)."""
+        interrupted copy left there untagged (a large one is always asked about). After waiting for
+        another copy's upload, a repository that upload committed the blob to since ``landed_since``
+        is not asked either: the registry's 201 said so."""
+        known = self.engine.known
         small = first and blob.size <= self.engine.options.pipeline_below
 
         async def head(t: Target) -> Target | None:
             if t.status.state is not TargetState.RUNNING:
                 return None
-            if small and t in self.fresh and self.engine.known.get(t.location, blob.digest) != t.repo.path:
+            here = known.get(t.location, blob.digest) == t.repo.path
+            if small and t in self.fresh and not here:
                 return t
             try:
-                async with self.check_slots:
-                    present = await t.repo.has_blob(blob.digest)
+                if landed_since is not None and here and known.seen_since(t.location, blob.digest, landed_since):
+                    present = True
+                else:
+                    async with self.check_slots:
+                        present = await t.repo.has_blob(blob.digest)
             except RegcastError as exc:
                 self._fail(t, exc)
                 return None
             if present:
                 t.status.blobs_present += 1
-                self.engine.known.add(t.location, blob.digest, t.repo.path)
+                known.add(t.location, blob.digest, t.repo.path)
                 self._add_bytes(t, blob.size)
                 self._blob_in(t, blob)
                 return None

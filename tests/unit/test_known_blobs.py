@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from regcast.transfer.engine import KnownBlobs
+from regcast.transfer.flights import KnownBlobs
 
 
 def test_seen_since_tells_only_what_was_added_after_the_moment_read() -> None:

@@ -9,6 +9,7 @@ nothing is shared: two replicas may both upload, which content addressing makes 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 
 
 class BlobFlights:
@@ -29,3 +30,33 @@ class BlobFlights:
         event = self._flights.pop((location, digest), None)
         if event is not None:
             event.set()
+
+
+class KnownBlobs:
+    """Where a blob was last seen per location (registry), so later copies can mount instead of upload.
+
+    Each entry carries the sequence number of its last ``add``: a copy that HEADed a blob can tell
+    whether another copy of the process put it there since (``seen_since``), and look again
+    instead of uploading it a second time (issue 17).
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._entries: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
+        self._capacity = capacity
+        self.seq = 0  # increases with every add
+
+    def add(self, location: str, digest: str, path: str) -> None:
+        self.seq += 1
+        self._entries[(location, digest)] = (path, self.seq)
+        self._entries.move_to_end((location, digest))
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+    def get(self, location: str, digest: str) -> str | None:
+        entry = self._entries.get((location, digest))
+        return entry[0] if entry else None
+
+    def seen_since(self, location: str, digest: str, seq: int) -> bool:
+        """Was the blob seen at ``location`` after ``seq`` (a value of ``self.seq`` read earlier)?"""
+        entry = self._entries.get((location, digest))
+        return entry is not None and entry[1] > seq

@@ -1,0 +1,95 @@
+"""A target's tag and manifests: checked before any blob, pushed once its blobs are all in, the tag last.
+
+The tag check decides skip (the seed's rule), done, or copy; the push sends child manifests by
+digest, then referrers, then the root at the tag, so a target never shows a tag whose content is
+incomplete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from regcast._exceptions import AuthenticationFailed, DigestMismatch, RegcastError
+from regcast.registry.manifest import Manifest
+from regcast.transfer.plan import SourceGraph
+from regcast.transfer.progress import TargetState
+from regcast.transfer.referrers import access, push_referrers
+from regcast.transfer.runstate import RunState
+from regcast.transfer.target import Target
+
+log = logging.getLogger("regcast.transfer")
+
+
+class ManifestPush(RunState):
+    """The tag and manifests part of a copy."""
+
+    async def _check_tag(self, t: Target, graph: SourceGraph) -> None:
+        root = graph.root
+        # asked alongside: a repository that holds no tag yet spares every blob HEAD (first attempt only:
+        # a later one may find the blobs of an earlier attempt that never got to its tag)
+        empty = asyncio.ensure_future(t.repo.holds_no_tags()) if t.status.attempts <= 1 else None
+        try:
+            existing = await t.repo.head_manifest(t.ref)
+            if existing is None and empty is not None and await empty:
+                self.fresh.add(t)
+        except AuthenticationFailed as exc:
+            # push-only credentials may not read: the push itself will tell if they cannot write either
+            log.info("target %s: cannot check %s (%s); pushing", t.key, t.ref, exc)
+            existing = None
+        except RegcastError as exc:
+            self._fail(t, exc)
+            return
+        finally:
+            if empty is not None:  # not needed (or failed): never left running nor unretrieved
+                empty.cancel()
+                empty.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if existing == root.digest and graph.referrers and graph.referrers.referrers and access(t.repo):
+            # the image is there; its referrers may not be (the tag is not touched either way)
+            t.status.bytes_done = graph.total_bytes
+            self.image_held.add(t)
+        elif existing is not None and not t.overwrite:  # the seed's rule: the tag exists, leave it alone
+            self._skip(t, up_to_date=existing == root.digest)
+        elif existing == root.digest:
+            t.status.notes.append("already up to date")
+            t.status.bytes_done = t.status.bytes_total
+            self._set(t, TargetState.FINISHED)
+
+    def _push_soon(self, t: Target) -> None:
+        if t not in self._pushes and self._graph is not None:
+            self._pushes[t] = asyncio.create_task(self._push_manifests(t, self._graph))
+
+    async def _push_manifests(self, t: Target, graph: SourceGraph) -> None:
+        found = graph.referrers if graph.referrers and graph.referrers.referrers else None
+        if found and access(t.repo) is None:
+            t.status.referrers_left_out.append(f"{len(found.referrers)} referrer(s) not copied: {t.key} keeps none")
+            found = None
+        try:
+            if t not in self.image_held:
+                for m in graph.manifests:
+                    await self._put_manifest(t, m, m.digest)
+            if found:
+                # referrers after what they refer to, before the tag moves
+                if t not in self.image_held and t.ref != graph.root.digest:
+                    await self._put_manifest(t, graph.root, graph.root.digest)
+                t.status.referrers = await push_referrers(t.repo, found, self.engine.referrer_locks)
+                self.listener.changed(t.status)
+            if t not in self.image_held:
+                await self._put_manifest(t, graph.root, t.ref)
+            await t.repo.commit()
+        except RegcastError as exc:
+            self._fail(t, exc)
+            return
+        if t in self.image_held and not t.overwrite:
+            self._skip(t, up_to_date=True)  # as the seed's rule says, with the referrers brought
+        else:
+            if t in self.image_held:
+                t.status.notes.append("already up to date")
+            self._set(t, TargetState.FINISHED)
+
+    async def _put_manifest(self, t: Target, m: Manifest, ref: str) -> None:
+        announced = await t.repo.put_manifest(ref, m.raw, m.media_type)
+        if announced and announced.startswith(m.digest.split(":")[0]) and announced != m.digest:
+            raise DigestMismatch(f"{t.repo.name} stored manifest {ref} as {announced}, not {m.digest}")
+        t.status.manifests_pushed += 1
+        self.listener.changed(t.status)

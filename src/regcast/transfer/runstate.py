@@ -1,0 +1,112 @@
+"""One copy's shared state: its targets, their statuses, the blobs each still lacks.
+
+The engine's run is one object made of the concerns in ``blobcopy.py`` (per blob: HEAD, mount,
+stream, retry) and ``push.py`` (the tag check, manifests and the tag last) on top of this state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING
+
+from regcast._exceptions import is_retryable
+from regcast.registry.client import describe
+from regcast.registry.manifest import Descriptor
+from regcast.transfer.detach import Stragglers
+from regcast.transfer.plan import SourceGraph
+from regcast.transfer.progress import Listener, TargetState
+from regcast.transfer.repository import Repository
+from regcast.transfer.spool import SpoolBudget
+from regcast.transfer.target import SKIP_TAG_DIFFERS, SKIP_UP_TO_DATE, Target
+
+if TYPE_CHECKING:
+    from regcast.transfer.engine import CopyEngine
+
+log = logging.getLogger("regcast.transfer")
+
+
+class RunState:
+    """What every part of one copy reads and updates; status changes go to the listener at once."""
+
+    def __init__(
+        self,
+        engine: CopyEngine,
+        source: Repository,
+        targets: list[Target],
+        listener: Listener,
+        spool: SpoolBudget | None = None,
+    ) -> None:
+        self.engine = engine
+        self.spool = spool  # this copy's detached targets read the blob from disk, not the source again
+        self.source = source
+        self.targets = targets
+        self.listener = listener
+        self.blob_slots = asyncio.Semaphore(engine.options.blobs_in_flight)
+        self.stragglers = Stragglers(engine.options.blobs_in_flight)  # blobs left to detached targets only
+        self.check_slots = asyncio.Semaphore(engine.options.checks_in_flight)
+        self.image_held: set[Target] = set()  # tag already holds the image: only referrers to bring
+        self.fresh: set[Target] = set()  # repository without any tag: its blobs are not HEADed first
+        self._blobs_left: dict[Target, set[str]] = {}  # per target: blobs it does not hold yet
+        self._pushes: dict[Target, asyncio.Task[None]] = {}  # per target: its manifests and tag going
+        self._graph: SourceGraph | None = None
+
+    def retried(self, t: Target, _what: str = "") -> None:
+        """A request or an upload of ``t`` is tried again (counted in its status)."""
+        t.status.retries += 1
+        self.listener.changed(t.status)
+
+    # -- status helpers ----------------------------------------------------------------------
+    def _set(self, t: Target, state: TargetState, error: str | None = None) -> None:
+        t.status.state = state
+        t.status.finished_at = dt.datetime.now(dt.UTC) if t.status.done else None
+        if error is not None:
+            t.status.error = error
+        self.listener.changed(t.status)
+
+    def _fail(self, t: Target, exc: BaseException) -> None:
+        if t.status.state is TargetState.FAILED:
+            return
+        message = describe(exc)
+        for secret in t.repo.secrets() + self.source.secrets():
+            if secret and len(secret) >= 3:
+                message = message.replace(secret, "REDACTED")
+        log.warning("target %s failed: %s", t.key, message)
+        t.status.retryable = is_retryable(exc)
+        self._set(t, TargetState.FAILED, message)
+
+    def _alive(self, targets: list[Target]) -> list[Target]:
+        return [t for t in targets if t.status.state is TargetState.RUNNING]
+
+    def _add_bytes(self, t: Target, n: int, uploaded: bool = False) -> None:
+        t.status.bytes_done += n
+        if uploaded:
+            t.status.bytes_uploaded += n
+        self.listener.changed(t.status)
+
+    def _skip(self, t: Target, up_to_date: bool) -> None:
+        if up_to_date:
+            t.status.reason = SKIP_UP_TO_DATE
+            t.status.bytes_done = t.status.bytes_total
+            t.status.notes.append("already up to date")
+        else:
+            t.status.reason = SKIP_TAG_DIFFERS
+            t.status.notes.append(f"{t.ref} exists with another digest and overwrite is off")
+        self._set(t, TargetState.SKIPPED)
+
+    def _blob_in(self, t: Target, blob: Descriptor) -> None:
+        """``t`` holds ``blob``: once it holds them all, its manifests and tag go at once (issue 19).
+
+        A fast target is in sync while a slow one is still uploading.
+        """
+        left = self._blobs_left.get(t)
+        if left is None:
+            return
+        left.discard(blob.digest)
+        if not left and t.status.state is TargetState.RUNNING:
+            self._push_soon(t)
+
+    def _push_soon(self, t: Target) -> None:
+        """Start ``t``'s manifests and tag (``push.py``)."""
+        raise NotImplementedError

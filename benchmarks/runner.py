@@ -262,15 +262,17 @@ class ServiceRunner:
         self.dir = directory or workdir / f"service-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
         settings = {"REGCAST_POLL_INTERVAL": "0.05", "REGCAST_JOBS_IN_FLIGHT": "20", **(env or {})}
-        self.proc = subprocess.Popen(
-            [*(prefix or []), REGCAST, "serve", "--port", str(self.port)],
-            cwd=self.dir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, **settings},
-        )
+        self.log = self.dir / f"serve-{self.port}.log"  # what went wrong, when a job fails
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [*(prefix or []), REGCAST, "serve", "--port", str(self.port)],
+                cwd=self.dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **settings},
+            )
         self.base = f"http://127.0.0.1:{self.port}"
-        for _ in range(300):
+        for _ in range(1200):  # 60 s: a loaded 2-core machine starts Python slowly
             try:
                 urllib.request.urlopen(self.base + "/readyz").close()
                 return
@@ -296,7 +298,7 @@ class ServiceRunner:
                 return
             if state in ("FAILED", "CANCELLED"):
                 why = [body.get("error")] + [t.get("error") for t in body.get("targets", [])]
-                raise RuntimeError(f"job {job_id} {state}: {'; '.join(str(w) for w in why if w)}")
+                raise RuntimeError(f"job {job_id} {state}: {'; '.join(str(w) for w in why if w)} (log: {self.log})")
             time.sleep(0.02)
 
     def copy(self, src: str, img: Image, targets: list[RegistryServer]) -> tuple[float, int]:

@@ -86,8 +86,11 @@ class ConnectionPools:
         idle = sorted((e for e in self._entries if e.users == 0), key=lambda e: e.idle_since)
         stale = [e for e in idle if now - e.idle_since > self.idle_seconds]
         stale += [e for e in idle[: max(0, len(idle) - self.max_idle)] if e not in stale]
+        # out of the list before the first await: jobs starting together prune concurrently, and a
+        # second prune must not find (and remove again: ValueError) what this one is closing
         for e in stale:
             self._entries.remove(e)
+        for e in stale:
             if e.session is not None:
                 await e.session.close()
 

@@ -67,6 +67,10 @@ class LayoutRepository:
         return ""  # a layout holds one repository
 
     @property
+    def manifests_shared(self) -> bool:
+        return False  # an archive's tags live in this object until it is packed
+
+    @property
     def retry(self) -> RetryPolicy:
         return RetryPolicy(attempts=2, backoff=0.1)
 

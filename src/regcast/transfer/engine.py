@@ -23,7 +23,7 @@ from regcast.registry.limits import Limits
 from regcast.registry.manifest import Platform
 from regcast.transfer.blobcopy import BlobCopy
 from regcast.transfer.discovery import discover
-from regcast.transfer.flights import BlobFlights, KnownBlobs
+from regcast.transfer.flights import BlobFlights, KnownBlobs, ManifestFlights
 from regcast.transfer.plan import GraphBudget, SourceGraph, load_graph
 from regcast.transfer.progress import Listener, NullListener, TargetState
 from regcast.transfer.push import ManifestPush
@@ -52,6 +52,7 @@ class CopyEngine:
         self.referrer_locks = IndexLocks()
         self.limits = Limits()  # per-registry request limits shared by every job of the process
         self.flights = BlobFlights()  # one upload per blob and registry at a time
+        self.manifest_flights = ManifestFlights()  # one PUT of a manifest to a ref at a time
         o = self.options
         # one disk cap for every job of the process; each job chooses whether it spools (copy's ``spool``)
         self.spool = SpoolBudget(o.spool_dir or tempfile.gettempdir(), o.spool_max_bytes)

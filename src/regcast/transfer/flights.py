@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 
 class BlobFlights:
@@ -30,6 +31,39 @@ class BlobFlights:
         event = self._flights.pop((location, digest), None)
         if event is not None:
             event.set()
+
+
+class ManifestFlights:
+    """One PUT of a manifest to one ref of one repository at a time across the copies of a process.
+
+    Copies pushing the same bytes to the same ref at the same moment (N jobs of one image) wait for the
+    one under way and take its success as theirs: it is the PUT they were about to send (issue 17).
+    Only a push in flight is shared, never one that ended (the tag may have moved since). A push that
+    failed or was cancelled leaves every waiting copy to send its own.
+    """
+
+    def __init__(self) -> None:
+        self._flights: dict[tuple[str, str, str, str], asyncio.Future[bool]] = {}
+        self.joined = 0  # pushes that were another copy's (for tests and metrics)
+
+    async def push(self, key: tuple[str, str, str, str], put: Callable[[], Awaitable[None]]) -> None:
+        """``put()``, or wait for the same one under way; ``key``: (location, repository, ref, digest)."""
+        flight = self._flights.get(key)
+        if flight is not None:
+            if await asyncio.shield(flight):
+                self.joined += 1
+                return
+            await put()  # the leader's failed: this copy's own push, and its own error if it fails too
+            return
+        flight = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+        ok = False
+        try:
+            await put()
+            ok = True
+        finally:
+            del self._flights[key]
+            flight.set_result(ok)
 
 
 class KnownBlobs:

@@ -88,8 +88,14 @@ class ManifestPush(RunState):
             self._set(t, TargetState.FINISHED)
 
     async def _put_manifest(self, t: Target, m: Manifest, ref: str) -> None:
-        announced = await t.repo.put_manifest(ref, m.raw, m.media_type)
-        if announced and announced.startswith(m.digest.split(":")[0]) and announced != m.digest:
-            raise DigestMismatch(f"{t.repo.name} stored manifest {ref} as {announced}, not {m.digest}")
+        async def put() -> None:
+            announced = await t.repo.put_manifest(ref, m.raw, m.media_type)
+            if announced and announced.startswith(m.digest.split(":")[0]) and announced != m.digest:
+                raise DigestMismatch(f"{t.repo.name} stored manifest {ref} as {announced}, not {m.digest}")
+
+        if t.repo.manifests_shared:  # the same PUT under way for another copy: its success is this one's
+            await self.engine.manifest_flights.push((t.location, t.repo.path, ref, m.digest), put)
+        else:
+            await put()
         t.status.manifests_pushed += 1
         self.listener.changed(t.status)

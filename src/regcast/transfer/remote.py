@@ -41,6 +41,10 @@ class RegistryRepository:
         return self.repository
 
     @property
+    def manifests_shared(self) -> bool:
+        return True
+
+    @property
     def retry(self) -> RetryPolicy:
         return self.client.options.retry
 

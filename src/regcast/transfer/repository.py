@@ -51,6 +51,12 @@ class Repository(Protocol):
         ...
 
     @property
+    def manifests_shared(self) -> bool:
+        """Does every object for this location and path see a manifest the moment one is put (a registry)?
+        Then copies of one process may share a PUT; a layout object keeps its tags until it commits."""
+        ...
+
+    @property
     def retry(self) -> RetryPolicy:
         """The retry policy value of this repository's requests (and of the engine's re-uploads)."""
         ...

@@ -6,18 +6,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import ssl
 import stat
 from pathlib import Path
 
 import pytest
-import trustme
 from cryptography.fernet import Fernet
 
 from regcast._exceptions import ConfigError
 from regcast.jobs._db import Watchdog, make_engine
 from regcast.jobs.secrets import KEY_FILE, SecretBox, derive_key
-from regcast.registry._transport import trust
 
 KEY = "k3y-of-thirty-two-characters-or-more!"
 
@@ -58,15 +55,3 @@ def test_sqlite_database_files_are_created_0600(tmp_path: Path) -> None:
         engine.dispose()
     finally:
         os.umask(old)
-
-
-def test_ca_bundle_adds_to_the_system_cas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    system, extra = trustme.CA(), trustme.CA()
-    system_file, extra_file = tmp_path / "system.pem", tmp_path / "extra.pem"
-    system.cert_pem.write_to_path(str(system_file))
-    extra.cert_pem.write_to_path(str(extra_file))
-    monkeypatch.setenv("SSL_CERT_FILE", str(system_file))  # what the system store holds here
-    ctx = trust(str(extra_file))
-    assert isinstance(ctx, ssl.SSLContext)
-    assert len(ctx.get_ca_certs()) == 2  # the system's CA and the bundle's, not the bundle's alone
-    assert trust(None) is True

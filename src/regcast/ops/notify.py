@@ -25,15 +25,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from regcast import USER_AGENT
 from regcast._exceptions import InvalidInput, RegcastError
 from regcast.api.status import in_sync
 from regcast.config import Settings
 from regcast.jobs.store import JobRecord, JobStore
-from regcast.registry._transport import read_capped, trust
+from regcast.registry._transport import read_capped
 from regcast.registry.redact import printable, redact_text
+from regcast.registry.tls import aiohttp, trust
 
 if TYPE_CHECKING:
     from regcast.mirrors.document import MirrorDocument

@@ -12,8 +12,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-import aiohttp
-
 from regcast._exceptions import (
     AuthenticationFailed,
     Failure,
@@ -25,17 +23,9 @@ from regcast._exceptions import (
 )
 from regcast.registry.guards import AddressRefused
 from regcast.registry.redact import printable, redact_text, redact_url
+from regcast.registry.tls import aiohttp
 
 MAX_ERROR_BODY = 1024 * 1024
-
-
-def trust(ca_bundle: str | None) -> ssl.SSLContext | bool:
-    """TLS verification trusting the system CAs plus ``ca_bundle`` (it adds, never replaces)."""
-    if not ca_bundle:
-        return True
-    ctx = ssl.create_default_context()  # the system store first
-    ctx.load_verify_locations(cafile=ca_bundle)
-    return ctx
 
 
 def _classify(exc: BaseException) -> tuple[Failure, str]:

@@ -15,8 +15,6 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from urllib.parse import urljoin
 
-import aiohttp
-
 from regcast._exceptions import (
     Failure,
     ProtocolViolation,
@@ -32,6 +30,7 @@ from regcast.registry.digest import validate_digest
 from regcast.registry.guards import check_followed_url
 from regcast.registry.redact import redact_url
 from regcast.registry.reference import validate_repository
+from regcast.registry.tls import aiohttp
 
 log = logging.getLogger("regcast.registry")
 

@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import aiohttp
-
 from regcast._exceptions import (
     AuthenticationFailed,
     Failure,
@@ -37,6 +35,7 @@ from regcast.registry.request import Body, RateLimitWatch
 from regcast.registry.retry import RetryPolicy
 from regcast.registry.session import ClientOptions, RequestObserver, open_session
 from regcast.registry.strategy import UploadStrategy
+from regcast.registry.tls import aiohttp
 
 if TYPE_CHECKING:
     from regcast.registry.pool import Shared

@@ -15,9 +15,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from regcast.registry._transport import parse_retry_after
+from regcast.registry.tls import aiohttp
 
 DEFAULT_WINDOW = 60.0  # seconds to wait when a registry gives no window or Retry-After
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import aiohttp
-
 from regcast._exceptions import ContentError, ManifestTooLarge, NotFound
 from regcast.registry import mediatypes as mt
 from regcast.registry._transport import read_capped, response_error, translate_errors
@@ -19,6 +17,7 @@ from regcast.registry.auth import scope
 from regcast.registry.digest import validate_digest
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from regcast.registry.reference import validate_ref, validate_repository
+from regcast.registry.tls import aiohttp
 
 if TYPE_CHECKING:
     from regcast.registry.client import RegistryClient

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
-import aiohttp
-
 from regcast._exceptions import ProtocolViolation, RegistryResponseError, RegistryUnreachable
 from regcast.registry._transport import status_error, translate_errors
 from regcast.registry.guards import Kind, check_followed_url
@@ -25,6 +23,7 @@ from regcast.registry.limits import send_within
 from regcast.registry.redact import redact_url
 from regcast.registry.retry import RetryPolicy
 from regcast.registry.session import ClientOptions, RequestObserver
+from regcast.registry.tls import aiohttp
 
 if TYPE_CHECKING:
     from regcast.registry.client import RegistryClient

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import aiohttp
-from aiohttp.abc import AbstractResolver
+from typing import TYPE_CHECKING, Protocol
 
 from regcast import USER_AGENT
-from regcast.registry._transport import trust
 from regcast.registry.guards import OutboundPolicy
 from regcast.registry.retry import RetryPolicy
+from regcast.registry.tls import aiohttp, trust
+
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractResolver
 
 
 class RequestObserver(Protocol):
@@ -54,7 +54,8 @@ class ClientOptions:
 
 
 def ssl_context(options: ClientOptions) -> ssl.SSLContext | bool:
-    """False turns verification off (``verify_tls: false``); otherwise the system CAs plus ``ca_bundle``."""
+    """False turns verification off (``verify_tls: false``); otherwise the system CAs plus ``ca_bundle``
+    (the process's one context for that bundle: ``tls.py``)."""
     if not options.verify_tls:
         return False
     return trust(options.ca_bundle)

@@ -1,0 +1,90 @@
+"""TLS trust: one verifying context per CA bundle in a process, reading the system CAs on first use.
+
+Loading the system CA file costs ~240 M instructions (~60 ms here) per context. aiohttp builds two
+contexts when imported, although regcast hands every connector its own: ``aiohttp`` here is aiohttp
+imported with CA loading skipped for those two (left without CAs, aiohttp's verifying default would
+refuse every certificate, never accept one). ``trust`` gives the one context regcast uses; it reads
+the system CAs when its first TLS connection starts, so a copy between plain-HTTP registries never
+reads them (issue 17, docs/decisions.md "Start-up"). Modules import aiohttp from here.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import sys
+import threading
+from typing import Any
+
+
+def _import_aiohttp() -> None:
+    if "aiohttp" in sys.modules:
+        return
+    load = ssl.SSLContext.set_default_verify_paths
+    ssl.SSLContext.set_default_verify_paths = lambda self: None  # type: ignore[method-assign]
+    try:
+        import aiohttp  # noqa: F401  (its module-level contexts are built now, without CAs)
+    finally:
+        ssl.SSLContext.set_default_verify_paths = load  # type: ignore[method-assign]
+
+
+_import_aiohttp()
+import aiohttp as aiohttp  # noqa: E402  (re-exported: the import above must come first)
+
+
+class Trust(ssl.SSLContext):
+    """A verifying client context (as ``ssl.create_default_context()``) whose system CAs are read when
+    its first TLS connection (or a look at its store) needs them; an extra bundle is read at once."""
+
+    _system_loaded = False
+    _lock = threading.Lock()
+
+    def _load_system(self) -> None:
+        with self._lock:
+            if not self._system_loaded:
+                self.load_default_certs()
+                self._system_loaded = True
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        self._load_system()
+        return super().wrap_bio(*args, **kwargs)
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        self._load_system()
+        return super().wrap_socket(*args, **kwargs)
+
+    def get_ca_certs(self, binary_form: bool = False) -> Any:
+        self._load_system()
+        return super().get_ca_certs(binary_form)
+
+    def cert_store_stats(self) -> dict[str, int]:
+        self._load_system()
+        return super().cert_store_stats()
+
+
+_contexts: dict[tuple[str, int, int] | None, Trust] = {}
+_contexts_lock = threading.Lock()
+
+
+def trust(ca_bundle: str | None) -> ssl.SSLContext:
+    """The context verifying against the system CAs plus ``ca_bundle`` (it adds, never replaces).
+
+    One per bundle file version (path, mtime, size) in the process: a rotated bundle is read again
+    by clients opened after the change. A missing or broken bundle raises here, when a client opens.
+    """
+    key = None
+    if ca_bundle:
+        st = os.stat(ca_bundle)
+        key = (ca_bundle, st.st_mtime_ns, st.st_size)
+    with _contexts_lock:
+        ctx = _contexts.get(key)
+        if ctx is None:
+            ctx = Trust(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname on, CERT_REQUIRED
+            ctx.set_alpn_protocols(["http/1.1"])  # as aiohttp's own default context
+            keylog = os.environ.get("SSLKEYLOGFILE")  # as ssl.create_default_context
+            if keylog and not sys.flags.ignore_environment:
+                ctx.keylog_filename = keylog
+            if ca_bundle:
+                ctx.load_verify_locations(cafile=ca_bundle)
+            _contexts[key] = ctx
+        return ctx

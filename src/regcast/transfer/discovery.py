@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from regcast._async import gather_all
 from regcast._exceptions import GraphTooLarge, RegcastError, UnsupportedManifest
@@ -64,8 +65,27 @@ class _Discovery:
             return []
 
     async def _candidates(self, subject: str) -> list[_Candidate]:
-        """Everything that refers to ``subject``: API (else the tag-schema index), then cosign's tags."""
+        """Everything that refers to ``subject``: API (else the tag-schema index), and cosign's tags.
+
+        The cosign HEADs go out with the listing, not after it: a no-op re-sync waits for one round trip
+        (two without the API) instead of five (issue 17)."""
+        tags = api.cosign_tags(subject)
+        answers: list[Any] = await gather_all(self._listed(subject), *(self._head(tag) for tag in tags))
+        entries: list[dict[str, Any]] = answers[0]
+        digests: list[str | None] = answers[1:]
         out: list[_Candidate] = []
+        for d in entries:
+            kind = d.get("artifactType")
+            kind = kind if isinstance(kind, str) else None
+            if kind is None or self.options.wants(kind):  # filtered out here: never fetched, never counted
+                out.append(_Candidate(d["digest"], subject, kind))
+        for tag, digest in zip(tags, digests, strict=True):
+            if digest is not None:
+                out.append(_Candidate(digest, subject, None, tag))
+        return out
+
+    async def _listed(self, subject: str) -> list[dict[str, Any]]:
+        """The descriptors the referrers API lists for ``subject``, else those of its tag-schema index."""
         listing = None
         if not self.api_absent:
             only = next(iter(self.options.types)) if len(self.options.types) == 1 else None
@@ -74,24 +94,17 @@ class _Discovery:
             if listing is None:
                 self.api_absent = True  # one 404 is enough: this registry has no referrers API
         if listing is not None:
-            entries = listing.descriptors
-        else:
-            async with self.slots:
-                held = await self.api.read_index(api.fallback_tag(subject))
-            if held is not None:
-                self.budget.manifest(held.manifest)
-            entries = api.index_entries(held.manifest) if held else []
-        for d in entries:
-            kind = d.get("artifactType")
-            kind = kind if isinstance(kind, str) else None
-            if kind is None or self.options.wants(kind):  # filtered out here: never fetched, never counted
-                out.append(_Candidate(d["digest"], subject, kind))
-        for tag in api.cosign_tags(subject):
-            async with self.slots:
-                digest = await self.repo.head_manifest(tag)
-            if digest is not None:
-                out.append(_Candidate(digest, subject, None, tag))
-        return out
+            return list(listing.descriptors)
+        async with self.slots:
+            held = await self.api.read_index(api.fallback_tag(subject))
+        if held is None:
+            return []
+        self.budget.manifest(held.manifest)
+        return api.index_entries(held.manifest)
+
+    async def _head(self, tag: str) -> str | None:
+        async with self.slots:
+            return await self.repo.head_manifest(tag)
 
     async def take(self, c: _Candidate) -> Referrer | None:
         """Fetch one referrer whole (manifests, blob presence); None when it is filtered or left out."""

@@ -104,18 +104,22 @@ class CopyEngine:
         with contextlib.ExitStack() as watching:
             for t in targets:
                 watching.enter_context(t.repo.watch_retries(functools.partial(run.retried, t)))
-            # with referrers on, an image already everywhere may still have new signatures to bring
-            if not platforms and not (referrers and referrers.enabled):
-                digest = await run.all_up_to_date(ref)
-                if digest is not None:  # HEADs only: free on Docker Hub, no manifest pulled
-                    return CopyResult(digest, [t.status for t in targets], graph)
-            if graph is not None and not platforms and await run.source_moved(ref, graph):
-                graph = None
-            if graph is None:
-                graph = await self.plan(source, ref, platforms, referrers)
-            else:  # planned earlier (an earlier attempt, a mirror pass): referrers found now if still wanted
-                graph = await self.with_referrers(source, graph, referrers)
-            await run.execute(graph)
+            run.head_targets()  # in the background: the targets' round trips overlap the source's
+            try:
+                # with referrers on, an image already everywhere may still have new signatures to bring
+                if not platforms and not (referrers and referrers.enabled):
+                    digest = await run.all_up_to_date(ref)
+                    if digest is not None:  # HEADs only: free on Docker Hub, no manifest pulled
+                        return CopyResult(digest, [t.status for t in targets], graph)
+                if graph is not None and not platforms and await run.source_moved(ref, graph):
+                    graph = None
+                if graph is None:
+                    graph = await self.plan(source, ref, platforms, referrers)
+                else:  # planned earlier (an earlier attempt, a mirror pass): referrers found now if still wanted
+                    graph = await self.with_referrers(source, graph, referrers)
+                await run.execute(graph)
+            finally:
+                await run.drop_heads()
         return CopyResult(graph.root.digest, [t.status for t in targets], graph)
 
 
@@ -132,10 +136,11 @@ class _CopyRun(BlobCopy, ManifestPush):
     async def all_up_to_date(self, ref: str) -> str | None:
         """The source digest if every target already holds it at its ref (then they are FINISHED)."""
         try:
-            digest = await self.source.head_manifest(ref)
+            digest, *held = await gather_all(
+                self.source.head_manifest(ref), *(self.target_head(t) for t in self.targets)
+            )
             if digest is None:
                 return None
-            held = await gather_all(*(t.repo.head_manifest(t.ref) for t in self.targets))
         except RegcastError:
             return None  # the full path reports the error properly
         if any(h != digest for h in held):

@@ -30,7 +30,7 @@ class ManifestPush(RunState):
         # a later one may find the blobs of an earlier attempt that never got to its tag)
         empty = asyncio.ensure_future(t.repo.holds_no_tags()) if t.status.attempts <= 1 else None
         try:
-            existing = await t.repo.head_manifest(t.ref)
+            existing = await self.target_head(t)  # HEADed when the copy started
             if existing is None and empty is not None and await empty:
                 self.fresh.add(t)
         except AuthenticationFailed as exc:

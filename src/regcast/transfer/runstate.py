@@ -51,6 +51,23 @@ class RunState:
         self._blobs_left: dict[Target, set[str]] = {}  # per target: blobs it does not hold yet
         self._pushes: dict[Target, asyncio.Task[None]] = {}  # per target: its manifests and tag going
         self._graph: SourceGraph | None = None
+        self._tag_heads: dict[Target, asyncio.Task[str | None]] = {}  # each target's tag, HEADed once per copy
+
+    def head_targets(self) -> None:
+        """HEAD every target's tag now, concurrently with the source's requests (answers awaited where used)."""
+        for t in self.targets:
+            self._tag_heads[t] = asyncio.create_task(t.repo.head_manifest(t.ref))
+
+    async def target_head(self, t: Target) -> str | None:
+        """The digest ``t`` holds at its ref (None: absent); raises as ``head_manifest`` does."""
+        task = self._tag_heads.get(t)
+        return await (task if task is not None else t.repo.head_manifest(t.ref))
+
+    async def drop_heads(self) -> None:
+        """The copy is over: HEADs nobody awaited (the source failed first) are cancelled, their errors read."""
+        for task in self._tag_heads.values():
+            task.cancel()
+        await asyncio.gather(*self._tag_heads.values(), return_exceptions=True)
 
     def retried(self, t: Target, _what: str = "") -> None:
         """A request or an upload of ``t`` is tried again (counted in its status)."""

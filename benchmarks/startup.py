@@ -1,16 +1,23 @@
 """Scenario s: start-up (#17). Median wall time and CPU of short commands, interleaved, against the floor.
 
 The floor is an interpreter doing nothing (``python -c pass``); skopeo's own start-up (``skopeo
---version``) is the bar when installed. The no-op copy re-syncs a small image to 3 registries that
-already hold it: what remains is start-up plus a few HEADs. Which modules load is asserted in
-``tests/unit/test_startup.py``; seconds are only measured here.
+--version``) is the bar when installed. regcast's bytecode is compiled first: pip compiles it when it
+installs the wheel (the image too), but this checkout is an editable install and the machine sets
+PYTHONDONTWRITEBYTECODE, so without that step every run would compile regcast's sources again
+(~350 M instructions, ~16% of a no-op copy) and measure something no user runs. The no-op copy
+re-syncs a small image to 3 registries that already hold it: what remains is start-up plus a few
+round trips. Which modules load is asserted in ``tests/unit/test_startup.py``; seconds are only
+measured here.
 """
 
 from __future__ import annotations
 
+import compileall
 import statistics
 import sys
+from pathlib import Path
 
+import regcast
 from benchmarks.runner import REGCAST, SKOPEO, Bench, build_image
 
 
@@ -19,9 +26,11 @@ def scenario_startup(bench: Bench, out: list[str], quick: bool) -> None:
     targets = bench.registries(3)
     img = build_image(bench.workdir / "img-s", src, "bench/s", [64 * 1024, 4096])
     copy = [REGCAST, "copy", f"{src.host}/{img.repo}:v1", *[f"{t.host}/{img.repo}:v1" for t in targets]]
+    compileall.compile_dir(Path(regcast.__file__).parent, quiet=1)  # as an installed wheel is
     commands = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "regcast --help": [REGCAST, "--help"],
+        "regcast copy --help": [REGCAST, "copy", "--help"],
         "regcast --version": [REGCAST, "--version"],
         "regcast copy, no-op re-sync, 3 targets": copy,
     }
@@ -41,7 +50,7 @@ def scenario_startup(bench: Bench, out: list[str], quick: bool) -> None:
         bench.drop([src, *targets])
     floor = statistics.median(wall["python -c pass"])
     lines = [
-        "\n### s: start-up (medians; goals: --help <= 0.1 s, no-op copy <= 0.2 s)",
+        "\n### s: start-up (medians; goals: --help and COMMAND --help <= 0.1 s, no-op copy <= 0.2 s)",
         "",
         "| command | median s | CPU s | x python -c pass |",
         "| --- | --- | --- | --- |",

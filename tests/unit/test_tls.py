@@ -54,7 +54,7 @@ def test_one_context_per_bundle_version(tmp_path: Path) -> None:
     ],
 )
 def test_aiohttp_is_imported_without_reading_the_ca_file(module: str) -> None:
-    """Whichever module brings aiohttp in first, its import-time contexts read no CA file (~60 ms each)
+    """Whichever module brings aiohttp in first, its import-time contexts read no CA file (~21 ms each)
     and the system's CAs are not read before a TLS connection needs them."""
     code = (
         f"import {module}, aiohttp.connector as c, regcast.registry.tls as t; "

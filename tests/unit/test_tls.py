@@ -64,3 +64,16 @@ def test_aiohttp_is_imported_without_reading_the_ca_file(module: str) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["0", "False", "True"]
+
+
+def test_no_module_imports_aiohttp_but_through_tls() -> None:
+    """A module importing aiohttp itself, if imported first, would bring back its two CA file reads."""
+    src = Path(__file__).resolve().parents[2] / "src" / "regcast"
+    direct = [
+        f"{path.relative_to(src)}: {line}"
+        for path in src.rglob("*.py")
+        if path.name != "tls.py"
+        for line in path.read_text().splitlines()
+        if line.startswith(("import aiohttp", "from aiohttp"))  # indented ones: TYPE_CHECKING blocks
+    ]
+    assert direct == []

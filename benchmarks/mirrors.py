@@ -1,15 +1,26 @@
-"""Scenario m (mirror sets): N tags x 3 targets by one ``regcast sync`` pass vs one ``regcast copy``
-per tag; a no-change second pass (HEADs only; target under 2 s on loopback); a 200-tag selection."""
+"""Scenario m (mirror sets): N tags x 3 targets (issue 17: 50 tags, a no-change pass in <= 2 s, HEADs only).
+
+Timed: the first ``regcast sync`` pass; a no-change pass by the CLI (process wall and CPU) and by the
+service (a manual run of the stored mirror over the API, from the POST to the run FINISHED, and the
+service's CPU for it); ``regcast copy`` once per tag as the old way. Counted: one more no-change pass
+of each kind through counting proxies in front of the source and every target (the timed passes go
+direct, so the proxies' own cost stays out of the figures): requests by method and kind.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from tests.support import images
+from tests.support.faults import FaultProxy
+from tests.support.service import Service
 
 from regcast.mirrors.document import TagRules
 from regcast.mirrors.select import TagSelector
@@ -18,6 +29,7 @@ from regcast.registry.client import RegistryClient
 from regcast.registry.reference import endpoint_for_registry
 
 REGCAST_ENV = {"REGCAST_REQUEST_RETRIES": "3"}
+SECRET_KEY = "bench-mirrors-" + "k" * 24
 
 
 def _push(src: Any, repo: str, tags: int) -> list[str]:
@@ -30,16 +42,46 @@ def _push(src: Any, repo: str, tags: int) -> list[str]:
     return names
 
 
-def _doc(path: Path, src: Any, repo: str, targets: list[Any]) -> Path:
-    path.write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "mirrors": [{"name": "bench", "source": f"{src.host}/{repo}", "targets": [t.host for t in targets]}],
-            }
-        )
-    )
+def _mirror_doc(name: str, src: str, repo: str, targets: list[str]) -> dict[str, Any]:
+    return {"version": 1, "mirrors": [{"name": name, "source": f"{src}/{repo}", "targets": targets}]}
+
+
+def _write(path: Path, doc: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(doc))
     return path
+
+
+def _kind(method: str, path: str) -> str:
+    for pattern, kind in (
+        (r"/manifests/", "manifest"),
+        (r"/blobs/uploads", "upload"),
+        (r"/blobs/", "blob"),
+        (r"/tags/list", "tag list"),
+        (r"/referrers/", "referrers"),
+        (r"^/v2/?$", "ping"),
+    ):
+        if re.search(pattern, path):
+            return f"{method} {kind}"
+    return f"{method} other"
+
+
+def _counts(proxies: list[FaultProxy]) -> str:
+    c: Counter[str] = Counter(_kind(m, p.split("?")[0]) for px in proxies for m, p, _h in px.seen)
+    return ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+
+
+def _run_and_wait(svc: Service, name: str) -> tuple[float, dict[str, Any]]:
+    t = time.perf_counter()
+    r = svc.http.post(f"/api/mirrors/{name}/run")
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    while True:
+        for run in svc.http.get(f"/api/mirrors/{name}/runs").json()["runs"]:
+            if run["id"] == run_id and run["state"] in ("FINISHED", "FAILED"):
+                if run["state"] != "FINISHED":
+                    raise RuntimeError(f"mirror run failed: {run}")
+                return time.perf_counter() - t, run
+        time.sleep(0.01)
 
 
 async def _select(host: str, repo: str) -> tuple[float, int]:
@@ -51,36 +93,77 @@ async def _select(host: str, repo: str) -> tuple[float, int]:
         return time.perf_counter() - t, len(chosen)
 
 
-def scenario_mirrors(bench: Any, out: list[str], tags: int, report: Any, result: Any) -> None:
-    from benchmarks.runner import REGCAST
+def _no_change(bench: Any, out: list[str], tags: int, report: Any, result: Any, per_tag_copies: bool = True) -> None:
+    from benchmarks.runner import REGCAST, cpu_seconds
 
     src = bench.registries(1)[0]
     repo = "bench/mirror"
     names = _push(src, repo, tags)
-    results = {"sync, first pass": result(), f"copy x{tags}, one per tag": result(), "sync, no change": result()}
+    targets = bench.registries(3)
+    svc = Service(bench.workdir / "mirrors-svc", {"REGCAST_SECRET_KEY": SECRET_KEY}).start()
+    proxies = [FaultProxy(r.port).start() for r in (src, *targets)]
+    hosts = [f"127.0.0.1:{p.port}" for p in proxies]
+    first, cli, service = result(), result(), result()
+    lines: list[str] = []
     try:
-        for r in range(bench.rounds):
-            targets = bench.registries(3)
-            doc = _doc(bench.workdir / f"mirrors-{r}.json", src, repo, targets)
-            s, rss = bench.run_timed([REGCAST, "sync", str(doc)], REGCAST_ENV)
-            results["sync, first pass"].seconds.append(s)
-            results["sync, first pass"].rss_kib.append(rss)
-            s, rss = bench.run_timed([REGCAST, "sync", str(doc)], REGCAST_ENV)
-            results["sync, no change"].seconds.append(s)
-            results["sync, no change"].rss_kib.append(rss)
-            bench.drop(targets)
-            targets = bench.registries(3)
-            t = time.perf_counter()
-            for name in names:
-                bench.run_timed(
-                    [REGCAST, "copy", f"{src.host}/{repo}:{name}", *(f"{x.host}/{repo}" for x in targets)], REGCAST_ENV
-                )
-            results[f"copy x{tags}, one per tag"].seconds.append(time.perf_counter() - t)
-            bench.drop(targets)
+        doc = _mirror_doc("bench", src.host, repo, [t.host for t in targets])
+        path = _write(bench.workdir / "mirrors.json", doc)
+        s, rss = bench.run_timed([REGCAST, "sync", str(path)], REGCAST_ENV)
+        first.seconds.append(s)
+        first.rss_kib.append(rss)
+        assert svc.http.post("/api/mirrors", json=doc).status_code == 201
+        _run_and_wait(svc, "bench")  # warm: the service's first run imports the planner
+        for _ in range(bench.rounds):
+            cpu0 = bench.last_cpu
+            s, rss = bench.run_timed([REGCAST, "sync", str(path)], REGCAST_ENV)
+            cli.seconds.append(s)
+            cli.rss_kib.append(rss)
+            cli.tool_cpu.append(bench.last_cpu - cpu0)
+            assert svc.proc
+            c0 = cpu_seconds(svc.proc.pid)
+            s, run = _run_and_wait(svc, "bench")
+            service.seconds.append(s)
+            service.tool_cpu.append(cpu_seconds(svc.proc.pid) - c0)
+            if run["up_to_date"] != tags:
+                raise RuntimeError(f"not a no-change run: {run}")
+        counted = _mirror_doc("counted", hosts[0], repo, hosts[1:])
+        bench.run_timed([REGCAST, "sync", str(_write(bench.workdir / "counted.json", counted))], REGCAST_ENV)
+        lines.append(f"no-change CLI pass, requests at the source: {_counts(proxies[:1])}")
+        lines.append(f"no-change CLI pass, requests at the 3 targets: {_counts(proxies[1:])}")
+        for p in proxies:
+            p.seen.clear()
+        assert svc.http.post("/api/mirrors", json=counted).status_code == 201
+        _run_and_wait(svc, "counted")
+        lines.append(f"no-change service run, requests at the source: {_counts(proxies[:1])}")
+        lines.append(f"no-change service run, requests at the 3 targets: {_counts(proxies[1:])}")
     finally:
-        bench.drop([src])
-    report(out, f"m: mirror set, {tags} tags x 3 targets", results)
+        for p in proxies:
+            p.stop()
+        svc.stop()
+        bench.drop(targets)
+    per_tag = result()  # stays empty (no row) without per_tag_copies
+    targets = bench.registries(3)
+    try:
+        t = time.perf_counter()
+        for name in names if per_tag_copies else []:
+            bench.run_timed(
+                [REGCAST, "copy", f"{src.host}/{repo}:{name}", *(f"{x.host}/{repo}" for x in targets)], REGCAST_ENV
+            )
+        if per_tag_copies:
+            per_tag.seconds.append(time.perf_counter() - t)
+    finally:
+        bench.drop([*targets, src])
+    rows = {"sync, first pass": first, f"copy x{tags}, one per tag (once)": per_tag}
+    rows.update({"sync (CLI), no change": cli, "service mirror run, no change (POST run -> FINISHED)": service})
+    report(out, f"m: mirror set, {tags} tags x 3 targets", {k: v for k, v in rows.items() if v.seconds})
+    text = "\n".join(["", *(f"- {x}" for x in lines)])
+    print(text, flush=True)
+    out.append(text)
+    out.append(f"\nno-change medians: CLI {statistics.median(cli.seconds):.2f} s, service {service.median:.2f} s")
 
+
+def scenario_mirrors(bench: Any, out: list[str], tags: int, report: Any, result: Any) -> None:
+    _no_change(bench, out, tags, report, result)
     many = bench.registries(1)[0]
     try:
         http = many.http()

@@ -1,7 +1,10 @@
 """The plan of a pass: image x target -> up to date / copy / skip, from HEADs (and manifests for bytes).
 
 Per selected tag: every target's tag is HEADed first, so an ``immutable`` tag present at every
-target costs the source nothing; then one source HEAD gives the digest to compare. With
+target costs the source nothing; then one source HEAD gives the digest to compare. The checks of
+all tags go at once, bounded per registry (its connection pool, or its ``max_concurrency`` when
+lower), never by one bound for all registries: a no-change pass of 50 tags x 3 targets is 200
+HEADs spread over 4 registries, each kept busy on its own connections. With
 ``bytes`` (dry runs, progress totals) the manifests of the images to copy are read and each blob
 HEADed at each target: the bytes a pass moves are the blobs missing there, each counted once per
 target repository, which is what a pass that copies images one after another then moves. With a
@@ -29,7 +32,6 @@ from regcast.transfer.plan import SourceGraph, load_graph
 from regcast.transfer.remote import RegistryRepository
 
 T = TypeVar("T")
-CHECKS_IN_FLIGHT = 8
 
 
 class Action(enum.StrEnum):
@@ -123,8 +125,20 @@ class Planner:
         self.doc = doc
         self.pool = pool
         self.with_bytes = with_bytes
-        self.slots = asyncio.Semaphore(CHECKS_IN_FLIGHT)
+        self._slots: dict[str, asyncio.Semaphore] = {}  # registry (or layout) -> checks in flight there
         self._counted: set[tuple[Repo, str]] = set()  # (target repository, blob) already counted
+
+    def slots(self, registry: str) -> asyncio.Semaphore:
+        """The checks in flight at one registry: as many as its connection pool holds, fewer when the
+        document caps the registry (the client's limit would queue the rest anyway, holding tasks)."""
+        key = registry.lower()
+        if key not in self._slots:
+            conf = self.doc.registry(registry)
+            size = self.pool.settings.connections_per_registry
+            if conf is not None and conf.max_concurrency:
+                size = min(size, conf.max_concurrency)
+            self._slots[key] = asyncio.Semaphore(size)
+        return self._slots[key]
 
     async def plan(self, names: list[str] | None = None) -> list[MirrorPlan]:
         return [await self.plan_mirror(m) for m in self.doc.mirrors if names is None or m.name in names]
@@ -136,18 +150,20 @@ class Planner:
         selector = TagSelector.from_rules(mirror.tags)
         try:
             client = self.pool.source(src.registry)
-            if only is not None:
-                tags = list(only)
-            else:
-                tags = selector.select([] if selector.listed_only else await list_tags(client, src.repository))
+            # the targets' pings (one per client, before its concurrent HEADs; errors show per image)
+            # overlap the source's tag listing: round trips to different registries, not in a row
+            pings = asyncio.gather(*(self._ping(t) for t in plan.targets))
+            try:
+                if only is not None:
+                    tags = list(only)
+                else:
+                    tags = selector.select([] if selector.listed_only else await list_tags(client, src.repository))
+            finally:
+                await pings
         except RegcastError as exc:
             plan.error = describe(exc)
             return plan
         platforms = [Platform.parse(p) for p in mirror.platforms] if mirror.platforms else None
-        for t in plan.targets:  # one ping per client before the concurrent HEADs (errors show per image)
-            if not t.is_layout:
-                with contextlib.suppress(RegcastError):
-                    await self.pool.target(t.registry).ping()
         plan.images = list(
             await gather_all(*(self._plan_image(mirror, client, src, tag, plan.targets, platforms) for tag in tags))
         )
@@ -156,10 +172,15 @@ class Planner:
                 await self._count_bytes(img)
         return plan
 
+    async def _ping(self, target: Repo) -> None:
+        if not target.is_layout:
+            with contextlib.suppress(RegcastError):
+                await self.pool.target(target.registry).ping()
+
     async def _head_target(self, target: Repo, tag: str) -> str | None:
         repository = self.pool.repository(target)
         try:
-            return await _bounded(self.slots, lambda: repository.head_manifest(tag))
+            return await _bounded(self.slots(target.registry), lambda: repository.head_manifest(tag))
         except AuthenticationFailed:
             return None  # push-only credentials: the copy will tell whether they can write
 
@@ -187,11 +208,12 @@ class Planner:
         try:
             if platforms:
                 img.graph = await _bounded(
-                    self.slots, lambda: load_graph(RegistryRepository(client, src.repository), tag, platforms)
+                    self.slots(src.registry),
+                    lambda: load_graph(RegistryRepository(client, src.repository), tag, platforms),
                 )
                 img.digest = img.graph.root.digest
             else:
-                img.digest = await _bounded(self.slots, lambda: client.head_manifest(src.repository, tag))
+                img.digest = await _bounded(self.slots(src.registry), lambda: client.head_manifest(src.repository, tag))
         except RegcastError as exc:
             img.error = describe(exc)
         if img.digest is None:
@@ -210,7 +232,7 @@ class Planner:
         return img
 
     async def _blob_exists(self, target: Repo, digest: str) -> bool:
-        async with self.slots:
+        async with self.slots(target.registry):
             return await self.pool.repository(target).has_blob(digest)
 
     async def _count_bytes(self, img: ImagePlan) -> None:

@@ -492,7 +492,8 @@ def report(out: list[str], title: str, results: dict[str, Result]) -> None:
 
 def _feature_scenarios(bench: Bench, out: list[str], chosen: set[str], quick: bool) -> None:
     """Scenarios of one feature each, in their own modules: m (mirror sets), r (referrers), p (push events),
-    l (image layouts), s (start-up), x (a slow target beside fast ones, issue 19), scale (time against
+    l (image layouts), s (start-up), x (a slow target beside fast ones, issue 19), fd (detaches with no
+    slow target, per grace), scale (time against
     targets and concurrent jobs, with PNG plots), j (service CPU per job), rss (service memory)."""
     if "m" in chosen:
         from benchmarks.mirrors import scenario_mirrors
@@ -538,7 +539,7 @@ def main() -> None:
     ap.add_argument(
         "--scenarios",
         default="a,a6,b,c,d,e,f,fs,m,r,p,l,s,x,scale,j,rss",
-        help="comma-separated: a a6 b c d e f fs m r p l s x scale j rss",
+        help="comma-separated: a a6 b c d e f fs m r p l s x fd scale j rss (fd is not in the default run)",
     )
     ap.add_argument("--quick", action="store_true", help="smaller images (a smoke run, not a measurement)")
     ap.add_argument("--out", help="append the tables to this Markdown file")
@@ -571,6 +572,10 @@ def main() -> None:
             scenario_jobs(bench, out)
         if "fs" in chosen:
             scenario_same_image_jobs(bench, out)
+        if "fd" in chosen:
+            from benchmarks.false_detach import scenario_false_detach
+
+            scenario_false_detach(bench, out, args.quick)
         _feature_scenarios(bench, out, chosen, args.quick)
     if args.out:
         with open(args.out, "a") as f:

@@ -207,6 +207,7 @@ class Settings(BaseSettings):
         return TransferOptions(
             blobs_in_flight=self.blobs_in_flight,
             queue_depth=self.queue_depth,
+            chunk_size=self.chunk_size,
             progress_timeout=self.progress_timeout,
             detach_after=self.detach_after,
             spool_dir=self.spool_dir or None,

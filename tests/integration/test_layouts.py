@@ -13,7 +13,7 @@ import pytest
 
 from regcast.layouts import LayoutRepository, open_layout
 from regcast.registry.client import RegistryClient
-from regcast.transfer.engine import CopyEngine, CopyResult, Target
+from regcast.transfer.engine import CopyEngine, CopyResult, Target, TransferOptions
 from regcast.transfer.progress import TargetState
 from regcast.transfer.remote import RegistryRepository
 from regcast.transfer.repository import Repository
@@ -29,10 +29,10 @@ REF_NAME = "org.opencontainers.image.ref.name"
 MiB = 1024 * 1024
 
 
-def copy(source: Repository, ref: str, targets: list[Target]) -> CopyResult:
+def copy(source: Repository, ref: str, targets: list[Target], options: TransferOptions | None = None) -> CopyResult:
     async def go() -> CopyResult:
         try:
-            return await CopyEngine().copy(source, ref, targets)
+            return await CopyEngine(options or TransferOptions()).copy(source, ref, targets)
         finally:
             await source.close()
             for t in targets:
@@ -220,6 +220,7 @@ def test_one_source_read_fans_out_to_registries_and_an_archive(
             RegistryRepository(client_for_proxy(p), repo),
             "v1",
             [*targets, layout_target(f"oci-archive:{archive}", "v1")],
+            TransferOptions(detach_after=0),  # reads counted exactly: no detach on a loaded machine
         )
     )
     blob_gets = [path for method, path, _h in p.seen if method == "GET" and "/blobs/" in path]

@@ -33,7 +33,8 @@ def targets(registries: Registries) -> list[RegistryServer]:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
-    svc = Service(tmp_path, {"REGCAST_JOBS_IN_FLIGHT": str(JOBS)}).start()
+    # reads counted exactly: no detach (a second read) on a loaded machine
+    svc = Service(tmp_path, {"REGCAST_JOBS_IN_FLIGHT": str(JOBS), "REGCAST_DETACH_AFTER": "0"}).start()
     yield svc
     svc.stop()
 

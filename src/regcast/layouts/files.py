@@ -19,7 +19,7 @@ from typing import BinaryIO
 from regcast._exceptions import DigestMismatch, LayoutError
 from regcast.registry.digest import validate_digest
 from regcast.registry.manifest import Descriptor
-from regcast.transfer.fanout import Channel
+from regcast.transfer.channel import Channel
 
 CHUNK = 1024 * 1024
 

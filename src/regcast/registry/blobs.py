@@ -82,10 +82,12 @@ async def holds_no_tags(client: RegistryClient, repository: str) -> bool:
 
 
 async def read_blob(
-    client: RegistryClient, repository: str, digest: str, size: int, start: int = 0
+    client: RegistryClient, repository: str, digest: str, size: int, start: int = 0, read_size: int | None = None
 ) -> AsyncGenerator[bytes, None]:
     """Every byte of a blob from ``start`` on, resuming a broken download where it stopped (bounded
-    by the retry policy). A registry that ignores ``Range`` sends it all; the prefix is skipped."""
+    by the retry policy). A registry that ignores ``Range`` sends it all; the prefix is skipped.
+    ``read_size`` (default the chunk size) is both the chunk yielded and the response's buffer:
+    a read fed to slow targets only keeps that little in memory while they catch up."""
     validate_repository(repository)
     url = await client.url(f"{repository}/blobs/{validate_digest(digest)}")
     retry = client.options.retry
@@ -93,14 +95,20 @@ async def read_blob(
     while True:
         headers = {"Range": f"bytes={received}-"} if received else None
         resp = await client.send(  # streamed: a limit between reads (progress), never a total limit
-            "GET", url, scopes=(scope(repository, "pull"),), headers=headers, follow_redirects=True, streaming=True
+            "GET",
+            url,
+            scopes=(scope(repository, "pull"),),
+            headers=headers,
+            follow_redirects=True,
+            streaming=True,
+            read_bufsize=read_size,
         )
         try:
             skip = _skip_for(resp, received, client.name, digest)
             if skip is None:
                 raise await response_error(resp, client.name, f"getting blob {digest}")
             try:
-                async for chunk in _body(resp, client, url):
+                async for chunk in _body(resp, client, url, read_size or client.options.chunk_size):
                     if skip:
                         if len(chunk) <= skip:
                             skip -= len(chunk)
@@ -140,10 +148,9 @@ def _skip_for(resp: aiohttp.ClientResponse, received: int, registry: str, digest
     return None
 
 
-async def _body(resp: aiohttp.ClientResponse, client: RegistryClient, url: str) -> AsyncIterator[bytes]:
-    """The body in chunks; a source dripping under ``min_throughput`` bytes/s over a window is cut
-    (``RegistryUnreachable``: resumed with Range like any broken stream)."""
-    size = client.options.chunk_size
+async def _body(resp: aiohttp.ClientResponse, client: RegistryClient, url: str, size: int) -> AsyncIterator[bytes]:
+    """The body in chunks of ``size``; a source dripping under ``min_throughput`` bytes/s over a window
+    is cut (``RegistryUnreachable``: resumed with Range like any broken stream)."""
     floor, window = client.options.min_throughput, client.options.throughput_window
     loop = asyncio.get_running_loop()
     started, moved = loop.time(), 0

@@ -204,10 +204,12 @@ class RegistryClient:
         data: Body = None,
         follow_redirects: bool = False,
         streaming: bool = False,
+        read_bufsize: int | None = None,
     ) -> aiohttp.ClientResponse:
         """A registry API request: ping first (scheme, challenge), then the one request path.
 
-        The caller owns the response (``release()`` it).
+        The caller owns the response (``release()`` it); ``read_bufsize`` overrides the session's
+        response buffer (a slow reader's download buffers less).
         """
         if self.read_only and method not in ("GET", "HEAD"):
             raise RegistryError(f"refusing {method} to source registry {self.name}", registry=self.name)
@@ -220,6 +222,7 @@ class RegistryClient:
             data=data,
             follow_redirects=follow_redirects,
             streaming=streaming,
+            read_bufsize=read_bufsize,
         )
 
     async def _request(
@@ -236,6 +239,7 @@ class RegistryClient:
         streaming: bool = False,
         retry: RetryPolicy | None = None,
         outbound: Kind = "registry",
+        read_bufsize: int | None = None,
     ) -> aiohttp.ClientResponse:
         """The one request path (``request.request``), without the ping first (the ping and tokens use it)."""
         return await request.request(
@@ -251,6 +255,7 @@ class RegistryClient:
             streaming=streaming,
             retry=retry,
             outbound=outbound,
+            read_bufsize=read_bufsize,
         )
 
     # -- manifests (manifests.py) ----------------------------------------------------------------

@@ -49,6 +49,7 @@ class Call:
     follow_redirects: bool
     replayable: bool
     outbound: Kind  # the outbound policy's allow-list for this request: "registry" or "auth"
+    read_bufsize: int | None = None  # the response's buffer (None: the session's, one chunk)
 
 
 class RateLimitWatch:
@@ -89,6 +90,7 @@ async def request(
     streaming: bool = False,
     retry: RetryPolicy | None = None,
     outbound: Kind = "registry",
+    read_bufsize: int | None = None,
 ) -> aiohttp.ClientResponse:
     """The one request path of ping, token, manifest and blob requests: auth, a 401 answered once,
     redirects, and retries through ``RetryPolicy.increment``.
@@ -100,7 +102,9 @@ async def request(
     """
     replayable = data is None or isinstance(data, bytes)
     retry = (retry or client.options.retry) if replayable else RetryPolicy.none()
-    call = Call(method, url, scopes, headers, data, params, json_body, follow_redirects, replayable, outbound)
+    call = Call(
+        method, url, scopes, headers, data, params, json_body, follow_redirects, replayable, outbound, read_bufsize
+    )
     while True:
         try:
             resp = await send_within(
@@ -171,6 +175,8 @@ async def _send_once(
     extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}  # streamed: per-read limit
     if call.params:
         extra["params"] = call.params
+    if call.read_bufsize is not None:  # aiohttp pauses the socket once 2x this is buffered
+        extra["read_bufsize"] = call.read_bufsize
     if call.json_body is not None:
         extra["json"] = call.json_body
     if call.outbound != "registry":  # the session's middleware checks registry requests

@@ -257,6 +257,7 @@ class BlobCopy(RunState):
                 stall_timeout=opts.progress_timeout,
                 detach=detach,
                 attached_done=slot.hand_over,  # only detached targets left: the next blob may start
+                chunk_size=opts.chunk_size,
             )
         except asyncio.CancelledError:  # job cancelled or shutting down: leave no open sessions
             await opening.cancel(leaders)

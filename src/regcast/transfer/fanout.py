@@ -1,12 +1,15 @@
 """Read once, write many: one source stream fans out to every target that needs the blob.
 
-Each target has a bounded ``Channel``; chunks are shared ``bytes`` objects (no copies), so memory
-is about ``depth x chunk size`` per blob in flight, whatever the blob size. A slow target stalls
-the others only while its channel is full, and with ``detach_after`` set only for that long: then
-it is detached (``transfer/detach.py``) and finishes the blob from a second read of the source,
-its upload session untouched (or, with a spool, from the blob's bytes kept on disk during the main
-read: ``transfer/spool.py``). The last chunk is held back until the whole blob has been hashed:
-a blob whose bytes do not match its digest is never completed at any target.
+Each target has a bounded ``Channel`` (``transfer/channel.py``); chunks are shared ``bytes``
+objects (no copies). With ``chunk_size`` the fan-out has a budget of ``depth x chunk_size`` bytes
+split evenly between its channels (``channel_cap``): what a lagging target holds beyond the others
+is its queue, so memory per blob in flight stays about that budget whether a target lags or not,
+whatever the blob size. A slow target stalls the others only while its channel is full, and with
+``detach_after`` set only for that long: then it is detached (``transfer/detach.py``) and
+finishes the blob from a second read of the source, its upload session untouched (or, with a
+spool, from the blob's bytes kept on disk during the main read: ``transfer/spool.py``). The last
+chunk is held back until the whole blob has been hashed: a blob whose bytes do not match its
+digest is never completed at any target.
 """
 
 from __future__ import annotations
@@ -14,109 +17,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 from regcast._exceptions import DigestMismatch, Failure, RegistryUnreachable
 from regcast.registry.digest import hasher_for
 from regcast.registry.manifest import Descriptor
+from regcast.transfer.channel import END, Channel, Item
 from regcast.transfer.detach import DetachPolicy
 from regcast.transfer.spool import Spool
 
-
-class _End:
-    pass
-
-
-END: Final = _End()
 DETACHED_DEPTH: Final = 2  # chunks a detached channel queues: its read goes at its pace, more buys nothing
-Item = bytes | _End
-
-
-class Channel:
-    """A bounded single-producer, single-consumer queue that can be failed from either side."""
-
-    def __init__(self, depth: int) -> None:
-        self._items: deque[Item] = deque()
-        self._depth = max(1, depth)
-        self._error: BaseException | None = None
-        self.closed = False  # the consumer gave up
-        self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self.last_taken = time.monotonic()  # the consumer's progress, for stall detection
-        self._writable.set()
-
-    async def put(self, item: Item) -> bool:
-        """Queue ``item``; False if the consumer has gone."""
-        while len(self._items) >= self._depth and not self.closed:
-            self._writable.clear()
-            await self._writable.wait()
-        if self.closed:
-            return False
-        self._items.append(item)
-        self._readable.set()
-        return True
-
-    @property
-    def full(self) -> bool:
-        return len(self._items) >= self._depth
-
-    @property
-    def depth(self) -> int:
-        return self._depth
-
-    async def wait_writable(self) -> None:
-        """Until there is room (or the consumer has gone)."""
-        while self.full and not self.closed:
-            self._writable.clear()
-            await self._writable.wait()
-
-    def shrink(self, depth: int) -> None:
-        """Queue at most ``depth`` items from now on (those already queued stay)."""
-        self._depth = max(1, min(self._depth, depth))
-
-    def fail(self, exc: BaseException) -> None:
-        """The producer failed: the consumer raises ``exc`` on its next read."""
-        self._error = exc
-        self._readable.set()
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._error
-
-    @property
-    def pending(self) -> int:
-        """Items waiting for the consumer."""
-        return len(self._items)
-
-    def close(self) -> None:
-        """The consumer stops reading; the producer skips this channel from now on."""
-        self.closed = True
-        self._writable.set()
-
-    async def get(self) -> Item:
-        while not self._items and self._error is None:
-            self._readable.clear()
-            await self._readable.wait()
-        if self._error is not None:
-            raise self._error
-        item = self._items.popleft()
-        self.last_taken = time.monotonic()
-        self._writable.set()
-        return item
-
-    async def body(self, first: Item, on_chunk: Callable[[int], None]) -> AsyncIterator[bytes]:
-        """The request body for a target: ``first`` (already read) and every chunk until the end."""
-        item: Item = first
-        while not isinstance(item, _End):
-            if item:
-                yield item
-                on_chunk(len(item))
-            item = await self.get()
 
 
 Sink = Callable[[Channel], Awaitable[None]]
+__all__ = ["END", "Channel", "Item", "Sink", "broadcast", "channel_cap", "check_digest", "second_read"]
 
 
 async def broadcast(
@@ -127,6 +42,7 @@ async def broadcast(
     stall_timeout: float | None = None,
     detach: DetachPolicy | None = None,
     attached_done: Callable[[], None] | None = None,
+    chunk_size: int | None = None,
 ) -> list[BaseException | None]:
     """Stream ``source`` to every sink at once; returns each sink's error (None = success).
 
@@ -135,8 +51,11 @@ async def broadcast(
     seconds (a target that stopped reading its PUT body) is cut off alone, so the others go on.
     With ``detach``, a sink that is slow but moving is moved to a second read (see there);
     ``attached_done`` is told once the source read is over, a sink is done and others go on.
+    With ``chunk_size`` each channel is capped in bytes too (``channel_cap``); a detached channel
+    then holds one chunk's size at most.
     """
-    channels = [Channel(depth) for _ in sinks]
+    cap = channel_cap(depth, chunk_size, len(sinks)) if chunk_size else None
+    channels = [Channel(depth, cap) for _ in sinks]
 
     async def run_sink(sink: Sink, ch: Channel) -> None:
         try:
@@ -148,7 +67,7 @@ async def broadcast(
     stalled: set[int] = set()
     watchdog = asyncio.create_task(_watch(channels, tasks, stall_timeout, stalled)) if stall_timeout else None
     try:
-        await _feed(FanOut(descriptor, channels, detach), source, tasks, attached_done)
+        await _feed(FanOut(descriptor, channels, detach, chunk_size), source, tasks, attached_done)
         results = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         if watchdog is not None:
@@ -185,6 +104,13 @@ async def _feed(
         pass
     finally:
         fanout.close_spool()  # its last reader is done (or failed): the file goes
+
+
+def channel_cap(depth: int, chunk_size: int, channels: int) -> int:
+    """Bytes one channel may hold: the fan-out's budget (``depth`` chunks) shared by its channels,
+    at least one chunk. Chunks are shared, so the memory a blob's fan-out holds is about what its
+    fullest channel holds; a lagging channel capped at its share holds no more than the budget."""
+    return max(chunk_size, depth * chunk_size // max(1, channels))
 
 
 def _outcomes(
@@ -251,8 +177,15 @@ class _Feed:
 class FanOut:
     """The main read: hash, hold the last chunk back, feed every attached channel, detach laggards."""
 
-    def __init__(self, descriptor: Descriptor, channels: list[Channel], detach: DetachPolicy | None) -> None:
+    def __init__(
+        self,
+        descriptor: Descriptor,
+        channels: list[Channel],
+        detach: DetachPolicy | None,
+        chunk_size: int | None = None,
+    ) -> None:
         self.descriptor = descriptor
+        self.detached_bytes = chunk_size  # a detached channel's byte cap (None: DETACHED_DEPTH items)
         self.attached = [_Feed(i, ch) for i, ch in enumerate(channels)]
         self.detached: list[_Feed] = []
         self.policy = detach
@@ -350,7 +283,11 @@ class FanOut:
         assert self.policy is not None
         self.attached.remove(feed)
         feed.hasher = before
-        feed.ch.shrink(DETACHED_DEPTH)  # memory: its own read need not run ahead of a slow link
+        # memory: its own read need not run ahead of a slow link
+        if self.detached_bytes is None:
+            feed.ch.shrink(DETACHED_DEPTH)
+        else:
+            feed.ch.shrink(feed.ch.depth, self.detached_bytes)
         self.detached.append(feed)
         self.policy.detached(
             feed.index,

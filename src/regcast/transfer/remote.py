@@ -12,10 +12,11 @@ from regcast.registry import blobs
 from regcast.registry.client import RegistryClient
 from regcast.registry.manifest import Descriptor, Manifest
 from regcast.registry.retry import RetryPolicy
-from regcast.transfer.fanout import Channel
+from regcast.transfer.channel import Channel
 from regcast.transfer.upload import upload_blob
 
 log = logging.getLogger("regcast.transfer")
+SECOND_READ_SIZE = 64 * 1024  # a detached read's chunks and response buffer (aiohttp pauses at 2x)
 
 
 class RegistryRepository:
@@ -74,8 +75,12 @@ class RegistryRepository:
         return _counted(self.client, body) if self.client.options.observer is not None else body
 
     def read_blob_from(self, blob: Descriptor, offset: int) -> AsyncIterator[bytes]:
-        """From ``offset`` on (``Range``): the second read of a detached target (``transfer/detach.py``)."""
-        body = blobs.read_blob(self.client, self.repository, blob.digest, blob.size, start=offset)
+        """From ``offset`` on (``Range``): the second read of a detached target (``transfer/detach.py``),
+        in small reads with a small response buffer: it goes at a slow target's pace, so a 1 MiB
+        buffer would only hold memory while that target catches up (bench x, issue 19)."""
+        body = blobs.read_blob(
+            self.client, self.repository, blob.digest, blob.size, start=offset, read_size=SECOND_READ_SIZE
+        )
         return _counted(self.client, body) if self.client.options.observer is not None else body
 
     async def start_upload(self, mount: str | None = None, mount_from: str | None = None) -> RegistryUpload | None:

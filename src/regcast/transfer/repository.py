@@ -17,7 +17,7 @@ from typing import Protocol
 
 from regcast.registry.manifest import Descriptor, Manifest
 from regcast.registry.retry import RetryPolicy
-from regcast.transfer.fanout import Channel
+from regcast.transfer.channel import Channel
 
 
 class BlobUpload(Protocol):

@@ -13,7 +13,7 @@ from regcast._exceptions import DigestMismatch
 from regcast.registry import blobs
 from regcast.registry.client import RegistryClient
 from regcast.registry.manifest import Descriptor
-from regcast.transfer.fanout import Channel, Item, _End
+from regcast.transfer.channel import Channel, Item, _End
 
 
 async def upload_blob(

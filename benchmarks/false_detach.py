@@ -16,7 +16,12 @@ from tests.support.proxy import TcpProxy
 
 from benchmarks.runner import REGCAST, Bench, MiB, build_image
 
-GRACES = ("0.1", "0.5", "1", "2")  # 0.1: a control, to show the count can be non-zero
+GRACES = ("0.1", "0.5", "1", "2")
+SETUPS = {
+    "a (WAN source)": (4, True),
+    "b": (4, False),
+    "c": (60, False),
+}  # layers (big, or 100 KiB for c), WAN  # 0.1: a control, to show the count can be non-zero
 
 
 def _detaches(src_ref: str, dests: list[str], grace: str) -> tuple[int, float]:
@@ -32,7 +37,7 @@ def _detaches(src_ref: str, dests: list[str], grace: str) -> tuple[int, float]:
 
 def scenario_false_detach(bench: Bench, out: list[str], quick: bool) -> None:
     big = (8 if quick else 64) * MiB
-    setups = {"a (WAN source)": ([big] * 4, True), "b": ([big] * 4, False), "c": ([100 * 1024] * 60, False)}
+    setups = {k: ([big if k != "c" else 100 * 1024] * n, wan) for k, (n, wan) in SETUPS.items()}
     counts = {(s, g): [0, 0, 0.0] for s in setups for g in GRACES}  # detaches, runs, seconds
     for name, (sizes, wan) in setups.items():
         src = bench.registries(1)[0]

@@ -19,7 +19,7 @@ class TransferOptions:
     queue_depth: int = 8
     chunk_size: int = 1024 * 1024  # with queue_depth: a blob's fan-out holds about depth x this, lagging or not
     checks_in_flight: int = 16
-    detach_after: float = 2.0  # seconds a target may hold a blob's shared stream back (0: never detach)
+    detach_after: float = 1.0  # seconds a target may hold a blob's shared stream back (0: never detach)
     spool_dir: str | None = None  # where spool files go; set: jobs spool unless they say no (issue 19)
     spool_max_bytes: int = 1024**3  # spool files of the process at once; a blob beyond it is read again
     graph_limits: GraphLimits = field(default_factory=GraphLimits)

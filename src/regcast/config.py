@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     connections_per_registry: int = Field(16, ge=1, le=256)
     chunk_size: int = Field(1024 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
     queue_depth: int = Field(8, ge=1, le=256)
-    detach_after: float = Field(1.0, ge=0)  # a target lagging this long leaves the shared stream (0: never); 1 s: measured, docs/decisions.md
+    detach_after: float = Field(1.0, ge=0)  # lagging this long leaves the shared stream (0: never); decisions.md
     spool_dir: str | None = None  # detached targets read a blob's on-disk copy here, not the source again
     spool_max_bytes: int = Field(1024**3, ge=0)  # spool files at once; a blob that does not fit is re-read
     connect_timeout: float = Field(20.0, gt=0)

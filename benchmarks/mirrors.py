@@ -10,6 +10,7 @@ direct, so the proxies' own cost stays out of the figures): requests by method a
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 import statistics
@@ -84,6 +85,17 @@ def _run_and_wait(svc: Service, name: str) -> tuple[float, dict[str, Any]]:
         time.sleep(0.01)
 
 
+def _cpu(regs: list[Any]) -> float:
+    from benchmarks.runner import cpu_seconds
+
+    return sum(cpu_seconds(r.proc.pid) for r in regs if r.proc)
+
+
+def _span(run: dict[str, Any]) -> float:
+    start, end = (dt.datetime.fromisoformat(run[k]) for k in ("started_at", "finished_at"))
+    return (end - start).total_seconds()
+
+
 async def _select(host: str, repo: str) -> tuple[float, int]:
     selector = TagSelector.from_rules(TagRules(semver=">=1.5", latest=20, deny=["-rc"]))
     async with RegistryClient(endpoint_for_registry(host), read_only=True) as client:
@@ -103,7 +115,7 @@ def _no_change(bench: Any, out: list[str], tags: int, report: Any, result: Any, 
     svc = Service(bench.workdir / "mirrors-svc", {"REGCAST_SECRET_KEY": SECRET_KEY}).start()
     proxies = [FaultProxy(r.port).start() for r in (src, *targets)]
     hosts = [f"127.0.0.1:{p.port}" for p in proxies]
-    first, cli, service = result(), result(), result()
+    first, cli, service, own = result(), result(), result(), result()
     lines: list[str] = []
     try:
         doc = _mirror_doc("bench", src.host, repo, [t.host for t in targets])
@@ -113,17 +125,21 @@ def _no_change(bench: Any, out: list[str], tags: int, report: Any, result: Any, 
         first.rss_kib.append(rss)
         assert svc.http.post("/api/mirrors", json=doc).status_code == 201
         _run_and_wait(svc, "bench")  # warm: the service's first run imports the planner
+        regs = [src, *targets]
         for _ in range(bench.rounds):
-            cpu0 = bench.last_cpu
+            cpu0, r0 = bench.last_cpu, _cpu(regs)
             s, rss = bench.run_timed([REGCAST, "sync", str(path)], REGCAST_ENV)
             cli.seconds.append(s)
             cli.rss_kib.append(rss)
             cli.tool_cpu.append(bench.last_cpu - cpu0)
+            cli.registry_cpu.append(_cpu(regs) - r0)
             assert svc.proc
-            c0 = cpu_seconds(svc.proc.pid)
+            c0, r0 = cpu_seconds(svc.proc.pid), _cpu(regs)
             s, run = _run_and_wait(svc, "bench")
             service.seconds.append(s)
             service.tool_cpu.append(cpu_seconds(svc.proc.pid) - c0)
+            service.registry_cpu.append(_cpu(regs) - r0)
+            own.seconds.append(_span(run))
             if run["up_to_date"] != tags:
                 raise RuntimeError(f"not a no-change run: {run}")
         counted = _mirror_doc("counted", hosts[0], repo, hosts[1:])
@@ -155,6 +171,7 @@ def _no_change(bench: Any, out: list[str], tags: int, report: Any, result: Any, 
         bench.drop([*targets, src])
     rows = {"sync, first pass": first, f"copy x{tags}, one per tag (once)": per_tag}
     rows.update({"sync (CLI), no change": cli, "service mirror run, no change (POST run -> FINISHED)": service})
+    rows["service mirror run, no change (its started_at -> finished_at)"] = own
     report(out, f"m: mirror set, {tags} tags x 3 targets", {k: v for k, v in rows.items() if v.seconds})
     text = "\n".join(["", *(f"- {x}" for x in lines)])
     print(text, flush=True)

@@ -149,6 +149,7 @@ async def _start(service: Service) -> None:
             else:
                 service.mirrors.wake = service.worker.wake
                 service.mirrors.limits = service.worker.runner.engine.limits
+                service.mirrors.connections = service.worker.runner.pool
                 await asyncio.gather(service.worker.run(), service.mirrors.run_scheduler(service.worker.stopping))
         except Exception:
             log.exception("the worker loop crashed; /healthz answers 503")

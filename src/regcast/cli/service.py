@@ -213,6 +213,7 @@ async def _run_worker(settings: Settings, store: Any, box: Any, health: Any) -> 
         mirrors = MirrorService(settings, store, box, owner=w.id)
         mirrors.wake = w.wake
         mirrors.limits = w.runner.engine.limits
+        mirrors.connections = w.runner.pool
         mirrors.on_run_ended = events.notifier.run_ended
         run_task = asyncio.create_task(w.run(), name="worker")
         await asyncio.gather(run_task, mirrors.run_scheduler(w.stopping))

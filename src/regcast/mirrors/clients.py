@@ -2,11 +2,14 @@
 
 Sources get read-only clients (nothing is ever written to a source). Credentials come from the
 document's ``registries`` entry, else from the Docker config file, as ``regcast copy`` reads it.
+In the service a pool may take its clients from the process's ``ConnectionPools`` (the worker's):
+a mirror run then reuses the connections, tokens and settled ping of the runs and jobs before it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from regcast.config import Settings
 from regcast.layouts.repository import LayoutRepository, open_layout
@@ -21,6 +24,9 @@ from regcast.registry.reference import DOCKER_HUB, DOCKER_HUB_API, endpoint_for_
 from regcast.transfer.remote import RegistryRepository
 from regcast.transfer.repository import Repository
 
+if TYPE_CHECKING:
+    from regcast.registry.pool import ConnectionPools
+
 
 def configure_limits(limits: Limits, doc: MirrorDocument) -> None:
     """The document's per-registry limits into the process's ``Limits`` (by host as written)."""
@@ -32,10 +38,17 @@ def configure_limits(limits: Limits, doc: MirrorDocument) -> None:
 
 
 class ClientPool:
-    def __init__(self, doc: MirrorDocument, settings: Settings, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        doc: MirrorDocument,
+        settings: Settings,
+        limits: Limits | None = None,
+        connections: ConnectionPools | None = None,
+    ) -> None:
         self.doc = doc
         self.settings = settings
         self.limits = limits or Limits()
+        self.connections = connections
         configure_limits(self.limits, doc)
         self._clients: dict[tuple[str, bool], RegistryClient] = {}
         self._layouts: dict[str, LayoutRepository] = {}
@@ -53,7 +66,8 @@ class ClientPool:
                 if conf and conf.username is not None
                 else credentials_for(registry)
             )
-            client = RegistryClient(
+            make = self.connections.client if self.connections is not None else RegistryClient
+            client = make(
                 endpoint,
                 credentials=creds,
                 options=self.settings.client_options(verify_tls=verify, host=endpoint.host),

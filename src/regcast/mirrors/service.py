@@ -31,6 +31,7 @@ from regcast.mirrors.store import MirrorStore, utcnow
 from regcast.registry.client import describe
 from regcast.registry.dockerconfig import credentials_for
 from regcast.registry.limits import Limits
+from regcast.registry.pool import ConnectionPools
 
 log = logging.getLogger("regcast.mirrors")
 
@@ -102,6 +103,7 @@ class MirrorService:
         self.store = MirrorStore(jobs.db)
         self.wake: Callable[[], None] | None = None  # the local worker's: claim the new jobs now
         self.limits = Limits()  # the process's (its copy engine's), so jobs and plans share them
+        self.connections: ConnectionPools | None = None  # the worker's: runs reuse connections and tokens
         self._docs: dict[tuple[str, dt.datetime], MirrorDocument] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_run_ended: Callable[[RunRecord, MirrorDocument], None] | None = None  # notifications (ops/)
@@ -144,7 +146,7 @@ class MirrorService:
                 raise RegcastError(f"mirror {name} was deleted")
             doc = self.document_of(record.sealed)
             mirror = doc.mirrors[0]
-            pool = ClientPool(doc, self.settings, self.limits)
+            pool = ClientPool(doc, self.settings, self.limits, self.connections)
             try:
                 plan: MirrorPlan = await Planner(doc, pool).plan_mirror(mirror, only)
                 error = plan.error or next((f"{i.tag}: {i.error}" for i in plan.images if i.error), None)

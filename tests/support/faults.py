@@ -67,7 +67,7 @@ class FaultProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
     def release(self) -> None:
-        """``hold_blob``: let the held download go on."""
+        """``hold_blob``, ``hold_manifest``: let the held requests go on."""
 
         async def go() -> None:
             assert self._released
@@ -104,6 +104,11 @@ class FaultProxy:
     # -- the proxy ----------------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.seen.append((request.method, request.path_qs, dict(request.headers)))
+        held = self._released
+        manifest_get = request.method == "GET" and "/manifests/" in request.path
+        if self.scenario == "hold_manifest" and manifest_get and held and not held.is_set():
+            self.events["held_manifest"] += 1  # every manifest GET waits until release() (HEADs pass)
+            await held.wait()
         fault = await self._fault_before(request)
         if fault is not None:
             return fault

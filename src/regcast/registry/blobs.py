@@ -37,9 +37,14 @@ log = logging.getLogger("regcast.registry")
 
 async def blob_exists(client: RegistryClient, repository: str, digest: str) -> bool:
     """Is the blob in ``repository``? 401/403 count as "no" (Artifactory answers 403 for a missing blob,
-    and push-only credentials cannot read): the upload that follows succeeds or fails clearly."""
+    and push-only credentials cannot read): the upload that follows succeeds or fails clearly. The same
+    HEAD already under way for another job of this pool entry is joined (``coalesce.py``)."""
     validate_repository(repository)
     url = await client.url(f"{repository}/blobs/{validate_digest(digest)}")
+    return await client.reads.read(("HEAD", url), lambda: _blob_exists(client, repository, digest, url))
+
+
+async def _blob_exists(client: RegistryClient, repository: str, digest: str, url: str) -> bool:
     resp = await client.send("HEAD", url, scopes=(scope(repository, "pull"),), follow_redirects=True)
     try:
         if resp.status == 200:
@@ -58,6 +63,13 @@ async def holds_no_tags(client: RegistryClient, repository: str) -> bool:
     validate_repository(repository)
     try:
         url = with_query(await client.url(f"{repository}/tags/list"), n="1")
+    except RegcastError:  # whatever it is, the manifest HEAD beside it reports it
+        return False
+    return await client.reads.read(("GET", url), lambda: _holds_no_tags(client, repository, url))
+
+
+async def _holds_no_tags(client: RegistryClient, repository: str, url: str) -> bool:
+    try:
         resp = await client.send(
             "GET", url, scopes=(scope(repository, "pull"),), headers={"Accept": "application/json"}
         )

@@ -26,6 +26,7 @@ from regcast.registry import manifests, request
 from regcast.registry._transport import read_capped, response_error, translate_errors
 from regcast.registry.auth import MAX_TOKEN_ANSWER, Credentials, SeedAuth
 from regcast.registry.authenticator import Authenticator
+from regcast.registry.coalesce import InFlight
 from regcast.registry.guards import Kind
 from regcast.registry.limits import RegistryLimit
 from regcast.registry.manifest import Manifest
@@ -70,6 +71,7 @@ class RegistryClient:
         self.limit = limit  # shared by every client of this registry in the process (mirror sets)
         self._shared = shared  # pool, tokens and ping kept across jobs (pool.py); None: this client's own
         self.auth = shared.auth if shared else Authenticator(endpoint.host, credentials, seed_auth, self.options.policy)
+        self.reads = shared.reads if shared else InFlight()  # identical reads under way: sent once
         self._session: aiohttp.ClientSession | None = None
         self._pinged = False
         self._retry_watchers: list[Callable[[str], None]] = []  # see watch_retries()

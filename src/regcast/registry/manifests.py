@@ -46,7 +46,14 @@ async def _manifest_request(
 
 
 async def get_manifest(client: RegistryClient, repository: str, ref: str) -> Manifest:
-    """The manifest bytes exactly as stored, verified against the digest asked for or announced."""
+    """The manifest bytes exactly as stored, verified against the digest asked for or announced.
+
+    The same GET already under way for another job of this pool entry is joined (``coalesce.py``)."""
+    url = await manifest_url(client, repository, ref)
+    return await client.reads.read(("GET", url), lambda: _get_manifest(client, repository, ref))
+
+
+async def _get_manifest(client: RegistryClient, repository: str, ref: str) -> Manifest:
     url, resp = await _manifest_request(client, "GET", repository, ref)
     try:
         if resp.status != 200:
@@ -79,7 +86,12 @@ async def get_manifest(client: RegistryClient, repository: str, ref: str) -> Man
 
 
 async def head_manifest(client: RegistryClient, repository: str, ref: str) -> str | None:
-    """The digest the registry holds for ``ref``, or None when it has none."""
+    """The digest the registry holds for ``ref``, or None when it has none (a HEAD under way is joined)."""
+    url = await manifest_url(client, repository, ref)
+    return await client.reads.read(("HEAD", url), lambda: _head_manifest(client, repository, ref))
+
+
+async def _head_manifest(client: RegistryClient, repository: str, ref: str) -> str | None:
     _url, resp = await _manifest_request(client, "HEAD", repository, ref)
     try:
         if resp.status == 404:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from regcast.registry.authenticator import Authenticator
+from regcast.registry.coalesce import InFlight
 
 if TYPE_CHECKING:
     import aiohttp
@@ -34,6 +35,7 @@ class Shared:
     auth: Authenticator
     session: aiohttp.ClientSession | None = None
     pinged: Endpoint | None = None  # the endpoint as the first successful ping settled it
+    reads: InFlight = field(default_factory=InFlight)  # identical small reads under way (coalesce.py)
     users: int = 0
     idle_since: float = field(default_factory=time.monotonic)
 

@@ -1,0 +1,95 @@
+"""Concurrent service jobs of one image send each identical small read once (issue 17, coalesce.py).
+
+Counted at an HTTP proxy in front of the real source registry, which holds every manifest GET until
+released (HEADs pass: the API's submit check is one): while it holds them, every job that reaches
+the source manifest GET finds the first one in flight and joins it, so exactly one arrives however
+many jobs run. A job cancelled while
+leading the read does not cancel it: the others complete with the answer it started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import images
+from tests.support.faults import FaultProxy, proxy
+from tests.support.registries import Registries
+from tests.support.registry import RegistryServer
+from tests.support.service import Service
+from tests.support.verify import assert_same_image
+
+KiB = 1024
+JOBS = 20
+MANIFEST = r"/manifests/v1$"
+
+
+@pytest.fixture(scope="module")
+def targets(registries: Registries) -> list[RegistryServer]:
+    return [registries.open(f"coalesced-reads-{i}") for i in range(3)]
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    svc = Service(tmp_path, {"REGCAST_JOBS_IN_FLIGHT": str(JOBS)}).start()
+    yield svc
+    svc.stop()
+
+
+def body(src: FaultProxy, repo: str, dests: list[FaultProxy]) -> dict[str, Any]:
+    return {
+        "source": {"endpoint": src.endpoint, "image": repo, "ref": "v1"},
+        "targets": [{"endpoint": p.endpoint, "overwrite": True} for p in dests],
+    }
+
+
+def test_twenty_jobs_send_one_source_manifest_head_while_it_is_in_flight(
+    service: Service, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, targets: list[RegistryServer]
+) -> None:
+    images.image([images.layer_bytes(n) for n in (64 * KiB, 32 * KiB)]).push(src_reg.http(), repo, "v1")
+    src = proxy(faults, src_reg, "hold_manifest")
+    dests = [proxy(faults, t, "pass") for t in targets]
+    try:
+        ids = [service.submit(body(src, repo, dests)) for _ in range(JOBS)]
+        for i in ids:
+            service.wait(i, until={"RUNNING"})
+        service.wait_for(ids[0], lambda _st: src.events["held_manifest"] >= 1)
+        # every job that reached the source GET joined the one in flight: exactly one was sent
+        assert src.count("GET", MANIFEST) == 1
+    finally:
+        src.release()
+    states = [service.wait(i) for i in ids]
+    assert [st["value"] for st in states] == ["FINISHED"] * JOBS, [st for st in states if st["value"] != "FINISHED"]
+    for t in targets:
+        assert_same_image(src_reg.http(), repo, "v1", t.http(), repo, "v1")
+    # a job sends at most one source GET of its own (none when joined): 1 + the jobs that came after
+    gets = src.count("GET", MANIFEST)
+    assert gets <= JOBS, (gets, src.count("HEAD", MANIFEST), [p.count("HEAD", MANIFEST) for p in dests])
+    print(f"source manifest GETs {gets}, HEADs {src.count('HEAD', MANIFEST)} for {JOBS} jobs")
+
+
+def test_followers_complete_when_the_job_leading_the_read_is_cancelled(
+    service: Service, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, targets: list[RegistryServer]
+) -> None:
+    images.image([images.layer_bytes(48 * KiB)]).push(src_reg.http(), repo, "v1")
+    src = proxy(faults, src_reg, "hold_manifest")
+    dests = [proxy(faults, t, "pass") for t in targets]
+    try:
+        leader = service.submit(body(src, repo, dests))
+        service.wait_for(leader, lambda _st: src.events["held_manifest"] == 1)
+        followers = [service.submit(body(src, repo, dests)) for _ in range(3)]
+        for f in followers:
+            service.wait(f, until={"RUNNING"})
+        r = service.http.delete(f"/api/distribute/image/{leader}")
+        assert r.status_code == 202, r.text
+        assert service.wait(leader)["value"] == "CANCELLED"
+        assert src.count("GET", MANIFEST) == 1  # the leader's read was not cancelled, nor sent again
+    finally:
+        src.release()
+    states = [service.wait(f) for f in followers]
+    assert [st["value"] for st in states] == ["FINISHED"] * len(followers), states
+    for t in targets:
+        assert_same_image(src_reg.http(), repo, "v1", t.http(), repo, "v1")

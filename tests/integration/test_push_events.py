@@ -151,7 +151,13 @@ def test_a_tag_outside_the_filters_does_not_move_and_blob_events_are_ignored(set
     assert r.status_code == 202
     expected = {"status": "success", "events": 1, "matched": 0, "duplicates": 0, "ignored": 1, "pruned": 0, "runs": []}
     assert r.json() == expected
+    # the lag is observed by the run's watcher, which polls the run on its own backoff: it may see the
+    # run finished a moment after the API did, so wait for it (no timing assumed, only an upper bound)
+    deadline = time.monotonic() + 60
     metrics = setup.svc.http.get("/metrics").text
+    while "regcast_push_sync_lag_seconds_count 1.0" not in metrics and time.monotonic() < deadline:
+        time.sleep(0.2)
+        metrics = setup.svc.http.get("/metrics").text
     assert 'regcast_push_events_total{outcome="ignored"}' in metrics
     assert "regcast_push_sync_lag_seconds_count 1.0" in metrics
 

@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     # streams: an upload whose target reads nothing this long is cut off (that target alone, retried); a
     # download under min_throughput bytes/s over the same window is cut and resumed
     progress_timeout: float = Field(120.0, gt=0)
+    known_blob_seconds: float = Field(30.0, ge=0)  # a blob this process confirmed is trusted without a HEAD
     min_throughput: int = Field(1024, ge=0)
 
     # one source graph (a hostile source cannot grow memory without bound)
@@ -209,6 +210,7 @@ class Settings(BaseSettings):
             queue_depth=self.queue_depth,
             chunk_size=self.chunk_size,
             progress_timeout=self.progress_timeout,
+            known_blob_seconds=self.known_blob_seconds,
             detach_after=self.detach_after,
             spool_dir=self.spool_dir or None,
             spool_max_bytes=self.spool_max_bytes,

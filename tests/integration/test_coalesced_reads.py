@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support import images
@@ -93,3 +94,39 @@ def test_followers_complete_when_the_job_leading_the_read_is_cancelled(
     assert [st["value"] for st in states] == ["FINISHED"] * len(followers), states
     for t in targets:
         assert_same_image(src_reg.http(), repo, "v1", t.http(), repo, "v1")
+
+
+def test_a_trusted_blob_deleted_meanwhile_is_checked_again_and_sent(
+    service: Service, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, targets: list[RegistryServer]
+) -> None:
+    """A blob the process put in a repository seconds ago is not HEADed there again (known_blob_seconds);
+    when it is gone after all (deleted through the registry API between two jobs), the manifest PUT's
+    BLOB_UNKNOWN makes the job check every blob there again and send the missing one: FINISHED, identical."""
+    layers = [images.layer_bytes(40 * KiB), images.layer_bytes(24 * KiB)]
+    img = images.image(layers)
+    img.push(src_reg.http(), repo, "v1")
+    img.push(src_reg.http(), repo, "v2")
+    src = proxy(faults, src_reg, "pass")
+    dest = proxy(faults, targets[0], "pass")
+    first = service.submit(body(src, repo, [dest]))
+    assert service.wait(first)["value"] == "FINISHED"
+    gone = images.sha(layers[0])
+    r = httpx.delete(f"http://127.0.0.1:{targets[0].port}/v2/{repo}/blobs/{gone}")
+    assert r.status_code == 202, r.text
+    heads_before = dest.count("HEAD", r"/blobs/sha256:")
+
+    second = service.submit(
+        {**body(src, repo, [dest]), "source": {"endpoint": src.endpoint, "image": repo, "ref": "v2"}}
+    )
+    st = service.wait(second)
+
+    assert st["value"] == "FINISHED", st
+    assert_same_image(src_reg.http(), repo, "v2", targets[0].http(), repo, "v2")
+    assert dest.count("PUT", r"/manifests/v2$") == 2  # answered BLOB_UNKNOWN (no HEAD asked first), then pushed
+    assert upload_puts(dest, gone) == 2  # the first job's, and the one after the BLOB_UNKNOWN
+    # no blob HEAD before the manifest PUT (all trusted), then one per blob of the image when checking again
+    assert dest.count("HEAD", r"/blobs/sha256:") - heads_before == len(img.blobs)
+
+
+def upload_puts(dest: FaultProxy, digest: str) -> int:
+    return dest.count("PUT", rf"/blobs/uploads/.*[?&]digest={digest}")

@@ -178,6 +178,7 @@ class BlobCopy(RunState):
         is not asked either: the registry's 201 said so."""
         known = self.engine.known
         small = first and blob.size <= self.engine.options.pipeline_below
+        trust = self.engine.options.known_blob_seconds
 
         async def head(t: Target) -> Target | None:
             if t.status.state is not TargetState.RUNNING:
@@ -187,6 +188,10 @@ class BlobCopy(RunState):
                 return t
             try:
                 if landed_since is not None and here and known.seen_since(t.location, blob.digest, landed_since):
+                    present = True
+                elif here and t.repo.manifests_shared and known.trusted(t.location, blob.digest, t.repo.path, trust):
+                    # put or confirmed there seconds ago by this process; a registry (not a layout, whose
+                    # HEAD is a stat) answers a manifest PUT BLOB_UNKNOWN if it went since: checked again then
                     present = True
                 else:
                     async with self.check_slots:
@@ -203,6 +208,15 @@ class BlobCopy(RunState):
             return t
 
         return list(await gather_all(*(head(t) for t in targets)))
+
+    async def _check_blobs_again(self, t: Target, blobs: list[Descriptor]) -> None:
+        """After a manifest PUT answered BLOB_UNKNOWN: forget what this process knew of ``t``'s
+        repository, HEAD every blob there again and send the missing ones (the counts stay as they were)."""
+        self.engine.known.forget(t.location, t.repo.path)
+        self.fresh.discard(t)
+        before = (t.status.bytes_done, t.status.bytes_uploaded, t.status.blobs_present, t.status.blobs_mounted)
+        await gather_all(*(self._copy_blob(b, [t]) for b in blobs))
+        t.status.bytes_done, t.status.bytes_uploaded, t.status.blobs_present, t.status.blobs_mounted = before
 
     def _mount_source(self, t: Target, digest: str) -> str | None:
         if self.source.location == t.location and self.source.path != t.repo.path:

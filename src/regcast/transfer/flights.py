@@ -9,6 +9,7 @@ nothing is shared: two replicas may both upload, which content addressing makes 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -71,17 +72,19 @@ class KnownBlobs:
 
     Each entry carries the sequence number of its last ``add``: a copy that HEADed a blob can tell
     whether another copy of the process put it there since (``seen_since``), and look again
-    instead of uploading it a second time (issue 17).
+    instead of uploading it a second time (issue 17). An entry younger than a few seconds lets a copy
+    skip the HEAD in that repository (``trusted``); ``forget`` drops a repository's entries when a
+    registry says one of them is gone after all (a manifest PUT answered BLOB_UNKNOWN).
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
-        self._entries: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[str, int, float]] = OrderedDict()
         self._capacity = capacity
         self.seq = 0  # increases with every add
 
     def add(self, location: str, digest: str, path: str) -> None:
         self.seq += 1
-        self._entries[(location, digest)] = (path, self.seq)
+        self._entries[(location, digest)] = (path, self.seq, time.monotonic())
         self._entries.move_to_end((location, digest))
         while len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
@@ -94,3 +97,13 @@ class KnownBlobs:
         """Was the blob seen at ``location`` after ``seq`` (a value of ``self.seq`` read earlier)?"""
         entry = self._entries.get((location, digest))
         return entry is not None and entry[1] > seq
+
+    def trusted(self, location: str, digest: str, path: str, seconds: float) -> bool:
+        """Was the blob put or confirmed in repository ``path`` at ``location`` in the last ``seconds``?"""
+        entry = self._entries.get((location, digest))
+        return entry is not None and entry[0] == path and time.monotonic() - entry[2] <= seconds
+
+    def forget(self, location: str, path: str) -> None:
+        """Drop every entry of repository ``path`` at ``location``."""
+        for key in [k for k, e in self._entries.items() if k[0] == location and e[0] == path]:
+            del self._entries[key]

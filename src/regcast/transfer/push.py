@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from regcast._exceptions import AuthenticationFailed, DigestMismatch, RegcastError
-from regcast.registry.manifest import Manifest
+from regcast._exceptions import AuthenticationFailed, DigestMismatch, RegcastError, RegistryResponseError
+from regcast.registry.manifest import Descriptor, Manifest
 from regcast.transfer.plan import SourceGraph
 from regcast.transfer.progress import TargetState
-from regcast.transfer.referrers import access, push_referrers
+from regcast.transfer.referrers import ReferrerSet, access, push_referrers
 from regcast.transfer.runstate import RunState
 from regcast.transfer.target import Target
 
 log = logging.getLogger("regcast.transfer")
+BLOB_UNKNOWN = ("MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN")
 
 
 class ManifestPush(RunState):
@@ -65,17 +66,15 @@ class ManifestPush(RunState):
             t.status.referrers_left_out.append(f"{len(found.referrers)} referrer(s) not copied: {t.key} keeps none")
             found = None
         try:
-            if t not in self.image_held:
-                for m in graph.manifests:
-                    await self._put_manifest(t, m, m.digest)
-            if found:
-                # referrers after what they refer to, before the tag moves
-                if t not in self.image_held and t.ref != graph.root.digest:
-                    await self._put_manifest(t, graph.root, graph.root.digest)
-                t.status.referrers = await push_referrers(t.repo, found, self.engine.referrer_locks)
-                self.listener.changed(t.status)
-            if t not in self.image_held:
-                await self._put_manifest(t, graph.root, t.ref)
+            try:
+                await self._push_all(t, graph, found)
+            except RegistryResponseError as exc:
+                if exc.code not in BLOB_UNKNOWN:
+                    raise
+                # a blob trusted without a HEAD (known_blob_seconds) is gone after all: check every one, once
+                log.warning("target %s: %s; checking its blobs again", t.key, exc)
+                await self._check_blobs_again(t, [*graph.blobs, *(found.blobs if found else ())])
+                await self._push_all(t, graph, found)
             await t.repo.commit()
         except RegcastError as exc:
             self._fail(t, exc)
@@ -86,6 +85,22 @@ class ManifestPush(RunState):
             if t in self.image_held:
                 t.status.notes.append("already up to date")
             self._set(t, TargetState.FINISHED)
+
+    async def _push_all(self, t: Target, graph: SourceGraph, found: ReferrerSet | None) -> None:
+        if t not in self.image_held:
+            for m in graph.manifests:
+                await self._put_manifest(t, m, m.digest)
+        if found:
+            # referrers after what they refer to, before the tag moves
+            if t not in self.image_held and t.ref != graph.root.digest:
+                await self._put_manifest(t, graph.root, graph.root.digest)
+            t.status.referrers = await push_referrers(t.repo, found, self.engine.referrer_locks)
+            self.listener.changed(t.status)
+        if t not in self.image_held:
+            await self._put_manifest(t, graph.root, t.ref)
+
+    async def _check_blobs_again(self, t: Target, blobs: list[Descriptor]) -> None:
+        raise NotImplementedError  # BlobCopy's
 
     async def _put_manifest(self, t: Target, m: Manifest, ref: str) -> None:
         async def put() -> None:

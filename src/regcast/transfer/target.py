@@ -26,6 +26,9 @@ class TransferOptions:
     progress_timeout: float | None = 120.0  # a target that reads nothing of its upload this long is cut off
     # blobs up to this size: upload sessions opened while the source is read, no HEAD in a repository without tags
     pipeline_below: int = 1024**2
+    # seconds a blob this process put or confirmed in a repository is trusted there without a HEAD (0: always
+    # HEAD); a manifest PUT answered BLOB_UNKNOWN forgets the repository's and checks its blobs again once
+    known_blob_seconds: float = 30.0
 
 
 @dataclass(eq=False)  # identity: targets are dict keys and set members

@@ -41,6 +41,11 @@ class Channel:
         self._writable = asyncio.Event()
         self.last_taken = time.monotonic()  # the consumer's progress, for stall detection
         self._writable.set()
+        # the consumer's drain rate (``rate``): bytes taken against its own working time
+        self._taken = 0  # bytes taken so far
+        self._starved = 0.0  # seconds the consumer waited in ``get`` for an item
+        self._starved_since: float | None = None
+        self._samples: deque[tuple[float, int]] = deque([(self._work(), 0)])
 
     def fits(self, size: int) -> bool:
         """Would an item of ``size`` bytes be queued now (an empty channel takes any one item)?"""
@@ -114,16 +119,48 @@ class Channel:
         self._writable.set()
 
     async def get(self) -> Item:
-        while not self._items and self._error is None:
-            self._readable.clear()
-            await self._readable.wait()
+        if not self._items and self._error is None:
+            self._starved_since = time.monotonic()
+            try:
+                while not self._items and self._error is None:
+                    self._readable.clear()
+                    await self._readable.wait()
+            finally:
+                self._starved += time.monotonic() - self._starved_since
+                self._starved_since = None
         if self._error is not None:
             raise self._error
         item = self._items.popleft()
-        self._bytes -= len(item) if isinstance(item, bytes) else 0
+        size = len(item) if isinstance(item, bytes) else 0
+        self._bytes -= size
+        self._taken += size
         self.last_taken = time.monotonic()
+        self._samples.append((self._work(), self._taken))
         self._writable.set()
         return item
+
+    def _work(self, now: float | None = None) -> float:
+        """The consumer's working clock: wall time less the time it waited for items."""
+        now = time.monotonic() if now is None else now
+        waiting = now - self._starved_since if self._starved_since is not None else 0.0
+        return now - self._starved - waiting
+
+    def rate(self, window: float) -> float | None:
+        """Bytes per second the consumer took over its last ``window`` seconds of working time.
+
+        Working time leaves out its waits for items, so a fast consumer the producer starves
+        (as when the shared read waits on another, full channel) keeps the rate it showed while
+        fed, and a consumer that stops taking (a full channel) sees its rate fall as time goes
+        on. Under CPU load every consumer slows together, so rates compare across channels where
+        seconds do not. None before any working time has passed.
+        """
+        work = self._work()
+        while len(self._samples) > 1 and self._samples[1][0] <= work - window:
+            self._samples.popleft()  # keep one sample at or before the window's start
+        since, taken = self._samples[0]
+        if work - since <= 0:
+            return None
+        return (self._taken - taken) / (work - since)
 
     async def body(self, first: Item, on_chunk: Callable[[int], None]) -> AsyncIterator[bytes]:
         """The request body for a target: ``first`` (already read) and every chunk until the end."""

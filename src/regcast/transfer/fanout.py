@@ -28,6 +28,11 @@ from regcast.transfer.detach import DetachPolicy
 from regcast.transfer.spool import Spool
 
 DETACHED_DEPTH: Final = 2  # chunks a detached channel queues: its read goes at its pace, more buys nothing
+# Detaching by relative rate (FanOut._lagging; docs/decisions.md): constants, not settings.
+RATE_RATIO: Final = 4  # a target taking under 1/4 of the fastest other's rate is a slow link, not a stall
+RATE_WINDOW: Final = 0.5  # seconds of a consumer's working time its rate is measured over
+RATE_HOLD: Final = 0.25  # seconds in a row the read must wait on it while outpaced
+RATE_CHECK: Final = 0.05  # how often a waiting read looks at the rates
 
 
 Sink = Callable[[Channel], Awaitable[None]]
@@ -172,6 +177,8 @@ class _Feed:
         self.held = 0.0  # net seconds the main read waited on this full channel (see FanOut._lagging)
         self.held_at = 0.0  # when that was last counted
         self.hasher: Any = None  # the digest state at ``offset`` once detached
+        self.slow_held = 0.0  # seconds in a row the read waited on it while it was outpaced (_outpaced)
+        self.why = "time"  # which rule detached it: "rate" or "time"
 
 
 class FanOut:
@@ -255,29 +262,56 @@ class FanOut:
         return attached or any(not f.ch.closed for f in self.detached)
 
     async def _lagging(self, feed: _Feed) -> bool:
-        """Has ``feed``'s full channel held the main read back for the grace while another target
-        could go on?
+        """Should ``feed``'s full channel, which holds the main read back, leave the shared stream?
 
-        Counted net: each wait on this channel adds its length, the time the main read spent on
-        anything else since the last wait takes as much off. A target the read waits on most of the
-        time (slower than everything else put together) reaches the grace; one that is only now and
-        then the slowest does not. Not "full for the grace at once": a slow target takes a chunk
-        every so often (and its socket's buffer swallows bursts), so no single wait is that long.
+        Only if another target could go on (detaching helps nobody otherwise), and then either
+        (a) by relative rate: while the read waits on it, its consumer has taken bytes at under
+        1/``RATE_RATIO`` of the fastest other one's rate (``Channel.rate`` over ``RATE_WINDOW`` of
+        working time) for ``RATE_HOLD`` seconds of waiting in a row: a slow link is told from a
+        loaded machine, where every target slows together, within a fraction of a second; or
+        (b) by time, the upper bound: it has held the read back ``policy.after`` seconds, counted
+        net (each wait adds its length, the read's time on anything else since takes as much off,
+        so a target the read waits on most of the time gets there and one that is only now and
+        then the slowest does not; a slow target takes a chunk every so often, its socket's buffer
+        swallowing bursts, so no single wait is that long).
         """
         assert self.policy is not None
         loop = asyncio.get_running_loop()
         start = loop.time()
         feed.held = max(0.0, feed.held - (start - feed.held_at)) if feed.held_at else 0.0
-        remaining = self.policy.after - feed.held
-        if remaining > 0:
+        feed.held_at = start
+        while feed.ch.full and not feed.ch.closed:
+            remaining = self.policy.after - feed.held
+            if remaining <= 0:
+                return self._others_wait(feed)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(feed.ch.wait_writable(), remaining)
-            feed.held_at = loop.time()
-            feed.held += feed.held_at - start
+                await asyncio.wait_for(feed.ch.wait_writable(), min(remaining, RATE_CHECK))
+            now = loop.time()
+            waited, feed.held_at = now - feed.held_at, now
+            feed.held += waited
             if not feed.ch.full:
                 return False
-        # detaching helps only if some other target is waiting for this one
+            if self._outpaced(feed):
+                feed.slow_held += waited
+                if feed.slow_held >= RATE_HOLD and self._others_wait(feed):
+                    feed.why = "rate"
+                    return True
+            else:
+                feed.slow_held = 0.0
+        return False
+
+    def _others_wait(self, feed: _Feed) -> bool:
+        """Is some other attached target waiting for ``feed`` (its channel has room)?"""
         return any(not f.ch.closed and not f.ch.full for f in self.attached if f is not feed)
+
+    def _outpaced(self, feed: _Feed) -> bool:
+        """Does ``feed``'s consumer take under 1/``RATE_RATIO`` of what the fastest other takes?"""
+        mine = feed.ch.rate(RATE_WINDOW)
+        if mine is None:
+            return False
+        rates = [f.ch.rate(RATE_WINDOW) for f in self.attached if f is not feed and not f.ch.closed]
+        fastest = max((r for r in rates if r is not None), default=None)
+        return fastest is not None and fastest > 0 and mine * RATE_RATIO < fastest
 
     def _detach(self, feed: _Feed, before: Any) -> None:
         assert self.policy is not None
@@ -289,11 +323,17 @@ class FanOut:
         else:
             feed.ch.shrink(feed.ch.depth, self.detached_bytes)
         self.detached.append(feed)
-        self.policy.detached(
-            feed.index,
-            f"fell behind: its full buffer held the shared read back {self.policy.after:g}s while other targets waited",
-            feed.offset,
-        )
+        if feed.why == "rate":
+            why = (
+                f"fell behind: took under 1/{RATE_RATIO} of the fastest other target's rate "
+                f"for {RATE_HOLD:g}s while it held the shared read back"
+            )
+        else:
+            why = (
+                f"fell behind: its full buffer held the shared read back {self.policy.after:g}s "
+                "while other targets waited"
+            )
+        self.policy.detached(feed.index, why, feed.offset)
 
 
 async def second_read(

@@ -17,6 +17,9 @@ class _End:
     pass
 
 
+RATE_HISTORY: Final = 2.0  # seconds of a consumer's working time its rate samples cover at most
+
+
 END: Final = _End()
 Item = bytes | _End
 
@@ -45,7 +48,7 @@ class Channel:
         self._taken = 0  # bytes taken so far
         self._starved = 0.0  # seconds the consumer waited in ``get`` for an item
         self._starved_since: float | None = None
-        self._samples: deque[tuple[float, int]] = deque([(self._work(), 0)])
+        self._samples: deque[tuple[float, int]] = deque([(self._work(), 0)], maxlen=1024)
 
     def fits(self, size: int) -> bool:
         """Would an item of ``size`` bytes be queued now (an empty channel takes any one item)?"""
@@ -135,7 +138,10 @@ class Channel:
         self._bytes -= size
         self._taken += size
         self.last_taken = time.monotonic()
-        self._samples.append((self._work(), self._taken))
+        work = self._work()
+        self._samples.append((work, self._taken))
+        while len(self._samples) > 2 and self._samples[1][0] <= work - RATE_HISTORY:
+            self._samples.popleft()  # bounded: ``rate`` looks back ``RATE_HISTORY`` at most
         self._writable.set()
         return item
 
@@ -152,7 +158,7 @@ class Channel:
         (as when the shared read waits on another, full channel) keeps the rate it showed while
         fed, and a consumer that stops taking (a full channel) sees its rate fall as time goes
         on. Under CPU load every consumer slows together, so rates compare across channels where
-        seconds do not. None before any working time has passed.
+        seconds do not. None before any working time has passed. ``window`` <= ``RATE_HISTORY``.
         """
         work = self._work()
         while len(self._samples) > 1 and self._samples[1][0] <= work - window:

@@ -325,8 +325,8 @@ class FanOut:
         self.detached.append(feed)
         if feed.why == "rate":
             why = (
-                f"fell behind: took under 1/{RATE_RATIO} of the fastest other target's rate "
-                f"for {RATE_HOLD:g}s while it held the shared read back"
+                f"fell behind: its full buffer held the shared read back while it took under "
+                f"1/{RATE_RATIO} of the fastest other target's rate for {RATE_HOLD:g}s"
             )
         else:
             why = (

@@ -201,6 +201,7 @@ def test_a_job_that_spools_reads_the_source_once_though_the_process_does_not(
     slow = result.targets[2]
     assert slow.blobs_detached >= 1 and slow.detached_reason
     assert slow.detached_reason.endswith("; finished from the spool"), slow.detached_reason
+    assert slow.detached_reason.count("finished from") == 1, slow.detached_reason  # blobs detached at once
     assert blob_reads(source) == Counter(dict.fromkeys(img.blobs, 1))  # exactly one source GET per blob
     assert engine.spool.directory == temp
     assert list(temp.iterdir()) == [] and engine.spool.used == 0  # every spool file deleted
@@ -222,6 +223,7 @@ def test_a_job_that_does_not_spool_reads_again_though_the_process_would(
     slow = result.targets[2]
     assert slow.blobs_detached >= 1 and slow.detached_reason
     assert slow.detached_reason.endswith("; finished from a second source read"), slow.detached_reason
+    assert slow.detached_reason.count("finished from") == 1, slow.detached_reason  # blobs detached at once
     reads = blob_reads(source)
     assert set(reads) == set(img.blobs) and max(reads.values()) == 2  # the detached blob(s) read twice...
     assert reads.total() == len(img.blobs) + slow.blobs_detached  # ...and only those
@@ -247,6 +249,7 @@ def test_a_full_disk_and_a_blob_beyond_the_cap_fall_back_to_a_second_read(
     assert disk.failed_writes == 1  # the 10 MiB layer's file, once (not written to again)
     assert slow.blobs_detached >= 1 and slow.detached_reason
     assert slow.detached_reason.endswith("; finished from a second source read"), slow.detached_reason
+    assert slow.detached_reason.count("finished from") == 1, slow.detached_reason  # blobs detached at once
     reads = blob_reads(source)
     assert set(reads) == set(img.blobs) and max(reads.values()) == 2
     assert reads.total() == len(img.blobs) + slow.blobs_detached  # every detached blob read once more

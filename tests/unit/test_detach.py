@@ -242,3 +242,29 @@ def test_a_detached_channel_queues_two_chunks_at_most_once_drained() -> None:
     assert errors == [None, None, None]
     assert h.got == {"slow": DATA, "a": DATA, "b": DATA}
     assert [i for i, _ in h.detached] == [0] and most and max(most) <= 2
+
+
+def test_blobs_detached_at_once_each_give_one_reason() -> None:
+    """Two blobs of one target detached together: its reason says once where the last one finished from."""
+    from types import SimpleNamespace
+
+    from regcast.transfer.blobcopy import BlobCopy
+    from regcast.transfer.progress import TargetStatus
+
+    status = TargetStatus(key="t")
+    targets = [SimpleNamespace(key="fast", status=TargetStatus(key="fast")), SimpleNamespace(key="t", status=status)]
+    run = SimpleNamespace(
+        engine=SimpleNamespace(options=SimpleNamespace(detach_after=1.0)),
+        listener=SimpleNamespace(changed=lambda _s: None),
+        source=None,
+        spool=None,
+    )
+    first = BlobCopy._detach_policy(run, desc(b"a"), targets)  # type: ignore[arg-type]
+    second = BlobCopy._detach_policy(run, desc(b"b"), targets)  # type: ignore[arg-type]
+    assert first is not None and second is not None and first.reading and second.reading
+    first.detached(1, "full buffer for 1.0 s", 10)
+    second.detached(1, "full buffer for 1.0 s", 20)
+    first.reading(1, "a second source read")
+    second.reading(1, "a second source read")
+    assert status.blobs_detached == 2
+    assert status.detached_reason == "full buffer for 1.0 s; finished from a second source read"

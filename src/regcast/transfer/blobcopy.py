@@ -296,16 +296,18 @@ class BlobCopy(RunState):
         if after <= 0 or len(targets) < 2:
             return None
 
+        whys: dict[int, str] = {}  # this blob's reason per target: blobs detached at once must not stack theirs
+
         def detached(index: int, why: str, offset: int) -> None:
             t = targets[index]
             t.status.blobs_detached += 1
-            t.status.detached_reason = why
+            t.status.detached_reason = whys[index] = why
             log.info("target %s detached from blob %s at byte %d: %s", t.key, blob.digest, offset, why)
             self.listener.changed(t.status)
 
         def reading(index: int, where: str) -> None:  # the reason says where the rest of the blob came from
             t = targets[index]
-            t.status.detached_reason = f"{t.status.detached_reason}; finished from {where}"
+            t.status.detached_reason = f"{whys.get(index, 'lagging')}; finished from {where}"
             log.info("target %s finishes blob %s from %s", t.key, blob.digest, where)
             self.listener.changed(t.status)
 

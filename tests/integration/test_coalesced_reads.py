@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.support import images
-from tests.support.faults import FaultProxy, proxy
+from tests.support.faults import FaultProxy, job_body, proxy
 from tests.support.registries import Registries
 from tests.support.registry import RegistryServer
 from tests.support.service import Service
@@ -40,13 +39,6 @@ def service(tmp_path: Path) -> Iterator[Service]:
     svc.stop()
 
 
-def body(src: FaultProxy, repo: str, dests: list[FaultProxy]) -> dict[str, Any]:
-    return {
-        "source": {"endpoint": src.endpoint, "image": repo, "ref": "v1"},
-        "targets": [{"endpoint": p.endpoint, "overwrite": True} for p in dests],
-    }
-
-
 def test_twenty_jobs_send_one_source_manifest_head_while_it_is_in_flight(
     service: Service, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, targets: list[RegistryServer]
 ) -> None:
@@ -54,7 +46,7 @@ def test_twenty_jobs_send_one_source_manifest_head_while_it_is_in_flight(
     src = proxy(faults, src_reg, "hold_manifest")
     dests = [proxy(faults, t, "pass") for t in targets]
     try:
-        ids = [service.submit(body(src, repo, dests)) for _ in range(JOBS)]
+        ids = [service.submit(job_body(src, repo, dests)) for _ in range(JOBS)]
         for i in ids:
             service.wait(i, until={"RUNNING"})
         service.wait_for(ids[0], lambda _st: src.events["held_manifest"] >= 1)
@@ -79,9 +71,9 @@ def test_followers_complete_when_the_job_leading_the_read_is_cancelled(
     src = proxy(faults, src_reg, "hold_manifest")
     dests = [proxy(faults, t, "pass") for t in targets]
     try:
-        leader = service.submit(body(src, repo, dests))
+        leader = service.submit(job_body(src, repo, dests))
         service.wait_for(leader, lambda _st: src.events["held_manifest"] == 1)
-        followers = [service.submit(body(src, repo, dests)) for _ in range(3)]
+        followers = [service.submit(job_body(src, repo, dests)) for _ in range(3)]
         for f in followers:
             service.wait(f, until={"RUNNING"})
         r = service.http.delete(f"/api/distribute/image/{leader}")
@@ -108,16 +100,14 @@ def test_a_trusted_blob_deleted_meanwhile_is_checked_again_and_sent(
     img.push(src_reg.http(), repo, "v2")
     src = proxy(faults, src_reg, "pass")
     dest = proxy(faults, targets[0], "pass")
-    first = service.submit(body(src, repo, [dest]))
+    first = service.submit(job_body(src, repo, [dest]))
     assert service.wait(first)["value"] == "FINISHED"
     gone = images.sha(layers[0])
     r = httpx.delete(f"http://127.0.0.1:{targets[0].port}/v2/{repo}/blobs/{gone}")
     assert r.status_code == 202, r.text
     heads_before = dest.count("HEAD", r"/blobs/sha256:")
 
-    second = service.submit(
-        {**body(src, repo, [dest]), "source": {"endpoint": src.endpoint, "image": repo, "ref": "v2"}}
-    )
+    second = service.submit(job_body(src, repo, [dest], ref="v2"))
     st = service.wait(second)
 
     assert st["value"] == "FINISHED", st

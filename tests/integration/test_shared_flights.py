@@ -10,12 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support import images
-from tests.support.faults import FaultProxy, proxy
+from tests.support.faults import FaultProxy, job_body, proxy
 from tests.support.registries import Registries
 from tests.support.registry import RegistryServer
 from tests.support.service import Service
@@ -39,14 +38,6 @@ def service(tmp_path: Path) -> Iterator[Service]:
     svc.stop()
 
 
-def body(src: FaultProxy, repo: str, dests: list[FaultProxy]) -> dict[str, Any]:
-    # overwrite: a job that finds the tag already pushed by another is FINISHED (not SKIPPED)
-    return {
-        "source": {"endpoint": src.endpoint, "image": repo, "ref": "v1"},
-        "targets": [{"endpoint": p.endpoint, "overwrite": True} for p in dests],
-    }
-
-
 def blob_gets(src: FaultProxy, digest: str) -> int:
     return src.count("GET", rf"/blobs/{re.escape(digest)}$")
 
@@ -67,7 +58,7 @@ def test_twenty_jobs_read_each_blob_once_and_upload_it_once_per_target(
     src = proxy(faults, src_reg, "pass")
     dests = [proxy(faults, t, "pass") for t in targets]
 
-    ids = [service.submit(body(src, repo, dests)) for _ in range(JOBS)]
+    ids = [service.submit(job_body(src, repo, dests)) for _ in range(JOBS)]
     states = [service.wait(i) for i in ids]
 
     assert [st["value"] for st in states] == ["FINISHED"] * JOBS, [st for st in states if st["value"] != "FINISHED"]
@@ -97,9 +88,9 @@ def test_jobs_waiting_for_a_cancelled_leader_take_its_upload_over(
     src = proxy(faults, src_reg, "hold_blob", digest=big_digest)
     dests = [proxy(faults, t, "pass") for t in targets]
     try:
-        leader = service.submit(body(src, repo, dests))
+        leader = service.submit(job_body(src, repo, dests))
         service.wait_for(leader, lambda _st: src.events["held"] == 1)
-        followers = [service.submit(body(src, repo, dests)) for _ in range(3)]
+        followers = [service.submit(job_body(src, repo, dests)) for _ in range(3)]
         for f in followers:  # every other blob is in: each follower is at the big layer, behind the leader
             service.wait_for(f, lambda st: all(t["bytes_done"] >= others for t in st["targets"]))
         assert blob_gets(src, big_digest) == 1  # the followers did not read it themselves

@@ -276,3 +276,12 @@ def copy(source: RegistryClient, repo: str, targets: list[Target], listener: obj
                 await t.repo.close()
 
     return asyncio.run(go())
+
+
+def job_body(src: FaultProxy, repo: str, dests: list[FaultProxy], ref: str = "v1") -> dict[str, Any]:
+    """A service job from ``src`` through its proxy to every proxy of ``dests``, each with overwrite:
+    a job that finds the tag already pushed by a concurrent one is FINISHED, not SKIPPED."""
+    return {
+        "source": {"endpoint": src.endpoint, "image": repo, "ref": ref},
+        "targets": [{"endpoint": p.endpoint, "overwrite": True} for p in dests],
+    }

@@ -270,6 +270,26 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) ->
     )
 
 
+def test_remote_submit_passes_referrer_and_spool_choices(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    images.image().push(src_reg.http(), repo, "v1")
+    env = {"REGCAST_SERVER": service.url, "REGCAST_API_TOKEN": TOKEN}
+    dst = f"{open_reg.host}/{repo}/choices:v1"
+    r = _cli("submit", f"{src_reg.host}/{repo}:v1", dst, "--no-referrers", "--spool", "--wait", env=env)
+    assert r.returncode == 0, r.stderr
+    st = json.loads(_cli("status", r.stdout.splitlines()[0].strip(), "--json", env=env).stdout)
+    assert (st["referrers"], st["referrer_types"], st["spool"]) == (False, None, True)
+    typed = "application/vnd.dev.cosign.artifact.sig.v1+json"
+    r = _cli("submit", f"{src_reg.host}/{repo}:v1", dst, "--referrer-type", typed, "--no-spool", "--wait", env=env)
+    assert r.returncode == 0, r.stderr
+    st = json.loads(_cli("status", r.stdout.splitlines()[0].strip(), "--json", env=env).stdout)
+    assert (st["referrers"], st["referrer_types"], st["spool"]) == (True, [typed], False)
+    r = _cli("submit", f"{src_reg.host}/{repo}:v1", dst, "--wait", env=env)  # nothing asked: nothing sent
+    st = json.loads(_cli("status", r.stdout.splitlines()[0].strip(), "--json", env=env).stdout)
+    assert (st["referrers"], st["referrer_types"], st["spool"]) == (True, None, None)
+
+
 def test_remote_cli(service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer) -> None:
     img = images.image().push(src_reg.http(), repo, "v1")
     env = {"REGCAST_SERVER": service.url, "REGCAST_API_TOKEN": TOKEN, "REGCAST_PROGRESS_INTERVAL": "0.2"}

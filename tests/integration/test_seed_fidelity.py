@@ -348,6 +348,11 @@ def test_docs_work_offline_and_document_every_body(service: Service, strict: Ser
     assert list(status["properties"])[:6] == [*SEED_KEYS, "in_sync"]
     target = schemas[status["properties"]["targets"]["items"]["$ref"].rsplit("/", 1)[1]]
     assert "reason" in target["properties"]
+    assert set(target["properties"]) == {  # every key a target's status has (api/status.py), documented
+        *("endpoint", "image", "ref", "overwrite", "state", "reason", "bytes_done", "bytes_total"),
+        *("attempts", "retries", "error", "referrers", "referrers_left_out", "finished_at"),
+        *("bytes_per_second", "detached"),
+    }
     assert "up-to-date" in json.dumps(target["properties"]["reason"])
     assert doc["components"]["securitySchemes"]["bearer"] == {
         "type": "http",

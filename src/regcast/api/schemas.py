@@ -38,6 +38,11 @@ class SourceOut(BaseModel):
     ref: str
 
 
+class DetachedOut(BaseModel):
+    blobs: int = Field(description="blobs this target finished from its own read (the spool or the source again)")
+    reason: str | None = Field(description="why it was detached, and where it finished from")
+
+
 class TargetOut(BaseModel):
     endpoint: str = Field(description="as the request wrote it")
     image: str
@@ -53,6 +58,13 @@ class TargetOut(BaseModel):
     attempts: int
     retries: int
     error: str | None = Field(description="why FAILED: one line naming the registry, never a secret")
+    referrers: int = Field(description="signatures, attestations and SBOMs copied to this target")
+    referrers_left_out: list[str] = Field(description="referrers not copied, each with why")
+    finished_at: str | None = Field(description="this target's own end: a fast target ends before a slow one")
+    bytes_per_second: int | None = Field(description="this target's own average rate since the job started running")
+    detached: DetachedOut | None = Field(
+        description="set when this target lagged and left the shared source stream for some blobs"
+    )
 
 
 class JobStatus(BaseModel):

@@ -89,6 +89,22 @@ def _basic(given: CredsSource) -> dict[str, Any] | None:
     return {"basicauth": {"user": creds.username, "password": creds.password}} if creds else None
 
 
+def _job_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """The request's optional keys, each sent only when asked: the service's defaults stay the service's."""
+    extra: dict[str, Any] = {}
+    if opts["platforms"]:
+        extra["platforms"] = list(opts["platforms"])
+    if opts["notify_url"]:
+        extra["notify"] = {"url": opts["notify_url"]}
+    if not opts["referrers"]:
+        extra["referrers"] = False
+    if opts["referrer_types"]:
+        extra["referrer_types"] = list(opts["referrer_types"])
+    if opts["spool"] is not None:
+        extra["spool"] = opts["spool"]
+    return extra
+
+
 @click.command()
 @click.argument("src")
 @click.argument("dst", nargs=-1, required=True)
@@ -102,6 +118,11 @@ def _basic(given: CredsSource) -> dict[str, Any] | None:
 @click.option("--overwrite/--no-overwrite", default=True, show_default=True, help="As for `regcast copy`.")
 @click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]")
 @click.option("--notify-url", metavar="URL", help="POST the job's summary here when it ends.")
+@click.option("--referrers/--no-referrers", default=True, show_default=True, help="As for `regcast copy`.")
+@click.option(
+    "--referrer-type", "referrer_types", multiple=True, metavar="ARTIFACT_TYPE", help="As for `regcast copy`."
+)
+@click.option("--spool/--no-spool", default=None, help="As for `regcast copy` [default: the service's].")
 @click.option("--wait", is_flag=True, help="Show progress until the job ends; exit 0 only if it FINISHED.")
 def submit(src: str, dst: tuple[str, ...], server: str | None, wait: bool, **opts: Any) -> None:
     """Queue a copy of SRC to every DST on a regcast service; print the job id."""
@@ -139,10 +160,7 @@ def submit(src: str, dst: tuple[str, ...], server: str | None, wait: bool, **opt
             target["auth"] = auth
         targets.append(target)
     body: dict[str, Any] = {"source": source, "targets": targets}
-    if opts["platforms"]:
-        body["platforms"] = list(opts["platforms"])
-    if opts["notify_url"]:
-        body["notify"] = {"url": opts["notify_url"]}
+    body.update(_job_options(opts))
     job_id = str(remote.call("POST", "/api/distribute/image", body, ok=(201,))["id"])
     click.echo(job_id)
     if wait:

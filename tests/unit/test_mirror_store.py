@@ -27,6 +27,7 @@ from regcast.mirrors.document import load_document
 from regcast.mirrors.models import RunState, Trigger
 from regcast.mirrors.service import MirrorService, split_document
 from regcast.mirrors.store import MirrorStore
+from regcast.triggers.dispatch import PushTriggers
 from tests.support.pg import db_proxy, via
 
 DOC = """\
@@ -175,6 +176,43 @@ def test_a_planner_that_loses_the_database_leaves_the_run_to_settle(db: Db, capl
     run = db.store.get_run(run_id)
     assert run is not None
     assert run.state is RunState.PLANNING  # settle fails it after PLANNING_TIMEOUT and frees the lease
+
+
+def test_the_push_lag_watcher_outlives_an_outage_and_still_reports(
+    db: Db, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pushed_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    run_id = db.store.start_push_run("app", "v1@sha256:cd", "test", pushed_at)
+    assert run_id is not None
+    lags: list[float] = []
+    triggers = PushTriggers(db.ms, observe_lag=lags.append)
+
+    async def plan_run(name: str, run: str, only: list[str] | None = None) -> None:
+        db.down()  # planned, then the database goes away before the watcher's first poll
+
+    monkeypatch.setattr(db.ms, "plan_run", plan_run)
+
+    async def go() -> None:
+        watcher = asyncio.create_task(triggers._run("app", run_id, "v1"))
+        for _ in range(600):  # a bound, not a timing assumption: the first poll fails well before
+            if "lag watch waiting for the database" in caplog.text or watcher.done():
+                break
+            await asyncio.sleep(0.1)
+        db.up()
+        await asyncio.to_thread(db.store.planned, run_id, selected=0, up_to_date=0, skipped=0, failed=0, error=None)
+        await asyncio.wait_for(watcher, 120)  # raises here when the outage ended the watcher
+
+    with caplog.at_level(logging.WARNING, logger="regcast.events"):
+        asyncio.run(go())
+    run = db.store.get_run(run_id)
+    assert run is not None and run.lag_seconds is not None
+    assert lags == [run.lag_seconds]
+    assert triggers.last_lag == run.lag_seconds
+    warned = [r for r in caplog.records if r.name == "regcast.events"]
+    assert [r.getMessage() for r in warned] == [
+        f"events: run {run_id}: lag watch waiting for the database (database unavailable (OperationalError))"
+    ]
+    assert warned[0].exc_info is None  # one line, no traceback
 
 
 def test_mirror_routes_answer_503_while_the_database_is_down(tmp_path: Path) -> None:

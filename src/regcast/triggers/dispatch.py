@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from regcast._exceptions import RegcastError
+from regcast._exceptions import JobError, RegcastError
 from regcast.mirrors.clients import ClientPool
 from regcast.mirrors.document import Mirror, MirrorDocument, RegistrySettings
 from regcast.mirrors.select import mirror_selects, source_of, targets_of
@@ -32,6 +32,7 @@ from regcast.triggers.signature import signed_with
 
 log = logging.getLogger("regcast.events")
 LAG_WATCH_SECONDS = 3600.0  # a push run followed longer than this is not measured
+OUTAGE_BACKOFF = 30.0  # seconds: the longest wait between the lag watch's polls while the database is down
 
 
 class Unauthorized(RegcastError):
@@ -216,18 +217,33 @@ class PushTriggers:
         await self.mirrors.plan_run(name, run_id, only=[tag])
         if self.observe_lag is None:
             return
-        delay, waited = 0.2, 0.0
+        lag = await self._follow(run_id)
+        if lag is not None:
+            self.last_lag = lag
+            self.observe_lag(lag)
+
+    async def _follow(self, run_id: str) -> float | None:
+        """The run's lag once it ended (None: it has none, or not within ``LAG_WATCH_SECONDS``).
+
+        A database outage does not end the watch (the run goes on without it): one line when the
+        outage starts, a longer backoff while it lasts, then the polls resume, as the scheduler does.
+        """
+        delay, waited, down = 0.2, 0.0, False
         while waited < LAG_WATCH_SECONDS:
             await asyncio.sleep(delay)
             waited += delay
-            delay = min(delay * 1.5, 5.0)
-            await asyncio.to_thread(self.mirrors.store.settle)
-            run = await asyncio.to_thread(self.mirrors.store.get_run, run_id)
+            try:
+                await asyncio.to_thread(self.mirrors.store.settle)
+                run = await asyncio.to_thread(self.mirrors.store.get_run, run_id)
+            except JobError as exc:  # the store's translated errors (jobs/_db.py): secret-free
+                if not down:
+                    log.warning("events: run %s: lag watch waiting for the database (%s)", run_id, exc)
+                down, delay = True, min(delay * 2, OUTAGE_BACKOFF)
+                continue
+            down, delay = False, min(delay * 1.5, 5.0)
             if run is None or run.finished_at is not None:
-                if run is not None and run.lag_seconds is not None:
-                    self.last_lag = run.lag_seconds
-                    self.observe_lag(run.lag_seconds)
-                return
+                return None if run is None else run.lag_seconds
+        return None
 
     @staticmethod
     async def _delete_at(pool: ClientPool, registry: str, repository: str, event: PushEvent) -> bool:

@@ -62,8 +62,12 @@ class Setup:
         )
 
 
-def _document(proxy: FaultProxy, targets: list[RegistryServer], prune: bool = False) -> str:
+def _document(
+    proxy: FaultProxy, targets: list[RegistryServer] | list[str], prune: bool = False, latest: int | None = None
+) -> str:
     host = f"127.0.0.1:{proxy.port}"
+    hosts = [t if isinstance(t, str) else t.host for t in targets]
+    keep = f"\n      latest: {latest}" if latest else ""
     return f"""
 version: 1
 registries:
@@ -74,9 +78,9 @@ registries:
 mirrors:
   - name: app
     source: {host}/{REPO}
-    targets: [{", ".join(t.host for t in targets)}]
+    targets: [{", ".join(hosts)}]
     tags:
-      allow: ['^v\\d+$']
+      allow: ['^v\\d+(\\.\\d+\\.\\d+)?$']{keep}
     prune: {"true" if prune else "false"}
 """
 
@@ -232,3 +236,35 @@ def test_deletes_prune_only_when_the_mirror_says_so(setup: Setup) -> None:
     assert r.status_code == 202 and r.json()["pruned"] == 2, r.text
     for t in setup.targets:
         assert t.http().get_manifest(REPO, "v5").status_code == 404
+
+
+def _pings(proxy: FaultProxy) -> int:
+    """``GET /v2/`` requests seen: a client without a settled ping from the shared pools sends one."""
+    return sum(1 for method, path, _h in proxy.seen if method == "GET" and path == "/v2/")
+
+
+def test_push_listings_and_prunes_reuse_the_workers_connection_pools(setup: Setup) -> None:
+    target = FaultProxy(setup.targets[0].port).start()  # counts what reaches the target
+    try:
+        # latest N (semver tags): each push lists the source's tags before it takes its run
+        doc = _document(setup.proxy, [f"127.0.0.1:{target.port}"], prune=True, latest=5)
+        assert setup.svc.http.post("/api/mirrors", content=doc).status_code == 201
+        first = images.image().push(setup.source.http(), REPO, "v1.0.0")
+        assert [r["state"] for r in setup.wait_runs(1)] == ["FINISHED"]
+        source_pings, target_pings, seen = _pings(setup.proxy), _pings(target), len(setup.proxy.seen)
+        assert source_pings >= 1  # the pools are warm now
+        assert target_pings >= 1
+
+        images.image().push(setup.source.http(), REPO, "v1.1.0")
+        assert [r["state"] for r in setup.wait_runs(2)] == ["FINISHED", "FINISHED"]
+        assert_same_image(setup.source.http(), REPO, "v1.1.0", setup.targets[0].http(), REPO, "v1.1.0")
+        assert [p for _m, p, _h in setup.proxy.seen[seen:] if "/tags/list" in p]  # the listing was sent
+        assert _pings(setup.proxy) == source_pings  # ... on the pooled clients, as the plan and the job
+
+        gone = {"digest": first.digest, "repository": REPO, "mediaType": images.OCI_MANIFEST}
+        r = setup.post({"events": [{"id": "d1", "action": "delete", "target": gone}]})
+        assert r.status_code == 202 and r.json()["pruned"] == 1, r.text
+        assert setup.targets[0].http().get_manifest(REPO, "v1.0.0").status_code == 404
+        assert _pings(target) == target_pings  # the prune's DELETE went over the run's pooled client
+    finally:
+        target.stop()

@@ -124,6 +124,11 @@ class MirrorService:
             self.on_run_ended(run, doc)
         return ended
 
+    def client_pool(self, doc: MirrorDocument) -> ClientPool:
+        """Clients for one document from the process's limits and the worker's connection pools (when
+        this process runs one): runs, push listings and prunes reuse the connections, tokens and ping."""
+        return ClientPool(doc, self.settings, self.limits, self.connections)
+
     def document_of(self, sealed: bytes) -> MirrorDocument:
         return MirrorDocument.model_validate(self.box.open(sealed))
 
@@ -146,7 +151,7 @@ class MirrorService:
                 raise RegcastError(f"mirror {name} was deleted")
             doc = self.document_of(record.sealed)
             mirror = doc.mirrors[0]
-            pool = ClientPool(doc, self.settings, self.limits, self.connections)
+            pool = self.client_pool(doc)
             try:
                 plan: MirrorPlan = await Planner(doc, pool).plan_mirror(mirror, only)
                 error = plan.error or next((f"{i.tag}: {i.error}" for i in plan.images if i.error), None)

@@ -160,7 +160,7 @@ class PushTriggers:
         rules = li.mirror.tags
         if rules is None or rules.latest is None or event.tag in rules.list:
             return True
-        pool = ClientPool(li.doc, self.mirrors.settings)  # ``latest`` N depends on the other tags
+        pool = self.mirrors.client_pool(li.doc)  # ``latest`` N depends on the other tags
         try:
             tags = await list_tags(pool.source(registry), event.repository)
         finally:
@@ -196,7 +196,7 @@ class PushTriggers:
             return 0
         if not li.mirror.prune:
             return 0
-        pool = ClientPool(li.doc, self.mirrors.settings)
+        pool = self.mirrors.client_pool(li.doc)
         try:
             for target in targets_of(li.doc, li.mirror):
                 try:

@@ -1,5 +1,6 @@
 """What a service job costs beside its copy (#17): the POST's source check reuses its connection,
-nothing is encrypted when there is nothing secret, and sealed credentials still work.
+nothing is encrypted when there is nothing secret (the POST's jobs and a mirror run's), and sealed
+credentials still work.
 
 Counted where it happens: new TCP connections at a proxy in front of the source registry, and the
 ``secrets`` column of the job's row.
@@ -7,9 +8,12 @@ Counted where it happens: new TCP connections at a proxy in front of the source 
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +74,33 @@ def test_credentials_are_still_sealed_and_used(
     assert sealed is not None
     assert auth["basicauth"]["password"].encode() not in sealed
     assert_same_image(src_reg.http(), repo, "v1", basic_reg.http(), repo, "v1")
+
+
+def test_a_mirror_run_without_credentials_stores_no_ciphertext_and_copies_anonymously(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    images.image().push(src_reg.http(), repo, "v1")
+    name = f"anon-{secrets.token_hex(3)}"
+    doc = f"""\
+version: 1
+mirrors:
+  - name: {name}
+    source: {src_reg.host}/{repo}
+    targets: [{open_reg.host}/{name}]
+    tags: {{list: [v1]}}
+"""
+    r = service.http.post("/api/mirrors", content=doc, headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 201, r.text
+    r = service.http.post(f"/api/mirrors/{name}/run")
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    deadline = time.monotonic() + 120
+    run: dict[str, Any] = {}
+    while time.monotonic() < deadline and run.get("state") not in ("FINISHED", "FAILED"):
+        time.sleep(0.2)
+        run = next(x for x in service.http.get(f"/api/mirrors/{name}/runs").json()["runs"] if x["id"] == run_id)
+    assert run["state"] == "FINISHED", run
+    assert len(run["jobs"]) == 1
+    assert _sealed(service, run["jobs"][0]) is None  # no credentials in the document: nothing encrypted
+    assert service.status(run["jobs"][0])["value"] == "FINISHED"
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), f"{name}/{repo}", "v1")

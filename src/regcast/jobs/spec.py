@@ -309,6 +309,11 @@ class DistributeRequest(_SeedModel):
             }
         return public
 
+    def has_secret(self) -> bool:
+        """Anything to seal (an auth block, a hook)? Without, a job stores no ciphertext and no attempt
+        decrypts one (#17), whoever queued it: the POST or a mirror run."""
+        return self.source.auth is not None or any(t.auth is not None for t in self.targets) or bool(self.notify)
+
     def sealed_auth(self) -> dict[str, Any]:
         """Every auth block, for encrypted storage."""
 

@@ -196,7 +196,7 @@ class MirrorService:
     async def _queue(self, doc: MirrorDocument, mirror: Mirror, pool: ClientPool, img: ImagePlan, run_id: str) -> None:
         body = job_request(doc, mirror, pool, img)
         targets = [(t.endpoint, t.image or body.source.image, t.ref or body.source.ref) for t in body.targets]
-        sealed = self.box.seal(body.sealed_auth())
+        sealed = self.box.seal(body.sealed_auth()) if body.has_secret() else None  # no credentials: no ciphertext
         public = {**body.public(), "mirror": {"name": mirror.name, "run": run_id}}
         job_id = await asyncio.to_thread(self.jobs.create, public, sealed, targets)
         await asyncio.to_thread(self.store.link_job, run_id, job_id, img.tag)

@@ -76,9 +76,8 @@ async def distribute(request: Request, service: ServiceDep) -> SeedJSON:
         return refusal
     src = body.source
     targets = [(t.endpoint, t.image or src.image, t.ref or src.ref) for t in body.targets]
-    secret = body.sealed_auth()
     # nothing to hide (no auth, no hook): no encryption now and no decryption per attempt (#17: per-job CPU)
-    sealed = service.box.seal(secret) if _has_secret(secret) else None
+    sealed = service.box.seal(body.sealed_auth()) if body.has_secret() else None
     job_id = await asyncio.to_thread(service.store.create, body.public(), sealed, targets)
     if service.worker is not None:
         service.worker.wake()
@@ -88,12 +87,6 @@ async def distribute(request: Request, service: ServiceDep) -> SeedJSON:
         log.warning("job %s: %s", job_id, "; ".join(warnings))
         accepted["warnings"] = warnings
     return SeedJSON(accepted, status_code=201)
-
-
-def _has_secret(sealed: dict[str, Any]) -> bool:
-    return (
-        sealed.get("source") is not None or any(t is not None for t in sealed.get("targets", ())) or "notify" in sealed
-    )
 
 
 def _parse(raw_body: bytes, service: Service) -> tuple[DistributeRequest, list[str]] | SeedJSON:

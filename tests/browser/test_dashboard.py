@@ -7,8 +7,10 @@ may only talk to the service: any other request fails the test (the page must wo
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -299,3 +301,43 @@ def test_push_events_and_their_lag(
     expect(page.locator("#events-summary")).to_contain_text("1 matched")
     tab.shot("dashboard-push-events")
     assert_same_image(src_reg.http(), repo, "v2", open_reg.http(), f"pushed/{repo}", "v2")
+
+
+def test_the_form_sends_spool_only_when_chosen(
+    tab: Page, service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    from playwright.sync_api import expect
+
+    images.image().push(src_reg.http(), repo, "v1")
+    page = tab.open()
+    expect(page.locator("#spool")).to_have_count(1)  # tri-state: service default / on / off
+    expect(page.locator("#spool")).to_have_value("")
+
+    def submit(choice: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The body the page POSTed and the request the service stored."""
+        page.goto(f"{service.url}/#/")
+        page.fill("#src-endpoint", src_reg.endpoint)
+        page.fill("#src-image", repo)
+        page.fill("#src-ref", "v1")
+        page.fill("#dst-endpoints", open_reg.endpoint)
+        if choice is not None:
+            page.select_option("#spool", label=choice)
+        with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/distribute/image")) as request:
+            page.click("text=Start copy")
+        page.wait_for_url("**/#/jobs/*")
+        job = page.url.rsplit("/", 1)[-1]
+        expect(page.locator('#job-summary dd[data-field="state"]')).to_have_text("FINISHED", timeout=WAIT)
+        with sqlite3.connect(service.directory / "regcast.db") as db:
+            (stored,) = db.execute("SELECT request FROM jobs WHERE id = ?", (job,)).fetchone()
+        return json.loads(request.value.post_data), json.loads(stored)
+
+    body, stored = submit(None)  # left at the default: no key, the service decides
+    assert "spool" not in body
+    assert "spool" not in stored
+    body, stored = submit("off")
+    assert body["spool"] is False
+    assert stored["spool"] is False
+    body, stored = submit("on")
+    assert body["spool"] is True
+    assert stored["spool"] is True
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")

@@ -210,7 +210,9 @@ document.addEventListener("DOMContentLoaded", () => {
       .map((endpoint) => ({ endpoint, overwrite: f.overwrite.checked, verify_tls: verify, auth: auth(f.dst_user, f.dst_password) }));
     const source = { endpoint: f.endpoint.value.trim(), image: f.image.value.trim(), ref: f.ref.value.trim(),
                      verify_tls: verify, auth: auth(f.src_user, f.src_password) };
-    const r = await api("POST", "/api/distribute/image", { source, targets });
+    const body = { source, targets };
+    if (f.spool.value) body.spool = f.spool.value === "on";  // sent only when chosen: else the service's default
+    const r = await api("POST", "/api/distribute/image", body);
     f.src_password.value = "";  // the service keeps them (encrypted); the page does not
     f.dst_password.value = "";
     if (r.status === 201) {

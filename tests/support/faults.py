@@ -37,6 +37,7 @@ class FaultProxy:
         self.side_headers = side_headers  # repository -> headers the object store uses upstream
         self.events: Counter[str] = Counter()
         self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.answered: list[tuple[str, str, int]] = []  # (method, path and query, upstream status) forwarded
         self.port = 0
         self.side_port = 0
         self.side_auth_headers = 0
@@ -179,6 +180,7 @@ class FaultProxy:
             ):
                 self.events["403_for_missing"] += 1
                 return web.Response(status=403)
+            self.answered.append((request.method, request.path_qs, up.status))
             resp = web.StreamResponse(status=up.status, headers=self._out_headers(request, up))
             await resp.prepare(request)
             await self._pump(request, up, resp)

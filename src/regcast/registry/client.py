@@ -30,6 +30,7 @@ from regcast.registry.coalesce import InFlight
 from regcast.registry.guards import Kind
 from regcast.registry.limits import RegistryLimit
 from regcast.registry.manifest import Manifest
+from regcast.registry.memo import Memo
 from regcast.registry.redact import printable
 from regcast.registry.reference import Endpoint, is_loopback
 from regcast.registry.request import Body, RateLimitWatch
@@ -72,6 +73,7 @@ class RegistryClient:
         self._shared = shared  # pool, tokens and ping kept across jobs (pool.py); None: this client's own
         self.auth = shared.auth if shared else Authenticator(endpoint.host, credentials, seed_auth, self.options.policy)
         self.reads = shared.reads if shared else InFlight()  # identical reads under way: sent once
+        self.memo = shared.memo if shared else Memo()  # kept across jobs in a pool entry (memo.py)
         self._session: aiohttp.ClientSession | None = None
         self._pinged = False
         self._retry_watchers: list[Callable[[str], None]] = []  # see watch_retries()

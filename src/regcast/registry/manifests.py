@@ -32,30 +32,41 @@ async def manifest_url(client: RegistryClient, repository: str, ref: str) -> str
 
 
 async def _manifest_request(
-    client: RegistryClient, method: str, repository: str, ref: str
+    client: RegistryClient, method: str, repository: str, ref: str, if_none_match: str | None = None
 ) -> tuple[str, aiohttp.ClientResponse]:
     url = await manifest_url(client, repository, ref)
-    resp = await client.send(
-        method,
-        url,
-        scopes=(scope(repository, "pull"),),
-        headers={"Accept": mt.ACCEPT_MANIFESTS},
-        follow_redirects=True,
-    )
+    headers = {"Accept": mt.ACCEPT_MANIFESTS}
+    if if_none_match is not None:
+        headers["If-None-Match"] = f'"{if_none_match}"'
+    resp = await client.send(method, url, scopes=(scope(repository, "pull"),), headers=headers, follow_redirects=True)
     return url, resp
 
 
 async def get_manifest(client: RegistryClient, repository: str, ref: str) -> Manifest:
     """The manifest bytes exactly as stored, verified against the digest asked for or announced.
 
-    The same GET already under way for another job of this pool entry is joined (``coalesce.py``)."""
+    By digest: from this pool entry's memo when an earlier job read it (``memo.py``). The same GET
+    already under way for another job of this pool entry is joined (``coalesce.py``)."""
+    if ":" in ref:
+        kept = client.memo.manifest(repository, validate_digest(ref))
+        if kept is not None:
+            return kept
     url = await manifest_url(client, repository, ref)
     return await client.reads.read(("GET", url), lambda: _get_manifest(client, repository, ref))
 
 
-async def _get_manifest(client: RegistryClient, repository: str, ref: str) -> Manifest:
-    url, resp = await _manifest_request(client, "GET", repository, ref)
+async def _get_manifest(client: RegistryClient, repository: str, ref: str, conditional: bool = True) -> Manifest:
+    """One GET; by tag with ``If-None-Match`` when the memo holds what the tag held last (a 304: that)."""
+    held = client.memo.tagged(repository, ref) if conditional and ":" not in ref else None
+    url, resp = await _manifest_request(client, "GET", repository, ref, held.digest if held else None)
     try:
+        if resp.status == 304 and held is not None:
+            announced = resp.headers.get("Docker-Content-Digest")
+            if announced is None or announced == held.digest:
+                client.memo.keep(repository, held, ref)  # the registry answered for it just now
+                return held
+            resp.release()
+            return await _get_manifest(client, repository, ref, conditional=False)
         if resp.status != 200:
             raise await response_error(resp, client.name, f"getting manifest {repository}:{ref}")
         length = resp.content_length
@@ -77,12 +88,16 @@ async def _get_manifest(client: RegistryClient, repository: str, ref: str) -> Ma
         try:
             ctype = resp.headers.get("Content-Type", "")
             if len(raw) > PARSE_ON_LOOP_MAX:  # hashing and parsing megabytes would stall every other job
-                return await asyncio.to_thread(parse_manifest, raw, ctype, expected)
-            return parse_manifest(raw, ctype, expected)
+                manifest = await asyncio.to_thread(parse_manifest, raw, ctype, expected)
+            else:
+                manifest = parse_manifest(raw, ctype, expected)
         except ContentError as exc:  # name the registry, as every error does
             raise type(exc)(f"registry {client.name}: manifest {repository}:{ref}: {exc}") from None
     finally:
         resp.release()
+    # its digest is the hash of these bytes (verified above when asked or announced): safe to keep by it
+    client.memo.keep(repository, manifest, None if ":" in ref else ref)
+    return manifest
 
 
 async def head_manifest(client: RegistryClient, repository: str, ref: str) -> str | None:
@@ -134,6 +149,7 @@ async def delete_manifest(client: RegistryClient, repository: str, ref: str) -> 
     raises ``RegistryResponseError``; the caller decides whether a digest delete is right.
     """
     url = await manifest_url(client, repository, ref)
+    client.memo.forget(repository, ref)
     resp = await client.send("DELETE", url, scopes=(scope(repository, "delete"),))
     try:
         if resp.status == 404:

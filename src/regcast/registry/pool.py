@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from regcast.registry.authenticator import Authenticator
 from regcast.registry.coalesce import InFlight
+from regcast.registry.memo import ManifestCache, Memo
 
 if TYPE_CHECKING:
     import aiohttp
@@ -36,6 +37,7 @@ class Shared:
     session: aiohttp.ClientSession | None = None
     pinged: Endpoint | None = None  # the endpoint as the first successful ping settled it
     reads: InFlight = field(default_factory=InFlight)  # identical small reads under way (coalesce.py)
+    memo: Memo = field(default_factory=Memo)  # what this entry's jobs learnt and may reuse (memo.py)
     users: int = 0
     idle_since: float = field(default_factory=time.monotonic)
 
@@ -48,9 +50,10 @@ class Shared:
 class ConnectionPools:
     """Hands out ``RegistryClient``s whose connections and tokens outlive one job; ``close()`` at the end."""
 
-    def __init__(self, max_idle: int = 32, idle_seconds: float = 300.0) -> None:
+    def __init__(self, max_idle: int = 32, idle_seconds: float = 300.0, manifests: ManifestCache | None = None) -> None:
         self.max_idle = max_idle
         self.idle_seconds = idle_seconds
+        self.manifests = manifests or ManifestCache()  # one bound for every entry; keys hold the entry's Memo
         self._entries: list[Shared] = []  # compared with ==: credentials and seed auth are not hashable
 
     def client(
@@ -69,7 +72,8 @@ class ConnectionPools:
         key = (endpoint, credentials, seed_auth, replace(options, observer=None), id(options.resolver))
         shared = next((e for e in self._entries if e.key == key), None)
         if shared is None:
-            shared = Shared(key, Authenticator(endpoint.host, credentials, seed_auth, options.policy))
+            auth = Authenticator(endpoint.host, credentials, seed_auth, options.policy)
+            shared = Shared(key, auth, memo=Memo(self.manifests))
             self._entries.append(shared)
         shared.users += 1
         return RegistryClient(

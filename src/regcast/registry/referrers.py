@@ -4,7 +4,8 @@ I/O only, through ``RegistryClient.send`` (auth, retries, redirects and error tr
 there). The copy logic that uses these lives in ``transfer/referrers.py``.
 
 - API: ``GET /v2/<name>/referrers/<digest>[?artifactType=]``, an OCI index of descriptors, paged
-  through ``Link: <next>; rel="next"``. A 404 means the registry has no such API.
+  through ``Link: <next>; rel="next"``. A 404 means the registry has no such API (remembered a while
+  per pool entry: ``memo.py``).
 - Tag schema (the fallback): the index at tag ``<alg>-<hex>`` (alg truncated to 32, hex to 64).
 - cosign: tags ``sha256-<hex>.sig|.att|.sbom`` next to the image.
 """
@@ -92,6 +93,8 @@ async def list_referrers(
     """
     validate_repository(repository)
     url = await client.url(f"{repository}/referrers/{validate_digest(digest)}")
+    if client.memo.referrers_api_absent():  # an earlier job of this pool entry was answered 404 (memo.py)
+        return None
     if artifact_type:
         url = with_query(url, artifactType=artifact_type)
     found: list[dict[str, Any]] = []
@@ -102,6 +105,7 @@ async def list_referrers(
         )
         try:
             if resp.status in NO_API and page == 0:
+                client.memo.note_referrers_api_absent()
                 return None
             if resp.status != 200:
                 raise await response_error(resp, client.name, f"listing referrers of {repository}@{digest}")

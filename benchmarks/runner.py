@@ -152,9 +152,10 @@ def cpu_seconds(pid: int) -> float:
 class Bench:
     last_cpu = 0.0  # CPU seconds of the tool's processes in the last run
 
-    def __init__(self, workdir: Path, rounds: int) -> None:
+    def __init__(self, workdir: Path, rounds: int, skopeo: str | None = SKOPEO) -> None:
         self.workdir = workdir
         self.rounds = rounds
+        self.skopeo_path = skopeo  # None: not installed, or left out (--no-skopeo); every scenario asks here
         self.n = 0
         self.last_limit_parts = (0.0, 0.0)
 
@@ -201,10 +202,10 @@ class Bench:
         return self.run_timed([REGCAST, "copy", f"{src}/{img.repo}:v1", *[f"{t.host}/{img.repo}:v1" for t in targets]])
 
     def skopeo(self, src: str, img: Image, targets: list[RegistryServer], parallel: bool) -> tuple[float, int]:
-        assert SKOPEO
+        assert self.skopeo_path
         cmds = [
             [
-                SKOPEO,
+                self.skopeo_path,
                 "copy",
                 "--all",
                 "--src-tls-verify=false",
@@ -328,7 +329,7 @@ def scenario_copy(
     }
     if service:
         runs["service"] = lambda t: service.copy(src_host, img, t)
-    if SKOPEO and "skopeo" in tools:
+    if bench.skopeo_path and "skopeo" in tools:
         runs["skopeo-seq"] = lambda t: bench.skopeo(src_host, img, t, parallel=False)
         runs["skopeo-par"] = lambda t: bench.skopeo(src_host, img, t, parallel=True)
     results = {k: Result() for k in runs}
@@ -375,7 +376,7 @@ def scenario_noop(bench: Bench, out: list[str]) -> None:
     targets = bench.registries(3)
     service = ServiceRunner(bench.workdir)
     results = {"regcast": Result(), "service": Result()}
-    if SKOPEO:
+    if bench.skopeo_path:
         results["skopeo-seq"] = Result()
     try:
         bench.regcast_cli(src.host, img, targets)
@@ -386,7 +387,7 @@ def scenario_noop(bench: Bench, out: list[str]) -> None:
             s, rss = service.copy(src.host, img, targets)
             results["service"].seconds.append(s)
             results["service"].rss_kib.append(rss)
-            if SKOPEO:
+            if bench.skopeo_path:
                 s, rss = bench.skopeo(src.host, img, targets, parallel=False)
                 results["skopeo-seq"].seconds.append(s)
                 results["skopeo-seq"].rss_kib.append(rss)
@@ -542,6 +543,13 @@ def _detach_scenarios(bench: Bench, out: list[str], chosen: set[str], quick: boo
         scenario_detach(bench, out, quick)
 
 
+def skopeo_note(skopeo: str | None, left_out: bool) -> str:
+    """The header's word on skopeo: its path only when the run compares with it."""
+    if left_out:
+        return "; skopeo left out (--no-skopeo)"
+    return f"; skopeo: {skopeo}" if skopeo else "; skopeo not installed"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
@@ -561,10 +569,11 @@ def main() -> None:
         f"## {dt.date.today().isoformat()}, {os.cpu_count()} cores, rounds={args.rounds}"
         + (" (quick)" if args.quick else "")
     ]
-    print(out[0] + (f"; skopeo: {SKOPEO}" if SKOPEO else "; skopeo not installed"), flush=True)
+    skopeo = None if args.no_skopeo else SKOPEO
+    print(out[0] + skopeo_note(skopeo, args.no_skopeo), flush=True)
     with tempfile.TemporaryDirectory(prefix="regcast-bench-") as tmp:
-        bench = Bench(Path(tmp), args.rounds)
-        all_tools = ["service"] if args.no_skopeo else ["service", "skopeo"]
+        bench = Bench(Path(tmp), args.rounds, skopeo)
+        all_tools = ["service", "skopeo"]
         if "a" in chosen:
             scenario_copy(bench, "a", [big] * 4, 3, True, all_tools, out)
         if "a6" in chosen:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tests.support.registry import RegistryServer
 
-from benchmarks.runner import CURL, REGCAST, SKOPEO, Bench, Image, MiB, ServiceRunner, build_image
+from benchmarks.runner import CURL, REGCAST, Bench, Image, MiB, ServiceRunner, build_image
 
 PLOTS = Path(__file__).parent / "plots"
 TARGET_COUNTS = (1, 2, 4, 8, 12)
@@ -38,10 +38,9 @@ Run = Callable[[list[RegistryServer]], float]
 FAILURES: list[str] = []  # runs that failed, printed under the tables
 
 
-def _skopeo_cmd(src: str, repo: str, dest: str) -> list[str]:
-    assert SKOPEO
+def _skopeo_cmd(skopeo: str, src: str, repo: str, dest: str) -> list[str]:
     return [
-        SKOPEO,
+        skopeo,
         "copy",
         "--all",
         "--src-tls-verify=false",
@@ -119,9 +118,9 @@ def scale_targets(bench: Bench, quick: bool) -> dict[str, dict[int, float]]:
         "regcast CLI": lambda _p: lambda t: bench.regcast_cli(src.host, img, t)[0],
         "regcast service": lambda _p: lambda t: service.copy(src.host, img, t)[0],
     }
-    if SKOPEO:
+    if (skopeo := bench.skopeo_path) is not None:
         tools["skopeo (parallel)"] = lambda _p: (
-            lambda t: _parallel([_skopeo_cmd(src.host, img.repo, x.host) for x in t])
+            lambda t: _parallel([_skopeo_cmd(skopeo, src.host, img.repo, x.host) for x in t])
         )
     try:
         return _measure(bench, points, tools, lambda p: p)
@@ -159,9 +158,9 @@ def scale_jobs(bench: Bench, quick: bool) -> dict[str, dict[int, float]]:
         "regcast service": by_service,
         "regcast CLI": by_cli,
     }
-    if SKOPEO:
+    if (skopeo := bench.skopeo_path) is not None:
         tools["skopeo (parallel)"] = lambda n: (
-            lambda t: _parallel([_skopeo_cmd(src.host, i.repo, x.host) for i in imgs[:n] for x in t])
+            lambda t: _parallel([_skopeo_cmd(skopeo, src.host, i.repo, x.host) for i in imgs[:n] for x in t])
         )
     try:
         return _measure(bench, points, tools, lambda _p: 2)
@@ -202,7 +201,7 @@ def scenario_scaling(bench: Bench, out: list[str], quick: bool) -> None:
         "rounds": bench.rounds,
         "quick": quick,
         "load": load,
-        "skopeo": bool(SKOPEO),
+        "skopeo": bool(bench.skopeo_path),
         "targets_image": f"{size} layers",
         "jobs_image": "1 MiB + 256 KiB layers each",
         "targets": {tool: {str(p): s for p, s in by.items()} for tool, by in targets.items()},
@@ -214,7 +213,7 @@ def scenario_scaling(bench: Bench, out: list[str], quick: bool) -> None:
             f"\n{doc['date']}, rounds={bench.rounds}, {load}",
             _table(f"scale: seconds against targets ({size} layers; x limit in brackets)", "targets", targets),
             _table("scale: seconds against concurrent jobs (1 MiB + 256 KiB each, 2 targets)", "jobs", jobs),
-            "" if SKOPEO else "\n(skopeo not installed: no skopeo rows; `apt-get install skopeo`)",
+            "" if bench.skopeo_path else "\n(skopeo not installed or left out: no skopeo rows)",
             "".join(f"\nfailed run (left out of the median): {f}" for f in FAILURES),
             "\n" + draw(PLOTS),
         ]

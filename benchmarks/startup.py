@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import regcast
-from benchmarks.runner import REGCAST, SKOPEO, Bench, build_image
+from benchmarks.runner import REGCAST, Bench, build_image
 
 
 def scenario_startup(bench: Bench, out: list[str], quick: bool) -> None:
@@ -34,8 +34,8 @@ def scenario_startup(bench: Bench, out: list[str], quick: bool) -> None:
         "regcast --version": [REGCAST, "--version"],
         "regcast copy, no-op re-sync, 3 targets": copy,
     }
-    if SKOPEO:
-        commands["skopeo --version"] = [SKOPEO, "--version"]
+    if bench.skopeo_path:
+        commands["skopeo --version"] = [bench.skopeo_path, "--version"]
     wall: dict[str, list[float]] = {k: [] for k in commands}
     cpu: dict[str, list[float]] = {k: [] for k in commands}
     try:
@@ -58,8 +58,8 @@ def scenario_startup(bench: Bench, out: list[str], quick: bool) -> None:
     for name in commands:
         median = statistics.median(wall[name])
         lines.append(f"| {name} | {median:.3f} | {statistics.median(cpu[name]):.3f} | {median / floor:.1f} |")
-    if not SKOPEO:
-        lines.append("\n(skopeo not installed: no skopeo --version row)")
+    if not bench.skopeo_path:
+        lines.append("\n(skopeo not installed or left out: no skopeo --version row)")
     text = "\n".join(lines)
     print(text, flush=True)
     out.append(text)

@@ -21,6 +21,7 @@ from regcast.api.app import create_app
 from regcast.api.service import Service
 from regcast.config import load_settings
 from regcast.jobs.models import JobState
+from regcast.jobs.records import Claim
 from regcast.jobs.secrets import SecretBox
 from regcast.jobs.store import JobStore
 from regcast.mirrors.document import load_document
@@ -213,6 +214,29 @@ def test_the_push_lag_watcher_outlives_an_outage_and_still_reports(
         f"events: run {run_id}: lag watch waiting for the database (database unavailable (OperationalError))"
     ]
     assert warned[0].exc_info is None  # one line, no traceback
+
+
+def test_a_run_the_push_lag_watcher_settles_is_still_notified(db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
+    ended: list[str] = []
+    db.ms.on_run_ended = lambda run, _doc: ended.append(run.id)  # the notifier's hook (ops/notify.py)
+    run_id = db.store.start_push_run("app", "v1@sha256:ef", "test", dt.datetime.now(dt.UTC))
+    assert run_id is not None
+    job = db.ms.jobs.create({"source": {}, "targets": []}, None, [])
+    db.store.link_job(run_id, job, "v1")
+    db.store.planned(run_id, selected=1, up_to_date=0, skipped=0, failed=0, error=None)  # RUNNING: a job queued
+    db.ms.jobs.register_worker("w", "host", 1)
+    (record,) = db.ms.jobs.claim("w", 1)
+    assert db.ms.jobs.finish(Claim(job, "w", record.claim_generation), JobState.FINISHED)
+    lags: list[float] = []
+    triggers = PushTriggers(db.ms, observe_lag=lags.append)
+
+    async def plan_run(name: str, run: str, only: list[str] | None = None) -> None:
+        return None  # planned above
+
+    monkeypatch.setattr(db.ms, "plan_run", plan_run)
+    asyncio.run(asyncio.wait_for(triggers._run("app", run_id, "v1"), 120))  # no scheduler: the watcher settles
+    assert ended == [run_id]
+    assert len(lags) == 1
 
 
 def test_mirror_routes_answer_503_while_the_database_is_down(tmp_path: Path) -> None:

@@ -233,7 +233,7 @@ class PushTriggers:
             await asyncio.sleep(delay)
             waited += delay
             try:
-                await asyncio.to_thread(self.mirrors.store.settle)
+                await self.mirrors.settle()  # the service's: a run this ends still reaches ``on_run_ended``
                 run = await asyncio.to_thread(self.mirrors.store.get_run, run_id)
             except JobError as exc:  # the store's translated errors (jobs/_db.py): secret-free
                 if not down:

@@ -37,6 +37,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A timestamp read back from the database: SQLite hands back naive datetimes, written as UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
 @dataclass(eq=False)
 class _Guard:
     deadline: float

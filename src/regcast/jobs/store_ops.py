@@ -1,45 +1,30 @@
 """The job store's queries for operators: queue statistics, retry of an ended job, retention,
-notification records. Mixed into ``JobStore`` (same transactions, same error boundary)."""
+notification records. Mixed into ``JobStore`` (same transactions, same error boundary); also the
+target settling every state change of a job shares."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
-from regcast.jobs._db import utcnow
+from regcast.jobs._core import StoreCore
+from regcast.jobs._db import as_utc, utcnow
+from regcast.jobs._rows import get_jobs
 from regcast.jobs.models import FINAL_STATES, FINAL_TARGET_STATES, JobState, job_targets, jobs
 from regcast.jobs.records import JobRecord
 from regcast.transfer.progress import TargetState
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-class OpsQueries:
-    """Needs ``_tx``, ``_notify`` and ``_get`` from ``JobStore``."""
-
-    def _tx(self, timeout: float | None = None) -> contextlib.AbstractContextManager[Connection]:
-        raise NotImplementedError
-
-    def _notify(self, conn: Connection) -> None:
-        raise NotImplementedError
-
-    def _get(self, conn: Connection, ids: list[str]) -> list[JobRecord]:
-        raise NotImplementedError
-
+class OpsQueries(StoreCore):
     def queue_stats(self) -> tuple[dict[str, int], float | None, int]:
         """Job counts by state, the age in seconds of the oldest QUEUED job (None when none), and
         the number of targets being copied (RUNNING targets of RUNNING jobs)."""
         with self._tx() as conn:
             counts = {r[0]: int(r[1]) for r in conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))}
-            oldest = _utc(
+            oldest = as_utc(
                 conn.execute(select(func.min(jobs.c.created_at)).where(jobs.c.state == JobState.QUEUED.value)).scalar()
             )
             running = conn.execute(
@@ -81,7 +66,7 @@ class OpsQueries:
                 .values(state="PENDING", bytes_done=0, attempts=0, error=None, retryable=True, updated_at=now)
             )
             self._notify(conn)
-            found = self._get(conn, [job_id])
+            found = get_jobs(conn, [job_id])
         return found[0] if found else None
 
     def purge_finished(self, older_than: dt.timedelta) -> int:

@@ -21,19 +21,12 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from regcast._exceptions import StoreConflict
-from regcast.jobs._db import Database, utcnow
+from regcast.jobs._db import Database, as_utc, utcnow
 from regcast.jobs.models import FINAL_STATES, JobState, job_targets, jobs
 from regcast.mirrors.models import RunState, Trigger, mirror_run_jobs, mirror_runs, mirrors
 from regcast.mirrors.records import MirrorRecord, RunRecord, StoredMirror
 
 __all__ = ["MirrorRecord", "MirrorStore", "RunRecord", "StoredMirror", "utcnow"]
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite hands back naive datetimes: they were written as UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _job_state(value: str) -> JobState:
@@ -67,7 +60,7 @@ class MirrorStore:
 
     @staticmethod
     def _mirror(m: Any) -> MirrorRecord:
-        created, updated = _utc(m["created_at"]), _utc(m["updated_at"])
+        created, updated = as_utc(m["created_at"]), as_utc(m["updated_at"])
         assert created and updated
         return MirrorRecord(
             m["name"],
@@ -213,7 +206,7 @@ class MirrorStore:
                 )
             ).all()
             for name, run_id, state, created in [*held, *pushed]:
-                if self._settle_one(conn, run_id, RunState(state), _utc(created) or now, now):
+                if self._settle_one(conn, run_id, RunState(state), as_utc(created) or now, now):
                     conn.execute(
                         update(mirrors)
                         .where(mirrors.c.name == name, mirrors.c.active_run == run_id)
@@ -259,17 +252,17 @@ class MirrorStore:
         return self._run_record(conn, row._mapping) if row else None
 
     def _run_record(self, conn: Connection, m: Any) -> RunRecord:
-        created = _utc(m["created_at"])
+        created = as_utc(m["created_at"])
         assert created
         rec = RunRecord(
             m["id"],
             m["mirror"],
             Trigger(m["trigger"]),
-            _utc(m["due_at"]),
+            as_utc(m["due_at"]),
             RunState(m["state"]),
             created,
-            _utc(m["planned_at"]),
-            _utc(m["finished_at"]),
+            as_utc(m["planned_at"]),
+            as_utc(m["finished_at"]),
             m["images_selected"],
             m["images_up_to_date"],
             m["images_skipped"],
@@ -279,7 +272,7 @@ class MirrorStore:
         )
         rec.jobs = self._job_states(conn, rec.id)
         if rec.jobs and rec.trigger is Trigger.PUSH:
-            rec.jobs_finished_at = _utc(
+            rec.jobs_finished_at = as_utc(
                 conn.execute(select(func.max(jobs.c.finished_at)).where(jobs.c.id.in_(list(rec.jobs)))).scalar()
             )
         if rec.jobs:
@@ -313,7 +306,7 @@ class MirrorStore:
                     mirror_runs.c.mirror == name, mirror_runs.c.trigger == Trigger.SCHEDULE.value
                 )
             ).scalar()
-        return _utc(value)
+        return as_utc(value)
 
     def run_of_job(self, job_id: str) -> str | None:
         """The run a job belongs to (None for jobs posted directly)."""

@@ -1,0 +1,142 @@
+"""Claims and the writes fenced by them: how a worker takes a job and writes while it holds it.
+
+A claim is one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`` statement: atomic
+on both databases. Each claim increments ``claim_generation``; every later write of the worker
+is fenced by the generation it claimed, so a worker whose job was requeued and claimed by
+another cannot overwrite the new owner — but one whose job was requeued only because it could
+not reach the database (and was not claimed since) takes it back with its next write. The
+worker shields its final writes (``finish``, ``release``, ``retry_later``) from cancellation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Update
+
+from regcast.jobs._core import StoreCore
+from regcast.jobs._db import utcnow
+from regcast.jobs._rows import get_jobs, target_values
+from regcast.jobs.models import JobState, job_targets, jobs, workers
+from regcast.jobs.records import Claim, JobRecord, TargetUpdate
+from regcast.jobs.store_ops import requeue_targets, settle_targets
+
+
+def _fenced_update(claim: Claim, **values: Any) -> Update:
+    """The UPDATE of a job row that only hits while ``claim`` holds it (RUNNING, or QUEUED since)."""
+    held = and_(
+        jobs.c.id == claim.job_id,
+        jobs.c.claim_generation == claim.generation,
+        jobs.c.state.in_([JobState.RUNNING.value, JobState.QUEUED.value]),
+    )
+    values.setdefault("state", JobState.RUNNING.value)
+    values.setdefault("worker_id", claim.worker_id if values["state"] == JobState.RUNNING.value else None)
+    return update(jobs).where(held).values(updated_at=utcnow(), **values)
+
+
+def _write_targets(conn: Connection, job_id: str, updates: Sequence[TargetUpdate]) -> None:
+    now = utcnow()
+    for u in updates:
+        conn.execute(
+            update(job_targets)
+            .where(job_targets.c.job_id == job_id, job_targets.c.idx == u.idx)
+            .values(**target_values(u), updated_at=now)
+        )
+
+
+class Claims(StoreCore):
+    def claim(self, worker_id: str, limit: int = 1) -> list[JobRecord]:
+        """Atomically take up to ``limit`` of the oldest claimable QUEUED jobs for a registered worker."""
+        now = self.clock.now()
+        candidates = (
+            select(jobs.c.id)
+            .where(jobs.c.state == JobState.QUEUED.value)
+            .where(or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))
+            .where(select(workers.c.id).where(workers.c.id == worker_id).exists())
+            .order_by(jobs.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("claimable")
+        )
+        if self.postgres:  # evaluated once: a rescanned LIMIT ... SKIP LOCKED subquery can return more rows
+            candidates = candidates.prefix_with("MATERIALIZED")
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id.in_(select(candidates.c.id)), jobs.c.state == JobState.QUEUED.value)
+            .values(
+                state=JobState.RUNNING.value,
+                worker_id=worker_id,
+                heartbeat_at=now,
+                running_at=now,
+                updated_at=utcnow(),
+                not_before=None,
+                attempts=jobs.c.attempts + 1,
+                claim_generation=jobs.c.claim_generation + 1,
+            )
+            .returning(jobs.c.id)
+        )
+        with self._tx() as conn:
+            ids = list(conn.execute(stmt).scalars())
+            return get_jobs(conn, ids) if ids else []
+
+    @staticmethod
+    def _fenced(conn: Connection, claim: Claim, **values: Any) -> bool:
+        """Write to a job this claim still holds — taking it back if it was only requeued since."""
+        return conn.execute(_fenced_update(claim, **values)).rowcount == 1
+
+    def save_progress(
+        self, claim: Claim, updates: Sequence[TargetUpdate], source_digest: str | None = None
+    ) -> tuple[bool, bool]:
+        """Persist target progress and the job's heartbeat; returns (still held, cancel requested).
+
+        ``updates`` need only hold the targets that changed since the last save (the worker keeps
+        what it wrote): an unchanged target costs no statement.
+        """
+        values: dict[str, Any] = {"heartbeat_at": self.clock.now()}
+        if source_digest:
+            values["source_digest"] = source_digest
+        with self._tx() as conn:
+            held = conn.execute(_fenced_update(claim, **values).returning(jobs.c.cancel_requested)).first()
+            if held is None:
+                return False, False
+            _write_targets(conn, claim.job_id, updates)
+        return True, bool(held[0])
+
+    def finish(
+        self,
+        claim: Claim,
+        state: JobState,
+        error: str | None = None,
+        updates: Sequence[TargetUpdate] = (),
+        source_digest: str | None = None,
+    ) -> bool:
+        """Final state and the targets' last progress, in one transaction (so it is all or nothing)."""
+        now = utcnow()
+        extra = {"source_digest": source_digest} if source_digest else {}
+        with self._tx() as conn:
+            if not self._fenced(conn, claim, state=state.value, finished_at=now, error=error, **extra):
+                return False
+            _write_targets(conn, claim.job_id, updates)
+            settle_targets(conn, [claim.job_id], state, error, now)
+        return True
+
+    def release(self, claim: Claim, updates: Sequence[TargetUpdate] = ()) -> bool:
+        """Graceful shutdown: the job goes back to QUEUED at once, this attempt not counted."""
+        with self._tx() as conn:
+            ok = self._fenced(conn, claim, state=JobState.QUEUED.value, attempts=jobs.c.attempts - 1)
+            if ok:
+                _write_targets(conn, claim.job_id, updates)
+                requeue_targets(conn, [claim.job_id])
+                self._notify(conn)
+        return ok
+
+    def retry_later(self, claim: Claim, delay: float, updates: Sequence[TargetUpdate] = ()) -> bool:
+        """Back to QUEUED, claimable by any worker once ``delay`` seconds have passed (this attempt counted)."""
+        with self._tx() as conn:
+            ok = self._fenced(conn, claim, state=JobState.QUEUED.value, not_before=self.clock.later(delay))
+            if ok:
+                _write_targets(conn, claim.job_id, updates)
+        return ok

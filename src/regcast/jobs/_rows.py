@@ -1,0 +1,110 @@
+"""Rows <-> records of the job store: one mapping each way, so a new column is mapped in one place.
+
+``jobs`` / ``job_targets`` rows become ``JobRecord`` / ``TargetRecord`` (timestamps made aware,
+unknown target states read as PENDING); a ``TargetUpdate`` becomes the values of its row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Row
+
+from regcast.jobs._db import as_utc
+from regcast.jobs.models import JobState, job_targets, jobs
+from regcast.jobs.records import JobRecord, TargetRecord, TargetUpdate
+from regcast.transfer.progress import TargetState
+
+
+def _target_state(value: str) -> TargetState:
+    return TargetState(value) if value in TargetState.__members__ else TargetState.PENDING
+
+
+def job_record(row: Row[Any], targets: list[TargetRecord]) -> JobRecord:
+    m = row._mapping
+    created, started, updated = as_utc(m["created_at"]), as_utc(m["started_at"]), as_utc(m["updated_at"])
+    assert created and started and updated
+    return JobRecord(
+        id=m["id"],
+        state=JobState(m["state"]),
+        created_at=created,
+        started_at=started,
+        running_at=as_utc(m["running_at"]),
+        finished_at=as_utc(m["finished_at"]),
+        updated_at=updated,
+        request=m["request"],
+        secrets=m["secrets"],
+        source_digest=m["source_digest"],
+        attempts=m["attempts"],
+        worker_id=m["worker_id"],
+        heartbeat_at=as_utc(m["heartbeat_at"]),
+        cancel_requested=bool(m["cancel_requested"]),
+        error=m["error"],
+        targets=targets,
+        not_before=as_utc(m["not_before"]),
+        claim_generation=m["claim_generation"],
+        notifications=list(m["notifications"] or []),
+    )
+
+
+def target_record(row: Row[Any]) -> TargetRecord:
+    m = row._mapping
+    return TargetRecord(
+        m["idx"],
+        m["endpoint"],
+        m["repository"],
+        m["ref"],
+        _target_state(m["state"]),
+        bytes_done=m["bytes_done"],
+        bytes_total=m["bytes_total"],
+        attempts=m["attempts"],
+        error=m["error"],
+        retries=m["retries"],
+        retryable=bool(m["retryable"]),
+        reason=m["reason"],
+        referrers=m["referrers"],
+        referrers_left_out=list(m["referrers_left_out"] or []),
+        finished_at=as_utc(m["finished_at"]),
+        blobs_detached=m["blobs_detached"] or 0,
+        detached_reason=m["detached_reason"],
+    )
+
+
+def target_values(u: TargetUpdate) -> dict[str, Any]:
+    """The ``job_targets`` columns a progress write sets (``updated_at`` is the writer's)."""
+    return {
+        "state": u.state.value,
+        "bytes_done": u.bytes_done,
+        "bytes_total": u.bytes_total,
+        "attempts": u.attempts,
+        "error": u.error,
+        "retries": u.retries,
+        "retryable": u.retryable,
+        "reason": u.reason,
+        "referrers": u.referrers,
+        "referrers_left_out": list(u.referrers_left_out) or None,
+        "finished_at": u.finished_at,
+        "blobs_detached": u.blobs_detached,
+        "detached_reason": u.detached_reason,
+    }
+
+
+def job_records(conn: Connection, rows: Sequence[Row[Any]]) -> list[JobRecord]:
+    """Records of these ``jobs`` rows, in their order, with their targets (one query for all)."""
+    ids = [r._mapping["id"] for r in rows]
+    targets: dict[str, list[TargetRecord]] = {i: [] for i in ids}
+    if ids:
+        found = conn.execute(
+            select(job_targets).where(job_targets.c.job_id.in_(ids)).order_by(job_targets.c.job_id, job_targets.c.idx)
+        )
+        for r in found:
+            targets[r._mapping["job_id"]].append(target_record(r))
+    return [job_record(r, targets[r._mapping["id"]]) for r in rows]
+
+
+def get_jobs(conn: Connection, ids: list[str]) -> list[JobRecord]:
+    """The records of these jobs, oldest first (absent ids left out)."""
+    rows = conn.execute(select(jobs).where(jobs.c.id.in_(ids)).order_by(jobs.c.created_at, jobs.c.id)).all()
+    return job_records(conn, rows)

@@ -1,4 +1,9 @@
-"""What the job store hands out and takes in: plain values, states as enums."""
+"""What the job store hands out and takes in: plain values, states as enums.
+
+A target's progress crosses two boundaries here, each mapped in one place: a stored target
+becomes the runner's live ``TargetStatus`` (``TargetRecord.status``) and a live status becomes
+the row the worker writes (``TargetUpdate.of``); ``_rows.py`` maps records to and from rows.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from regcast.jobs.models import JobState
-from regcast.transfer.progress import TargetState
+from regcast.transfer.progress import TargetState, TargetStatus
 
 
 @dataclass
@@ -29,6 +34,25 @@ class TargetRecord:
     finished_at: dt.datetime | None = None  # this target's own end (issue 19)
     blobs_detached: int = 0
     detached_reason: str | None = None
+
+    def status(self) -> TargetStatus:
+        """The live status a new attempt starts from: what earlier attempts stored."""
+        return TargetStatus(
+            self.endpoint,
+            state=self.state,
+            bytes_done=self.bytes_done,
+            bytes_total=self.bytes_total,
+            attempts=self.attempts,
+            error=self.error,
+            reason=self.reason,
+            retries=self.retries,
+            referrers=self.referrers,
+            referrers_left_out=list(self.referrers_left_out),
+            finished_at=self.finished_at,
+            blobs_detached=self.blobs_detached,
+            detached_reason=self.detached_reason,
+            retryable=self.retryable,
+        )
 
 
 @dataclass
@@ -70,6 +94,26 @@ class TargetUpdate:
     finished_at: dt.datetime | None = None
     blobs_detached: int = 0
     detached_reason: str | None = None
+
+    @classmethod
+    def of(cls, idx: int, status: TargetStatus, state: TargetState | None = None) -> TargetUpdate:
+        """The row to write for target ``idx`` from its live status (``state``: stored instead of its own)."""
+        return cls(
+            idx,
+            state or status.state,
+            status.bytes_done,
+            status.bytes_total,
+            status.attempts,
+            status.error,
+            retries=status.retries,
+            retryable=status.retryable,
+            reason=status.reason,
+            referrers=status.referrers,
+            referrers_left_out=tuple(status.referrers_left_out),
+            finished_at=status.finished_at,
+            blobs_detached=status.blobs_detached,
+            detached_reason=status.detached_reason,
+        )
 
 
 @dataclass(frozen=True)

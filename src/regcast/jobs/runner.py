@@ -114,23 +114,7 @@ class JobRunner:
     def prepare(self, record: JobRecord) -> JobRun:
         run = JobRun(record)
         for t in record.targets:
-            st = TargetStatus(
-                t.endpoint,
-                bytes_done=t.bytes_done,
-                bytes_total=t.bytes_total,
-                attempts=t.attempts,
-                error=t.error,
-                reason=t.reason,
-                retries=t.retries,
-                referrers=t.referrers,
-                referrers_left_out=list(t.referrers_left_out),
-                finished_at=t.finished_at,
-                blobs_detached=t.blobs_detached,
-                detached_reason=t.detached_reason,
-                retryable=t.retryable,
-            )
-            st.state = t.state
-            run.statuses[t.idx] = st
+            run.statuses[t.idx] = t.status()
         return run
 
     async def run(self, run: JobRun) -> None:

@@ -319,27 +319,8 @@ def _updates(run: JobRun, requeue: bool = False) -> list[TargetUpdate]:
     """Target rows to write; on ``requeue`` retryable failures go back to PENDING (error kept)."""
     out = []
     for i, st in run.statuses.items():
-        state = st.state
-        if requeue and state is TargetState.FAILED and st.retryable:
-            state = TargetState.PENDING
-        out.append(
-            TargetUpdate(
-                i,
-                state,
-                st.bytes_done,
-                st.bytes_total,
-                st.attempts,
-                st.error,
-                st.retries,
-                st.retryable,
-                st.reason,
-                st.referrers,
-                tuple(st.referrers_left_out),
-                st.finished_at,
-                st.blobs_detached,
-                st.detached_reason,
-            )
-        )
+        back = requeue and st.state is TargetState.FAILED and st.retryable
+        out.append(TargetUpdate.of(i, st, TargetState.PENDING if back else None))
     return out
 
 

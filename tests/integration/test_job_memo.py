@@ -2,7 +2,8 @@
 
 Counted at HTTP proxies in front of real registries (distribution 2.8: no referrers API):
 - the referrers API's 404 is asked once; later jobs go to the tag schema at once and still find a
-  referrer attached after the first job;
+  referrer attached after the first job; the tag list says which referrer tags exist (no request
+  for the others);
 - a manifest read by digest is read once across jobs; the tag is still resolved by every job
   (``If-None-Match``: a 304 while it holds the same digest, the new image once it moved);
 - a job with other credentials gets nothing another credential read: it reads for itself, and a
@@ -76,7 +77,9 @@ def test_second_job_asks_no_referrers_api_and_finds_a_referrer_attached_later(
     st = run(service, job_body(src, repo, dests))
 
     assert src.count("GET", REFERRERS_API) == 1  # remembered: straight to the tag schema
-    assert src.count("GET", rf"/manifests/{images.fallback_tag(img.digest)}$") == 2  # each job reads it fresh
+    assert src.count("GET", r"/tags/list") == 2  # each job reads the tags fresh...
+    assert src.count("GET", rf"/manifests/{images.fallback_tag(img.digest)}$") == 1  # ...and the index once there
+    assert src.count("HEAD", r"/manifests/sha256-") == 0  # no cosign tag listed: none asked for
     assert [t["referrers"] for t in st["targets"]] == [1, 1]
     for t in targets:
         assert images.index_entries(t.http(), repo, img.digest) == [images.referrer_descriptor(sbom)]
@@ -140,3 +143,23 @@ def test_a_job_with_other_credentials_reads_for_itself(
     for image in ("a", "b", "c"):
         assert_same_image(locked.http(), repo, "v1", targets[0].http(), f"{repo}/{image}", "v1")
     assert targets[0].http().get_manifest(f"{repo}/d", "v1").status_code == 404
+
+
+def test_a_refused_tag_list_falls_back_to_each_tag_and_is_not_asked_again(
+    service: Service, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, targets: list[RegistryServer]
+) -> None:
+    """A credential that may pull but not list tags (ECR without ListImages): 403 once, then each referrer
+    tag is asked for on its own, as before; the signature is found by both jobs."""
+    img = images.image([images.layer_bytes(12 * KiB)]).push(src_reg.http(), repo, "v1")
+    sig = images.cosign_signature(img)
+    sig.push(src_reg.http(), repo, images.cosign_tag(img.digest))
+    src = proxy(faults, src_reg, "flaky", path=r"/v2/.+/tags/list", count=100, status=403)
+    dests = [proxy(faults, targets[0], "pass")]
+    for image in ("a", "b"):
+        body = job_body(src, repo, dests)
+        body["targets"][0]["image"] = f"{repo}/{image}"
+        assert run(service, body)["targets"][0]["referrers"] == 1
+        assert targets[0].http().get_manifest(f"{repo}/{image}", images.cosign_tag(img.digest)).content == sig.root.raw
+    assert src.count("GET", r"/tags/list") == 1  # refused once, remembered
+    assert src.count("HEAD", rf"/manifests/{images.cosign_tag(img.digest)}$") == 2  # asked for by each job
+    assert src.count("GET", rf"/manifests/{images.fallback_tag(img.digest)}$") == 2

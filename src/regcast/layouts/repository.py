@@ -246,6 +246,9 @@ class LayoutReferrers:
     ) -> Listing | None:
         return None
 
+    async def tag_names(self) -> frozenset[str] | None:
+        return None  # each tag is a lookup in the index already read: nothing to save
+
     async def read_index(self, tag: str) -> Held | None:
         if await self.layout.head_manifest(tag) is None:
             return None

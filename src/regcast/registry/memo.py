@@ -12,6 +12,8 @@ job whose credentials differ never sees what another credential read:
   ``no_referrers_api_seconds``. A referrer attached later is found all the same: a registry without
   the API keeps referrers in the ``<alg>-<hex>`` tag, read fresh by every job. Only a registry
   upgraded to serve the API within that window is asked through the tag schema until it ends.
+  Likewise a tag list refused to this credential (``referrers.tag_names``: 401/403) is not asked
+  for again in that window; each referrer tag is then asked for on its own, as before.
 
 One process-wide ``ManifestCache`` bounds entries and bytes for every pool entry at once; its keys
 hold the owning ``Memo`` itself (never an ``id``, which a later object could reuse).
@@ -98,15 +100,21 @@ class Memo:
         self.manifests = manifests
         self.no_referrers_api_seconds = no_referrers_api_seconds
         self.clock = clock
-        self._no_api_until = 0.0
+        self._until: dict[str, float] = {}  # a fact about the registry -> until when it is taken as true
         self._tags: OrderedDict[tuple[str, str], str] = OrderedDict()
 
-    # -- referrers API ------------------------------------------------------------------------------
+    # -- what the registry cannot do ------------------------------------------------------------------
     def referrers_api_absent(self) -> bool:
-        return self.clock() < self._no_api_until
+        return self.clock() < self._until.get("no referrers API", 0.0)
 
     def note_referrers_api_absent(self) -> None:
-        self._no_api_until = self.clock() + self.no_referrers_api_seconds
+        self._until["no referrers API"] = self.clock() + self.no_referrers_api_seconds
+
+    def tag_list_refused(self) -> bool:
+        return self.clock() < self._until.get("tag list refused", 0.0)
+
+    def note_tag_list_refused(self) -> None:
+        self._until["tag list refused"] = self.clock() + self.no_referrers_api_seconds
 
     # -- manifests ------------------------------------------------------------------------------------
     def manifest(self, repository: str, digest: str) -> Manifest | None:

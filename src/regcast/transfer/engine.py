@@ -104,10 +104,11 @@ class CopyEngine:
         with contextlib.ExitStack() as watching:
             for t in targets:
                 watching.enter_context(t.repo.watch_retries(functools.partial(run.retried, t)))
-            run.head_targets()  # in the background: the targets' round trips overlap the source's
+            # with referrers on, an image already everywhere may still have new signatures to bring
+            heads_only = not platforms and not (referrers and referrers.enabled)
+            run.head_targets(list_first=not heads_only)  # in the background: overlapping the source's round trips
             try:
-                # with referrers on, an image already everywhere may still have new signatures to bring
-                if not platforms and not (referrers and referrers.enabled):
+                if heads_only:
                     digest = await run.all_up_to_date(ref)
                     if digest is not None:  # HEADs only: free on Docker Hub, no manifest pulled
                         return CopyResult(digest, [t.status for t in targets], graph)

@@ -27,12 +27,11 @@ class ManifestPush(RunState):
 
     async def _check_tag(self, t: Target, graph: SourceGraph) -> None:
         root = graph.root
-        # asked alongside: a repository that holds no tag yet spares every blob HEAD (first attempt only:
-        # a later one may find the blobs of an earlier attempt that never got to its tag)
-        empty = asyncio.ensure_future(t.repo.holds_no_tags()) if t.status.attempts <= 1 else None
         try:
-            existing = await self.target_head(t)  # HEADed when the copy started
-            if existing is None and empty is not None and await empty:
+            existing = await self.target_head(t)  # HEADed (or its repository's tags listed) when the copy started
+            # a repository that holds no tag yet spares every blob HEAD (first attempt only: a later one may
+            # find the blobs of an earlier attempt that never got to its tag); not asked when the tag is there
+            if existing is None and t.status.attempts <= 1 and t not in self.listed and await t.repo.holds_no_tags():
                 self.fresh.add(t)
         except AuthenticationFailed as exc:
             # push-only credentials may not read: the push itself will tell if they cannot write either
@@ -41,10 +40,6 @@ class ManifestPush(RunState):
         except RegcastError as exc:
             self._fail(t, exc)
             return
-        finally:
-            if empty is not None:  # not needed (or failed): never left running nor unretrieved
-                empty.cancel()
-                empty.add_done_callback(lambda f: f.cancelled() or f.exception())
         if existing == root.digest and graph.referrers and graph.referrers.referrers and access(t.repo):
             # the image is there; its referrers may not be (the tag is not touched either way)
             t.status.bytes_done = graph.total_bytes

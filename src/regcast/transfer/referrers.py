@@ -45,6 +45,10 @@ class ReferrerAccess(Protocol):
 
     async def read_index(self, tag: str) -> api.Held | None: ...
 
+    async def tag_names(self) -> frozenset[str] | None:
+        """Every tag of the repository in one answer, or None: then each referrer tag is asked for."""
+        ...
+
     async def put(self, ref: str, raw: bytes, media_type: str, if_match: str | None = None) -> api.Pushed: ...
 
 
@@ -59,6 +63,9 @@ class _Remote:
 
     async def read_index(self, tag: str) -> api.Held | None:
         return await api.read_index(self.repo.client, self.repo.repository, tag)
+
+    async def tag_names(self) -> frozenset[str] | None:
+        return await api.tag_names(self.repo.client, self.repo.repository)
 
     async def put(self, ref: str, raw: bytes, media_type: str, if_match: str | None = None) -> api.Pushed:
         return await api.put_manifest(self.repo.client, self.repo.repository, ref, raw, media_type, if_match)

@@ -52,11 +52,24 @@ class RunState:
         self._pushes: dict[Target, asyncio.Task[None]] = {}  # per target: its manifests and tag going
         self._graph: SourceGraph | None = None
         self._tag_heads: dict[Target, asyncio.Task[str | None]] = {}  # each target's tag, HEADed once per copy
+        self.listed: set[Target] = set()  # asked whether its repository holds any tag (answer in ``fresh``)
 
-    def head_targets(self) -> None:
-        """HEAD every target's tag now, concurrently with the source's requests (answers awaited where used)."""
+    def head_targets(self, list_first: bool = False) -> None:
+        """HEAD every target's tag now, concurrently with the source's requests (answers awaited where used).
+
+        ``list_first`` (nothing waits for the answers before the source is planned): a first attempt asks
+        whether the repository holds any tag first; one that holds none has no such tag either, so
+        the HEAD is not sent (one request per target into a new repository, issue 17)."""
         for t in self.targets:
-            self._tag_heads[t] = asyncio.create_task(t.repo.head_manifest(t.ref))
+            head = self._listed_head(t) if list_first and t.status.attempts == 0 else t.repo.head_manifest(t.ref)
+            self._tag_heads[t] = asyncio.create_task(head)
+
+    async def _listed_head(self, t: Target) -> str | None:
+        self.listed.add(t)
+        if await t.repo.holds_no_tags():
+            self.fresh.add(t)
+            return None
+        return await t.repo.head_manifest(t.ref)
 
     async def target_head(self, t: Target) -> str | None:
         """The digest ``t`` holds at its ref (None: absent); raises as ``head_manifest`` does."""

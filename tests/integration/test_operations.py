@@ -408,6 +408,46 @@ def test_mirror_run_notification(
         hook.stop()
 
 
+def test_a_mirror_run_with_nothing_to_copy_is_notified_once(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """A run whose every image is up to date queues no job and ends while planning: it still goes
+    through ``MirrorService.settle`` to the mirror's hook, once, with its final state."""
+    hook = WebhookReceiver().start()
+    try:
+        images.image().push(src_reg.http(), repo, "v1")
+        name = "quiet-" + repo.rsplit("-", 1)[-1]
+        notify = {"url": hook.url, "events": ["finished", "failed"], "secret": HOOK_SECRET}
+        target = f"{open_reg.host}/quiet"
+        doc = {
+            "version": 1,
+            "mirrors": [{"name": name, "source": f"{src_reg.host}/{repo}", "targets": [target], "notify": notify}],
+        }
+        assert service.http.post("/api/mirrors", json=doc).status_code == 201
+        runs = []
+        for expected in (1, 2, 3):  # the first copies; the next two find nothing changed
+            r = service.http.post(f"/api/mirrors/{name}/run")
+            assert r.status_code == 202, r.text
+            runs.append(r.json()["id"])
+            got = hook.wait_for(expected)
+        assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), f"quiet/{repo}", "v1")
+        bodies = [json.loads(d.body) for d in got]
+        assert [b["run"]["id"] for b in bodies] == runs  # one delivery per run, none twice
+        assert all(_verify(HOOK_SECRET, d.headers["x-regcast-signature"], d.body) for d in got)
+        for body in bodies[1:]:
+            assert body["event"] == "finished"
+            assert body["in_sync"] is True
+            assert body["run"]["state"] == "FINISHED"
+            assert body["run"]["jobs"] == []  # nothing to copy: no job queued
+            assert body["run"]["up_to_date"] == 1
+            assert body["run"]["finished_at"] is not None
+        shown = service.http.get(f"/api/mirrors/{name}/runs").json()["runs"]
+        assert [(x["id"], x["state"]) for x in shown] == [(i, "FINISHED") for i in reversed(runs)]
+        assert len(hook.deliveries) == 3
+    finally:
+        hook.stop()
+
+
 def test_service_wide_hook_and_retention(
     tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
 ) -> None:

@@ -184,13 +184,19 @@ class MirrorService:
             log.info("mirror %s: run %s planned (%d image(s), %d up to date)", name, run_id, selected, up_to_date)
 
     async def _planned(self, run_id: str, **counts: Any) -> bool:
-        """Record the plan. A database outage here is logged, not raised out of a background task: the
-        run stays PLANNING and ``settle`` fails it after ``PLANNING_TIMEOUT``, freeing the lease."""
+        """Record the plan, then settle through ``settle``: a run with nothing to copy ends here and
+        must still reach ``on_run_ended`` (its notify hook). A database outage is logged, not raised
+        out of a background task: the run stays PLANNING and ``settle`` fails it after
+        ``PLANNING_TIMEOUT`` (or, when only the settling failed, the scheduler's next tick ends it)."""
         try:
             await asyncio.to_thread(self.store.planned, run_id, **counts)
         except JobError as exc:
             log.warning("mirror run %s: plan not recorded, database unavailable (%s)", run_id, exc)
             return False
+        try:
+            await self.settle()
+        except JobError as exc:
+            log.warning("mirror run %s: planned, settling left to the next tick (%s)", run_id, exc)
         return True
 
     async def _queue(self, doc: MirrorDocument, mirror: Mirror, pool: ClientPool, img: ImagePlan, run_id: str) -> None:

@@ -175,7 +175,8 @@ class MirrorStore:
     def planned(
         self, run_id: str, *, selected: int, up_to_date: int, skipped: int, failed: int, error: str | None
     ) -> None:
-        """Planning is over: the run's jobs are queued (settle ends it when they are final)."""
+        """Planning is over: the run's jobs are queued. Ending it is ``settle``'s, called by
+        ``MirrorService.settle`` (so a run with no job still reaches ``on_run_ended``), never from here."""
         with self.db.tx() as conn:
             conn.execute(
                 update(mirror_runs)
@@ -190,7 +191,6 @@ class MirrorStore:
                     error=error,
                 )
             )
-        self.settle()
 
     def settle(self) -> list[str]:
         """End runs whose jobs are all final (or whose planner died); free their mirrors' leases."""

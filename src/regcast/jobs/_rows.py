@@ -6,8 +6,9 @@ unknown target states read as PENDING); a ``TargetUpdate`` becomes the values of
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Row
@@ -17,9 +18,15 @@ from regcast.jobs.models import JobState, job_targets, jobs
 from regcast.jobs.records import JobRecord, TargetRecord, TargetUpdate
 from regcast.transfer.progress import TargetState
 
+S = TypeVar("S", bound=enum.StrEnum)
 
-def _target_state(value: str) -> TargetState:
-    return TargetState(value) if value in TargetState.__members__ else TargetState.PENDING
+
+def stored_state(kind: type[S], value: str, unknown: S) -> S:
+    """A state column as its enum; a value this code does not know (a newer writer's) reads as ``unknown``.
+
+    The one reader of stored states: target rows here (unknown: PENDING), job states of a mirror run
+    (``mirrors/store.py``, unknown: QUEUED)."""
+    return kind(value) if value in kind.__members__ else unknown
 
 
 def job_record(row: Row[Any], targets: list[TargetRecord]) -> JobRecord:
@@ -56,7 +63,7 @@ def target_record(row: Row[Any]) -> TargetRecord:
         m["endpoint"],
         m["repository"],
         m["ref"],
-        _target_state(m["state"]),
+        stored_state(TargetState, m["state"], TargetState.PENDING),
         bytes_done=m["bytes_done"],
         bytes_total=m["bytes_total"],
         attempts=m["attempts"],

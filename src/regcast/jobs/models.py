@@ -30,6 +30,8 @@ from sqlalchemy import (
     true,
 )
 
+from regcast.transfer.progress import TargetState
+
 metadata = MetaData()
 
 
@@ -43,7 +45,9 @@ class JobState(enum.StrEnum):
 
 FINAL_STATES = (JobState.FINISHED, JobState.FAILED, JobState.CANCELLED)
 # A target in one of these is settled; a job that ends settles its others (FAILED or CANCELLED).
-FINAL_TARGET_STATES = ("FINISHED", "SKIPPED", "FAILED", "CANCELLED")
+FINAL_TARGET_STATES = tuple(
+    s.value for s in (TargetState.FINISHED, TargetState.SKIPPED, TargetState.FAILED, TargetState.CANCELLED)
+)
 
 jobs = Table(
     "jobs",

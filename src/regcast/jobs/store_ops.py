@@ -17,6 +17,8 @@ from regcast.jobs.models import FINAL_STATES, FINAL_TARGET_STATES, JobState, job
 from regcast.jobs.records import JobRecord
 from regcast.transfer.progress import TargetState
 
+KEPT_ON_RETRY = (TargetState.FINISHED.value, TargetState.SKIPPED.value)  # a retried job does not redo these
+
 
 class OpsQueries(StoreCore):
     def queue_stats(self) -> tuple[dict[str, int], float | None, int]:
@@ -62,8 +64,15 @@ class OpsQueries(StoreCore):
                 return None
             conn.execute(
                 update(job_targets)
-                .where(job_targets.c.job_id == job_id, job_targets.c.state.not_in(("FINISHED", "SKIPPED")))
-                .values(state="PENDING", bytes_done=0, attempts=0, error=None, retryable=True, updated_at=now)
+                .where(job_targets.c.job_id == job_id, job_targets.c.state.not_in(KEPT_ON_RETRY))
+                .values(
+                    state=TargetState.PENDING.value,
+                    bytes_done=0,
+                    attempts=0,
+                    error=None,
+                    retryable=True,
+                    updated_at=now,
+                )
             )
             self._notify(conn)
             found = get_jobs(conn, [job_id])

@@ -22,15 +22,12 @@ from sqlalchemy.engine import Connection
 
 from regcast._exceptions import StoreConflict
 from regcast.jobs._db import Database, as_utc, utcnow
+from regcast.jobs._rows import stored_state
 from regcast.jobs.models import FINAL_STATES, JobState, job_targets, jobs
 from regcast.mirrors.models import RunState, Trigger, mirror_run_jobs, mirror_runs, mirrors
 from regcast.mirrors.records import MirrorRecord, RunRecord, StoredMirror
 
 __all__ = ["MirrorRecord", "MirrorStore", "RunRecord", "StoredMirror", "utcnow"]
-
-
-def _job_state(value: str) -> JobState:
-    return JobState(value) if value in JobState.__members__ else JobState.QUEUED
 
 
 PLANNING_TIMEOUT = dt.timedelta(minutes=15)  # a planner that died: its run fails, the lease is freed
@@ -245,7 +242,7 @@ class MirrorStore:
             .join(mirror_run_jobs, mirror_run_jobs.c.job_id == jobs.c.id)
             .where(mirror_run_jobs.c.run_id == run_id)
         ).all()
-        return {r[0]: _job_state(r[1]) for r in rows}
+        return {r[0]: stored_state(JobState, r[1], JobState.QUEUED) for r in rows}
 
     def _run(self, conn: Connection, run_id: str) -> RunRecord | None:
         row = conn.execute(select(mirror_runs).where(mirror_runs.c.id == run_id)).first()

@@ -22,6 +22,8 @@ DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+OCI_NONDIST = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
 
 
 def sha(data: bytes) -> str:
@@ -188,6 +190,63 @@ def foreign_layer_image() -> Image:
     return image([layer_bytes()], foreign=[foreign])
 
 
+def zstd_image() -> Image:
+    """OCI layers compressed with zstd (containerd, podman --compression-format zstd)."""
+    img = image(oci=True)
+    doc = json.loads(img.root.raw)
+    for layer in doc["layers"]:
+        layer["mediaType"] = OCI_LAYER_ZSTD
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    return Image(Manifest(raw, OCI_MANIFEST), [], img.blobs)
+
+
+def oci_without_media_type() -> Image:
+    """An OCI manifest that leaves out its optional ``mediaType`` (older OCI tooling)."""
+    img = image(oci=True)
+    doc = json.loads(img.root.raw)
+    del doc["mediaType"]
+    return Image(Manifest(json.dumps(doc).encode(), OCI_MANIFEST), [], img.blobs)
+
+
+def index_with_attestation() -> Image:
+    """buildx's shape: an image plus an ``unknown/unknown`` attestation manifest pointing at it."""
+    img = image(oci=True)
+    statement = json.dumps({"_type": "https://in-toto.io/Statement/v0.1", "n": os.urandom(4).hex()}).encode()
+    config = json.dumps({"architecture": "unknown", "os": "unknown", "config": {}, "rootfs": {}}).encode()
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": _desc(OCI_CONFIG, config),
+        "layers": [_desc("application/vnd.in-toto+json", statement, annotations={"in-toto.io/predicate-type": "x"})],
+    }
+    att = Image(Manifest(json.dumps(doc).encode(), OCI_MANIFEST), [], {sha(config): config, sha(statement): statement})
+    idx = index([(img, {"os": "linux", "architecture": "amd64"}), (att, {"os": "unknown", "architecture": "unknown"})])
+    outer = json.loads(idx.root.raw)
+    outer["manifests"][1]["annotations"] = {
+        "vnd.docker.reference.digest": img.digest,
+        "vnd.docker.reference.type": "attestation-manifest",
+    }
+    return Image(Manifest(json.dumps(outer).encode(), OCI_INDEX), idx.children, idx.blobs)
+
+
+def nested_index() -> Image:
+    """An index whose child is an index (allowed by OCI; seen with multi-variant bundles)."""
+    inner = multi_platform(platforms=("linux/amd64", "linux/arm64"))
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_INDEX, "size": len(inner.root.raw), "digest": inner.digest}],
+    }
+    return Image(Manifest(json.dumps(doc).encode(), OCI_INDEX), [*inner.children, inner.root], inner.blobs)
+
+
+def nondistributable_oci_layer() -> Image:
+    """An OCI non-distributable layer with ``urls``: left out like docker's foreign layers."""
+    data = os.urandom(512)
+    foreign = {"mediaType": OCI_NONDIST, "size": len(data), "digest": sha(data), "urls": ["https://example.invalid/l"]}
+    return image([layer_bytes()], oci=True, foreign=[foreign])
+
+
 def manifest_blobs(raw: bytes) -> list[dict[str, object]]:
     doc = json.loads(raw)
     return [doc["config"], *doc.get("layers", [])] if "config" in doc else []
@@ -290,6 +349,11 @@ IMAGE_KINDS: dict[str, Callable[[], Image]] = {
     "empty-and-duplicate-layers": lambda: image([b"", layer_bytes(0), (d := layer_bytes()), d]),
     "forty-layers": lambda: image([layer_bytes(256) for _ in range(40)]),
     "foreign-layer": foreign_layer_image,
+    "oci-zstd-layers": zstd_image,
+    "oci-without-media-type": oci_without_media_type,
+    "index-with-attestation": index_with_attestation,
+    "nested-index": nested_index,
+    "oci-nondistributable-layer": nondistributable_oci_layer,
 }
 
 

@@ -22,6 +22,7 @@ def assert_same_image(
     assert a.status_code == 200, a.text
     assert b.status_code == 200, f"{dst.reg.name}: {b.status_code} {b.text}"
     assert b.content == a.content, "manifest bytes differ"
+    assert b.headers["Content-Type"] == a.headers["Content-Type"], "media type differs"
     digest = "sha256:" + hashlib.sha256(b.content).hexdigest()
     assert b.headers.get("Docker-Content-Digest", digest) == digest
     _check_graph(src, src_repo, dst, dst_repo, b.content)

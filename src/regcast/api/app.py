@@ -20,7 +20,7 @@ from fastapi_offline import FastAPIOffline
 from regcast import __version__
 from regcast._exceptions import JobError, JobStoreUnavailable
 from regcast.api import dashboard
-from regcast.api.middleware import BearerAuth, BodyLimit, BrowserGuard
+from regcast.api.middleware import BearerAuth, BodyLimit, BrowserGuard, SeedPaths
 from regcast.api.openapi import build_openapi
 from regcast.api.probe import Probe
 from regcast.api.responses import SeedJSON, error
@@ -89,6 +89,7 @@ def create_app(service: Service) -> FastAPI:
     settings = service.settings
     hosts = None if tokens else (settings.host, *_split(settings.allowed_hosts))
     app.add_middleware(BrowserGuard, allowed_origins=_split(settings.allowed_origins), allowed_hosts=hosts)
+    app.add_middleware(SeedPaths)  # outermost: every other layer sees the route's own path and GET
     app.add_exception_handler(RequestValidationError, _bad_request)
     app.add_exception_handler(JobError, _db_down)
     app.include_router(jobs.router)

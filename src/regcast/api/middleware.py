@@ -1,4 +1,5 @@
-"""ASGI middleware: the body size cap, bearer-token authentication and the browser guard (all answer seed-style)."""
+"""ASGI middleware: HEAD and trailing slashes as the seed answered them, the body size cap, bearer-token
+authentication and the browser guard (all answer seed-style)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,40 @@ from regcast.api.dashboard import DASHBOARD_ASSETS, DASHBOARD_PAGES
 from regcast.api.responses import error
 from regcast.registry.reference import is_loopback
 
+API_PREFIX = "/api/"
 EVENTS_PREFIX = "/api/events/"  # registries' push notifications: signed with their own secret instead
+
+
+class SeedPaths:
+    """Answer as the seed's Flask did, not with FastAPI's defaults.
+
+    HEAD is a GET without its body (Flask adds HEAD to every GET route; FastAPI answers 405), so
+    ``curl -I`` and health probes work. Under ``/api/`` a trailing slash names the same route: FastAPI
+    would answer a 307 to an absolute URL built from the Host, which a POST behind a proxy does not
+    survive. The scope is copied, never changed: the server still knows the request was a HEAD.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if path.startswith(API_PREFIX) and path.endswith("/"):
+            path = path.rstrip("/")
+            scope = {**scope, "path": path, "raw_path": path.encode()}
+        if scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 class BodyLimit:

@@ -5,14 +5,18 @@ A real ``regcast serve`` and the real ``regcast`` executable against real regist
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support import images
+from tests.support.cli import regcast
 from tests.support.registry import RegistryServer
 from tests.support.service import Service, source
 
+REF_NAME = "org.opencontainers.image.ref.name"
 UNKNOWN_JOB = '{"status": "error", "msg": "job with id not found"}'
 
 
@@ -58,3 +62,34 @@ def test_a_trailing_slash_names_the_same_route(
     missing = service.http.get("/api/distribute/image/no-such-job/")
     assert missing.status_code == 404
     assert missing.text == UNKNOWN_JOB
+
+
+def test_a_source_with_tag_and_digest_lands_under_its_tag(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer, tmp_path: Path
+) -> None:
+    """``app:v1@sha256:...`` is read by digest; a DST without tag or digest keeps the source's tag (v1)."""
+    img = images.image().push(src_reg.http(), repo, "v1")
+    src = f"{src_reg.host}/{repo}:v1@{img.digest}"
+    layout = tmp_path / "layout"
+    r = regcast("copy", src, f"{open_reg.host}/{repo}", f"oci:{layout}")
+    assert r.returncode == 0, r.stderr
+    assert open_reg.http().get_manifest(repo, "v1").content == img.root.raw
+    assert any(line.startswith(f"ok {open_reg.host}/{repo}:v1 {img.digest} ") for line in r.stdout.splitlines())
+    index = json.loads((layout / "index.json").read_text())
+    assert [(e["digest"], e["annotations"][REF_NAME]) for e in index["manifests"]] == [(img.digest, "v1")]
+
+
+def test_a_target_with_tag_and_digest_is_pushed_to_its_tag_when_the_digest_matches(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    img = images.image().push(src_reg.http(), repo, "v1")
+    other = images.image().push(src_reg.http(), repo, "v2")
+    ok = regcast("copy", f"{src_reg.host}/{repo}@{img.digest}", f"{open_reg.host}/{repo}:pinned@{img.digest}")
+    assert ok.returncode == 0, ok.stderr
+    assert open_reg.http().get_manifest(repo, "pinned").content == img.root.raw
+    wrong = regcast("copy", f"{src_reg.host}/{repo}:v2", f"{open_reg.host}/{repo}:other@{img.digest}")
+    assert wrong.returncode == 2
+    assert "its digest must be the one SRC names" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    assert open_reg.http().get_manifest(repo, "other").status_code == 404
+    assert open_reg.http().get_manifest(repo, other.digest).status_code == 404

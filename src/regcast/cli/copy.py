@@ -63,22 +63,38 @@ async def _open_source(src: Where, settings: Settings, opts: dict[str, Any]) -> 
     return RegistryRepository(client, src.repository), src.ref
 
 
-def _open_target(dst: Where, src_ref: str, settings: Settings, opts: dict[str, Any]) -> tuple[str, Repository, str]:
-    """(key, repository, ref) of one DST; without a tag or digest it keeps the source's."""
+def _kept_ref(src: Where, src_ref: str) -> str:
+    """What a DST without tag or digest keeps: the source's tag, even when the source also named a
+    digest (``app:1.0@sha256:...`` is read by digest and lands as ``:1.0``); else the digest."""
+    from regcast.registry.reference import Reference
+
+    return src.tag if isinstance(src, Reference) and src.tag and src.digest else src_ref
+
+
+def _open_target(dst: Where, kept: str, settings: Settings, opts: dict[str, Any]) -> tuple[str, Repository, str]:
+    """(key, repository, ref) of one DST; without a tag or digest it keeps the source's (``_kept_ref``).
+    A DST naming a tag and a digest is pushed to its tag (the digest is what the source must hold)."""
     from regcast.layouts import LayoutRef, LayoutRepository
     from regcast.registry.reference import Reference
-    from regcast.transfer.remote import RegistryRepository
 
     if isinstance(dst, LayoutRef):
-        if dst.tag is None and ":" in src_ref:
+        if dst.tag is None and ":" in kept:
             raise click.UsageError(f"{dst}: name a tag ({dst}:TAG) when the source is a digest")
-        dst = dst if dst.tag else dst.with_tag(src_ref)
+        dst = dst if dst.tag else dst.with_tag(kept)
         return str(dst), LayoutRepository(dst, writable=True), str(dst.tag)
     if not (dst.tag or dst.digest):
-        tag, digest = (None, src_ref) if ":" in src_ref else (src_ref, None)
+        tag, digest = (None, kept) if ":" in kept else (kept, None)
         dst = Reference(dst.registry, dst.repository, tag=tag, digest=digest)
+    elif dst.tag and dst.digest:
+        return str(dst), _target_repo(dst, settings, opts), dst.tag
+    return str(dst), _target_repo(dst, settings, opts), dst.ref
+
+
+def _target_repo(dst: Reference, settings: Settings, opts: dict[str, Any]) -> Repository:
+    from regcast.transfer.remote import RegistryRepository
+
     client = _client(dst, opts["dest_creds"].for_registry(dst.registry), opts["dest_tls_verify"], settings)
-    return str(dst), RegistryRepository(client, dst.repository), dst.ref
+    return RegistryRepository(client, dst.repository)
 
 
 async def _copy(
@@ -96,7 +112,7 @@ async def _copy(
         opened.append(source)
         targets = []
         for dst in dsts:
-            key, repo, ref = _open_target(dst, src_ref, settings, opts)
+            key, repo, ref = _open_target(dst, _kept_ref(src, src_ref), settings, opts)
             opened.append(repo)
             targets.append(Target(key, repo, ref, overwrite=opts["overwrite"]))
         engine = CopyEngine(settings.transfer_options())
@@ -194,6 +210,7 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
         )
         src_ref = _parse_where(src)
         dst_refs = [_parse_where(d, default_tag=None) for d in dst]
+        _check_pinned(src_ref, dst_refs)
         policy = settings.outbound_policy()
         for ref in [src_ref, *dst_refs]:
             why = policy.problem(endpoint_for_registry(ref.registry).base) if isinstance(ref, Reference) else None
@@ -223,6 +240,17 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
         sys.exit(EXIT_FAILED)
     status = _report(result, referrers=opts["referrers"])
     sys.exit(status)
+
+
+def _check_pinned(src: Where, dsts: list[Where]) -> None:
+    """A DST naming a tag and a digest: the digest must be the one the SRC names (it is pushed to its tag)."""
+    from regcast.registry.reference import Reference
+
+    for d in dsts:
+        if isinstance(d, Reference) and d.tag and d.digest:
+            named = src.digest if isinstance(src, Reference) else None
+            if d.digest != named:
+                raise click.UsageError(f"{d}: its digest must be the one SRC names (write SRC as NAME:TAG@{d.digest})")
 
 
 def _report(result: CopyResult, *, referrers: bool = False) -> int:

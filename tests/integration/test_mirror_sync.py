@@ -258,6 +258,49 @@ def test_tag_listing_follows_pagination(source: tuple[RegistryServer, str], faul
     ]
 
 
+def test_concurrent_tag_listings_of_one_repository_walk_the_pages_once(
+    source: tuple[RegistryServer, str], faults: list[FaultProxy]
+) -> None:
+    """Two mirror runs' clients of one pool entry (the worker's ConnectionPools) list the same
+    repository at once: the pages are walked once; a listing after that walk ended walks them again."""
+    import asyncio
+
+    from regcast.mirrors.tags import list_tags
+    from regcast.registry.client import ClientOptions
+    from regcast.registry.pool import ConnectionPools
+    from regcast.registry.reference import endpoint_for_registry
+
+    reg, repo = source
+    proxy = PaginatingProxy(reg.port).start()
+    faults.append(proxy)
+
+    async def go() -> tuple[list[str], list[str], list[str]]:
+        pools = ConnectionPools()
+        endpoint = endpoint_for_registry(f"127.0.0.1:{proxy.port}")
+        first, second = (pools.client(endpoint, options=ClientOptions(), read_only=True) for _ in range(2))
+        try:
+            await first.ping()  # settled for the entry: neither listing waits on a ping of its own
+            a, b = await asyncio.gather(list_tags(first, repo, page_size=5), list_tags(second, repo, page_size=5))
+            a.append("mine")  # each caller owns its list
+            return a, b, await list_tags(second, repo, page_size=5)
+        finally:
+            await first.close()
+            await second.close()
+            await pools.close()
+
+    a, b, later = asyncio.run(go())
+    assert sorted(a) == sorted([*ALL, "mine"])
+    assert sorted(b) == ALL
+    assert sorted(later) == ALL
+    pages = [p for m, p, _h in proxy.seen if m == "GET" and "/tags/list" in p]
+    walk = [
+        f"/v2/{repo}/tags/list?n=5",
+        f"/v2/{repo}/tags/list?n=5&last={ALL[4]}",
+        f"/v2/{repo}/tags/list?n=5&last={ALL[9]}",
+    ]
+    assert pages == walk + walk  # the concurrent pair once, the later listing once: nothing kept
+
+
 def test_a_bad_document_exits_2_naming_the_line_and_nothing_is_copied(tmp_path: Path, open_reg: RegistryServer) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(

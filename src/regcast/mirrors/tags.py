@@ -3,6 +3,12 @@
 Registries that paginate send ``Link: </v2/...?n=100&last=x>; rel="next"``; the next URL is
 checked like any redirect (same scheme rules, no metadata address). A registry that ignores
 ``n`` answers everything at once, which is fine too.
+
+The whole walk is one read of ``coalesce.py``'s ``InFlight`` (the client's pool entry): mirror runs,
+push events and ``latest`` selections listing the same repository at the same moment share one walk
+of the pages; nothing is kept once it ends (tags move). Its key is not the first page's
+``("GET", url)``: a one-page reader of that URL (``registry/referrers.py``'s ``tag_names``) answers
+something else and must neither join nor be joined by a walk.
 """
 
 from __future__ import annotations
@@ -31,9 +37,15 @@ def next_link(header: str | None) -> str | None:
 
 
 async def list_tags(client: RegistryClient, repository: str, page_size: int = PAGE_SIZE) -> list[str]:
-    """Every tag of ``repository`` (in the registry's order, without repeats)."""
+    """Every tag of ``repository`` (in the registry's order, without repeats); the same walk already
+    under way in this client's pool entry is joined (each caller gets its own list)."""
     validate_repository(repository)
     url = with_query(await client.url(f"{repository}/tags/list"), n=str(page_size))
+    return list(await client.reads.read(("tag walk", url), lambda: _walk(client, repository, url)))
+
+
+async def _walk(client: RegistryClient, repository: str, url: str) -> tuple[str, ...]:
+    """Every page from ``url`` on, following ``Link``; a tuple, so joiners share nothing mutable."""
     tags: dict[str, None] = {}
     for _ in range(MAX_PAGES):
         resp = await client.send(
@@ -58,6 +70,6 @@ async def list_tags(client: RegistryClient, repository: str, page_size: int = PA
         before = len(tags)
         tags.update(dict.fromkeys(page))
         if link is None or len(tags) == before:
-            return list(tags)
+            return tuple(tags)
         url = check_followed_url(urljoin(url, link), came_from=url, registry=client.name, what="tag list page")
     raise ProtocolViolation(f"registry {client.name}: the tag list of {repository} never ends", registry=client.name)

@@ -93,3 +93,13 @@ def test_a_target_with_tag_and_digest_is_pushed_to_its_tag_when_the_digest_match
     assert "Traceback" not in wrong.stderr
     assert open_reg.http().get_manifest(repo, "other").status_code == 404
     assert open_reg.http().get_manifest(repo, other.digest).status_code == 404
+
+
+def test_unknown_routes_and_methods_answer_seed_style(service: Service) -> None:
+    r = service.http.get("/api/no-such-route")
+    assert r.status_code == 404
+    assert r.text == '{"status": "error", "msg": "Not Found"}'
+    r = service.http.put("/api/distribute/image", json={})
+    assert r.status_code == 405
+    assert r.text == '{"status": "error", "msg": "Method Not Allowed"}'
+    assert "POST" in r.headers["allow"]

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException
 
 from regcast import __version__
 from regcast._exceptions import JobError, JobStoreUnavailable
@@ -56,6 +57,15 @@ async def _bad_request(_req: Request, exc: Exception) -> SeedJSON:
     return error(400, f"Failed to parse data: {_validation_message(exc)}")
 
 
+async def _framework_error(_req: Request, exc: Exception) -> SeedJSON:
+    """An unknown route or method is answered seed-style too (FastAPI's own body is ``{"detail": ...}``,
+    which scripts and ``regcast status``, reading ``msg``, do not expect)."""
+    assert isinstance(exc, HTTPException)
+    response = error(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
+
+
 async def _db_down(_req: Request, exc: Exception) -> SeedJSON:
     log.warning("%s", exc)
     return error(503, "database unavailable")
@@ -91,6 +101,7 @@ def create_app(service: Service) -> FastAPI:
     app.add_middleware(BrowserGuard, allowed_origins=_split(settings.allowed_origins), allowed_hosts=hosts)
     app.add_middleware(SeedPaths)  # outermost: every other layer sees the route's own path and GET
     app.add_exception_handler(RequestValidationError, _bad_request)
+    app.add_exception_handler(HTTPException, _framework_error)
     app.add_exception_handler(JobError, _db_down)
     app.include_router(jobs.router)
     app.include_router(health.router)

@@ -78,15 +78,18 @@ def test_tag_hint_and_forget() -> None:
     Memo().keep("r", m, "v1")
 
 
-def test_no_referrers_api_remembered_for_its_seconds() -> None:
+def test_registry_facts_remembered_for_their_seconds() -> None:
     clock = Clock()
     memo = Memo(no_referrers_api_seconds=300, clock=clock)
-    assert not memo.referrers_api_absent()
+    assert not memo.referrers_api_absent() and not memo.tag_list_refused() and not memo.holds_tags("r")
     memo.note_referrers_api_absent()
+    memo.note_tag_list_refused()
+    memo.note_tags("r")
     clock.now += 299
-    assert memo.referrers_api_absent()
+    assert memo.referrers_api_absent() and memo.tag_list_refused() and memo.holds_tags("r")
+    assert not memo.holds_tags("other")
     clock.now += 2
-    assert not memo.referrers_api_absent()
+    assert not memo.referrers_api_absent() and not memo.tag_list_refused() and not memo.holds_tags("r")
 
 
 def test_pool_entries_of_other_credentials_share_no_memory() -> None:

@@ -59,8 +59,12 @@ async def _blob_exists(client: RegistryClient, repository: str, digest: str, url
 async def holds_no_tags(client: RegistryClient, repository: str) -> bool:
     """Does ``repository`` answer with no tag at all (404 NAME_UNKNOWN, or an empty list)? Then it was
     never pushed to, so blob HEADs there are skipped (issue 17). Any doubt (an error, 401/403, a body
-    that is not a tag list) answers False: the HEADs are asked as before."""
+    that is not a tag list) answers False: the HEADs are asked as before. A repository this pool
+    entry saw holding a tag (listed, or a tag pushed) minutes ago answers False without asking: it
+    only means the HEADs are asked (``memo.py``)."""
     validate_repository(repository)
+    if client.memo.holds_tags(repository):
+        return False
     try:
         url = with_query(await client.url(f"{repository}/tags/list"), n="1")
     except RegcastError:  # whatever it is, the manifest HEAD beside it reports it
@@ -90,7 +94,10 @@ async def _holds_no_tags(client: RegistryClient, repository: str, url: str) -> b
         doc = json.loads(raw)
     except ValueError:
         return False
-    return isinstance(doc, dict) and not doc.get("tags")
+    if isinstance(doc, dict) and doc.get("tags"):
+        client.memo.note_tags(repository)
+        return False
+    return isinstance(doc, dict)
 
 
 async def read_blob(

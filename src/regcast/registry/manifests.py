@@ -137,6 +137,8 @@ async def put_manifest(client: RegistryClient, repository: str, ref: str, raw: b
     try:
         if resp.status not in (200, 201, 202):
             raise await response_error(resp, client.name, f"pushing manifest {repository}:{ref}")
+        if ":" not in ref:
+            client.memo.note_tags(repository)  # it holds a tag now: the next job HEADs its blobs at once
         return resp.headers.get("Docker-Content-Digest")
     finally:
         resp.release()

@@ -14,6 +14,9 @@ job whose credentials differ never sees what another credential read:
   upgraded to serve the API within that window is asked through the tag schema until it ends.
   Likewise a tag list refused to this credential (``referrers.tag_names``: 401/403) is not asked
   for again in that window; each referrer tag is then asked for on its own, as before.
+- a repository holds tags (listed, or a tag pushed through this entry): a later job does not ask
+  whether it is empty (``blobs.holds_no_tags``). Wrong only if every tag was deleted meanwhile, and
+  then it only costs what "not empty" always costs: the target's tag and blob HEADs.
 
 One process-wide ``ManifestCache`` bounds entries and bytes for every pool entry at once; its keys
 hold the owning ``Memo`` itself (never an ``id``, which a later object could reuse).
@@ -32,6 +35,7 @@ MANIFEST_ENTRIES = 512
 MANIFEST_BYTES = 16 * 1024 * 1024  # raw bytes over every pool entry (typical manifests are 1-10 KiB)
 NO_REFERRERS_API_SECONDS = 300.0
 TAG_HINTS = 1024  # (repository, tag) -> the digest last answered, per Memo: only chooses If-None-Match
+TAGGED_REPOSITORIES = 1024  # repositories seen holding a tag, per Memo
 
 
 class ManifestCache:
@@ -102,6 +106,7 @@ class Memo:
         self.clock = clock
         self._until: dict[str, float] = {}  # a fact about the registry -> until when it is taken as true
         self._tags: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._tagged: OrderedDict[str, float] = OrderedDict()  # repository -> when it was seen holding a tag
 
     # -- what the registry cannot do ------------------------------------------------------------------
     def referrers_api_absent(self) -> bool:
@@ -115,6 +120,16 @@ class Memo:
 
     def note_tag_list_refused(self) -> None:
         self._until["tag list refused"] = self.clock() + self.no_referrers_api_seconds
+
+    def holds_tags(self, repository: str) -> bool:
+        seen = self._tagged.get(repository)
+        return seen is not None and self.clock() - seen < self.no_referrers_api_seconds
+
+    def note_tags(self, repository: str) -> None:
+        self._tagged[repository] = self.clock()
+        self._tagged.move_to_end(repository)
+        while len(self._tagged) > TAGGED_REPOSITORIES:
+            self._tagged.popitem(last=False)
 
     # -- manifests ------------------------------------------------------------------------------------
     def manifest(self, repository: str, digest: str) -> Manifest | None:

@@ -171,7 +171,8 @@ async def _send_once(
         auth = await client.auth.header(call.scopes, url, client.endpoint.base, client.fetch_token)
         if auth:
             hdrs["Authorization"] = auth
-    log.debug("%s %s", call.method, redact_url(url))
+    if log.isEnabledFor(logging.DEBUG):  # redacting a URL costs more than the log call it would feed
+        log.debug("%s %s", call.method, redact_url(url))
     extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}  # streamed: per-read limit
     if call.params:
         extra["params"] = call.params

@@ -247,6 +247,20 @@ def nondistributable_oci_layer() -> Image:
     return image([layer_bytes()], oci=True, foreign=[foreign])
 
 
+def artifact_without_layers() -> Image:
+    """An OCI 1.1 artifact with no layers, its empty config also inlined as ``data`` (oras, notation)."""
+    empty = b"{}"
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.thing.v1",
+        "config": {**_desc("application/vnd.oci.empty.v1+json", empty), "data": "e30="},
+        "layers": [],
+        "annotations": {"org.opencontainers.image.created": "2026-11-29T00:00:00Z", "n": os.urandom(4).hex()},
+    }
+    return Image(Manifest(json.dumps(doc).encode(), OCI_MANIFEST), [], {sha(empty): empty})
+
+
 def manifest_blobs(raw: bytes) -> list[dict[str, object]]:
     doc = json.loads(raw)
     return [doc["config"], *doc.get("layers", [])] if "config" in doc else []
@@ -354,6 +368,7 @@ IMAGE_KINDS: dict[str, Callable[[], Image]] = {
     "index-with-attestation": index_with_attestation,
     "nested-index": nested_index,
     "oci-nondistributable-layer": nondistributable_oci_layer,
+    "artifact-without-layers": artifact_without_layers,
 }
 
 

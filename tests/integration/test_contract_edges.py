@@ -13,6 +13,7 @@ import pytest
 
 from tests.support import images
 from tests.support.cli import regcast
+from tests.support.registries import Registries
 from tests.support.registry import RegistryServer
 from tests.support.service import Service, source
 
@@ -25,6 +26,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc = Service(tmp_path_factory.mktemp("service")).start()
     yield svc
     svc.stop()
+
+
+@pytest.fixture(scope="module")
+def v6_reg(registries: Registries) -> RegistryServer:
+    """A registry listening on IPv6 loopback only: reached as [::1]:port."""
+    return registries.open("ipv6", address="::1")
 
 
 def test_head_answers_as_get_without_a_body(
@@ -103,3 +110,44 @@ def test_unknown_routes_and_methods_answer_seed_style(service: Service) -> None:
     assert r.status_code == 405
     assert r.text == '{"status": "error", "msg": "Method Not Allowed"}'
     assert "POST" in r.headers["allow"]
+
+
+def test_ipv6_loopback_registries_by_cli_and_api(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer, v6_reg: RegistryServer
+) -> None:
+    """``[::1]:port`` in a reference and in a seed endpoint: plain HTTP (loopback), digests unchanged."""
+    img = images.image(oci=True).push(src_reg.http(), repo, "v1")
+    to6 = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{v6_reg.host}/{repo}")
+    assert to6.returncode == 0, to6.stderr
+    assert v6_reg.host.startswith("[::1]:")
+    assert v6_reg.http().get_manifest(repo, "v1").content == img.root.raw
+    back = regcast("copy", f"{v6_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}/from6")
+    assert back.returncode == 0, back.stderr
+    assert open_reg.http().get_manifest(f"{repo}/from6", "v1").content == img.root.raw
+    endpoint = f"http://{v6_reg.host}/v2"
+    job_id = service.submit(
+        {"source": {"endpoint": endpoint, "image": repo, "ref": "v1"}, "targets": [{"endpoint": endpoint, "ref": "v2"}]}
+    )
+    status = service.wait(job_id)
+    assert status["value"] == "FINISHED", status
+    assert status["finished_endpoints"] == [endpoint]
+    assert v6_reg.http().get_manifest(repo, "v2").content == img.root.raw
+
+
+def test_uppercase_repository_names_are_refused_before_any_request(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    images.image().push(src_reg.http(), repo, "v1")
+    body = {"source": source(src_reg, repo), "targets": [{"endpoint": open_reg.endpoint, "image": "Team/App"}]}
+    r = service.http.post("/api/distribute/image", json=body)
+    assert r.status_code == 400
+    assert r.json()["msg"].startswith("Failed to parse data: targets.0.image: invalid repository name 'Team/App'")
+    body = {"source": source(src_reg, repo.upper()), "targets": [{"endpoint": open_reg.endpoint}]}
+    r = service.http.post("/api/distribute/image", json=body)
+    assert r.status_code == 400
+    assert r.json()["msg"].startswith("Failed to parse data: source.image: invalid repository name")
+    cli = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}/Upper")
+    assert cli.returncode == 2
+    assert "invalid repository name" in cli.stderr
+    assert "Traceback" not in cli.stderr
+    assert open_reg.http().get_manifest(repo, "v1").status_code == 404

@@ -31,8 +31,8 @@ class Registries:
         self.started: list[RegistryServer] = []
         self.token_servers: list[TokenServer] = []
 
-    def open(self, name: str) -> RegistryServer:
-        reg = RegistryServer(name, self.base / name).start()
+    def open(self, name: str, address: str = "127.0.0.1") -> RegistryServer:
+        reg = RegistryServer(name, self.base / name, address=address).start()
         self.started.append(reg)
         return reg
 

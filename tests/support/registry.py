@@ -41,6 +41,7 @@ class RegistryServer:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     notify: tuple[str, dict[str, str]] | None = None  # (url, headers): distribution's push notifications
+    address: str = "127.0.0.1"  # or "::1": the registry on IPv6 loopback, named [::1]:port
 
     @property
     def scheme(self) -> str:
@@ -48,7 +49,7 @@ class RegistryServer:
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
 
     @property
     def endpoint(self) -> str:
@@ -81,7 +82,7 @@ class RegistryServer:
             "      allow:",
             "        - ^https?://",
             "http:",
-            f"  addr: 127.0.0.1:{self.port}",
+            f"  addr: '{self.host}'",
         ]
         if self.cert:
             lines += ["  tls:", f"    certificate: {self.cert[0]}", f"    key: {self.cert[1]}"]
@@ -129,7 +130,7 @@ class RegistryServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"registry {self.name} exited: {(self.directory / 'registry.log').read_text()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.address, self.port), timeout=0.2):
                     return self
             except OSError:
                 time.sleep(0.05)

@@ -151,3 +151,22 @@ def test_uppercase_repository_names_are_refused_before_any_request(
     assert "invalid repository name" in cli.stderr
     assert "Traceback" not in cli.stderr
     assert open_reg.http().get_manifest(repo, "v1").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("raw", "msg"),
+    [
+        (b'"a string"', "body: Input should be an object"),
+        (b'{"source": null, "targets": [{"endpoint": "http://127.0.0.1:1/v2"}]}', "source: Input should be an object"),
+        (b'{"source": {}, "targets": ["http://127.0.0.1:1/v2"]}', "source.endpoint: missing field"),
+        (
+            b'{"source": {"endpoint": "http://127.0.0.1:1/v2", "image": "a", "ref": "v1"}, "targets": [7]}',
+            "targets.0: Input should be an object",
+        ),
+    ],
+)
+def test_a_body_of_the_wrong_shape_names_the_field_in_json_terms(service: Service, raw: bytes, msg: str) -> None:
+    """Not pydantic's class names (``instance of SourceIn``): the user wrote JSON."""
+    r = service.http.post("/api/distribute/image", content=raw)
+    assert r.status_code == 400
+    assert r.json() == {"status": "error", "msg": f"Failed to parse data: {msg}"}

@@ -337,6 +337,8 @@ def describe_validation(exc: ValidationError) -> str:
             return msg
     if err["type"] == "missing":
         msg = "missing field"
+    elif err["type"] == "model_type":  # pydantic names the class (SourceIn): the user wrote JSON
+        msg = "Input should be an object"
     return f"{loc}: {msg}"
 
 

@@ -170,3 +170,14 @@ def test_a_body_of_the_wrong_shape_names_the_field_in_json_terms(service: Servic
     r = service.http.post("/api/distribute/image", content=raw)
     assert r.status_code == 400
     assert r.json() == {"status": "error", "msg": f"Failed to parse data: {msg}"}
+
+
+def test_platform_with_the_default_variant_finds_a_buildx_entry_without_one(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """buildx lists ``linux/arm64``; users (and docker's own images) say ``linux/arm64/v8``: the same platform."""
+    img = images.multi_platform(platforms=("linux/amd64", "linux/arm64")).push(src_reg.http(), repo, "v1")
+    arm = img.children[1]
+    r = regcast("copy", "--platform", "linux/arm64/v8", f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}")
+    assert r.returncode == 0, r.stderr
+    assert open_reg.http().get_manifest(repo, "v1").content == arm.raw

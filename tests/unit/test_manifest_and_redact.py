@@ -57,6 +57,26 @@ def test_index_without_media_type_uses_shape_and_content_type() -> None:
     assert not Platform.parse("linux/arm64/v7").matches(m.children[0].platform)
 
 
+@pytest.mark.parametrize(
+    ("asked", "listed", "match"),
+    [
+        ("linux/arm64/v8", "linux/arm64", True),  # buildx lists arm64 without its default variant
+        ("linux/arm64", "linux/arm64/v8", True),
+        ("linux/arm64/v8", "linux/aarch64", True),
+        ("linux/amd64", "linux/x86_64", True),
+        ("linux/arm/v7", "linux/arm", True),
+        ("linux/arm/v6", "linux/arm", False),
+        ("linux/arm/v7", "linux/arm/v6", False),
+        ("linux/amd64/v1", "linux/amd64", True),
+        ("linux/amd64/v3", "linux/amd64", False),
+        ("linux/arm64/v8", "linux/arm64/8", True),
+        ("windows/amd64", "linux/amd64", False),
+    ],
+)
+def test_platforms_match_as_containerd_normalises_them(asked: str, listed: str, match: bool) -> None:
+    assert Platform.parse(asked).matches(Platform.parse(listed)) is match
+
+
 def test_rejections() -> None:
     with pytest.raises(DigestMismatch):
         parse_manifest(b"{}", expected_digest=D1)

@@ -36,15 +36,34 @@ class Platform:
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
 
     def matches(self, other: Platform | None) -> bool:
-        """Does a manifest for ``other`` satisfy a request for ``self`` (variant optional)?"""
+        """Does a manifest for ``other`` satisfy a request for ``self`` (variant optional)?
+
+        Compared as containerd normalises them: ``aarch64`` is ``arm64``, ``x86_64`` is ``amd64``, and
+        an absent variant is the architecture's default (``arm64`` = ``arm64/v8``, ``arm`` = ``arm/v7``,
+        ``amd64`` = ``amd64/v1``): buildx lists ``linux/arm64`` where docker's images say ``v8``."""
         if other is None:
             return False
-        if (self.os, self.architecture) != (other.os, other.architecture):
+        mine, theirs = _normalised(self), _normalised(other)
+        if mine[:2] != theirs[:2]:
             return False
-        return not self.variant or self.variant == other.variant
+        return not self.variant or mine[2] == theirs[2]
 
     def __str__(self) -> str:
         return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
+
+
+_ARCH_ALIASES = {"aarch64": "arm64", "x86_64": "amd64", "x86-64": "amd64"}
+_DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
+
+
+def _normalised(p: Platform) -> tuple[str, str, str]:
+    arch = _ARCH_ALIASES.get(p.architecture.lower(), p.architecture.lower())
+    variant = p.variant.lower()
+    if variant and variant[0].isdigit():  # "8", "7": as containerd, the same as "v8", "v7"
+        variant = f"v{variant}"
+    if arch == "arm64" and variant == "v8.0":
+        variant = "v8"
+    return p.os.lower(), arch, variant or _DEFAULT_VARIANT.get(arch, "")
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +22,10 @@ from regcast.registry.reference import endpoint_for_registry
 from regcast.transfer.engine import CopyEngine, Target
 from regcast.transfer.remote import RegistryRepository
 from tests.support import images
-from tests.support.faults import FaultProxy
+from tests.support.faults import FaultProxy, proxy
 from tests.support.proxy import TcpProxy
 from tests.support.registry import RegistryServer
+from tests.support.service import Service
 from tests.support.verify import assert_same_image
 
 SETTINGS = load_settings(request_backoff=0.05, request_backoff_max=0.2)
@@ -169,3 +173,61 @@ def test_two_copies_needing_one_blob_at_one_registry_upload_it_once(
     assert_same_image(http, repo, "a", open_reg.http(), f"same/{repo}", "a")
     assert_same_image(http, repo, "b", open_reg.http(), f"same/{repo}", "b")
     assert a.digest != b.digest
+
+
+def _run_when(svc: Service, name: str, run_id: str, ok: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The run's status once ``ok`` holds (polled; a bound, not a timing assumption)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run = next(r for r in svc.http.get(f"/api/mirrors/{name}/runs").json()["runs"] if r["id"] == run_id)
+        if ok(run):
+            return dict(run)
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id}: {run}")
+
+
+def _until(waiting: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(waiting.split(" until ", 1)[1].split(": ", 1)[0])
+
+
+def test_a_run_held_by_a_rate_limit_says_so_and_until_when(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer, faults: list[FaultProxy]
+) -> None:
+    """The source answers 429 + Retry-After to manifest HEADs (the plan), then to GETs (the copy): the
+    run's status, and its job's target, say what it waits for and until when; then it finishes."""
+    images.image().push(src_reg.http(), repo, "v1")
+    src = proxy(faults, src_reg, "throttle_methods", methods={"HEAD"}, retry_after=2)
+    at = f"127.0.0.1:{src.port}"
+    mirror = {"name": "held", "source": f"{at}/{repo}", "targets": [f"{open_reg.host}/held"], "tags": {"list": ["v1"]}}
+    doc = {"version": 1, "mirrors": [mirror]}
+    svc = Service(tmp_path / "svc", {"REGCAST_SECRET_KEY": "test-secret-key-for-rate-limit-waits-shown"}).start()
+    try:
+        assert svc.http.post("/api/mirrors", json=doc).status_code == 201
+        r = svc.http.post("/api/mirrors/held/run")
+        assert r.status_code == 202, r.text
+        run_id = r.json()["id"]
+        planning = _run_when(svc, "held", run_id, lambda run: run["waiting"] is not None)
+        assert planning["state"] == "PLANNING"
+        assert planning["waiting"].startswith(f"waiting for the rate limit of registry {at} until ")
+        assert planning["waiting"].endswith(f": HEAD http://{at}/v2/{repo}/manifests/v1 answered 429")
+        assert _until(planning["waiting"]) > dt.datetime.fromisoformat(planning["started_at"])
+
+        src.params["methods"] = {"GET"}  # the plan goes on; the copy's manifest GET is held back now
+        copying = _run_when(svc, "held", run_id, lambda run: run["state"] == "RUNNING" and run["waiting"] is not None)
+        assert copying["waiting"].startswith(f"waiting for the rate limit of registry {at} until ")
+        assert copying["waiting"].endswith(f": GET http://{at}/v2/{repo}/manifests/v1 answered 429")
+        (job,) = copying["jobs"]
+        target = svc.wait_for(job, lambda st: st["targets"][0]["waiting"] is not None)["targets"][0]
+        assert target["state"] in ("QUEUED", "RUNNING")
+        assert target["waiting"].startswith(f"waiting for the rate limit of registry {at} until ")
+        assert _until(target["waiting"]) >= _until(planning["waiting"])
+
+        src.params["methods"] = set()
+        done = _run_when(svc, "held", run_id, lambda run: run["state"] in ("FINISHED", "FAILED"))
+        assert done["state"] == "FINISHED", done
+        assert done["waiting"] is None
+        assert svc.status(job)["targets"][0]["waiting"] is None
+        assert src.events["429"] >= 2
+        assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), f"held/{repo}", "v1")
+    finally:
+        svc.stop()

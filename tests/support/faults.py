@@ -115,6 +115,15 @@ class FaultProxy:
             return fault
         return await self._forward(request)
 
+    def _throttled(self, method: str, path: str) -> bool:
+        """``throttle_429``: each manifest request once; ``throttle_methods``: every manifest request whose
+        method is in ``params["methods"]`` (a set the test changes as it goes)."""
+        if "/manifests/" not in path:
+            return False
+        if self.scenario == "throttle_429":
+            return self._once(f"429 {method} {path}")
+        return self.scenario == "throttle_methods" and method in self.params["methods"]
+
     async def _fault_before(self, request: web.Request) -> web.StreamResponse | None:
         s, path, method = self.scenario, request.path, request.method
         if s == "ping_5xx" and path == "/v2/" and self.events["ping_5xx"] < self.params.get("count", 2):
@@ -130,12 +139,12 @@ class FaultProxy:
             return web.Response(
                 status=self.params["status"], text="<html>try again</html>", headers={"Retry-After": "0"}
             )
-        if s == "throttle_429" and "/manifests/" in path and self._once(f"429 {method} {path}"):
+        if self._throttled(method, path):
             self.events["429"] += 1
             return web.json_response(
                 {"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]},
                 status=429,
-                headers={"Retry-After": "1"},
+                headers={"Retry-After": str(self.params.get("retry_after", 1))},
             )
         if s == "garbage_manifest" and method == "GET" and "/manifests/" in path:
             self.events["garbage"] += 1

@@ -3,25 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
+from dataclasses import dataclass, field
 
-from regcast.registry.limits import Limits, LimitSettings, RegistryLimit
+from regcast.registry.limits import Limits, LimitSettings, RateWait, RegistryLimit
+
+
+@dataclass
+class Notes:
+    """A client's ``note_retry`` as the limits call it: the lines, and the waits they announce."""
+
+    lines: list[str] = field(default_factory=list)
+    waits: list[RateWait] = field(default_factory=list)
+
+    def __call__(self, what: str, status: int | None = None, wait: RateWait | None = None) -> None:
+        self.lines.append(what)
+        if wait is not None:
+            self.waits.append(wait)
 
 
 def test_requests_per_second_spaces_starts() -> None:
     limit = RegistryLimit("r", LimitSettings(requests_per_second=20))
-    notes: list[str] = []
+    notes = Notes()
 
     async def go() -> list[float]:
         starts = []
         for _ in range(6):
-            await limit.acquire(False, notes.append)
+            await limit.acquire(False, notes)
             starts.append(time.monotonic())
         return starts
 
     starts = asyncio.run(go())
     assert starts[-1] - starts[0] >= 5 / 20 * 0.9  # five gaps of 1/20 s at least
-    assert notes == []
+    assert notes.lines == []
 
 
 def test_slots_bound_requests_in_flight() -> None:
@@ -30,7 +45,7 @@ def test_slots_bound_requests_in_flight() -> None:
 
     async def one() -> None:
         nonlocal in_flight, peak
-        slots = await limit.acquire(False, lambda _m: None)
+        slots = await limit.acquire(False, Notes())
         in_flight += 1
         peak = max(peak, in_flight)
         await asyncio.sleep(0.01)
@@ -50,19 +65,25 @@ def test_remaining_under_the_minimum_closes_the_gate_for_pulls_only() -> None:
     limit.observe(200, {"ratelimit-remaining": "50;w=21600"})
     assert limit._gate_until == 0  # plenty left
     limit.observe(200, {"ratelimit-remaining": "3;w=0.3"})
-    notes: list[str] = []
+    notes = Notes()
 
     async def go() -> float:
-        await limit.acquire(False, notes.append)  # a HEAD is free: not gated, nothing to wait for
-        assert notes == []
+        await limit.acquire(False, notes)  # a HEAD is free: not gated, nothing to wait for
+        assert notes.lines == []
         t = time.monotonic()
-        await limit.acquire(True, notes.append)  # a pull waits for the window
+        await limit.acquire(True, notes)  # a pull waits for the window
         return time.monotonic() - t
 
+    before = dt.datetime.now(dt.UTC)
     assert asyncio.run(go()) >= 0.2
-    assert len(notes) == 1
-    assert "waiting" in notes[0]
-    assert "rate limit under 5" in notes[0]
+    assert len(notes.lines) == 1
+    assert "waiting" in notes.lines[0]
+    assert "rate limit under 5" in notes.lines[0]
+    (wait,) = notes.waits  # the status is told until when
+    assert wait.registry == "hub"
+    assert before < wait.until <= before + dt.timedelta(seconds=1)
+    assert wait.shown().startswith("waiting for the rate limit of registry hub until ")
+    assert wait.shown().endswith(": RateLimit-Remaining under 5, no pull started")
     limit.observe(429, {"Retry-After": "1"})
     assert limit._gate_until > time.monotonic() + 0.5
 

@@ -34,6 +34,8 @@ LIVE = TargetStatus(
     retryable=False,
     referrers=5,
     referrers_left_out=["sha256:aa: too large"],
+    waiting="waiting for the rate limit of registry a:5000 until 2026-11-29T12:00:31+00:00: GET ... answered 429",
+    waiting_until=dt.datetime(2026, 11, 29, 12, 0, 31, tzinfo=dt.UTC),
 )
 PERSISTED = [f.name for f in dataclasses.fields(TargetUpdate) if f.name != "idx"]
 

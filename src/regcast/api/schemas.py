@@ -65,6 +65,10 @@ class TargetOut(BaseModel):
     detached: DetachedOut | None = Field(
         description="set when this target lagged and left the shared source stream for some blobs"
     )
+    waiting: str | None = Field(
+        description="while a registry's rate limit (a 429's Retry-After, the RateLimit-Remaining gate) holds "
+        "this target back: which registry, until when (UTC) and why, in one line; null otherwise",
+    )
 
 
 class JobStatus(BaseModel):

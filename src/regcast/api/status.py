@@ -43,6 +43,7 @@ def _rate(job: JobRecord, t: TargetRecord) -> int | None:
 
 def job_status(job: JobRecord) -> dict[str, Any]:
     src = job.request.get("source", {})
+    now = dt.datetime.now(dt.UTC)
     targets_in = job.request.get("targets", [])
     targets = []
     for t in job.targets:
@@ -65,6 +66,7 @@ def job_status(job: JobRecord) -> dict[str, Any]:
                 "finished_at": iso(t.finished_at),  # its own end: a fast target is done before a slow one
                 "bytes_per_second": _rate(job, t),
                 "detached": {"blobs": t.blobs_detached, "reason": t.detached_reason} if t.blobs_detached else None,
+                "waiting": t.waiting_now(now),  # a registry's rate limit holds it back: until when, why
             }
         )
     return {

@@ -76,6 +76,8 @@ def target_record(row: Row[Any]) -> TargetRecord:
         finished_at=as_utc(m["finished_at"]),
         blobs_detached=m["blobs_detached"] or 0,
         detached_reason=m["detached_reason"],
+        waiting=m["waiting"],
+        waiting_until=as_utc(m["waiting_until"]),
     )
 
 
@@ -95,6 +97,8 @@ def target_values(u: TargetUpdate) -> dict[str, Any]:
         "finished_at": u.finished_at,
         "blobs_detached": u.blobs_detached,
         "detached_reason": u.detached_reason,
+        "waiting": u.waiting,
+        "waiting_until": u.waiting_until,
     }
 
 

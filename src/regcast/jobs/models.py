@@ -97,6 +97,8 @@ job_targets = Table(
     Column("finished_at", DateTime(timezone=True)),  # when this target ended: its own time (issue 19)
     Column("blobs_detached", Integer, nullable=False, server_default="0"),  # blobs it finished from its own read
     Column("detached_reason", Text),  # why it was detached from the shared stream
+    Column("waiting", Text),  # a registry's rate limit holds it back: why, until when (revision 0008)
+    Column("waiting_until", DateTime(timezone=True)),
     # a FAILED target worth another job-level attempt (a network fault, not bad credentials)
     Column("retryable", Boolean, nullable=False, server_default=true()),
 )

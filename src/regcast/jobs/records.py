@@ -34,6 +34,14 @@ class TargetRecord:
     finished_at: dt.datetime | None = None  # this target's own end (issue 19)
     blobs_detached: int = 0
     detached_reason: str | None = None
+    waiting: str | None = None  # a registry's rate limit holds it back (shown while waiting_until is ahead)
+    waiting_until: dt.datetime | None = None
+
+    def waiting_now(self, now: dt.datetime) -> str | None:
+        """The wait shown at ``now``: None once its time passed or the target ended (a wait is written
+        when it starts and never cleared; its time says when it is over)."""
+        ahead = self.waiting_until is not None and self.waiting_until > now
+        return self.waiting if ahead and self.state in (TargetState.PENDING, TargetState.RUNNING) else None
 
     def status(self) -> TargetStatus:
         """The live status a new attempt starts from: what earlier attempts stored."""
@@ -52,6 +60,8 @@ class TargetRecord:
             blobs_detached=self.blobs_detached,
             detached_reason=self.detached_reason,
             retryable=self.retryable,
+            waiting=self.waiting,
+            waiting_until=self.waiting_until,
         )
 
 
@@ -94,6 +104,8 @@ class TargetUpdate:
     finished_at: dt.datetime | None = None
     blobs_detached: int = 0
     detached_reason: str | None = None
+    waiting: str | None = None
+    waiting_until: dt.datetime | None = None
 
     @classmethod
     def of(cls, idx: int, status: TargetStatus, state: TargetState | None = None) -> TargetUpdate:
@@ -113,6 +125,8 @@ class TargetUpdate:
             finished_at=status.finished_at,
             blobs_detached=status.blobs_detached,
             detached_reason=status.detached_reason,
+            waiting=status.waiting,
+            waiting_until=status.waiting_until,
         )
 
 

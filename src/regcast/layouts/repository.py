@@ -26,6 +26,7 @@ from regcast.layouts.files import BlobFiles, FileUpload, file_errors, locked, wr
 from regcast.layouts.index import INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, MAX_INDEX_BYTES, LayoutIndex
 from regcast.layouts.reference import OCI, LayoutRef, parse_layout_reference
 from regcast.registry.digest import digest_of
+from regcast.registry.limits import RateWait
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest, parse_manifest
 from regcast.registry.referrers import Held, Listing, Pushed
 from regcast.registry.retry import RetryPolicy
@@ -74,8 +75,10 @@ class LayoutRepository:
     def retry(self) -> RetryPolicy:
         return RetryPolicy(attempts=2, backoff=0.1)
 
-    def watch_retries(self, callback: Callable[[str], None]) -> contextlib.AbstractContextManager[None]:
-        """A layout is local files: nothing is ever retried."""
+    def watch_retries(
+        self, callback: Callable[[str], None], on_wait: Callable[[RateWait], None] | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """A layout is local files: nothing is ever retried, nor waits on a rate limit."""
         return contextlib.nullcontext()
 
     def secrets(self) -> tuple[str, ...]:

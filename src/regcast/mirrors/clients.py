@@ -9,6 +9,8 @@ a mirror run then reuses the connections, tokens and settled ping of the runs an
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from regcast.config import Settings
@@ -19,13 +21,17 @@ from regcast.registry.auth import Credentials
 from regcast.registry.client import RegistryClient
 from regcast.registry.dockerconfig import credentials_for
 from regcast.registry.guards import check_registry_allowed
-from regcast.registry.limits import Limits, LimitSettings
+from regcast.registry.limits import Limits, LimitSettings, RateWait
 from regcast.registry.reference import DOCKER_HUB, DOCKER_HUB_API, endpoint_for_registry
 from regcast.transfer.remote import RegistryRepository
 from regcast.transfer.repository import Repository
 
 if TYPE_CHECKING:
     from regcast.registry.pool import ConnectionPools
+
+
+def _uncounted(_what: str) -> None:
+    """A plan's retries are logged by the client; only its waits are shown (``on_wait``)."""
 
 
 def configure_limits(limits: Limits, doc: MirrorDocument) -> None:
@@ -44,11 +50,14 @@ class ClientPool:
         settings: Settings,
         limits: Limits | None = None,
         connections: ConnectionPools | None = None,
+        on_wait: Callable[[RateWait], None] | None = None,
     ) -> None:
         self.doc = doc
         self.settings = settings
         self.limits = limits or Limits()
         self.connections = connections
+        self.on_wait = on_wait  # told when a client waits on a registry's rate limit (a run's status)
+        self._watching = contextlib.ExitStack()
         configure_limits(self.limits, doc)
         self._clients: dict[tuple[str, bool], RegistryClient] = {}
         self._layouts: dict[str, LayoutRepository] = {}
@@ -75,6 +84,8 @@ class ClientPool:
                 limit=self.limits.for_host(registry),
             )
             self._clients[key] = client
+            if self.on_wait is not None:
+                self._watching.enter_context(client.watch_retries(_uncounted, self.on_wait))
         return client
 
     def source(self, registry: str) -> RegistryClient:
@@ -100,6 +111,7 @@ class ClientPool:
         return list(self._layouts.items())
 
     async def close(self) -> None:
+        self._watching.close()
         await asyncio.gather(*(c.close() for c in self._clients.values()), return_exceptions=True)
         self._clients.clear()
         for layout in self._layouts.values():

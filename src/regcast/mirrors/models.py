@@ -62,6 +62,8 @@ mirror_runs = Table(
     Column("images_failed", Integer, nullable=False, server_default="0"),
     Column("owner", String(100)),
     Column("error", Text),
+    Column("waiting", Text),  # its planner waits on a registry's rate limit: why, until when (revision 0008)
+    Column("waiting_until", DateTime(timezone=True)),
 )
 Index("ix_mirror_runs_mirror_created", mirror_runs.c.mirror, mirror_runs.c.created_at)
 

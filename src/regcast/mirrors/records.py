@@ -52,6 +52,7 @@ class RunRecord:
     jobs: dict[str, JobState] = field(default_factory=dict)  # job id -> state
     bytes: int = 0
     jobs_finished_at: dt.datetime | None = None  # the last of its jobs to end
+    waiting: str | None = None  # a registry's rate limit holds it back now (its planner's or a job's): until when
 
     @property
     def in_sync_at(self) -> dt.datetime | None:
@@ -88,6 +89,7 @@ class RunRecord:
             "bytes": self.bytes,
             "jobs": sorted(self.jobs),
             "error": self.error,
+            "waiting": self.waiting,
         }
 
 

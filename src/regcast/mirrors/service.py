@@ -30,7 +30,7 @@ from regcast.mirrors.select import Repo, expand_targets, source_of, targets_of
 from regcast.mirrors.store import MirrorStore, utcnow
 from regcast.registry.client import describe
 from regcast.registry.dockerconfig import credentials_for
-from regcast.registry.limits import Limits
+from regcast.registry.limits import Limits, RateWait
 from regcast.registry.pool import ConnectionPools
 
 log = logging.getLogger("regcast.mirrors")
@@ -124,10 +124,26 @@ class MirrorService:
             self.on_run_ended(run, doc)
         return ended
 
-    def client_pool(self, doc: MirrorDocument) -> ClientPool:
+    def client_pool(self, doc: MirrorDocument, on_wait: Callable[[RateWait], None] | None = None) -> ClientPool:
         """Clients for one document from the process's limits and the worker's connection pools (when
         this process runs one): runs, push listings and prunes reuse the connections, tokens and ping."""
-        return ClientPool(doc, self.settings, self.limits, self.connections)
+        return ClientPool(doc, self.settings, self.limits, self.connections, on_wait)
+
+    def _waits_of(self, run_id: str) -> Callable[[RateWait], None]:
+        """A planner's rate-limit waits written to its run (shown while it plans), in the background."""
+
+        async def write(wait: RateWait) -> None:
+            try:
+                await asyncio.to_thread(self.store.note_wait, run_id, wait.shown(), wait.until)
+            except JobError as exc:  # the wait goes on; only its display is lost
+                log.warning("mirror run %s: wait not recorded, database unavailable (%s)", run_id, exc)
+
+        def noted(wait: RateWait) -> None:
+            task = asyncio.get_running_loop().create_task(write(wait), name=f"mirror-wait-{run_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return noted
 
     def document_of(self, sealed: bytes) -> MirrorDocument:
         return MirrorDocument.model_validate(self.box.open(sealed))
@@ -151,7 +167,7 @@ class MirrorService:
                 raise RegcastError(f"mirror {name} was deleted")
             doc = self.document_of(record.sealed)
             mirror = doc.mirrors[0]
-            pool = self.client_pool(doc)
+            pool = self.client_pool(doc, self._waits_of(run_id))
             try:
                 plan: MirrorPlan = await Planner(doc, pool).plan_mirror(mirror, only)
                 error = plan.error or next((f"{i.tag}: {i.error}" for i in plan.images if i.error), None)

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from regcast._exceptions import StoreConflict
 from regcast.jobs._db import Database, as_utc, utcnow
-from regcast.jobs._rows import stored_state
+from regcast.jobs._rows import stored_state, target_record
 from regcast.jobs.models import FINAL_STATES, JobState, job_targets, jobs
 from regcast.mirrors.models import RunState, Trigger, mirror_run_jobs, mirror_runs, mirrors
 from regcast.mirrors.records import MirrorRecord, RunRecord, StoredMirror
@@ -189,6 +189,15 @@ class MirrorStore:
                 )
             )
 
+    def note_wait(self, run_id: str, waiting: str, until: dt.datetime) -> None:
+        """The planner waits on a registry's rate limit until ``until`` (shown while the run plans)."""
+        with self.db.tx() as conn:
+            conn.execute(
+                update(mirror_runs)
+                .where(mirror_runs.c.id == run_id, mirror_runs.c.state == RunState.PLANNING.value)
+                .values(waiting=waiting, waiting_until=until)
+            )
+
     def settle(self) -> list[str]:
         """End runs whose jobs are all final (or whose planner died); free their mirrors' leases."""
         now = utcnow()
@@ -279,7 +288,22 @@ class MirrorStore:
                 )
             ).scalar_one()
             rec.bytes = int(total)
+        rec.waiting = self._waiting(conn, rec, m)
         return rec
+
+    @staticmethod
+    def _waiting(conn: Connection, rec: RunRecord, m: Any) -> str | None:
+        """What holds the run back now: its planner's wait while it plans, else its jobs' latest one."""
+        now = utcnow()
+        if rec.state is RunState.PLANNING:
+            until = as_utc(m["waiting_until"])
+            return m["waiting"] if until is not None and until > now else None
+        if rec.state is not RunState.RUNNING or not rec.jobs:
+            return None
+        held = job_targets.c.waiting_until.is_not(None)
+        rows = conn.execute(select(job_targets).where(job_targets.c.job_id.in_(list(rec.jobs)), held)).all()
+        waits = [(t.waiting_until, w) for t in map(target_record, rows) if (w := t.waiting_now(now)) is not None]
+        return max(waits)[1] if waits else None
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self.db.tx() as conn:

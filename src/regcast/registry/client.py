@@ -28,7 +28,7 @@ from regcast.registry.auth import MAX_TOKEN_ANSWER, Credentials, SeedAuth
 from regcast.registry.authenticator import Authenticator
 from regcast.registry.coalesce import InFlight
 from regcast.registry.guards import Kind
-from regcast.registry.limits import RegistryLimit
+from regcast.registry.limits import RateWait, RegistryLimit
 from regcast.registry.manifest import Manifest
 from regcast.registry.memo import Memo
 from regcast.registry.redact import printable
@@ -76,7 +76,7 @@ class RegistryClient:
         self.memo = shared.memo if shared else Memo()  # kept across jobs in a pool entry (memo.py)
         self._session: aiohttp.ClientSession | None = None
         self._pinged = False
-        self._retry_watchers: list[Callable[[str], None]] = []  # see watch_retries()
+        self._retry_watchers: list[Watcher] = []  # see watch_retries()
         self.uploads = UploadStrategy(endpoint.name, self.options.upload_strategy, self.options.chunk_cap)
         self.rate = RateLimitWatch(endpoint.name, self.options.observer)
 
@@ -187,16 +187,21 @@ class RegistryClient:
             resp.release()
 
     # -- the one request path ------------------------------------------------------------------
-    def watch_retries(self, callback: Callable[[str], None]) -> contextlib.AbstractContextManager[None]:
-        """Tell ``callback`` about every retry of this client while the block runs (job status)."""
-        return _watching(self._retry_watchers, callback)
+    def watch_retries(
+        self, callback: Callable[[str], None], on_wait: Callable[[RateWait], None] | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """Tell ``callback`` about every retry of this client while the block runs (job status), and
+        ``on_wait`` about every wait on the registry's rate limit (a 429, the RateLimit-Remaining gate)."""
+        return _watching(self._retry_watchers, (callback, on_wait))
 
-    def note_retry(self, what: str, status: int | None = None) -> None:
+    def note_retry(self, what: str, status: int | None = None, wait: RateWait | None = None) -> None:
         log.warning("%s", what)
         if self.options.observer is not None:
             self.options.observer.retry(status)
-        for callback in tuple(self._retry_watchers):
+        for callback, on_wait in tuple(self._retry_watchers):
             callback(what)
+            if wait is not None and on_wait is not None:
+                on_wait(wait)
 
     async def send(
         self,
@@ -280,13 +285,16 @@ class RegistryClient:
         return await manifests.delete_manifest(self, repository, ref)
 
 
+Watcher = tuple[Callable[[str], None], Callable[[RateWait], None] | None]
+
+
 @contextlib.contextmanager
-def _watching(watchers: list[Callable[[str], None]], callback: Callable[[str], None]) -> Iterator[None]:
-    watchers.append(callback)
+def _watching(watchers: list[Watcher], watcher: Watcher) -> Iterator[None]:
+    watchers.append(watcher)
     try:
         yield
     finally:
-        watchers.remove(callback)
+        watchers.remove(watcher)
 
 
 def describe(exc: BaseException) -> str:

@@ -10,15 +10,42 @@ the window resets. Waiting is never a failure: the client notes it (logs, job st
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from regcast.registry._transport import parse_retry_after
 from regcast.registry.tls import aiohttp
 
 DEFAULT_WINDOW = 60.0  # seconds to wait when a registry gives no window or Retry-After
+
+
+@dataclass(frozen=True)
+class RateWait:
+    """Requests to a registry held back by its rate limit (a 429's ``Retry-After``, the
+    ``RateLimit-Remaining`` gate) until ``until``: what a job's or a mirror run's status shows, so a
+    copy that waits does not look stuck. ``why`` is secret-free (redacted URL, no header)."""
+
+    registry: str
+    until: dt.datetime
+    why: str
+
+    @classmethod
+    def after(cls, registry: str, seconds: float, why: str) -> RateWait:
+        return cls(registry, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds), why)
+
+    def shown(self) -> str:
+        """One line for a status: what it waits for, and until when (UTC, to the second)."""
+        until = self.until.astimezone(dt.UTC).isoformat(timespec="seconds")
+        return f"waiting for the rate limit of registry {self.registry} until {until}: {self.why}"
+
+
+class Note(Protocol):
+    """``RegistryClient.note_retry``: a retry or a wait, told to the client's watchers."""
+
+    def __call__(self, what: str, status: int | None = None, wait: RateWait | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -72,14 +99,16 @@ class RegistryLimit:
             self._slots = asyncio.Semaphore(settings.max_concurrency) if settings.max_concurrency else None
         self.settings = settings
 
-    async def acquire(self, pull: bool, note: Callable[[str], None]) -> asyncio.Semaphore | None:
+    async def acquire(self, pull: bool, note: Note) -> asyncio.Semaphore | None:
         """Wait for the gate (pulls), a start token and a slot; returns the semaphore to release."""
         if pull and self.settings.rate_limit_min is not None:
             while (wait := self._gate_until - time.monotonic()) > 0:
                 self.waits += 1
+                why = f"RateLimit-Remaining under {self.settings.rate_limit_min}, no pull started"
                 note(
                     f"registry {self.name}: rate limit under {self.settings.rate_limit_min} remaining; "
-                    f"waiting {wait:.0f}s before pulling"
+                    f"waiting {wait:.0f}s before pulling",
+                    wait=RateWait.after(self.name, wait, why),
                 )
                 await asyncio.sleep(wait)
         if self.settings.requests_per_second:
@@ -127,7 +156,7 @@ class Limits:
 async def send_within(
     limit: RegistryLimit | None,
     pull: bool,
-    note: Callable[[str], None],
+    note: Note,
     send: Callable[[], Awaitable[aiohttp.ClientResponse]],
 ) -> aiohttp.ClientResponse:
     """``send()`` within ``limit``: its slot is held until the caller releases the response."""

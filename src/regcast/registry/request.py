@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
-from regcast._exceptions import ProtocolViolation, RegistryResponseError, RegistryUnreachable
+from regcast._exceptions import ProtocolViolation, RateLimited, RegistryResponseError, RegistryUnreachable
 from regcast.registry._transport import status_error, translate_errors
 from regcast.registry.guards import Kind, check_followed_url
-from regcast.registry.limits import send_within
+from regcast.registry.limits import RateWait, send_within
 from regcast.registry.redact import redact_url
 from regcast.registry.retry import RetryPolicy
 from regcast.registry.session import ClientOptions, RequestObserver
@@ -126,9 +126,11 @@ async def request(
             except RegistryResponseError:
                 return resp
             resp.release()
+            shown = f"{method} {redact_url(url)} answered {resp.status}"
             client.note_retry(
-                f"{method} {redact_url(url)} answered {resp.status}; retry {retry.retries} in {retry.wait:.1f}s",
+                f"{shown}; retry {retry.retries} in {retry.wait:.1f}s",
                 resp.status,
+                RateWait.after(client.name, retry.wait, shown) if isinstance(refusal, RateLimited) else None,
             )
         await asyncio.sleep(retry.wait)
 

@@ -103,7 +103,10 @@ class CopyEngine:
         run = _CopyRun(self, source, targets, listener or NullListener(), self.spool if spooling else None)
         with contextlib.ExitStack() as watching:
             for t in targets:
-                watching.enter_context(t.repo.watch_retries(functools.partial(run.retried, t)))
+                on_wait = functools.partial(run.waiting, [t])
+                watching.enter_context(t.repo.watch_retries(functools.partial(run.retried, t), on_wait))
+            # the source's retries are not a target's; its rate-limit waits hold every target back
+            watching.enter_context(source.watch_retries(_uncounted, functools.partial(run.waiting, targets)))
             # with referrers on, an image already everywhere may still have new signatures to bring
             heads_only = not platforms and not (referrers and referrers.enabled)
             run.head_targets(list_first=not heads_only)  # in the background: overlapping the source's round trips
@@ -122,6 +125,10 @@ class CopyEngine:
             finally:
                 await run.drop_heads()
         return CopyResult(graph.root.digest, [t.status for t in targets], graph)
+
+
+def _uncounted(_what: str) -> None:
+    """The source's retries: logged by its client, counted against no target."""
 
 
 class _CopyRun(BlobCopy, ManifestPush):

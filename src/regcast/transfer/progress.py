@@ -43,6 +43,8 @@ class TargetStatus:
     referrers: int = 0  # signatures, attestations, SBOMs... pushed to this target
     referrers_left_out: list[str] = field(default_factory=list)  # one line each: which, and why
     notes: list[str] = field(default_factory=list)
+    waiting: str | None = None  # a registry's rate limit holds this target back (shown until waiting_until)
+    waiting_until: dt.datetime | None = None
 
     @property
     def done(self) -> bool:

@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager
 
 from regcast.registry import blobs
 from regcast.registry.client import RegistryClient
+from regcast.registry.limits import RateWait
 from regcast.registry.manifest import Descriptor, Manifest
 from regcast.registry.retry import RetryPolicy
 from regcast.transfer.channel import Channel
@@ -49,8 +50,10 @@ class RegistryRepository:
     def retry(self) -> RetryPolicy:
         return self.client.options.retry
 
-    def watch_retries(self, callback: Callable[[str], None]) -> AbstractContextManager[None]:
-        return self.client.watch_retries(callback)
+    def watch_retries(
+        self, callback: Callable[[str], None], on_wait: Callable[[RateWait], None] | None = None
+    ) -> AbstractContextManager[None]:
+        return self.client.watch_retries(callback, on_wait)
 
     def secrets(self) -> tuple[str, ...]:
         return self.client.secrets()

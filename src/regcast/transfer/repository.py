@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from regcast.registry.limits import RateWait
 from regcast.registry.manifest import Descriptor, Manifest
 from regcast.registry.retry import RetryPolicy
 from regcast.transfer.channel import Channel
@@ -61,8 +62,11 @@ class Repository(Protocol):
         """The retry policy value of this repository's requests (and of the engine's re-uploads)."""
         ...
 
-    def watch_retries(self, callback: Callable[[str], None]) -> AbstractContextManager[None]:
-        """Tell ``callback`` about every retried request while the block runs (job status)."""
+    def watch_retries(
+        self, callback: Callable[[str], None], on_wait: Callable[[RateWait], None] | None = None
+    ) -> AbstractContextManager[None]:
+        """Tell ``callback`` about every retried request while the block runs (job status), ``on_wait``
+        about every wait on a registry's rate limit (until when: the status shows it)."""
         ...
 
     def secrets(self) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from regcast._exceptions import is_retryable
 from regcast.registry.client import describe
+from regcast.registry.limits import RateWait
 from regcast.registry.manifest import Descriptor
 from regcast.transfer.detach import Stragglers
 from regcast.transfer.plan import SourceGraph
@@ -86,6 +87,14 @@ class RunState:
         """A request or an upload of ``t`` is tried again (counted in its status)."""
         t.status.retries += 1
         self.listener.changed(t.status)
+
+    def waiting(self, targets: list[Target], wait: RateWait) -> None:
+        """A registry's rate limit holds ``targets`` back until ``wait.until`` (a target's own registry,
+        or the source's for all of them): their statuses say so, so the copy does not look stuck."""
+        for t in targets:
+            if not t.status.done:
+                t.status.waiting, t.status.waiting_until = wait.shown(), wait.until
+                self.listener.changed(t.status)
 
     # -- status helpers ----------------------------------------------------------------------
     def _set(self, t: Target, state: TargetState, error: str | None = None) -> None:

@@ -181,3 +181,24 @@ def test_platform_with_the_default_variant_finds_a_buildx_entry_without_one(
     r = regcast("copy", "--platform", "linux/arm64/v8", f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}")
     assert r.returncode == 0, r.stderr
     assert open_reg.http().get_manifest(repo, "v1").content == arm.raw
+
+
+def test_submit_sends_the_tag_of_a_source_with_tag_and_digest(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """``regcast submit`` reads references as ``regcast copy`` does."""
+    img = images.image().push(src_reg.http(), repo, "v1")
+    src = f"{src_reg.host}/{repo}:v1@{img.digest}"
+    r = regcast("submit", "--server", service.url, "--wait", src, f"{open_reg.host}/{repo}")
+    assert r.returncode == 0, r.stderr
+    assert open_reg.http().get_manifest(repo, "v1").content == img.root.raw
+    pinned = regcast("submit", "--server", service.url, "--wait", src, f"{open_reg.host}/{repo}:p@{img.digest}")
+    assert pinned.returncode == 0, pinned.stderr
+    assert open_reg.http().get_manifest(repo, "p").content == img.root.raw
+    other = images.image().push(src_reg.http(), repo, "v2")
+    wrong = regcast(
+        "submit", "--server", service.url, f"{src_reg.host}/{repo}:v2", f"{open_reg.host}/{repo}:w@{img.digest}"
+    )
+    assert wrong.returncode == 2
+    assert "its digest must be the one SRC names" in wrong.stderr
+    assert open_reg.http().get_manifest(repo, other.digest).status_code == 404

@@ -244,13 +244,13 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
 
 def _check_pinned(src: Where, dsts: list[Where]) -> None:
     """A DST naming a tag and a digest: the digest must be the one the SRC names (it is pushed to its tag)."""
-    from regcast.registry.reference import Reference
+    from regcast.registry.reference import Reference, pinned_mismatch
 
+    named = src.digest if isinstance(src, Reference) else None
     for d in dsts:
-        if isinstance(d, Reference) and d.tag and d.digest:
-            named = src.digest if isinstance(src, Reference) else None
-            if d.digest != named:
-                raise click.UsageError(f"{d}: its digest must be the one SRC names (write SRC as NAME:TAG@{d.digest})")
+        why = pinned_mismatch(named, d) if isinstance(d, Reference) else None
+        if why:
+            raise click.UsageError(why)
 
 
 def _report(result: CopyResult, *, referrers: bool = False) -> int:

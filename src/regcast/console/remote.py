@@ -127,7 +127,7 @@ def _job_options(opts: dict[str, Any]) -> dict[str, Any]:
 def submit(src: str, dst: tuple[str, ...], server: str | None, wait: bool, **opts: Any) -> None:
     """Queue a copy of SRC to every DST on a regcast service; print the job id."""
     from regcast.console.creds import CredsSource, check_stdin_once
-    from regcast.registry.reference import parse_reference
+    from regcast.registry.reference import parse_reference, pinned_mismatch
 
     remote = remote_from(server)
     opts["src_creds"] = CredsSource("src", opts["src_creds"], opts.pop("src_creds_file"))
@@ -138,6 +138,9 @@ def submit(src: str, dst: tuple[str, ...], server: str | None, wait: bool, **opt
         dst_refs = [parse_reference(d, default_tag=None) for d in dst]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    for d in dst_refs:
+        if why := pinned_mismatch(src_ref.digest, d):
+            raise click.UsageError(why)
     source: dict[str, Any] = {
         "endpoint": endpoint_of(src_ref),
         "image": src_ref.repository,
@@ -154,8 +157,10 @@ def submit(src: str, dst: tuple[str, ...], server: str | None, wait: bool, **opt
             "overwrite": opts["overwrite"],
             "verify_tls": opts["dest_tls_verify"],
         }
-        if d.tag or d.digest:
-            target["ref"] = d.ref
+        if d.tag or d.digest:  # name:tag@digest goes to its tag (the digest checked above)
+            target["ref"] = d.tag or d.ref
+        elif src_ref.tag and src_ref.digest:  # as copy: SRC name:tag@digest is read by digest, lands at its tag
+            target["ref"] = src_ref.tag
         if auth := _basic(opts["dest_creds"]):
             target["auth"] = auth
         targets.append(target)

@@ -118,6 +118,13 @@ class Reference:
         return s
 
 
+def pinned_mismatch(src_digest: str | None, dst: Reference) -> str | None:
+    """A DST naming a tag and a digest is pushed to its tag; the digest must be the one SRC names."""
+    if dst.tag and dst.digest and dst.digest != src_digest:
+        return f"{dst}: its digest must be the one SRC names (write SRC as NAME:TAG@{dst.digest})"
+    return None
+
+
 def split_ref(ref: str) -> tuple[str | None, str | None]:
     """``ref`` (tag or digest) → (tag, digest)."""
     validate_ref(ref)

@@ -202,3 +202,25 @@ def test_submit_sends_the_tag_of_a_source_with_tag_and_digest(
     assert wrong.returncode == 2
     assert "its digest must be the one SRC names" in wrong.stderr
     assert open_reg.http().get_manifest(repo, other.digest).status_code == 404
+
+
+def test_a_planned_dry_run_reports_ok_only_when_every_image_is_already_everywhere(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer, tmp_path: Path
+) -> None:
+    """``POST /api/mirrors/plan``: ``ok`` as ``regcast sync --dry-run --json`` says it (was always false)."""
+    images.image().push(src_reg.http(), repo, "v1")
+    doc = f"version: 1\nmirrors:\n  - name: app\n    source: {src_reg.host}/{repo}\n    targets: [{open_reg.host}/m]\n"
+    path = tmp_path / "mirrors.yaml"
+    path.write_text(doc)
+    headers = {"Content-Type": "application/yaml"}
+    before = service.http.post("/api/mirrors/plan", content=doc, headers=headers)
+    assert before.status_code == 200, before.text
+    assert before.json()["totals"]["copy"] == 1
+    assert before.json()["ok"] is False
+    assert json.loads(regcast("sync", "--dry-run", "--json", str(path)).stdout)["ok"] is False
+    copied = regcast("sync", "--json", str(path))
+    assert copied.returncode == 0, copied.stderr
+    after = service.http.post("/api/mirrors/plan", content=doc, headers=headers)
+    assert after.json()["totals"]["up_to_date"] == 1
+    assert after.json()["ok"] is True
+    assert json.loads(regcast("sync", "--dry-run", "--json", str(path)).stdout)["ok"] is True

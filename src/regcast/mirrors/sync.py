@@ -55,12 +55,16 @@ class PassReport:
 
     @property
     def ok(self) -> bool:
-        """Every selected image is in every target."""
+        """Every selected image is in every target (a dry run: already, as planned; it has no outcomes)."""
         for p in self.plans:
             if p.error:
                 return False
             for img in p.images:
                 for t in img.targets:
+                    if self.dry_run:
+                        if img.error or t.action is not Action.UP_TO_DATE:
+                            return False
+                        continue
                     out = self.outcome(img, str(t.target))
                     if out is None or out.state not in ("up-to-date", "copied"):
                         return False

@@ -34,8 +34,8 @@ class SeedPaths:
             return
         path: str = scope.get("path", "")
         if path.startswith(API_PREFIX) and path.endswith("/"):
-            path = path.rstrip("/")
-            scope = {**scope, "path": path, "raw_path": path.encode()}
+            raw = scope.get("raw_path") or path.encode()
+            scope = {**scope, "path": path.rstrip("/"), "raw_path": raw.rstrip(b"/")}
         if scope["method"] != "HEAD":
             await self.app(scope, receive, send)
             return

@@ -74,3 +74,21 @@ def test_no_workers_is_healthy_without_a_worker_loop(tmp_path: Path) -> None:
         assert client.get("/readyz").status_code == 200
         assert client.get("/healthz").json() == {"status": "ok"}
     assert service.worker is None
+
+
+def test_the_worker_health_app_answers_head_and_seed_style_errors(tmp_path: Path) -> None:
+    """``regcast worker``'s probes: HEAD as GET without a body (as on ``serve``), unknown routes seed-style."""
+    from regcast.api.probe import Probe, create_health_app
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.migrate()
+    app = create_health_app(Probe(store, lambda: None, lambda: None))
+    with TestClient(app, base_url="http://127.0.0.1:5002") as client:
+        head = client.head("/healthz")
+        assert head.status_code == 200
+        assert head.content == b""
+        assert client.head("/readyz").status_code == 200
+        missing = client.get("/nope")
+        assert missing.status_code == 404
+        assert missing.text == '{"status": "error", "msg": "Not Found"}'
+    store.close()

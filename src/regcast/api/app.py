@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
-from starlette.exceptions import HTTPException
 
 from regcast import __version__
 from regcast._exceptions import JobError, JobStoreUnavailable
@@ -24,7 +23,7 @@ from regcast.api import dashboard
 from regcast.api.middleware import BearerAuth, BodyLimit, BrowserGuard, SeedPaths
 from regcast.api.openapi import build_openapi
 from regcast.api.probe import Probe
-from regcast.api.responses import SeedJSON, error
+from regcast.api.responses import SeedJSON, error, seed_errors
 from regcast.api.routes import events, health, jobs, mirrors, operations
 from regcast.api.service import Service
 from regcast.config import split_list as _split
@@ -55,15 +54,6 @@ def _validation_message(exc: RequestValidationError) -> str:
 async def _bad_request(_req: Request, exc: Exception) -> SeedJSON:
     assert isinstance(exc, RequestValidationError)
     return error(400, f"Failed to parse data: {_validation_message(exc)}")
-
-
-async def _framework_error(_req: Request, exc: Exception) -> SeedJSON:
-    """An unknown route or method is answered seed-style too (FastAPI's own body is ``{"detail": ...}``,
-    which scripts and ``regcast status``, reading ``msg``, do not expect)."""
-    assert isinstance(exc, HTTPException)
-    response = error(exc.status_code, str(exc.detail))
-    response.headers.update(exc.headers or {})
-    return response
 
 
 async def _db_down(_req: Request, exc: Exception) -> SeedJSON:
@@ -101,7 +91,7 @@ def create_app(service: Service) -> FastAPI:
     app.add_middleware(BrowserGuard, allowed_origins=_split(settings.allowed_origins), allowed_hosts=hosts)
     app.add_middleware(SeedPaths)  # outermost: every other layer sees the route's own path and GET
     app.add_exception_handler(RequestValidationError, _bad_request)
-    app.add_exception_handler(HTTPException, _framework_error)
+    seed_errors(app)
     app.add_exception_handler(JobError, _db_down)
     app.include_router(jobs.router)
     app.include_router(health.router)

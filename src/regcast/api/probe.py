@@ -51,7 +51,8 @@ def create_health_app(
     the API tokens as on ``serve`` unless ``metrics_public``."""
     from fastapi.responses import Response
 
-    from regcast.api.middleware import BearerAuth
+    from regcast.api.middleware import BearerAuth, SeedPaths
+    from regcast.api.responses import seed_errors
     from regcast.api.routes import health
     from regcast.ops.metrics import CONTENT_TYPE
 
@@ -67,4 +68,6 @@ def create_health_app(
 
         if tokens and not metrics_public:
             app.add_middleware(BearerAuth, tokens=tokens)
+    seed_errors(app)
+    app.add_middleware(SeedPaths)  # HEAD probes answered, as on `serve`
     return app

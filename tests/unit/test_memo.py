@@ -92,6 +92,16 @@ def test_registry_facts_remembered_for_their_seconds() -> None:
     assert not memo.referrers_api_absent() and not memo.tag_list_refused() and not memo.holds_tags("r")
 
 
+def test_a_present_tag_stands_for_three_seconds() -> None:
+    clock = Clock()
+    memo = Memo(clock=clock)
+    memo.note_present("r", "v1")
+    clock.now += 2.9
+    assert memo.recently_present("r", "v1") and not memo.recently_present("r", "v2")
+    clock.now += 0.2
+    assert not memo.recently_present("r", "v1")
+
+
 def test_pool_entries_of_other_credentials_share_no_memory() -> None:
     async def main() -> None:
         pools = ConnectionPools()

@@ -14,6 +14,9 @@ job whose credentials differ never sees what another credential read:
   upgraded to serve the API within that window is asked through the tag schema until it ends.
   Likewise a tag list refused to this credential (``referrers.tag_names``: 401/403) is not asked
   for again in that window; each referrer tag is then asked for on its own, as before.
+- a tag was there moments ago (``PRESENT_SECONDS``): the API's submit check (an existence check
+  before a job is accepted, not the job's tag resolution, which stays a GET of its own) answers
+  from here for a burst of submissions of one image. Only "present" is kept; a 404 is asked again.
 - a repository holds tags (listed, or a tag pushed through this entry): a later job does not ask
   whether it is empty (``blobs.holds_no_tags``). Wrong only if every tag was deleted meanwhile, and
   then it only costs what "not empty" always costs: the target's tag and blob HEADs.
@@ -36,6 +39,7 @@ MANIFEST_BYTES = 16 * 1024 * 1024  # raw bytes over every pool entry (typical ma
 NO_REFERRERS_API_SECONDS = 300.0
 TAG_HINTS = 1024  # (repository, tag) -> the digest last answered, per Memo: only chooses If-None-Match
 TAGGED_REPOSITORIES = 1024  # repositories seen holding a tag, per Memo
+PRESENT_SECONDS = 3.0  # a submit check answered "present" stands for the submissions of a burst
 
 
 class ManifestCache:
@@ -107,6 +111,7 @@ class Memo:
         self._until: dict[str, float] = {}  # a fact about the registry -> until when it is taken as true
         self._tags: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._tagged: OrderedDict[str, float] = OrderedDict()  # repository -> when it was seen holding a tag
+        self._present: OrderedDict[tuple[str, str], float] = OrderedDict()  # (repository, ref) -> when seen
 
     # -- what the registry cannot do ------------------------------------------------------------------
     def referrers_api_absent(self) -> bool:
@@ -130,6 +135,16 @@ class Memo:
         self._tagged.move_to_end(repository)
         while len(self._tagged) > TAGGED_REPOSITORIES:
             self._tagged.popitem(last=False)
+
+    def recently_present(self, repository: str, ref: str) -> bool:
+        seen = self._present.get((repository, ref))
+        return seen is not None and self.clock() - seen < PRESENT_SECONDS
+
+    def note_present(self, repository: str, ref: str) -> None:
+        self._present[(repository, ref)] = self.clock()
+        self._present.move_to_end((repository, ref))
+        while len(self._present) > TAG_HINTS:
+            self._present.popitem(last=False)
 
     # -- manifests ------------------------------------------------------------------------------------
     def manifest(self, repository: str, digest: str) -> Manifest | None:

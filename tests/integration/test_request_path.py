@@ -207,3 +207,31 @@ def test_a_token_request_answered_5xx_is_retried_like_any_request(
     assert p.events["5xx"] == 2
     assert result.targets[0].retries == 2
     assert_same_image(src_reg.http(), repo, "v1", token_reg.http(), repo, "v1")
+
+
+def test_a_request_cut_by_closing_its_client_is_not_retried(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer
+) -> None:
+    """The copy is over (the CLI closed its clients): a read still in flight fails once, quietly; it was
+    retried (a warning on a finished command's stderr, a new session opened after the close)."""
+    images.image().push(src_reg.http(), repo, "v1")
+    p = proxy(faults, src_reg, "hold_manifest")
+
+    async def go() -> list[str]:
+        client = via(p)
+        retried: list[str] = []
+        with client.watch_retries(retried.append):
+            read = asyncio.create_task(client.get_manifest(repo, "v1"))
+            while not p.events["held_manifest"]:
+                await asyncio.sleep(0.01)
+            await client.close()
+            with pytest.raises(RegistryUnreachable):
+                await read
+        await client.close()
+        return retried
+
+    try:
+        assert asyncio.run(go()) == []
+        assert p.count("GET", f"/v2/{repo}/manifests/v1") == 1
+    finally:
+        p.release()

@@ -75,6 +75,7 @@ class RegistryClient:
         self.reads = shared.reads if shared else InFlight()  # identical reads under way: sent once
         self.memo = shared.memo if shared else Memo()  # kept across jobs in a pool entry (memo.py)
         self._session: aiohttp.ClientSession | None = None
+        self.closed = False  # close() was called and no request opened a session since: nothing to retry for
         self._pinged = False
         self._retry_watchers: list[Watcher] = []  # see watch_retries()
         self.uploads = UploadStrategy(endpoint.name, self.options.upload_strategy, self.options.chunk_cap)
@@ -92,6 +93,7 @@ class RegistryClient:
         await self.close()
 
     async def close(self) -> None:
+        self.closed = True
         shared = self._shared
         if shared is not None:  # the connections stay with the pool for the next job
             self._shared = None
@@ -111,6 +113,7 @@ class RegistryClient:
         if self._session is None and self._shared is not None and self._shared.session is not None:
             self._session = self._shared.session
         if self._session is None:
+            self.closed = False  # used again after close(): a client of its own from here on
             self._session = open_session(self.options)
             if self._shared is not None:
                 self._shared.session = self._session

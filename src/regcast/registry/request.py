@@ -114,6 +114,8 @@ async def request(
                 lambda: _send_authenticated(client, call, streaming or not replayable),
             )
         except RegistryUnreachable as exc:
+            if client.closed:  # cut by close(): whoever asked is gone, a retry would open a new session
+                raise
             retry = retry.increment(method, exc)
             client.note_retry(f"{exc}; retry {retry.retries} in {retry.wait:.1f}s")
         else:

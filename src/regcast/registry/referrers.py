@@ -33,7 +33,9 @@ from regcast.registry.reference import validate_ref, validate_repository
 
 COSIGN_SUFFIXES = ("sig", "att", "sbom")
 MAX_PAGES = 100  # a registry that keeps answering "next" is not followed forever
-TAG_LIST_PAGE = 1000  # tag_names: a repository with more tags is asked tag by tag, as before
+# tag_names: one page; a repository with more tags is asked tag by tag, as before. Not the mirror tag
+# walk's page size (mirrors/tags.py), so the two listings stay apart at a proxy and in InFlight keys.
+TAG_LIST_PAGE = 512
 MAX_TAG_LIST_BYTES = 256 * 1024
 # The spec's "no referrers API" is a 404; registries that do not route the path at all answer these too.
 NO_API = frozenset({400, 404, 405, 501})

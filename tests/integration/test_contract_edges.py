@@ -5,7 +5,9 @@ A real ``regcast serve`` and the real ``regcast`` executable against real regist
 
 from __future__ import annotations
 
+import base64
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,3 +226,52 @@ def test_a_planned_dry_run_reports_ok_only_when_every_image_is_already_everywher
     assert after.json()["totals"]["up_to_date"] == 1
     assert after.json()["ok"] is True
     assert json.loads(regcast("sync", "--dry-run", "--json", str(path)).stdout)["ok"] is True
+
+
+def _docker_config(tmp_path: Path, auths: dict[str, dict[str, str]]) -> dict[str, str]:
+    d = tmp_path / "docker-config-oauth"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"auths": auths}))
+    return {"DOCKER_CONFIG": str(d)}
+
+
+def test_a_docker_config_identity_token_takes_the_oauth2_refresh_token_flow(
+    repo: str, src_reg: RegistryServer, token_reg: RegistryServer, tmp_path: Path
+) -> None:
+    """``docker login`` to ACR stores ``identitytoken`` beside a placeholder user: docker and skopeo
+    POST it as an OAuth2 refresh token; a GET with the placeholder's Basic credentials is refused."""
+    ts = token_reg.token_server
+    assert ts is not None
+    user = next(iter(token_reg.users))
+    identity = f"refresh-{uuid.uuid4().hex}"
+    ts.refresh_tokens[identity] = user
+    placeholder = base64.b64encode(b"00000000-0000-0000-0000-000000000000:").decode()
+    env = _docker_config(tmp_path, {token_reg.host: {"auth": placeholder, "identitytoken": identity}})
+    img = images.image().push(src_reg.http(), repo, "v1")
+    seen = len(ts.requests)
+    r = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{token_reg.host}/{repo}", env=env)
+    assert r.returncode == 0, r.stderr
+    assert token_reg.http().get_manifest(repo, "v1").content == img.root.raw
+    asked = ts.requests[seen:]
+    assert asked, "no token asked for"
+    assert {a.get("method") for a in asked} == {"POST"}
+    assert {a["user"] for a in asked} == {user}
+    assert all(a["form"]["client_id"] == ["regcast"] for a in asked)  # type: ignore[index]
+    assert identity not in r.stderr
+
+
+def test_a_realm_without_the_oauth2_post_is_asked_with_get(
+    repo: str, src_reg: RegistryServer, token_reg: RegistryServer, tmp_path: Path
+) -> None:
+    ts = token_reg.token_server
+    assert ts is not None
+    user, password = next(iter(token_reg.users.items()))
+    env = _docker_config(tmp_path, {token_reg.host: {"username": user, "password": password, "identitytoken": "x"}})
+    img = images.image().push(src_reg.http(), repo, "v1")
+    ts.oauth = False
+    try:
+        r = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{token_reg.host}/{repo}", env=env)
+    finally:
+        ts.oauth = True
+    assert r.returncode == 0, r.stderr
+    assert token_reg.http().get_manifest(repo, "v1").content == img.root.raw

@@ -57,6 +57,8 @@ class TokenServer:
         self.expires_in = expires_in
         self.requests: list[dict[str, object]] = []
         self.grant: Callable[[str | None, list[str]], list[str]] | None = None
+        self.refresh_tokens: dict[str, str] = {}  # OAuth2 refresh token -> user (docker's identitytoken)
+        self.oauth = True  # False: POST answers 404, as a token server that knows only GET
         self._key, self._cert = _signing_cert()
         self.cert_path = directory / "token-signer.pem"
         self.cert_path.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
@@ -118,6 +120,24 @@ class TokenServer:
                     200,
                     {"token": token, "expires_in": server.expires_in, "issued_at": dt.datetime.now(dt.UTC).isoformat()},
                 )
+
+            def do_POST(self) -> None:
+                """The OAuth2 variant: ``grant_type=refresh_token`` form POST, scopes space-separated."""
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                if not server.oauth:
+                    self._send(404, {"errors": [{"code": "NOT_FOUND", "message": "GET only"}]})
+                    return
+                user = server.refresh_tokens.get((form.get("refresh_token") or [""])[0])
+                if (form.get("grant_type") or [""])[0] != "refresh_token" or user is None:
+                    self._send(401, {"error": "invalid_grant"})
+                    return
+                scopes = (form.get("scope") or [""])[0].split()
+                server.requests.append(
+                    {"user": user, "scopes": scopes, "service": form.get("service"), "method": "POST", "form": form}
+                )
+                token = server.issue(user, scopes)
+                self._send(200, {"access_token": token, "expires_in": server.expires_in, "scope": " ".join(scopes)})
 
             def _send(self, status: int, body: dict[str, object]) -> None:
                 raw = json.dumps(body).encode()

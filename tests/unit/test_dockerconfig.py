@@ -30,3 +30,11 @@ def test_auth_entries(tmp_path: Path) -> None:
     assert credentials_for("quay.io", p) is None
     assert credentials_for("other.example", p) is None
     assert credentials_for("x", tmp_path / "missing.json") is None
+
+
+def test_identity_tokens_are_read_and_never_shown(tmp_path: Path) -> None:
+    placeholder = base64.b64encode(b"00000000-0000-0000-0000-000000000000:").decode()
+    p = write(tmp_path, {"acr.example": {"auth": placeholder, "identitytoken": "refresh-secret"}})
+    creds = credentials_for("acr.example", p)
+    assert creds == Credentials("00000000-0000-0000-0000-000000000000", "", "refresh-secret")
+    assert "refresh-secret" not in repr(creds)

@@ -27,6 +27,7 @@ class Credentials:
 
     username: str
     password: str = field(repr=False)
+    identity_token: str | None = field(default=None, repr=False)  # Docker config's `identitytoken` (OAuth2)
 
     def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()

@@ -6,23 +6,42 @@ this module holds no connection and no library knowledge.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
+from regcast._exceptions import RegistryResponseError
 from regcast.registry.auth import (
     Challenge,
     Credentials,
     SeedAuth,
     TokenCache,
+    TokenRequest,
     parse_token_answer,
     parse_www_authenticate,
     token_request,
 )
 from regcast.registry.guards import OutboundPolicy, check_followed_url
 
-# fetch(url, headers, params, json_body, what, strict) -> body; strict: only 200 is an answer
-Fetch = Callable[[str, dict[str, str], list[tuple[str, str]] | None, Any, str, bool], Awaitable[bytes]]
+
+class Fetch(Protocol):
+    """fetch(url, headers, params, json_body, what, strict[, form]) -> body; strict: only 200 is an
+    answer; form: the OAuth2 variant, a form-encoded POST."""
+
+    def __call__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        params: list[tuple[str, str]] | None,
+        json_body: Any,
+        what: str,
+        strict: bool,
+        form: list[tuple[str, str]] | None = None,
+        /,
+    ) -> Awaitable[bytes]: ...
+
+
+OAUTH_CLIENT_ID = "regcast"
 
 
 class Authenticator:
@@ -46,6 +65,8 @@ class Authenticator:
         out = list(self.tokens.secrets())
         if self.credentials:
             out.append(self.credentials.password)
+            if self.credentials.identity_token:
+                out.append(self.credentials.identity_token)
         if self.seed_token:
             out.append(self.seed_token)
         if self.seed_auth is not None:  # every header value and every auth.url query value may be a secret
@@ -94,8 +115,34 @@ class Authenticator:
             check_followed_url(
                 req.url, came_from=base, registry=self.host, what="token realm", policy=self.policy, kind="auth"
             )
-            headers = {"Authorization": req.basic.basic_header()} if req.basic else {}
-            body = await fetch(req.url, headers, req.params, None, "token server refused", True)
-            token, expires_at = parse_token_answer(body)
+            answer = await self._oauth2(req, fetch)
+            if answer is None:
+                headers = {"Authorization": req.basic.basic_header()} if req.basic else {}
+                answer = await fetch(req.url, headers, req.params, None, "token server refused", True)
+            token, expires_at = parse_token_answer(answer)
             self.tokens.put(key, token, expires_at)
         return f"Bearer {token}"
+
+    @staticmethod
+    async def _oauth2(req: TokenRequest, fetch: Fetch) -> bytes | None:
+        """With an identity token (``docker login`` to ACR and others stores one), the OAuth2 variant of
+        the token spec: POST ``grant_type=refresh_token``, as docker and skopeo do. None when the realm
+        answers 404/405/501 (it knows only GET: the caller asks that way) or there is no identity token.
+        Sent only where the password would be (``req.basic``: an HTTPS realm, or the registry's own)."""
+        creds = req.basic
+        if creds is None or not creds.identity_token:
+            return None
+        params = dict(req.params)
+        form = [("grant_type", "refresh_token"), ("refresh_token", creds.identity_token)]
+        form += [("client_id", OAUTH_CLIENT_ID)]
+        if "service" in params:
+            form.append(("service", params["service"]))
+        scopes = [v for k, v in req.params if k == "scope"]
+        if scopes:
+            form.append(("scope", " ".join(scopes)))
+        try:
+            return await fetch(req.url, {}, None, None, "token server refused", True, form)
+        except RegistryResponseError as exc:
+            if exc.status in (404, 405, 501):  # a realm that does not take the POST
+                return None
+            raise

@@ -176,15 +176,20 @@ class RegistryClient:
         json_body: Any,
         what: str,
         strict: bool,
+        form: list[tuple[str, str]] | None = None,
     ) -> bytes:
-        """The HTTP half of the Authenticator: one token request (retried as any other), its capped answer."""
+        """The HTTP half of the Authenticator: one token request (retried as any other), its capped answer.
+        With ``form``, the OAuth2 variant: a form-encoded POST to the realm."""
+        method, data = ("POST", urlencode(form).encode()) if form is not None else ("GET", None)
+        if form is not None:
+            headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
         resp = await self._request(
-            "GET", url, scopes=None, headers=headers, params=params, json_body=json_body, outbound="auth"
+            method, url, scopes=None, headers=headers, data=data, params=params, json_body=json_body, outbound="auth"
         )
         try:
             if resp.status != 200 if strict else resp.status >= 400:
                 raise await response_error(resp, self.name, what, self.secrets(), every_value=not strict)
-            with translate_errors(self.name, "GET", url):
+            with translate_errors(self.name, method, url):
                 return await read_capped(resp, MAX_TOKEN_ANSWER)
         finally:
             resp.release()

@@ -1,4 +1,5 @@
-"""Credentials from the Docker config file, read as docker and skopeo read it (``auths`` only).
+"""Credentials from the Docker config file, read as docker and skopeo read it (``auths`` only; an
+entry's ``identitytoken`` is used as docker and skopeo use it, for the OAuth2 refresh-token flow).
 
 Credential helpers (``credsStore``/``credHelpers``) would mean running other programs; regcast
 never shells out, so they are ignored.
@@ -33,16 +34,18 @@ def _host_of(key: str) -> str:
 def _entry_credentials(entry: object) -> Credentials | None:
     if not isinstance(entry, dict):
         return None
+    identity = entry.get("identitytoken")
+    identity = identity if isinstance(identity, str) and identity else None  # OAuth2 refresh token (ACR...)
     encoded = entry.get("auth")
     if isinstance(encoded, str) and encoded:
         try:
             user, sep, password = base64.b64decode(encoded).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
-        return Credentials(user, password) if sep else None
+        return Credentials(user, password, identity) if sep else None
     name, secret = entry.get("username"), entry.get("password")
     if isinstance(name, str) and isinstance(secret, str) and name:
-        return Credentials(name, secret)
+        return Credentials(name, secret, identity)
     return None
 
 

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 from regcast._exceptions import (
@@ -31,6 +32,9 @@ from regcast.registry.guards import check_followed_url
 from regcast.registry.redact import redact_url
 from regcast.registry.reference import validate_repository
 from regcast.registry.tls import aiohttp
+
+if TYPE_CHECKING:
+    from aiohttp.client_proto import ResponseHandler
 
 log = logging.getLogger("regcast.registry")
 
@@ -189,7 +193,33 @@ async def _body(resp: aiohttp.ClientResponse, client: RegistryClient, url: str, 
                     failure=Failure.TIMEOUT,
                 )
             started, moved = loop.time(), 0
-        yield chunk
+        held = _hold_socket(resp)
+        try:
+            yield chunk
+        finally:
+            if held is not None:
+                held.resume_reading()
+
+
+def _hold_socket(resp: aiohttp.ClientResponse) -> ResponseHandler | None:
+    """Stop reading the socket while the caller holds a chunk (it resumes when the next is asked for).
+
+    Otherwise aiohttp reads ahead up to 2x ``read_bufsize`` per response while the caller is away,
+    e.g. while a fan-out waits on a slow target's full channel: that is memory per blob in flight
+    that a slow target costs and a fast one does not (issue 19). Held, the bytes wait in the
+    kernel's socket buffer and the sender is paced by TCP. Returns the protocol to resume, or
+    None when there is nothing to hold: the body is all in, the connection failed or is gone
+    (aiohttp's parser refuses a pause then).
+    """
+    content, conn = resp.content, resp.connection
+    if conn is None or conn.protocol is None or content.is_eof() or content.exception() is not None:
+        return None
+    protocol = conn.protocol
+    try:
+        protocol.pause_reading()
+    except (AssertionError, AttributeError):  # between messages: no payload parser to pause
+        return None
+    return protocol
 
 
 async def start_upload(

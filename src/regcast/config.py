@@ -15,6 +15,7 @@ from regcast._exceptions import ConfigError
 from regcast.registry.client import ClientOptions
 from regcast.registry.guards import OutboundPolicy
 from regcast.registry.retry import RetryPolicy
+from regcast.registry.session import READ_CHUNK
 from regcast.transfer.engine import TransferOptions
 from regcast.transfer.plan import GraphLimits
 
@@ -37,7 +38,7 @@ class Settings(BaseSettings):
     # transfer
     blobs_in_flight: int = Field(4, ge=1, le=64)
     connections_per_registry: int = Field(16, ge=1, le=256)
-    chunk_size: int = Field(1024 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
+    chunk_size: int = Field(READ_CHUNK, ge=16 * 1024, le=64 * 1024 * 1024)
     queue_depth: int = Field(8, ge=1, le=256)
     detach_after: float = Field(1.0, ge=0)  # lagging this long leaves the shared stream (0: never); decisions.md
     spool_dir: str | None = None  # detached targets read a blob's on-disk copy here, not the source again

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from regcast import USER_AGENT
 from regcast.registry.guards import OutboundPolicy
@@ -17,6 +17,12 @@ from regcast.registry.tls import aiohttp, trust
 
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractResolver
+
+# Bytes per read of a blob body, and so per chunk a fan-out shares (REGCAST_CHUNK_SIZE). 256 KiB, not
+# 1 MiB: what a lagging target holds is counted in chunks (its channel, the socket's send buffer),
+# and at 1 MiB a slow target cost ~10 MiB more peak RSS than a fast one; the CPU per byte is within
+# the noise of bench a/b/e (docs/decisions.md, issue 19).
+READ_CHUNK: Final = 256 * 1024
 
 
 class RequestObserver(Protocol):
@@ -41,7 +47,7 @@ class ClientOptions:
     connect_timeout: float = 20.0
     read_timeout: float = 120.0  # between reads of a streamed body
     request_timeout: float = 60.0  # a whole request without a streamed body (tokens, manifests, HEADs)
-    chunk_size: int = 1024 * 1024
+    chunk_size: int = READ_CHUNK
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     upload_strategy: str = "auto"  # auto | monolithic | chunked
     chunk_cap: int | None = None  # largest PATCH body this registry takes (GHCR: 4 MiB)

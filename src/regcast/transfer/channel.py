@@ -1,7 +1,7 @@
 """The bounded queue between a blob's read and one target's upload (``transfer/fanout.py``).
 
 Bounded in items and, given a byte cap, in bytes: a consumer that lags holds at most its cap,
-whatever the size of the chunks it is fed (1 MiB from the main read, smaller from a detached read).
+whatever the size of the chunks it is fed (``chunk_size`` from the main read, smaller from a detached read).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ class CopyEngine:
         self.manifest_flights = ManifestFlights()  # one PUT of a manifest to a ref at a time
         o = self.options
         # one disk cap for every job of the process; each job chooses whether it spools (copy's ``spool``)
-        self.spool = SpoolBudget(o.spool_dir or tempfile.gettempdir(), o.spool_max_bytes)
+        self.spool = SpoolBudget(o.spool_dir or tempfile.gettempdir(), o.spool_max_bytes, o.chunk_size)
         self.spool_by_default = o.spool_dir is not None
 
     async def plan(

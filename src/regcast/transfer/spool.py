@@ -21,13 +21,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
+from regcast.registry.session import READ_CHUNK
+
 log = logging.getLogger("regcast.transfer")
 
 
 class SpoolBudget:
     """Disk room for spool files: at most ``max_bytes`` reserved at once, in ``directory``."""
 
-    def __init__(self, directory: str | Path, max_bytes: int, chunk_size: int = 1024 * 1024) -> None:
+    def __init__(self, directory: str | Path, max_bytes: int, chunk_size: int = READ_CHUNK) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.chunk_size = chunk_size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from regcast.registry.session import READ_CHUNK
 from regcast.transfer.plan import GraphLimits, SourceGraph
 from regcast.transfer.progress import TargetState, TargetStatus
 from regcast.transfer.repository import Repository
@@ -17,7 +18,7 @@ SKIP_TAG_DIFFERS = "tag-differs"
 class TransferOptions:
     blobs_in_flight: int = 4
     queue_depth: int = 8
-    chunk_size: int = 1024 * 1024  # with queue_depth: a blob's fan-out holds about depth x this, lagging or not
+    chunk_size: int = READ_CHUNK  # with queue_depth: a blob's fan-out holds about depth x this, lagging or not
     checks_in_flight: int = 16
     detach_after: float = 1.0  # seconds a target may hold a blob's shared stream back (0: never detach)
     spool_dir: str | None = None  # where spool files go; set: jobs spool unless they say no (issue 19)

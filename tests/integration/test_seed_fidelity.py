@@ -351,7 +351,7 @@ def test_docs_work_offline_and_document_every_body(service: Service, strict: Ser
     assert set(target["properties"]) == {  # every key a target's status has (api/status.py), documented
         *("endpoint", "image", "ref", "overwrite", "state", "reason", "bytes_done", "bytes_total"),
         *("attempts", "retries", "error", "referrers", "referrers_left_out", "finished_at"),
-        *("bytes_per_second", "detached"),
+        *("bytes_per_second", "detached", "waiting"),
     }
     assert "up-to-date" in json.dumps(target["properties"]["reason"])
     assert doc["components"]["securitySchemes"]["bearer"] == {

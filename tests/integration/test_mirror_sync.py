@@ -119,7 +119,8 @@ def test_each_filter_selects_exactly_and_targets_hold_exactly_those(
     path = write_doc(tmp_path, mirrors, registries_block(basic_reg, token_reg))
 
     code, plan, err = sync(path, ca_bundle, "--dry-run")
-    assert code == 0, (err, errors(plan))
+    assert code == 1, (err, errors(plan))  # images to copy: not every one is in every target yet
+    assert plan["ok"] is False
     for m in plan["mirrors"]:
         assert [i["tag"] for i in m["images"]] == CASES[m["name"]][1], m["name"]
     assert not [p for _m, p in source_requests(proxy) if "/blobs/" in p], "a dry run read a blob"
@@ -198,9 +199,11 @@ def test_dry_run_predicts_exactly_what_the_pass_moves(
     images.image().push(open_reg.http(), f"{prefix}-b/{repo}", "1.4.0")
     path = write_doc(tmp_path, [mirror], registries_block(basic_reg, token_reg))
     code, plan, err = sync(path, ca_bundle, "--dry-run")
-    assert code == 0, (err, errors(plan))
+    assert code == 1, (err, errors(plan))  # copies ahead (and a skip): the pass's own status, told ahead
     code, report, err = sync(path, ca_bundle)
     assert code == 3, err  # the skipped target: not every image is everywhere
+    code, _after, err = sync(path, ca_bundle, "--dry-run")
+    assert code == 3, err  # only the skip is left: told as the pass tells it
     predicted = {
         (i["tag"], t["target"]): (t["action"], t["bytes"]) for i in plan["mirrors"][0]["images"] for t in i["targets"]
     }
@@ -334,7 +337,7 @@ def test_text_output_plan_then_pass(
     }
     path = write_doc(tmp_path, [mirror], [])
     r = regcast("sync", "--dry-run", str(path))
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # 2 to copy: not in sync
     assert "2 image(s): 2 to copy, 0 up to date, 0 skipped, 0 failed" in r.stdout
     assert r.stdout.count("copy") >= 2
     r = regcast("sync", str(path))
@@ -343,6 +346,8 @@ def test_text_output_plan_then_pass(
     assert tags_at(open_reg, f"{prefix}/{repo}") == ["1.4", "stable"]
     r = regcast("sync", str(path))
     assert r.returncode == 0 and "0 to copy, 2 up to date" in r.stdout, r.stdout
+    r = regcast("sync", "--dry-run", str(path))
+    assert r.returncode == 0, r.stdout  # in sync: the check passes
 
 
 def test_a_layout_target_holds_every_selected_tag_and_imports_byte_identical(

@@ -19,7 +19,9 @@ def sync(file: Path, dry_run: bool, as_json: bool, ca_bundle: str | None) -> Non
     """One pass of a mirror-set document now; exit 0 only if every selected image is in every target.
 
     Exit status: 0 in sync, 1 an image or target failed, 3 a target was skipped (tag differs and
-    overwrite is off). With --dry-run nothing is written and no blob is read.
+    overwrite is off). With --dry-run nothing is written and no blob is read, and the status says
+    whether every image is there already: 0 yes, 3 only skips would be left, 1 something is to copy
+    or failed (a check for CI: "is the mirror in sync?").
     """
     import asyncio
 

@@ -113,9 +113,10 @@ async def sync_file(text: str, settings: Settings, *, dry_run: bool, as_json: bo
         print(json.dumps(report.public(), indent=2))
     else:
         print_report(report, out)
-    if dry_run:
-        return EXIT_OK if not any(p.error or any(i.error for i in p.images) for p in report.plans) else EXIT_FAILED
     if report.ok:
         return EXIT_OK
+    if dry_run:  # as the pass would end if every copy went well: skips alone are 3, anything to copy 1
+        counts = report.summary()
+        return EXIT_FAILED if counts["failed"] or counts["copy"] or not counts["skip"] else EXIT_SKIPPED
     failed = report.summary()["failed"]
     return EXIT_FAILED if failed or not report.skipped else EXIT_SKIPPED

@@ -104,3 +104,32 @@ def test_a_read_cancelled_itself_is_done_again_by_its_callers() -> None:
 
     got, left = asyncio.run(go())
     assert got == ["manifest"] * 2 and left == 0
+
+
+def test_a_read_every_caller_left_is_cancelled() -> None:
+    async def go() -> tuple[bool, int, int]:
+        reads, started, ended = InFlight(), asyncio.Event(), asyncio.Event()
+        cancelled = [False]
+
+        async def get() -> str:
+            started.set()
+            try:
+                await asyncio.sleep(3600)  # a read retrying on and on, as against a dead registry
+            except asyncio.CancelledError:
+                cancelled[0] = True
+                raise
+            finally:
+                ended.set()
+            return "manifest"
+
+        callers = [asyncio.ensure_future(reads.read("k", get)) for _ in range(2)]
+        await started.wait()
+        callers[0].cancel()
+        await asyncio.sleep(0.01)
+        still_running = not ended.is_set()  # one caller left: the read goes on for it
+        callers[1].cancel()
+        await asyncio.gather(*callers, return_exceptions=True)
+        await asyncio.wait_for(ended.wait(), 5)
+        return still_running and cancelled[0], len(reads), len(reads._callers)
+
+    assert asyncio.run(go()) == (True, 0, 0)

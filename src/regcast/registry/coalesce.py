@@ -10,7 +10,8 @@ and never do. Credentials are not part of the key because a pool entry already b
 one set of credentials; keys hold method and URL only, never a secret, and are never logged.
 
 The read runs in a task of its own that every caller awaits shielded: a caller cancelled mid-read
-(its job cancelled) does not cancel the read the others wait for. Every joiner gets the same value
+(its job cancelled) does not cancel the read the others wait for; once the last caller has gone,
+the read is cancelled (nobody wants it, and it would go on retrying). Every joiner gets the same value
 or the same (already translated) ``RegcastError``. Retries and their notes happen once, on the
 client that started the read.
 """
@@ -30,6 +31,7 @@ class InFlight:
 
     def __init__(self) -> None:
         self._flights: dict[Hashable, asyncio.Future[Any]] = {}
+        self._callers: dict[asyncio.Future[Any], int] = {}  # callers still awaiting each read
         self.joined = 0
 
     async def read(self, key: Hashable, make: Callable[[], Awaitable[T]]) -> T:
@@ -41,6 +43,7 @@ class InFlight:
             task.add_done_callback(functools.partial(self._ended, key))
         else:
             self.joined += 1
+        self._callers[task] = self._callers.get(task, 0) + 1
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -48,6 +51,18 @@ class InFlight:
                 # the read itself was cancelled (loop shutting down, not this caller): do it ourselves
                 return await make()
             raise
+        finally:
+            self._left(task)
+
+    def _left(self, task: asyncio.Future[Any]) -> None:
+        """One caller is done with ``task``; the last one leaving a read under way cancels it."""
+        left = self._callers[task] - 1
+        if left:
+            self._callers[task] = left
+            return
+        del self._callers[task]
+        if not task.done():
+            task.cancel()
 
     def _ended(self, key: Hashable, task: asyncio.Future[Any]) -> None:
         if self._flights.get(key) is task:

@@ -115,6 +115,19 @@ def test_unreachable_target_and_missing_source(repo: str, src_reg: RegistryServe
     assert "Traceback" not in r.stderr
 
 
+def test_an_unreachable_source_is_one_error_line_its_retries_shown_with_verbose(
+    repo: str, open_reg: RegistryServer
+) -> None:
+    r = regcast("copy", f"127.0.0.1:1/{repo}:v1", f"{open_reg.host}/{repo}:v1")
+    assert r.returncode == 1, r.stderr
+    said = [line for line in r.stderr.splitlines() if not line.startswith("progress ")]  # the periodic line
+    assert len(said) == 1, r.stderr
+    assert said[0].startswith("error: registry 127.0.0.1:1: "), said
+    r = regcast("-v", "copy", f"127.0.0.1:1/{repo}:v1", f"{open_reg.host}/{repo}:v1")
+    assert r.returncode == 1, r.stderr
+    assert "; retry 1 in " in r.stderr
+
+
 def test_no_overwrite_skips_with_exit_3(repo: str, src_reg: RegistryServer, open_reg: RegistryServer) -> None:
     images.image().push(src_reg.http(), repo, "v1")
     images.image().push(open_reg.http(), repo, "v1")

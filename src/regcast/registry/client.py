@@ -203,7 +203,12 @@ class RegistryClient:
         return _watching(self._retry_watchers, (callback, on_wait))
 
     def note_retry(self, what: str, status: int | None = None, wait: RateWait | None = None) -> None:
-        log.warning("%s", what)
+        """A retry (or a rate-limit wait) is under way: logged, counted, told to the watchers.
+
+        Plain retries are INFO: the services log at INFO, the CLI shows them with -v only, so an
+        unreachable registry ends a copy in one ``error:`` line, not a line per attempt first. A
+        rate-limit wait can last minutes and is the registry's doing: WARNING, shown everywhere."""
+        log.log(logging.WARNING if wait is not None or status == 429 else logging.INFO, "%s", what)
         if self.options.observer is not None:
             self.options.observer.retry(status)
         for callback, on_wait in tuple(self._retry_watchers):

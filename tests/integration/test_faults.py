@@ -195,7 +195,7 @@ def test_target_dying_mid_job_fails_alone(
     repo: str, src_reg: RegistryServer, open_reg: RegistryServer, token_reg: RegistryServer
 ) -> None:
     images.image([os.urandom(4 * MiB) for _ in range(3)]).push(src_reg.http(), repo, "v1")
-    doomed = TcpProxy(token_reg.port, rate=3 * MiB).start()
+    doomed = TcpProxy(token_reg.port, upload_rate=3 * MiB).start()  # 12 MiB take 4 s: it dies mid-upload
     dying = RegistryServer("dying", Path("/nonexistent"), port=doomed.port, users=token_reg.users)
 
     class KillWhenMoving:

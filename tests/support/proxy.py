@@ -98,6 +98,9 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._writers.update({writer, up_writer})
+        if self.down:  # went down while this connection was being opened: ``_cut`` could not see it
+            await self._cut()
+            return
         await asyncio.gather(
             self._pipe(reader, up_writer, False), self._pipe(up_reader, writer, True), return_exceptions=True
         )

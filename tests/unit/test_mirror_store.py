@@ -6,8 +6,10 @@ and records carry enums. Callers (scheduler, planner, routes) rely on the transl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,3 +264,59 @@ def test_mirror_routes_answer_503_while_the_database_is_down(tmp_path: Path) -> 
             assert (r.status_code, r.json()) == (503, {"status": "error", "msg": "database unavailable"}), path
         gone.rename(home)
         assert client.get("/api/mirrors").status_code == 200
+
+
+def test_two_concurrent_settles_end_a_run_once_and_notify_once(db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settle runs after every plan, on every push-lag poll and on every process's tick: two of them
+    read the same finished run before either writes. One ends it and notifies; the other finds it
+    ended (it used to end it again: a second signed webhook, ``finished_at`` rewritten)."""
+    settings = db.ms.settings
+    other = MirrorService(settings, JobStore(settings.database_url, timeout=settings.db_timeout), BOX, owner="other")
+    notified: list[tuple[str, str]] = []
+    for ms in (db.ms, other):
+        ms.on_run_ended = lambda run, _doc, who=ms.owner: notified.append((who, run.id))
+    run_id, _ = db.store.start_run("app", Trigger.MANUAL, "test")
+    assert run_id is not None
+    job = db.ms.jobs.create({"source": {}, "targets": []}, None, [])
+    db.store.link_job(run_id, job, "v1")
+    db.store.planned(run_id, selected=1, up_to_date=0, skipped=0, failed=0, error=None)
+    db.ms.jobs.register_worker("w", "host", 1)
+    (record,) = db.ms.jobs.claim("w", 1)
+    assert db.ms.jobs.finish(Claim(job, "w", record.claim_generation), JobState.FINISHED)
+
+    both_read = threading.Barrier(2, timeout=60)  # a bound on a broken run, not a timing assumption
+    for store in (db.store, other.store):
+        read, waited = store._job_states, list[int]()
+
+        def job_states(conn: Any, run: str, read: Callable[[Any, str], Any] = read, waited: list[int] = waited) -> Any:
+            states = read(conn, run)
+            if threading.current_thread().name.startswith("settle-") and not waited:
+                waited.append(1)
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    both_read.wait()  # each settle has read the run RUNNING and its job FINISHED
+            return states
+
+        monkeypatch.setattr(store, "_job_states", job_states)
+
+    ended: dict[str, list[str]] = {}
+
+    def settle(ms: MirrorService) -> None:
+        ended[ms.owner] = asyncio.run(ms.settle())
+
+    threads = [threading.Thread(target=settle, args=(ms,), name=f"settle-{ms.owner}") for ms in (db.ms, other)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        other.jobs.close()
+    assert not both_read.broken
+    assert sorted(ended) == ["other", "test"]
+    assert sorted(ended["test"] + ended["other"]) == [run_id]
+    assert [r for _who, r in notified] == [run_id]
+    run = db.store.get_run(run_id)
+    assert run is not None
+    assert run.state is RunState.FINISHED
+    assert asyncio.run(db.ms.settle()) == []
+    assert len(notified) == 1

@@ -4,7 +4,8 @@ Starting a run is one transaction: insert the run under its unique key (mirror +
 a second replica's insert of the same key fails and it moves on), then take the mirror's lease
 (``active_run IS NULL``). A mirror whose lease is held gets a SKIPPED run for that due time
 instead, so a run still going is never started twice. ``settle`` ends runs whose jobs are all
-final and gives the lease back.
+final and gives the lease back; concurrent settles of one run end it once (a compare-and-set on
+its state), so only one caller reports it.
 
 Every method runs through the job store's ``Database.tx`` (``jobs/_db.py``): bounded by its
 deadline, raising only ``JobStoreUnavailable`` / ``JobError``, never a SQLAlchemy error. Reads
@@ -224,7 +225,8 @@ class MirrorStore:
     def _settle_one(
         self, conn: Connection, run_id: str, state: RunState, created: dt.datetime, now: dt.datetime
     ) -> bool:
-        """Write the final state of one run when it has one; True when it ended."""
+        """Write the final state of one run when it has one; True when this call ended it (it was still
+        ``state``), False when it goes on or another settle ended it first."""
         if state is RunState.PLANNING:
             if created > now - PLANNING_TIMEOUT:
                 return False
@@ -240,8 +242,13 @@ class MirrorStore:
         values: dict[str, Any] = {"state": final, "finished_at": now}
         if error:
             values["error"] = error
-        conn.execute(update(mirror_runs).where(mirror_runs.c.id == run_id).values(**values))
-        return True
+        # compare-and-set on the state read above: the rows were read without a lock, and settle runs
+        # concurrently (every plan, every push-lag poll, every process's tick). On PostgreSQL the loser
+        # waits on the winner's row lock, then finds the state changed: one end, one notification.
+        ended = conn.execute(
+            update(mirror_runs).where(mirror_runs.c.id == run_id, mirror_runs.c.state == state.value).values(**values)
+        )
+        return ended.rowcount == 1
 
     # -- reading runs ---------------------------------------------------------------------------------------
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import itertools
 import json
@@ -247,3 +248,61 @@ def test_interval_fires_once_per_interval_across_replicas_and_spreads_jobs(
         svc.stop()
         for px in proxies:
             px.stop()
+
+
+def test_a_docker_config_identity_token_reaches_the_mirror_jobs_sealed(
+    tmp_path: Path, pg_url: str, src_reg: RegistryServer, token_reg: RegistryServer, repo: str
+) -> None:
+    """``docker login`` to ACR stores an ``identitytoken`` beside a placeholder user. The planner used it
+    but the queued job carried only the placeholder, so every copy failed. The job's sealed auth carries
+    it now; the stored job row, the status, the run and the log never show it."""
+    ts = token_reg.token_server
+    assert ts is not None
+    identity = f"refresh-{secrets.token_hex(16)}"
+    ts.refresh_tokens[identity] = next(iter(token_reg.users))
+    placeholder = base64.b64encode(b"00000000-0000-0000-0000-000000000000:").decode()
+    config = tmp_path / "docker-config-acr"
+    config.mkdir()
+    entry = {"auth": placeholder, "identitytoken": identity}
+    (config / "config.json").write_text(json.dumps({"auths": {token_reg.host: entry}}))
+    http = src_reg.http()
+    images.image().push(http, repo, "v1")
+    prefix = f"acr-{secrets.token_hex(3)}"
+    svc = service(tmp_path, pg_url, DOCKER_CONFIG=str(config))
+    try:
+        body = f"""\
+version: 1
+mirrors:
+  - name: acr
+    source: {src_reg.host}/{repo}
+    targets: [{token_reg.host}/{prefix}]
+    tags: {{list: [v1]}}
+"""
+        r = svc.http.post("/api/mirrors", content=body, headers={"Content-Type": "application/yaml"})
+        assert r.status_code == 201, r.text
+        seen = len(ts.requests)
+        r = svc.http.post("/api/mirrors/acr/run")
+        assert r.status_code == 202, r.text
+        run = wait_run(svc, "acr", r.json()["id"])
+        assert run["state"] == "FINISHED", run
+        (job_id,) = run["jobs"]
+        assert_same_image(http, repo, "v1", token_reg.http(), f"{prefix}/{repo}", "v1")
+        asked = ts.requests[seen:]
+        assert {a.get("method") for a in asked} == {"POST"}  # the job too: never the placeholder's GET
+        status = svc.http.get(f"/api/distribute/image/{job_id}")
+        assert status.json()["value"] == "FINISHED"
+        assert identity not in status.text
+        assert identity not in svc.http.get("/api/mirrors/acr/runs").text
+        with psycopg.connect(pg_url) as conn:
+            row = conn.execute("SELECT row_to_json(jobs)::text, secrets FROM jobs WHERE id = %s", (job_id,)).fetchone()
+            targets = conn.execute("SELECT row_to_json(t)::text FROM job_targets t WHERE job_id = %s", (job_id,))
+            target_rows = " ".join(t for (t,) in targets.fetchall())
+        assert row is not None
+        stored, sealed = row
+        assert identity not in stored
+        assert sealed is not None
+        assert identity.encode() not in bytes(sealed)
+        assert identity not in target_rows
+        assert identity not in svc.output()
+    finally:
+        svc.stop()

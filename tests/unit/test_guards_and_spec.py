@@ -138,3 +138,18 @@ def test_a_job_chooses_its_spool_or_leaves_it_to_the_process(asked: object, chos
     assert "spool" not in parse_request(body)[0].public()  # a request without it is stored as before
     with pytest.raises(InvalidInput, match=r"^spool: Input should be a valid boolean"):
         parse_request({**body, "spool": "perhaps"})
+
+
+def test_an_identity_token_is_credentials_sealed_and_never_public() -> None:
+    """A mirror job's Docker config ``identitytoken`` (ACR) travels in the sealed auth block only."""
+    auth = {"basicauth": {"user": "00000000-0000-0000-0000-000000000000", "identitytoken": "refresh-secret"}}
+    body = {"source": {"endpoint": "https://a.example/v2", "image": "x", "ref": "v1", "auth": auth}}
+    request, warnings = parse_request({**body, "targets": [{"endpoint": "https://b.example/v2"}]})
+    assert warnings == []
+    assert request.source.auth is not None
+    creds = request.source.auth.credentials()
+    assert creds is not None
+    assert creds.identity_token == "refresh-secret"
+    assert request.sealed_auth()["source"]["basicauth"]["identitytoken"] == "refresh-secret"
+    assert "refresh-secret" not in json.dumps(request.public())
+    assert "refresh-secret" not in repr(request)

@@ -120,6 +120,8 @@ def _header(v: Any) -> Any:
 class BasicAuthIn(_SeedModel):
     user: Annotated[str, BeforeValidator(_not_empty), Field(max_length=1024)]
     password: str = Field("", max_length=16384)
+    # a Docker config's OAuth2 refresh token (ACR), sealed with the password: never stored or shown in clear
+    identitytoken: str | None = Field(None, max_length=16384, repr=False)
 
 
 class AuthIn(_SeedModel):
@@ -162,7 +164,8 @@ class AuthIn(_SeedModel):
         return v
 
     def credentials(self) -> Credentials | None:
-        return Credentials(self.basicauth.user, self.basicauth.password) if self.basicauth else None
+        b = self.basicauth
+        return Credentials(b.user, b.password, b.identitytoken) if b else None
 
     def seed_auth(self) -> SeedAuth | None:
         if self.basicauth or not self.url:

@@ -59,11 +59,18 @@ def split_document(doc: MirrorDocument, box: SecretBox) -> list[StoredMirror]:
 
 
 def _auth(doc: MirrorDocument, registry: str) -> dict[str, Any] | None:
+    """A job's auth block, as the planner's clients authenticate: the document's user, else the Docker
+    config's entry, its ``identitytoken`` included (ACR's placeholder user alone is refused)."""
     conf = doc.registry(registry)
     if conf and conf.username is not None:
         return {"basicauth": {"user": conf.username, "password": conf.password or ""}}
     creds = credentials_for(registry)
-    return {"basicauth": {"user": creds.username, "password": creds.password}} if creds else None
+    if creds is None:
+        return None
+    basic = {"user": creds.username, "password": creds.password}
+    if creds.identity_token:
+        basic["identitytoken"] = creds.identity_token
+    return {"basicauth": basic}
 
 
 def job_request(doc: MirrorDocument, mirror: Mirror, pool: ClientPool, image: ImagePlan) -> DistributeRequest:

@@ -16,6 +16,7 @@ from regcast.registry.client import ClientOptions, RegistryClient
 from regcast.registry.reference import parse_endpoint
 from regcast.transfer.engine import Target
 from regcast.transfer.progress import TargetState, TargetStatus
+from regcast.transfer.referrers import ReferrerOptions
 from regcast.transfer.remote import RegistryRepository
 from tests.support import images
 from tests.support.clients import FAST_RETRY, client_for, target
@@ -315,3 +316,21 @@ def test_garbage_manifest_is_a_clear_error_naming_the_registry(
     assert str(err.value).startswith(f"registry 127.0.0.1:{p.port}: manifest {repo}:v1: manifest is not JSON")
     assert "\n" not in str(err.value)
     assert open_reg.http().get_manifest(repo, "v1").status_code == 404
+
+
+@pytest.mark.parametrize("bare_404", [False, True])
+def test_a_lagging_tag_listing_never_lets_overwrite_off_clobber_a_tag(
+    bare_404: bool, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """The target's listing says "no tags" (empty, or a bare 404) while the tag is there with another
+    image: with overwrite off the tag is HEADed all the same and the target is skipped, untouched."""
+    images.image().push(src_reg.http(), repo, "v1")
+    theirs = images.image().push(open_reg.http(), repo, "v1")
+    p = proxy(faults, open_reg, "lagging_tags", bare_404=bare_404)
+    dest = Target("t", RegistryRepository(via(p), repo), "v1", overwrite=False)
+    result = copy(client_for(src_reg), repo, [dest], referrers=ReferrerOptions())  # as the CLI and service do
+    assert p.events["lagging_tags"] >= 1  # the listing was asked, and lied
+    (t,) = result.targets
+    assert t.state is TargetState.SKIPPED, (t.state, t.error)
+    assert t.reason == "tag-differs"
+    assert open_reg.http().get_manifest(repo, "v1").content == theirs.root.raw  # not overwritten

@@ -20,6 +20,7 @@ from regcast.registry.auth import Credentials
 from regcast.registry.client import ClientOptions, RegistryClient
 from regcast.registry.reference import parse_endpoint
 from regcast.transfer.engine import CopyEngine, CopyResult, Target
+from regcast.transfer.referrers import ReferrerOptions
 from regcast.transfer.remote import RegistryRepository
 from tests.support.clients import FAST_RETRY
 from tests.support.registry import RegistryServer
@@ -110,6 +111,8 @@ class FaultProxy:
         if self.scenario == "hold_manifest" and manifest_get and held and not held.is_set():
             self.events["held_manifest"] += 1  # every manifest GET waits until release() (HEADs pass)
             await held.wait()
+        if self.scenario == "lagging_tags" and request.method == "GET" and request.path.endswith("/tags/list"):
+            return self._lagging_tags(request.path)
         fault = await self._fault_before(request)
         if fault is not None:
             return fault
@@ -123,6 +126,13 @@ class FaultProxy:
         if self.scenario == "throttle_429":
             return self._once(f"429 {method} {path}")
         return self.scenario == "throttle_methods" and method in self.params["methods"]
+
+    def _lagging_tags(self, path: str) -> web.StreamResponse:
+        """A tag listing behind the pushes (caches, eventual consistency): empty, or a bare 404."""
+        self.events["lagging_tags"] += 1
+        if self.params.get("bare_404"):
+            return web.Response(status=404, text="404 page not found")
+        return web.json_response({"name": path[4:-10], "tags": []})
 
     async def _fault_before(self, request: web.Request) -> web.StreamResponse | None:
         s, path, method = self.scenario, request.path, request.method
@@ -277,10 +287,19 @@ def via(p: FaultProxy, reg: RegistryServer | None = None, **options: object) -> 
     return RegistryClient(parse_endpoint(p.endpoint), credentials=creds, options=ClientOptions(**options))  # type: ignore[arg-type]
 
 
-def copy(source: RegistryClient, repo: str, targets: list[Target], listener: object = None) -> CopyResult:
+def copy(
+    source: RegistryClient,
+    repo: str,
+    targets: list[Target],
+    listener: object = None,
+    referrers: ReferrerOptions | None = None,
+) -> CopyResult:
+    """``CopyEngine.copy`` of ``repo:v1``; referrers are left out unless ``referrers`` says (as the CLI does)."""
+
     async def go() -> CopyResult:
         try:
-            return await CopyEngine().copy(RegistryRepository(source, repo), "v1", targets, listener=listener)  # type: ignore[arg-type]
+            source_repo = RegistryRepository(source, repo)
+            return await CopyEngine().copy(source_repo, "v1", targets, listener=listener, referrers=referrers)  # type: ignore[arg-type]
         finally:
             await source.close()
             for t in targets:

@@ -84,8 +84,8 @@ async def _holds_no_tags(client: RegistryClient, repository: str, url: str) -> b
     except RegcastError:  # whatever it is, the manifest HEAD beside it reports it
         return False
     try:
-        if resp.status == 404:
-            return True
+        if resp.status == 404:  # the registry says the repository is unknown; a bare 404 proves nothing
+            return (await response_error(resp, client.name, "listing tags")).code == "NAME_UNKNOWN"
         if resp.status != 200:
             return False
         with translate_errors(client.name, "GET", url):

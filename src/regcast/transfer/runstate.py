@@ -66,11 +66,26 @@ class RunState:
             self._tag_heads[t] = asyncio.create_task(head)
 
     async def _listed_head(self, t: Target) -> str | None:
+        """The tag's digest, sparing the HEAD where a listing shows an empty repository and the tag
+        would be pushed over anyway (overwrite on). With overwrite off the skip rule rests on the tag
+        itself, never on a listing (one that lags behind a push would let the tag be clobbered): the
+        HEAD goes beside the listing, which then only spares the blob HEADs."""
         self.listed.add(t)
-        if await t.repo.holds_no_tags():
+        if t.overwrite:
+            if await t.repo.holds_no_tags():
+                self.fresh.add(t)
+                return None
+            return await t.repo.head_manifest(t.ref)
+        listing = asyncio.ensure_future(t.repo.holds_no_tags())
+        try:
+            held = await t.repo.head_manifest(t.ref)
+        except BaseException:
+            listing.cancel()
+            await asyncio.gather(listing, return_exceptions=True)
+            raise
+        if await listing and held is None:
             self.fresh.add(t)
-            return None
-        return await t.repo.head_manifest(t.ref)
+        return held
 
     async def target_head(self, t: Target) -> str | None:
         """The digest ``t`` holds at its ref (None: absent); raises as ``head_manifest`` does."""

@@ -29,3 +29,37 @@ def test_concurrent_prunes_close_each_idle_entry_once() -> None:
         assert all(s.closed for s in sessions)
 
     asyncio.run(main())
+
+
+def test_a_closed_pooled_client_keeps_the_pools_session_for_reads_still_under_way() -> None:
+    """A read other jobs joined may still run on a client whose own job ended (``coalesce.py``): after
+    close() it goes on over the pool's session, with its retries, instead of opening a session of its
+    own that nobody closes; the entry is released once however often close() is called."""
+
+    async def main() -> None:
+        pools = ConnectionPools()
+        endpoint = parse_endpoint("http://127.0.0.1:1")
+        leader = pools.client(endpoint, options=ClientOptions())
+        follower = pools.client(endpoint, options=ClientOptions())
+        pooled = leader.session()
+        await leader.close()
+        await leader.close()
+        try:
+            assert leader.session() is pooled
+            assert not leader.closed  # its requests are still retried for whoever joined them
+            shared = follower._shared
+            assert shared is not None
+            assert shared.users == 1  # released once
+            pooled_closed_later = aiohttp.ClientSession()
+            await pooled.close()  # the pool closed the idle entry afterwards: a session of its own, then
+            shared.session = pooled_closed_later
+            own = leader.session()
+            assert own is not pooled and not own.closed
+            await leader.close()
+            assert own.closed and leader.closed
+            await pooled_closed_later.close()
+        finally:
+            await follower.close()
+            await pools.close()
+
+    asyncio.run(main())

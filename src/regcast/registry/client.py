@@ -76,6 +76,7 @@ class RegistryClient:
         self.memo = shared.memo if shared else Memo()  # kept across jobs in a pool entry (memo.py)
         self._session: aiohttp.ClientSession | None = None
         self.closed = False  # close() was called and no request opened a session since: nothing to retry for
+        self._released = False  # a pooled client gave its pool entry back (close())
         self._pinged = False
         self._retry_watchers: list[Watcher] = []  # see watch_retries()
         self.uploads = UploadStrategy(endpoint.name, self.options.upload_strategy, self.options.chunk_cap)
@@ -93,13 +94,18 @@ class RegistryClient:
         await self.close()
 
     async def close(self) -> None:
-        self.closed = True
+        """Give the connections back: a pooled client's stay with its pool entry for the next job.
+
+        A pooled client keeps the pool's session, so a read another job joined (``coalesce.py``),
+        still under way on this client, goes on with its retries for that job; only a client of its
+        own is marked closed (a request it has in flight is then not retried: nobody is waiting)."""
         shared = self._shared
-        if shared is not None:  # the connections stay with the pool for the next job
-            self._shared = None
-            shared.release()
-            self._session = None
+        if shared is not None:
+            if not self._released:
+                self._released = True
+                shared.release()
             return
+        self.closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -110,6 +116,10 @@ class RegistryClient:
 
     def session(self) -> aiohttp.ClientSession:
         """This client's session: the shared pool's when it has one (``pool.py``), else its own."""
+        if self._session is not None and self._session.closed and self._shared is not None:
+            self._session = None  # the pool closed its idle entry after this client let go of it
+            self._shared = None  # what is still asked goes over a session of its own, closed by close()
+            self.closed = self._released = False
         if self._session is None and self._shared is not None and self._shared.session is not None:
             self._session = self._shared.session
         if self._session is None:

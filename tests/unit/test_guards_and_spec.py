@@ -153,3 +153,21 @@ def test_an_identity_token_is_credentials_sealed_and_never_public() -> None:
     assert request.sealed_auth()["source"]["basicauth"]["identitytoken"] == "refresh-secret"
     assert "refresh-secret" not in json.dumps(request.public())
     assert "refresh-secret" not in repr(request)
+
+
+def test_a_request_printed_shows_no_password_token_header_or_json_body() -> None:
+    """Whatever prints a parsed job request (a log line, an exception's repr) shows none of its secrets."""
+    basic = {"basicauth": {"user": "u", "password": "pw-secret-1"}}
+    token = {
+        "url": "https://auth.example/token",
+        "header": {"Authorization": "Basic hdr-secret-2"},
+        "json": {"k": "json-secret-3"},
+    }
+    body = {
+        "source": {"endpoint": "https://a.example/v2", "image": "x", "ref": "v1", "auth": basic},
+        "targets": [{"endpoint": "https://b.example/v2", "auth": token}],
+    }
+    request, _warnings = parse_request(body)
+    shown = repr(request) + str(request)
+    for secret in ("pw-secret-1", "hdr-secret-2", "json-secret-3"):
+        assert secret not in shown

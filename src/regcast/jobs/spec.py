@@ -119,7 +119,7 @@ def _header(v: Any) -> Any:
 
 class BasicAuthIn(_SeedModel):
     user: Annotated[str, BeforeValidator(_not_empty), Field(max_length=1024)]
-    password: str = Field("", max_length=16384)
+    password: str = Field("", max_length=16384, repr=False)  # a model printed in a log shows no secret
     # a Docker config's OAuth2 refresh token (ACR), sealed with the password: never stored or shown in clear
     identitytoken: str | None = Field(None, max_length=16384, repr=False)
 
@@ -129,8 +129,8 @@ class AuthIn(_SeedModel):
 
     url: str | None = Field(None, max_length=4096)
     token_type: str = "Bearer"
-    header: Annotated[dict[str, str] | None, BeforeValidator(_header)] = None
-    json_body: Any = Field(None, alias="json")
+    header: Annotated[dict[str, str] | None, BeforeValidator(_header), Field(repr=False)] = None
+    json_body: Any = Field(None, alias="json", repr=False)
     basicauth: BasicAuthIn | None = None
 
     @model_validator(mode="before")

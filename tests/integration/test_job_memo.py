@@ -86,6 +86,20 @@ def test_second_job_asks_no_referrers_api_and_finds_a_referrer_attached_later(
         assert t.http().get_manifest(repo, sbom.digest).content == sbom.root.raw
 
 
+def test_a_400_from_the_referrers_api_is_not_remembered_as_no_api(
+    service: Service, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, targets: list[RegistryServer]
+) -> None:
+    """A 400 may be about one request (a filter the registry refuses): the next job asks the API again,
+    where a 404 would have been remembered for the registry."""
+    images.image([images.layer_bytes(20 * KiB)]).push(src_reg.http(), repo, "v1")
+    src = proxy(faults, src_reg, "flaky", path=r"/v2/.+/referrers/.+", count=1, status=400)
+    dests = [proxy(faults, t, "pass") for t in targets]
+    run(service, job_body(src, repo, dests))
+    run(service, job_body(src, repo, dests))
+    assert src.events["flaky"] == 1  # the first job's ask answered 400...
+    assert src.count("GET", REFERRERS_API) == 2  # ...and the second job asked again (it got distribution's 404)
+
+
 def test_manifests_by_digest_read_once_and_the_tag_resolved_by_every_job(
     service: Service, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, targets: list[RegistryServer]
 ) -> None:

@@ -39,6 +39,9 @@ TAG_LIST_PAGE = 512
 MAX_TAG_LIST_BYTES = 256 * 1024
 # The spec's "no referrers API" is a 404; registries that do not route the path at all answer these too.
 NO_API = frozenset({400, 404, 405, 501})
+# Of those, the answers that say "this registry has no such route", remembered for the pool entry
+# (``memo.py``); a 400 may be about this one request (a filter it refuses): it is not.
+NO_ROUTE = frozenset({404, 405, 501})
 _NEXT = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?', re.IGNORECASE)
 
 
@@ -111,7 +114,8 @@ async def list_referrers(
         )
         try:
             if resp.status in NO_API and page == 0:
-                client.memo.note_referrers_api_absent()
+                if resp.status in NO_ROUTE:
+                    client.memo.note_referrers_api_absent()
                 return None
             if resp.status != 200:
                 raise await response_error(resp, client.name, f"listing referrers of {repository}@{digest}")

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from regcast._exceptions import JobError, JobStoreUnavailable
 from regcast.api.app import create_app
@@ -27,7 +28,7 @@ from regcast.jobs.records import Claim
 from regcast.jobs.secrets import SecretBox
 from regcast.jobs.store import JobStore
 from regcast.mirrors.document import load_document
-from regcast.mirrors.models import RunState, Trigger
+from regcast.mirrors.models import RunState, Trigger, mirror_runs
 from regcast.mirrors.service import MirrorService, split_document
 from regcast.mirrors.store import MirrorStore
 from regcast.triggers.dispatch import PushTriggers
@@ -179,6 +180,17 @@ def test_a_planner_that_loses_the_database_leaves_the_run_to_settle(db: Db, capl
     run = db.store.get_run(run_id)
     assert run is not None
     assert run.state is RunState.PLANNING  # settle fails it after PLANNING_TIMEOUT and frees the lease
+
+
+def test_a_planner_finishing_after_its_run_was_failed_leaves_it_ended(db: Db) -> None:
+    run_id, _ = db.store.start_run("app", Trigger.MANUAL, "test")
+    assert run_id is not None
+    with db.store.db.tx() as conn:  # as settle does when PLANNING_TIMEOUT passed
+        conn.execute(update(mirror_runs).where(mirror_runs.c.id == run_id).values(state=RunState.FAILED.value))
+    db.store.planned(run_id, selected=1, up_to_date=0, skipped=0, failed=0, error=None)  # the late planner
+    run = db.store.get_run(run_id)
+    assert run is not None
+    assert run.state is RunState.FAILED
 
 
 def test_the_push_lag_watcher_outlives_an_outage_and_still_reports(

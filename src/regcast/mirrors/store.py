@@ -174,11 +174,13 @@ class MirrorStore:
         self, run_id: str, *, selected: int, up_to_date: int, skipped: int, failed: int, error: str | None
     ) -> None:
         """Planning is over: the run's jobs are queued. Ending it is ``settle``'s, called by
-        ``MirrorService.settle`` (so a run with no job still reaches ``on_run_ended``), never from here."""
+        ``MirrorService.settle`` (so a run with no job still reaches ``on_run_ended``), never from here.
+        Only a run still PLANNING moves on: one that settle already failed (its planner took longer
+        than the planning timeout, its lease freed) stays ended, not RUNNING again with nobody to end it."""
         with self.db.tx() as conn:
             conn.execute(
                 update(mirror_runs)
-                .where(mirror_runs.c.id == run_id)
+                .where(mirror_runs.c.id == run_id, mirror_runs.c.state == RunState.PLANNING.value)
                 .values(
                     state=RunState.RUNNING.value,
                     planned_at=utcnow(),

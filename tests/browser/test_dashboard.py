@@ -341,3 +341,38 @@ def test_the_form_sends_spool_only_when_chosen(
     assert body["spool"] is True
     assert stored["spool"] is True
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_a_target_waiting_on_a_rate_limit_or_going_alone_says_so(
+    tab: Page, service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """The page shows a target's ``waiting`` and ``detached`` keys (issue 19, rate-limit waits) in words.
+    The job is real; its status, as the page reads it, gets the two keys a slow fleet would give it."""
+    from playwright.sync_api import expect
+
+    images.image().push(src_reg.http(), repo, "v1")
+    job = service.submit({"source": source(src_reg, repo), "targets": [{"endpoint": open_reg.endpoint}]})
+    body = service.wait(job)
+    body["targets"][0].update(
+        waiting="waiting for the rate limit of registry r.example until 2026-11-29T16:00:00Z: 429",
+        detached={"blobs": 2, "reason": "fell behind"},
+        bytes_per_second=5_000_000,
+    )
+
+    def status(r: Any) -> None:
+        if r.request.method == "GET" and r.request.headers.get("authorization") == f"Bearer {TOKEN}":
+            r.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+        else:
+            r.continue_()
+
+    tab.page.route(f"**/api/distribute/image/{job}", status)
+    page = tab.open(f"#/jobs/{job}")
+    target = page.locator("#targets li").first
+    expect(target.locator(".waiting")).to_have_text(
+        "Waiting: waiting for the rate limit of registry r.example until 2026-11-29T16:00:00Z: 429"
+    )
+    expect(target.locator(".detached")).to_contain_text("Going alone at ")
+    expect(target.locator(".detached")).to_contain_text("(2 blobs): fell behind")
+    for _ in range(2):  # read again with the token the tab keeps (the fixture checks the last reads' bearer)
+        page.reload()
+        expect(page.locator("#targets li .waiting")).to_have_count(1)

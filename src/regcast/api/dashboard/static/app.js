@@ -159,6 +159,12 @@ async function loadJob(id) {
       el("span", { class: "pct", text: `${pct} % · ${bytes(t.bytes_done)} of ${bytes(t.bytes_total)}` }));
     if (t.error) item.append(el("p", { class: "reason" }, el("strong", { text: plain(t.error) }), " ", el("span", { class: "detail", text: t.error })));
     else if (t.reason) item.append(el("p", { class: "pct", text: t.reason === "up-to-date" ? "Already up to date." : "Left alone: the tag holds another image." }));
+    if (t.waiting) item.append(el("p", { class: "waiting", text: "Waiting: " + t.waiting }));
+    if (t.detached) {
+      const rate = t.bytes_per_second ? ` at ${bytes(t.bytes_per_second)}/s` : "";
+      const n = t.detached.blobs;
+      item.append(el("p", { class: "detached", text: `Going alone${rate} (${n} blob${n === 1 ? "" : "s"}): ${t.detached.reason}` }));
+    }
     return item;
   }));
   const deliveries = j.notifications || [];

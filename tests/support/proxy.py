@@ -30,6 +30,7 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()  # connections being served: ended by stop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._budget_lock: asyncio.Lock | None = None
         self._flowing: asyncio.Event | None = None
@@ -75,11 +76,18 @@ class TcpProxy:
             await self._cut()
             if self._server:
                 self._server.close()
+            for task in list(self._handlers):  # none left pending when the loop stops
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         self.connections += 1
         if self.down:
             writer.transport.abort()

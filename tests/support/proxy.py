@@ -76,9 +76,10 @@ class TcpProxy:
             await self._cut()
             if self._server:
                 self._server.close()
-            for task in list(self._handlers):  # none left pending when the loop stops
-                task.cancel()
-            await asyncio.gather(*self._handlers, return_exceptions=True)
+            if self._flowing is not None:
+                self._flowing.set()  # a frozen connection goes on to its cut transport and ends
+            if self._handlers:  # their transports are cut: they end by themselves, none left pending
+                await asyncio.wait(list(self._handlers), timeout=5)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

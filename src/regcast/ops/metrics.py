@@ -116,11 +116,23 @@ class Metrics:
         self.notifications = Counter(
             "regcast_notifications_total", "Notification deliveries, by outcome.", ["outcome"], registry=r
         )
+        # the children of requests and request_seconds per (registry, method, status): the same objects
+        # labels() answers (metrics are never removed); as many as the label sets themselves
+        self._request_children: dict[tuple[str, str, int | None], tuple[Counter, Histogram]] = {}
 
     # -- the registry client's observer --------------------------------------------------------
     def request(self, registry: str, method: str, status: int | None, seconds: float) -> None:
-        self.requests.labels(registry, method, status_class(status)).inc()
-        self.request_seconds.labels(registry, method).observe(seconds)
+        """Every registry request: its two children looked up once per (registry, method, status), not
+        through ``labels()`` (a lock, label checks and a tuple per call) each time (issue 17)."""
+        children = self._request_children.get((registry, method, status))
+        if children is None:
+            children = (
+                self.requests.labels(registry, method, status_class(status)),
+                self.request_seconds.labels(registry, method),
+            )
+            self._request_children[(registry, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def retry(self, status: int | None) -> None:
         self.retries.labels(retry_reason(status)).inc()

@@ -60,6 +60,9 @@ class Authenticator:
         self.seed_token: str | None = None
         self.challenge: Challenge | None = None
         self.tokens = TokenCache()
+        # URLs that certainly name this host (netloc == host): the per-request check without a urlsplit
+        plain = host and not any(c in host for c in "/?#@\\[]")
+        self._own_prefixes = (f"http://{host}/", f"https://{host}/") if plain else ()
 
     def secrets(self) -> tuple[str, ...]:
         out = list(self.tokens.secrets())
@@ -92,7 +95,7 @@ class Authenticator:
 
     async def header(self, scopes: tuple[str, ...], url: str, base: str, fetch: Fetch) -> str | None:
         """The Authorization value for a request to ``url`` needing ``scopes``, or None."""
-        if urlsplit(url).netloc.lower() != self.host.lower():
+        if not url.startswith(self._own_prefixes) and urlsplit(url).netloc.lower() != self.host.lower():
             return None  # never send credentials to another host (redirect targets, foreign Locations)
         if self.seed_auth is not None:
             if self.seed_token is None:

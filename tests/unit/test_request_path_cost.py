@@ -11,6 +11,8 @@ import urllib.parse
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from yarl import URL
 
 from regcast._exceptions import OutboundRefused
@@ -18,6 +20,7 @@ from regcast.ops.metrics import Metrics
 from regcast.registry import guards
 from regcast.registry.auth import Credentials
 from regcast.registry.authenticator import Authenticator
+from regcast.registry.client import with_query
 from regcast.registry.guards import VERDICTS_KEPT, OutboundPolicy, check_followed_url
 
 
@@ -142,3 +145,42 @@ def test_credentials_go_to_their_own_host_without_splitting_its_urls(monkeypatch
     assert asyncio.run(header("https://Reg.Example:50000/v2/")) is None
     assert asyncio.run(header("https://evil.example/Reg.Example:5000/")) is None
     assert len(split) == 4
+
+
+# a Location as distribution 2.8 answers an upload POST (its _state is base64 with an escaped '=')
+LOCATION = (
+    "http://127.0.0.1:5000/v2/probe/x/blobs/uploads/45d6bbce-56e4-40bf-8ce0-f1e6d6a762db?_state="
+    "O0vQJBgunp4Mv3jLhtq9BhsFszSvnz-aSAh19Dd8xh17Ik5hbWUiOiJwcm9iZS94IiwiVVVJRCI6IjQ1ZDZiYmNlLTU2ZTQtNDBiZi04"
+    "Y2UwLWYxZTZkNmE3NjJkYiIsIk9mZnNldCI6MCwiU3RhcnRlZEF0IjoiMjAyNi0xMS0yOVQxNToyMTozMC41OTg2ODMwMTRaIn0%3D"
+)
+
+
+def _with_query_as_before(url: str, **params: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    query = urllib.parse.urlencode(pairs, safe=":/")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def test_an_upload_location_is_not_decoded_and_quoted_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    digest = "sha256:" + "ab" * 32
+    expected = _with_query_as_before(LOCATION, digest=digest)
+
+    def no_decoding(*_: object, **__: object) -> None:
+        raise AssertionError("the query was decoded")
+
+    monkeypatch.setattr("regcast.registry.client.parse_qsl", no_decoding)
+    assert with_query(LOCATION, digest=digest) == expected
+    assert with_query("http://r/v2/a/blobs/uploads/", mount=digest, **{"from": "b/c"}) == (
+        f"http://r/v2/a/blobs/uploads/?mount={digest}&from=b/c"
+    )
+
+
+@given(
+    st.text(alphabet="ab_.~:/+-%=&;#?é 3DF20AC7e", max_size=16),
+    st.text(alphabet="sha256:abc d&=+/é", max_size=8),
+)
+def test_with_query_writes_every_query_as_before(query: str, value: str) -> None:
+    url = f"http://r:5000/v2/a/blobs/uploads/u?{query}"
+    assert with_query(url, digest=value) == _with_query_as_before(url, digest=value)
+    assert with_query(url, n="1", last=value) == _with_query_as_before(url, n="1", last=value)

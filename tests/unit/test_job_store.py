@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from regcast._exceptions import JobError, JobStoreUnavailable
 from regcast.config import Settings
@@ -144,3 +145,42 @@ def test_finish_writes_the_source_digest_with_the_outcome(store: JobStore) -> No
     done = store.get(job)
     assert done is not None
     assert done.source_digest == digest
+
+
+def test_a_final_write_sends_every_target_row_in_one_statement(store: JobStore) -> None:
+    """Issue 17 (a job's own CPU): one executemany of one statement, not a statement per target."""
+    three = [*TARGETS, ("http://127.0.0.1:3/v2", "a/b", "v1")]
+    job = store.create({}, None, three)
+    [rec] = store.claim("w1")
+    sent: list[tuple[str, bool]] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, _params: object, _ctx: object, many: bool) -> None:
+        sent.append((statement, many))
+
+    finished = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    updates = [
+        TargetUpdate(0, TargetState.FINISHED, 10, 10, 1, None, finished_at=finished),
+        TargetUpdate(1, TargetState.FAILED, 3, 20, 2, "no space", retries=4, retryable=False, reason="disk"),
+        TargetUpdate(2, TargetState.SKIPPED, 0, 0, 1, None, referrers=2, referrers_left_out=("sha256:x",)),
+    ]
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        assert store.finish(Claim(job, "w1", rec.claim_generation), JobState.FAILED, "one failed", updates)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    progress = [
+        many for statement, many in sent if statement.startswith("UPDATE job_targets") and "bytes_done" in statement
+    ]
+    assert progress == [True]
+    done = store.get(job)
+    assert done is not None
+    first, second, third = done.targets
+    assert (first.state, first.bytes_done, first.finished_at) == (TargetState.FINISHED, 10, finished)
+    assert (second.state, second.error, second.retries, second.retryable, second.reason) == (
+        TargetState.FAILED,
+        "no space",
+        4,
+        False,
+        "disk",
+    )
+    assert (third.state, third.referrers, third.referrers_left_out) == (TargetState.SKIPPED, 2, ["sha256:x"])

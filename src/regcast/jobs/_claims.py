@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Update
 
@@ -37,14 +37,22 @@ def _fenced_update(claim: Claim, **values: Any) -> Update:
     return update(jobs).where(held).values(updated_at=utcnow(), **values)
 
 
+# One target row's progress; the SET columns come from the parameters (target_values + updated_at).
+_TARGET_ROW = update(job_targets).where(
+    job_targets.c.job_id == bindparam("row_job_id"), job_targets.c.idx == bindparam("row_idx")
+)
+
+
 def _write_targets(conn: Connection, job_id: str, updates: Sequence[TargetUpdate]) -> None:
+    """Every changed target row in one executemany of one statement (compiled once per process), not a
+    statement built, keyed and sent per target (issue 17: a job's final write)."""
+    if not updates:
+        return
     now = utcnow()
-    for u in updates:
-        conn.execute(
-            update(job_targets)
-            .where(job_targets.c.job_id == job_id, job_targets.c.idx == u.idx)
-            .values(**target_values(u), updated_at=now)
-        )
+    conn.execute(
+        _TARGET_ROW,
+        [{"row_job_id": job_id, "row_idx": u.idx, **target_values(u), "updated_at": now} for u in updates],
+    )
 
 
 class Claims(StoreCore):

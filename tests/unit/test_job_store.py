@@ -184,3 +184,29 @@ def test_a_final_write_sends_every_target_row_in_one_statement(store: JobStore) 
         "disk",
     )
     assert (third.state, third.referrers, third.referrers_left_out) == (TargetState.SKIPPED, 2, ["sha256:x"])
+
+
+def test_a_claim_reads_its_jobs_from_the_update_not_again(store: JobStore) -> None:
+    """Issue 17: the claimed rows come back from ``UPDATE ... RETURNING``, oldest first, with their targets."""
+    first = store.create({"n": 1}, None, TARGETS)
+    second = store.create({"n": 2}, None, TARGETS[:1])
+    sent: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        sent.append(" ".join(statement.split()))
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        claimed = store.claim("w1", 5)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    assert [s.split(" ", 1)[0] for s in sent] == ["WITH", "SELECT"]  # the claim, then the targets of both
+    assert "FROM job_targets" in sent[1]
+    assert [(r.id, r.request, r.state, r.attempts, r.worker_id) for r in claimed] == [
+        (first, {"n": 1}, JobState.RUNNING, 1, "w1"),
+        (second, {"n": 2}, JobState.RUNNING, 1, "w1"),
+    ]
+    assert [[t.endpoint for t in r.targets] for r in claimed] == [[e for e, _, _ in TARGETS], [TARGETS[0][0]]]
+    assert claimed[0].claim_generation == 1
+    assert claimed[0].running_at is not None
+    assert claimed[0].running_at.tzinfo is not None

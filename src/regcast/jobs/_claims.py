@@ -18,8 +18,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Update
 
 from regcast.jobs._core import StoreCore
-from regcast.jobs._db import utcnow
-from regcast.jobs._rows import get_jobs, target_values
+from regcast.jobs._db import as_utc, utcnow
+from regcast.jobs._rows import job_records, target_values
 from regcast.jobs.models import JobState, job_targets, jobs, workers
 from regcast.jobs.records import Claim, JobRecord, TargetUpdate
 from regcast.jobs.store_ops import requeue_targets, settle_targets
@@ -84,11 +84,11 @@ class Claims(StoreCore):
                 attempts=jobs.c.attempts + 1,
                 claim_generation=jobs.c.claim_generation + 1,
             )
-            .returning(jobs.c.id)
+            .returning(*jobs.c)  # the claimed rows as written: no SELECT of them again (issue 17)
         )
         with self._tx() as conn:
-            ids = list(conn.execute(stmt).scalars())
-            return get_jobs(conn, ids) if ids else []
+            rows = sorted(conn.execute(stmt).all(), key=lambda r: (as_utc(r.created_at), r.id))  # oldest first
+            return job_records(conn, rows) if rows else []
 
     @staticmethod
     def _fenced(conn: Connection, claim: Claim, **values: Any) -> bool:

@@ -177,3 +177,26 @@ def test_a_refused_tag_list_falls_back_to_each_tag_and_is_not_asked_again(
     assert src.count("GET", r"/tags/list") == 1  # refused once, remembered
     assert src.count("HEAD", rf"/manifests/{images.cosign_tag(img.digest)}$") == 2  # asked for by each job
     assert src.count("GET", rf"/manifests/{images.fallback_tag(img.digest)}$") == 2
+
+
+def test_a_tag_list_refused_in_one_repository_is_still_asked_in_another(
+    service: Service, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, targets: list[RegistryServer]
+) -> None:
+    """Listing is a permission per repository (ECR's ListImages, a robot account's scope): a refusal
+    in one repository is remembered for that repository only."""
+    other = f"{repo}-listed"
+    for name in (repo, other):
+        images.image([images.layer_bytes(12 * KiB)]).push(src_reg.http(), name, "v1")
+    src = proxy(faults, src_reg, "flaky", path=rf"/v2/{repo}/tags/list", count=100, status=403)
+    dests = [proxy(faults, targets[0], "pass")]
+    for i, name in enumerate((repo, other, repo, other)):
+        body = job_body(src, name, dests)
+        body["targets"][0]["image"] = f"{name}/{i}"
+        run(service, body)
+
+    def listings(name: str) -> list[int]:
+        return [st for m, path, st in src.answered if m == "GET" and path.split("?")[0] == f"/v2/{name}/tags/list"]
+
+    assert src.count("GET", rf"/v2/{repo}/tags/list") == 1  # refused (by the proxy) once, remembered here
+    assert listings(repo) == []
+    assert listings(other) == [200, 200]  # read by each job: tags move

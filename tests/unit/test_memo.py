@@ -81,15 +81,16 @@ def test_tag_hint_and_forget() -> None:
 def test_registry_facts_remembered_for_their_seconds() -> None:
     clock = Clock()
     memo = Memo(no_referrers_api_seconds=300, clock=clock)
-    assert not memo.referrers_api_absent() and not memo.tag_list_refused() and not memo.holds_tags("r")
+    assert not memo.referrers_api_absent() and not memo.tag_list_refused("r") and not memo.holds_tags("r")
     memo.note_referrers_api_absent()
-    memo.note_tag_list_refused()
+    memo.note_tag_list_refused("r")
     memo.note_tags("r")
     clock.now += 299
-    assert memo.referrers_api_absent() and memo.tag_list_refused() and memo.holds_tags("r")
+    assert memo.referrers_api_absent() and memo.tag_list_refused("r") and memo.holds_tags("r")
     assert not memo.holds_tags("other")
+    assert not memo.tag_list_refused("other")  # listing is a permission per repository (ECR, robot accounts)
     clock.now += 2
-    assert not memo.referrers_api_absent() and not memo.tag_list_refused() and not memo.holds_tags("r")
+    assert not memo.referrers_api_absent() and not memo.tag_list_refused("r") and not memo.holds_tags("r")
 
 
 def test_a_present_tag_stands_for_three_seconds() -> None:

@@ -12,8 +12,10 @@ job whose credentials differ never sees what another credential read:
   ``no_referrers_api_seconds``. A referrer attached later is found all the same: a registry without
   the API keeps referrers in the ``<alg>-<hex>`` tag, read fresh by every job. Only a registry
   upgraded to serve the API within that window is asked through the tag schema until it ends.
-  Likewise a tag list refused to this credential (``referrers.tag_names``: 401/403) is not asked
-  for again in that window; each referrer tag is then asked for on its own, as before.
+  Likewise a repository whose tag list was refused to this credential (``referrers.tag_names``:
+  401/403) is not asked for it again in that window; each referrer tag is then asked for on its
+  own, as before. Kept per repository: listing is often a permission of its own per repository
+  (ECR's ListImages, a robot account's scope), so a refusal in one says nothing about another.
 - a tag was there moments ago (``PRESENT_SECONDS``): the API's submit check (an existence check
   before a job is accepted, not the job's tag resolution, which stays a GET of its own) answers
   from here for a burst of submissions of one image. Only "present" is kept; a 404 is asked again.
@@ -29,7 +31,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 from regcast.registry.manifest import Manifest
 
@@ -39,6 +42,7 @@ MANIFEST_BYTES = 16 * 1024 * 1024  # raw bytes over every pool entry (typical ma
 NO_REFERRERS_API_SECONDS = 300.0
 TAG_HINTS = 1024  # (repository, tag) -> the digest last answered, per Memo: only chooses If-None-Match
 TAGGED_REPOSITORIES = 1024  # repositories seen holding a tag, per Memo
+_K = TypeVar("_K", bound=Hashable)
 PRESENT_SECONDS = 3.0  # a submit check answered "present" stands for the submissions of a burst
 
 
@@ -112,6 +116,7 @@ class Memo:
         self._tags: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._tagged: OrderedDict[str, float] = OrderedDict()  # repository -> when it was seen holding a tag
         self._present: OrderedDict[tuple[str, str], float] = OrderedDict()  # (repository, ref) -> when seen
+        self._unlisted: OrderedDict[str, float] = OrderedDict()  # repository -> when its tag list was refused
 
     # -- what the registry cannot do ------------------------------------------------------------------
     def referrers_api_absent(self) -> bool:
@@ -120,31 +125,26 @@ class Memo:
     def note_referrers_api_absent(self) -> None:
         self._until["no referrers API"] = self.clock() + self.no_referrers_api_seconds
 
-    def tag_list_refused(self) -> bool:
-        return self.clock() < self._until.get("tag list refused", 0.0)
+    def tag_list_refused(self, repository: str) -> bool:
+        seen = self._unlisted.get(repository)
+        return seen is not None and self.clock() - seen < self.no_referrers_api_seconds
 
-    def note_tag_list_refused(self) -> None:
-        self._until["tag list refused"] = self.clock() + self.no_referrers_api_seconds
+    def note_tag_list_refused(self, repository: str) -> None:
+        _note(self._unlisted, repository, self.clock(), TAGGED_REPOSITORIES)
 
     def holds_tags(self, repository: str) -> bool:
         seen = self._tagged.get(repository)
         return seen is not None and self.clock() - seen < self.no_referrers_api_seconds
 
     def note_tags(self, repository: str) -> None:
-        self._tagged[repository] = self.clock()
-        self._tagged.move_to_end(repository)
-        while len(self._tagged) > TAGGED_REPOSITORIES:
-            self._tagged.popitem(last=False)
+        _note(self._tagged, repository, self.clock(), TAGGED_REPOSITORIES)
 
     def recently_present(self, repository: str, ref: str) -> bool:
         seen = self._present.get((repository, ref))
         return seen is not None and self.clock() - seen < PRESENT_SECONDS
 
     def note_present(self, repository: str, ref: str) -> None:
-        self._present[(repository, ref)] = self.clock()
-        self._present.move_to_end((repository, ref))
-        while len(self._present) > TAG_HINTS:
-            self._present.popitem(last=False)
+        _note(self._present, (repository, ref), self.clock(), TAG_HINTS)
 
     # -- manifests ------------------------------------------------------------------------------------
     def manifest(self, repository: str, digest: str) -> Manifest | None:
@@ -172,3 +172,11 @@ class Memo:
         digest = self._tags.pop((repository, ref), None) if ":" not in ref else ref
         if digest is not None:
             self.manifests.drop(self, repository, digest)
+
+
+def _note(seen: OrderedDict[_K, float], key: _K, now: float, bound: int) -> None:
+    """Keep ``key`` as seen ``now``, the oldest dropped beyond ``bound`` entries."""
+    seen[key] = now
+    seen.move_to_end(key)
+    while len(seen) > bound:
+        seen.popitem(last=False)

@@ -142,7 +142,7 @@ async def tag_names(client: RegistryClient, repository: str) -> frozenset[str] |
     paged, too large, not a tag list, any error): the caller then asks for each tag on its own.
 
     Read by every job (tags move); joined when the same list is in flight for another job."""
-    if client.memo.tag_list_refused():
+    if client.memo.tag_list_refused(repository):
         return None
     try:
         url = with_query(await client.url(f"{validate_repository(repository)}/tags/list"), n=str(TAG_LIST_PAGE))
@@ -155,7 +155,7 @@ async def _tag_names(client: RegistryClient, repository: str, url: str) -> froze
     resp = await client.send("GET", url, scopes=(scope(repository, "pull"),), headers={"Accept": "application/json"})
     try:
         if resp.status in (401, 403):  # this credential may pull but not list (ECR without ListImages)
-            client.memo.note_tag_list_refused()
+            client.memo.note_tag_list_refused(repository)
         if resp.status != 200 or _NEXT.search(resp.headers.get("Link", "")):
             return None
         with translate_errors(client.name, "GET", url):

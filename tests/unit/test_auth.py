@@ -39,6 +39,15 @@ def test_odd_spacing_quoting_and_several_challenges() -> None:
     assert chs[1].params == {"realm": "https://a/t", "service": 's"q', "error": "insufficient_scope"}
 
 
+def test_bearer_is_chosen_over_basic_whatever_the_order() -> None:
+    auth = Authenticator("r.example", Credentials("u", "p"), None)
+    ch = auth.remember('Basic realm="gateway", Bearer realm="https://auth.example/token",service="r"')
+    assert ch is not None and ch.scheme == "bearer" and ch.realm == "https://auth.example/token"
+    assert auth.remember('Basic realm="only"') == Challenge("basic", {"realm": "only"})
+    assert auth.remember("Negotiate abc") is None
+    assert auth.challenge == Challenge("basic", {"realm": "only"})  # an unusable answer forgets nothing
+
+
 @given(st.text(max_size=200))
 def test_www_authenticate_never_crashes_and_schemes_are_clean(text: str) -> None:
     for ch in parse_www_authenticate(text):

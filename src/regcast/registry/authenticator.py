@@ -78,12 +78,14 @@ class Authenticator:
         return tuple(out)
 
     def remember(self, header: str | None) -> Challenge | None:
-        """Keep the registry's challenge (gcr.io answers later 401s without one)."""
-        for ch in parse_www_authenticate(header or ""):
-            if ch.scheme in ("bearer", "basic"):
-                self.challenge = ch
-                return ch
-        return None
+        """Keep the registry's challenge (gcr.io answers later 401s without one). Bearer wins over Basic
+        when both are offered, whatever their order, as docker's challenge handlers decide: a registry (or
+        a gateway in front of it) listing Basic first still wants its token."""
+        offered = [ch for ch in parse_www_authenticate(header or "") if ch.scheme in ("bearer", "basic")]
+        if not offered:
+            return None
+        self.challenge = next((ch for ch in offered if ch.scheme == "bearer"), offered[0])
+        return self.challenge
 
     def rejected(self, header: str | None, scopes: tuple[str, ...]) -> None:
         """A 401: forget what was sent, so the next request asks afresh."""

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from regcast._exceptions import DigestMismatch, InvalidReference, ManifestTooLarge, RegcastError, UnsupportedManifest
 from regcast.registry.client import with_query
-from regcast.registry.digest import digest_of, validate_digest
+from regcast.registry.digest import announced_digest, digest_of, validate_digest
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Platform, parse_manifest
 from regcast.registry.redact import redact_text, redact_url
 
@@ -115,6 +115,14 @@ def test_digest_validation() -> None:
     for bad in ("sha256:" + "A" * 64, "sha256:" + "1" * 63, "sha1:" + "1" * 40, "sha256:/../x"):
         with pytest.raises(InvalidReference):
             validate_digest(bad)
+
+
+def test_an_announced_digest_is_read_leniently() -> None:
+    """``Docker-Content-Digest`` is optional: malformed means absent, upper-case hex the same digest."""
+    assert announced_digest(D1) == D1
+    assert announced_digest(f" {D1.upper()} ") == D1
+    for junk in (None, "", D1.split(":")[1], "sha256:" + "1" * 63, "sha1:" + "1" * 40, "sha256:/../x"):
+        assert announced_digest(junk) is None
 
 
 def test_redact_url_and_text() -> None:

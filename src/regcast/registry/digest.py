@@ -23,6 +23,17 @@ def validate_digest(value: str) -> str:
     return value
 
 
+def announced_digest(header: str | None) -> str | None:
+    """A registry's ``Docker-Content-Digest`` as a digest to check against, or None when it is absent or
+    malformed (a bare hex seen in the wild, junk): the header is optional, so a broken one is ignored and
+    the bytes are hashed instead. Upper-case hex names the same digest: written in lower case."""
+    if not header:
+        return None
+    value = header.strip().lower()
+    m = _DIGEST_RE.match(value)
+    return value if m and len(m.group(2)) == _HEX_LENGTHS[m.group(1)] else None
+
+
 def hasher_for(digest: str) -> Any:
     """A fresh hashlib object for the algorithm of ``digest`` (already validated)."""
     return hashlib.new(digest.split(":", 1)[0])

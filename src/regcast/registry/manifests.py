@@ -14,7 +14,7 @@ from regcast._exceptions import ContentError, ManifestTooLarge, NotFound
 from regcast.registry import mediatypes as mt
 from regcast.registry._transport import read_capped, response_error, translate_errors
 from regcast.registry.auth import scope
-from regcast.registry.digest import validate_digest
+from regcast.registry.digest import announced_digest, validate_digest
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from regcast.registry.reference import validate_ref, validate_repository
 from regcast.registry.tls import aiohttp
@@ -61,7 +61,7 @@ async def _get_manifest(client: RegistryClient, repository: str, ref: str, condi
     url, resp = await _manifest_request(client, "GET", repository, ref, held.digest if held else None)
     try:
         if resp.status == 304 and held is not None:
-            announced = resp.headers.get("Docker-Content-Digest")
+            announced = announced_digest(resp.headers.get("Docker-Content-Digest"))
             if announced is None or announced == held.digest:
                 client.memo.keep(repository, held, ref)  # the registry answered for it just now
                 return held
@@ -82,9 +82,8 @@ async def _get_manifest(client: RegistryClient, repository: str, ref: str, condi
                 f"registry {client.name}: manifest {repository}:{ref} is over the {MAX_MANIFEST_BYTES} byte limit"
             )
         expected = ref if ":" in ref else None
-        announced = resp.headers.get("Docker-Content-Digest")
-        if expected is None and announced and announced.startswith("sha"):
-            expected = validate_digest(announced)
+        if expected is None:
+            expected = announced_digest(resp.headers.get("Docker-Content-Digest"))
         try:
             ctype = resp.headers.get("Content-Type", "")
             if len(raw) > PARSE_ON_LOOP_MAX:  # hashing and parsing megabytes would stall every other job
@@ -113,12 +112,12 @@ async def _head_manifest(client: RegistryClient, repository: str, ref: str) -> s
             return None
         if resp.status != 200:
             raise await response_error(resp, client.name, f"checking manifest {repository}:{ref}")
-        digest = resp.headers.get("Docker-Content-Digest")
+        digest = announced_digest(resp.headers.get("Docker-Content-Digest"))
     finally:
         resp.release()
     if digest:
-        return validate_digest(digest)
-    try:  # older registries: no digest header on HEAD, so hash the bytes
+        return digest
+    try:  # older registries: no (or a malformed) digest header on HEAD, so hash the bytes
         return (await client.get_manifest(repository, ref)).digest
     except NotFound:
         return None
@@ -139,7 +138,7 @@ async def put_manifest(client: RegistryClient, repository: str, ref: str, raw: b
             raise await response_error(resp, client.name, f"pushing manifest {repository}:{ref}")
         if ":" not in ref:
             client.memo.note_tags(repository)  # it holds a tag now: the next job HEADs its blobs at once
-        return resp.headers.get("Docker-Content-Digest")
+        return announced_digest(resp.headers.get("Docker-Content-Digest"))
     finally:
         resp.release()
 

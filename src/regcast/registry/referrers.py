@@ -26,7 +26,7 @@ from regcast.registry import mediatypes as mt
 from regcast.registry._transport import read_capped, response_error, translate_errors
 from regcast.registry.auth import scope
 from regcast.registry.client import RegistryClient, with_query
-from regcast.registry.digest import validate_digest
+from regcast.registry.digest import announced_digest, validate_digest
 from regcast.registry.guards import check_followed_url
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from regcast.registry.reference import validate_ref, validate_repository
@@ -229,6 +229,7 @@ async def put_manifest(
             return Pushed(None, False, conflict=True)
         if resp.status not in (200, 201, 202):
             raise await response_error(resp, client.name, f"pushing manifest {repository}:{ref}")
-        return Pushed(resp.headers.get("Docker-Content-Digest"), bool(resp.headers.get("OCI-Subject")))
+        announced = announced_digest(resp.headers.get("Docker-Content-Digest"))
+        return Pushed(announced, bool(resp.headers.get("OCI-Subject")))
     finally:
         resp.release()

@@ -1,0 +1,73 @@
+"""Registry quirks beyond plain faults (test-only): a ``FaultProxy`` rewriting what a real registry answers
+the way other registries, gateways and networks answer it.
+
+Scenarios (``QuirkProxy(port, scenario, **params)``):
+
+- ``bare_hex_digest``: ``Docker-Content-Digest`` without its algorithm (``<hex>``, a registry seen in the
+  wild); ``upper_hex_digest``: the hex in upper case;
+- ``charset``: every manifest answer's ``Content-Type`` gets ``; charset=utf-8`` appended;
+- ``basic_and_bearer``: a 401's ``WWW-Authenticate`` lists a Basic challenge before the registry's Bearer one;
+- ``stall_blob``: the first ``params["count"]`` blob GETs send their headers and half the body, then nothing;
+- ``stall_manifest``: every manifest GET waits forever before answering;
+- ``short_blob``: every blob GET answers a clean 200 with a body one byte short (its Content-Length too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import aiohttp
+from aiohttp import web
+
+from tests.support.faults import BLOB_GET, FaultProxy
+
+
+class QuirkProxy(FaultProxy):
+    async def _fault_before(self, request: web.Request) -> web.StreamResponse | None:
+        if self.scenario == "stall_manifest" and request.method == "GET" and "/manifests/" in request.path:
+            self.events["stalled"] += 1
+            await asyncio.sleep(3600)
+        if self.scenario in ("stall_blob", "short_blob") and request.method == "GET" and BLOB_GET.match(request.path):
+            return await self._broken_blob(request)
+        return await super()._fault_before(request)
+
+    async def _broken_blob(self, request: web.Request) -> web.StreamResponse | None:
+        if self.scenario == "stall_blob" and self.events["stalled"] >= self.params.get("count", 1):
+            return None
+        assert self._session
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "range")}
+        async with self._session.get(self.upstream + request.path, headers=headers) as up:
+            if up.status not in (200, 206):
+                return None
+            data = await up.read()
+        if self.scenario == "short_blob":
+            self.events["short"] += 1
+            return web.Response(status=up.status, body=data[:-1], headers={"Content-Type": "application/octet-stream"})
+        self.events["stalled"] += 1
+        resp = web.StreamResponse(status=up.status, headers={"Content-Length": str(len(data))})
+        if up.status == 206:
+            resp.headers["Content-Range"] = up.headers["Content-Range"]
+        await resp.prepare(request)
+        await resp.write(data[: len(data) // 2])
+        await asyncio.sleep(3600)
+        return resp
+
+    def _out_headers(self, request: web.Request, up: aiohttp.ClientResponse) -> dict[str, str]:
+        out = super()._out_headers(request, up)
+        digest = out.get("Docker-Content-Digest", "")
+        if digest and self.scenario == "bare_hex_digest":
+            self.events["rewritten"] += 1
+            out["Docker-Content-Digest"] = digest.split(":", 1)[1]
+        if digest and self.scenario == "upper_hex_digest":
+            self.events["rewritten"] += 1
+            alg, hexpart = digest.split(":", 1)
+            out["Docker-Content-Digest"] = f"{alg}:{hexpart.upper()}"
+        if self.scenario == "charset" and "/manifests/" in request.path and "Content-Type" in out:
+            self.events["rewritten"] += 1
+            out["Content-Type"] += "; charset=utf-8"
+        challenge = out.get("WWW-Authenticate", "")
+        if self.scenario == "basic_and_bearer" and re.match(r"(?i)bearer ", challenge):
+            self.events["rewritten"] += 1
+            out["WWW-Authenticate"] = f'Basic realm="regcast-test", {challenge}'
+        return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import ssl
 import subprocess
 import sys
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from regcast.registry.tls import trust
+from regcast.registry.tls import Trust, trust
 
 
 def test_ca_bundle_adds_to_the_system_cas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,3 +79,83 @@ def test_no_module_imports_aiohttp_but_through_tls() -> None:
         if line.startswith(("import aiohttp", "from aiohttp"))  # indented ones: TYPE_CHECKING blocks
     ]
     assert direct == []
+
+
+PLAIN_HTTP_ANSWER = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+
+
+async def _serve_and_connect(ctx: ssl.SSLContext, server_ssl: ssl.SSLContext | None) -> None:
+    """One connection from ``ctx`` (as aiohttp makes it: asyncio's SSL protocol over a memory BIO) to a
+    loopback server speaking TLS with ``server_ssl``, or plain HTTP (distribution's answer to a ClientHello)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if server_ssl is None:
+            await reader.read(1)
+            writer.write(PLAIN_HTTP_ANSWER)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_ssl)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+        writer.close()
+    finally:
+        server.close()
+
+
+def _server_context(ca: trustme.CA) -> ssl.SSLContext:
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server)
+    return server
+
+
+def _system_store(monkeypatch: pytest.MonkeyPatch, cafile: Path, capath: Path) -> Trust:
+    """A fresh context whose system CAs are ``cafile`` and the hashed directory ``capath`` (as OpenSSL reads them)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(cafile))
+    monkeypatch.setenv("SSL_CERT_DIR", str(capath))
+    return Trust(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def test_an_https_attempt_at_plain_http_reads_no_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTTPS attempt at a loopback registry (as docker does) fails on its first answer: no CA read (~21 ms)."""
+    ca_file = tmp_path / "system.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    ctx = _system_store(monkeypatch, ca_file, tmp_path)
+    with pytest.raises(ssl.SSLError):
+        asyncio.run(_serve_and_connect(ctx, None))
+    assert not ctx._system_loaded
+    assert ctx.cert_store_stats()["x509_ca"] == 1  # a look at the store still reads them
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_system_cas_are_read_when_a_certificate_comes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: ssl.TLSVersion
+) -> None:
+    """A server certificate from a system CA verifies; one from an unknown CA is refused, as before."""
+    system, unknown = trustme.CA(), trustme.CA()
+    ca_file = tmp_path / "system.pem"
+    system.cert_pem.write_to_path(str(ca_file))
+    ctx = _system_store(monkeypatch, ca_file, tmp_path)
+    ctx.maximum_version = version
+    asyncio.run(_serve_and_connect(ctx, _server_context(system)))
+    assert ctx._system_loaded
+    fresh = _system_store(monkeypatch, ca_file, tmp_path)
+    fresh.maximum_version = version
+    with pytest.raises(ssl.SSLCertVerificationError):
+        asyncio.run(_serve_and_connect(fresh, _server_context(unknown)))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl rehash makes the hashed links")
+def test_a_ca_in_the_hashed_directory_verifies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SSL_CERT_DIR (OpenSSL's lookup by subject hash, read at verification) is part of the system CAs."""
+    system, unknown = trustme.CA(), trustme.CA()
+    capath, empty = tmp_path / "certs", tmp_path / "empty.pem"
+    capath.mkdir()
+    empty.write_text("")
+    system.cert_pem.write_to_path(str(capath / "system.pem"))
+    subprocess.run(["openssl", "rehash", str(capath)], check=True, capture_output=True)
+    assert any(p.suffix == ".0" for p in capath.iterdir())
+    asyncio.run(_serve_and_connect(_system_store(monkeypatch, empty, capath), _server_context(system)))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        asyncio.run(_serve_and_connect(_system_store(monkeypatch, empty, capath), _server_context(unknown)))

@@ -1,12 +1,14 @@
-"""TLS trust: one verifying context per CA bundle in a process, reading the system CAs on first use.
+"""TLS trust: one verifying context per CA bundle in a process, reading the system CAs only when a
+certificate may follow.
 
 Loading the system CA file costs ~240 M instructions (~21 ms of CPU here) per context. aiohttp builds two
 contexts when imported, although regcast hands every connector its own: ``aiohttp`` here is aiohttp
 imported with CA loading skipped for those two (left without CAs, aiohttp's verifying default would
 refuse every certificate, never accept one). ``trust`` gives the one context regcast uses; it reads
-the system CAs when its first TLS connection starts (an HTTPS attempt at a loopback registry is one),
-never in a run without verified TLS (issue 17, docs/decisions.md "Start-up"). Modules import aiohttp
-from here.
+the system CAs when the server's first bytes of a connection are not plain text: the HTTPS attempt at a
+plain-HTTP loopback registry (answered ``HTTP/1.0 400``) fails before any certificate and reads none.
+A context without its CAs can only refuse, never accept, a certificate: every mistake here fails closed
+(issue 17, docs/decisions.md "Start-up"). Modules import aiohttp from here.
 """
 
 from __future__ import annotations
@@ -33,33 +35,59 @@ _import_aiohttp()
 import aiohttp as aiohttp  # noqa: E402  (re-exported: the import above must come first)
 
 
-class Trust(ssl.SSLContext):
-    """A verifying client context (as ``ssl.create_default_context()``) whose system CAs are read when
-    its first TLS connection (or a look at its store) needs them; an extra bundle is read at once."""
+class _Handshake(ssl.SSLObject):
+    """The SSL object of a ``Trust`` context: before the handshake reads the server's first bytes, the
+    context's system CAs are loaded unless those bytes are plain text (a plain-HTTP server's answer,
+    which OpenSSL refuses before any certificate could be verified)."""
 
+    _incoming: ssl.MemoryBIO | None = None  # until the server's first bytes were looked at
+
+    def do_handshake(self) -> None:
+        incoming = self._incoming
+        if incoming is not None and incoming.pending:
+            self._incoming = None
+            first = incoming.read()  # a memory BIO cannot be peeked: read it whole and put it back
+            try:
+                incoming.write(first)
+            except ssl.SSLError:  # its writer had ended it (asyncio never does): the bytes are gone
+                raise ssl.SSLEOFError("TLS handshake: connection closed") from None
+            if not first[:1].isalpha():  # a TLS record starts with its type (20-24), never a letter
+                context = self.context
+                assert isinstance(context, Trust)
+                context.load_system()
+        super().do_handshake()
+
+
+class Trust(ssl.SSLContext):
+    """A verifying client context (as ``ssl.create_default_context()``) whose system CAs are read when its
+    first TLS server answers (or a look at its store needs them); an extra bundle is read at once."""
+
+    sslobject_class = _Handshake
     _system_loaded = False
     _lock = threading.Lock()
 
-    def _load_system(self) -> None:
+    def load_system(self) -> None:
         with self._lock:
             if not self._system_loaded:
                 self.load_default_certs()
                 self._system_loaded = True
 
-    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
-        self._load_system()
-        return super().wrap_bio(*args, **kwargs)
+    def wrap_bio(self, incoming: ssl.MemoryBIO, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        obj = super().wrap_bio(incoming, *args, **kwargs)
+        if isinstance(obj, _Handshake) and not self._system_loaded:
+            obj._incoming = incoming
+        return obj
 
     def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        self._load_system()
+        self.load_system()
         return super().wrap_socket(*args, **kwargs)
 
     def get_ca_certs(self, binary_form: bool = False) -> Any:
-        self._load_system()
+        self.load_system()
         return super().get_ca_certs(binary_form)
 
     def cert_store_stats(self) -> dict[str, int]:
-        self._load_system()
+        self.load_system()
         return super().cert_store_stats()
 
 

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from aiohttp.client_proto import ResponseHandler
 
 log = logging.getLogger("regcast.registry")
+# Success answers to an upload PATCH or PUT. The spec says 202 and 201, ECR answers a PATCH 201, pulp 204;
+# any 2xx is the registry saying it took the bytes (a missing blob still fails the manifest push after it).
+UPLOAD_OK = (200, 201, 202, 204)
 
 
 async def blob_exists(client: RegistryClient, repository: str, digest: str) -> bool:
@@ -291,20 +294,20 @@ async def put_monolithic(
     """``PUT <location>&digest=`` with the whole body, streamed."""
     url = with_query(location, digest=validate_digest(digest))
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-    await _upload_request(client, "PUT", url, repository, headers, body, (201, 204), f"uploading blob {digest}")
+    await _upload_request(client, "PUT", url, repository, headers, body, UPLOAD_OK, f"uploading blob {digest}")
 
 
 async def patch_chunk(
     client: RegistryClient, location: str, repository: str, offset: int, size: int, body: Body
 ) -> str:
-    """One PATCH of ``size`` bytes at ``offset``; returns the newest Location (202, ECR 201, pulp 204)."""
+    """One PATCH of ``size`` bytes at ``offset``; returns the newest Location (``UPLOAD_OK``)."""
     headers = {
         "Content-Type": "application/octet-stream",
         "Content-Length": str(size),
         "Content-Range": f"{offset}-{offset + size - 1}",
     }
     return await _upload_request(
-        client, "PATCH", location, repository, headers, body, (201, 202, 204), f"uploading a chunk at {offset}"
+        client, "PATCH", location, repository, headers, body, UPLOAD_OK, f"uploading a chunk at {offset}"
     )
 
 
@@ -312,7 +315,7 @@ async def put_final(client: RegistryClient, location: str, repository: str, dige
     """The closing ``PUT <location>&digest=`` of a chunked upload (no body)."""
     url = with_query(location, digest=validate_digest(digest))
     await _upload_request(
-        client, "PUT", url, repository, {"Content-Length": "0"}, b"", (201, 204), f"committing blob {digest}"
+        client, "PUT", url, repository, {"Content-Length": "0"}, b"", UPLOAD_OK, f"committing blob {digest}"
     )
 
 

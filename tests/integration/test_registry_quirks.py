@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
+from regcast._exceptions import RegistryUnreachable
 from regcast.transfer.engine import Target
 from regcast.transfer.remote import RegistryRepository
 from tests.support import images
-from tests.support.clients import client_for, target
+from tests.support.clients import FAST_RETRY, client_for, target
 from tests.support.faults import FaultProxy, copy, via
 from tests.support.quirks import QuirkProxy
 from tests.support.registry import RegistryServer
@@ -77,3 +79,70 @@ def test_a_clean_but_short_blob_body_is_never_committed(
     assert "source registry" in (t.error or "") and "not committed" in (t.error or "")
     assert p.events["short"] >= 2  # read again in full before giving up
     assert open_reg.http().get_manifest(repo, "v1").status_code == 404
+
+
+def test_a_stalled_blob_read_is_cut_and_resumed(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """Never a hang: a source that stops sending mid-body is cut by the read timeout and resumed with Range."""
+    img = images.image([os.urandom(2 * MiB)]).push(src_reg.http(), repo, "v1")
+    p = quirk(faults, src_reg, "stall_blob", count=1)
+    started = time.monotonic()
+    result = copy(via(p, read_timeout=1.0), repo, [target(open_reg, repo, "v1")])
+    assert result.ok, result.targets[0].error
+    assert p.events["stalled"] == 1
+    assert p.count("GET", "/blobs/") == len(img.blobs) + 1
+    assert time.monotonic() - started < 30
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_a_manifest_that_never_comes_fails_in_bounded_time(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    images.image().push(src_reg.http(), repo, "v1")
+    p = quirk(faults, src_reg, "stall_manifest")
+    started = time.monotonic()
+    with pytest.raises(RegistryUnreachable, match=f"registry 127.0.0.1:{p.port}: GET .*/manifests/v1: timed out"):
+        copy(via(p, request_timeout=1.0), repo, [target(open_reg, repo, "v1")])
+    assert p.events["stalled"] == FAST_RETRY.attempts
+    assert time.monotonic() - started < 30
+
+
+def test_a_mount_the_token_server_will_not_grant_falls_back_to_an_upload(repo: str, token_reg: RegistryServer) -> None:
+    """Docker Hub across organisations, robot accounts: the token server leaves out ``pull`` on the mount's
+    source repository (no error, a narrower token); the registry answers the mount 401 insufficient_scope.
+    The blob is uploaded instead, and the copy succeeds."""
+    ts = token_reg.token_server
+    assert ts
+    img = images.image([os.urandom(MiB), os.urandom(1000)]).push(token_reg.http(), repo, "v1")
+    asked: list[list[str]] = []
+
+    def no_pull_beside_push(_user: str | None, scopes: list[str]) -> list[str]:
+        asked.append(scopes)
+        pushing = any(s.endswith("push") for s in scopes)
+        return [s for s in scopes if not (pushing and s == f"repository:{repo}:pull")]
+
+    ts.grant = no_pull_beside_push
+    try:
+        result = copy(client_for(token_reg), repo, [target(token_reg, f"{repo}/copy", "v1")])
+    finally:
+        ts.grant = None
+    t = result.targets[0]
+    assert result.ok, t.error
+    assert [f"repository:{repo}/copy:pull,push", f"repository:{repo}:pull"] in asked  # the mount was asked for
+    assert t.blobs_mounted == 0 and t.blobs_uploaded == len(img.blobs)
+    assert_same_image(token_reg.http(), repo, "v1", token_reg.http(), f"{repo}/copy", "v1")
+
+
+@pytest.mark.parametrize("strategy", ["monolithic", "chunked"])
+def test_uploads_answered_200_instead_of_201_or_202(
+    strategy: str, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    img = images.image([os.urandom(MiB), os.urandom(1000)]).push(src_reg.http(), repo, "v1")
+    p = quirk(faults, open_reg, "upload_200")
+    dest = Target("t", RegistryRepository(via(p, upload_strategy=strategy), repo), "v1")
+    result = copy(client_for(src_reg), repo, [dest])
+    assert result.ok, result.targets[0].error
+    assert p.events["PUT 200"] == len(img.blobs)
+    assert p.events["PATCH 200"] == (len(img.blobs) if strategy == "chunked" else 0)
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")

@@ -200,10 +200,14 @@ class FaultProxy:
                 self.events["403_for_missing"] += 1
                 return web.Response(status=403)
             self.answered.append((request.method, request.path_qs, up.status))
-            resp = web.StreamResponse(status=up.status, headers=self._out_headers(request, up))
+            resp = web.StreamResponse(status=self._status(request, up), headers=self._out_headers(request, up))
             await resp.prepare(request)
             await self._pump(request, up, resp)
             return resp
+
+    def _status(self, request: web.Request, up: aiohttp.ClientResponse) -> int:
+        """The status answered for ``up`` (subclasses rewrite it: ``quirks.py``)."""
+        return up.status
 
     def _out_headers(self, request: web.Request, up: aiohttp.ClientResponse) -> dict[str, str]:
         out_headers = {k: v for k, v in up.headers.items() if k.lower() not in HOP - {"content-length"}}

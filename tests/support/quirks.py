@@ -9,7 +9,8 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
 - ``basic_and_bearer``: a 401's ``WWW-Authenticate`` lists a Basic challenge before the registry's Bearer one;
 - ``stall_blob``: the first ``params["count"]`` blob GETs send their headers and half the body, then nothing;
 - ``stall_manifest``: every manifest GET waits forever before answering;
-- ``short_blob``: every blob GET answers a clean 200 with a body one byte short (its Content-Length too).
+- ``short_blob``: every blob GET answers a clean 200 with a body one byte short (its Content-Length too);
+- ``upload_200``: every blob upload PATCH and PUT that succeeded answers 200 (the spec says 202, 201).
 """
 
 from __future__ import annotations
@@ -24,10 +25,27 @@ from tests.support.faults import BLOB_GET, FaultProxy
 
 
 class QuirkProxy(FaultProxy):
+    def stop(self) -> None:
+        """Stalled handlers end first (aiohttp's cleanup would wait for them)."""
+
+        async def wake() -> None:
+            self._stopping.set()
+
+        asyncio.run_coroutine_threadsafe(wake(), self._loop).result(10)
+        super().stop()
+
+    async def _start(self) -> None:
+        self._stopping = asyncio.Event()
+        await super()._start()
+
+    async def _stall(self) -> None:
+        await self._stopping.wait()
+
     async def _fault_before(self, request: web.Request) -> web.StreamResponse | None:
         if self.scenario == "stall_manifest" and request.method == "GET" and "/manifests/" in request.path:
             self.events["stalled"] += 1
-            await asyncio.sleep(3600)
+            await self._stall()
+            return web.Response(status=503)
         if self.scenario in ("stall_blob", "short_blob") and request.method == "GET" and BLOB_GET.match(request.path):
             return await self._broken_blob(request)
         return await super()._fault_before(request)
@@ -50,8 +68,17 @@ class QuirkProxy(FaultProxy):
             resp.headers["Content-Range"] = up.headers["Content-Range"]
         await resp.prepare(request)
         await resp.write(data[: len(data) // 2])
-        await asyncio.sleep(3600)
+        await self._stall()
+        if request.transport is not None:  # the client went away long ago: nothing more to send
+            request.transport.abort()
         return resp
+
+    def _status(self, request: web.Request, up: aiohttp.ClientResponse) -> int:
+        uploading = request.method in ("PATCH", "PUT") and "/blobs/uploads/" in request.path
+        if self.scenario == "upload_200" and uploading and up.status in (201, 202):
+            self.events[f"{request.method} 200"] += 1
+            return 200
+        return up.status
 
     def _out_headers(self, request: web.Request, up: aiohttp.ClientResponse) -> dict[str, str]:
         out = super()._out_headers(request, up)

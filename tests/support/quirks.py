@@ -51,8 +51,10 @@ class QuirkProxy(FaultProxy):
         return await super()._fault_before(request)
 
     async def _broken_blob(self, request: web.Request) -> web.StreamResponse | None:
-        if self.scenario == "stall_blob" and self.events["stalled"] >= self.params.get("count", 1):
-            return None
+        if self.scenario == "stall_blob":
+            if self.events["stalled"] >= self.params.get("count", 1):
+                return None
+            self.events["stalled"] += 1  # counted before any await: concurrent GETs see it
         assert self._session
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "range")}
         async with self._session.get(self.upstream + request.path, headers=headers) as up:
@@ -62,7 +64,6 @@ class QuirkProxy(FaultProxy):
         if self.scenario == "short_blob":
             self.events["short"] += 1
             return web.Response(status=up.status, body=data[:-1], headers={"Content-Type": "application/octet-stream"})
-        self.events["stalled"] += 1
         resp = web.StreamResponse(status=up.status, headers={"Content-Length": str(len(data))})
         if up.status == 206:
             resp.headers["Content-Range"] = up.headers["Content-Range"]

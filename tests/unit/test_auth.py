@@ -149,3 +149,29 @@ def test_seed_token_fetched_again_after_a_401_even_under_a_bearer_challenge() ->
     )
     assert asyncio.run(header()) == "Bearer t2"
     assert fetched == ["https://auth.example/token"] * 2
+
+
+@pytest.mark.parametrize(
+    ("host", "base", "url", "sent"),
+    [
+        ("reg.example:443", "https://reg.example:443/v2/", "https://reg.example/v2/a/blobs/uploads/u", True),
+        ("reg.example", "https://reg.example/v2/", "https://reg.example:443/v2/a/blobs/uploads/u", True),
+        ("reg.example", "https://reg.example/v2/", "https://REG.example/v2/a/blobs/uploads/u", True),
+        ("reg.example", "https://reg.example/v2/", "https://reg.example:5000/v2/a/blobs/uploads/u", False),
+        ("reg.example", "https://reg.example/v2/", "https://s3.example/bucket/blob?X-Amz-Signature=x", False),
+        ("reg.example:443", "https://reg.example:443/v2/", "https://reg.example.evil/v2/x", False),
+    ],
+)
+def test_credentials_follow_the_registry_host_whatever_its_port_spelling(
+    host: str, base: str, url: str, sent: bool
+) -> None:
+    """An endpoint written with its default port and the Locations it hands out without it (or the other
+    way round) are one server: the upload gets the registry's credentials; another host never does."""
+    auth = Authenticator(host, Credentials("u", "p"), None)
+    auth.remember('Basic realm="r"')
+
+    async def no_fetch(*_: object) -> bytes:
+        raise AssertionError("no token server here")
+
+    header = asyncio.run(auth.header(("repository:a:pull,push",), url, base, no_fetch))
+    assert (header == Credentials("u", "p").basic_header()) is sent

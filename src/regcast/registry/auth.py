@@ -127,7 +127,8 @@ class TokenRequest:
     basic: Credentials | None
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
+def origin(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of ``url``, the scheme's default port made explicit."""
     parts = urlsplit(url)
     try:
         port = parts.port
@@ -160,7 +161,7 @@ def token_request(
     for s in scopes:
         params.append(("scope", s))
     base = registry_base or f"http://{registry_host}/"
-    realm_origin, registry_origin = _origin(realm), _origin(base)
+    realm_origin, registry_origin = origin(realm), origin(base)
     same_origin = realm_origin == registry_origin
     # a token server beside a loopback registry: the password never leaves this machine
     local = realm_origin[1] == registry_origin[1] and is_loopback(realm_origin[1])

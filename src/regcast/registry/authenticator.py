@@ -17,6 +17,7 @@ from regcast.registry.auth import (
     SeedAuth,
     TokenCache,
     TokenRequest,
+    origin,
     parse_token_answer,
     parse_www_authenticate,
     token_request,
@@ -97,7 +98,7 @@ class Authenticator:
 
     async def header(self, scopes: tuple[str, ...], url: str, base: str, fetch: Fetch) -> str | None:
         """The Authorization value for a request to ``url`` needing ``scopes``, or None."""
-        if not url.startswith(self._own_prefixes) and urlsplit(url).netloc.lower() != self.host.lower():
+        if not url.startswith(self._own_prefixes) and not self._same_host(url, base):
             return None  # never send credentials to another host (redirect targets, foreign Locations)
         if self.seed_auth is not None:
             if self.seed_token is None:
@@ -127,6 +128,14 @@ class Authenticator:
             token, expires_at = parse_token_answer(answer)
             self.tokens.put(key, token, expires_at)
         return f"Bearer {token}"
+
+    def _same_host(self, url: str, base: str) -> bool:
+        """Is ``url`` on the registry's own host? Its netloc as written, or its host and port with the
+        scheme's default port made explicit: an endpoint written ``reg.example:443`` and the Location
+        ``https://reg.example/...`` it hands out (or the other way round) are the same server."""
+        if urlsplit(url).netloc.lower() == self.host.lower():
+            return True
+        return bool(base) and origin(url) == origin(base)
 
     @staticmethod
     async def _oauth2(req: TokenRequest, fetch: Fetch) -> bytes | None:

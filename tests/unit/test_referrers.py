@@ -14,6 +14,7 @@ import pytest
 
 from regcast._exceptions import RegistryError
 from regcast.registry import referrers as api
+from regcast.registry.client import next_link
 from regcast.registry.digest import digest_of
 from regcast.registry.manifest import parse_manifest
 from regcast.transfer import discovery
@@ -39,12 +40,21 @@ def test_tag_names() -> None:
     assert api.fallback_tag("sha512:" + "cd" * 64) == "sha512-" + "cd" * 32  # hex cut at 64, as the spec says
 
 
-def test_next_link_parsed() -> None:
-    link = '</v2/a/referrers/sha256:00?n=2&last=x>; rel="next"'
-    m = api._NEXT.search(link)
-    assert m is not None
-    assert m.group(1) == "/v2/a/referrers/sha256:00?n=2&last=x"
-    assert api._NEXT.search('</v2/a?x>; rel="prev"') is None
+@pytest.mark.parametrize(
+    ("header", "target"),
+    [
+        ('</v2/a/referrers/sha256:00?n=2&last=x>; rel="next"', "/v2/a/referrers/sha256:00?n=2&last=x"),
+        ("<https://r.example/v2/a/tags/list?n=2&last=b>;rel=next", "https://r.example/v2/a/tags/list?n=2&last=b"),
+        ('</v2/a?p=2>; title="more"; rel="next"', "/v2/a?p=2"),  # RFC 8288: parameters in any order
+        ('</v2/a?p=1>; rel="prev", </v2/a?p=3>; REL="next"', "/v2/a?p=3"),
+        ('</v2/a?x>; rel="prev"', None),
+        ('</v2/a?x>; rel="nextpage"', None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_next_link_parsed(header: str | None, target: str | None) -> None:
+    assert next_link(header) == target
 
 
 def layer(media_type: str) -> dict[str, Any]:

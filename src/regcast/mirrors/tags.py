@@ -14,26 +14,18 @@ something else and must neither join nor be joined by a walk.
 from __future__ import annotations
 
 import json
-import re
 from urllib.parse import urljoin
 
 from regcast._exceptions import ProtocolViolation
 from regcast.registry._transport import read_capped, response_error, translate_errors
 from regcast.registry.auth import scope
-from regcast.registry.client import RegistryClient, with_query
+from regcast.registry.client import RegistryClient, next_link, with_query
 from regcast.registry.guards import check_followed_url
 from regcast.registry.reference import validate_repository
 
 PAGE_SIZE = 1000
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 MAX_PAGES = 10_000
-_NEXT = re.compile(r"<([^>]+)>\s*;[^,]*\brel=\"?next\"?", re.IGNORECASE)
-
-
-def next_link(header: str | None) -> str | None:
-    """The ``rel="next"`` target of a ``Link`` header, if any."""
-    m = _NEXT.search(header or "")
-    return m.group(1) if m else None
 
 
 async def list_tags(client: RegistryClient, repository: str, page_size: int = PAGE_SIZE) -> list[str]:

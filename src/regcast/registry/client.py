@@ -55,6 +55,16 @@ _KEPT = "[A-Za-z0-9_.~:/+-]|" + "|".join(
 _ENCODED_QUERY = re.compile(f"(?:{_KEPT})+=(?:{_KEPT})*(?:&(?:{_KEPT})+=(?:{_KEPT})*)*")
 
 
+# RFC 8288: the target, then parameters in any order; ``rel`` quoted or not (``rel=next``), not ``nextpage``.
+_NEXT = re.compile(r'<([^>]+)>\s*;[^,]*?\brel\s*=\s*"?next"?(?=[\s;,"]|$)', re.IGNORECASE)
+
+
+def next_link(header: str | None) -> str | None:
+    """The ``rel="next"`` target of a ``Link`` header (tag lists, referrers pages), relative or absolute."""
+    m = _NEXT.search(header or "")
+    return m.group(1) if m else None
+
+
 def with_query(url: str, **params: str) -> str:
     """``url`` with ``params`` added, keeping the query it already has (distribution's ``_state``).
 
@@ -345,4 +355,4 @@ def describe(exc: BaseException) -> str:
     return printable(str(exc) or type(exc).__name__)
 
 
-__all__ = ["Body", "ClientOptions", "RegistryClient", "RequestObserver", "describe", "with_query"]
+__all__ = ["Body", "ClientOptions", "RegistryClient", "RequestObserver", "describe", "next_link", "with_query"]

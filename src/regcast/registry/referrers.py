@@ -15,7 +15,6 @@ there). The copy logic that uses these lives in ``transfer/referrers.py``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ from regcast._exceptions import ContentError, ManifestTooLarge, RegcastError, Un
 from regcast.registry import mediatypes as mt
 from regcast.registry._transport import read_capped, response_error, translate_errors
 from regcast.registry.auth import scope
-from regcast.registry.client import RegistryClient, with_query
+from regcast.registry.client import RegistryClient, next_link, with_query
 from regcast.registry.digest import announced_digest, validate_digest
 from regcast.registry.guards import check_followed_url
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
@@ -42,7 +41,6 @@ NO_API = frozenset({400, 404, 405, 501})
 # Of those, the answers that say "this registry has no such route", remembered for the pool entry
 # (``memo.py``); a 400 may be about this one request (a filter it refuses): it is not.
 NO_ROUTE = frozenset({404, 405, 501})
-_NEXT = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?', re.IGNORECASE)
 
 
 def fallback_tag(digest: str) -> str:
@@ -128,12 +126,12 @@ async def list_referrers(
             found.extend(_descriptors(raw, client.name, f"referrers list of {digest}"))
             applied = {f.strip() for f in resp.headers.get("OCI-Filters-Applied", "").split(",")}
             filtered = filtered and "artifactType" in applied
-            link = _NEXT.search(resp.headers.get("Link", ""))
+            link = next_link(resp.headers.get("Link"))
         finally:
             resp.release()
         if link is None:
             break
-        url = check_followed_url(urljoin(url, link.group(1)), came_from=url, registry=client.name, what="Link")
+        url = check_followed_url(urljoin(url, link), came_from=url, registry=client.name, what="Link")
     return Listing(found, filtered and bool(artifact_type))
 
 
@@ -156,7 +154,7 @@ async def _tag_names(client: RegistryClient, repository: str, url: str) -> froze
     try:
         if resp.status in (401, 403):  # this credential may pull but not list (ECR without ListImages)
             client.memo.note_tag_list_refused(repository)
-        if resp.status != 200 or _NEXT.search(resp.headers.get("Link", "")):
+        if resp.status != 200 or next_link(resp.headers.get("Link")):
             return None
         with translate_errors(client.name, "GET", url):
             raw = await read_capped(resp, MAX_TAG_LIST_BYTES)

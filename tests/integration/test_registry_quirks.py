@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import email.utils
+import logging
 import os
+import re
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -145,4 +149,33 @@ def test_uploads_answered_200_instead_of_201_or_202(
     assert result.ok, result.targets[0].error
     assert p.events["PUT 200"] == len(img.blobs)
     assert p.events["PATCH 200"] == (len(img.blobs) if strategy == "chunked" else 0)
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_retry_after_is_honoured_in_seconds_or_as_a_date(
+    status: int,
+    form: str,
+    faults: list[FaultProxy],
+    repo: str,
+    src_reg: RegistryServer,
+    open_reg: RegistryServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 429, or a 503 of a registry in maintenance, says when to come back: that is the wait (not the backoff)."""
+    images.image().push(src_reg.http(), repo, "v1")
+
+    def two_seconds_from_now() -> str:
+        return email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
+
+    retry_after = "2" if form == "seconds" else two_seconds_from_now
+    p = quirk(faults, src_reg, "not_now", count=FAST_RETRY.attempts - 1, status=status, retry_after=retry_after)
+    with caplog.at_level(logging.INFO, logger="regcast"):
+        result = copy(via(p), repo, [target(open_reg, repo, "v1")])
+    assert result.ok, result.targets[0].error
+    assert p.events["not_now"] == FAST_RETRY.attempts - 1
+    waits = [float(m.group(1)) for m in re.finditer(rf"answered {status}; retry \d+ in ([\d.]+)s", caplog.text)]
+    assert len(waits) == FAST_RETRY.attempts - 1
+    assert all(0.5 <= w <= 2.0 for w in waits), waits  # an HTTP date has whole seconds: 1 to 2 s from now
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")

@@ -10,6 +10,9 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
 - ``stall_blob``: the first ``params["count"]`` blob GETs send their headers and half the body, then nothing;
 - ``stall_manifest``: every manifest GET waits forever before answering;
 - ``short_blob``: every blob GET answers a clean 200 with a body one byte short (its Content-Length too);
+- ``not_now``: the first ``params["count"]`` manifest GETs answer ``params["status"]`` with
+  ``Retry-After: params["retry_after"]`` (seconds or an HTTP date);
+- ``no_head``: manifest HEADs answer 405 (a registry or gateway without HEAD);
 - ``upload_200``: every blob upload PATCH and PUT that succeeded answers 200 (the spec says 202, 201).
 """
 
@@ -42,6 +45,17 @@ class QuirkProxy(FaultProxy):
         await self._stopping.wait()
 
     async def _fault_before(self, request: web.Request) -> web.StreamResponse | None:
+        manifest_get = request.method == "GET" and "/manifests/" in request.path
+        if self.scenario == "not_now" and manifest_get and self.events["not_now"] < self.params["count"]:
+            self.events["not_now"] += 1
+            retry_after = self.params["retry_after"]
+            when = retry_after() if callable(retry_after) else retry_after
+            return web.Response(
+                status=self.params["status"], text="<html>not now</html>", headers={"Retry-After": when}
+            )
+        if self.scenario == "no_head" and request.method == "HEAD" and "/manifests/" in request.path:
+            self.events["head_refused"] += 1
+            return web.Response(status=405)
         if self.scenario == "stall_manifest" and request.method == "GET" and "/manifests/" in request.path:
             self.events["stalled"] += 1
             await self._stall()

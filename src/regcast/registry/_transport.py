@@ -26,6 +26,9 @@ from regcast.registry.redact import printable, redact_text, redact_url
 from regcast.registry.tls import aiohttp
 
 MAX_ERROR_BODY = 1024 * 1024
+# Answers whose Retry-After says when to come back: 429, and 503 (RFC 9110: how long the service is
+# expected to be unavailable, e.g. a registry in maintenance or its read-only window)
+RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 def _classify(exc: BaseException) -> tuple[Failure, str]:
@@ -138,7 +141,7 @@ async def response_error(
     detail = f"{code}: {message}" if code else printable(resp.reason or "", 60)
     text = redact_text(f"registry {registry}: {what}: {method} {url} answered {status} {detail}".rstrip(), secrets)
     kind = _BY_STATUS.get(status, RegistryResponseError)
-    retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status == 429 else None
+    retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status in RETRY_AFTER_STATUSES else None
     return kind(text, registry=registry, status=status, code=code, method=method, url=url, retry_after=retry_after)
 
 
@@ -151,7 +154,7 @@ def status_error(resp: aiohttp.ClientResponse, registry: str) -> RegistryRespons
     if status < 400:
         return None
     kind = _BY_STATUS.get(status, RegistryResponseError)
-    retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status == 429 else None
+    retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status in RETRY_AFTER_STATUSES else None
     url = redact_url(str(resp.url))
     return kind(
         f"registry {registry}: {resp.method} {url} answered {status}",

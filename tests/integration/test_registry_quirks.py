@@ -179,3 +179,17 @@ def test_retry_after_is_honoured_in_seconds_or_as_a_date(
     assert len(waits) == FAST_RETRY.attempts - 1
     assert all(0.5 <= w <= 2.0 for w in waits), waits  # an HTTP date has whole seconds: 1 to 2 s from now
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_a_registry_without_manifest_head_is_asked_with_get(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    images.image().push(src_reg.http(), repo, "v1")
+    p = quirk(faults, open_reg, "no_head")
+    for attempt in range(2):
+        dest = Target("t", RegistryRepository(via(p), repo), "v1")
+        result = copy(client_for(src_reg), repo, [dest])
+        assert result.ok, result.targets[0].error
+        assert result.targets[0].manifests_pushed == (0 if attempt else 1)  # the second copy found it there
+    assert p.events["head_refused"] >= 2
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")

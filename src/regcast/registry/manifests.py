@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from regcast.registry.client import RegistryClient
 
 PARSE_ON_LOOP_MAX = 256 * 1024  # larger manifests are hashed and parsed in a thread
+NO_HEAD = frozenset({405, 501})  # a manifest HEAD the registry does not route
 
 
 async def manifest_url(client: RegistryClient, repository: str, ref: str) -> str:
@@ -110,14 +111,17 @@ async def _head_manifest(client: RegistryClient, repository: str, ref: str) -> s
     try:
         if resp.status == 404:
             return None
-        if resp.status != 200:
+        if resp.status in NO_HEAD:
+            digest = None  # a registry (or gateway) that takes no HEAD: asked with GET below
+        elif resp.status != 200:
             raise await response_error(resp, client.name, f"checking manifest {repository}:{ref}")
-        digest = announced_digest(resp.headers.get("Docker-Content-Digest"))
+        else:
+            digest = announced_digest(resp.headers.get("Docker-Content-Digest"))
     finally:
         resp.release()
     if digest:
         return digest
-    try:  # older registries: no (or a malformed) digest header on HEAD, so hash the bytes
+    try:  # older registries: no HEAD, or no (or a malformed) digest header on it: hash the bytes
         return (await client.get_manifest(repository, ref)).digest
     except NotFound:
         return None

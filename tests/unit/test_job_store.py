@@ -210,3 +210,36 @@ def test_a_claim_reads_its_jobs_from_the_update_not_again(store: JobStore) -> No
     assert claimed[0].claim_generation == 1
     assert claimed[0].running_at is not None
     assert claimed[0].running_at.tzinfo is not None
+
+
+def test_a_job_path_sends_statements_built_once(store: JobStore) -> None:
+    """Issue 17 (a job's own CPU): create, claim, progress, finish and the status read send the same
+    statement objects job after job (their cache keys kept), with the values as parameters."""
+
+    def one_job(digest: str | None) -> list[int]:
+        sent: list[int] = []
+
+        def seen(_conn: object, clause: object, *_: object) -> None:
+            sent.append(id(clause))
+
+        event.listen(store.engine, "before_execute", seen)
+        try:
+            job = store.create({"n": digest}, None, TARGETS)
+            [rec] = store.claim("w1", 2)
+            claim = Claim(job, "w1", rec.claim_generation)
+            update = TargetUpdate(0, TargetState.RUNNING, 1, 10, 1, None)
+            assert store.save_progress(claim, [update], digest) == (True, False)
+            assert store.finish(claim, JobState.FINISHED, None, [update], digest)
+            assert store.get(job) is not None
+            assert store.claim("w1", 2) == []
+        finally:
+            event.remove(store.engine, "before_execute", seen)
+        return sent
+
+    for digest in (None, "sha256:" + "c" * 64):
+        first, second = one_job(digest), one_job(digest)
+        assert len(first) >= 8
+        assert first == second
+    done = store.list_jobs(JobState.FINISHED)[0]
+    assert [j.source_digest for j in done] == ["sha256:" + "c" * 64, "sha256:" + "c" * 64, None, None]
+    assert all(j.worker_id is None and j.finished_at is not None for j in done)

@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Update
 
 from regcast.jobs._core import StoreCore
 from regcast.jobs._db import as_utc, utcnow
 from regcast.jobs._rows import job_records, target_values
-from regcast.jobs.models import JobState, job_targets, jobs, workers
+from regcast.jobs.models import JobState, job_targets, jobs
 from regcast.jobs.records import Claim, JobRecord, TargetUpdate
 from regcast.jobs.store_ops import requeue_targets, settle_targets
 
@@ -55,40 +55,20 @@ def _write_targets(conn: Connection, job_id: str, updates: Sequence[TargetUpdate
     )
 
 
+def _held(claim: Claim) -> dict[str, Any]:
+    """The parameters that fence a statement of ``Statements`` to this claim."""
+    return {"job_id": claim.job_id, "generation": claim.generation}
+
+
 class Claims(StoreCore):
     def claim(self, worker_id: str, limit: int = 1) -> list[JobRecord]:
         """Atomically take up to ``limit`` of the oldest claimable QUEUED jobs for a registered worker."""
-        now = self.clock.now()
-        candidates = (
-            select(jobs.c.id)
-            .where(jobs.c.state == JobState.QUEUED.value)
-            .where(or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))
-            .where(select(workers.c.id).where(workers.c.id == worker_id).exists())
-            .order_by(jobs.c.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .cte("claimable")
-        )
-        if self.postgres:  # evaluated once: a rescanned LIMIT ... SKIP LOCKED subquery can return more rows
-            candidates = candidates.prefix_with("MATERIALIZED")
-        stmt = (
-            update(jobs)
-            .where(jobs.c.id.in_(select(candidates.c.id)), jobs.c.state == JobState.QUEUED.value)
-            .values(
-                state=JobState.RUNNING.value,
-                worker_id=worker_id,
-                heartbeat_at=now,
-                running_at=now,
-                updated_at=utcnow(),
-                not_before=None,
-                attempts=jobs.c.attempts + 1,
-                claim_generation=jobs.c.claim_generation + 1,
-            )
-            .returning(*jobs.c)  # the claimed rows as written: no SELECT of them again (issue 17)
-        )
+        now = utcnow()
+        params = {"claimer": worker_id, "limit": limit, "updated": now, "now": now}
         with self._tx() as conn:
-            rows = sorted(conn.execute(stmt).all(), key=lambda r: (as_utc(r.created_at), r.id))  # oldest first
-            return job_records(conn, rows) if rows else []
+            # oldest first, as the candidates' ORDER BY (RETURNING keeps no order)
+            rows = sorted(conn.execute(self.sql.claim, params).all(), key=lambda r: (as_utc(r.created_at), r.id))
+            return job_records(conn, rows, self.sql) if rows else []
 
     @staticmethod
     def _fenced(conn: Connection, claim: Claim, **values: Any) -> bool:
@@ -103,11 +83,13 @@ class Claims(StoreCore):
         ``updates`` need only hold the targets that changed since the last save (the worker keeps
         what it wrote): an unchanged target costs no statement.
         """
-        values: dict[str, Any] = {"heartbeat_at": self.clock.now()}
+        now = utcnow()
+        params = {**_held(claim), "claimer": claim.worker_id, "updated": now, "now": now}
+        stmt = self.sql.progress
         if source_digest:
-            values["source_digest"] = source_digest
+            stmt, params["digest"] = self.sql.progress_digest, source_digest
         with self._tx() as conn:
-            held = conn.execute(_fenced_update(claim, **values).returning(jobs.c.cancel_requested)).first()
+            held = conn.execute(stmt, params).first()
             if held is None:
                 return False, False
             _write_targets(conn, claim.job_id, updates)
@@ -123,9 +105,12 @@ class Claims(StoreCore):
     ) -> bool:
         """Final state and the targets' last progress, in one transaction (so it is all or nothing)."""
         now = utcnow()
-        extra = {"source_digest": source_digest} if source_digest else {}
+        params = {**_held(claim), "new_state": state.value, "updated": now, "finished": now, "err": error}
+        stmt = self.sql.finish
+        if source_digest:
+            stmt, params["digest"] = self.sql.finish_digest, source_digest
         with self._tx() as conn:
-            if not self._fenced(conn, claim, state=state.value, finished_at=now, error=error, **extra):
+            if conn.execute(stmt, params).rowcount != 1:
                 return False
             _write_targets(conn, claim.job_id, updates)
             settle_targets(conn, [claim.job_id], state, error, now)

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from regcast.jobs._db import Clock, Database, Watchdog, make_engine
+from regcast.jobs._statements import Statements
 
 CHANNEL = "regcast_jobs"  # PostgreSQL NOTIFY channel: a job became claimable
 
@@ -28,6 +29,7 @@ class StoreCore:
         self.db = Database(self.engine, self._watchdog, timeout)  # shared with the mirror store
         self.postgres = self.engine.dialect.name == "postgresql"
         self.clock = Clock(self.postgres)
+        self.sql = Statements.build(self.postgres)  # the job path's statements, built once
 
     def close(self) -> None:
         self.engine.dispose()

@@ -10,11 +10,11 @@ import enum
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.engine import Connection, Row
 
 from regcast.jobs._db import as_utc
-from regcast.jobs.models import JobState, job_targets, jobs
+from regcast.jobs._statements import Statements
+from regcast.jobs.models import JobState
 from regcast.jobs.records import JobRecord, TargetRecord, TargetUpdate
 from regcast.transfer.progress import TargetState
 
@@ -102,20 +102,16 @@ def target_values(u: TargetUpdate) -> dict[str, Any]:
     }
 
 
-def job_records(conn: Connection, rows: Sequence[Row[Any]]) -> list[JobRecord]:
+def job_records(conn: Connection, rows: Sequence[Row[Any]], sql: Statements) -> list[JobRecord]:
     """Records of these ``jobs`` rows, in their order, with their targets (one query for all)."""
     ids = [r._mapping["id"] for r in rows]
     targets: dict[str, list[TargetRecord]] = {i: [] for i in ids}
     if ids:
-        found = conn.execute(
-            select(job_targets).where(job_targets.c.job_id.in_(ids)).order_by(job_targets.c.job_id, job_targets.c.idx)
-        )
-        for r in found:
+        for r in conn.execute(sql.targets_of, {"ids": ids}):
             targets[r._mapping["job_id"]].append(target_record(r))
     return [job_record(r, targets[r._mapping["id"]]) for r in rows]
 
 
-def get_jobs(conn: Connection, ids: list[str]) -> list[JobRecord]:
+def get_jobs(conn: Connection, ids: list[str], sql: Statements) -> list[JobRecord]:
     """The records of these jobs, oldest first (absent ids left out)."""
-    rows = conn.execute(select(jobs).where(jobs.c.id.in_(ids)).order_by(jobs.c.created_at, jobs.c.id)).all()
-    return job_records(conn, rows)
+    return job_records(conn, conn.execute(sql.jobs_by_id, {"ids": ids}).all(), sql)

@@ -17,7 +17,7 @@ import uuid
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import and_, func, insert, inspect, or_, select, text, true, update
+from sqlalchemy import and_, func, inspect, or_, select, text, true, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from regcast.jobs._claims import Claims
@@ -101,7 +101,7 @@ class JobStore(Claims, WorkerRows, OpsQueries):
     # -- reading ---------------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord | None:
         with self._tx() as conn:
-            found = get_jobs(conn, [job_id])
+            found = get_jobs(conn, [job_id], self.sql)
         return found[0] if found else None
 
     def list_jobs(
@@ -132,7 +132,7 @@ class JobStore(Claims, WorkerRows, OpsQueries):
             rows = conn.execute(
                 select(jobs).where(cond).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)
             ).all()
-            return job_records(conn, rows), int(total)
+            return job_records(conn, rows, self.sql), int(total)
 
     @staticmethod
     def is_final(state: JobState | str) -> bool:
@@ -144,21 +144,22 @@ class JobStore(Claims, WorkerRows, OpsQueries):
         now = utcnow()
         with self._tx() as conn:
             conn.execute(
-                insert(jobs).values(
-                    id=job_id,
-                    state=JobState.QUEUED.value,
-                    created_at=now,
-                    started_at=now,
-                    updated_at=now,
-                    request=request,
-                    secrets=sealed,
-                    attempts=0,
-                    cancel_requested=False,
-                )
+                self.sql.insert_job,
+                {
+                    "id": job_id,
+                    "state": JobState.QUEUED.value,
+                    "created_at": now,
+                    "started_at": now,
+                    "updated_at": now,
+                    "request": request,
+                    "secrets": sealed,
+                    "attempts": 0,
+                    "cancel_requested": False,
+                },
             )
             if targets:  # an empty list would make SQLAlchemy run one bare INSERT
                 conn.execute(
-                    insert(job_targets),
+                    self.sql.insert_targets,
                     [
                         {
                             "job_id": job_id,
@@ -191,5 +192,5 @@ class JobStore(Claims, WorkerRows, OpsQueries):
                 .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING.value)
                 .values(cancel_requested=True, updated_at=now)
             )
-            found = get_jobs(conn, [job_id])
+            found = get_jobs(conn, [job_id], self.sql)
         return found[0] if found else None

@@ -75,7 +75,7 @@ class OpsQueries(StoreCore):
                 )
             )
             self._notify(conn)
-            found = get_jobs(conn, [job_id])
+            found = get_jobs(conn, [job_id], self.sql)
         return found[0] if found else None
 
     def purge_finished(self, older_than: dt.timedelta) -> int:

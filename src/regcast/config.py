@@ -1,66 +1,92 @@
-"""Settings: built once from flags and ``REGCAST_*`` environment variables (flags win), then passed down."""
+"""Settings: built once from flags and ``REGCAST_*`` environment variables (flags win), then passed down.
+
+``Settings`` is the one declaration of every knob: type, default, bounds (``knob``) and the checks of
+``__post_init__``. ``config_source.py`` reads the environment into it; pydantic validates only what is
+not plainly valid there (a copy's start-up does not import it: issue 17, docs/decisions.md "Start-up").
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import logging
-import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import Field, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from regcast._exceptions import ConfigError
-from regcast.registry.client import ClientOptions
-from regcast.registry.guards import OutboundPolicy
-from regcast.registry.retry import RetryPolicy
 from regcast.registry.session import READ_CHUNK
-from regcast.transfer.engine import TransferOptions
-from regcast.transfer.plan import GraphLimits
 
-log = logging.getLogger("regcast")
-SERVICE_LINK = re.compile(r"^(tcp|udp|sctp)://", re.IGNORECASE)
+if TYPE_CHECKING:
+    from regcast.registry.client import ClientOptions
+    from regcast.registry.guards import OutboundPolicy
+    from regcast.registry.retry import RetryPolicy
+    from regcast.transfer.engine import TransferOptions
+
+T = TypeVar("T")
 
 
-class Settings(BaseSettings):
-    """Every knob of regcast. Unknown ``REGCAST_*`` variables are ignored."""
+class Bounds(NamedTuple):
+    """A numeric knob's range (pydantic's ``ge``/``gt``/``le``), kept in the field's metadata."""
 
-    model_config = SettingsConfigDict(env_prefix="REGCAST_", extra="ignore", frozen=True)
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+
+    def holds(self, v: float) -> bool:
+        return (
+            (self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt) and (self.le is None or v <= self.le)
+        )
+
+
+def knob(
+    default: T, *, ge: float | None = None, gt: float | None = None, le: float | None = None, secret: bool = False
+) -> T:
+    """A setting's default and bounds; ``secret`` keeps it out of ``repr``."""
+    field: Any = dataclasses.field(default=default, repr=not secret, metadata={"bounds": Bounds(ge, gt, le)})
+    return field  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every knob of regcast (``REGCAST_<NAME>``; unknown ``REGCAST_*`` variables are ignored).
+
+    Built by ``load_settings`` from the environment; built directly it holds its arguments, checked by
+    ``__post_init__`` but not converted (tests and ``dataclasses.replace``).
+    """
 
     host: str = "127.0.0.1"
-    port: int = Field(5001, ge=1, le=65535)
+    port: int = knob(5001, ge=1, le=65535)
     database_url: str = "sqlite:///regcast.db"
-    secret_key: str | None = Field(None, repr=False)
+    secret_key: str | None = knob(None, secret=True)
     secret_key_file: str | None = None  # the key in a file (a mounted secret), as REGCAST_API_TOKENS_FILE
     ca_bundle: str | None = None
 
     # transfer
-    blobs_in_flight: int = Field(4, ge=1, le=64)
-    connections_per_registry: int = Field(16, ge=1, le=256)
-    chunk_size: int = Field(READ_CHUNK, ge=16 * 1024, le=64 * 1024 * 1024)
-    queue_depth: int = Field(8, ge=1, le=256)
-    detach_after: float = Field(1.0, ge=0)  # lagging this long leaves the shared stream (0: never); decisions.md
+    blobs_in_flight: int = knob(4, ge=1, le=64)
+    connections_per_registry: int = knob(16, ge=1, le=256)
+    chunk_size: int = knob(READ_CHUNK, ge=16 * 1024, le=64 * 1024 * 1024)
+    queue_depth: int = knob(8, ge=1, le=256)
+    detach_after: float = knob(1.0, ge=0)  # lagging this long leaves the shared stream (0: never); decisions.md
     spool_dir: str | None = None  # detached targets read a blob's on-disk copy here, not the source again
-    spool_max_bytes: int = Field(1024**3, ge=0)  # spool files at once; a blob that does not fit is re-read
-    connect_timeout: float = Field(20.0, gt=0)
-    read_timeout: float = Field(120.0, gt=0)
-    request_timeout: float = Field(60.0, gt=0)
+    spool_max_bytes: int = knob(1024**3, ge=0)  # spool files at once; a blob that does not fit is re-read
+    connect_timeout: float = knob(20.0, gt=0)
+    read_timeout: float = knob(120.0, gt=0)
+    request_timeout: float = knob(60.0, gt=0)
 
     # requests: retries of one request (connection errors, 408/429/5xx), Retry-After honoured up to a cap
-    request_retries: int = Field(5, ge=1, le=50)
-    request_backoff: float = Field(0.5, ge=0)
-    request_backoff_max: float = Field(20.0, ge=0)
-    request_retry_max_seconds: float = Field(300.0, ge=0)
-    retry_after_max: float = Field(120.0, ge=0)
+    request_retries: int = knob(5, ge=1, le=50)
+    request_backoff: float = knob(0.5, ge=0)
+    request_backoff_max: float = knob(20.0, ge=0)
+    request_retry_max_seconds: float = knob(300.0, ge=0)
+    retry_after_max: float = knob(120.0, ge=0)
 
     # uploads: auto learns from refusals; chunk caps per registry host (GHCR refuses PATCH bodies over 4 MiB)
     upload_strategy: Literal["auto", "monolithic", "chunked"] = "auto"
-    chunk_cap: int | None = Field(None, ge=1024 * 1024)
-    chunk_caps: dict[str, int] = Field(default_factory=lambda: {"ghcr.io": 4 * 1024 * 1024})
+    chunk_cap: int | None = knob(None, ge=1024 * 1024)
+    chunk_caps: dict[str, int] = dataclasses.field(default_factory=lambda: {"ghcr.io": 4 * 1024 * 1024})
 
     # security
-    api_tokens: str = Field("", repr=False)  # comma-separated bearer tokens; turns API auth on
+    api_tokens: str = knob("", secret=True)  # comma-separated bearer tokens; turns API auth on
     api_tokens_file: str | None = None  # one token per line
     allow_unauthenticated: bool = False  # listen beyond loopback without API tokens
     allowed_registries: str = ""  # comma-separated glob patterns of host[:port]; empty = any
@@ -72,80 +98,59 @@ class Settings(BaseSettings):
 
     # streams: an upload whose target reads nothing this long is cut off (that target alone, retried); a
     # download under min_throughput bytes/s over the same window is cut and resumed
-    progress_timeout: float = Field(120.0, gt=0)
-    known_blob_seconds: float = Field(30.0, ge=0)  # a blob this process confirmed is trusted without a HEAD
-    min_throughput: int = Field(1024, ge=0)
+    progress_timeout: float = knob(120.0, gt=0)
+    known_blob_seconds: float = knob(30.0, ge=0)  # a blob this process confirmed is trusted without a HEAD
+    min_throughput: int = knob(1024, ge=0)
 
     # one source graph (a hostile source cannot grow memory without bound)
-    max_graph_manifest_bytes: int = Field(64 * 1024 * 1024, ge=4 * 1024 * 1024)
-    max_graph_children: int = Field(1000, ge=1)
-    max_graph_blobs: int = Field(10_000, ge=1)
+    max_graph_manifest_bytes: int = knob(64 * 1024 * 1024, ge=4 * 1024 * 1024)
+    max_graph_children: int = knob(1000, ge=1)
+    max_graph_blobs: int = knob(10_000, ge=1)
 
     # service
-    jobs_in_flight: int = Field(4, ge=1, le=256)
-    max_targets: int = Field(100, ge=1, le=10_000)
-    max_body_bytes: int = Field(1024 * 1024, ge=1024)
-    poll_interval: float = Field(1.0, gt=0)
-    heartbeat_interval: float = Field(2.0, gt=0)
-    stale_after: float = Field(10.0, gt=0)  # a worker silent this long (database clock) is dead
-    db_timeout: float = Field(5.0, gt=0)  # bound on every database call (frozen database included)
-    shutdown_grace: float = Field(20.0, ge=0)  # how long a stopping worker keeps retrying final writes
-    health_port: int = Field(5002, ge=0, le=65535)  # `regcast worker`'s /healthz, /readyz (0: off)
-    max_attempts: int = Field(3, ge=1, le=100)
-    retry_backoff: float = Field(2.0, ge=0)
+    jobs_in_flight: int = knob(4, ge=1, le=256)
+    max_targets: int = knob(100, ge=1, le=10_000)
+    max_body_bytes: int = knob(1024 * 1024, ge=1024)
+    poll_interval: float = knob(1.0, gt=0)
+    heartbeat_interval: float = knob(2.0, gt=0)
+    stale_after: float = knob(10.0, gt=0)  # a worker silent this long (database clock) is dead
+    db_timeout: float = knob(5.0, gt=0)  # bound on every database call (frozen database included)
+    shutdown_grace: float = knob(20.0, ge=0)  # how long a stopping worker keeps retrying final writes
+    health_port: int = knob(5002, ge=0, le=65535)  # `regcast worker`'s /healthz, /readyz (0: off)
+    max_attempts: int = knob(3, ge=1, le=100)
+    retry_backoff: float = knob(2.0, ge=0)
 
     # operations (ops/): metrics, logs, notifications, retention, progress lines
     metrics_public: bool = False  # /metrics without a bearer token (scrapers on a trusted network)
     log_format: Literal["text", "json"] = "text"
-    notify_url: str | None = Field(None, repr=False)  # service-wide webhook: every job's end is POSTed here
-    notify_secret: str | None = Field(None, repr=False)
+    notify_url: str | None = knob(None, secret=True)  # service-wide webhook: every job's end is POSTed here
+    notify_secret: str | None = knob(None, secret=True)
     notify_events: str = "finished,failed,cancelled"
-    notify_attempts: int = Field(5, ge=1, le=50)
-    notify_backoff: float = Field(1.0, ge=0)
-    notify_timeout: float = Field(10.0, gt=0)
+    notify_attempts: int = knob(5, ge=1, le=50)
+    notify_backoff: float = knob(1.0, ge=0)
+    notify_timeout: float = knob(10.0, gt=0)
     job_retention: str = "30d"  # finished jobs older than this are deleted; 0 keeps them forever
-    progress_interval: float = Field(10.0, gt=0)  # seconds between progress lines when not on a terminal
+    progress_interval: float = knob(10.0, gt=0)  # seconds between progress lines when not on a terminal
 
-    @field_validator("job_retention")
-    @classmethod
-    def _retention(cls, v: str) -> str:
-        parse_duration(v)
-        return v
-
-    @field_validator("port", "health_port", mode="before")
-    @classmethod
-    def _not_a_service_link(cls, v: Any, info: ValidationInfo) -> Any:
-        """Kubernetes sets ``REGCAST_PORT=tcp://10.96.0.12:5001`` for a Service named regcast: not ours."""
-        if isinstance(v, str) and SERVICE_LINK.match(v.strip()):
-            default = cls.model_fields[info.field_name or "port"].default
-            log.warning(
-                "ignoring REGCAST_%s=%s: a Kubernetes service link, not a port; using %s",
-                (info.field_name or "port").upper(),
-                v,
-                default,
-            )
-            return default
-        return v
-
-    @model_validator(mode="after")
-    def _liveness(self) -> Settings:
+    def __post_init__(self) -> None:
+        """The checks no type or bound says; a ``postgres://`` URL in SQLAlchemy's form (psycopg 3)."""
+        try:
+            parse_duration(self.job_retention)
+        except ValueError as exc:
+            raise ValueError(f"job_retention: {exc}") from None
         if self.stale_after < 2 * self.heartbeat_interval:
             raise ValueError("stale_after must be at least twice heartbeat_interval")
-        return self
+        url = self.database_url
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://") :]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        object.__setattr__(self, "database_url", url)  # frozen: set once, here
 
     def retention(self) -> dt.timedelta | None:
         """REGCAST_JOB_RETENTION as a duration; None means keep forever."""
         seconds = parse_duration(self.job_retention)
         return dt.timedelta(seconds=seconds) if seconds else None
-
-    @field_validator("database_url")
-    @classmethod
-    def _normalise_db(cls, v: str) -> str:
-        if v.startswith("postgres://"):
-            v = "postgresql://" + v[len("postgres://") :]
-        if v.startswith("postgresql://"):
-            v = "postgresql+psycopg://" + v[len("postgresql://") :]
-        return v
 
     def tokens(self) -> tuple[str, ...]:
         """API bearer tokens from REGCAST_API_TOKENS and REGCAST_API_TOKENS_FILE."""
@@ -177,9 +182,13 @@ class Settings(BaseSettings):
         return split_list(self.allowed_registries)
 
     def outbound_policy(self) -> OutboundPolicy:
+        from regcast.registry.guards import OutboundPolicy
+
         return OutboundPolicy(self.registry_patterns, split_list(self.allowed_auth_hosts), self.block_private)
 
     def retry_policy(self) -> RetryPolicy:
+        from regcast.registry.retry import RetryPolicy
+
         return RetryPolicy(
             attempts=self.request_retries,
             backoff=self.request_backoff,
@@ -189,6 +198,8 @@ class Settings(BaseSettings):
         )
 
     def client_options(self, verify_tls: bool = True, host: str = "") -> ClientOptions:
+        from regcast.registry.client import ClientOptions
+
         return ClientOptions(
             verify_tls=verify_tls,
             ca_bundle=self.ca_bundle,
@@ -206,6 +217,9 @@ class Settings(BaseSettings):
         )
 
     def transfer_options(self) -> TransferOptions:
+        from regcast.transfer.engine import TransferOptions
+        from regcast.transfer.plan import GraphLimits
+
         return TransferOptions(
             blobs_in_flight=self.blobs_in_flight,
             queue_depth=self.queue_depth,
@@ -252,4 +266,6 @@ def parse_duration(text: str) -> float:
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with flags (``overrides`` not None) winning."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    from regcast.config_source import read_settings
+
+    return read_settings({k: v for k, v in overrides.items() if v is not None})

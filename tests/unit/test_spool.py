@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from regcast._exceptions import DigestMismatch
-from regcast.config import Settings
+from regcast.config import load_settings
 from regcast.transfer.detach import DetachPolicy
 from regcast.transfer.engine import CopyEngine
 from regcast.transfer.fanout import Channel, broadcast
@@ -167,12 +167,12 @@ def test_a_write_error_deletes_the_file_at_once(tmp_path: Path) -> None:
 def test_the_settings_reach_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REGCAST_SPOOL_DIR", raising=False)
     monkeypatch.delenv("REGCAST_SPOOL_MAX_BYTES", raising=False)
-    engine = CopyEngine(Settings().transfer_options())
+    engine = CopyEngine(load_settings().transfer_options())
     assert not engine.spool_by_default  # off by default...
     assert engine.spool.directory == Path(tempfile.gettempdir())  # ...and in the temp dir when a job asks
     assert engine.spool.max_bytes == 1024**3
     monkeypatch.setenv("REGCAST_SPOOL_DIR", str(tmp_path / "spool"))
     monkeypatch.setenv("REGCAST_SPOOL_MAX_BYTES", "12345")
-    engine = CopyEngine(Settings().transfer_options())
+    engine = CopyEngine(load_settings().transfer_options())
     assert engine.spool_by_default
     assert engine.spool.directory == tmp_path / "spool" and engine.spool.max_bytes == 12345

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -159,13 +160,12 @@ async def _check_source(body: DistributeRequest, service: Service) -> SeedJSON |
 
 def _submit_check(settings: Settings) -> Settings:
     """The POST's existence check answers fast: few retries, short waits (the worker retries anyway)."""
-    return settings.model_copy(
-        update={
-            "read_timeout": SUBMIT_CHECK_TIMEOUT,
-            "request_retries": 2,
-            "request_retry_max_seconds": 5.0,
-            "retry_after_max": 2.0,
-        }
+    return dataclasses.replace(
+        settings,
+        read_timeout=SUBMIT_CHECK_TIMEOUT,
+        request_retries=2,
+        request_retry_max_seconds=5.0,
+        retry_after_max=2.0,
     )
 
 

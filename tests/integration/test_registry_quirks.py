@@ -193,3 +193,21 @@ def test_a_registry_without_manifest_head_is_asked_with_get(
         assert result.targets[0].manifests_pushed == (0 if attempt else 1)  # the second copy found it there
     assert p.events["head_refused"] >= 2
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_a_401_without_a_challenge_is_answered_with_the_one_of_the_ping(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, token_reg: RegistryServer
+) -> None:
+    """gcr.io: only ``GET /v2/`` names the token server; a later 401 without a challenge drops the token
+    and asks the remembered realm again."""
+    assert token_reg.token_server
+    img = images.image([os.urandom(MiB), os.urandom(1000)]).push(src_reg.http(), repo, "v1")
+    p = quirk(faults, token_reg, "gcr_401")
+    before = len(token_reg.token_server.requests)
+    result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(via(p, token_reg), repo), "v1")])
+    assert result.ok, result.targets[0].error
+    assert p.events["401"] == 1
+    pushes = [r for r in token_reg.token_server.requests[before:] if any("push" in s for s in r["scopes"])]  # type: ignore[attr-defined]
+    assert len(pushes) >= 2  # asked again after the 401
+    assert result.targets[0].blobs_uploaded == len(img.blobs)
+    assert_same_image(src_reg.http(), repo, "v1", token_reg.http(), repo, "v1")

@@ -13,6 +13,8 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
 - ``not_now``: the first ``params["count"]`` manifest GETs answer ``params["status"]`` with
   ``Retry-After: params["retry_after"]`` (seconds or an HTTP date);
 - ``no_head``: manifest HEADs answer 405 (a registry or gateway without HEAD);
+- ``gcr_401``: 401s carry no ``WWW-Authenticate`` but on ``GET /v2/`` (gcr.io), and the first upload
+  POST is refused 401 so (a token the registry stopped taking);
 - ``upload_200``: every blob upload PATCH and PUT that succeeded answers 200 (the spec says 202, 201).
 """
 
@@ -53,6 +55,10 @@ class QuirkProxy(FaultProxy):
             return web.Response(
                 status=self.params["status"], text="<html>not now</html>", headers={"Retry-After": when}
             )
+        upload_start = request.method == "POST" and "/blobs/uploads/" in request.path
+        if self.scenario == "gcr_401" and upload_start and self._once("401"):
+            self.events["401"] += 1
+            return web.json_response({"errors": [{"code": "UNAUTHORIZED", "message": "token expired"}]}, status=401)
         if self.scenario == "no_head" and request.method == "HEAD" and "/manifests/" in request.path:
             self.events["head_refused"] += 1
             return web.Response(status=405)
@@ -108,6 +114,8 @@ class QuirkProxy(FaultProxy):
         if self.scenario == "charset" and "/manifests/" in request.path and "Content-Type" in out:
             self.events["rewritten"] += 1
             out["Content-Type"] += "; charset=utf-8"
+        if self.scenario == "gcr_401" and request.path != "/v2/" and out.pop("WWW-Authenticate", None):
+            self.events["challenge_dropped"] += 1
         challenge = out.get("WWW-Authenticate", "")
         if self.scenario == "basic_and_bearer" and re.match(r"(?i)bearer ", challenge):
             self.events["rewritten"] += 1

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from regcast._exceptions import RegistryUnreachable
+from regcast._exceptions import DigestMismatch, RegistryUnreachable
 from regcast.transfer.engine import Target
 from regcast.transfer.remote import RegistryRepository
 from tests.support import images
@@ -211,3 +211,17 @@ def test_a_401_without_a_challenge_is_answered_with_the_one_of_the_ping(
     assert len(pushes) >= 2  # asked again after the 401
     assert result.targets[0].blobs_uploaded == len(img.blobs)
     assert_same_image(src_reg.http(), repo, "v1", token_reg.http(), repo, "v1")
+
+
+def test_a_tag_announcing_another_digest_than_its_bytes_fails_clearly(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """The announced digest is checked (it is what catches a manifest corrupted on its way): a mismatch is a
+    clear failure naming both digests, and nothing is pushed."""
+    img = images.image().push(src_reg.http(), repo, "v1")
+    p = quirk(faults, src_reg, "wrong_digest")
+    started = time.monotonic()
+    with pytest.raises(DigestMismatch, match=f"hash to {img.digest}, not the sha256:0000"):
+        copy(via(p), repo, [target(open_reg, repo, "v1")])
+    assert time.monotonic() - started < 30
+    assert open_reg.http().get_manifest(repo, "v1").status_code == 404

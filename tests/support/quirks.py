@@ -5,6 +5,7 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
 
 - ``bare_hex_digest``: ``Docker-Content-Digest`` without its algorithm (``<hex>``, a registry seen in the
   wild); ``upper_hex_digest``: the hex in upper case;
+- ``wrong_digest``: a manifest GET by tag announces a valid digest its bytes do not hash to;
 - ``charset``: every manifest answer's ``Content-Type`` gets ``; charset=utf-8`` appended;
 - ``basic_and_bearer``: a 401's ``WWW-Authenticate`` lists a Basic challenge before the registry's Bearer one;
 - ``stall_blob``: the first ``params["count"]`` blob GETs send their headers and half the body, then nothing;
@@ -111,6 +112,10 @@ class QuirkProxy(FaultProxy):
             self.events["rewritten"] += 1
             alg, hexpart = digest.split(":", 1)
             out["Docker-Content-Digest"] = f"{alg}:{hexpart.upper()}"
+        by_tag = "/manifests/" in request.path and "/manifests/sha256:" not in request.path
+        if digest and self.scenario == "wrong_digest" and request.method == "GET" and by_tag:
+            self.events["rewritten"] += 1
+            out["Docker-Content-Digest"] = "sha256:" + "0" * 64
         if self.scenario == "charset" and "/manifests/" in request.path and "Content-Type" in out:
             self.events["rewritten"] += 1
             out["Content-Type"] += "; charset=utf-8"

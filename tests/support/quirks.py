@@ -6,6 +6,8 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
 - ``bare_hex_digest``: ``Docker-Content-Digest`` without its algorithm (``<hex>``, a registry seen in the
   wild); ``upper_hex_digest``: the hex in upper case;
 - ``wrong_digest``: a manifest GET by tag announces a valid digest its bytes do not hash to;
+- ``reset_manifest``: the first ``params["count"]`` manifest GETs send half their body, then the
+  connection is cut;
 - ``charset``: every manifest answer's ``Content-Type`` gets ``; charset=utf-8`` appended;
 - ``basic_and_bearer``: a 401's ``WWW-Authenticate`` lists a Basic challenge before the registry's Bearer one;
 - ``stall_blob``: the first ``params["count"]`` blob GETs send their headers and half the body, then nothing;
@@ -56,6 +58,9 @@ class QuirkProxy(FaultProxy):
             return web.Response(
                 status=self.params["status"], text="<html>not now</html>", headers={"Retry-After": when}
             )
+        if self.scenario == "reset_manifest" and manifest_get and self.events["reset"] < self.params["count"]:
+            self.events["reset"] += 1  # counted before any await: concurrent GETs see it
+            return await self._cut_manifest(request)
         upload_start = request.method == "POST" and "/blobs/uploads/" in request.path
         if self.scenario == "gcr_401" and upload_start and self._once("401"):
             self.events["401"] += 1
@@ -70,6 +75,19 @@ class QuirkProxy(FaultProxy):
         if self.scenario in ("stall_blob", "short_blob") and request.method == "GET" and BLOB_GET.match(request.path):
             return await self._broken_blob(request)
         return await super()._fault_before(request)
+
+    async def _cut_manifest(self, request: web.Request) -> web.StreamResponse:
+        assert self._session
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "accept")}
+        async with self._session.get(self.upstream + request.path, headers=headers) as up:
+            data = await up.read()
+            out = {k: v for k, v in up.headers.items() if k.lower() not in ("content-length", "transfer-encoding")}
+        resp = web.StreamResponse(status=up.status, headers={**out, "Content-Length": str(len(data))})
+        await resp.prepare(request)
+        await resp.write(data[: len(data) // 2])
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
 
     async def _broken_blob(self, request: web.Request) -> web.StreamResponse | None:
         if self.scenario == "stall_blob":
@@ -119,7 +137,8 @@ class QuirkProxy(FaultProxy):
         if self.scenario == "charset" and "/manifests/" in request.path and "Content-Type" in out:
             self.events["rewritten"] += 1
             out["Content-Type"] += "; charset=utf-8"
-        if self.scenario == "gcr_401" and request.path != "/v2/" and out.pop("WWW-Authenticate", None):
+        if self.scenario == "gcr_401" and request.path != "/v2/" and "WWW-Authenticate" in out:
+            del out["WWW-Authenticate"]
             self.events["challenge_dropped"] += 1
         challenge = out.get("WWW-Authenticate", "")
         if self.scenario == "basic_and_bearer" and re.match(r"(?i)bearer ", challenge):

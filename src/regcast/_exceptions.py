@@ -16,6 +16,7 @@ the job-level target retries all ask ``is_retryable(exc)``.
     │   └── OutboundRefused          a URL or address the outbound policy refuses (SSRF guard, allow-lists)
     ├── RegistryError                anything that went wrong talking to one registry
     │   ├── RegistryUnreachable      DNS, connect, TLS, timeout, reset: no usable HTTP answer
+    │   │   └── BodyBroken           the answer began, its body broke off (the request is sent again)
     │   ├── RegistryResponseError    an HTTP answer we did not want (carries status, OCI code, method, URL)
     │   │   ├── AuthenticationFailed 401/403, or the token server refused
     │   │   ├── TokenRejected        401 on a streamed upload: the token expired mid-job (retryable)
@@ -110,6 +111,11 @@ class RegistryUnreachable(RegistryError):
     @property
     def retryable(self) -> bool:
         return self.failure not in PERMANENT_FAILURES
+
+
+class BodyBroken(RegistryUnreachable):
+    """An answer whose body broke off (reset, stalled) after its headers: the request path's retries never
+    saw it, so the reader sends the request again (``request.reading``)."""
 
 
 class RegistryResponseError(RegistryError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import os
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from regcast._exceptions import DigestMismatch, RegistryUnreachable
+from regcast.mirrors.tags import list_tags
 from regcast.transfer.engine import Target
 from regcast.transfer.remote import RegistryRepository
 from tests.support import images
@@ -225,3 +227,33 @@ def test_a_tag_announcing_another_digest_than_its_bytes_fails_clearly(
         copy(via(p), repo, [target(open_reg, repo, "v1")])
     assert time.monotonic() - started < 30
     assert open_reg.http().get_manifest(repo, "v1").status_code == 404
+
+
+def test_a_manifest_body_cut_mid_way_is_read_again(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """A reset while a manifest's body comes (the answer had begun: no request-level retry saw it) is retried
+    like any broken read: the root, by tag, and a child by digest."""
+    pairs = [(images.image([os.urandom(1000)]), {"os": "linux", "architecture": a}) for a in ("amd64", "arm64")]
+    images.index(pairs).push(src_reg.http(), repo, "v1")
+    p = quirk(faults, src_reg, "reset_manifest", count=FAST_RETRY.attempts - 1)
+    result = copy(via(p), repo, [target(open_reg, repo, "v1")])
+    assert result.ok, result.targets[0].error
+    assert p.events["reset"] == FAST_RETRY.attempts - 1
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_a_tag_list_page_cut_mid_way_is_read_again(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer
+) -> None:
+    img = images.image()
+    for tag in ("a", "b", "c"):
+        img.push(src_reg.http(), repo, tag)
+    p = quirk(faults, src_reg, "reset_tags", count=FAST_RETRY.attempts - 1)
+
+    async def listed() -> list[str]:
+        async with via(p) as client:
+            return await list_tags(client, repo, page_size=2)
+
+    assert sorted(asyncio.run(listed())) == ["a", "b", "c"]
+    assert p.events["reset"] == FAST_RETRY.attempts - 1

@@ -7,7 +7,7 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
   wild); ``upper_hex_digest``: the hex in upper case;
 - ``wrong_digest``: a manifest GET by tag announces a valid digest its bytes do not hash to;
 - ``reset_manifest``: the first ``params["count"]`` manifest GETs send half their body, then the
-  connection is cut;
+  connection is cut; ``reset_tags``: the same for tag list pages;
 - ``charset``: every manifest answer's ``Content-Type`` gets ``; charset=utf-8`` appended;
 - ``basic_and_bearer``: a 401's ``WWW-Authenticate`` lists a Basic challenge before the registry's Bearer one;
 - ``stall_blob``: the first ``params["count"]`` blob GETs send their headers and half the body, then nothing;
@@ -58,7 +58,9 @@ class QuirkProxy(FaultProxy):
             return web.Response(
                 status=self.params["status"], text="<html>not now</html>", headers={"Retry-After": when}
             )
-        if self.scenario == "reset_manifest" and manifest_get and self.events["reset"] < self.params["count"]:
+        tags_get = request.method == "GET" and request.path.endswith("/tags/list")
+        cut = manifest_get if self.scenario == "reset_manifest" else tags_get and self.scenario == "reset_tags"
+        if cut and self.events["reset"] < self.params["count"]:
             self.events["reset"] += 1  # counted before any await: concurrent GETs see it
             return await self._cut_manifest(request)
         upload_start = request.method == "POST" and "/blobs/uploads/" in request.path
@@ -79,7 +81,7 @@ class QuirkProxy(FaultProxy):
     async def _cut_manifest(self, request: web.Request) -> web.StreamResponse:
         assert self._session
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "accept")}
-        async with self._session.get(self.upstream + request.path, headers=headers) as up:
+        async with self._session.get(self.upstream + request.path_qs, headers=headers) as up:
             data = await up.read()
             out = {k: v for k, v in up.headers.items() if k.lower() not in ("content-length", "transfer-encoding")}
         resp = web.StreamResponse(status=up.status, headers={**out, "Content-Length": str(len(data))})

@@ -13,6 +13,7 @@ something else and must neither join nor be joined by a walk.
 
 from __future__ import annotations
 
+import functools
 import json
 from urllib.parse import urljoin
 
@@ -22,6 +23,7 @@ from regcast.registry.auth import scope
 from regcast.registry.client import RegistryClient, next_link, with_query
 from regcast.registry.guards import check_followed_url
 from regcast.registry.reference import validate_repository
+from regcast.registry.request import reading
 
 PAGE_SIZE = 1000
 MAX_PAGE_BYTES = 16 * 1024 * 1024
@@ -40,17 +42,7 @@ async def _walk(client: RegistryClient, repository: str, url: str) -> tuple[str,
     """Every page from ``url`` on, following ``Link``; a tuple, so joiners share nothing mutable."""
     tags: dict[str, None] = {}
     for _ in range(MAX_PAGES):
-        resp = await client.send(
-            "GET", url, scopes=(scope(repository, "pull"),), headers={"Accept": "application/json"}
-        )
-        try:
-            if resp.status != 200:
-                raise await response_error(resp, client.name, f"listing the tags of {repository}")
-            with translate_errors(client.name, "GET", url):
-                raw = await read_capped(resp, MAX_PAGE_BYTES)
-            link = next_link(resp.headers.get("Link"))
-        finally:
-            resp.release()
+        raw, link = await reading(client, "GET", url, functools.partial(_page, client, repository, url))
         try:
             page = json.loads(raw).get("tags") or []
             if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
@@ -65,3 +57,16 @@ async def _walk(client: RegistryClient, repository: str, url: str) -> tuple[str,
             return tuple(tags)
         url = check_followed_url(urljoin(url, link), came_from=url, registry=client.name, what="tag list page")
     raise ProtocolViolation(f"registry {client.name}: the tag list of {repository} never ends", registry=client.name)
+
+
+async def _page(client: RegistryClient, repository: str, url: str) -> tuple[bytes, str | None]:
+    """One page: its body and the next page's URL as the ``Link`` header wrote it."""
+    resp = await client.send("GET", url, scopes=(scope(repository, "pull"),), headers={"Accept": "application/json"})
+    try:
+        if resp.status != 200:
+            raise await response_error(resp, client.name, f"listing the tags of {repository}")
+        with translate_errors(client.name, "GET", url, body=True):
+            raw = await read_capped(resp, MAX_PAGE_BYTES)
+        return raw, next_link(resp.headers.get("Link"))
+    finally:
+        resp.release()

@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 
 from regcast._exceptions import (
     AuthenticationFailed,
+    BodyBroken,
     Failure,
     NotFound,
     OutboundRefused,
@@ -64,8 +65,9 @@ def _refused_address(exc: BaseException) -> str | None:
 
 
 @contextmanager
-def translate_errors(registry: str, method: str, url: str) -> Iterator[None]:
-    """Turn library errors raised inside the block into ``RegistryUnreachable`` with one clear line.
+def translate_errors(registry: str, method: str, url: str, body: bool = False) -> Iterator[None]:
+    """Turn library errors raised inside the block into ``RegistryUnreachable`` with one clear line
+    (``BodyBroken`` with ``body``: the block reads an answer's body, which ``request.reading`` asks again).
 
     The library error stays as ``__cause__`` for debugging; the message is built from the redacted URL.
     """
@@ -79,7 +81,8 @@ def translate_errors(registry: str, method: str, url: str) -> Iterator[None]:
         if refused:
             raise OutboundRefused(f"registry {registry}: {method} {redact_url(url)}: {refused}") from exc
         failure, reason = _classify(exc)
-        raise RegistryUnreachable(
+        kind = BodyBroken if body else RegistryUnreachable
+        raise kind(
             f"registry {registry}: {method} {redact_url(url)}: {reason}", registry=registry, failure=failure
         ) from exc
 

@@ -221,16 +221,27 @@ class RegistryClient:
         method, data = ("POST", urlencode(form).encode()) if form is not None else ("GET", None)
         if form is not None:
             headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
-        resp = await self._request(
-            method, url, scopes=None, headers=headers, data=data, params=params, json_body=json_body, outbound="auth"
-        )
-        try:
-            if resp.status != 200 if strict else resp.status >= 400:
-                raise await response_error(resp, self.name, what, self.secrets(), every_value=not strict)
-            with translate_errors(self.name, method, url):
-                return await read_capped(resp, MAX_TOKEN_ANSWER)
-        finally:
-            resp.release()
+
+        async def once() -> bytes:
+            resp = await self._request(
+                method,
+                url,
+                scopes=None,
+                headers=headers,
+                data=data,
+                params=params,
+                json_body=json_body,
+                outbound="auth",
+            )
+            try:
+                if resp.status != 200 if strict else resp.status >= 400:
+                    raise await response_error(resp, self.name, what, self.secrets(), every_value=not strict)
+                with translate_errors(self.name, method, url, body=True):
+                    return await read_capped(resp, MAX_TOKEN_ANSWER)
+            finally:
+                resp.release()
+
+        return await request.reading(self, method, url, once)
 
     # -- the one request path ------------------------------------------------------------------
     def watch_retries(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from regcast._exceptions import ContentError, ManifestTooLarge, NotFound
 from regcast.registry import mediatypes as mt
+from regcast.registry import request
 from regcast.registry._transport import read_capped, response_error, translate_errors
 from regcast.registry.auth import scope
 from regcast.registry.digest import announced_digest, validate_digest
@@ -53,7 +54,9 @@ async def get_manifest(client: RegistryClient, repository: str, ref: str) -> Man
         if kept is not None:
             return kept
     url = await manifest_url(client, repository, ref)
-    return await client.reads.read(("GET", url), lambda: _get_manifest(client, repository, ref))
+    return await client.reads.read(
+        ("GET", url), lambda: request.reading(client, "GET", url, lambda: _get_manifest(client, repository, ref))
+    )
 
 
 async def _get_manifest(client: RegistryClient, repository: str, ref: str, conditional: bool = True) -> Manifest:
@@ -76,7 +79,7 @@ async def _get_manifest(client: RegistryClient, repository: str, ref: str, condi
                 f"registry {client.name}: manifest {repository}:{ref} is {length} bytes, "
                 f"over the {MAX_MANIFEST_BYTES} byte limit"
             )
-        with translate_errors(client.name, "GET", url):
+        with translate_errors(client.name, "GET", url, body=True):
             raw = await read_capped(resp, MAX_MANIFEST_BYTES)
         if len(raw) > MAX_MANIFEST_BYTES:
             raise ManifestTooLarge(

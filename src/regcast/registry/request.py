@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin
 
-from regcast._exceptions import ProtocolViolation, RateLimited, RegistryResponseError, RegistryUnreachable
+from regcast._exceptions import BodyBroken, ProtocolViolation, RateLimited, RegistryResponseError, RegistryUnreachable
 from regcast.registry._transport import status_error, translate_errors
 from regcast.registry.guards import Kind, check_followed_url
 from regcast.registry.limits import RateWait, send_within
@@ -33,6 +33,7 @@ log = logging.getLogger("regcast.registry")
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
 Body = bytes | AsyncIterable[bytes] | None
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,22 @@ async def request(
                 resp.status,
                 RateWait.after(client.name, retry.wait, shown) if isinstance(refusal, RateLimited) else None,
             )
+        await asyncio.sleep(retry.wait)
+
+
+async def reading(client: RegistryClient, method: str, url: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt`` (one request and the read of its body, read under ``translate_errors(body=True)``) made
+    again while the body breaks off: a reset or stall after the headers is past the request's own retries.
+    Bounded by the client's ``RetryPolicy``, as every retry."""
+    retry = client.options.retry
+    while True:
+        try:
+            return await attempt()
+        except BodyBroken as exc:
+            if client.closed:  # cut by close(): whoever asked is gone
+                raise
+            retry = retry.increment(method, exc)
+            client.note_retry(f"{exc}; retry {retry.retries} in {retry.wait:.1f}s")
         await asyncio.sleep(retry.wait)
 
 

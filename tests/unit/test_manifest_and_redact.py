@@ -125,6 +125,23 @@ def test_an_announced_digest_is_read_leniently() -> None:
         assert announced_digest(junk) is None
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://production.cloudflare.docker.com/registry-v2/docker/registry/v2/blobs/sha256/ab/x/data?verify=17-S3cr3tQQ",
+        "https://d1.cloudfront.net/b?Expires=1&Signature=S3cr3tQQ&Key-Pair-Id=K3yIdQQ&Policy=P0licyQQ",
+        "https://s3.example/b?X-Amz-Date=1&X-Amz-Security-Token=S3cr3tQQ&X-Amz-SignedHeaders=host",
+        "https://storage.googleapis.com/b?GoogleAccessId=svc&Expires=1&Signature=S3cr3tQQ",
+        "https://acct.blob.core.windows.net/c/b?sv=2021&se=2026&sp=r&sig=S3cr3tQQ",
+    ],
+)
+def test_storage_redirect_signatures_are_redacted(url: str) -> None:
+    """Where a registry redirects a blob GET: every scheme's signing parameters, not the path."""
+    out = redact_url(url)
+    assert "QQ" not in out
+    assert out.split("?")[0] == url.split("?")[0]
+
+
 def test_redact_url_and_text() -> None:
     url = "https://user:Pw9zz@s3.example/b?X-Amz-Signature=S1gQQ&X-Amz-Credential=k&part=1&access_token=T0kQQ"
     out = redact_url(url)

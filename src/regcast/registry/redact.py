@@ -6,11 +6,12 @@ import logging
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-# Query parameters that carry credentials on real registries and object stores
-# (GCR access_token, S3/Azure signatures, distribution's _state holds no secret but is long).
+# Query parameters that carry credentials on real registries and object stores (GCR access_token, S3
+# and GCS presigned x-amz-*/x-goog-*, Azure SAS sig, CloudFront Signature/Policy/Key-Pair-Id, Docker Hub's
+# Cloudflare blob redirect `verify`); distribution's _state holds no secret but is long.
 _SECRET_PARAMS = re.compile(
-    r"^(access_token|token|x-amz-signature|x-amz-credential|x-amz-security-token|sig|signature|"
-    r"x-goog-signature|x-goog-credential|password|passwd|secret|client_secret|api_key|apikey|api-key|key|"
+    r"^(access_token|token|x-amz-[a-z-]+|x-goog-[a-z-]+|sig|signature|policy|key-pair-id|verify|"
+    r"awsaccesskeyid|googleaccessid|password|passwd|secret|client_secret|api_key|apikey|api-key|key|"
     r"private_token|id_token|session|auth|code|refresh_token|_state)$",
     re.IGNORECASE,
 )

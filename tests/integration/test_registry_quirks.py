@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
+import json
 import logging
 import os
 import re
@@ -257,3 +259,32 @@ def test_a_tag_list_page_cut_mid_way_is_read_again(
 
     assert sorted(asyncio.run(listed())) == ["a", "b", "c"]
     assert p.events["reset"] == FAST_RETRY.attempts - 1
+
+
+def test_a_sha512_layer_is_copied_under_its_digest(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    layer, config = os.urandom(5000), b'{"architecture":"amd64","os":"linux"}'
+    layer_digest = "sha512:" + hashlib.sha512(layer).hexdigest()
+    raw = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": images.sha(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}
+            ],
+        }
+    ).encode()
+    http = src_reg.http()
+    http.push_blob(repo, layer, layer_digest)
+    http.push_blob(repo, config, images.sha(config))
+    http.push_manifest(repo, "v1", raw, "application/vnd.oci.image.manifest.v1+json")
+    result = copy(client_for(src_reg), repo, [target(open_reg, repo, "v1")])
+    assert result.ok, result.targets[0].error
+    assert open_reg.http().get_blob(repo, layer_digest).content == layer
+    assert open_reg.http().get_manifest(repo, "v1").content == raw

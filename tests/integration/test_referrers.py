@@ -15,13 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from regcast.registry import referrers as api
 from regcast.transfer.engine import CopyEngine, CopyResult, Target
 from regcast.transfer.referrers import ReferrerOptions
 from regcast.transfer.remote import RegistryRepository
 from tests.support import images
 from tests.support.cli import regcast
-from tests.support.clients import client_for, target
+from tests.support.clients import FAST_RETRY, client_for, target
+from tests.support.faults import FaultProxy, via
 from tests.support.images import signed_image
+from tests.support.quirks import QuirkProxy
 from tests.support.referrers_front import ReferrersFront
 from tests.support.registries import Registries
 from tests.support.registry import RegistryServer
@@ -363,3 +366,21 @@ def test_cli_warns_once_about_what_was_left_out(
     assert len(oks) == 2
     assert all(line.endswith(", 1 referrers (1 left out))") for line in oks), oks
     same_manifest(src_reg, second_reg, repo, images.cosign_tag(img.digest))
+
+
+def test_a_referrers_page_cut_mid_way_is_read_again(
+    faults: list[FaultProxy], repo: str, front_pair: tuple[ReferrersFront, ReferrersFront]
+) -> None:
+    src, _dst = front_pair
+    img, refs = push_through(src, repo)
+    p = QuirkProxy(src.port, "reset_referrers", count=FAST_RETRY.attempts - 1).start()
+    faults.append(p)
+
+    async def listed() -> api.Listing | None:
+        async with via(p) as client:
+            return await api.list_referrers(client, repo, img.digest)
+
+    listing = asyncio.run(listed())
+    assert listing is not None
+    assert {d["digest"] for d in listing.descriptors} == {r.digest for r in refs}  # both pages
+    assert p.events["reset"] == FAST_RETRY.attempts - 1

@@ -7,7 +7,7 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
   wild); ``upper_hex_digest``: the hex in upper case;
 - ``wrong_digest``: a manifest GET by tag announces a valid digest its bytes do not hash to;
 - ``reset_manifest``: the first ``params["count"]`` manifest GETs send half their body, then the
-  connection is cut; ``reset_tags``: the same for tag list pages;
+  connection is cut; ``reset_tags``, ``reset_referrers``: the same for tag list and referrers pages;
 - ``charset``: every manifest answer's ``Content-Type`` gets ``; charset=utf-8`` appended;
 - ``basic_and_bearer``: a 401's ``WWW-Authenticate`` lists a Basic challenge before the registry's Bearer one;
 - ``stall_blob``: the first ``params["count"]`` blob GETs send their headers and half the body, then nothing;
@@ -59,10 +59,11 @@ class QuirkProxy(FaultProxy):
                 status=self.params["status"], text="<html>not now</html>", headers={"Retry-After": when}
             )
         tags_get = request.method == "GET" and request.path.endswith("/tags/list")
-        cut = manifest_get if self.scenario == "reset_manifest" else tags_get and self.scenario == "reset_tags"
-        if cut and self.events["reset"] < self.params["count"]:
+        referrers_get = request.method == "GET" and "/referrers/" in request.path
+        cut = {"reset_manifest": manifest_get, "reset_tags": tags_get, "reset_referrers": referrers_get}
+        if cut.get(self.scenario) and self.events["reset"] < self.params["count"]:
             self.events["reset"] += 1  # counted before any await: concurrent GETs see it
-            return await self._cut_manifest(request)
+            return await self._cut_body(request)
         upload_start = request.method == "POST" and "/blobs/uploads/" in request.path
         if self.scenario == "gcr_401" and upload_start and self._once("401"):
             self.events["401"] += 1
@@ -78,7 +79,7 @@ class QuirkProxy(FaultProxy):
             return await self._broken_blob(request)
         return await super()._fault_before(request)
 
-    async def _cut_manifest(self, request: web.Request) -> web.StreamResponse:
+    async def _cut_body(self, request: web.Request) -> web.StreamResponse:
         assert self._session
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "accept")}
         async with self._session.get(self.upstream + request.path_qs, headers=headers) as up:

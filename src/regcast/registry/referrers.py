@@ -14,6 +14,7 @@ there). The copy logic that uses these lives in ``transfer/referrers.py``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from regcast.registry.digest import announced_digest, validate_digest
 from regcast.registry.guards import check_followed_url
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from regcast.registry.reference import validate_ref, validate_repository
+from regcast.registry.request import reading
 
 COSIGN_SUFFIXES = ("sig", "att", "sbom")
 MAX_PAGES = 100  # a registry that keeps answering "next" is not followed forever
@@ -107,32 +109,43 @@ async def list_referrers(
     found: list[dict[str, Any]] = []
     filtered = True
     for page in range(MAX_PAGES):
-        resp = await client.send(
-            "GET", url, scopes=(scope(repository, "pull"),), headers={"Accept": mt.OCI_INDEX}, follow_redirects=True
-        )
-        try:
-            if resp.status in NO_API and page == 0:
-                if resp.status in NO_ROUTE:
-                    client.memo.note_referrers_api_absent()
-                return None
-            if resp.status != 200:
-                raise await response_error(resp, client.name, f"listing referrers of {repository}@{digest}")
-            with translate_errors(client.name, "GET", url):
-                raw = await read_capped(resp, MAX_MANIFEST_BYTES)
-            if len(raw) > MAX_MANIFEST_BYTES:
-                raise ManifestTooLarge(f"registry {client.name}: referrers list of {digest} is over the size limit")
-            if spend is not None:
-                spend(len(raw))
-            found.extend(_descriptors(raw, client.name, f"referrers list of {digest}"))
-            applied = {f.strip() for f in resp.headers.get("OCI-Filters-Applied", "").split(",")}
-            filtered = filtered and "artifactType" in applied
-            link = next_link(resp.headers.get("Link"))
-        finally:
-            resp.release()
+        answer = await reading(client, "GET", url, functools.partial(_page, client, repository, digest, url, page))
+        if answer is None:
+            return None
+        raw, applied, link = answer
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise ManifestTooLarge(f"registry {client.name}: referrers list of {digest} is over the size limit")
+        if spend is not None:
+            spend(len(raw))
+        found.extend(_descriptors(raw, client.name, f"referrers list of {digest}"))
+        filtered = filtered and "artifactType" in applied
         if link is None:
             break
         url = check_followed_url(urljoin(url, link), came_from=url, registry=client.name, what="Link")
     return Listing(found, filtered and bool(artifact_type))
+
+
+async def _page(
+    client: RegistryClient, repository: str, digest: str, url: str, page: int
+) -> tuple[bytes, set[str], str | None] | None:
+    """One page of a referrers listing: its body, the filters applied, the next page's URL as written;
+    None when the registry has no referrers API (asked on the first page only)."""
+    resp = await client.send(
+        "GET", url, scopes=(scope(repository, "pull"),), headers={"Accept": mt.OCI_INDEX}, follow_redirects=True
+    )
+    try:
+        if resp.status in NO_API and page == 0:
+            if resp.status in NO_ROUTE:
+                client.memo.note_referrers_api_absent()
+            return None
+        if resp.status != 200:
+            raise await response_error(resp, client.name, f"listing referrers of {repository}@{digest}")
+        with translate_errors(client.name, "GET", url, body=True):
+            raw = await read_capped(resp, MAX_MANIFEST_BYTES)
+        applied = {f.strip() for f in resp.headers.get("OCI-Filters-Applied", "").split(",")}
+        return raw, applied, next_link(resp.headers.get("Link"))
+    finally:
+        resp.release()
 
 
 async def tag_names(client: RegistryClient, repository: str) -> frozenset[str] | None:

@@ -5,6 +5,7 @@ the service runs jailed to loopback (``JAIL_ENV``)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,8 +196,11 @@ def test_remote_control_characters_are_escaped_in_status_and_log(svc: Service, h
     assert "\x1b" not in out and "\nINFO regcast.worker: job 0: FINISHED" not in out
 
 
-def test_basic_credentials_never_go_to_a_realm_on_another_port_over_http(hostile: list[HostileServer]) -> None:
-    """Same host, another port, plain http: another origin, so no Basic header (issue 10 item 7)."""
+def test_basic_credentials_never_go_to_a_realm_on_another_port_over_http(
+    hostile: list[HostileServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Same host, another port, plain http: another origin, so no Basic header (issue 10 item 7); said once in
+    the log, so a 401 that follows is not a mystery."""
     import asyncio
 
     from regcast.registry.auth import Credentials
@@ -227,7 +231,10 @@ def test_basic_credentials_never_go_to_a_realm_on_another_port_over_http(hostile
         finally:
             await c.close()
 
-    asyncio.run(go())
+    with caplog.at_level(logging.WARNING, logger="regcast"):
+        asyncio.run(go())
+    withheld = [r.getMessage() for r in caplog.records if "credentials not sent" in r.getMessage()]
+    assert len(withheld) == 1 and f"http://registry.evil.test:{tokens.port}/token" in withheld[0]
     assert tokens.seen and tokens.authorizations() == []  # asked anonymously
     assert reg.authorizations() == ["Bearer anonymous-token-0123"] * len(reg.authorizations())
 

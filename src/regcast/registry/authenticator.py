@@ -6,6 +6,7 @@ this module holds no connection and no library knowledge.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
@@ -23,6 +24,9 @@ from regcast.registry.auth import (
     token_request,
 )
 from regcast.registry.guards import OutboundPolicy, check_followed_url
+from regcast.registry.redact import redact_url
+
+log = logging.getLogger("regcast.registry")
 
 
 class Fetch(Protocol):
@@ -61,6 +65,7 @@ class Authenticator:
         self.seed_token: str | None = None
         self.challenge: Challenge | None = None
         self.tokens = TokenCache()
+        self._withheld = False  # credentials kept from an unsafe realm: warned about once
         # URLs that certainly name this host (netloc == host): the per-request check without a urlsplit
         plain = host and not any(c in host for c in "/?#@\\[]")
         self._own_prefixes = (f"http://{host}/", f"https://{host}/") if plain else ()
@@ -118,6 +123,16 @@ class Authenticator:
         token = self.tokens.get(key)
         if token is None:
             req = token_request(ch, scopes, self.credentials, self.host, base)
+            if self.credentials and req.basic is None and not self._withheld:
+                self._withheld = (
+                    True  # said once: the 401 that follows would otherwise only say "check the credentials"
+                )
+                log.warning(
+                    "registry %s: its token server %s is plain HTTP on another host: credentials not sent to it "
+                    "(an anonymous token is asked for)",
+                    self.host,
+                    redact_url(req.url, every_value=True),
+                )
             check_followed_url(
                 req.url, came_from=base, registry=self.host, what="token realm", policy=self.policy, kind="auth"
             )

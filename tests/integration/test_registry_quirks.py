@@ -17,6 +17,7 @@ import pytest
 from regcast._exceptions import DigestMismatch, RegistryUnreachable
 from regcast.mirrors.tags import list_tags
 from regcast.transfer.engine import Target
+from regcast.transfer.progress import TargetState
 from regcast.transfer.remote import RegistryRepository
 from tests.support import images
 from tests.support.clients import FAST_RETRY, client_for, target
@@ -288,3 +289,23 @@ def test_a_sha512_layer_is_copied_under_its_digest(
     assert result.ok, result.targets[0].error
     assert open_reg.http().get_blob(repo, layer_digest).content == layer
     assert open_reg.http().get_manifest(repo, "v1").content == raw
+
+
+def test_push_refused_for_lack_of_scope_says_so(repo: str, src_reg: RegistryServer, token_reg: RegistryServer) -> None:
+    """A token server grants less than asked without an error; the registry's 401 says insufficient_scope and
+    which scope: the target's reason says it too (not just 'check the credentials')."""
+    ts = token_reg.token_server
+    assert ts
+    images.image().push(src_reg.http(), repo, "v1")
+
+    def pull_only(_user: str | None, scopes: list[str]) -> list[str]:
+        return [s.replace("pull,push", "pull") for s in scopes]
+
+    ts.grant = pull_only
+    try:
+        result = copy(client_for(src_reg), repo, [target(token_reg, repo, "v1")])
+    finally:
+        ts.grant = None
+    t = result.targets[0]
+    assert t.state is TargetState.FAILED
+    assert f"(insufficient_scope: repository:{repo}:pull,push)" in (t.error or ""), t.error

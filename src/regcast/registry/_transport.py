@@ -22,6 +22,7 @@ from regcast._exceptions import (
     RegistryResponseError,
     RegistryUnreachable,
 )
+from regcast.registry.auth import parse_www_authenticate
 from regcast.registry.guards import AddressRefused
 from regcast.registry.redact import printable, redact_text, redact_url
 from regcast.registry.tls import aiohttp
@@ -142,10 +143,22 @@ async def response_error(
     status = resp.status
     # a short, sanitised reason only: a foreign server's body is never echoed beyond it
     detail = f"{code}: {message}" if code else printable(resp.reason or "", 60)
+    if status in (401, 403):
+        detail += _scope_refused(resp.headers.get("WWW-Authenticate"))
     text = redact_text(f"registry {registry}: {what}: {method} {url} answered {status} {detail}".rstrip(), secrets)
     kind = _BY_STATUS.get(status, RegistryResponseError)
     retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status in RETRY_AFTER_STATUSES else None
     return kind(text, registry=registry, status=status, code=code, method=method, url=url, retry_after=retry_after)
+
+
+def _scope_refused(header: str | None) -> str:
+    """`` (insufficient_scope: <scope>)`` when the challenge says the token lacked a scope, else ``""``: the
+    token server granted less than asked (no error there), so the credentials may not do this here."""
+    for ch in parse_www_authenticate(header or ""):
+        if ch.params.get("error") == "insufficient_scope":
+            wanted = ch.params.get("scope", "")
+            return f" (insufficient_scope{': ' + printable(wanted, 200) if wanted else ''})"
+    return ""
 
 
 def status_error(resp: aiohttp.ClientResponse, registry: str) -> RegistryResponseError | None:

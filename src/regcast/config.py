@@ -63,6 +63,7 @@ class Settings:
 
     # transfer
     blobs_in_flight: int = knob(4, ge=1, le=64)
+    small_blobs_in_flight: int = knob(16, ge=1, le=256)  # blobs up to 1 MiB, beside the large ones
     connections_per_registry: int = knob(16, ge=1, le=256)
     chunk_size: int = knob(READ_CHUNK, ge=16 * 1024, le=64 * 1024 * 1024)
     queue_depth: int = knob(8, ge=1, le=256)
@@ -222,6 +223,7 @@ class Settings:
 
         return TransferOptions(
             blobs_in_flight=self.blobs_in_flight,
+            small_blobs_in_flight=self.small_blobs_in_flight,
             queue_depth=self.queue_depth,
             chunk_size=self.chunk_size,
             progress_timeout=self.progress_timeout,

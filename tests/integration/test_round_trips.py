@@ -1,7 +1,8 @@
 """Round trips of small blobs (issue 17), counted at an HTTP proxy in front of a real registry.
 
 A target repository without any tag is not asked about its small blobs (HEAD); a large blob is
-still asked about, so an interrupted copy's large uploads are not sent again.
+still asked about, so an interrupted copy's large uploads are not sent again. Small blobs go many at
+a time (``small_blobs_in_flight``), not ``blobs_in_flight``.
 """
 
 from __future__ import annotations
@@ -72,4 +73,17 @@ def test_a_repository_with_tags_is_asked_about_every_blob(
     result = copy_via(src_reg, repo, p, open_reg)
     assert result.ok, result.targets[0].error
     assert p.count("HEAD", "/blobs/sha256:") == len(img.blobs)
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_small_blobs_are_uploaded_many_at_a_time(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """12 small blobs: their PUTs wait at the proxy until 8 wait together (``blobs_in_flight`` is 4)."""
+    img = images.image([images.layer_bytes(32 * KiB + i) for i in range(11)]).push(src_reg.http(), repo, "v1")
+    p = proxy(faults, open_reg, "gather_uploads", together=8, wait=1.0)
+    result = copy_via(src_reg, repo, p, open_reg)
+    assert result.ok, result.targets[0].error
+    assert p.events["uploads_at_once"] >= 8
+    assert p.count("PUT", r"/blobs/uploads/.*[?&]digest=") == len(img.blobs)
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")

@@ -48,6 +48,8 @@ class FaultProxy:
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
         self._released: asyncio.Event | None = None  # "hold_blob": set by release()
+        self._gathered: asyncio.Event | None = None  # "gather_uploads": set once enough PUTs waited together
+        self._waiting = 0
 
     @property
     def endpoint(self) -> str:
@@ -83,6 +85,7 @@ class FaultProxy:
 
     async def _start(self) -> None:
         self._released = asyncio.Event()
+        self._gathered = asyncio.Event()
         self._session = aiohttp.ClientSession(auto_decompress=False)
         self.port = await self._serve(self._handle)
         self.side_port = await self._serve(self._side)
@@ -113,6 +116,8 @@ class FaultProxy:
             await held.wait()
         if self.scenario == "lagging_tags" and request.method == "GET" and request.path.endswith("/tags/list"):
             return self._lagging_tags(request.path)
+        if self.scenario == "gather_uploads" and request.method == "PUT" and "/blobs/uploads/" in request.path:
+            await self._gather_upload()
         fault = await self._fault_before(request)
         if fault is not None:
             return fault
@@ -126,6 +131,21 @@ class FaultProxy:
         if self.scenario == "throttle_429":
             return self._once(f"429 {method} {path}")
         return self.scenario == "throttle_methods" and method in self.params["methods"]
+
+    async def _gather_upload(self) -> None:
+        """``gather_uploads``: each blob PUT waits until ``params["together"]`` of them wait at once (then
+        all go on), or ``params["wait"]`` seconds; ``events["uploads_at_once"]``: the most that waited."""
+        assert self._gathered
+        self._waiting += 1
+        self.events["uploads_at_once"] = max(self.events["uploads_at_once"], self._waiting)
+        if self._waiting >= self.params["together"]:
+            self._gathered.set()
+        try:
+            await asyncio.wait_for(self._gathered.wait(), self.params.get("wait", 1.0))
+        except TimeoutError:
+            pass
+        finally:
+            self._waiting -= 1
 
     def _lagging_tags(self, path: str) -> web.StreamResponse:
         """A tag listing behind the pushes (caches, eventual consistency): empty, or a bare 404."""

@@ -66,7 +66,8 @@ class BlobCopy(RunState):
     """The per-blob part of a copy."""
 
     async def _copy_blobs(self, work: list[tuple[Descriptor, list[Target]]]) -> None:
-        """``blobs_in_flight`` workers take blobs in order: as many tasks as workers, however many blobs."""
+        """Workers take blobs in order: as many tasks as workers, however many blobs; a large blob waits for
+        one of ``blobs_in_flight`` slots, a small one for one of ``small_blobs_in_flight``."""
         pending = iter(work)
 
         async def worker() -> None:
@@ -75,11 +76,13 @@ class BlobCopy(RunState):
 
         # twice the slots: a blob left to slow targets hands its slot over (capped by ``stragglers``)
         # and its worker stays with it, so another worker must be there to take the next blob
-        workers = min(2 * self.engine.options.blobs_in_flight, len(work))
+        opts = self.engine.options
+        workers = min(2 * opts.blobs_in_flight + opts.small_blobs_in_flight, len(work))
         await gather_all(*(worker() for _ in range(workers)))
 
     async def _copy_blob(self, blob: Descriptor, targets: list[Target]) -> None:
-        async with Slot(self.blob_slots, self.stragglers) as slot:
+        small = blob.size <= self.engine.options.pipeline_below
+        async with Slot(self.small_slots if small else self.blob_slots, self.stragglers) as slot:
             checked = self.engine.known.seq  # what the process knew when the targets were asked
             missing = [t for t in await self._heads(blob, targets, first=True) if t is not None]
             tried_mount: set[int] = set()

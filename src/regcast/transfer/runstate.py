@@ -45,6 +45,7 @@ class RunState:
         self.targets = targets
         self.listener = listener
         self.blob_slots = asyncio.Semaphore(engine.options.blobs_in_flight)
+        self.small_slots = asyncio.Semaphore(engine.options.small_blobs_in_flight)  # blobs up to pipeline_below
         self.stragglers = Stragglers(engine.options.blobs_in_flight)  # blobs left to detached targets only
         self.check_slots = asyncio.Semaphore(engine.options.checks_in_flight)
         self.image_held: set[Target] = set()  # tag already holds the image: only referrers to bring

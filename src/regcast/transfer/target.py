@@ -17,6 +17,9 @@ SKIP_TAG_DIFFERS = "tag-differs"
 @dataclass(frozen=True)
 class TransferOptions:
     blobs_in_flight: int = 4
+    # small blobs (up to ``pipeline_below``) at once, beside the large ones: each is a few round trips
+    # of little work, so with 4 the registries wait on the chain (GET || POST, then PUT), not on bytes
+    small_blobs_in_flight: int = 16
     queue_depth: int = 8
     chunk_size: int = READ_CHUNK  # with queue_depth: a blob's fan-out holds about depth x this, lagging or not
     checks_in_flight: int = 16

@@ -2,13 +2,18 @@
 
 A target repository without any tag is not asked about its small blobs (HEAD); a large blob is
 still asked about, so an interrupted copy's large uploads are not sent again. Small blobs go many at
-a time (``small_blobs_in_flight``), not ``blobs_in_flight``.
+a time (``small_blobs_in_flight``), not ``blobs_in_flight``: a registry is pinged once however many
+first requests go at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from regcast.registry import blobs
+from regcast.registry.client import ClientOptions
+from regcast.registry.pool import ConnectionPools
+from regcast.registry.reference import parse_endpoint
 from regcast.transfer.engine import CopyEngine, CopyResult, Target
 from regcast.transfer.remote import RegistryRepository
 from tests.support import images
@@ -18,6 +23,7 @@ from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
 
 KiB = 1024
+DIGEST = "sha256:" + "0" * 64
 
 
 def copy_via(src: RegistryServer, repo: str, p: FaultProxy, dest: RegistryServer) -> CopyResult:
@@ -87,3 +93,30 @@ def test_small_blobs_are_uploaded_many_at_a_time(
     assert p.events["uploads_at_once"] >= 8
     assert p.count("PUT", r"/blobs/uploads/.*[?&]digest=") == len(img.blobs)
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_first_requests_at_once_ping_the_registry_once(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """A new target asked its tag and its tag list at once (a service job's start) sends one ``GET /v2/``;
+    so do two clients of one pool entry (two jobs starting together)."""
+    images.image([images.layer_bytes(8 * KiB)]).push(src_reg.http(), repo, "v1")
+    p = proxy(faults, open_reg, "pass")
+
+    async def go() -> None:
+        c = via(p)
+        try:
+            first = (c.head_manifest(repo, "v1"), blobs.holds_no_tags(c, repo), blobs.blob_exists(c, repo, DIGEST))
+            await asyncio.gather(*first)
+        finally:
+            await c.close()
+        pools = ConnectionPools()
+        endpoint = parse_endpoint(p.endpoint)
+        a, b = (pools.client(endpoint, options=ClientOptions()) for _ in range(2))
+        try:
+            await asyncio.gather(a.head_manifest(repo, "v1"), blobs.holds_no_tags(b, repo))
+        finally:
+            await pools.close()
+
+    asyncio.run(go())
+    assert p.count("GET", "^/v2/$") == 2  # one per client of its own, one per pool entry

@@ -9,6 +9,7 @@ auth, follows redirects safely, retries and translates errors; manifest requests
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -106,6 +107,8 @@ class RegistryClient:
         self.closed = False  # close() was called and no request opened a session since: nothing to retry for
         self._released = False  # a pooled client gave its pool entry back (close())
         self._pinged = False
+        # first requests sent at once (a tag HEAD beside a tag list) wait for one ping, not one each
+        self._ping_lock = shared.ping_lock if shared else asyncio.Lock()
         self._retry_watchers: list[Watcher] = []  # see watch_retries()
         self.uploads = UploadStrategy(endpoint.name, self.options.upload_strategy, self.options.chunk_cap)
         self.rate = RateLimitWatch(endpoint.name, self.options.observer)
@@ -169,8 +172,15 @@ class RegistryClient:
         Some registries (gcr.io) answer 401 without a challenge on later requests, so the one
         given here is kept. With HTTP fallback allowed, HTTPS is tried once (no retries): any
         failure but an untrusted certificate means "try plain HTTP" (a TLS server with a bad
-        certificate is never downgraded).
+        certificate is never downgraded). Concurrent first requests wait for one ping (the pool entry's
+        lock for a pooled client): a failed one leaves the next waiter to ping again.
         """
+        if self._pinged:
+            return
+        async with self._ping_lock:
+            await self._ping_locked()
+
+    async def _ping_locked(self) -> None:
         if self._pinged:
             return
         if self._shared is not None and self._shared.pinged is not None:  # an earlier job's client settled it

@@ -11,6 +11,7 @@ share anything. An entry no client uses is closed when idle too long or when too
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ class Shared:
     auth: Authenticator
     session: aiohttp.ClientSession | None = None
     pinged: Endpoint | None = None  # the endpoint as the first successful ping settled it
+    ping_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one ping at a time for the entry's clients
     reads: InFlight = field(default_factory=InFlight)  # identical small reads under way (coalesce.py)
     memo: Memo = field(default_factory=Memo)  # what this entry's jobs learnt and may reuse (memo.py)
     users: int = 0

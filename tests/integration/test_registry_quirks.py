@@ -66,11 +66,13 @@ def test_manifest_content_type_with_charset(
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
 
+@pytest.mark.parametrize("scenario", ["basic_and_bearer", "basic_then_bearer_headers"])
 def test_basic_challenge_listed_before_bearer(
-    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, token_reg: RegistryServer
+    scenario: str, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, token_reg: RegistryServer
 ) -> None:
+    """One header or one per challenge, Basic first: the registry's token is what it wants."""
     images.image().push(src_reg.http(), repo, "v1")
-    p = quirk(faults, token_reg, "basic_and_bearer")
+    p = quirk(faults, token_reg, scenario)
     result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(via(p, token_reg), repo), "v1")])
     assert result.ok, result.targets[0].error
     assert p.events["rewritten"] >= 1

@@ -10,6 +10,7 @@ import asyncio
 import re
 import threading
 from collections import Counter
+from collections.abc import MutableMapping
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
@@ -229,7 +230,7 @@ class FaultProxy:
         """The status answered for ``up`` (subclasses rewrite it: ``quirks.py``)."""
         return up.status
 
-    def _out_headers(self, request: web.Request, up: aiohttp.ClientResponse) -> dict[str, str]:
+    def _out_headers(self, request: web.Request, up: aiohttp.ClientResponse) -> MutableMapping[str, str]:
         out_headers = {k: v for k, v in up.headers.items() if k.lower() not in HOP - {"content-length"}}
         if "Location" in out_headers:
             out_headers["Location"] = self._rewrite_location(out_headers["Location"])

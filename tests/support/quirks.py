@@ -10,6 +10,7 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
   connection is cut; ``reset_tags``, ``reset_referrers``: the same for tag list and referrers pages;
 - ``charset``: every manifest answer's ``Content-Type`` gets ``; charset=utf-8`` appended;
 - ``basic_and_bearer``: a 401's ``WWW-Authenticate`` lists a Basic challenge before the registry's Bearer one;
+  ``basic_then_bearer_headers``: the same as two ``WWW-Authenticate`` headers;
 - ``stall_blob``: the first ``params["count"]`` blob GETs send their headers and half the body, then nothing;
 - ``stall_manifest``: every manifest GET waits forever before answering;
 - ``short_blob``: every blob GET answers a clean 200 with a body one byte short (its Content-Length too);
@@ -25,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import MutableMapping
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from tests.support.faults import BLOB_GET, FaultProxy
 
@@ -123,7 +126,7 @@ class QuirkProxy(FaultProxy):
             return 200
         return up.status
 
-    def _out_headers(self, request: web.Request, up: aiohttp.ClientResponse) -> dict[str, str]:
+    def _out_headers(self, request: web.Request, up: aiohttp.ClientResponse) -> MutableMapping[str, str]:
         out = super()._out_headers(request, up)
         digest = out.get("Docker-Content-Digest", "")
         if digest and self.scenario == "bare_hex_digest":
@@ -147,4 +150,10 @@ class QuirkProxy(FaultProxy):
         if self.scenario == "basic_and_bearer" and re.match(r"(?i)bearer ", challenge):
             self.events["rewritten"] += 1
             out["WWW-Authenticate"] = f'Basic realm="regcast-test", {challenge}'
+        if self.scenario == "basic_then_bearer_headers" and re.match(r"(?i)bearer ", challenge):
+            self.events["rewritten"] += 1  # one header per challenge, Basic first
+            both = CIMultiDict(out)
+            both["WWW-Authenticate"] = 'Basic realm="regcast-test"'
+            both.add("WWW-Authenticate", challenge)
+            return both
         return out

@@ -88,6 +88,13 @@ def translate_errors(registry: str, method: str, url: str, body: bool = False) -
         ) from exc
 
 
+def challenges(resp: aiohttp.ClientResponse) -> str | None:
+    """Every ``WWW-Authenticate`` of an answer as one header value: a registry may send one header per
+    challenge (Basic, then Bearer), and the first alone may be the one regcast should not answer."""
+    values = resp.headers.getall("WWW-Authenticate", [])
+    return ", ".join(values) if values else None
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` as seconds (a number or an HTTP date), or None."""
     if not value:
@@ -144,7 +151,7 @@ async def response_error(
     # a short, sanitised reason only: a foreign server's body is never echoed beyond it
     detail = f"{code}: {message}" if code else printable(resp.reason or "", 60)
     if status in (401, 403):
-        detail += _scope_refused(resp.headers.get("WWW-Authenticate"))
+        detail += _scope_refused(challenges(resp))
     text = redact_text(f"registry {registry}: {what}: {method} {url} answered {status} {detail}".rstrip(), secrets)
     kind = _BY_STATUS.get(status, RegistryResponseError)
     retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status in RETRY_AFTER_STATUSES else None

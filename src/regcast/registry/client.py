@@ -25,7 +25,7 @@ from regcast._exceptions import (
     RegistryUnreachable,
 )
 from regcast.registry import manifests, request
-from regcast.registry._transport import read_capped, response_error, translate_errors
+from regcast.registry._transport import challenges, read_capped, response_error, translate_errors
 from regcast.registry.auth import MAX_TOKEN_ANSWER, Credentials, SeedAuth
 from regcast.registry.authenticator import Authenticator
 from regcast.registry.coalesce import InFlight
@@ -209,7 +209,7 @@ class RegistryClient:
         try:
             with translate_errors(self.name, "GET", self.endpoint.base):
                 await read_capped(resp, 65536)
-            self.auth.remember(resp.headers.get("WWW-Authenticate"))
+            self.auth.remember(challenges(resp))
             if resp.status not in (200, 401):
                 raise await response_error(resp, self.name, "checking the v2 API")
         finally:

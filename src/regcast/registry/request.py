@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin
 
 from regcast._exceptions import BodyBroken, ProtocolViolation, RateLimited, RegistryResponseError, RegistryUnreachable
-from regcast.registry._transport import status_error, translate_errors
+from regcast.registry._transport import challenges, status_error, translate_errors
 from regcast.registry.guards import Kind, check_followed_url
 from regcast.registry.limits import RateWait, send_within
 from regcast.registry.redact import redact_url
@@ -158,7 +158,7 @@ async def _send_authenticated(client: RegistryClient, call: Call, streaming: boo
     timeout = None if streaming else _total_timeout(client.options)
     resp = await _send_once(client, call, call.url, call.data, timeout)
     if resp.status == 401 and call.scopes is not None:
-        client.auth.rejected(resp.headers.get("WWW-Authenticate"), call.scopes)
+        client.auth.rejected(challenges(resp), call.scopes)
         if call.replayable:
             resp.release()
             resp = await _send_once(client, call, call.url, call.data, timeout)

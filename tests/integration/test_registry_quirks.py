@@ -13,15 +13,20 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiohttp import web
 
 from regcast._exceptions import DigestMismatch, RegistryUnreachable
 from regcast.mirrors.tags import list_tags
+from regcast.registry import referrers
+from regcast.registry.client import ClientOptions, RegistryClient
+from regcast.registry.reference import parse_endpoint
 from regcast.transfer.engine import Target
 from regcast.transfer.progress import TargetState
 from regcast.transfer.remote import RegistryRepository
 from tests.support import images
 from tests.support.clients import FAST_RETRY, client_for, target
 from tests.support.faults import FaultProxy, copy, via
+from tests.support.hostile import HostileServer, serve
 from tests.support.quirks import QuirkProxy
 from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
@@ -311,3 +316,23 @@ def test_push_refused_for_lack_of_scope_says_so(repo: str, src_reg: RegistryServ
     t = result.targets[0]
     assert t.state is TargetState.FAILED
     assert f"(insufficient_scope: repository:{repo}:pull,push)" in (t.error or ""), t.error
+
+
+@pytest.mark.parametrize("body", [{"manifests": None}, {}])
+def test_an_empty_referrers_page_may_say_null_or_nothing(body: dict[str, object], hostile: list[HostileServer]) -> None:
+    digest = images.sha(b"subject")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v2/":
+            return web.json_response({})
+        assert request.path == f"/v2/a/b/referrers/{digest}"
+        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", **body}
+        return web.json_response(index, content_type="application/vnd.oci.image.index.v1+json")
+
+    reg = serve(hostile, handle)
+
+    async def listed() -> referrers.Listing | None:
+        async with RegistryClient(parse_endpoint(reg.endpoint), options=ClientOptions(retry=FAST_RETRY)) as client:
+            return await referrers.list_referrers(client, "a/b", digest)
+
+    assert asyncio.run(listed()) == referrers.Listing([], False)

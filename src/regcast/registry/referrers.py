@@ -67,12 +67,16 @@ class Listing:
     filtered: bool
 
 
-def _descriptors(raw: bytes, registry: str, what: str) -> list[dict[str, Any]]:
+def _descriptors(raw: bytes, registry: str, what: str, none_is_empty: bool = False) -> list[dict[str, Any]]:
+    """The descriptors of an index body; ``none_is_empty``: a referrers API page may say "none" as
+    ``"manifests": null`` or leave the list out (registries that serialise an empty list so)."""
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise UnsupportedManifest(f"registry {registry}: {what} is not JSON") from None
     items = doc.get("manifests") if isinstance(doc, dict) else None
+    if items is None and none_is_empty and isinstance(doc, dict):
+        items = []
     if not isinstance(items, list):
         raise UnsupportedManifest(f"registry {registry}: {what} has no 'manifests' list")
     out = []
@@ -117,7 +121,7 @@ async def list_referrers(
             raise ManifestTooLarge(f"registry {client.name}: referrers list of {digest} is over the size limit")
         if spend is not None:
             spend(len(raw))
-        found.extend(_descriptors(raw, client.name, f"referrers list of {digest}"))
+        found.extend(_descriptors(raw, client.name, f"referrers list of {digest}", none_is_empty=True))
         filtered = filtered and "artifactType" in applied
         if link is None:
             break

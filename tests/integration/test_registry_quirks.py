@@ -336,3 +336,29 @@ def test_an_empty_referrers_page_may_say_null_or_nothing(body: dict[str, object]
             return await referrers.list_referrers(client, "a/b", digest)
 
     assert asyncio.run(listed()) == referrers.Listing([], False)
+
+
+def test_a_manifest_in_its_own_formatting_keeps_every_byte(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """Keys out of order, tabs and CRLF, escaped and raw non-ASCII, a trailing newline: the digest is the
+    hash of exactly these bytes, so they travel unchanged (never parsed and written again)."""
+    layer, config = os.urandom(2000), b'{"os":"linux","architecture":"amd64"}'
+    http = src_reg.http()
+    http.push_blob(repo, layer, images.sha(layer))
+    http.push_blob(repo, config, images.sha(config))
+    lsha, csha = images.sha(layer), images.sha(config)
+    raw = (
+        f'{{\r\n\t"layers": [ {{"size": {len(layer)}, "digest": "{lsha}", "mediaType": '
+        '"application/vnd.oci.image.layer.v1.tar"} ],'
+        f'\r\n\t"config": {{"digest": "{csha}", "mediaType": "application/vnd.oci.image.config.v1+json", '
+        f'"size": {len(config)}}},'
+        '\r\n\t"annotations": {"caf\\u00e9": "na\u00efve \U0001f433"},'
+        '\r\n\t"mediaType": "application/vnd.oci.image.manifest.v1+json", "schemaVersion": 2\r\n}\n'
+    ).encode()
+    http.push_manifest(repo, "v1", raw, "application/vnd.oci.image.manifest.v1+json")
+    result = copy(client_for(src_reg), repo, [target(open_reg, repo, "v1")])
+    assert result.ok, result.targets[0].error
+    assert result.source_digest == images.sha(raw)
+    assert open_reg.http().get_manifest(repo, "v1").content == raw
+    assert open_reg.http().get_manifest(repo, images.sha(raw)).status_code == 200

@@ -113,6 +113,9 @@ def test_copy_imports_no_service_library() -> None:
     assert not tops(modules) & {*SERVICE_ONLY, "rich", "pydantic", "pydantic_core", "pydantic_settings"}
     assert f"progress 127.0.0.1:{port}/dst/img:1 PENDING 0 B/0 B" in proc.stderr.splitlines()
     assert not {m for m in modules if m.startswith(("regcast.api", "regcast.jobs", "regcast.mirrors"))}
+    # nor the other commands' modules, nor what reads image layouts (no oci: reference here)
+    others = {"regcast.cli.service", "regcast.cli.jobs", "regcast.cli.sync", "regcast.console.remote"}
+    assert not modules & {*others, "regcast.layouts.repository", "regcast.layouts.archive"}
 
 
 def test_plain_progress_lines_escape_control_characters() -> None:
@@ -122,3 +125,26 @@ def test_plain_progress_lines_escape_control_characters() -> None:
     display.update("oci:/tmp/a\x1b[2Jb:1", "RUNNING", 1536, 3072)
     display.print_lines()
     assert out.getvalue() == "progress oci:/tmp/a\\x1b[2Jb:1 RUNNING 1.5 KiB/3.0 KiB (50%)\n"
+
+
+def test_copy_runs_with_the_collector_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collector is off only while copy starts up (imports, settings, clients): on for the copy and after it."""
+    import gc
+
+    from click.testing import CliRunner
+
+    from regcast._exceptions import RegistryUnreachable
+    from regcast.cli import main
+    from regcast.transfer.engine import CopyEngine
+
+    seen: list[bool] = []
+
+    async def copy(self: CopyEngine, *args: object, **kwargs: object) -> None:
+        seen.append(gc.isenabled())
+        raise RegistryUnreachable("stopped here")
+
+    monkeypatch.setattr(CopyEngine, "copy", copy)
+    port = free_port()
+    result = CliRunner().invoke(main, ["copy", f"127.0.0.1:{port}/a:1", f"127.0.0.1:{port}/b"])
+    assert result.exit_code == 1 and "stopped here" in result.output
+    assert seen == [True] and gc.isenabled()

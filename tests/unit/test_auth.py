@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import time
 
 import pytest
 from hypothesis import given
@@ -175,3 +177,23 @@ def test_credentials_follow_the_registry_host_whatever_its_port_spelling(
 
     header = asyncio.run(auth.header(("repository:a:pull,push",), url, base, no_fetch))
     assert (header == Credentials("u", "p").basic_header()) is sent
+
+
+def _jwt(claims: dict[str, object]) -> str:
+    def part(obj: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'ES256'})}.{part(claims)}.c2ln"
+
+
+@pytest.mark.parametrize("skew", [-3600.0, 0.0, 3600.0])
+def test_a_jwt_lifetime_is_counted_on_the_token_servers_clock(skew: float) -> None:
+    """A token server an hour behind (or ahead of) this machine: its 300 s token lasts 300 s here too,
+    not 'already expired' (a token fetched per request) nor an hour more."""
+    issued = time.time() + skew
+    token = _jwt({"iat": int(issued), "exp": int(issued) + 300})
+    _, expires_at = parse_token_answer(json.dumps({"token": token, "expires_in": 300}).encode(), now=1000.0)
+    assert 1000.0 + 280 <= expires_at <= 1000.0 + 300
+    short = _jwt({"iat": int(issued), "exp": int(issued) + 20})  # the token's own exp wins when sooner
+    _, expires_at = parse_token_answer(json.dumps({"token": short, "expires_in": 300}).encode(), now=1000.0)
+    assert 1000.0 + 10 <= expires_at <= 1000.0 + 20

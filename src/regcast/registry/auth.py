@@ -191,16 +191,24 @@ def parse_token_answer(body: bytes, now: float | None = None) -> tuple[str, floa
 
 
 def _jwt_seconds_left(token: str) -> float | None:
-    """Seconds until a JWT's ``exp`` (read, not verified: only to refresh in time), or None."""
+    """Seconds until a JWT's ``exp`` (read, not verified: only to refresh in time), or None.
+
+    Counted from its ``iat`` when it has one (a token is read as it arrives): both are the token server's
+    clock, so a skewed local clock neither makes a fresh token look expired (a token fetched per
+    request) nor long-lived."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
         exp = payload.get("exp") if isinstance(payload, dict) else None
+        iat = payload.get("iat") if isinstance(payload, dict) else None
     except (ValueError, TypeError):
         return None
-    return float(exp) - time.time() if isinstance(exp, int | float) else None
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        return None
+    issued = iat if isinstance(iat, int | float) and not isinstance(iat, bool) else time.time()
+    return float(exp) - float(issued)
 
 
 @dataclass

@@ -22,6 +22,8 @@ SERVICE_ONLY = (
     "fastapi",
     "starlette",
     "uvicorn",
+    "uvloop",
+    "httptools",
     "sqlalchemy",
     "alembic",
     "psycopg",

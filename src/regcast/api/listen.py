@@ -11,6 +11,10 @@ import socket
 from typing import Any
 
 BACKLOG = 2048
+# Chosen, not left to uvicorn's "auto" (which takes whatever happens to be installed): the services'
+# event loop and HTTP parser, both pinned dependencies; measured in docs/decisions.md (issue 17).
+LOOP = "uvloop"
+HTTP = "httptools"
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -31,9 +35,9 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(app: Any, sock: socket.socket, **config: Any) -> None:
-    """Run ``app`` with uvicorn on the already listening ``sock``."""
+    """Run ``app`` with uvicorn on the already listening ``sock``, on uvloop, requests parsed by httptools."""
     import uvicorn
 
     host, port = sock.getsockname()[:2]
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **config))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, loop=LOOP, http=HTTP, **config))
     server.run(sockets=[sock])

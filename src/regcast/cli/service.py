@@ -131,6 +131,8 @@ def worker(health_port: int | None, database_url: str | None) -> None:
     import asyncio
     import socket
 
+    import uvloop  # the services' loop, as `serve`'s (api/listen.py, docs/decisions.md)
+
     from regcast._exceptions import RegcastError
 
     try:
@@ -148,7 +150,8 @@ def worker(health_port: int | None, database_url: str | None) -> None:
                 "(set REGCAST_HEALTH_PORT, or 0 for none)"
             ) from None
     _service_logging()
-    asyncio.run(_run_worker(settings, store, box, health))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_run_worker(settings, store, box, health))
 
 
 async def _run_worker(settings: Settings, store: Any, box: Any, health: Any) -> None:
@@ -161,6 +164,7 @@ async def _run_worker(settings: Settings, store: Any, box: Any, health: Any) -> 
     import uvicorn
 
     from regcast._exceptions import JobStoreUnavailable
+    from regcast.api.listen import HTTP
     from regcast.api.probe import Probe, create_health_app
     from regcast.jobs.worker import Worker
     from regcast.mirrors.service import MirrorService
@@ -196,7 +200,7 @@ async def _run_worker(settings: Settings, store: Any, box: Any, health: Any) -> 
             tokens=settings.tokens(),
             metrics_public=settings.metrics_public,
         )
-        server = _NoSignalServer(uvicorn.Config(app, log_level="warning"))
+        server = _NoSignalServer(uvicorn.Config(app, log_level="warning", http=HTTP))
         serving = asyncio.create_task(server.serve(sockets=[health]), name="health")
     delay = 1.0
     while not w.stopping.is_set():

@@ -20,6 +20,7 @@ the job-level target retries all ask ``is_retryable(exc)``.
     │   ├── RegistryResponseError    an HTTP answer we did not want (carries status, OCI code, method, URL)
     │   │   ├── AuthenticationFailed 401/403, or the token server refused
     │   │   ├── TokenRejected        401 on a streamed upload: the token expired mid-job (retryable)
+    │   │   ├── UploadLost           the registry lost an upload session or got bytes that do not hash (retryable)
     │   │   ├── NotFound             404 (manifest, blob, repository)
     │   │   └── RateLimited          429
     │   └── ProtocolViolation        an answer that breaks the spec (missing Location, bad token JSON...)
@@ -154,6 +155,16 @@ class AuthenticationFailed(RegistryResponseError):
 
 class TokenRejected(RegistryResponseError):
     """A 401 on a streamed request that could not be replayed; a fresh token fixes it (retryable)."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class UploadLost(RegistryResponseError):
+    """An upload PATCH/PUT refused because the session is gone (BLOB_UPLOAD_UNKNOWN: a restarted registry,
+    replicas behind a balancer without shared state) or its bytes do not hash (DIGEST_INVALID: regcast sends
+    only verified bytes, so they changed on the way): a new session may pass."""
 
     @property
     def retryable(self) -> bool:

@@ -362,3 +362,19 @@ def test_a_manifest_in_its_own_formatting_keeps_every_byte(
     assert result.source_digest == images.sha(raw)
     assert open_reg.http().get_manifest(repo, "v1").content == raw
     assert open_reg.http().get_manifest(repo, images.sha(raw)).status_code == 200
+
+
+@pytest.mark.parametrize("scenario", ["upload_lost", "upload_corrupt"])
+def test_an_upload_the_registry_lost_or_got_mangled_goes_again_in_a_new_session(
+    scenario: str, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """BLOB_UPLOAD_UNKNOWN (replicas without shared upload state, a restart) or DIGEST_INVALID (regcast sent
+    verified bytes: they changed on the way) is no verdict on the blob: a new session passes."""
+    img = images.image([os.urandom(MiB)]).push(src_reg.http(), repo, "v1")
+    p = quirk(faults, open_reg, scenario)
+    result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(via(p), repo), "v1")])
+    assert result.ok, result.targets[0].error
+    assert p.events["lost"] + p.events["corrupt answered 400"] == 1
+    assert result.targets[0].retries == 1
+    assert result.targets[0].blobs_uploaded == len(img.blobs)
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")

@@ -19,6 +19,9 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
 - ``no_head``: manifest HEADs answer 405 (a registry or gateway without HEAD);
 - ``gcr_401``: 401s carry no ``WWW-Authenticate`` but on ``GET /v2/`` (gcr.io), and the first upload
   POST is refused 401 so (a token the registry stopped taking);
+- ``upload_lost``: the first upload PUT answers 404 BLOB_UPLOAD_UNKNOWN (a replica that never saw the
+  session); ``upload_corrupt``: the first upload PUT with a body reaches the registry with one byte
+  flipped (it answers 400 DIGEST_INVALID);
 - ``upload_200``: every blob upload PATCH and PUT that succeeded answers 200 (the spec says 202, 201).
 """
 
@@ -71,6 +74,15 @@ class QuirkProxy(FaultProxy):
         if self.scenario == "gcr_401" and upload_start and self._once("401"):
             self.events["401"] += 1
             return web.json_response({"errors": [{"code": "UNAUTHORIZED", "message": "token expired"}]}, status=401)
+        upload_put = request.method == "PUT" and "/blobs/uploads/" in request.path
+        if self.scenario == "upload_lost" and upload_put and self._once("lost"):
+            self.events["lost"] += 1
+            await request.read()
+            return web.json_response(
+                {"errors": [{"code": "BLOB_UPLOAD_UNKNOWN", "message": "blob upload unknown to registry"}]}, status=404
+            )
+        if self.scenario == "upload_corrupt" and upload_put and (request.content_length or 0) > 0 and self._once("c"):
+            return await self._corrupted_upload(request)
         if self.scenario == "no_head" and request.method == "HEAD" and "/manifests/" in request.path:
             self.events["head_refused"] += 1
             return web.Response(status=405)
@@ -81,6 +93,16 @@ class QuirkProxy(FaultProxy):
         if self.scenario in ("stall_blob", "short_blob") and request.method == "GET" and BLOB_GET.match(request.path):
             return await self._broken_blob(request)
         return await super()._fault_before(request)
+
+    async def _corrupted_upload(self, request: web.Request) -> web.StreamResponse:
+        assert self._session
+        body = bytearray(await request.read())
+        body[len(body) // 2] ^= 0xFF
+        self.events["corrupted_upload"] += 1
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with self._session.put(self.upstream + request.path_qs, data=bytes(body), headers=headers) as up:
+            self.events[f"corrupt answered {up.status}"] += 1
+            return web.Response(status=up.status, body=await up.read(), content_type="application/json")
 
     async def _cut_body(self, request: web.Request) -> web.StreamResponse:
         assert self._session

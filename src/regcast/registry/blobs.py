@@ -23,6 +23,7 @@ from regcast._exceptions import (
     RegistryError,
     RegistryUnreachable,
     TokenRejected,
+    UploadLost,
 )
 from regcast.registry._transport import read_capped, response_error, translate_errors
 from regcast.registry.auth import scope
@@ -40,6 +41,9 @@ log = logging.getLogger("regcast.registry")
 # Success answers to an upload PATCH or PUT. The spec says 202 and 201, ECR answers a PATCH 201, pulp 204;
 # any 2xx is the registry saying it took the bytes (a missing blob still fails the manifest push after it).
 UPLOAD_OK = (200, 201, 202, 204)
+# Refusals of an upload that a new session may pass (UploadLost): the session is gone, or the bytes that
+# arrived do not hash (regcast sends only bytes it verified, so they changed on the way)
+UPLOAD_LOST = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID", "DIGEST_INVALID"})
 
 
 async def blob_exists(client: RegistryClient, repository: str, digest: str) -> bool:
@@ -282,7 +286,17 @@ async def _upload_request(
                 url=redact_url(url),
             )
         if resp.status not in ok:
-            raise await response_error(resp, client.name, what)
+            refused = await response_error(resp, client.name, what)
+            if refused.code in UPLOAD_LOST:
+                raise UploadLost(
+                    str(refused),
+                    registry=refused.registry,
+                    status=refused.status,
+                    code=refused.code,
+                    method=refused.method,
+                    url=refused.url,
+                )
+            raise refused
         return _location(resp, url, client) if resp.headers.get("Location") else url
     finally:
         resp.release()

@@ -24,9 +24,10 @@ from regcast.transfer.engine import Target
 from regcast.transfer.progress import TargetState
 from regcast.transfer.remote import RegistryRepository
 from tests.support import images
+from tests.support.cli import regcast
 from tests.support.clients import FAST_RETRY, client_for, target
 from tests.support.faults import FaultProxy, copy, via
-from tests.support.hostile import HostileServer, serve
+from tests.support.hostile import HostileServer, registry_serving, serve
 from tests.support.quirks import QuirkProxy
 from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
@@ -378,3 +379,21 @@ def test_an_upload_the_registry_lost_or_got_mangled_goes_again_in_a_new_session(
     assert result.targets[0].retries == 1
     assert result.targets[0].blobs_uploaded == len(img.blobs)
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_a_schema1_source_is_refused_in_one_clear_line(hostile: list[HostileServer], open_reg: RegistryServer) -> None:
+    """Old registries still serve Docker schema1 (signed) manifests; converting one changes its digest, so it
+    is refused, saying why, before anything is written."""
+    signed = {"schemaVersion": 1, "name": "a/b", "tag": "v1", "architecture": "amd64", "fsLayers": [], "history": []}
+    raw = json.dumps({**signed, "signatures": [{"header": {}, "signature": "x", "protected": "y"}]}, indent=3)
+    src = serve(
+        hostile, registry_serving({"v1": (raw.encode(), "application/vnd.docker.distribution.manifest.v1+prettyjws")})
+    )
+    r = regcast("copy", f"127.0.0.1:{src.port}/a/b:v1", f"{open_reg.host}/a/schema1")
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: registry 127.0.0.1:{src.port}: manifest a/b:v1: Docker schema1 manifests are not supported "
+        "(deprecated; convert to schema2)"
+    ]
+    assert open_reg.http().get_manifest("a/schema1", "v1").status_code == 404

@@ -191,11 +191,14 @@ def copy(src: str, dst: tuple[str, ...], **opts: Any) -> None:
     Exit status: 0 all targets hold the image, 1 a target failed, 3 a target was skipped
     because its tag exists with another digest and --no-overwrite was given.
     """
+    import atexit
     import gc
 
     # Start-up (#17): until the copy starts (``_copy``), what is made (modules, settings, clients) lives as
-    # long as the process; the collector's passes over it are wasted work (~35 M instructions, 4%).
+    # long as the process; the collector's passes over it are wasted work (~20 M instructions). At exit,
+    # frozen, the heap is not walked once more by the interpreter's last collection (~50 M).
     gc.disable()
+    atexit.register(gc.freeze)
     try:
         _run(src, dst, opts)
     finally:

@@ -17,7 +17,7 @@ from pydantic import Field, TypeAdapter, ValidationError, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from regcast.config import Bounds, Settings, load_settings
-from regcast.config_source import NotPlain, convert
+from regcast.config_source import NotPlain, convert, hint
 
 HINTS = typing.get_type_hints(Settings)
 FIELDS = dataclasses.fields(Settings)
@@ -39,11 +39,12 @@ def _pydantic_field(f: dataclasses.Field[Any]) -> tuple[Any, Any]:
 @pytest.mark.parametrize("f", FIELDS, ids=[f.name for f in FIELDS])
 def test_what_is_converted_here_is_what_pydantic_makes_of_it(f: dataclasses.Field[Any]) -> None:
     tp, info = _pydantic_field(f)
+    assert hint(f) == tp  # the knob's type read alone, as typing.get_type_hints reads them all
     adapter: TypeAdapter[Any] = TypeAdapter(typing.Annotated[tp, info])  # type: ignore[arg-type]
     converted = 0
     for raw in [*SAMPLES, str(f.default), repr(f.default)]:
         try:
-            ours = convert(HINTS[f.name], f.metadata.get("bounds"), raw)
+            ours = convert(hint(f), f.metadata.get("bounds"), raw)
         except NotPlain:
             continue
         converted += 1

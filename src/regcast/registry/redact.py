@@ -9,14 +9,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 # Query parameters that carry credentials on real registries and object stores (GCR access_token, S3
 # and GCS presigned x-amz-*/x-goog-*, Azure SAS sig, CloudFront Signature/Policy/Key-Pair-Id, Docker Hub's
 # Cloudflare blob redirect `verify`); distribution's _state holds no secret but is long.
-_SECRET_PARAMS = re.compile(
-    r"^(access_token|token|x-amz-[a-z-]+|x-goog-[a-z-]+|sig|signature|policy|key-pair-id|verify|"
+# These three are compiled on first use (re's own cache), not at import: ~10 M instructions of every
+# `regcast copy`'s start-up, which often redacts nothing (issue 17).
+_SECRET_PARAMS = (
+    r"(?i)^(access_token|token|x-amz-[a-z-]+|x-goog-[a-z-]+|sig|signature|policy|key-pair-id|verify|"
     r"awsaccesskeyid|googleaccessid|password|passwd|secret|client_secret|api_key|apikey|api-key|key|"
-    r"private_token|id_token|session|auth|code|refresh_token|_state)$",
-    re.IGNORECASE,
+    r"private_token|id_token|session|auth|code|refresh_token|_state)$"
 )
-_AUTH_HEADER_TEXT = re.compile(r"(?i)\b(authorization:\s*)(bearer|basic|jwt)?\s*[^\s,;]+")
-_BEARER_TEXT = re.compile(r"(?i)\b(bearer|basic|jwt)\s+[A-Za-z0-9._~+/=-]{8,}")
+_AUTH_HEADER_TEXT = r"(?i)\b(authorization:\s*)(bearer|basic|jwt)?\s*[^\s,;]+"
+_BEARER_TEXT = r"(?i)\b(bearer|basic|jwt)\s+[A-Za-z0-9._~+/=-]{8,}"
 REDACTED = "REDACTED"
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -49,7 +50,8 @@ def redact_url(url: str, every_value: bool = False) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, REDACTED if every_value or _SECRET_PARAMS.match(k) else v) for k, v in pairs], safe=":/")
+        secret = [every_value or re.match(_SECRET_PARAMS, k) is not None for k, _ in pairs]
+        query = urlencode([(k, REDACTED if s else v) for (k, v), s in zip(pairs, secret, strict=True)], safe=":/")
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
@@ -58,5 +60,5 @@ def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
     for secret in secrets:
         if secret and len(secret) >= 3:
             text = text.replace(secret, REDACTED)
-    text = _AUTH_HEADER_TEXT.sub(lambda m: m.group(1) + REDACTED, text)
-    return _BEARER_TEXT.sub(lambda m: m.group(1) + " " + REDACTED, text)
+    text = re.sub(_AUTH_HEADER_TEXT, lambda m: m.group(1) + REDACTED, text)
+    return re.sub(_BEARER_TEXT, lambda m: m.group(1) + " " + REDACTED, text)

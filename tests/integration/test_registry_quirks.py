@@ -397,3 +397,19 @@ def test_a_schema1_source_is_refused_in_one_clear_line(hostile: list[HostileServ
         "(deprecated; convert to schema2)"
     ]
     assert open_reg.http().get_manifest("a/schema1", "v1").status_code == 404
+
+
+def test_blobs_starting_at_once_share_one_token_request(
+    repo: str, src_reg: RegistryServer, token_reg: RegistryServer
+) -> None:
+    """The token server is asked once per scope, not once per blob that starts without the token (token
+    servers rate-limit too)."""
+    ts = token_reg.token_server
+    assert ts
+    img = images.image([os.urandom(100_000) for _ in range(8)]).push(src_reg.http(), repo, "v1")
+    before = len(ts.requests)
+    result = copy(client_for(src_reg), repo, [target(token_reg, repo, "v1")])
+    assert result.ok, result.targets[0].error
+    assert result.targets[0].blobs_uploaded == len(img.blobs)
+    asked = [str(r["scopes"]) for r in ts.requests[before:]]
+    assert sorted(asked) == sorted(set(asked)), asked  # each scope set asked for once

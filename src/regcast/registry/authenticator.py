@@ -6,6 +6,8 @@ this module holds no connection and no library knowledge.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Awaitable
 from typing import Any, Protocol
@@ -66,6 +68,7 @@ class Authenticator:
         self.challenge: Challenge | None = None
         self.tokens = TokenCache()
         self._withheld = False  # credentials kept from an unsafe realm: warned about once
+        self._pending: dict[tuple[str, str, tuple[str, ...]], asyncio.Future[str]] = {}  # token requests under way
         # URLs that certainly name this host (netloc == host): the per-request check without a urlsplit
         plain = host and not any(c in host for c in "/?#@\\[]")
         self._own_prefixes = (f"http://{host}/", f"https://{host}/") if plain else ()
@@ -122,27 +125,51 @@ class Authenticator:
         key = TokenCache.key(ch, scopes)
         token = self.tokens.get(key)
         if token is None:
-            req = token_request(ch, scopes, self.credentials, self.host, base)
-            if self.credentials and req.basic is None and not self._withheld:
-                self._withheld = (
-                    True  # said once: the 401 that follows would otherwise only say "check the credentials"
-                )
-                log.warning(
-                    "registry %s: its token server %s is plain HTTP on another host: credentials not sent to it "
-                    "(an anonymous token is asked for)",
-                    self.host,
-                    redact_url(req.url, every_value=True),
-                )
-            check_followed_url(
-                req.url, came_from=base, registry=self.host, what="token realm", policy=self.policy, kind="auth"
-            )
-            answer = await self._oauth2(req, fetch)
-            if answer is None:
-                headers = {"Authorization": req.basic.basic_header()} if req.basic else {}
-                answer = await fetch(req.url, headers, req.params, None, "token server refused", True)
-            token, expires_at = parse_token_answer(answer)
-            self.tokens.put(key, token, expires_at)
+            token = await self._token_once(key, ch, scopes, base, fetch)
         return f"Bearer {token}"
+
+    async def _token_once(
+        self, key: tuple[str, str, tuple[str, ...]], ch: Challenge, scopes: tuple[str, ...], base: str, fetch: Fetch
+    ) -> str:
+        """One token request per key at a time: the blobs a copy starts at once all lack the same token, and
+        each asking the token server for it (10 requests for an 8-layer image) is what gets a client
+        rate-limited there. The others wait for the one under way (shielded: a waiter that is cancelled
+        does not cancel it for the rest)."""
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch_token(key, ch, scopes, base, fetch))
+            self._pending[key] = pending
+            pending.add_done_callback(functools.partial(self._fetched, key))
+        return await asyncio.shield(pending)
+
+    def _fetched(self, key: tuple[str, str, tuple[str, ...]], done: asyncio.Future[str]) -> None:
+        if self._pending.get(key) is done:
+            del self._pending[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone
+
+    async def _fetch_token(
+        self, key: tuple[str, str, tuple[str, ...]], ch: Challenge, scopes: tuple[str, ...], base: str, fetch: Fetch
+    ) -> str:
+        req = token_request(ch, scopes, self.credentials, self.host, base)
+        if self.credentials and req.basic is None and not self._withheld:
+            self._withheld = True  # said once: the 401 that follows would otherwise only say "check the credentials"
+            log.warning(
+                "registry %s: its token server %s is plain HTTP on another host: credentials not sent to it "
+                "(an anonymous token is asked for)",
+                self.host,
+                redact_url(req.url, every_value=True),
+            )
+        check_followed_url(
+            req.url, came_from=base, registry=self.host, what="token realm", policy=self.policy, kind="auth"
+        )
+        answer = await self._oauth2(req, fetch)
+        if answer is None:
+            headers = {"Authorization": req.basic.basic_header()} if req.basic else {}
+            answer = await fetch(req.url, headers, req.params, None, "token server refused", True)
+        token, expires_at = parse_token_answer(answer)
+        self.tokens.put(key, token, expires_at)
+        return token
 
     def _same_host(self, url: str, base: str) -> bool:
         """Is ``url`` on the registry's own host? Its netloc as written, or its host and port with the

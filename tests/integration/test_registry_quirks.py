@@ -413,3 +413,21 @@ def test_blobs_starting_at_once_share_one_token_request(
     assert result.targets[0].blobs_uploaded == len(img.blobs)
     asked = [str(r["scopes"]) for r in ts.requests[before:]]
     assert sorted(asked) == sorted(set(asked)), asked  # each scope set asked for once
+
+
+@pytest.mark.parametrize("strategy", ["monolithic", "chunked"])
+def test_upload_locations_on_another_server_are_followed(
+    strategy: str, faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """An upload service on another host (absolute Locations there): the upload goes there, PATCHes and PUT
+    (the registry's credentials stay with its own host, as docker and crane do: tests/unit/test_auth.py)."""
+    img = images.image([os.urandom(MiB), os.urandom(1000)]).push(src_reg.http(), repo, "v1")
+    elsewhere = quirk(faults, open_reg, "pass")
+    p = quirk(faults, open_reg, "location_elsewhere", elsewhere=f"127.0.0.1:{elsewhere.port}")
+    dest = Target("t", RegistryRepository(via(p, upload_strategy=strategy), repo), "v1")
+    result = copy(client_for(src_reg), repo, [dest])
+    assert result.ok, result.targets[0].error
+    assert p.events["elsewhere"] >= len(img.blobs)
+    assert p.count("PUT", "/blobs/uploads/") == 0  # every upload PUT went to the other server
+    assert elsewhere.count("PUT", "/blobs/uploads/") == len(img.blobs)
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")

@@ -22,6 +22,8 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
 - ``upload_lost``: the first upload PUT answers 404 BLOB_UPLOAD_UNKNOWN (a replica that never saw the
   session); ``upload_corrupt``: the first upload PUT with a body reaches the registry with one byte
   flipped (it answers 400 DIGEST_INVALID);
+- ``location_elsewhere``: upload Locations name another server (``params["elsewhere"]``: host:port,
+  a second proxy to the same registry), absolute;
 - ``upload_200``: every blob upload PATCH and PUT that succeeded answers 200 (the spec says 202, 201).
 """
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import MutableMapping
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp import web
@@ -140,6 +143,14 @@ class QuirkProxy(FaultProxy):
         if request.transport is not None:  # the client went away long ago: nothing more to send
             request.transport.abort()
         return resp
+
+    def _rewrite_location(self, location: str) -> str:
+        moved = super()._rewrite_location(location)
+        if self.scenario == "location_elsewhere" and "/blobs/uploads/" in moved:
+            self.events["elsewhere"] += 1
+            parts = urlsplit(moved)
+            return urlunsplit(("http", str(self.params["elsewhere"]), parts.path, parts.query, ""))
+        return moved
 
     def _status(self, request: web.Request, up: aiohttp.ClientResponse) -> int:
         uploading = request.method in ("PATCH", "PUT") and "/blobs/uploads/" in request.path

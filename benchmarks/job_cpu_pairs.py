@@ -57,6 +57,7 @@ class Code:
     db: sqlite3.Connection
     idle: float = 0.0
     per_get: float = 0.0
+    per_get_burst: float = 0.0
     rows: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, key: str, value: float) -> None:
@@ -88,6 +89,7 @@ def one_job(code: Code, src: str, repo: str, targets: list, polled: bool) -> Non
     if polled:
         code.add("POST to FINISHED", main + other)
         code.add("job only", main + other - gets * code.per_get - idle)
+        code.add("job only, GETs at a burst's cost", main + other - gets * code.per_get_burst - idle)
     else:
         code.add("no GETs", main + other - idle)
         code.add("no GETs: loop thread", main - idle)
@@ -110,7 +112,7 @@ def main() -> None:
             for c in codes:
                 first = c.service.post(src.host, next(imgs).repo, targets)
                 _wait(c.service, first)
-                c.idle, _, c.per_get = _calibrate(c.service, first)
+                c.idle, c.per_get_burst, c.per_get = _calibrate(c.service, first)
             load = [os.getloadavg()[0]]
             for j in range(2 * args.jobs):
                 for c in codes if j % 4 < 2 else reversed(codes):

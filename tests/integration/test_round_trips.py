@@ -87,7 +87,7 @@ def test_small_blobs_are_uploaded_many_at_a_time(
 ) -> None:
     """12 small blobs: their PUTs wait at the proxy until 8 wait together (``blobs_in_flight`` is 4)."""
     img = images.image([images.layer_bytes(32 * KiB + i) for i in range(11)]).push(src_reg.http(), repo, "v1")
-    p = proxy(faults, open_reg, "gather_uploads", together=8, wait=1.0)
+    p = proxy(faults, open_reg, "gather_uploads", together=8, wait=3.0)
     result = copy_via(src_reg, repo, p, open_reg)
     assert result.ok, result.targets[0].error
     assert p.events["uploads_at_once"] >= 8

@@ -121,7 +121,7 @@ def test_a_manifest_that_never_comes_fails_in_bounded_time(
     started = time.monotonic()
     with pytest.raises(RegistryUnreachable, match=f"registry 127.0.0.1:{p.port}: GET .*/manifests/v1: timed out"):
         copy(via(p, request_timeout=1.0), repo, [target(open_reg, repo, "v1")])
-    assert p.events["stalled"] == FAST_RETRY.attempts
+    assert p.events["stalled"] == FAST_RETRY.timeouts == 2  # not every try: a second timeout ends it
     assert time.monotonic() - started < 30
 
 
@@ -431,3 +431,25 @@ def test_upload_locations_on_another_server_are_followed(
     assert p.count("PUT", "/blobs/uploads/") == 0  # every upload PUT went to the other server
     assert elsewhere.count("PUT", "/blobs/uploads/") == len(img.blobs)
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_a_registry_that_never_answers_ends_the_cli_copy_in_one_line(
+    hostile: list[HostileServer], open_reg: RegistryServer
+) -> None:
+    """Never a hang: a source that takes the connection and never answers is given up after a second
+    timeout (REGCAST_REQUEST_TIMEOUT each), in one error line."""
+
+    async def never(_request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    src = serve(hostile, never)
+    started = time.monotonic()
+    r = regcast(
+        "copy", f"127.0.0.1:{src.port}/a/b:v1", f"{open_reg.host}/a/never", env={"REGCAST_REQUEST_TIMEOUT": "1"}
+    )
+    assert r.returncode == 1
+    assert time.monotonic() - started < 30
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].endswith("timed out"), r.stderr
+    assert len([p for m, p, _h in src.seen if p == "/v2/"]) == 2

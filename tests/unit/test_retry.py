@@ -55,6 +55,19 @@ def test_increment_raises_the_error_when_tries_run_out() -> None:
     assert info.value is last
 
 
+def test_a_second_timeout_ends_the_request_unless_it_progressed_between() -> None:
+    """Waiting out request_timeout five times made a stalled registry a five-minute hang; other failures
+    between the two timeouts do not reset the count, progress (a resumed download read more) does."""
+    policy = RetryPolicy(attempts=5, backoff=0.0, jitter=0.0)
+    once = policy.increment("GET", unreachable(Failure.TIMEOUT)).increment("GET", unreachable())
+    second = unreachable(Failure.TIMEOUT)
+    with pytest.raises(RegistryUnreachable) as info:
+        once.increment("GET", second)
+    assert info.value is second
+    resumed = once.progressed().increment("GET", unreachable(Failure.TIMEOUT))
+    assert resumed.retries == 3
+
+
 def test_increment_raises_when_the_total_wait_would_pass_the_cap() -> None:
     tight = RetryPolicy(attempts=10, backoff=30.0, max_backoff=30.0, max_total=50.0, jitter=0.0)
     once = tight.increment("GET", unreachable())

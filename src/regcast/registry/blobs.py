@@ -121,7 +121,7 @@ async def read_blob(
     validate_repository(repository)
     url = await client.url(f"{repository}/blobs/{validate_digest(digest)}")
     retry = client.options.retry
-    received = start
+    received = resumed_at = start
     while True:
         headers = {"Range": f"bytes={received}-"} if received else None
         resp = await client.send(  # streamed: a limit between reads (progress), never a total limit
@@ -150,6 +150,9 @@ async def read_blob(
             except RegistryUnreachable as exc:
                 if received >= size:
                     raise
+                if received > resumed_at:  # bytes came since the last break: a stall now is a new one
+                    retry = retry.progressed()
+                resumed_at = received
                 retry = retry.increment("GET", exc)
                 client.note_retry(f"{exc} after {received} bytes; resuming in {retry.wait:.1f}s")
         finally:

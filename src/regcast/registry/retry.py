@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from regcast._exceptions import RateLimited, RegistryResponseError, is_retryable
+from regcast._exceptions import Failure, RateLimited, RegistryResponseError, RegistryUnreachable, is_retryable
 
 RETRYABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "POST"})  # POST: an upload start, no body
 
@@ -28,10 +28,14 @@ class RetryPolicy:
     max_total: float = 300.0  # never spend longer than this waiting on one request
     max_retry_after: float = 120.0  # a registry's Retry-After is honoured up to this
     jitter: float = 0.25  # +- fraction of each wait
+    # tries of one request that may time out: a server that let the same request time out twice is not
+    # answering, and waiting out request_timeout five times made a stalled registry a five-minute hang
+    timeouts: int = 2
     # the progress of one request: retries made, seconds waited, the pause before the next try
     retries: int = 0
     waited: float = 0.0
     wait: float = 0.0
+    timed_out: int = 0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before try ``attempt + 1`` (``attempt`` counts from 1)."""
@@ -47,13 +51,23 @@ class RetryPolicy:
         """
         if not is_retryable(error) or method.upper() not in RETRYABLE_METHODS:
             raise error
+        timed_out = self.timed_out
+        if isinstance(error, RegistryUnreachable) and error.failure is Failure.TIMEOUT:
+            timed_out += 1
+            if timed_out >= self.timeouts:
+                raise error
         retry_after = error.retry_after if isinstance(error, RegistryResponseError) else None
         wait = self.delay(self.retries + 1, retry_after)
         if self.waited + wait > self.max_total:
             raise error
         if not isinstance(error, RateLimited) and self.retries + 1 >= self.attempts:
             raise error
-        return replace(self, retries=self.retries + 1, waited=self.waited + wait, wait=wait)
+        return replace(self, retries=self.retries + 1, waited=self.waited + wait, wait=wait, timed_out=timed_out)
+
+    def progressed(self) -> RetryPolicy:
+        """The policy after the request made progress (a download resumed and read more): a later timeout is
+        not the same stall again."""
+        return replace(self, timed_out=0)
 
     @classmethod
     def none(cls) -> RetryPolicy:

@@ -8,6 +8,8 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
 - ``wrong_digest``: a manifest GET by tag announces a valid digest its bytes do not hash to;
 - ``reset_manifest``: the first ``params["count"]`` manifest GETs send half their body, then the
   connection is cut; ``reset_tags``, ``reset_referrers``: the same for tag list and referrers pages;
+- ``corrupt_manifest``: the first ``params["count"]`` manifest GETs by tag get one byte of their body
+  flipped (the header stays right);
 - ``charset``: every manifest answer's ``Content-Type`` gets ``; charset=utf-8`` appended;
 - ``basic_and_bearer``: a 401's ``WWW-Authenticate`` lists a Basic challenge before the registry's Bearer one;
   ``basic_then_bearer_headers``: the same as two ``WWW-Authenticate`` headers;
@@ -73,6 +75,10 @@ class QuirkProxy(FaultProxy):
         if cut.get(self.scenario) and self.events["reset"] < self.params["count"]:
             self.events["reset"] += 1  # counted before any await: concurrent GETs see it
             return await self._cut_body(request)
+        by_tag = manifest_get and "/manifests/sha256:" not in request.path
+        if self.scenario == "corrupt_manifest" and by_tag and self.events["corrupted"] < self.params["count"]:
+            self.events["corrupted"] += 1
+            return await self._cut_body(request, flip=True)
         upload_start = request.method == "POST" and "/blobs/uploads/" in request.path
         if self.scenario == "gcr_401" and upload_start and self._once("401"):
             self.events["401"] += 1
@@ -107,12 +113,17 @@ class QuirkProxy(FaultProxy):
             self.events[f"corrupt answered {up.status}"] += 1
             return web.Response(status=up.status, body=await up.read(), content_type="application/json")
 
-    async def _cut_body(self, request: web.Request) -> web.StreamResponse:
+    async def _cut_body(self, request: web.Request, flip: bool = False) -> web.StreamResponse:
+        """Half the body, then the connection cut; with ``flip``, the whole body with one byte changed."""
         assert self._session
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "accept")}
         async with self._session.get(self.upstream + request.path_qs, headers=headers) as up:
             data = await up.read()
             out = {k: v for k, v in up.headers.items() if k.lower() not in ("content-length", "transfer-encoding")}
+        if flip:
+            body = bytearray(data)
+            body[len(body) // 2] ^= 0x01
+            return web.Response(status=up.status, body=bytes(body), headers=out)
         resp = web.StreamResponse(status=up.status, headers={**out, "Content-Length": str(len(data))})
         await resp.prepare(request)
         await resp.write(data[: len(data) // 2])

@@ -8,14 +8,15 @@ descriptors); large manifests are hashed and parsed in a thread so one job never
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
-from regcast._exceptions import ContentError, ManifestTooLarge, NotFound
+from regcast._exceptions import ContentError, DigestMismatch, ManifestTooLarge, NotFound, RegcastError
 from regcast.registry import mediatypes as mt
 from regcast.registry import request
 from regcast.registry._transport import read_capped, response_error, translate_errors
 from regcast.registry.auth import scope
-from regcast.registry.digest import announced_digest, validate_digest
+from regcast.registry.digest import announced_digest, digest_of, validate_digest
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from regcast.registry.reference import validate_ref, validate_repository
 from regcast.registry.tls import aiohttp
@@ -23,6 +24,7 @@ from regcast.registry.tls import aiohttp
 if TYPE_CHECKING:
     from regcast.registry.client import RegistryClient
 
+log = logging.getLogger("regcast.registry")
 PARSE_ON_LOOP_MAX = 256 * 1024  # larger manifests are hashed and parsed in a thread
 NO_HEAD = frozenset({405, 501})  # a manifest HEAD the registry does not route
 
@@ -59,8 +61,15 @@ async def get_manifest(client: RegistryClient, repository: str, ref: str) -> Man
     )
 
 
-async def _get_manifest(client: RegistryClient, repository: str, ref: str, conditional: bool = True) -> Manifest:
-    """One GET; by tag with ``If-None-Match`` when the memo holds what the tag held last (a 304: that)."""
+async def _get_manifest(
+    client: RegistryClient, repository: str, ref: str, conditional: bool = True, again: bool = False
+) -> Manifest:
+    """One GET; by tag with ``If-None-Match`` when the memo holds what the tag held last (a 304: that).
+
+    By tag, bytes that do not hash to the announced ``Docker-Content-Digest`` are asked for by their own
+    digest: served so, they are what the registry holds under a wrong header (seen in the wild; crane
+    ignores the header by tag). Otherwise the tag is read once more (``earlier``: the first read's bytes)
+    and checked against the header again: a read corrupted on its way is replaced, or fails."""
     held = client.memo.tagged(repository, ref) if conditional and ":" not in ref else None
     url, resp = await _manifest_request(client, "GET", repository, ref, held.digest if held else None)
     try:
@@ -85,15 +94,28 @@ async def _get_manifest(client: RegistryClient, repository: str, ref: str, condi
             raise ManifestTooLarge(
                 f"registry {client.name}: manifest {repository}:{ref} is over the {MAX_MANIFEST_BYTES} byte limit"
             )
-        expected = ref if ":" in ref else None
-        if expected is None:
-            expected = announced_digest(resp.headers.get("Docker-Content-Digest"))
+        by_tag = ":" not in ref
+        expected = announced_digest(resp.headers.get("Docker-Content-Digest")) if by_tag else ref
+        ctype = resp.headers.get("Content-Type", "")
         try:
-            ctype = resp.headers.get("Content-Type", "")
-            if len(raw) > PARSE_ON_LOOP_MAX:  # hashing and parsing megabytes would stall every other job
-                manifest = await asyncio.to_thread(parse_manifest, raw, ctype, expected)
-            else:
-                manifest = parse_manifest(raw, ctype, expected)
+            try:
+                manifest = await _parsed(raw, ctype, expected)
+            except DigestMismatch:
+                if not by_tag or again or expected is None:
+                    raise
+                resp.release()
+                held = await _held_as(client, repository, digest_of(raw, expected.split(":", 1)[0]))
+                if held is not None:
+                    log.warning(
+                        "registry %s: manifest %s:%s is announced as %s, but the registry holds its bytes as %s",
+                        client.name,
+                        repository,
+                        ref,
+                        expected,
+                        held.digest,
+                    )
+                    return held
+                return await _get_manifest(client, repository, ref, conditional=False, again=True)
         except ContentError as exc:  # name the registry, as every error does
             raise type(exc)(f"registry {client.name}: manifest {repository}:{ref}: {exc}") from None
     finally:
@@ -101,6 +123,20 @@ async def _get_manifest(client: RegistryClient, repository: str, ref: str, condi
     # its digest is the hash of these bytes (verified above when asked or announced): safe to keep by it
     client.memo.keep(repository, manifest, None if ":" in ref else ref)
     return manifest
+
+
+async def _held_as(client: RegistryClient, repository: str, digest: str) -> Manifest | None:
+    """The manifest the registry serves by ``digest`` (verified), or None when it serves none so."""
+    try:
+        return await _get_manifest(client, repository, digest)
+    except RegcastError:
+        return None
+
+
+async def _parsed(raw: bytes, content_type: str, expected: str | None) -> Manifest:
+    if len(raw) > PARSE_ON_LOOP_MAX:  # hashing and parsing megabytes would stall every other job
+        return await asyncio.to_thread(parse_manifest, raw, content_type, expected)
+    return parse_manifest(raw, content_type, expected)
 
 
 async def head_manifest(client: RegistryClient, repository: str, ref: str) -> str | None:

@@ -479,3 +479,28 @@ def test_a_registry_that_never_answers_ends_the_cli_copy_in_one_line(
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].endswith("timed out"), r.stderr
     assert len([p for m, p, _h in src.seen if p == "/v2/"]) == 2
+
+
+def test_a_push_answered_with_a_wrong_digest_is_checked_by_the_digest_sent(
+    faults: list[FaultProxy],
+    repo: str,
+    src_reg: RegistryServer,
+    open_reg: RegistryServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The target announces another digest for the manifest pushed: asked by the digest sent, it serves the
+    very bytes, so only its header was wrong (a warning); a target that stored other bytes fails."""
+    img = images.image().push(src_reg.http(), repo, "v1")
+    p = quirk(faults, open_reg, "wrong_put_digest")
+    with caplog.at_level(logging.WARNING, logger="regcast"):
+        result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(via(p), repo), "v1")])
+    assert result.ok, result.targets[0].error
+    assert p.events["rewritten"] >= 1
+    assert f"it holds it as {img.digest}" in caplog.text
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+    p2 = quirk(faults, open_reg, "reserialise_put")
+    result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(via(p2), f"{repo}/other"), "v1")])
+    t = result.targets[0]
+    assert t.state is TargetState.FAILED
+    assert "stored manifest v1 as sha256:" in (t.error or "") and f"not {img.digest}" in (t.error or ""), t.error

@@ -10,6 +10,8 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
   connection is cut; ``reset_tags``, ``reset_referrers``: the same for tag list and referrers pages;
 - ``corrupt_manifest``: the first ``params["count"]`` manifest GETs by tag get one byte of their body
   flipped (the header stays right);
+- ``wrong_put_digest``: manifest PUT answers announce ``sha256:000...``; ``reserialise_put``: manifest PUTs
+  reach the registry written again (indent 1) (a registry storing other bytes than it was sent);
 - ``charset``: every manifest answer's ``Content-Type`` gets ``; charset=utf-8`` appended;
 - ``basic_and_bearer``: a 401's ``WWW-Authenticate`` lists a Basic challenge before the registry's Bearer one;
   ``basic_then_bearer_headers``: the same as two ``WWW-Authenticate`` headers;
@@ -32,6 +34,7 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import MutableMapping
 from urllib.parse import urlsplit, urlunsplit
@@ -79,6 +82,24 @@ class QuirkProxy(FaultProxy):
         if self.scenario == "corrupt_manifest" and by_tag and self.events["corrupted"] < self.params["count"]:
             self.events["corrupted"] += 1
             return await self._cut_body(request, flip=True)
+        pushing = await self._push_fault(request)
+        if pushing is not None:
+            return pushing
+        if self.scenario == "no_head" and request.method == "HEAD" and "/manifests/" in request.path:
+            self.events["head_refused"] += 1
+            return web.Response(status=405)
+        if self.scenario == "stall_manifest" and request.method == "GET" and "/manifests/" in request.path:
+            self.events["stalled"] += 1
+            await self._stall()
+            return web.Response(status=503)
+        if self.scenario in ("stall_blob", "short_blob") and request.method == "GET" and BLOB_GET.match(request.path):
+            return await self._broken_blob(request)
+        return await super()._fault_before(request)
+
+    async def _push_fault(self, request: web.Request) -> web.StreamResponse | None:
+        """The scenarios of uploads and manifest pushes."""
+        if self.scenario == "reserialise_put" and request.method == "PUT" and "/manifests/" in request.path:
+            return await self._reserialised(request)
         upload_start = request.method == "POST" and "/blobs/uploads/" in request.path
         if self.scenario == "gcr_401" and upload_start and self._once("401"):
             self.events["401"] += 1
@@ -92,16 +113,7 @@ class QuirkProxy(FaultProxy):
             )
         if self.scenario == "upload_corrupt" and upload_put and (request.content_length or 0) > 0 and self._once("c"):
             return await self._corrupted_upload(request)
-        if self.scenario == "no_head" and request.method == "HEAD" and "/manifests/" in request.path:
-            self.events["head_refused"] += 1
-            return web.Response(status=405)
-        if self.scenario == "stall_manifest" and request.method == "GET" and "/manifests/" in request.path:
-            self.events["stalled"] += 1
-            await self._stall()
-            return web.Response(status=503)
-        if self.scenario in ("stall_blob", "short_blob") and request.method == "GET" and BLOB_GET.match(request.path):
-            return await self._broken_blob(request)
-        return await super()._fault_before(request)
+        return None
 
     async def _corrupted_upload(self, request: web.Request) -> web.StreamResponse:
         assert self._session
@@ -112,6 +124,15 @@ class QuirkProxy(FaultProxy):
         async with self._session.put(self.upstream + request.path_qs, data=bytes(body), headers=headers) as up:
             self.events[f"corrupt answered {up.status}"] += 1
             return web.Response(status=up.status, body=await up.read(), content_type="application/json")
+
+    async def _reserialised(self, request: web.Request) -> web.StreamResponse:
+        assert self._session
+        body = json.dumps(json.loads(await request.read()), indent=1).encode()
+        self.events["reserialised"] += 1
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with self._session.put(self.upstream + request.path_qs, data=body, headers=headers) as up:
+            out = {k: v for k, v in up.headers.items() if k.lower() in ("docker-content-digest", "location")}
+            return web.Response(status=up.status, body=await up.read(), headers=out)
 
     async def _cut_body(self, request: web.Request, flip: bool = False) -> web.StreamResponse:
         """Half the body, then the connection cut; with ``flip``, the whole body with one byte changed."""
@@ -182,6 +203,9 @@ class QuirkProxy(FaultProxy):
             out["Docker-Content-Digest"] = f"{alg}:{hexpart.upper()}"
         by_tag = "/manifests/" in request.path and "/manifests/sha256:" not in request.path
         if digest and self.scenario == "wrong_digest" and request.method == "GET" and by_tag:
+            self.events["rewritten"] += 1
+            out["Docker-Content-Digest"] = "sha256:" + "0" * 64
+        if digest and self.scenario == "wrong_put_digest" and request.method == "PUT" and "/manifests/" in request.path:
             self.events["rewritten"] += 1
             out["Docker-Content-Digest"] = "sha256:" + "0" * 64
         if self.scenario == "charset" and "/manifests/" in request.path and "Content-Type" in out:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from regcast._exceptions import AuthenticationFailed, DigestMismatch, RegcastError, RegistryResponseError
+from regcast._exceptions import AuthenticationFailed, RegcastError, RegistryResponseError
 from regcast.registry.manifest import Descriptor, Manifest
 from regcast.transfer.plan import SourceGraph
 from regcast.transfer.progress import TargetState
-from regcast.transfer.referrers import ReferrerSet, access, push_referrers
+from regcast.transfer.referrers import ReferrerSet, access, push_referrers, stored_as_sent
 from regcast.transfer.runstate import RunState
 from regcast.transfer.target import Target
 
@@ -100,8 +100,7 @@ class ManifestPush(RunState):
     async def _put_manifest(self, t: Target, m: Manifest, ref: str) -> None:
         async def put() -> None:
             announced = await t.repo.put_manifest(ref, m.raw, m.media_type)
-            if announced and announced.startswith(m.digest.split(":")[0]) and announced != m.digest:
-                raise DigestMismatch(f"{t.repo.name} stored manifest {ref} as {announced}, not {m.digest}")
+            await stored_as_sent(t.repo, m, ref, announced, "manifest")
 
         if t.repo.manifests_shared:  # the same PUT under way for another copy: its success is this one's
             await self.engine.manifest_flights.push((t.location, t.repo.path, ref, m.digest), put)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from regcast._async import gather_all
-from regcast._exceptions import RegistryError, UnsupportedManifest
+from regcast._exceptions import RegcastError, RegistryError, UnsupportedManifest
 from regcast.registry import mediatypes as mt
 from regcast.registry import referrers as api
 from regcast.registry.manifest import Descriptor, Manifest
@@ -189,9 +189,23 @@ async def push_referrers(repo: Repository, found: ReferrerSet, locks: IndexLocks
 
 async def _put(repo: Repository, reach: ReferrerAccess, m: Manifest, ref: str) -> api.Pushed:
     answer = await reach.put(ref, m.raw, m.media_type)
-    if answer.digest and answer.digest.startswith(m.digest.split(":")[0]) and answer.digest != m.digest:
-        raise RegistryError(f"registry {repo.name} stored referrer {ref} as {answer.digest}, not {m.digest}")
+    await stored_as_sent(repo, m, ref, answer.digest, "referrer")
     return answer
+
+
+async def stored_as_sent(repo: Repository, m: Manifest, ref: str, announced: str | None, what: str) -> None:
+    """A manifest PUT answered with another digest (same algorithm) than the bytes sent: the target is asked
+    for them by their digest. Served so, it holds them and only its header is wrong (warned); otherwise it
+    stored something else, and the copy must not claim the same digest (``RegistryError``)."""
+    if not announced or not announced.startswith(m.digest.split(":")[0]) or announced == m.digest:
+        return
+    try:
+        held = await repo.get_manifest(m.digest)  # verified against the digest
+    except RegcastError:
+        held = None
+    if held is None or held.raw != m.raw:
+        raise RegistryError(f"registry {repo.name} stored {what} {ref} as {announced}, not {m.digest}")
+    log.warning("registry %s announced %s %s as %s; it holds it as %s", repo.name, what, ref, announced, m.digest)
 
 
 async def merge_index(

@@ -504,3 +504,22 @@ def test_a_push_answered_with_a_wrong_digest_is_checked_by_the_digest_sent(
     t = result.targets[0]
     assert t.state is TargetState.FAILED
     assert "stored manifest v1 as sha256:" in (t.error or "") and f"not {img.digest}" in (t.error or ""), t.error
+
+
+@pytest.mark.parametrize("body", [{"name": "a/b", "tags": None}, {"name": "a/b"}, {"name": "a/b", "tags": []}])
+def test_a_tag_list_saying_none_as_null_or_nothing_is_empty(
+    body: dict[str, object], hostile: list[HostileServer]
+) -> None:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v2/":
+            return web.json_response({})
+        assert request.path == "/v2/a/b/tags/list"
+        return web.json_response(body)
+
+    reg = serve(hostile, handle)
+
+    async def listed() -> list[str]:
+        async with RegistryClient(parse_endpoint(reg.endpoint), options=ClientOptions(retry=FAST_RETRY)) as client:
+            return await list_tags(client, "a/b")
+
+    assert asyncio.run(listed()) == []

@@ -68,8 +68,8 @@ async def _get_manifest(
 
     By tag, bytes that do not hash to the announced ``Docker-Content-Digest`` are asked for by their own
     digest: served so, they are what the registry holds under a wrong header (seen in the wild; crane
-    ignores the header by tag). Otherwise the tag is read once more (``earlier``: the first read's bytes)
-    and checked against the header again: a read corrupted on its way is replaced, or fails."""
+    ignores the header by tag). Otherwise the tag is read once more (``again``) and checked against the
+    header again: a read corrupted on its way is replaced, or fails."""
     held = client.memo.tagged(repository, ref) if conditional and ":" not in ref else None
     url, resp = await _manifest_request(client, "GET", repository, ref, held.digest if held else None)
     try:

@@ -197,3 +197,28 @@ def test_a_jwt_lifetime_is_counted_on_the_token_servers_clock(skew: float) -> No
     short = _jwt({"iat": int(issued), "exp": int(issued) + 20})  # the token's own exp wins when sooner
     _, expires_at = parse_token_answer(json.dumps({"token": short, "expires_in": 300}).encode(), now=1000.0)
     assert 1000.0 + 10 <= expires_at <= 1000.0 + 20
+
+
+def test_concurrent_requests_share_one_token_request_and_its_failure() -> None:
+    auth = Authenticator("r.example", Credentials("u", "p"), None)
+    auth.remember('Bearer realm="https://auth.example/token",service="r"')
+    calls: list[str] = []
+
+    async def fetch(url: str, *_: object) -> bytes:
+        calls.append(url)
+        await asyncio.sleep(0.01)
+        if len(calls) == 1:
+            raise ProtocolViolation("token server down")
+        return json.dumps({"token": f"t{len(calls)}"}).encode()
+
+    async def five() -> list[str | BaseException]:
+        scopes = ("repository:a:pull",)
+        asked = [
+            auth.header(scopes, "https://r.example/v2/a/blobs/x", "https://r.example/v2/", fetch) for _ in range(5)
+        ]
+        return list(await asyncio.gather(*asked, return_exceptions=True))
+
+    first = asyncio.run(five())
+    assert len(calls) == 1 and all(isinstance(r, ProtocolViolation) for r in first)  # one request, one failure for all
+    assert asyncio.run(five()) == ["Bearer t2"] * 5  # asked again (on another loop), once
+    assert len(calls) == 2

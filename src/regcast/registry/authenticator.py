@@ -136,7 +136,7 @@ class Authenticator:
         rate-limited there. The others wait for the one under way (shielded: a waiter that is cancelled
         does not cancel it for the rest)."""
         pending = self._pending.get(key)
-        if pending is None:
+        if pending is None or pending.get_loop() is not asyncio.get_running_loop():  # none a closed loop left
             pending = asyncio.ensure_future(self._fetch_token(key, ch, scopes, base, fetch))
             self._pending[key] = pending
             pending.add_done_callback(functools.partial(self._fetched, key))

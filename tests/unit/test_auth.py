@@ -211,7 +211,7 @@ def test_concurrent_requests_share_one_token_request_and_its_failure() -> None:
             raise ProtocolViolation("token server down")
         return json.dumps({"token": f"t{len(calls)}"}).encode()
 
-    async def five() -> list[str | BaseException]:
+    async def five() -> list[str | BaseException | None]:
         scopes = ("repository:a:pull",)
         asked = [
             auth.header(scopes, "https://r.example/v2/a/blobs/x", "https://r.example/v2/", fetch) for _ in range(5)

@@ -178,10 +178,11 @@ class LayoutRepository:
     def learn_from_refusal(self, exc: BaseException) -> bool:
         return False
 
-    async def put_manifest(self, ref: str, raw: bytes, media_type: str) -> str:
+    async def put_manifest(self, ref: str, raw: bytes, media_type: str, digest: str | None = None) -> str:
         self._writing()
         await self._load()
-        digest = digest_of(raw, ref.split(":", 1)[0] if ":" in ref else "sha256")
+        algorithm = (ref if ":" in ref else digest or "sha256").split(":", 1)[0]
+        digest = digest_of(raw, algorithm)
         if not await self.has_blob(digest):
             await asyncio.to_thread(self._files.write_bytes, digest, raw)
         if ":" not in ref:

@@ -99,7 +99,7 @@ class ManifestPush(RunState):
 
     async def _put_manifest(self, t: Target, m: Manifest, ref: str) -> None:
         async def put() -> None:
-            announced = await t.repo.put_manifest(ref, m.raw, m.media_type)
+            announced = await t.repo.put_manifest(ref, m.raw, m.media_type, m.digest)
             await stored_as_sent(t.repo, m, ref, announced, "manifest")
 
         if t.repo.manifests_shared:  # the same PUT under way for another copy: its success is this one's

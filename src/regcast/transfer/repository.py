@@ -81,8 +81,10 @@ class Repository(Protocol):
         """The manifest bytes exactly as stored, verified against their digest."""
         ...
 
-    async def put_manifest(self, ref: str, raw: bytes, media_type: str) -> str | None:
-        """Store manifest bytes unchanged at ``ref``; the digest the store announced, if any."""
+    async def put_manifest(self, ref: str, raw: bytes, media_type: str, digest: str | None = None) -> str | None:
+        """Store manifest bytes unchanged at ``ref``; the digest the store announced, if any. ``digest``
+        is the source's name for the bytes: a store that files them by digest itself (a layout) keeps
+        its algorithm (sha512 stays sha512 under a tag)."""
         ...
 
     async def has_blob(self, digest: str) -> bool: ...

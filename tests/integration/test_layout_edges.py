@@ -1,0 +1,75 @@
+"""Image layouts as an outside tester writes them (CONTRACT section 5): sha512 blobs, untagged entries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tests.support.cli import regcast
+from tests.support.registry import RegistryServer
+
+REF_NAME = "org.opencontainers.image.ref.name"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _put(root: Path, data: bytes, algorithm: str) -> str:
+    hexpart = hashlib.new(algorithm, data).hexdigest()
+    (root / "blobs" / algorithm).mkdir(parents=True, exist_ok=True)
+    (root / "blobs" / algorithm / hexpart).write_bytes(data)
+    return f"{algorithm}:{hexpart}"
+
+
+def hand_made_layout(root: Path, algorithm: str, ref_name: str | None) -> tuple[str, bytes]:
+    """A one-image layout written by hand (as a tester's script or umoci would), every digest in
+    ``algorithm``; ``ref_name`` None: an index entry without a name, as crane and oras write one."""
+    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    layer = b"layer bytes of " + algorithm.encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": _put(root, config, algorithm),
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": _put(root, layer, algorithm),
+                "size": len(layer),
+            }
+        ],
+    }
+    raw = json.dumps(manifest).encode()
+    digest = _put(root, raw, algorithm)
+    entry: dict[str, object] = {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(raw)}
+    if ref_name is not None:
+        entry["annotations"] = {REF_NAME: ref_name}
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return digest, raw
+
+
+def index_entries(root: Path) -> list[dict[str, object]]:
+    entries: list[dict[str, object]] = json.loads((root / "index.json").read_text())["manifests"]
+    return entries
+
+
+def test_a_sha512_layout_keeps_its_digests_into_another_layout_and_back(
+    tmp_path: Path, repo: str, open_reg: RegistryServer
+) -> None:
+    src = tmp_path / "sha512"
+    digest, raw = hand_made_layout(src, "sha512", "docker.io/library/app:v5")
+    copied = regcast("copy", f"oci:{src}:v5", f"oci:{tmp_path}/copy")
+    assert copied.returncode == 0, copied.stderr
+    [entry] = index_entries(tmp_path / "copy")
+    assert entry["digest"] == digest  # was filed as sha256 under the tag: a digest the source never had
+    assert entry["annotations"] == {REF_NAME: "v5"}
+    assert (tmp_path / "copy" / "blobs" / "sha512" / digest.split(":")[1]).read_bytes() == raw
+    again = regcast("copy", f"oci:{src}:v5", f"oci:{tmp_path}/copy")
+    assert again.returncode == 0 and "already up to date" in again.stdout, again.stdout + again.stderr
+    back = regcast("copy", f"oci:{tmp_path}/copy", f"127.0.0.1:{open_reg.port}/{repo}")
+    assert back.returncode == 0, back.stderr
+    assert f"ok 127.0.0.1:{open_reg.port}/{repo}:v5 {digest}" in back.stdout
+    assert open_reg.http().get_manifest(repo, "v5").content == raw

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 from pathlib import Path
 
+from tests.support import images
 from tests.support.cli import regcast
+from tests.support.images import signed_image
 from tests.support.registry import RegistryServer
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -73,3 +76,38 @@ def test_a_sha512_layout_keeps_its_digests_into_another_layout_and_back(
     assert back.returncode == 0, back.stderr
     assert f"ok 127.0.0.1:{open_reg.port}/{repo}:v5 {digest}" in back.stdout
     assert open_reg.http().get_manifest(repo, "v5").content == raw
+
+
+def test_a_copy_by_digest_into_a_layout_without_tag_lists_it_unnamed(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    img = images.image().push(src_reg.http(), repo, "1.0")
+    by_digest = f"127.0.0.1:{src_reg.port}/{repo}@{img.digest}"
+    for where in (f"oci:{tmp_path}/dir", f"oci-archive:{tmp_path}/site.tar"):
+        done = regcast("copy", by_digest, where)  # was a usage error: "name a tag when the source is a digest"
+        assert done.returncode == 0, done.stderr
+        assert f"ok {where}@{img.digest} {img.digest}" in done.stdout
+        again = regcast("copy", by_digest, where)
+        assert again.returncode == 0 and "already up to date" in again.stdout, again.stdout + again.stderr
+    with tarfile.open(tmp_path / "site.tar") as tar:
+        in_archive = tar.extractfile("index.json").read()  # type: ignore[union-attr]
+    for index in ((tmp_path / "dir" / "index.json").read_bytes(), in_archive):
+        assert json.loads(index)["manifests"] == [
+            {"mediaType": img.root.media_type, "digest": img.digest, "size": len(img.root.raw)}
+        ]
+    back = regcast("copy", f"oci-archive:{tmp_path}/site.tar", f"127.0.0.1:{open_reg.port}/{repo}:imported")
+    assert back.returncode == 0, back.stderr
+    assert open_reg.http().get_manifest(repo, "imported").content == img.root.raw
+
+
+def test_an_unnamed_entry_already_in_a_layout_stays_listed_once(
+    tmp_path: Path, repo: str, src_reg: RegistryServer
+) -> None:
+    layout = tmp_path / "crane"
+    digest, _ = hand_made_layout(layout, "sha256", None)
+    img, *_ = signed_image(src_reg, repo)  # its referrers are several more index.json writes
+    done = regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}:v1", f"oci:{layout}")
+    assert done.returncode == 0, done.stderr
+    digests = [e["digest"] for e in index_entries(layout)]
+    assert digests.count(digest) == 1, digests  # was repeated once per write
+    assert img.digest in digests

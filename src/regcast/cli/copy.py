@@ -82,8 +82,8 @@ def _open_target(dst: Where, kept: str, settings: Settings, opts: dict[str, Any]
     if isinstance(dst, LayoutRef):
         from regcast.layouts import LayoutRepository
 
-        if dst.tag is None and ":" in kept:
-            raise click.UsageError(f"{dst}: name a tag ({dst}:TAG) when the source is a digest")
+        if dst.tag is None and ":" in kept:  # a digest: listed in index.json without a name, as skopeo does
+            return f"{dst}@{kept}", LayoutRepository(dst, writable=True, unnamed_root=kept), kept
         dst = dst if dst.tag else dst.with_tag(kept)
         return str(dst), LayoutRepository(dst, writable=True), str(dst.tag)
     if not (dst.tag or dst.digest):

@@ -79,11 +79,21 @@ class LayoutIndex:
         kept.append({"mediaType": media_type, "digest": digest, "size": size, "annotations": {REF_NAME: tag}})
         self.doc["manifests"] = kept
 
+    def put_unnamed(self, digest: str, media_type: str, size: int) -> None:
+        """List a manifest without a name (a copy by digest into ``oci:DIR`` with no TAG, as skopeo writes
+        it); once: an unnamed entry for the same digest is not repeated."""
+        if not any(tag_of(e) is None and e["digest"] == digest for e in self.entries):
+            self.entries.append({"mediaType": media_type, "digest": digest, "size": size})
+
     def merged_over(self, older: LayoutIndex) -> LayoutIndex:
-        """``older``'s entries with this index's tags put over them (for adding to an archive)."""
+        """``older``'s entries with this index's put over them (for adding to an archive, or to an
+        index.json another writer changed): a tag, or an unnamed digest, is listed once."""
         out = LayoutIndex(json.loads(json.dumps(older.doc)))
         mine = {tag_of(e) for e in self.entries} - {None}
-        out.doc["manifests"] = [e for e in out.entries if tag_of(e) not in mine]
+        unnamed = {e["digest"] for e in self.entries if tag_of(e) is None}
+        out.doc["manifests"] = [
+            e for e in out.entries if tag_of(e) not in mine and not (tag_of(e) is None and e["digest"] in unnamed)
+        ]
         out.doc["manifests"] += self.entries
         return out
 

@@ -35,9 +35,12 @@ from regcast.registry.retry import RetryPolicy
 class LayoutRepository:
     """One OCI image layout, directory or archive; ``writable`` only for a target."""
 
-    def __init__(self, ref: LayoutRef, *, writable: bool = False, autocommit: bool = True) -> None:
+    def __init__(
+        self, ref: LayoutRef, *, writable: bool = False, autocommit: bool = True, unnamed_root: str | None = None
+    ) -> None:
         self.ref = ref
         self.writable = writable
+        self.unnamed_root = unnamed_root  # a target's root manifest put by this digest is listed without a name
         self.autocommit = autocommit
         self._where = ref.where
         self._lock = asyncio.Lock()
@@ -185,9 +188,13 @@ class LayoutRepository:
         digest = digest_of(raw, algorithm)
         if not await self.has_blob(digest):
             await asyncio.to_thread(self._files.write_bytes, digest, raw)
-        if ":" not in ref:
+        unnamed = ref == self.unnamed_root
+        if ":" not in ref or unnamed:
             async with self._lock:
-                self._index.put(ref, digest, media_type, len(raw))
+                if unnamed:
+                    self._index.put_unnamed(digest, media_type, len(raw))
+                else:
+                    self._index.put(ref, digest, media_type, len(raw))
                 if self.ref.kind == OCI:
                     await asyncio.to_thread(self._write_index)
         return digest

@@ -111,3 +111,23 @@ def test_an_unnamed_entry_already_in_a_layout_stays_listed_once(
     digests = [e["digest"] for e in index_entries(layout)]
     assert digests.count(digest) == 1, digests  # was repeated once per write
     assert img.digest in digests
+
+
+def test_a_layout_source_that_is_not_there_or_of_the_other_kind_is_named_in_one_line(tmp_path: Path) -> None:
+    archive = tmp_path / "site.tar"
+    archive.write_bytes(b"")
+    (tmp_path / "dir").mkdir()
+    for src, msg in (
+        (f"oci:{tmp_path}/nowhere", f"oci:{tmp_path}/nowhere: no such directory"),
+        (f"oci:{archive}", f"oci:{archive}: a file, not a directory (an archive is oci-archive:{archive})"),
+        (
+            f"oci-archive:{tmp_path}/dir",
+            f"oci-archive:{tmp_path}/dir: a directory, not an archive (a directory is oci:{tmp_path}/dir)",
+        ),
+        (f"oci:{tmp_path}/dir", f"oci:{tmp_path}/dir: not an OCI image layout (no index.json)"),
+    ):
+        done = regcast("copy", src, f"oci:{tmp_path}/out")
+        assert done.returncode == 1
+        assert done.stderr.strip().splitlines()[-1] == f"error: {msg}"
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -100,9 +100,14 @@ class LayoutRepository:
             if index_file.is_file():
                 with file_errors(self._where, "reading index.json"):
                     self._index = LayoutIndex.parse(index_file.read_bytes()[:MAX_INDEX_BYTES], self._where)
+            elif path.is_file():
+                raise LayoutError(f"{self._where}: a file, not a directory (an archive is oci-archive:{path})")
             elif not self.writable:
-                raise LayoutError(f"{self._where}: not an OCI image layout (no {INDEX_FILE})")
+                what = f"not an OCI image layout (no {INDEX_FILE})" if path.is_dir() else "no such directory"
+                raise LayoutError(f"{self._where}: {what}")
         elif path.exists() or not self.writable:
+            if path.is_dir():
+                raise LayoutError(f"{self._where}: a directory, not an archive (a directory is oci:{path})")
             if not path.is_file():
                 raise LayoutError(f"{self._where}: no such archive")
             self._reader = ArchiveReader(path, self._where)

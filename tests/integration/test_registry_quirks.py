@@ -523,3 +523,19 @@ def test_a_tag_list_saying_none_as_null_or_nothing_is_empty(
             return await list_tags(client, "a/b")
 
     assert asyncio.run(listed()) == []
+
+
+def test_a_tag_page_size_over_the_registrys_maximum_is_left_to_the_registry(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer
+) -> None:
+    img = images.image()
+    for tag in ("a", "b", "c"):
+        img.push(src_reg.http(), repo, tag)
+    p = quirk(faults, src_reg, "max_tags", max=100)
+
+    async def listed() -> list[str]:
+        async with via(p) as client:
+            return await list_tags(client, repo)  # n=1000
+
+    assert sorted(asyncio.run(listed())) == ["a", "b", "c"]
+    assert p.events["n_refused"] == 1

@@ -12,6 +12,8 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
   flipped (the header stays right);
 - ``wrong_put_digest``: manifest PUT answers announce ``sha256:000...``; ``reserialise_put``: manifest PUTs
   reach the registry written again (indent 1) (a registry storing other bytes than it was sent);
+- ``max_tags``: a tag list asked for more than ``params["max"]`` per page answers 400
+  PAGINATION_NUMBER_INVALID (distribution 3.1's tags.maxtags);
 - ``charset``: every manifest answer's ``Content-Type`` gets ``; charset=utf-8`` appended;
 - ``basic_and_bearer``: a 401's ``WWW-Authenticate`` lists a Basic challenge before the registry's Bearer one;
   ``basic_then_bearer_headers``: the same as two ``WWW-Authenticate`` headers;
@@ -73,6 +75,12 @@ class QuirkProxy(FaultProxy):
                 status=self.params["status"], text="<html>not now</html>", headers={"Retry-After": when}
             )
         tags_get = request.method == "GET" and request.path.endswith("/tags/list")
+        if self.scenario == "max_tags" and tags_get and int(request.query.get("n", "0")) > self.params["max"]:
+            self.events["n_refused"] += 1
+            return web.json_response(
+                {"errors": [{"code": "PAGINATION_NUMBER_INVALID", "message": "invalid number of results requested"}]},
+                status=400,
+            )
         referrers_get = request.method == "GET" and "/referrers/" in request.path
         cut = {"reset_manifest": manifest_get, "reset_tags": tags_get, "reset_referrers": referrers_get}
         if cut.get(self.scenario) and self.events["reset"] < self.params["count"]:

@@ -17,7 +17,7 @@ import functools
 import json
 from urllib.parse import urljoin
 
-from regcast._exceptions import ProtocolViolation
+from regcast._exceptions import ProtocolViolation, RegistryResponseError
 from regcast.registry._transport import read_capped, response_error, translate_errors
 from regcast.registry.auth import scope
 from regcast.registry.client import RegistryClient, next_link, with_query
@@ -41,8 +41,16 @@ async def list_tags(client: RegistryClient, repository: str, page_size: int = PA
 async def _walk(client: RegistryClient, repository: str, url: str) -> tuple[str, ...]:
     """Every page from ``url`` on, following ``Link``; a tuple, so joiners share nothing mutable."""
     tags: dict[str, None] = {}
-    for _ in range(MAX_PAGES):
-        raw, link = await reading(client, "GET", url, functools.partial(_page, client, repository, url))
+    for number in range(MAX_PAGES):
+        try:
+            raw, link = await reading(client, "GET", url, functools.partial(_page, client, repository, url))
+        except RegistryResponseError as exc:
+            if number or exc.status != 400:
+                raise
+            # a page size over the registry's maximum (distribution 3.1: 400 PAGINATION_NUMBER_INVALID over
+            # tags.maxtags): asked without one, the registry pages at its own size, linking the next page
+            url = url.split("?", 1)[0]
+            raw, link = await reading(client, "GET", url, functools.partial(_page, client, repository, url))
         try:
             page = json.loads(raw).get("tags") or []
             if not isinstance(page, list) or not all(isinstance(t, str) for t in page):

@@ -147,7 +147,7 @@ class Planner:
         """Plan a pass of ``mirror``; with ``only`` (a pushed tag, already matched) no tag list is read."""
         src = source_of(mirror)
         plan = MirrorPlan(mirror.name, src, targets_of(self.doc, mirror))
-        selector = TagSelector.from_rules(mirror.tags)
+        selector = TagSelector.from_rules(mirror.tags, mirror.referrers)
         try:
             client = self.pool.source(src.registry)
             # the targets' pings (one per client, before its concurrent HEADs; errors show per image)

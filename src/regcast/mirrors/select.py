@@ -52,26 +52,38 @@ def _newest_first(a: str, b: str) -> int:
     return int(nodesemver.compare(b, a, loose=True))
 
 
+# The tags referrers live under (the referrers tag schema's ``<alg>-<hex>``, cosign's ``.sig|.att|.sbom``):
+# not images of their own; they travel with the image they refer to, or, with ``referrers: false``, stay.
+REFERRER_TAG = re.compile(r"^(sha256|sha512)-[0-9a-f]{64}(\.(sig|att|sbom))?$")
+
+
+def is_referrer_tag(tag: str) -> bool:
+    return REFERRER_TAG.match(tag) is not None
+
+
 @dataclass(frozen=True)
 class TagSelector:
-    """A mirror's ``tags`` rules, compiled once."""
+    """A mirror's ``tags`` rules, compiled once. ``referrers`` off: referrer tags are never picked from
+    the repository's tags (without ``tags`` rules every tag is, and they would carry what was to stay)."""
 
     listed: tuple[str, ...] = ()
     allow: tuple[re.Pattern[str], ...] = ()
     deny: tuple[re.Pattern[str], ...] = ()
     semver: str | None = None
     latest: int | None = None
+    referrers: bool = True
 
     @classmethod
-    def from_rules(cls, rules: TagRules | None) -> TagSelector:
+    def from_rules(cls, rules: TagRules | None, referrers: bool = True) -> TagSelector:
         if rules is None:
-            return cls()
+            return cls(referrers=referrers)
         return cls(
             tuple(rules.list),
             tuple(re.compile(p) for p in rules.allow),
             tuple(re.compile(p) for p in rules.deny),
             rules.semver,
             rules.latest,
+            referrers,
         )
 
     @property
@@ -81,6 +93,8 @@ class TagSelector:
 
     def passes(self, tag: str) -> bool:
         """Every filter but ``latest`` (which depends on the other tags)."""
+        if not self.referrers and is_referrer_tag(tag):
+            return False
         if self.allow and not any(p.search(tag) for p in self.allow):
             return False
         if any(p.search(tag) for p in self.deny):
@@ -178,7 +192,7 @@ def mirror_selects(
     src = source_of(mirror)
     if not _same_registry(src.registry, registry) or src.repository != repository:
         return False
-    return TagSelector.from_rules(mirror.tags).may_select(tag, tags)
+    return TagSelector.from_rules(mirror.tags, mirror.referrers).may_select(tag, tags)
 
 
 def is_immutable(mirror: Mirror, tag: str) -> bool:
@@ -191,6 +205,7 @@ __all__ = [
     "expand_targets",
     "is_immutable",
     "is_layout",
+    "is_referrer_tag",
     "mirror_selects",
     "semver_of",
     "source_of",

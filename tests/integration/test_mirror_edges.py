@@ -1,0 +1,54 @@
+"""Mirror-set documents as an outside tester writes them (CONTRACT section 4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from regcast.mirrors.document import load_document
+from regcast.mirrors.select import mirror_selects
+from tests.support.cli import regcast
+from tests.support.images import signed_image
+from tests.support.registry import RegistryServer
+
+
+def tags_at(reg: RegistryServer, repo: str) -> list[str]:
+    r = reg.http().client.get(f"{repo}/tags/list")
+    return sorted(r.json().get("tags") or []) if r.status_code == 200 else []
+
+
+def test_referrers_false_leaves_signatures_behind_even_when_every_tag_is_selected(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    signed_image(src_reg, repo)  # v1, its cosign .sig tag, the <alg>-<hex> fallback index, an SBOM's
+    assert len(tags_at(src_reg, repo)) == 4
+    doc = {
+        "version": 1,
+        "mirrors": [
+            {"name": "with", "source": f"{src_reg.host}/{repo}", "targets": [f"{open_reg.host}/with"]},
+            {
+                "name": "without",
+                "source": f"{src_reg.host}/{repo}",
+                "targets": [f"{open_reg.host}/without"],
+                "referrers": False,
+            },
+        ],
+    }
+    path = tmp_path / "mirrors.json"
+    path.write_text(json.dumps(doc))
+    plan = regcast("sync", str(path), "--dry-run", "--json")
+    planned = {m["name"]: sorted(i["tag"] for i in m["images"]) for m in json.loads(plan.stdout)["mirrors"]}
+    assert planned["without"] == ["v1"]  # the referrer tags were selected as images of their own
+    done = regcast("sync", str(path))
+    assert done.returncode == 0, done.stderr
+    assert tags_at(open_reg, f"without/{repo}") == ["v1"]
+    assert tags_at(open_reg, f"with/{repo}") == tags_at(src_reg, repo)
+
+
+def test_a_push_of_a_signature_tag_is_not_a_mirror_image_with_referrers_false() -> None:
+    sig = "sha256-" + "ab" * 32 + ".sig"
+    text = "version: 1\nmirrors:\n  - {name: m, source: reg.example/app, targets: [dst.example], referrers: %s}\n"
+    for referrers, selected in (("true", True), ("false", False)):
+        doc = load_document(text % referrers, {})
+        assert mirror_selects(doc, doc.mirrors[0], "reg.example", "app", sig) is selected
+        assert mirror_selects(doc, doc.mirrors[0], "reg.example", "app", "v1") is True

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from regcast.mirrors.document import load_document
+import pytest
+
+from regcast.mirrors.document import DocumentError, load_document
 from regcast.mirrors.select import mirror_selects
 from tests.support.cli import regcast
 from tests.support.images import signed_image
@@ -52,3 +54,20 @@ def test_a_push_of_a_signature_tag_is_not_a_mirror_image_with_referrers_false() 
         doc = load_document(text % referrers, {})
         assert mirror_selects(doc, doc.mirrors[0], "reg.example", "app", sig) is selected
         assert mirror_selects(doc, doc.mirrors[0], "reg.example", "app", "v1") is True
+
+
+def test_unquoted_numbers_and_booleans_in_yaml_are_named_with_the_fix() -> None:
+    text = (
+        "version: 1\n"
+        "mirrors:\n"
+        "  - name: on\n"  # YAML 1.1: the boolean true
+        "    source: reg.example/app\n"
+        "    targets: [dst.example]\n"
+        "    tags: {list: [1.10]}\n"  # the number 1.1: a tag '1.10' could never be meant
+    )
+    with pytest.raises(DocumentError) as caught:
+        load_document(text, {})
+    assert str(caught.value).split("; ") == [
+        "line 3: mirrors[0].name: expected text, but YAML read a boolean here: put the value in quotes",
+        "line 6: mirrors[0].tags.list[0]: expected text, but YAML read a number here: put the value in quotes",
+    ]

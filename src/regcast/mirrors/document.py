@@ -238,6 +238,10 @@ def _pydantic_problems(exc: ValidationError, lines: LineMap) -> list[str]:
             msg = f"unknown key {loc[-1]!r}"
         elif err["type"] == "missing":
             msg = "missing"
+        elif err["type"] == "string_type" and isinstance(err.get("input"), (bool, int, float)):
+            # YAML 1.1: `1.10` is the number 1.1, `on`/`no` are booleans; the value is not echoed (a password)
+            kind = "a boolean" if isinstance(err["input"], bool) else "a number"
+            msg = f"expected text, but YAML read {kind} here: put the value in quotes"
         problems.append(f"{lines.where(loc)}: {msg}")
     return problems
 

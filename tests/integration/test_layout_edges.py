@@ -131,3 +131,35 @@ def test_a_layout_source_that_is_not_there_or_of_the_other_kind_is_named_in_one_
         assert done.stderr.strip().splitlines()[-1] == f"error: {msg}"
         assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_hand_made_tar_is_read_and_extended(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """``tar -cf site.tar -C dir .`` of a layout: ``./`` names, directory entries, blobs before
+    index.json, and no ``oci-layout`` (a tester's script forgot it; skopeo reads such a layout)."""
+    layout = tmp_path / "dir"
+    digest, raw = hand_made_layout(layout, "sha256", "localhost/app:1.0")
+    (layout / "oci-layout").unlink()
+    archive = tmp_path / "site.tar"
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tar:
+        for p in sorted(layout.rglob("*"), reverse=True):
+            tar.add(p, arcname="./" + str(p.relative_to(layout)), recursive=False)
+    back = regcast("copy", f"oci-archive:{archive}", f"127.0.0.1:{open_reg.port}/{repo}")
+    assert back.returncode == 0, back.stderr
+    assert f"ok 127.0.0.1:{open_reg.port}/{repo}:1.0 {digest}" in back.stdout
+    img = images.image().push(src_reg.http(), repo, "2.0")
+    added = regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}:2.0", f"oci-archive:{archive}")
+    assert added.returncode == 0, added.stderr
+    with tarfile.open(archive) as tar:
+        index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
+        names = tar.getnames()
+    assert [(e["digest"], e["annotations"][REF_NAME]) for e in index["manifests"]] == [
+        (digest, "localhost/app:1.0"),
+        (img.digest, "2.0"),
+    ]
+    assert "oci-layout" in names and f"blobs/{digest.replace(':', '/')}" in names
+    for tag, want in (("1.0", raw), ("2.0", img.root.raw)):
+        again = regcast("copy", f"oci-archive:{archive}:{tag}", f"127.0.0.1:{open_reg.port}/{repo}/again")
+        assert again.returncode == 0, again.stderr
+        assert open_reg.http().get_manifest(f"{repo}/again", tag).content == want

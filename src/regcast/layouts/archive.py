@@ -49,8 +49,8 @@ class ArchiveReader:
                             self.members[_member_name(m.name)] = m
             except tarfile.TarError as exc:
                 raise LayoutError(f"{where}: not an uncompressed tar archive ({exc})") from None
-        if LAYOUT_FILE not in self.members or INDEX_FILE not in self.members:
-            raise LayoutError(f"{where}: not an OCI image layout (no {LAYOUT_FILE} or {INDEX_FILE} in the archive)")
+        if INDEX_FILE not in self.members:  # oci-layout is not required: a directory without it is read too
+            raise LayoutError(f"{where}: not an OCI image layout (no {INDEX_FILE} in the archive)")
         self.index = LayoutIndex.parse(self.read_member(INDEX_FILE, MAX_INDEX_BYTES), where)
 
     def has(self, digest: str) -> bool:

@@ -71,3 +71,12 @@ def test_unquoted_numbers_and_booleans_in_yaml_are_named_with_the_fix() -> None:
         "line 3: mirrors[0].name: expected text, but YAML read a boolean here: put the value in quotes",
         "line 6: mirrors[0].tags.list[0]: expected text, but YAML read a number here: put the value in quotes",
     ]
+
+
+def test_a_layout_as_a_mirror_source_is_refused_saying_what_a_layout_is_for() -> None:
+    text = "version: 1\nmirrors:\n  - {name: m, source: 'oci-archive:/srv/site.tar', targets: [dst.example]}\n"
+    with pytest.raises(DocumentError) as caught:
+        load_document(text, {})
+    assert "line 3: mirrors[0].source: 'oci-archive:/srv/site.tar': a mirror's source is a registry repository" in str(
+        caught.value
+    )  # was: invalid registry host 'oci-archive:'

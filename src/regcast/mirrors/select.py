@@ -145,6 +145,11 @@ def split_location(text: str) -> Repo:
 
 
 def source_of(mirror: Mirror) -> Repo:
+    if is_layout(mirror.source.strip()):
+        raise InvalidReference(
+            f"{mirror.source!r}: a mirror's source is a registry repository; an image layout is a target "
+            "only (regcast copy oci-archive:FILE.tar:TAG host/repo imports one of its images)"
+        )
     ref = parse_reference(mirror.source, default_tag=None)
     if ref.tag or ref.digest:
         raise InvalidReference(f"{mirror.source!r}: a source is a repository, without a tag or digest")

@@ -163,3 +163,26 @@ def test_a_hand_made_tar_is_read_and_extended(
         again = regcast("copy", f"oci-archive:{archive}:{tag}", f"127.0.0.1:{open_reg.port}/{repo}/again")
         assert again.returncode == 0, again.stderr
         assert open_reg.http().get_manifest(f"{repo}/again", tag).content == want
+
+
+def test_an_image_without_a_name_is_read_by_digest(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """Two unnamed entries (crane, oras, copies by digest): ``oci:DIR@DIGEST`` picks one; without it the
+    error lists their digests."""
+    one, two = images.image().push(src_reg.http(), repo, "1"), images.image().push(src_reg.http(), repo, "2")
+    layout = f"oci:{tmp_path}/unnamed"
+    for img in (one, two):
+        assert regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}@{img.digest}", layout).returncode == 0
+    which = regcast("copy", layout, f"127.0.0.1:{open_reg.port}/{repo}:x")
+    assert which.returncode == 1
+    assert which.stderr.strip().splitlines()[-1] == (
+        f"error: {layout} holds 2 images: name one as {layout}:TAG or {layout}@DIGEST "
+        f"(tags: none; without a name: {one.digest}, {two.digest})"
+    )
+    done = regcast("copy", f"{layout}@{two.digest}", f"127.0.0.1:{open_reg.port}/{repo}:picked")
+    assert done.returncode == 0, done.stderr  # was read as a directory named ...@sha256
+    assert open_reg.http().get_manifest(repo, "picked").content == two.root.raw
+    refused = regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}:1", f"{layout}@{one.digest}")
+    assert refused.returncode == 2
+    assert f"{layout}@{one.digest}: a layout target is {layout} or {layout}:TAG" in refused.stderr

@@ -29,7 +29,30 @@ def test_parse(text: str, kind: str, path: str, tag: str | None) -> None:
     assert is_layout_reference(text)
 
 
-@pytest.mark.parametrize("text", ["oci:", "oci:/x:", "oci:/x:bad*tag", "oci-archive::v1", "docker:/x"])
+def test_parse_digest() -> None:
+    digest = "sha256:" + "ab" * 32
+    for text, path in (
+        (f"oci:/srv/layout@{digest}", "/srv/layout"),
+        (f"oci-archive:/odd:d/a.tar@{digest}", "/odd:d/a.tar"),
+    ):
+        ref = parse_layout_reference(text)
+        assert (ref.path, ref.tag, ref.digest) == (Path(path), None, digest)
+        assert str(ref) == text
+    assert parse_layout_reference("oci:/srv/me@host:v1").tag == "v1"  # an @ in a path is no digest
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "oci:",
+        "oci:/x:",
+        "oci:/x:bad*tag",
+        "oci-archive::v1",
+        "docker:/x",
+        "oci:/x@sha256:abc",
+        "oci:@sha256:" + "a" * 64,
+    ],
+)
 def test_parse_refuses(text: str) -> None:
     with pytest.raises(InvalidReference):
         parse_layout_reference(text)

@@ -82,6 +82,8 @@ def _open_target(dst: Where, kept: str, settings: Settings, opts: dict[str, Any]
     if isinstance(dst, LayoutRef):
         from regcast.layouts import LayoutRepository
 
+        if dst.digest:
+            raise click.UsageError(f"{dst}: a layout target is {dst.where} or {dst.where}:TAG (@DIGEST reads one)")
         if dst.tag is None and ":" in kept:  # a digest: listed in index.json without a name, as skopeo does
             return f"{dst}@{kept}", LayoutRepository(dst, writable=True, unnamed_root=kept), kept
         dst = dst if dst.tag else dst.with_tag(kept)

@@ -1,4 +1,5 @@
-"""``oci:DIR[:TAG]`` and ``oci-archive:FILE.tar[:TAG]``, as skopeo spells them."""
+"""``oci:DIR[:TAG]`` and ``oci-archive:FILE.tar[:TAG]``, as skopeo spells them; ``@DIGEST`` in place of
+``:TAG`` reads one image by digest (a layout's entries may have no name: crane, oras, a copy by digest)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from regcast._exceptions import InvalidReference
+from regcast.registry.digest import validate_digest
 from regcast.registry.reference import validate_tag
 
 OCI = "oci"
@@ -18,6 +20,7 @@ class LayoutRef:
     kind: str  # OCI (a directory) or OCI_ARCHIVE (a tar file)
     path: Path
     tag: str | None = None
+    digest: str | None = None
 
     @property
     def where(self) -> str:
@@ -28,7 +31,7 @@ class LayoutRef:
         return replace(self, tag=validate_tag(tag))
 
     def __str__(self) -> str:
-        return self.where + (f":{self.tag}" if self.tag else "")
+        return self.where + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
 
 
 def is_layout_reference(text: str) -> bool:
@@ -36,12 +39,18 @@ def is_layout_reference(text: str) -> bool:
 
 
 def parse_layout_reference(text: str) -> LayoutRef:
-    """Split ``kind:path[:tag]``: a last ``:part`` without ``/`` is the tag."""
+    """Split ``kind:path[:tag]``: a last ``:part`` without ``/`` is the tag; or ``kind:path@digest``."""
     kind, _, rest = text.partition(":")
     if kind not in KINDS:
         raise InvalidReference(
             f"invalid layout reference {text[:200]!r}: expected oci:DIR[:TAG] or oci-archive:FILE[:TAG]"
         )
+    head, sep, tail = rest.rpartition("@")
+    if sep and tail.partition(":")[0] in ("sha256", "sha512"):
+        digest = validate_digest(tail)
+        if not head:
+            raise InvalidReference(f"invalid layout reference {text[:200]!r}: {kind}: needs a path")
+        return LayoutRef(kind, Path(head), None, digest)
     path, tag = rest, None
     head, sep, tail = rest.rpartition(":")
     if sep and "/" not in tail:

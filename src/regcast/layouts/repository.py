@@ -23,7 +23,7 @@ from pathlib import Path
 from regcast._exceptions import ContentError, LayoutError, UnsupportedManifest
 from regcast.layouts.archive import ArchiveReader, pack
 from regcast.layouts.files import BlobFiles, FileUpload, file_errors, locked, write_atomically
-from regcast.layouts.index import INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, MAX_INDEX_BYTES, LayoutIndex
+from regcast.layouts.index import INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, MAX_INDEX_BYTES, LayoutIndex, tag_of
 from regcast.layouts.reference import OCI, LayoutRef, parse_layout_reference
 from regcast.registry.digest import digest_of
 from regcast.registry.limits import RateWait
@@ -122,14 +122,17 @@ class LayoutRepository:
 
     async def default_ref(self) -> str:
         """The layout reference's tag; without one, the layout's only image (else an error naming the tags)."""
-        if self.ref.tag:
-            return self.ref.tag
+        if self.ref.tag or self.ref.digest:
+            return str(self.ref.tag or self.ref.digest)
         await self._load()
         entries = self._view().entries
         if len(entries) == 1:
             return self._view().tags()[0] if self._view().tags() else str(entries[0]["digest"])
         tags = ", ".join(self._view().tags()) or "none"
-        raise LayoutError(f"{self._where} holds {len(entries)} images: name one as {self._where}:TAG (tags: {tags})")
+        unnamed = [str(e["digest"]) for e in entries if tag_of(e) is None]
+        how = f"{self._where}:TAG" + (f" or {self._where}@DIGEST" if unnamed else "")
+        also = f"; without a name: {', '.join(unnamed)}" if unnamed else ""
+        raise LayoutError(f"{self._where} holds {len(entries)} images: name one as {how} (tags: {tags}{also})")
 
     async def head_manifest(self, ref: str) -> str | None:
         await self._load()

@@ -133,7 +133,7 @@ def split_location(text: str) -> Repo:
     a layout (``oci:DIR``, ``oci-archive:FILE.tar``, no tag: each tag is written under its own name)."""
     if is_layout(text.strip()):
         ref = parse_layout_reference(text.strip())
-        if ref.tag is not None:
+        if ref.tag is not None or ref.digest is not None:
             raise InvalidReference(f"{text!r}: a mirror's layout target takes no tag (each tag keeps its own)")
         return Repo(ref.where, "")
     host, _, path = text.strip().strip("/").partition("/")

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
-VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/regcast/__init__.py)
 IMAGE := dist/regcast-$(VERSION)-oci.tar
 
 .PHONY: run test lint bench install install-test registry browser clean image test-image

@@ -36,7 +36,7 @@ from tests.support.verify import assert_same_image
 
 ARCHIVE = os.environ.get("REGCAST_TEST_IMAGE", "")
 pytestmark = pytest.mark.skipif(not ARCHIVE, reason="set REGCAST_TEST_IMAGE (make test-image builds and sets it)")
-VERSION = __version__  # the one version, from the package metadata
+VERSION = __version__  # the one version (src/regcast/__init__.py)
 
 
 def archive_json(tar: tarfile.TarFile, digest: str) -> Any:

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+import regcast
 from regcast.console.progress import Lines, PlainConsole, display_for
 from tests.support.registry import free_port
 from tests.support.service import FAST
@@ -76,7 +77,7 @@ def test_help_imports_click_and_the_cli_only() -> None:
         "regcast.console",
         "regcast.console.remote",
     }
-    assert "importlib.metadata" not in modules  # the version is read only when asked for
+    assert "importlib.metadata" not in modules
 
 
 @pytest.mark.parametrize("command", ["copy", "serve", "worker", "jobs", "sync", "submit"])
@@ -92,8 +93,9 @@ def test_command_help_imports_no_command_library(command: str) -> None:
 def test_version_imports_no_command_library() -> None:
     proc, modules = run_cli("--version")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.startswith("regcast, version ")
+    assert proc.stdout == f"regcast, version {regcast.__version__}\n"
     assert not tops(modules) & {*SERVICE_ONLY, *COMMAND_ONLY}
+    assert "importlib.metadata" not in modules  # the version is a constant in regcast/__init__.py, not the metadata
 
 
 def test_copy_imports_no_service_library() -> None:
@@ -118,6 +120,7 @@ def test_copy_imports_no_service_library() -> None:
     # nor the other commands' modules, nor what reads image layouts (no oci: reference here)
     others = {"regcast.cli.service", "regcast.cli.jobs", "regcast.cli.sync", "regcast.console.remote"}
     assert not modules & {*others, "regcast.layouts.repository", "regcast.layouts.archive"}
+    assert "importlib.metadata" not in modules  # the User-Agent's version is a constant
 
 
 def test_plain_progress_lines_escape_control_characters() -> None:

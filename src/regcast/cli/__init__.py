@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from regcast import __version__
 from regcast.cli._common import Invocation
 
 __all__ = ["main"]
@@ -44,7 +45,7 @@ class _Commands(click.Group):
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for HTTP requests).")
-@click.version_option(package_name="regcast")
+@click.version_option(__version__)
 @click.pass_context
 def main(ctx: click.Context, verbose: int) -> None:
     """Copy one container image from one registry to many, over the registry HTTP API."""

@@ -51,7 +51,9 @@ def jobs(
             sys.exit(EXIT_FAILED)
         src = job.request["source"]
         console.print(f"[bold]{job.id}[/]  {job.state}  in sync {in_sync(job)}  attempts {job.attempts}")
-        console.print(f"source  {src['endpoint']} {src['image']}:{src['ref']}  {job.source_digest or ''}")
+        console.print(
+            f"source  {src['endpoint']} {remote.image_ref(src['image'], src['ref'])}  {job.source_digest or ''}"
+        )
         console.print(f"started {iso(job.started_at)}  finished {iso(job.finished_at) or '-'}")
         if job.error:
             console.print(f"error   {job.error}", markup=False)
@@ -60,7 +62,7 @@ def jobs(
             table.add_row(
                 str(t.idx),
                 t.endpoint,
-                f"{t.repository}:{t.ref}",
+                remote.image_ref(t.repository, t.ref),
                 shown_state(t) + (f" ({t.reason})" if t.state == "SKIPPED" and t.reason else ""),
                 f"{t.bytes_done}/{t.bytes_total}",
                 str(t.attempts),
@@ -80,7 +82,7 @@ def jobs(
             j.id,
             j.state,
             iso(j.started_at) or "",
-            f"{src['endpoint']} {src['image']}:{src['ref']}",
+            f"{src['endpoint']} {remote.image_ref(src['image'], src['ref'])}",
             f"{done}/{len(j.targets)}",
         )
     console.print(table)

@@ -11,6 +11,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+
+def image_ref(image: str, ref: str) -> str:
+    """``app:1.0``, or ``app@sha256:...`` for a digest (as docker writes it, not ``app:sha256:...``)."""
+    return f"{image}@{ref}" if ":" in ref else f"{image}:{ref}"
+
+
 if TYPE_CHECKING:  # imported where used: `regcast --help` loads this module and must stay quick (#17)
     import httpx
 
@@ -216,17 +222,19 @@ def remote_jobs(server: str, job_id: str | None, state: str | None, limit: int, 
     for j in page["jobs"]:
         src = j["source"]
         done = sum(t["state"] in ("FINISHED", "SKIPPED") for t in j["targets"])
-        click.echo(f"{j['id']}  {j['value']:<9}  {src['image']}:{src['ref']}  {done}/{len(j['targets'])}")
+        click.echo(f"{j['id']}  {j['value']:<9}  {image_ref(src['image'], src['ref'])}  {done}/{len(j['targets'])}")
 
 
 def _print_status(st: dict[str, Any]) -> None:
     src = st["source"]
     click.echo(f"{st['id']}  {st['value']}")
-    click.echo(f"source  {src['endpoint']} {src['image']}:{src['ref']}  {st.get('source_digest') or ''}")
+    click.echo(f"source  {src['endpoint']} {image_ref(src['image'], src['ref'])}  {st.get('source_digest') or ''}")
     if st.get("error"):
         click.echo(f"error   {st['error']}")
     for t in st["targets"]:
-        line = f"  {t['state']:<9} {t['endpoint']} {t['image']}:{t['ref']}  {t['bytes_done']}/{t['bytes_total']}"
+        line = (
+            f"  {t['state']:<9} {t['endpoint']} {image_ref(t['image'], t['ref'])}  {t['bytes_done']}/{t['bytes_total']}"
+        )
         click.echo(line + (f"  {t['error']}" if t.get("error") else ""))
 
 
@@ -239,7 +247,7 @@ def _watch(remote: Remote, job_id: str, every: float = 1.0) -> int:
 
     console = stderr_console()
     st = remote.call("GET", f"/api/distribute/image/{job_id}")
-    keys = [f"{t['endpoint']} {t['image']}:{t['ref']}" for t in st["targets"]]
+    keys = [f"{t['endpoint']} {image_ref(t['image'], t['ref'])}" for t in st["targets"]]
     from regcast.config import load_settings
 
     display = display_for(console, keys, load_settings().progress_interval)
@@ -261,8 +269,10 @@ def _watch(remote: Remote, job_id: str, every: float = 1.0) -> int:
     final = asyncio.run(follow())
     for t in final["targets"]:
         if t["state"] in ("FINISHED", "SKIPPED"):
-            click.echo(f"{t['state'].lower()} {t['endpoint']} {t['image']}:{t['ref']}")
+            click.echo(f"{t['state'].lower()} {t['endpoint']} {image_ref(t['image'], t['ref'])}")
         else:
-            click.echo(f"error: {t['endpoint']} {t['image']}:{t['ref']}: {t.get('error') or t['state']}", err=True)
+            click.echo(
+                f"error: {t['endpoint']} {image_ref(t['image'], t['ref'])}: {t.get('error') or t['state']}", err=True
+            )
     click.echo(f"{job_id} {final['value']} after {time.monotonic() - started:.0f}s", err=True)
     return 0 if final["value"] == "FINISHED" else EXIT_FAILED

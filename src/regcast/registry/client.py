@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -47,13 +48,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("regcast.registry")
 
 
-# A query that ``urlencode(parse_qsl(query), safe=":/")`` writes back unchanged: ``key=value`` pairs of the
-# characters quote_plus keeps, ``+`` (a space both ways) and the %XX escapes quote_plus itself writes for
-# the other ASCII characters (derived from it, not listed by hand).
-_KEPT = "[A-Za-z0-9_.~:/+-]|" + "|".join(
-    f"%{b:02X}" for b in range(128) if quote_plus(chr(b), safe=":/") == f"%{b:02X}"
-)
-_ENCODED_QUERY = re.compile(f"(?:{_KEPT})+=(?:{_KEPT})*(?:&(?:{_KEPT})+=(?:{_KEPT})*)*")
+@functools.cache
+def _encoded_query() -> re.Pattern[str]:
+    """A query that ``urlencode(parse_qsl(query), safe=":/")`` writes back unchanged.
+
+    ``key=value`` pairs of the characters quote_plus keeps, ``+`` (a space both ways) and the %XX escapes
+    quote_plus itself writes for the other ASCII characters (derived from it, not listed by hand). Built on
+    first use, not at import: ~1 ms of every command's start-up, and a no-op copy sends no such query (#17).
+    """
+    kept = "[A-Za-z0-9_.~:/+-]|" + "|".join(
+        f"%{b:02X}" for b in range(128) if quote_plus(chr(b), safe=":/") == f"%{b:02X}"
+    )
+    return re.compile(f"(?:{kept})+=(?:{kept})*(?:&(?:{kept})+=(?:{kept})*)*")
 
 
 # RFC 8288: the target, then parameters in any order; ``rel`` quoted or not (``rel=next``), not ``nextpage``.
@@ -73,7 +79,7 @@ def with_query(url: str, **params: str) -> str:
     ``_state=...%3D``) is kept as it is instead of being decoded and quoted again character by
     character: the same URL for half the CPU (every upload PUT and mount, issue 17)."""
     parts = urlsplit(url)
-    if params and (not parts.query or _ENCODED_QUERY.fullmatch(parts.query)):
+    if params and (not parts.query or _encoded_query().fullmatch(parts.query)):
         added = urlencode(list(params.items()), safe=":/")
         query = f"{parts.query}&{added}" if parts.query else added
     else:

@@ -56,7 +56,7 @@ class SeedAuth:
     json_body: Any = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Challenge:
     scheme: str  # lower case: "bearer" or "basic"
     params: dict[str, str]
@@ -120,7 +120,7 @@ def scope(repository: str, actions: str) -> str:
     return f"repository:{repository}:{actions}"
 
 
-@dataclass(frozen=True)
+@dataclass
 class TokenRequest:
     url: str
     params: list[tuple[str, str]]

@@ -59,7 +59,7 @@ def cosign_tags(digest: str) -> list[str]:
     return [f"sha256-{hexpart}.{suffix}" for suffix in COSIGN_SUFFIXES]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Listing:
     """Referrer descriptors (as the registry wrote them) and whether it applied the type filter."""
 
@@ -186,7 +186,7 @@ async def _tag_names(client: RegistryClient, repository: str, url: str) -> froze
     return frozenset(t for t in tags if isinstance(t, str))
 
 
-@dataclass(frozen=True)
+@dataclass
 class Held:
     """A manifest read with what a conditional write needs: its ``ETag``, if the registry gave one."""
 
@@ -219,7 +219,7 @@ async def read_index(client: RegistryClient, repository: str, tag: str) -> Held 
         resp.release()
 
 
-@dataclass(frozen=True)
+@dataclass
 class Pushed:
     """What a manifest PUT answered: the digest announced, whether the registry tracks the subject
     (``OCI-Subject``), and whether an ``If-Match`` precondition failed (someone wrote first)."""

@@ -36,7 +36,7 @@ Body = bytes | AsyncIterable[bytes] | None
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Call:
     """One logical request, as the request path replays it."""
 

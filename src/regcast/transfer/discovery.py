@@ -35,7 +35,7 @@ log = logging.getLogger("regcast.transfer")
 MAX_DEPTH = 4  # a signature of an attestation of an SBOM of the image is depth 3
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Candidate:
     digest: str
     subject: str

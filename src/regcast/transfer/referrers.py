@@ -52,7 +52,7 @@ class ReferrerAccess(Protocol):
     async def put(self, ref: str, raw: bytes, media_type: str, if_match: str | None = None) -> api.Pushed: ...
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Remote:
     repo: RegistryRepository
 

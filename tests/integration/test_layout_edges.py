@@ -186,3 +186,34 @@ def test_an_image_without_a_name_is_read_by_digest(
     refused = regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}:1", f"{layout}@{one.digest}")
     assert refused.returncode == 2
     assert f"{layout}@{one.digest}: a layout target is {layout} or {layout}:TAG" in refused.stderr
+
+
+def test_skopeo_names_pick_the_image_by_its_full_reference(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """``skopeo copy ... oci:DIR:localhost/app:1.0`` writes that whole name as ``ref.name``, and reads it back
+    split at the first ``:``. Two images share the tag ``1.0`` under different names: the name decides."""
+    a = images.image().push(src_reg.http(), repo, "a")
+    b = images.image().push(src_reg.http(), repo, "b")
+    layout = tmp_path / "skopeo"
+    for img in (a, b):
+        assert regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}@{img.digest}", f"oci:{layout}").returncode == 0
+    index = json.loads((layout / "index.json").read_text())
+    for entry, name in zip(index["manifests"], ("docker.io/library/a:1.0", "localhost/app:1.0"), strict=True):
+        entry["annotations"] = {REF_NAME: name}
+    (layout / "index.json").write_text(json.dumps(index))
+    archive = tmp_path / "skopeo.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(layout, arcname=".")
+    dst = f"127.0.0.1:{open_reg.port}/{repo}"
+    for src in (f"oci:{layout}", f"oci-archive:{archive}"):
+        for img, name in ((b, "localhost/app:1.0"), (a, "docker.io/library/a:1.0")):
+            done = regcast("copy", f"{src}:{name}", dst)  # was: no such directory {layout}:localhost/app
+            assert done.returncode == 0, done.stderr
+            assert f"ok {dst}:1.0 {img.digest}" in done.stdout
+        missing = regcast("copy", f"{src}:localhost/nope:1.0", dst)
+        assert missing.returncode == 1
+        assert (
+            missing.stderr.strip().splitlines()[-1]
+            == f"error: {src} has no image named localhost/nope:1.0 (tags: 1.0, 1.0)"
+        )

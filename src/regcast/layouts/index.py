@@ -65,12 +65,14 @@ class LayoutIndex:
     def find(self, tag: str) -> Descriptor | None:
         for e in self.entries:
             if tag_of(e) == tag:
-                size = e.get("size")
-                return Descriptor(
-                    str(e.get("mediaType", "")),
-                    validate_digest(e["digest"]),
-                    size if isinstance(size, int) else -1,
-                )
+                return _descriptor(e)
+        return None
+
+    def find_name(self, name: str) -> Descriptor | None:
+        """The entry whose ``ref.name`` is exactly ``name`` (a full reference as skopeo and buildah write it)."""
+        for e in self.entries:
+            if (e.get("annotations") or {}).get(REF_NAME) == name:
+                return _descriptor(e)
         return None
 
     def put(self, tag: str, digest: str, media_type: str, size: int) -> None:
@@ -99,3 +101,8 @@ class LayoutIndex:
 
     def dumps(self) -> bytes:
         return json.dumps(self.doc, separators=(",", ":")).encode()
+
+
+def _descriptor(e: dict[str, Any]) -> Descriptor:
+    size = e.get("size")
+    return Descriptor(str(e.get("mediaType", "")), validate_digest(e["digest"]), size if isinstance(size, int) else -1)

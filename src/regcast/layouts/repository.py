@@ -18,6 +18,7 @@ import contextlib
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from regcast._exceptions import ContentError, LayoutError, UnsupportedManifest
@@ -45,6 +46,7 @@ class LayoutRepository:
         self._where = ref.where
         self._lock = asyncio.Lock()
         self._loaded = False
+        self._name: str | None = None  # skopeo's oci:DIR:NAME read as such (``_skopeo_name``)
         self._index = LayoutIndex()  # directory: the index.json; archive: the tags put since the last commit
         self._reader: ArchiveReader | None = None
         self._staging: Path | None = None
@@ -94,6 +96,8 @@ class LayoutRepository:
             self._loaded = True
 
     def _load_sync(self) -> None:
+        if not self.writable and not self.ref.path.exists():
+            self._skopeo_name()
         path = self.ref.path
         if self.ref.kind == OCI:
             index_file = path / INDEX_FILE
@@ -112,6 +116,25 @@ class LayoutRepository:
                 raise LayoutError(f"{self._where}: no such archive")
             self._reader = ArchiveReader(path, self._where)
 
+    def _skopeo_name(self) -> None:
+        """skopeo splits ``oci:DIR:NAME`` at the first ``:`` and NAME may be a full reference
+        (``oci:dir:localhost/app:1.0``, the ``ref.name`` buildah and skopeo write). regcast reads a last
+        ``:TAG``; a source whose path is not there is read skopeo's way when that path is, the image
+        picked by its exact ``ref.name``."""
+        text = str(self.ref.path) + (f":{self.ref.tag}" if self.ref.tag else "")
+        head, sep, name = text.partition(":")
+        if not (sep and head and name and Path(head).exists()):
+            return
+        self.ref = replace(self.ref, path=Path(head))
+        if self.ref.kind == OCI:
+            self._files = BlobFiles(self.ref.path, self._where)
+        self._name = name
+
+    def _find(self, ref: str) -> Descriptor | None:
+        if self._name is not None and ref == self.ref.tag:
+            return self._view().find_name(self._name)
+        return self._view().find(ref)
+
     def _view(self) -> LayoutIndex:
         """The tags as they stand: the archive's, with those put since under them."""
         return self._index.merged_over(self._reader.index) if self._reader else self._index
@@ -125,6 +148,12 @@ class LayoutRepository:
         if self.ref.tag or self.ref.digest:
             return str(self.ref.tag or self.ref.digest)
         await self._load()
+        if self._name is not None:  # skopeo's oci:DIR:NAME, NAME without a tag: the image by its digest
+            desc = self._view().find_name(self._name)
+            if desc is None:
+                tags = ", ".join(self._view().tags()) or "none"
+                raise LayoutError(f"{self.ref.kind}:{self.ref.path} has no image named {self._name} (tags: {tags})")
+            return desc.digest
         entries = self._view().entries
         if len(entries) == 1:
             return self._view().tags()[0] if self._view().tags() else str(entries[0]["digest"])
@@ -138,16 +167,18 @@ class LayoutRepository:
         await self._load()
         if ":" in ref:
             return ref if await self.has_blob(ref) else None
-        desc = self._view().find(ref)
+        desc = self._find(ref)
         return desc.digest if desc and await self.has_blob(desc.digest) else None
 
     async def get_manifest(self, ref: str) -> Manifest:
         await self._load()
         media_type, digest = "", ref
         if ":" not in ref:
-            desc = self._view().find(ref)
+            desc = self._find(ref)
             if desc is None:
                 tags = ", ".join(self._view().tags()) or "none"
+                if self._name is not None and ref == self.ref.tag:
+                    raise LayoutError(f"{self.ref.kind}:{self.ref.path} has no image named {self._name} (tags: {tags})")
                 raise LayoutError(f"{self._where} has no tag {ref} (tags: {tags})")
             media_type, digest = desc.media_type, desc.digest
         if not await self.has_blob(digest):

@@ -217,3 +217,18 @@ def test_skopeo_names_pick_the_image_by_its_full_reference(
             missing.stderr.strip().splitlines()[-1]
             == f"error: {src} has no image named localhost/nope:1.0 (tags: 1.0, 1.0)"
         )
+
+
+def test_submit_refuses_layouts_and_bad_references_in_one_line(tmp_path: Path) -> None:
+    """``regcast submit`` queues a service job: registries only. ``oci:dir`` as a DST was read as
+    ``docker.io/library/oci:dir`` (a job pushing to Docker Hub); a bad reference was a traceback."""
+    server = "http://127.0.0.1:1"  # never reached: refused before any request
+    for args, msg in (
+        (["127.0.0.1:5000/app:1", f"oci:{tmp_path}/x"], f"oci:{tmp_path}/x: a service job copies between registries"),
+        ([f"oci-archive:{tmp_path}/a.tar:1", "127.0.0.1:5000/app"], "an image layout is copied with regcast copy"),
+        (["127.0.0.1:5000/Bad/X", "127.0.0.1:5000/app"], "invalid repository name 'Bad/X'"),
+    ):
+        done = regcast("submit", "--server", server, *args)
+        assert done.returncode == 2, done.stderr
+        assert msg in done.stderr
+        assert "Traceback" not in done.stderr

@@ -111,6 +111,28 @@ def _job_options(opts: dict[str, Any]) -> dict[str, Any]:
     return extra
 
 
+def _references(src: str, dst: tuple[str, ...]) -> tuple[Reference, list[Reference]]:
+    """SRC and DSTs as registry references, or a usage error (a layout, a malformed reference)."""
+    from regcast._exceptions import InvalidInput
+    from regcast.layouts import is_layout_reference
+    from regcast.registry.reference import parse_reference, pinned_mismatch
+
+    for ref in (src, *dst):
+        if is_layout_reference(ref):  # else read as docker.io/library/oci:...: a job pushing to Docker Hub
+            raise click.UsageError(
+                f"{ref}: a service job copies between registries; an image layout is copied with regcast copy"
+            )
+    try:
+        src_ref = parse_reference(src)
+        dst_refs = [parse_reference(d, default_tag=None) for d in dst]
+    except (ValueError, InvalidInput) as exc:
+        raise click.UsageError(str(exc)) from None
+    for d in dst_refs:
+        if why := pinned_mismatch(src_ref.digest, d):
+            raise click.UsageError(why)
+    return src_ref, dst_refs
+
+
 @click.command()
 @click.argument("src")
 @click.argument("dst", nargs=-1, required=True)
@@ -133,20 +155,12 @@ def _job_options(opts: dict[str, Any]) -> dict[str, Any]:
 def submit(src: str, dst: tuple[str, ...], server: str | None, wait: bool, **opts: Any) -> None:
     """Queue a copy of SRC to every DST on a regcast service; print the job id."""
     from regcast.console.creds import CredsSource, check_stdin_once
-    from regcast.registry.reference import parse_reference, pinned_mismatch
 
+    src_ref, dst_refs = _references(src, dst)
     remote = remote_from(server)
     opts["src_creds"] = CredsSource("src", opts["src_creds"], opts.pop("src_creds_file"))
     opts["dest_creds"] = CredsSource("dest", opts["dest_creds"], opts.pop("dest_creds_file"))
     check_stdin_once(opts["src_creds"], opts["dest_creds"])
-    try:
-        src_ref = parse_reference(src)
-        dst_refs = [parse_reference(d, default_tag=None) for d in dst]
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    for d in dst_refs:
-        if why := pinned_mismatch(src_ref.digest, d):
-            raise click.UsageError(why)
     source: dict[str, Any] = {
         "endpoint": endpoint_of(src_ref),
         "image": src_ref.repository,

@@ -124,3 +124,13 @@ def test_parse_reference_never_crashes(text: str) -> None:
 def test_round_trip(path: str, tag: str) -> None:
     ref = parse_reference(f"reg.example:5000/{path}:{tag}")
     assert parse_reference(str(ref)) == ref
+
+
+@pytest.mark.parametrize(
+    "text", ["docker-archive:app.tar", "containers-storage:app", "docker-daemon:app:1", "dir:/tmp/x"]
+)
+def test_other_skopeo_transports_are_named_not_taken_for_docker_hub(text: str) -> None:
+    # docker-archive:app.tar was docker.io/library/docker-archive:app.tar: a copy to Docker Hub
+    with pytest.raises(InvalidReference, match=f"{text.split(':')[0]}: is not supported"):
+        parse_reference(text)
+    assert parse_reference("dir/app:1").repository == "dir/app"

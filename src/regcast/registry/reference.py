@@ -131,6 +131,12 @@ def split_ref(ref: str) -> tuple[str | None, str | None]:
     return (None, ref) if ":" in ref else (ref, None)
 
 
+# skopeo's transports regcast does not read or write: named so, rather than taken for Docker Hub images.
+OTHER_TRANSPORTS = frozenset(
+    {"docker-archive", "docker-daemon", "containers-storage", "dir", "ostree", "sif", "tarball"}
+)
+
+
 def parse_reference(text: str, default_tag: str | None = "latest") -> Reference:
     """Parse ``host[:port]/path/name[:tag][@digest]`` with Docker Hub's defaults.
 
@@ -139,6 +145,12 @@ def parse_reference(text: str, default_tag: str | None = "latest") -> Reference:
     original = text
     if "://" in text:
         raise InvalidReference(f"invalid reference {original!r}: write host/path:tag without a scheme")
+    transport = text.partition(":")[0]
+    if transport in OTHER_TRANSPORTS and ":" in text:  # else docker-archive:x.tar is docker.io/library/docker-archive
+        raise InvalidReference(
+            f"invalid reference {original[:200]!r}: {transport}: is not supported; regcast copies registry images "
+            "(host/path:tag), oci:DIR and oci-archive:FILE.tar"
+        )
     digest = None
     if "@" in text:
         text, digest = text.rsplit("@", 1)

@@ -232,3 +232,19 @@ def test_submit_refuses_layouts_and_bad_references_in_one_line(tmp_path: Path) -
         assert done.returncode == 2, done.stderr
         assert msg in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_source_path_ending_in_a_colon_part_is_read_whole_when_it_is_there(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """``oci-archive:/srv/my:app.tar`` reads ``:app.tar`` as a tag, by the grammar; a source whose path
+    is then not there but the whole text is, is that path (a target keeps the grammar: it is created)."""
+    img = images.image().push(src_reg.http(), repo, "1.0")
+    for where in (f"oci:{tmp_path}/co:lon", f"oci-archive:{tmp_path}/my:app.tar"):
+        made = regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}:1.0", f"{where}:1.0")
+        assert made.returncode == 0, made.stderr
+        done = regcast("copy", where, f"127.0.0.1:{open_reg.port}/{repo}:{where.split(':')[0]}")
+        assert done.returncode == 0, done.stderr  # was: no such directory / archive {tmp_path}/co, /my
+        assert f"{img.digest}" in done.stdout
+        tagged = regcast("copy", f"{where}:1.0", f"127.0.0.1:{open_reg.port}/{repo}")
+        assert tagged.returncode == 0, tagged.stderr

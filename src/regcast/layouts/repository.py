@@ -117,18 +117,25 @@ class LayoutRepository:
             self._reader = ArchiveReader(path, self._where)
 
     def _skopeo_name(self) -> None:
-        """skopeo splits ``oci:DIR:NAME`` at the first ``:`` and NAME may be a full reference
+        """A source whose path is not there: the whole text may be the path (it holds a ``:``); else
+        skopeo splits ``oci:DIR:NAME`` at the first ``:`` and NAME may be a full reference
         (``oci:dir:localhost/app:1.0``, the ``ref.name`` buildah and skopeo write). regcast reads a last
         ``:TAG``; a source whose path is not there is read skopeo's way when that path is, the image
         picked by its exact ``ref.name``."""
         text = str(self.ref.path) + (f":{self.ref.tag}" if self.ref.tag else "")
-        head, sep, name = text.partition(":")
-        if not (sep and head and name and Path(head).exists()):
+        if self.ref.tag and Path(text).exists():  # oci-archive:/srv/my:app.tar: a path with a ':', no tag
+            self._read_at(replace(self.ref, path=Path(text), tag=None))
             return
-        self.ref = replace(self.ref, path=Path(head))
-        if self.ref.kind == OCI:
-            self._files = BlobFiles(self.ref.path, self._where)
-        self._name = name
+        head, sep, name = text.partition(":")
+        if sep and head and name and Path(head).exists():
+            self._read_at(replace(self.ref, path=Path(head)))
+            self._name = name
+
+    def _read_at(self, ref: LayoutRef) -> None:
+        self.ref = ref
+        self._where = ref.where
+        if ref.kind == OCI:
+            self._files = BlobFiles(ref.path, self._where)
 
     def _find(self, ref: str) -> Descriptor | None:
         if self._name is not None and ref == self.ref.tag:
@@ -145,9 +152,9 @@ class LayoutRepository:
 
     async def default_ref(self) -> str:
         """The layout reference's tag; without one, the layout's only image (else an error naming the tags)."""
+        await self._load()  # first: a source's path may turn out to hold the ':TAG' (``_skopeo_name``)
         if self.ref.tag or self.ref.digest:
             return str(self.ref.tag or self.ref.digest)
-        await self._load()
         if self._name is not None:  # skopeo's oci:DIR:NAME, NAME without a tag: the image by its digest
             desc = self._view().find_name(self._name)
             if desc is None:

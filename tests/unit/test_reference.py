@@ -127,10 +127,20 @@ def test_round_trip(path: str, tag: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["docker-archive:app.tar", "containers-storage:app", "docker-daemon:app:1", "dir:/tmp/x"]
+    "text", ["docker-archive:app.tar", "containers-storage:app", "docker-daemon:app:1", "dir:/tmp/x", "ostree:/r"]
 )
 def test_other_skopeo_transports_are_named_not_taken_for_docker_hub(text: str) -> None:
     # docker-archive:app.tar was docker.io/library/docker-archive:app.tar: a copy to Docker Hub
     with pytest.raises(InvalidReference, match=f"{text.split(':')[0]}: is not supported"):
         parse_reference(text)
     assert parse_reference("dir/app:1").repository == "dir/app"
+
+
+@pytest.mark.parametrize("text", ["dir:1.0", "sif:latest", "tarball:v2@" + "sha256:" + "a" * 64, "ostree"])
+def test_a_short_transport_name_followed_by_a_tag_is_a_docker_hub_image(text: str) -> None:
+    # docker pull dir:1.0 is docker.io/library/dir:1.0; only dir:/path is skopeo's directory transport
+    assert parse_reference(text).registry == "docker.io"
+    with pytest.raises(InvalidReference, match="dir: is not supported"):
+        parse_reference("dir:/tmp/x")
+    with pytest.raises(InvalidReference, match="sif: is not supported"):
+        parse_reference("sif:./image.sif")

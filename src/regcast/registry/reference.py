@@ -132,9 +132,22 @@ def split_ref(ref: str) -> tuple[str | None, str | None]:
 
 
 # skopeo's transports regcast does not read or write: named so, rather than taken for Docker Hub images.
-OTHER_TRANSPORTS = frozenset(
-    {"docker-archive", "docker-daemon", "containers-storage", "dir", "ostree", "sif", "tarball"}
-)
+# The hyphenated ones always; a short one (dir:, sif: ...) only when what follows cannot be a tag, so the
+# Docker Hub image ``dir:1.0`` stays one while ``dir:/tmp/x`` is refused.
+OTHER_TRANSPORTS = frozenset({"docker-archive", "docker-daemon", "containers-storage"})
+SHORT_TRANSPORTS = frozenset({"dir", "ostree", "sif", "tarball"})
+
+
+def _other_transport(text: str) -> str | None:
+    """The skopeo transport ``text`` names, if it names one regcast does not support."""
+    transport, colon, rest = text.partition(":")
+    if not colon:
+        return None
+    if transport in OTHER_TRANSPORTS:
+        return transport
+    if transport in SHORT_TRANSPORTS and not _TAG_RE.match(rest.split("@", 1)[0]):
+        return transport
+    return None
 
 
 def parse_reference(text: str, default_tag: str | None = "latest") -> Reference:
@@ -145,8 +158,8 @@ def parse_reference(text: str, default_tag: str | None = "latest") -> Reference:
     original = text
     if "://" in text:
         raise InvalidReference(f"invalid reference {original!r}: write host/path:tag without a scheme")
-    transport = text.partition(":")[0]
-    if transport in OTHER_TRANSPORTS and ":" in text:  # else docker-archive:x.tar is docker.io/library/docker-archive
+    transport = _other_transport(text)
+    if transport is not None:  # else docker-archive:x.tar is docker.io/library/docker-archive
         raise InvalidReference(
             f"invalid reference {original[:200]!r}: {transport}: is not supported; regcast copies registry images "
             "(host/path:tag), oci:DIR and oci-archive:FILE.tar"

@@ -6,6 +6,7 @@ import hashlib
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 from tests.support import images
 from tests.support.cli import regcast
@@ -54,8 +55,8 @@ def hand_made_layout(root: Path, algorithm: str, ref_name: str | None) -> tuple[
     return digest, raw
 
 
-def index_entries(root: Path) -> list[dict[str, object]]:
-    entries: list[dict[str, object]] = json.loads((root / "index.json").read_text())["manifests"]
+def index_entries(root: Path) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = json.loads((root / "index.json").read_text())["manifests"]
     return entries
 
 
@@ -248,3 +249,29 @@ def test_a_source_path_ending_in_a_colon_part_is_read_whole_when_it_is_there(
         assert f"{img.digest}" in done.stdout
         tagged = regcast("copy", f"{where}:1.0", f"127.0.0.1:{open_reg.port}/{repo}")
         assert tagged.returncode == 0, tagged.stderr
+
+
+def test_one_tag_under_two_full_names_is_never_a_silent_pick(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """buildah and skopeo write full names (``docker.io/library/a:1.0``, ``localhost/b:1.0``): reading,
+    ``:1.0`` names neither alone; writing ``:1.0`` moves the tag, as at a registry."""
+    a, b, c = (images.image().push(src_reg.http(), repo, t) for t in ("a", "b", "c"))
+    layout = tmp_path / "names"
+    for img in (a, b):
+        assert regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}@{img.digest}", f"oci:{layout}").returncode == 0
+    index = json.loads((layout / "index.json").read_text())
+    for entry, name in zip(index["manifests"], ("docker.io/library/a:1.0", "localhost/b:1.0"), strict=True):
+        entry["annotations"] = {REF_NAME: name}
+    (layout / "index.json").write_text(json.dumps(index))
+    dst = f"127.0.0.1:{open_reg.port}/{repo}"
+    which = regcast("copy", f"oci:{layout}:1.0", dst)
+    assert which.returncode == 1  # was: a's image, silently
+    assert which.stderr.strip().splitlines()[-1] == (
+        f"error: oci:{layout}: the tag 1.0 names 2 images (docker.io/library/a:1.0, localhost/b:1.0): name one in full"
+    )
+    named = regcast("copy", f"oci:{layout}:localhost/b:1.0", dst)
+    assert named.returncode == 0 and f"ok {dst}:1.0 {b.digest}" in named.stdout, named.stdout + named.stderr
+    put = regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}:c", f"oci:{layout}:1.0")
+    assert put.returncode == 0, put.stderr
+    assert [(e["digest"], e["annotations"][REF_NAME]) for e in index_entries(layout)] == [(c.digest, "1.0")]

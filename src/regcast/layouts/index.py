@@ -25,11 +25,17 @@ LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
 MAX_INDEX_BYTES = 16 * 1024 * 1024
 
 
+def ref_name(entry: dict[str, Any]) -> str | None:
+    """The entry's ``org.opencontainers.image.ref.name`` as written (None: an entry without a name)."""
+    ref = (entry.get("annotations") or {}).get(REF_NAME)
+    return ref if isinstance(ref, str) and ref else None
+
+
 def tag_of(entry: dict[str, Any]) -> str | None:
     """The tag an index entry names: its ref.name, or the tag of a full reference there
     (``regcast:0.1.0``, as buildah and podman write it; skopeo writes the tag alone)."""
-    ref = (entry.get("annotations") or {}).get(REF_NAME)
-    if not isinstance(ref, str) or not ref:
+    ref = ref_name(entry)
+    if ref is None:
         return None
     _name, sep, tag = ref.rpartition(":")
     return tag if sep and "/" not in tag else ref
@@ -62,16 +68,23 @@ class LayoutIndex:
     def tags(self) -> list[str]:
         return [t for e in self.entries if (t := tag_of(e)) is not None]
 
-    def find(self, tag: str) -> Descriptor | None:
-        for e in self.entries:
-            if tag_of(e) == tag:
-                return _descriptor(e)
-        return None
+    def find(self, tag: str, where: str | None = None) -> Descriptor | None:
+        """The entry named ``tag`` exactly, else the full reference with that tag (``localhost/app:1.0``).
+        Reading (``where`` given), several such names for different images are an error naming them,
+        never a silent pick; a target's check takes the first (``put`` replaces them all)."""
+        exact = self.find_name(tag)
+        if exact is not None:
+            return exact
+        matches = [e for e in self.entries if tag_of(e) == tag]
+        if where is not None and len({e["digest"] for e in matches}) > 1:
+            names = ", ".join(str(ref_name(e)) for e in matches)
+            raise LayoutError(f"{where}: the tag {tag} names {len(matches)} images ({names}): name one in full")
+        return _descriptor(matches[0]) if matches else None
 
     def find_name(self, name: str) -> Descriptor | None:
         """The entry whose ``ref.name`` is exactly ``name`` (a full reference as skopeo and buildah write it)."""
         for e in self.entries:
-            if (e.get("annotations") or {}).get(REF_NAME) == name:
+            if ref_name(e) == name:
                 return _descriptor(e)
         return None
 

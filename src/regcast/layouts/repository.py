@@ -140,7 +140,7 @@ class LayoutRepository:
     def _find(self, ref: str) -> Descriptor | None:
         if self._name is not None and ref == self.ref.tag:
             return self._view().find_name(self._name)
-        return self._view().find(ref)
+        return self._view().find(ref, None if self.writable else self._where)
 
     def _view(self) -> LayoutIndex:
         """The tags as they stand: the archive's, with those put since under them."""

@@ -139,7 +139,12 @@ def validated(hints: dict[str, Any], values: dict[str, Any]) -> Settings:
         return model
 
     validators: dict[str, Any] = {"checks": model_validator(mode="after")(checks)}
-    model = create_model("Settings", __config__=ConfigDict(extra="ignore"), __validators__=validators, **fields)
+    model = create_model(
+        "Settings",
+        __config__=ConfigDict(extra="ignore", hide_input_in_errors=True),
+        __validators__=validators,
+        **fields,
+    )
     return Settings(**dict(model(**values)))
 
 

@@ -142,3 +142,29 @@ def test_secrets_stay_out_of_repr() -> None:
     )
     assert not {"S3CRET", "T0KEN", "P4SS", "N0T"} & {w for w in ("S3CRET", "T0KEN", "P4SS", "N0T") if w in text}
     assert "secret_key_file=None" in text  # the rest is shown
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"REGCAST_STALE_AFTER": "3", "REGCAST_HEARTBEAT_INTERVAL": "2"},  # a check across knobs
+        {"REGCAST_JOB_RETENTION": "soon"},  # a check of the whole model
+        {"REGCAST_PORT": "not-a-port"},  # a field's own error
+    ],
+)
+def test_a_settings_error_never_shows_the_secrets_beside_it(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a model-level check printed pydantic's input_value: the whole environment, secrets included
+    secrets = {
+        "REGCAST_API_TOKENS": "T0KEN-abc",
+        "REGCAST_SECRET_KEY": "S3CRET-hunter2hunter2",
+        "REGCAST_NOTIFY_SECRET": "N0T1FY-x",
+        "REGCAST_DATABASE_URL": "postgresql://u:DBP4SS@127.0.0.1/test",
+    }
+    _clear(monkeypatch, {**secrets, **env})
+    with pytest.raises(ValueError) as raised:
+        load_settings()
+    text = str(raised.value)
+    assert next(iter(env)).lower().removeprefix("regcast_") in text  # still names what is wrong
+    assert not [s for s in ("T0KEN", "S3CRET", "N0T1FY", "DBP4SS") if s in text], text

@@ -144,3 +144,9 @@ def test_a_short_transport_name_followed_by_a_tag_is_a_docker_hub_image(text: st
         parse_reference("dir:/tmp/x")
     with pytest.raises(InvalidReference, match="sif: is not supported"):
         parse_reference("sif:./image.sif")
+
+
+@pytest.mark.parametrize("text", ["dir:5000/app:1", "docker-daemon:5000/x:1", "tarball:443/a/b"])
+def test_a_host_named_like_a_transport_with_a_port_is_a_registry(text: str) -> None:
+    ref = parse_reference(text)
+    assert ref.registry == text.split("/", 1)[0]

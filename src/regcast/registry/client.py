@@ -63,13 +63,27 @@ def _encoded_query() -> re.Pattern[str]:
 
 
 # RFC 8288: the target, then parameters in any order; ``rel`` quoted or not (``rel=next``), not ``nextpage``.
-_NEXT = re.compile(r'<([^>]+)>\s*;[^,]*?\brel\s*=\s*"?next"?(?=[\s;,"]|$)', re.IGNORECASE)
-
-
 def next_link(header: str | None) -> str | None:
-    """The ``rel="next"`` target of a ``Link`` header (tag lists, referrers pages), relative or absolute."""
-    m = _NEXT.search(header or "")
-    return m.group(1) if m else None
+    """The ``rel="next"`` target of a ``Link`` header (tag lists, referrers pages), relative or absolute.
+
+    Read in one pass (RFC 8288: ``<target>; param=value; ...`` per link, ``rel`` anywhere among the
+    parameters, its value a space-separated list of relations, quoted or not): a regular expression with
+    a lazy run over the parameters took quadratic time on a hostile header (``<a>;`` repeated), holding
+    the event loop for every page a registry answered."""
+    text = header or ""
+    start = text.find("<")
+    while start >= 0:
+        end = text.find(">", start + 1)
+        if end < 0:
+            return None
+        following = text.find("<", end + 1)
+        params = text[end + 1 : following if following >= 0 else len(text)]
+        for param in params.split(";")[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "rel" and "next" in value.strip().rstrip(",").strip().strip('"').lower().split():
+                return text[start + 1 : end] or None
+        start = following
+    return None
 
 
 def with_query(url: str, **params: str) -> str:

@@ -141,8 +141,8 @@ SHORT_TRANSPORTS = frozenset({"dir", "ostree", "sif", "tarball"})
 def _other_transport(text: str) -> str | None:
     """The skopeo transport ``text`` names, if it names one regcast does not support."""
     transport, colon, rest = text.partition(":")
-    if not colon:
-        return None
+    if not colon or (rest.split("/", 1)[0].isdigit() and "/" in rest):
+        return None  # dir:5000/app:1 is the registry host "dir" on port 5000
     if transport in OTHER_TRANSPORTS:
         return transport
     if transport in SHORT_TRANSPORTS and not _TAG_RE.match(rest.split("@", 1)[0]):

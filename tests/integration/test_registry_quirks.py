@@ -507,6 +507,23 @@ def test_a_push_answered_with_a_wrong_digest_is_checked_by_the_digest_sent(
     assert "stored manifest v1 as sha256:" in (t.error or "") and f"not {img.digest}" in (t.error or ""), t.error
 
 
+def test_a_tag_pushed_holding_other_bytes_fails_though_the_digest_sent_is_there(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """Pushed by tag, the tag itself is read back: the target already holds the digest sent (an earlier
+    push by digest), so a GET by that digest serves the right bytes while the tag names rewritten ones."""
+    img = images.image().push(src_reg.http(), repo, "v1")
+    img.push(open_reg.http(), repo, None)  # the same image, by digest only
+    p = quirk(faults, open_reg, "reserialise_put")
+    result = copy(client_for(src_reg), repo, [Target("t", RegistryRepository(via(p), repo), "v1")])
+    t = result.targets[0]
+    assert p.events["reserialised"] >= 1
+    assert t.state is TargetState.FAILED, "the tag holds other bytes, yet the copy claims it in sync"
+    assert "stored manifest v1 as sha256:" in (t.error or "") and f"not {img.digest}" in (t.error or ""), t.error
+    held = open_reg.http().get_manifest(repo, "v1")
+    assert held.headers["Docker-Content-Digest"] != img.digest  # what the failure is about
+
+
 @pytest.mark.parametrize("body", [{"name": "a/b", "tags": None}, {"name": "a/b"}, {"name": "a/b", "tags": []}])
 def test_a_tag_list_saying_none_as_null_or_nothing_is_empty(
     body: dict[str, object], hostile: list[HostileServer]

@@ -196,6 +196,9 @@ class LayoutRepository:
         except ContentError as exc:
             raise type(exc)(f"{self._where}: manifest {ref}: {exc}") from None
 
+    async def get_manifest_bytes(self, ref: str) -> bytes:
+        return (await self.get_manifest(ref)).raw  # its own files: what the tag names is what it holds
+
     def _read_bytes(self, digest: str) -> bytes:
         if self._files.has(digest) or self._reader is None:
             return self._files.read_bytes(digest, MAX_MANIFEST_BYTES)

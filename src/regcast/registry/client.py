@@ -364,6 +364,10 @@ class RegistryClient:
         """The manifest bytes exactly as stored, verified against the digest asked for or announced."""
         return await manifests.get_manifest(self, repository, ref)
 
+    async def get_manifest_bytes(self, repository: str, ref: str) -> bytes:
+        """The bytes served for ``ref`` now, unchecked (see manifests.py)."""
+        return await manifests.get_manifest_bytes(self, repository, ref)
+
     async def head_manifest(self, repository: str, ref: str) -> str | None:
         """The digest the registry holds for ``ref``, or None when it has none."""
         return await manifests.head_manifest(self, repository, ref)

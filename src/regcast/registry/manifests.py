@@ -125,6 +125,29 @@ async def _get_manifest(
     return manifest
 
 
+async def get_manifest_bytes(client: RegistryClient, repository: str, ref: str) -> bytes:
+    """The bytes served for ``ref`` now, capped but not checked against any header, memo or cache: what a
+    tag holds after a PUT answered with a digest other than the bytes sent (``stored_as_sent``)."""
+    url = await manifest_url(client, repository, ref)
+
+    async def once() -> bytes:
+        _url, resp = await _manifest_request(client, "GET", repository, ref)
+        try:
+            if resp.status != 200:
+                raise await response_error(resp, client.name, f"getting manifest {repository}:{ref}")
+            with translate_errors(client.name, "GET", url, body=True):
+                raw = await read_capped(resp, MAX_MANIFEST_BYTES)
+            if len(raw) > MAX_MANIFEST_BYTES:
+                raise ManifestTooLarge(
+                    f"registry {client.name}: manifest {repository}:{ref} is over the {MAX_MANIFEST_BYTES} byte limit"
+                )
+            return raw
+        finally:
+            resp.release()
+
+    return await request.reading(client, "GET", url, once)
+
+
 async def _held_as(client: RegistryClient, repository: str, digest: str) -> Manifest | None:
     """The manifest the registry serves by ``digest`` (verified), or None when it serves none so."""
     try:

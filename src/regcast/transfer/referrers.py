@@ -194,16 +194,21 @@ async def _put(repo: Repository, reach: ReferrerAccess, m: Manifest, ref: str) -
 
 
 async def stored_as_sent(repo: Repository, m: Manifest, ref: str, announced: str | None, what: str) -> None:
-    """A manifest PUT answered with another digest (same algorithm) than the bytes sent: the target is asked
-    for them by their digest. Served so, it holds them and only its header is wrong (warned); otherwise it
-    stored something else, and the copy must not claim the same digest (``RegistryError``)."""
+    """A manifest PUT answered with another digest (same algorithm) than the bytes sent: what ``ref`` holds
+    now is read back. Pushed by tag, the tag itself is read, its bytes unchecked against their header: the
+    digest sent is often there already (children pushed first, an earlier copy), so a GET by it proves
+    nothing about the tag. The very bytes sent: only the header was wrong (warned); otherwise the target
+    stored something else, and the copy must not claim the same digest (``RegistryError``, permanent)."""
     if not announced or not announced.startswith(m.digest.split(":")[0]) or announced == m.digest:
         return
     try:
-        held = await repo.get_manifest(m.digest)  # verified against the digest
+        if ":" in ref:
+            held: bytes | None = (await repo.get_manifest(m.digest)).raw  # verified against the digest
+        else:
+            held = await repo.get_manifest_bytes(ref)
     except RegcastError:
         held = None
-    if held is None or held.raw != m.raw:
+    if held != m.raw:
         raise RegistryError(f"registry {repo.name} stored {what} {ref} as {announced}, not {m.digest}")
     log.warning("registry %s announced %s %s as %s; it holds it as %s", repo.name, what, ref, announced, m.digest)
 

@@ -64,6 +64,9 @@ class RegistryRepository:
     async def get_manifest(self, ref: str) -> Manifest:
         return await self.client.get_manifest(self.repository, ref)
 
+    async def get_manifest_bytes(self, ref: str) -> bytes:
+        return await self.client.get_manifest_bytes(self.repository, ref)
+
     async def put_manifest(self, ref: str, raw: bytes, media_type: str, digest: str | None = None) -> str | None:
         return await self.client.put_manifest(self.repository, ref, raw, media_type)
 

@@ -81,6 +81,10 @@ class Repository(Protocol):
         """The manifest bytes exactly as stored, verified against their digest."""
         ...
 
+    async def get_manifest_bytes(self, ref: str) -> bytes:
+        """The bytes held at ``ref`` now, unchecked against any header or cache (what a tag really holds)."""
+        ...
+
     async def put_manifest(self, ref: str, raw: bytes, media_type: str, digest: str | None = None) -> str | None:
         """Store manifest bytes unchanged at ``ref``; the digest the store announced, if any. ``digest``
         is the source's name for the bytes: a store that files them by digest itself (a layout) keeps

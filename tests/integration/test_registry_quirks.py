@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp import web
 
-from regcast._exceptions import DigestMismatch, RegistryUnreachable
+from regcast._exceptions import DigestMismatch, RegistryUnreachable, UnsupportedManifest
 from regcast.mirrors.tags import list_tags
 from regcast.registry import referrers
 from regcast.registry.client import ClientOptions, RegistryClient
@@ -364,6 +364,29 @@ def test_an_empty_referrers_page_may_say_null_or_nothing(body: dict[str, object]
             return await referrers.list_referrers(client, "a/b", digest)
 
     assert asyncio.run(listed()) == referrers.Listing([], False)
+
+
+@pytest.mark.parametrize("body", [{}, {"errors": [{"code": "UNSUPPORTED", "message": "no"}]}])
+def test_a_referrers_answer_that_is_not_an_index_is_not_taken_for_none(
+    body: dict[str, object], hostile: list[HostileServer]
+) -> None:
+    """``{}`` or an error body answered 200 says nothing about referrers: refused as unreadable (the
+    copy names it as left out), never read as "no referrers", which would skip the fallback tag."""
+    digest = images.sha(b"subject")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v2/":
+            return web.json_response({})
+        return web.json_response(body)
+
+    reg = serve(hostile, handle)
+
+    async def listed() -> referrers.Listing | None:
+        async with RegistryClient(parse_endpoint(reg.endpoint), options=ClientOptions(retry=FAST_RETRY)) as client:
+            return await referrers.list_referrers(client, "a/b", digest)
+
+    with pytest.raises(UnsupportedManifest, match="no 'manifests' list"):
+        asyncio.run(listed())
 
 
 def test_a_manifest_in_its_own_formatting_keeps_every_byte(

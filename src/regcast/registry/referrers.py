@@ -75,7 +75,7 @@ def _descriptors(raw: bytes, registry: str, what: str, none_is_empty: bool = Fal
     except (ValueError, UnicodeDecodeError):
         raise UnsupportedManifest(f"registry {registry}: {what} is not JSON") from None
     items = doc.get("manifests") if isinstance(doc, dict) else None
-    if items is None and none_is_empty and isinstance(doc, dict):
+    if items is None and none_is_empty and isinstance(doc, dict) and _index_shaped(doc):
         items = []
     if not isinstance(items, list):
         raise UnsupportedManifest(f"registry {registry}: {what} has no 'manifests' list")
@@ -85,6 +85,12 @@ def _descriptors(raw: bytes, registry: str, what: str, none_is_empty: bool = Fal
             validate_digest(d["digest"])
             out.append(d)
     return out
+
+
+def _index_shaped(doc: dict[str, Any]) -> bool:
+    """An index saying "none" (``schemaVersion`` or ``mediaType``, no ``errors``): not ``{}`` or an
+    error body answered 200, which must not pass for "no referrers" (the fallback tag would go unread)."""
+    return "errors" not in doc and ("schemaVersion" in doc or "mediaType" in doc)
 
 
 def index_entries(index: Manifest) -> list[dict[str, Any]]:

@@ -152,17 +152,17 @@ class Authenticator:
         self, key: tuple[str, str, tuple[str, ...]], ch: Challenge, scopes: tuple[str, ...], base: str, fetch: Fetch
     ) -> str:
         req = token_request(ch, scopes, self.credentials, self.host, base)
+        check_followed_url(
+            req.url, came_from=base, registry=self.host, what="token realm", policy=self.policy, kind="auth"
+        )  # first: a realm refused outright (https -> http, a private address) is not "asked anonymously"
         if self.credentials and req.basic is None and not self._withheld:
             self._withheld = True  # said once: the 401 that follows would otherwise only say "check the credentials"
             log.warning(
-                "registry %s: its token server %s is plain HTTP on another host: credentials not sent to it "
-                "(an anonymous token is asked for)",
+                "registry %s: its token server %s is plain HTTP on another server (host or port): credentials "
+                "not sent to it (an anonymous token is asked for)",
                 self.host,
                 redact_url(req.url, every_value=True),
             )
-        check_followed_url(
-            req.url, came_from=base, registry=self.host, what="token realm", policy=self.policy, kind="auth"
-        )
         answer = await self._oauth2(req, fetch)
         if answer is None:
             headers = {"Authorization": req.basic.basic_header()} if req.basic else {}

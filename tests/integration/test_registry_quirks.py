@@ -271,7 +271,8 @@ def test_a_manifest_body_cut_mid_way_is_read_again(
     faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
 ) -> None:
     """A reset while a manifest's body comes (the answer had begun: no request-level retry saw it) is retried
-    like any broken read: the root, by tag, and a child by digest."""
+    like any broken read, up to the retry policy's attempts (the cuts land on the first manifest read, the
+    root by tag; a child by digest goes through the same reader)."""
     pairs = [(images.image([os.urandom(1000)]), {"os": "linux", "architecture": a}) for a in ("amd64", "arm64")]
     images.index(pairs).push(src_reg.http(), repo, "v1")
     p = quirk(faults, src_reg, "reset_manifest", count=FAST_RETRY.attempts - 1)

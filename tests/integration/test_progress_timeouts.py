@@ -68,6 +68,8 @@ def test_a_target_that_stops_reading_drops_out_and_the_other_finishes(
     states = asyncio.run(go())
     assert states == [TargetState.FAILED, TargetState.FINISHED]
     assert "made no progress for 2s" in (stuck_target.status.error or "")
+    # what the socket buffers took is not progress: two stalls and it is given up (RetryPolicy.timeouts)
+    assert stuck_target.status.retries == 1
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
     assert img.digest
 

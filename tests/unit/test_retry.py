@@ -189,3 +189,15 @@ def test_parse_retry_after_http_dates() -> None:
     assert seconds is not None
     assert 80 <= seconds <= 91
     assert parse_retry_after(format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)) == 0.0
+
+
+@pytest.mark.parametrize("retry_after", [0.0, 0.2])
+def test_a_503_waits_at_least_the_backoff_as_it_uses_up_a_try(retry_after: float) -> None:
+    """A 503 with Retry-After: 0 (or a past date, parsed as 0) was re-sent at once, up to four times in a row
+    against a registry in maintenance; a 429 still waits only what it was told (it spends no try)."""
+    first = STEADY.increment("GET", answered(503, retry_after=retry_after))
+    second = first.increment("GET", answered(503, retry_after=retry_after))
+    assert (first.wait, second.wait) == (1.0, 2.0)
+    assert second.retries == 2
+    assert STEADY.increment("GET", answered(503, retry_after=3.0)).wait == 3.0  # a longer Retry-After wins
+    assert STEADY.increment("GET", answered(429, retry_after=0.0)).wait == 0.0

@@ -28,8 +28,9 @@ class RetryPolicy:
     max_total: float = 300.0  # never spend longer than this waiting on one request
     max_retry_after: float = 120.0  # a registry's Retry-After is honoured up to this
     jitter: float = 0.25  # +- fraction of each wait
-    # tries of one request that may time out: a server that let the same request time out twice is not
-    # answering, and waiting out request_timeout five times made a stalled registry a five-minute hang
+    # tries of one request that may time out (connect, request or read timeout, an upload's stall): a server
+    # that let the same request time out twice is not answering, and waiting out request_timeout five times
+    # made a stalled registry a five-minute hang. Progress between (``progressed``) starts the count again.
     timeouts: int = 2
     # the progress of one request: retries made, seconds waited, the pause before the next try
     retries: int = 0
@@ -47,7 +48,9 @@ class RetryPolicy:
     def increment(self, method: str, error: BaseException) -> RetryPolicy:
         """The policy for the next try after ``error``; raises ``error`` when there is none.
 
-        A 429 does not use up tries, only time (``max_total``): the registry said when to come back.
+        A 429 does not use up tries, only time (``max_total``): the registry said when to come back. Any
+        other answer's Retry-After (a 503 in maintenance) is waited at least the backoff of that try: a
+        ``Retry-After: 0`` or a past date must not spend the tries on immediate re-sends.
         """
         if not is_retryable(error) or method.upper() not in RETRYABLE_METHODS:
             raise error
@@ -58,6 +61,8 @@ class RetryPolicy:
                 raise error
         retry_after = error.retry_after if isinstance(error, RegistryResponseError) else None
         wait = self.delay(self.retries + 1, retry_after)
+        if retry_after is not None and not isinstance(error, RateLimited):  # it uses up a try: not sooner
+            wait = max(wait, self.delay(self.retries + 1))
         if self.waited + wait > self.max_total:
             raise error
         if not isinstance(error, RateLimited) and self.retries + 1 >= self.attempts:
@@ -65,8 +70,8 @@ class RetryPolicy:
         return replace(self, retries=self.retries + 1, waited=self.waited + wait, wait=wait, timed_out=timed_out)
 
     def progressed(self) -> RetryPolicy:
-        """The policy after the request made progress (a download resumed and read more): a later timeout is
-        not the same stall again."""
+        """The policy after the request made progress (a download resumed and read more, an upload took
+        bytes before it broke): a later timeout is not the same stall again."""
         return replace(self, timed_out=0)
 
     @classmethod

@@ -21,12 +21,11 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from tests.support.registry import RegistryServer
 
-from benchmarks.runner import CURL, Bench, Image, ServiceRunner, build_image, curl_put
+from benchmarks.runner import Bench, Image, ServiceRunner, build_image, limit_commands
 
 
 def cpu(pid: int) -> float:
@@ -54,17 +53,8 @@ def limit_parts(bench: Bench, src: RegistryServer, img: Image, rounds: int) -> N
         targets = bench.registries(3)
         regs = [src, *targets]
         t, r = time.perf_counter(), registries_cpu(regs)
-        puts = []
-        for target in targets:
-            for b in img.blobs:
-                req = urllib.request.Request(f"http://{target.host}/v2/{img.repo}/blobs/uploads/", method="POST")
-                with urllib.request.urlopen(req) as resp:
-                    loc = resp.headers["Location"]
-                puts.append(curl_put(b.path, f"{loc}{'&' if '?' in loc else '?'}digest={b.digest}"))
+        gets, puts = limit_commands(src.host, img, targets)  # the POSTs: timed here, before the limit's clock
         row = [time.perf_counter() - t, registries_cpu(regs) - r]
-        gets = [
-            [CURL, "-sf", "-o", "/dev/null", f"http://{src.host}/v2/{img.repo}/blobs/{b.digest}"] for b in img.blobs
-        ]
         for cmds in (gets, puts):
             k, r = children_cpu(), registries_cpu(regs)
             row += [bench._all_at_once(cmds), registries_cpu(regs) - r, children_cpu() - k]

@@ -149,6 +149,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def limit_commands(src: str, img: Image, targets: list[RegistryServer]) -> tuple[list[list[str]], list[list[str]]]:
+    """The limit's curl commands: GET every blob once, PUT every blob to every target. The PUTs' upload
+    sessions are opened here (POST), so whoever times the commands leaves the POSTs out."""
+    gets = [[CURL, "-sf", "-o", "/dev/null", f"http://{src}/v2/{img.repo}/blobs/{b.digest}"] for b in img.blobs]
+    puts = []
+    for t in targets:
+        for b in img.blobs:
+            req = urllib.request.Request(f"http://{t.host}/v2/{img.repo}/blobs/uploads/", method="POST")
+            with urllib.request.urlopen(req) as r:
+                loc = r.headers["Location"]
+            puts.append(curl_put(b.path, f"{loc}{'&' if '?' in loc else '?'}digest={b.digest}"))
+    return gets, puts
+
+
 class Bench:
     last_cpu = 0.0  # CPU seconds of the tool's processes in the last run
 
@@ -225,14 +239,7 @@ class Bench:
 
     def limit(self, src: str, img: Image, targets: list[RegistryServer]) -> tuple[float, int]:
         """max(GET every blob once, PUT every blob to every target), each all at once with curl."""
-        gets = [[CURL, "-sf", "-o", "/dev/null", f"http://{src}/v2/{img.repo}/blobs/{b.digest}"] for b in img.blobs]
-        puts = []
-        for t in targets:
-            for b in img.blobs:
-                req = urllib.request.Request(f"http://{t.host}/v2/{img.repo}/blobs/uploads/", method="POST")
-                with urllib.request.urlopen(req) as r:
-                    loc = r.headers["Location"]
-                puts.append(curl_put(b.path, f"{loc}{'&' if '?' in loc else '?'}digest={b.digest}"))
+        gets, puts = limit_commands(src, img, targets)
         get, put = self._all_at_once(gets), self._all_at_once(puts)
         self.last_limit_parts = (get, put)
         return max(get, put), 0

@@ -335,6 +335,8 @@ def test_worker_with_another_key_hands_jobs_back_and_is_unready(
         assert r.status_code == 503
         assert "decrypt" in r.json()["msg"]
         assert httpx.get(f"{wrong.health}/healthz", timeout=5).status_code == 200
+        # the log line comes before the hand-back's write, and the jobs claimed beside the first fail one by one
+        until("all handed back", lambda: all(record(store, j).state is JobState.QUEUED for j in jobs))
         for j in jobs:
             rec = record(store, j)
             assert rec.state is JobState.QUEUED, rec

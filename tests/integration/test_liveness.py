@@ -335,8 +335,15 @@ def test_worker_with_another_key_hands_jobs_back_and_is_unready(
         assert r.status_code == 503
         assert "decrypt" in r.json()["msg"]
         assert httpx.get(f"{wrong.health}/healthz", timeout=5).status_code == 200
-        # the log line comes before the hand-back's write, and the jobs claimed beside the first fail one by one
-        until("all handed back", lambda: all(record(store, j).state is JobState.QUEUED for j in jobs))
+
+        # the log line comes before the hand-back's write, and the jobs claimed beside the first fail one by one;
+        # a claim already under way when the first failed hands its jobs back at once
+        def handed_back() -> bool:
+            recs = [record(store, j) for j in jobs]
+            return all(r.state is JobState.QUEUED and r.attempts == 0 for r in recs)
+
+        until("all handed back", handed_back)
+        time.sleep(0.5)  # the worker takes no more: the jobs stay queued
         for j in jobs:
             rec = record(store, j)
             assert rec.state is JobState.QUEUED, rec

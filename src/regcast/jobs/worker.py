@@ -142,8 +142,8 @@ class Worker:
     async def _claim_loop(self) -> None:
         """Each pass claims one job per free slot, then waits for a wake-up or the next poll.
 
-        Waiting between passes lets other processes in (a fair prefetch); ``stopping`` is checked
-        after every wait, and a claim that raced with shutdown is handed back at once.
+        Waiting between passes lets other processes in (a fair prefetch); ``stopping`` and ``problem``
+        are checked after every wait, and a claim that raced with either is handed back at once.
         """
         running: set[asyncio.Task[None]] = set()
         try:
@@ -154,24 +154,33 @@ class Worker:
                     # a fair prefetch: the busier this process, the longer it lets others claim first
                     busy = len(running) / self.settings.jobs_in_flight
                     await self._sleep(FAIR_WINDOW * busy + random.uniform(0, 0.01))
-                    try:
-                        records = await asyncio.to_thread(self.store.claim, self.id, free)
-                        self._backlog = len(records) >= free
-                    except JobStoreUnavailable as exc:
-                        log.warning("claim: %s", exc)
-                        records, self._backlog = [], True
-                    if self.stopping.is_set():
-                        for r in records:
-                            await self._write("release", self.store.release, _claim_of(r, self.id))
-                        break
-                    for record in records:
+                    for record in await self._claim(free):
                         task = asyncio.create_task(self._run_one(record), name=f"run-{record.id}")
                         running.add(task)
                         task.add_done_callback(running.discard)
+                    if self.stopping.is_set():
+                        break
                 await self._idle()
         finally:
             if running:  # shutting down: each job stops cleanly and goes back to the queue
                 await asyncio.gather(*running, return_exceptions=True)
+
+    async def _claim(self, free: int) -> list[JobRecord]:
+        """Up to ``free`` jobs for this worker; none once it is stopping or barred (``problem``)."""
+        if self.stopping.is_set() or self.problem is not None:  # a job failed meanwhile in a way that bars it
+            return []
+        try:
+            records = await asyncio.to_thread(self.store.claim, self.id, free)
+            self._backlog = len(records) >= free
+        except JobStoreUnavailable as exc:
+            log.warning("claim: %s", exc)
+            records, self._backlog = [], True
+        if self.stopping.is_set() or self.problem is not None:
+            # a claim that raced with shutdown, or with a hand-back: straight back to the queue
+            for r in records:
+                await self._write("release", self.store.release, _claim_of(r, self.id))
+            return []
+        return records
 
     async def _run_one(self, record: JobRecord) -> None:
         try:

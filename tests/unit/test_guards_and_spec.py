@@ -171,3 +171,12 @@ def test_a_request_printed_shows_no_password_token_header_or_json_body() -> None
     shown = repr(request) + str(request)
     for secret in ("pw-secret-1", "hdr-secret-2", "json-secret-3"):
         assert secret not in shown
+
+
+@pytest.mark.parametrize("endpoint", ["ftp://bob:Pw0rdLeak@reg/v2", "bob:Pw0rdLeak@reg.example:5000/v2"])
+def test_a_400_for_an_endpoint_with_a_password_does_not_echo_it(endpoint: str) -> None:
+    raw = {"source": {"endpoint": endpoint, "image": "a", "ref": "v1"}, "targets": [{"endpoint": "http://r/v2"}]}
+    with pytest.raises(InvalidInput) as info:
+        parse_request(raw)
+    assert str(info.value).startswith("source.endpoint: invalid endpoint URL '")
+    assert "Pw0rdLeak" not in str(info.value)

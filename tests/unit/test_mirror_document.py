@@ -223,3 +223,33 @@ def test_schedules() -> None:
     every = Schedule.of(None, "10m")
     assert every
     assert every.latest_due(now) == dt.datetime(2026, 1, 1, 10, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["bob:Pw0rdLeak@reg-eu.example/mirror", "https://bob:Pw0rdLeak@reg-eu.example", "bob:Pw0rdLeak@localhost/m"],
+)
+def test_a_target_with_user_and_password_is_refused_not_taken_for_a_registry_and_never_echoed(target: str) -> None:
+    """``bob:pw@host`` was read as a registry named ``bob:pw@host`` (lowercased), shown in every plan,
+    status and ``GET /api/mirrors/<name>``; and a URL's password was echoed in the error."""
+    msg = problems(
+        f"""\
+        version: 1
+        mirrors:
+          - {{name: m, source: registry.a.example/team/app, targets: ["{target}"]}}
+        """
+    )
+    assert msg.startswith("line 3: mirrors[0].targets: ")
+    assert "Pw0rdLeak" not in msg and "pw0rdleak" not in msg
+
+
+def test_a_source_url_with_a_password_is_refused_without_echoing_it() -> None:
+    msg = problems(
+        """\
+        version: 1
+        mirrors:
+          - {name: m, source: "https://bob:Pw0rdLeak@registry.a.example/team/app", targets: [reg-eu.example]}
+        """
+    )
+    assert "without a scheme" in msg
+    assert "Pw0rdLeak" not in msg

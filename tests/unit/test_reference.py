@@ -150,3 +150,27 @@ def test_a_short_transport_name_followed_by_a_tag_is_a_docker_hub_image(text: st
 def test_a_host_named_like_a_transport_with_a_port_is_a_registry(text: str) -> None:
     ref = parse_reference(text)
     assert ref.registry == text.split("/", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "ftp://bob:Pw0rdLeak@reg/v2",
+        "http://bob:Pw0rdLeak@[::1/v2",  # urlsplit refuses it: the echo is all the user gets
+        "bob:Pw0rdLeak@reg.example:5000/v2",
+        "https://bob:Pw0rdLeak@reg/v2?x=1",
+        "http://bob:Pw0rdLeak@reg/v2",
+    ],
+)
+def test_an_endpoint_with_a_password_is_refused_without_echoing_it(bad: str) -> None:
+    with pytest.raises(InvalidReference) as info:
+        parse_endpoint(bad)
+    assert "Pw0rdLeak" not in str(info.value)
+    assert "bob" not in str(info.value)
+
+
+def test_a_reference_written_as_a_url_with_a_password_is_refused_without_echoing_it() -> None:
+    with pytest.raises(InvalidReference) as info:
+        parse_reference("https://bob:Pw0rdLeak@reg.example/team/app:v1")
+    assert "Pw0rdLeak" not in str(info.value)
+    assert "https://***@reg.example/team/app:v1" in str(info.value)

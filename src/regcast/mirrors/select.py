@@ -16,7 +16,8 @@ import nodesemver
 from regcast._exceptions import InvalidReference
 from regcast.layouts.reference import parse_layout_reference
 from regcast.mirrors.document import Mirror, MirrorDocument, TagRules
-from regcast.registry.reference import DOCKER_HUB, parse_reference, validate_repository
+from regcast.registry.redact import without_userinfo
+from regcast.registry.reference import DOCKER_HUB, parse_reference, validate_host, validate_repository
 
 LAYOUT_KINDS = ("oci:", "oci-archive:")
 
@@ -136,9 +137,13 @@ def split_location(text: str) -> Repo:
         if ref.tag is not None or ref.digest is not None:
             raise InvalidReference(f"{text!r}: a mirror's layout target takes no tag (each tag keeps its own)")
         return Repo(ref.where, "")
+    if "://" in text:
+        raise InvalidReference(f"{without_userinfo(text)!r}: expected host[:port][/path], without a scheme")
     host, _, path = text.strip().strip("/").partition("/")
     if not host or not ("." in host or ":" in host or host == "localhost" or host.startswith("[")):
-        raise InvalidReference(f"{text!r}: expected host[:port][/path] (the host must have a dot or a port)")
+        shown = without_userinfo(text)
+        raise InvalidReference(f"{shown!r}: expected host[:port][/path] (the host must have a dot or a port)")
+    validate_host(host)  # ``user:password@host``: refused, not taken for a registry named so (and shown)
     if path:
         validate_repository(path)
     return Repo(host.lower(), path)

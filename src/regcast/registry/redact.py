@@ -55,6 +55,16 @@ def redact_url(url: str, every_value: bool = False) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+_USERINFO = re.compile(r"^((?:[^/?#@]*://)?)(.*)@(?![A-Za-z][A-Za-z0-9+._-]*:[0-9a-fA-F]{32,})")
+
+
+def without_userinfo(text: str, limit: int = 120) -> str:
+    """``text`` (a URL or reference a user wrote) as an error may echo it: a ``user:password@`` is cut
+    (``https://***@host/...``, ``***@host:5000/v2``) even where ``urlsplit`` refuses the URL, which is
+    exactly when the echo is needed; a digest's ``@sha256:`` is kept."""
+    return _USERINFO.sub(r"\1***@", text.strip())[:limit]
+
+
 def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
     """Best-effort scrub of free text: known secret values, Authorization values, bearer tokens."""
     for secret in secrets:

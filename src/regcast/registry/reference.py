@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from regcast._exceptions import InvalidReference
 from regcast.registry.digest import validate_digest
+from regcast.registry.redact import without_userinfo
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -156,8 +157,8 @@ def parse_reference(text: str, default_tag: str | None = "latest") -> Reference:
     ``default_tag`` fills in a missing tag (None leaves it unset: a DST keeps the source's).
     """
     original = text
-    if "://" in text:
-        raise InvalidReference(f"invalid reference {original!r}: write host/path:tag without a scheme")
+    if "://" in text:  # a URL pasted from a browser may carry user:password@: never echoed
+        raise InvalidReference(f"invalid reference {without_userinfo(text)!r}: write host/path:tag without a scheme")
     transport = _other_transport(text)
     if transport is not None:  # else docker-archive:x.tar is docker.io/library/docker-archive
         raise InvalidReference(
@@ -202,6 +203,16 @@ def _split_registry(text: str, original: str) -> tuple[str, str]:
     return DOCKER_HUB, text
 
 
+def validate_host(host: str) -> str:
+    """A registry ``host[:port]`` as a reference or a mirror's target names it; ``user:password@`` is
+    refused without being echoed (credentials go in the document's ``registries``)."""
+    if "@" in host:
+        raise InvalidReference("invalid registry host: no user:password@ in a reference (credentials go elsewhere)")
+    if not _HOST_RE.match(host):
+        raise InvalidReference(f"invalid registry host {host[:120]!r}")
+    return host
+
+
 def _looks_like_host(segment: str) -> bool:
     """A lone segment a user meant as a registry: has a dot (a domain or an IP), or is localhost."""
     return "." in segment or segment.lower() == "localhost" or segment.startswith("[")
@@ -215,16 +226,17 @@ def endpoint_for_registry(registry: str, *, tls_verify: bool = True) -> Endpoint
 
 def parse_endpoint(url: str) -> Endpoint:
     """The seed's ``endpoint``: ``http(s)://host[:port][/prefix]/v2`` (``/v2`` optional)."""
+    shown = without_userinfo(url)  # what a message may echo: no user:password@, even in a URL urlsplit refuses
     try:
         parts = urlsplit(url.strip())
     except ValueError as exc:
-        raise InvalidReference(f"invalid endpoint URL {url[:120]!r}") from exc
+        raise InvalidReference(f"invalid endpoint URL {shown!r}") from exc
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidReference(f"invalid endpoint URL {url[:120]!r}: expected http(s)://host[:port]/v2")
+        raise InvalidReference(f"invalid endpoint URL {shown!r}: expected http(s)://host[:port]/v2")
     if parts.username or parts.password:
         raise InvalidReference("invalid endpoint URL: credentials belong in 'auth', not in the URL")
     if parts.query or parts.fragment:
-        raise InvalidReference(f"invalid endpoint URL {url[:120]!r}: no query or fragment allowed")
+        raise InvalidReference(f"invalid endpoint URL {shown!r}: no query or fragment allowed")
     if not _HOST_RE.match(parts.netloc):
         raise InvalidReference(f"invalid endpoint host {parts.netloc[:120]!r}")
     path = parts.path.rstrip("/")

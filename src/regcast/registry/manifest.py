@@ -48,6 +48,12 @@ class Platform:
             return False
         return not self.variant or mine[2] == theirs[2]
 
+    def same(self, other: Platform | None) -> bool:
+        """Is ``other`` exactly this platform, an absent variant read as the default? Among the manifests a
+        request without variant ``matches``, the one docker and containerd pick: ``linux/arm`` is ``arm/v7``
+        where an index also lists ``arm/v5`` before it (Docker Hub's official images do)."""
+        return other is not None and _normalised(self) == _normalised(other)
+
     def __str__(self) -> str:
         return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
 

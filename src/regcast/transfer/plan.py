@@ -151,7 +151,10 @@ async def _image_platform(source: Repository, image: Manifest) -> Platform | Non
 
 
 def _select(index: Manifest, platforms: list[Platform]) -> list[Descriptor]:
+    """The manifests of ``index`` for ``platforms``, the exact ones first: with one platform asked for, the
+    first is copied (``linux/arm``: ``arm/v7`` even where ``arm/v5`` is listed before it, as docker pulls)."""
     chosen = [d for d in index.children if any(p.matches(d.platform) for p in platforms)]
+    chosen.sort(key=lambda d: not any(p.same(d.platform) for p in platforms))
     if not chosen:
         have = ", ".join(sorted({str(d.platform) for d in index.children if d.platform})) or "none"
         want = ", ".join(str(p) for p in platforms)

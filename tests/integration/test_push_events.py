@@ -64,11 +64,16 @@ class Setup:
 
 
 def _document(
-    proxy: FaultProxy, targets: list[RegistryServer] | list[str], prune: bool = False, latest: int | None = None
+    proxy: FaultProxy,
+    targets: list[RegistryServer] | list[str],
+    prune: bool = False,
+    latest: int | None = None,
+    listed: list[str] | None = None,
 ) -> str:
     host = f"127.0.0.1:{proxy.port}"
     hosts = [t if isinstance(t, str) else t.host for t in targets]
     keep = f"\n      latest: {latest}" if latest else ""
+    rules = f"list: {json.dumps(listed)}" if listed else f"allow: ['^v\\d+(\\.\\d+\\.\\d+)?$']{keep}"
     return f"""
 version: 1
 registries:
@@ -81,7 +86,7 @@ mirrors:
     source: {host}/{REPO}
     targets: [{", ".join(hosts)}]
     tags:
-      allow: ['^v\\d+(\\.\\d+\\.\\d+)?$']{keep}
+      {rules}
     prune: {"true" if prune else "false"}
 """
 
@@ -240,6 +245,25 @@ def test_deletes_prune_only_when_the_mirror_says_so(setup: Setup) -> None:
     assert r.status_code == 202 and r.json()["pruned"] == 2, r.text
     for t in setup.targets:
         assert t.http().get_manifest(REPO, "v5").status_code == 404
+
+
+def test_a_mirror_of_listed_tags_alone_copies_and_prunes_only_those(setup: Setup) -> None:
+    """``tags: {list: [...]}`` selects those tags only (a pass reads no tag list for it); a push or a
+    delete of any other tag was taken as selected: copied to the targets, and pruned there."""
+    doc = _document(setup.proxy, setup.targets, prune=True, listed=["v1"])
+    assert setup.svc.http.post("/api/mirrors", content=doc).status_code == 201
+    other = images.image().push(setup.source.http(), REPO, "v9")
+    listed = images.image().push(setup.source.http(), REPO, "v1")  # delivered after v9's events: same queue
+    assert [r["state"] for r in setup.wait_runs(1)] == ["FINISHED"]
+    for t in setup.targets:
+        assert t.http().get_manifest(REPO, "v9").status_code == 404
+        assert t.http().get_manifest(REPO, "v1").content == listed.root.raw
+        other.push(t.http(), REPO, "v9")  # a tag the mirror does not manage, put there by someone else
+    gone = {"digest": other.digest, "repository": REPO, "mediaType": images.OCI_MANIFEST, "tag": "v9"}
+    r = setup.post({"events": [{"id": "d9", "action": "delete", "target": gone}]})
+    assert r.status_code == 202 and r.json()["pruned"] == 0, r.text
+    for t in setup.targets:
+        assert t.http().get_manifest(REPO, "v9").status_code == 200
 
 
 def _pings(proxy: FaultProxy) -> int:

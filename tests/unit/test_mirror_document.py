@@ -253,3 +253,14 @@ def test_a_source_url_with_a_password_is_refused_without_echoing_it() -> None:
     )
     assert "without a scheme" in msg
     assert "Pw0rdLeak" not in msg
+
+
+def test_a_mirror_of_listed_tags_alone_selects_no_other_tag_pushed_or_deleted() -> None:
+    doc = load_document(
+        "version: 1\nmirrors:\n  - {name: m, source: r.example/team/app, targets: [t.example], tags: {list: [v1]}}\n",
+        {},
+    )
+    m = doc.mirrors[0]
+    assert mirror_selects(doc, m, "r.example", "team/app", "v1")
+    assert not mirror_selects(doc, m, "r.example", "team/app", "v9")
+    assert not mirror_selects(doc, m, "r.example", "team/app", "v9", tags=["v1", "v9"])

@@ -122,6 +122,8 @@ class TagSelector:
         """Is ``tag`` selected? With ``latest``, ``tags`` (the repository's) decide; without them, it may be."""
         if tag in self.listed:
             return True
+        if self.listed_only:  # ``list`` alone selects exactly those: no filter lets any other tag in
+            return False
         if not self.passes(tag):
             return False
         if self.latest is None or tags is None:

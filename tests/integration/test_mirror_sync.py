@@ -325,8 +325,9 @@ def test_a_bad_document_exits_2_naming_the_line_and_nothing_is_copied(tmp_path: 
 
 
 def test_text_output_plan_then_pass(
-    tmp_path: Path, source: tuple[RegistryServer, str], open_reg: RegistryServer
+    tmp_path: Path, source: tuple[RegistryServer, str], open_reg: RegistryServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)  # as in CI: no terminal, no width asked for
     reg, repo = source
     prefix = f"text-{secrets.token_hex(3)}"
     mirror = {
@@ -340,6 +341,9 @@ def test_text_output_plan_then_pass(
     assert r.returncode == 1, r.stderr  # 2 to copy: not in sync
     assert "2 image(s): 2 to copy, 0 up to date, 0 skipped, 0 failed" in r.stdout
     assert r.stdout.count("copy") >= 2
+    # not a terminal (a CI log): every image and target whole, not cut to 80 columns ("127.0.0.1:4…")
+    assert f"{reg.host}/{repo}:stable" in r.stdout and f"{reg.host}/{repo}:1.4" in r.stdout, r.stdout
+    assert r.stdout.count(f"{open_reg.host}/{prefix}/{repo}") == 2, r.stdout
     r = regcast("sync", str(path))
     assert r.returncode == 0, r.stderr
     assert "2 copied, 0 failed" in r.stdout

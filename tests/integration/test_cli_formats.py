@@ -5,6 +5,9 @@ Platform choice as docker and containerd make it, nested indexes, digest sources
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from tests.support import images
 from tests.support.cli import regcast
 from tests.support.registry import RegistryServer
@@ -21,3 +24,39 @@ def test_a_platform_without_variant_picks_the_default_variant_as_docker_does(
         r = regcast("copy", "--platform", asked, f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}:{child}")
         assert r.returncode == 0, r.stderr
         assert open_reg.http().get_manifest(repo, str(child)).content == img.children[child].raw, asked
+
+
+def test_a_digest_source_under_a_platform_filter_lands_by_the_copied_digest(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer, tmp_path: Path
+) -> None:
+    """``SRC@sha256:<index>`` with ``--platform``: a DST without tag keeps the digest, and what it holds is the
+    platform's manifest (or a new index), under its own digest; the index's digest cannot name it."""
+    img = images.multi_platform(platforms=("linux/amd64", "linux/arm64", "linux/s390x")).push(src_reg.http(), repo)
+    src = f"{src_reg.host}/{repo}@{img.digest}"
+    arm = img.children[1]
+    r = regcast("copy", "--platform", "linux/arm64", src, f"{open_reg.host}/{repo}", f"oci:{tmp_path / 'l'}")
+    assert r.returncode == 0, r.stderr
+    assert open_reg.http().get_manifest(repo, arm.digest).content == arm.raw
+    assert open_reg.http().get_manifest(repo, img.digest).status_code == 404
+    index = json.loads((tmp_path / "l" / "index.json").read_text())
+    assert [(e["digest"], e.get("annotations")) for e in index["manifests"]] == [(arm.digest, None)]
+    two = regcast("copy", "--platform", "linux/arm64", "--platform", "linux/amd64", src, f"{open_reg.host}/{repo}/two")
+    assert two.returncode == 0, two.stderr
+    (copied,) = [line.split()[2] for line in two.stdout.splitlines() if line.startswith("ok ")]
+    got = open_reg.http().get_manifest(f"{repo}/two", copied)
+    assert got.status_code == 200
+    assert [m["digest"] for m in got.json()["manifests"]] == [img.children[0].digest, arm.digest]
+
+
+def test_a_target_named_by_another_digest_fails_before_any_upload(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    img = images.image().push(src_reg.http(), repo, "v1")
+    other = "sha256:" + "0" * 64
+    r = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}@{other}")
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {open_reg.host}/{repo}@{other}: the image copied is {img.digest}, not the {other} this target names"
+    ]
+    assert all(open_reg.http().head_blob(repo, b) == 404 for b in img.blobs)

@@ -121,7 +121,7 @@ class CopyEngine:
                     graph = await self.plan(source, ref, platforms, referrers)
                 else:  # planned earlier (an earlier attempt, a mirror pass): referrers found now if still wanted
                     graph = await self.with_referrers(source, graph, referrers)
-                await run.execute(graph)
+                await run.execute(graph, ref)
             finally:
                 await run.drop_heads()
         return CopyResult(graph.root.digest, [t.status for t in targets], graph)
@@ -163,7 +163,9 @@ class _CopyRun(BlobCopy, ManifestPush):
         return digest
 
     # -- the run -------------------------------------------------------------------------------
-    async def execute(self, graph: SourceGraph) -> None:
+    async def execute(self, graph: SourceGraph, ref: str) -> None:
+        """Copy ``graph`` (read from the source at ``ref``) to every target."""
+        self.source_ref = ref
         extra = graph.referrers.blobs if graph.referrers else ()
         for t in self.targets:
             t.status.bytes_total = graph.total_bytes + sum(b.size for b in extra)

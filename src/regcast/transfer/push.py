@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from regcast._exceptions import AuthenticationFailed, RegcastError, RegistryResponseError
+from regcast._exceptions import AuthenticationFailed, InvalidReference, RegcastError, RegistryResponseError
 from regcast.registry.manifest import Descriptor, Manifest
 from regcast.transfer.plan import SourceGraph
 from regcast.transfer.progress import TargetState
@@ -25,10 +25,27 @@ BLOB_UNKNOWN = ("MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN")
 class ManifestPush(RunState):
     """The tag and manifests part of a copy."""
 
+    def _root_digest_ref(self, t: Target, root: Manifest) -> bool:
+        """Is ``t`` named by a digest that is not the root's, though it may take the root by the root's own?
+
+        A DST without tag keeps the source's ref; read by digest under a platform filter, that digest names
+        the source's index while the root copied is another manifest (its platform's, or a new index): it
+        goes by its own digest (``put_manifest`` by a digest stores at the manifest's). Any other digest
+        than the root's cannot be met: the target fails before any upload (a registry refuses the manifest
+        only at the end, ``DIGEST_INVALID``, a layout would list the root under another digest)."""
+        if ":" not in t.ref or t.ref == root.digest:
+            return False
+        if t.ref != self.source_ref:
+            raise InvalidReference(f"the image copied is {root.digest}, not the {t.ref} this target names")
+        return True
+
     async def _check_tag(self, t: Target, graph: SourceGraph) -> None:
         root = graph.root
         try:
-            existing = await self.target_head(t)  # HEADed (or its repository's tags listed) when the copy started
+            if self._root_digest_ref(t, root):
+                existing = await t.repo.head_manifest(root.digest)
+            else:  # HEADed (or its repository's tags listed) when the copy started
+                existing = await self.target_head(t)
             # a repository that holds no tag yet spares every blob HEAD (first attempt only: a later one may
             # find the blobs of an earlier attempt that never got to its tag); not asked when the tag is there
             if existing is None and t.status.attempts <= 1 and t not in self.listed and await t.repo.holds_no_tags():
@@ -87,7 +104,7 @@ class ManifestPush(RunState):
                 await self._put_manifest(t, m, m.digest)
         if found:
             # referrers after what they refer to, before the tag moves
-            if t not in self.image_held and t.ref != graph.root.digest:
+            if t not in self.image_held and ":" not in t.ref:
                 await self._put_manifest(t, graph.root, graph.root.digest)
             t.status.referrers = await push_referrers(t.repo, found, self.engine.referrer_locks)
             self.listener.changed(t.status)

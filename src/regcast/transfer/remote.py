@@ -68,7 +68,10 @@ class RegistryRepository:
         return await self.client.get_manifest_bytes(self.repository, ref)
 
     async def put_manifest(self, ref: str, raw: bytes, media_type: str, digest: str | None = None) -> str | None:
-        return await self.client.put_manifest(self.repository, ref, raw, media_type)
+        """Put at ``ref``; by a digest, at the manifest's own (``digest``), as a layout does: the root of a
+        platform-filtered copy is put by the source's digest that its DST kept (``ManifestPush``)."""
+        at = digest if digest and ":" in ref else ref
+        return await self.client.put_manifest(self.repository, at, raw, media_type)
 
     async def has_blob(self, digest: str) -> bool:
         return await blobs.blob_exists(self.client, self.repository, digest)

@@ -55,6 +55,7 @@ class RunState:
         self._graph: SourceGraph | None = None
         self._tag_heads: dict[Target, asyncio.Task[str | None]] = {}  # each target's tag, HEADed once per copy
         self.listed: set[Target] = set()  # asked whether its repository holds any tag (answer in ``fresh``)
+        self.source_ref = ""  # the ref the graph was read at (``execute``)
 
     def head_targets(self, list_first: bool = False) -> None:
         """HEAD every target's tag now, concurrently with the source's requests (answers awaited where used).

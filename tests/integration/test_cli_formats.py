@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.support import images
 from tests.support.cli import regcast
 from tests.support.registry import RegistryServer
+from tests.support.verify import assert_same_image
 
 
 def test_a_platform_without_variant_picks_the_default_variant_as_docker_does(
@@ -60,3 +61,25 @@ def test_a_target_named_by_another_digest_fails_before_any_upload(
         f"error: {open_reg.host}/{repo}@{other}: the image copied is {img.digest}, not the {other} this target names"
     ]
     assert all(open_reg.http().head_blob(repo, b) == 404 for b in img.blobs)
+
+
+def test_a_platform_filter_finds_its_manifests_inside_a_nested_index(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """An index of indexes names no platform at its top: containerd walks into the inner index, so does the
+    filter (it said "the index has no manifest for platform linux/arm64 (it has: none)")."""
+    img = images.nested_index().push(src_reg.http(), repo, "v1")
+    amd, arm = img.children[0], img.children[1]
+    one = regcast("copy", "--platform", "linux/arm64", f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}:arm")
+    assert one.returncode == 0, one.stderr
+    assert open_reg.http().get_manifest(repo, "arm").content == arm.raw
+    args = ["--platform", "linux/arm64", "--platform", "linux/amd64"]
+    two = regcast("copy", *args, f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}:both")
+    assert two.returncode == 0, two.stderr
+    got = open_reg.http().get_manifest(repo, "both").json()
+    assert [(m["digest"], m["platform"]["architecture"]) for m in got["manifests"]] == [
+        (amd.digest, "amd64"),
+        (arm.digest, "arm64"),
+    ]
+    assert_same_image(src_reg.http(), repo, arm.digest, open_reg.http(), repo, arm.digest)
+    assert_same_image(src_reg.http(), repo, amd.digest, open_reg.http(), repo, amd.digest)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,9 +183,18 @@ def parse_manifest(raw: bytes, content_type: str = "", expected_digest: str | No
     return Manifest(raw, digest, media_type, children, blobs, subject)
 
 
-def filter_index(index: Manifest, keep: list[Descriptor]) -> bytes:
-    """An index with only ``keep`` among its manifests (used for a multi-platform filter)."""
+def filter_index(index: Manifest, keep: list[Descriptor], nested: Mapping[str, Manifest] | None = None) -> bytes:
+    """An index with only ``keep`` among its manifests (used for a multi-platform filter); an entry for one
+    of the ``nested`` indexes stands for that index's own entries (the new index lists them flat)."""
     doc = json.loads(index.raw)
     wanted = {d.digest for d in keep}
-    doc["manifests"] = [m for m in doc["manifests"] if m.get("digest") in wanted]
+    doc["manifests"] = [m for m in _flat_entries(doc, nested or {}) if m.get("digest") in wanted]
     return json.dumps(doc, indent=3).encode()
+
+
+def _flat_entries(doc: dict[str, Any], nested: Mapping[str, Manifest]) -> list[Any]:
+    entries: list[Any] = []
+    for m in doc["manifests"]:
+        inner = nested.get(str(m.get("digest"))) if isinstance(m, dict) else None
+        entries += _flat_entries(json.loads(inner.raw), nested) if inner is not None else [m]
+    return entries

@@ -150,13 +150,32 @@ async def _image_platform(source: Repository, image: Manifest) -> Platform | Non
     return Platform(str(doc["os"]), str(doc["architecture"]), str(doc.get("variant") or ""))
 
 
-def _select(index: Manifest, platforms: list[Platform]) -> list[Descriptor]:
-    """The manifests of ``index`` for ``platforms``, the exact ones first: with one platform asked for, the
+async def _platform_entries(
+    source: Repository, index: Manifest, nested: dict[str, Manifest], budget: GraphBudget, depth: int = 1
+) -> list[Descriptor]:
+    """The entries a platform filter chooses among: an index listed without a platform stands for its own
+    entries, read into ``nested`` (containerd walks into it; an index of indexes names no platform itself)."""
+    entries: list[Descriptor] = []
+    for d in index.children:
+        if d.platform is not None or d.media_type not in mt.INDEXES or d.digest in nested:
+            entries.append(d)
+            continue
+        if depth >= MAX_DEPTH:
+            raise UnsupportedManifest(f"index nesting deeper than {MAX_DEPTH}")
+        inner = await source.get_manifest(d.digest)
+        budget.manifest(inner)
+        nested[d.digest] = inner
+        entries += await _platform_entries(source, inner, nested, budget, depth + 1)
+    return entries
+
+
+def _select(entries: list[Descriptor], platforms: list[Platform]) -> list[Descriptor]:
+    """The manifests of ``entries`` for ``platforms``, the exact ones first: with one platform asked for, the
     first is copied (``linux/arm``: ``arm/v7`` even where ``arm/v5`` is listed before it, as docker pulls)."""
-    chosen = [d for d in index.children if any(p.matches(d.platform) for p in platforms)]
+    chosen = [d for d in entries if any(p.matches(d.platform) for p in platforms)]
     chosen.sort(key=lambda d: not any(p.same(d.platform) for p in platforms))
     if not chosen:
-        have = ", ".join(sorted({str(d.platform) for d in index.children if d.platform})) or "none"
+        have = ", ".join(sorted({str(d.platform) for d in entries if d.platform})) or "none"
         want = ", ".join(str(p) for p in platforms)
         raise UnsupportedManifest(f"the index has no manifest for platform {want} (it has: {have})")
     return chosen
@@ -174,12 +193,13 @@ async def load_graph(
     root = await source.get_manifest(ref)
     budget.manifest(root)
     if root.is_index and platforms:
-        chosen = _select(root, platforms)
+        nested: dict[str, Manifest] = {}
+        chosen = _select(await _platform_entries(source, root, nested, budget), platforms)
         if len(platforms) == 1 and len(chosen) >= 1:
             root = await source.get_manifest(chosen[0].digest)
             budget.manifest(root)
         else:
-            raw = filter_index(root, chosen)
+            raw = filter_index(root, chosen, nested)
             root = parse_manifest(raw, root.media_type or mt.OCI_INDEX)
     elif platforms:  # one image: copied only if it is for a platform asked for, never silently
         await _check_image_platform(source, root, platforms)

@@ -38,7 +38,7 @@ from regcast.registry.redact import printable
 from regcast.registry.reference import Endpoint, is_loopback
 from regcast.registry.request import Body, RateLimitWatch
 from regcast.registry.retry import RetryPolicy
-from regcast.registry.session import ClientOptions, RequestObserver, open_session
+from regcast.registry.session import ClientOptions, ConnectionSlots, RequestObserver, open_session
 from regcast.registry.strategy import UploadStrategy
 from regcast.registry.tls import aiohttp
 
@@ -124,6 +124,7 @@ class RegistryClient:
         self.reads = shared.reads if shared else InFlight()  # identical reads under way: sent once
         self.memo = shared.memo if shared else Memo()  # kept across jobs in a pool entry (memo.py)
         self._session: aiohttp.ClientSession | None = None
+        self.slots = ConnectionSlots(self.options.max_connections)  # replaced with each session: session()
         self.closed = False  # close() was called and no request opened a session since: nothing to retry for
         self._released = False  # a pooled client gave its pool entry back (close())
         self._pinged = False
@@ -166,18 +167,20 @@ class RegistryClient:
         return self.auth.secrets()
 
     def session(self) -> aiohttp.ClientSession:
-        """This client's session: the shared pool's when it has one (``pool.py``), else its own."""
+        """This client's session: the shared pool's when it has one (``pool.py``), else its own; ``slots``
+        are that session's connection slots."""
         if self._session is not None and self._session.closed and self._shared is not None:
             self._session = None  # the pool closed its idle entry after this client let go of it
             self._shared = None  # what is still asked goes over a session of its own, closed by close()
             self.closed = self._released = False
         if self._session is None and self._shared is not None and self._shared.session is not None:
-            self._session = self._shared.session
+            self._session, self.slots = self._shared.session, self._shared.slots or self.slots
         if self._session is None:
             self.closed = False  # used again after close(): a client of its own from here on
             self._session = open_session(self.options)
+            self.slots = ConnectionSlots(self.options.max_connections)
             if self._shared is not None:
-                self._shared.session = self._session
+                self._shared.session, self._shared.slots = self._session, self.slots
         return self._session
 
     async def url(self, path: str) -> str:

@@ -14,9 +14,10 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from regcast.registry._transport import parse_retry_after
+from regcast.registry.session import release_also
 from regcast.registry.tls import aiohttp
 
 DEFAULT_WINDOW = 60.0  # seconds to wait when a registry gives no window or Retry-After
@@ -171,20 +172,5 @@ async def send_within(
         raise
     limit.observe(resp.status, resp.headers)
     if slots is not None:
-        _release_also(resp, slots.release)
+        release_also(resp, slots.release)
     return resp
-
-
-def _release_also(resp: aiohttp.ClientResponse, extra: Callable[[], None]) -> None:
-    """Run ``extra`` once when the caller releases ``resp`` (the slot follows the connection)."""
-    original = resp.release
-    pending = [extra]
-
-    def release() -> Any:
-        try:
-            return original()
-        finally:
-            while pending:
-                pending.pop()()
-
-    resp.release = release  # type: ignore[method-assign]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from regcast.registry.client import ClientOptions, RegistryClient
     from regcast.registry.limits import RegistryLimit
     from regcast.registry.reference import Endpoint
+    from regcast.registry.session import ConnectionSlots
 
 
 @dataclass(eq=False)
@@ -36,6 +37,7 @@ class Shared:
     key: tuple[object, ...]
     auth: Authenticator
     session: aiohttp.ClientSession | None = None
+    slots: ConnectionSlots | None = None  # the session's connection slots (session.py)
     pinged: Endpoint | None = None  # the endpoint as the first successful ping settled it
     ping_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one ping at a time for the entry's clients
     reads: InFlight = field(default_factory=InFlight)  # identical small reads under way (coalesce.py)

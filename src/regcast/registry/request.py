@@ -207,8 +207,9 @@ async def _send_once(
     started, status = time.monotonic(), None
     try:
         with translate_errors(client.name, call.method, url):
-            resp = await client.session().request(
-                call.method, url, headers=hdrs, data=data, allow_redirects=False, **extra
+            session = client.session()  # its clock starts once a connection is free: ConnectionSlots
+            resp = await client.slots.send(
+                lambda: session.request(call.method, url, headers=hdrs, data=data, allow_redirects=False, **extra)
             )
         status = resp.status
         return resp

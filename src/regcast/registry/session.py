@@ -6,9 +6,12 @@ read may stall) is decided once per client here; ``request.py`` only sends throu
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from regcast import USER_AGENT
 from regcast.registry.guards import OutboundPolicy
@@ -87,3 +90,52 @@ def open_session(options: ClientOptions) -> aiohttp.ClientSession:
         read_bufsize=options.chunk_size,  # fewer, larger chunks: less work per byte per target
         middlewares=(options.policy.middleware("registry"),),  # every request's URL, every hop
     )
+
+
+class ConnectionSlots:
+    """One slot per connection a session's pool may hold, taken before a request is sent and given back
+    when its response is released.
+
+    aiohttp counts the wait for a pooled connection into a request's total timeout. A service's jobs share
+    a registry's pool (``pool.py``), so a few jobs streaming large blobs kept other jobs' HEADs and manifest
+    PUTs waiting past ``request_timeout``: they failed as timeouts although the registry answered at once.
+    With as many slots as the pool has connections, a request that holds a slot finds a connection free,
+    and its clock starts only then. Waiting for a slot is never a failure."""
+
+    def __init__(self, size: int) -> None:
+        self._free = asyncio.Semaphore(size)
+
+    async def send(self, request: Callable[[], Awaitable[aiohttp.ClientResponse]]) -> aiohttp.ClientResponse:
+        await self._free.acquire()
+        try:
+            resp = await request()
+        except BaseException:
+            self._free.release()
+            raise
+        release_also(resp, self._free.release)
+        return resp
+
+
+def release_also(resp: aiohttp.ClientResponse, extra: Callable[[], None]) -> None:
+    """Run ``extra`` once when the caller releases ``resp`` (a slot follows the connection), or when ``resp``
+    is collected unreleased: a slot never leaks, whatever path dropped the response."""
+    pending = [extra]
+
+    def give_back() -> None:
+        while pending:
+            pending.pop()()
+
+    earlier = resp.__dict__.get("release")  # an earlier wrapper (no argument), else the class's own
+    ref = weakref.ref(resp)  # no cycle through the instance: it is freed (and finalized) by refcount
+
+    def release() -> Any:
+        try:
+            if earlier is not None:
+                return earlier()
+            obj = ref()
+            return None if obj is None else type(obj).release(obj)
+        finally:
+            give_back()
+
+    resp.release = release  # type: ignore[method-assign]
+    weakref.finalize(resp, give_back)

@@ -63,3 +63,28 @@ def test_a_closed_pooled_client_keeps_the_pools_session_for_reads_still_under_wa
             await pools.close()
 
     asyncio.run(main())
+
+
+def test_reading_and_writing_clients_of_one_registry_get_pools_of_their_own() -> None:
+    """A blob's source read is held while its upload waits for a connection: were the source and the
+    target the same pool (one registry, same credentials, no mount), reads holding every connection
+    would starve the uploads they feed. Writers of one registry still share one pool, readers another."""
+
+    async def main() -> None:
+        pools = ConnectionPools()
+        endpoint = parse_endpoint("http://127.0.0.1:1")
+        reader = pools.client(endpoint, options=ClientOptions(), read_only=True)
+        reader2 = pools.client(endpoint, options=ClientOptions(), read_only=True)
+        writer = pools.client(endpoint, options=ClientOptions())
+        writer2 = pools.client(endpoint, options=ClientOptions())
+        try:
+            assert reader.session() is reader2.session()
+            assert writer.session() is writer2.session()
+            assert reader.session() is not writer.session()
+            assert reader.slots is reader2.slots and reader.slots is not writer.slots
+        finally:
+            for c in (reader, reader2, writer, writer2):
+                await c.close()
+            await pools.close()
+
+    asyncio.run(main())

@@ -72,8 +72,10 @@ class ConnectionPools:
     ) -> RegistryClient:
         from regcast.registry.client import RegistryClient
 
-        # the observer only counts (it is not the pool's); the resolver shapes connections, so it is part of the key
-        key = (endpoint, credentials, seed_auth, replace(options, observer=None), id(options.resolver))
+        # the observer only counts (it is not the pool's); the resolver shapes connections, so it is part of the key.
+        # Reading and writing clients of one registry get pools of their own: a blob's source read, held while
+        # its upload waits for a connection, must never hold the connections that upload waits for.
+        key = (endpoint, credentials, seed_auth, replace(options, observer=None), id(options.resolver), read_only)
         shared = next((e for e in self._entries if e.key == key), None)
         if shared is None:
             auth = Authenticator(endpoint.host, credentials, seed_auth, options.policy)

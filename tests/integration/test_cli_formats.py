@@ -83,3 +83,19 @@ def test_a_platform_filter_finds_its_manifests_inside_a_nested_index(
     ]
     assert_same_image(src_reg.http(), repo, arm.digest, open_reg.http(), repo, arm.digest)
     assert_same_image(src_reg.http(), repo, amd.digest, open_reg.http(), repo, amd.digest)
+
+
+def test_several_platforms_keep_the_attestations_buildx_lists_for_them(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """buildx pushes provenance as ``unknown/unknown`` manifests in the index, each naming its image: the new
+    index of a multi-platform filter keeps those of the platforms kept (they were all dropped)."""
+    img = images.index_with_attestation(("amd64", "arm64", "s390x")).push(src_reg.http(), repo, "v1")
+    args = ["--platform", "linux/amd64", "--platform", "linux/s390x"]
+    r = regcast("copy", *args, f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}:v1")
+    assert r.returncode == 0, r.stderr
+    got = open_reg.http().get_manifest(repo, "v1").json()
+    kept = [img.children[i].digest for i in (0, 2, 3, 5)]
+    assert [m["digest"] for m in got["manifests"]] == kept
+    for digest in kept:
+        assert_same_image(src_reg.http(), repo, digest, open_reg.http(), repo, digest)

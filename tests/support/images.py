@@ -208,9 +208,7 @@ def oci_without_media_type() -> Image:
     return Image(Manifest(json.dumps(doc).encode(), OCI_MANIFEST), [], img.blobs)
 
 
-def index_with_attestation() -> Image:
-    """buildx's shape: an image plus an ``unknown/unknown`` attestation manifest pointing at it."""
-    img = image(oci=True)
+def _attestation_manifest() -> Image:
     statement = json.dumps({"_type": "https://in-toto.io/Statement/v0.1", "n": os.urandom(4).hex()}).encode()
     config = json.dumps({"architecture": "unknown", "os": "unknown", "config": {}, "rootfs": {}}).encode()
     doc = {
@@ -219,13 +217,20 @@ def index_with_attestation() -> Image:
         "config": _desc(OCI_CONFIG, config),
         "layers": [_desc("application/vnd.in-toto+json", statement, annotations={"in-toto.io/predicate-type": "x"})],
     }
-    att = Image(Manifest(json.dumps(doc).encode(), OCI_MANIFEST), [], {sha(config): config, sha(statement): statement})
-    idx = index([(img, {"os": "linux", "architecture": "amd64"}), (att, {"os": "unknown", "architecture": "unknown"})])
+    return Image(Manifest(json.dumps(doc).encode(), OCI_MANIFEST), [], {sha(config): config, sha(statement): statement})
+
+
+def index_with_attestation(archs: tuple[str, ...] = ("amd64",)) -> Image:
+    """buildx's shape: per architecture an image, then ``unknown/unknown`` attestation manifests pointing at them."""
+    imgs = [(image(oci=True, arch=arch), {"os": "linux", "architecture": arch}) for arch in archs]
+    atts = [(_attestation_manifest(), {"os": "unknown", "architecture": "unknown"}) for _ in archs]
+    idx = index([*imgs, *atts])
     outer = json.loads(idx.root.raw)
-    outer["manifests"][1]["annotations"] = {
-        "vnd.docker.reference.digest": img.digest,
-        "vnd.docker.reference.type": "attestation-manifest",
-    }
+    for entry, (img, _) in zip(outer["manifests"][len(archs) :], imgs, strict=True):
+        entry["annotations"] = {
+            "vnd.docker.reference.digest": img.digest,
+            "vnd.docker.reference.type": "attestation-manifest",
+        }
     return Image(Manifest(json.dumps(outer).encode(), OCI_INDEX), idx.children, idx.blobs)
 
 

@@ -184,12 +184,25 @@ def parse_manifest(raw: bytes, content_type: str = "", expected_digest: str | No
 
 
 def filter_index(index: Manifest, keep: list[Descriptor], nested: Mapping[str, Manifest] | None = None) -> bytes:
-    """An index with only ``keep`` among its manifests (used for a multi-platform filter); an entry for one
-    of the ``nested`` indexes stands for that index's own entries (the new index lists them flat)."""
+    """An index with only ``keep`` among its manifests (used for a multi-platform filter) and the attestation
+    manifests buildx lists for them (``unknown/unknown``, pointing at their image by annotation: provenance
+    and SBOMs stay with the platforms kept, as ``docker image convert`` keeps them); an entry for one of the
+    ``nested`` indexes stands for that index's own entries (the new index lists them flat)."""
     doc = json.loads(index.raw)
     wanted = {d.digest for d in keep}
-    doc["manifests"] = [m for m in _flat_entries(doc, nested or {}) if m.get("digest") in wanted]
+    doc["manifests"] = [
+        m for m in _flat_entries(doc, nested or {}) if m.get("digest") in wanted or _attestation_for(m) in wanted
+    ]
     return json.dumps(doc, indent=3).encode()
+
+
+def _attestation_for(entry: dict[str, Any]) -> str | None:
+    """The image digest a buildx attestation manifest entry attests, or None (any other entry)."""
+    notes = entry.get("annotations")
+    if not isinstance(notes, dict) or notes.get("vnd.docker.reference.type") != "attestation-manifest":
+        return None
+    digest = notes.get("vnd.docker.reference.digest")
+    return digest if isinstance(digest, str) else None
 
 
 def _flat_entries(doc: dict[str, Any], nested: Mapping[str, Manifest]) -> list[Any]:

@@ -6,10 +6,12 @@ import asyncio
 import datetime as dt
 from pathlib import Path
 
+import pytest
+
 from regcast.config import load_settings
 from regcast.jobs.secrets import SecretBox
 from regcast.jobs.store import JobStore
-from regcast.mirrors.document import load_document
+from regcast.mirrors.document import DocumentError, load_document
 from regcast.mirrors.service import MirrorService, split_document
 
 DOC = """\
@@ -93,3 +95,34 @@ def test_a_run_still_going_is_not_started_twice(tmp_path: Path) -> None:
     assert ms.store.get_run(run_id).state == "FINISHED"  # type: ignore[union-attr]
     nxt, _ = ms.store.start_run("app", "schedule", "test", due + dt.timedelta(seconds=60))
     assert nxt is not None
+
+
+def test_a_stored_schedule_that_never_fires_stops_no_other_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``0 0 31 2 *`` parses but never comes: stored, it made every tick fail (no mirror after it in
+    name order ever ran again) and ``GET /api/mirrors`` answer 500. Now refused when loading; one stored
+    before that is passed over."""
+    from regcast.api.routes.mirrors import _summary
+
+    ms = make(tmp_path)
+    bad = DOC.replace("name: app", "name: aaa").replace("interval: 60s", 'schedule: "0 0 31 2 *"')
+    with pytest.raises(DocumentError, match=r"line 7: mirrors\[0\]\.schedule: .*never comes"):
+        load_document(bad, {})
+    monkeypatch.setattr("regcast.mirrors.checks.check_cron", lambda expr: expr)  # stored before the check
+    monkeypatch.setattr("regcast.mirrors.schedule.check_cron", lambda expr: expr)
+    ms.store.put(split_document(load_document(bad, {}), ms.box))
+    monkeypatch.undo()
+    app = ms.store.get("app")
+    aaa = ms.store.get("aaa")
+    assert app is not None and aaa is not None
+
+    async def go() -> list[str]:
+        started = await ms.tick(app.created_at + dt.timedelta(seconds=61))
+        await settle(ms)
+        return started
+
+    assert len(asyncio.run(go())) == 1
+    assert [r.mirror for r in ms.store.runs("app")] == ["app"]
+    assert _summary(aaa, app.created_at)["next_due"] is None
+    assert _summary(app, app.created_at)["next_due"] is not None

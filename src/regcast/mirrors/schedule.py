@@ -33,9 +33,18 @@ def parse_interval(text: str) -> float:
     return seconds
 
 
+_SOME_DAY = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # any fixed day: a date that exists fires within 4 years
+
+
 def check_cron(expr: str) -> str:
+    """A 5-field cron expression that fires: ``0 0 31 2 *`` (February 31st) parses, but croniter finds no
+    due time for it, and a stored one made every scheduler tick and ``GET /api/mirrors`` fail."""
     if len(expr.split()) != 5 or not croniter.is_valid(expr):
         raise ValueError(f"invalid schedule {expr!r}: expected a 5-field cron expression (min hour dom mon dow)")
+    try:
+        croniter(expr, _SOME_DAY).get_next(dt.datetime)
+    except ValueError:  # CroniterBadDateError
+        raise ValueError(f"invalid schedule {expr!r}: names a date that never comes (such as February 31st)") from None
     return expr
 
 

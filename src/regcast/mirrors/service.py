@@ -243,7 +243,11 @@ class MirrorService:
             schedule = Schedule(cron=rec.schedule, interval=rec.interval_seconds)
             if schedule.cron is None and schedule.interval is None:
                 continue
-            due = schedule.latest_due(now)
+            try:
+                due = schedule.latest_due(now)
+            except ValueError as exc:  # stored before check_cron refused it: the other mirrors still run
+                log.warning("mirror %s: schedule %r has no due time (%s)", rec.name, rec.schedule, exc)
+                continue
             if due < rec.created_at:
                 continue  # the first due time is the first after the mirror was stored
             last = await asyncio.to_thread(self.store.last_due, rec.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from typing import Any
 
@@ -59,14 +60,17 @@ async def _document(request: Request) -> MirrorDocument | SeedJSON:
 def _summary(rec: MirrorRecord, now: Any) -> dict[str, Any]:
     mirror = rec.document["mirrors"][0]
     schedule = Schedule(cron=rec.schedule, interval=rec.interval_seconds)
-    scheduled = schedule.cron is not None or schedule.interval is not None
+    next_due = None
+    if schedule.cron is not None or schedule.interval is not None:
+        with contextlib.suppress(ValueError):  # a cron stored before check_cron refused one that never fires
+            next_due = schedule.next_due(now).isoformat()
     return {
         "name": rec.name,
         "source": mirror["source"],
         "targets": mirror["targets"],
         "schedule": rec.schedule,
         "interval_seconds": rec.interval_seconds,
-        "next_due": schedule.next_due(now).isoformat() if scheduled else None,
+        "next_due": next_due,
         "active_run": rec.active_run,
         "created_at": rec.created_at.isoformat(),
         "updated_at": rec.updated_at.isoformat(),

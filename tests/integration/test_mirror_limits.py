@@ -231,3 +231,21 @@ def test_a_run_held_by_a_rate_limit_says_so_and_until_when(
         assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), f"held/{repo}", "v1")
     finally:
         svc.stop()
+
+
+def test_a_limited_registry_behind_a_token_server_still_gets_its_tokens(
+    src_reg: RegistryServer, token_reg: RegistryServer, repo: str
+) -> None:
+    """``max_concurrency: 1`` at a token-auth registry: a token is fetched while the request asking for it holds
+    the one slot, so a token request that waited for a slot too waited for itself for ever (a hang)."""
+    tags = push_tags(src_reg, repo, 2)
+    user, password = next(iter(token_reg.users.items()))
+    doc = document(
+        [{"name": "m", "source": f"{src_reg.host}/{repo}", "targets": [f"{token_reg.host}/one-slot"]}],
+        [{"host": token_reg.host, "username": user, "password": password, "max_concurrency": 1}],
+    )
+    report = asyncio.run(asyncio.wait_for(run_pass(doc, SETTINGS), 60))
+    assert report.ok, report.public()
+    assert report.summary()["copied"] == len(tags)
+    for tag in tags:
+        assert_same_image(src_reg.http(), repo, tag, token_reg.http(), f"one-slot/{repo}", tag)

@@ -106,10 +106,13 @@ async def request(
     call = Call(
         method, url, scopes, headers, data, params, json_body, follow_redirects, replayable, outbound, read_bufsize
     )
+    # a token request is made by a request that holds its slot already (the token is fetched while it is
+    # sent): asking for a second slot deadlocked a registry with max_concurrency once every slot waited
+    limit = client.limit if outbound == "registry" else None
     while True:
         try:
             resp = await send_within(
-                client.limit,
+                limit,
                 method == "GET" and "/manifests/" in url,
                 client.note_retry,
                 lambda: _send_authenticated(client, call, streaming or not replayable),

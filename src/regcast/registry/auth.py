@@ -169,18 +169,24 @@ def token_request(
     return TokenRequest(realm, params, send_creds)
 
 
-def parse_token_answer(body: bytes, now: float | None = None) -> tuple[str, float]:
-    """``(token, expires_at)`` from a token server's JSON answer."""
+def parse_token_answer(
+    body: bytes, now: float | None = None, *, registry: str = "", realm: str = ""
+) -> tuple[str, float]:
+    """``(token, expires_at)`` from a token server's JSON answer.
+
+    ``registry`` (host[:port]) and ``realm`` (a redacted URL) name where the answer came from: a login page
+    or an error page is a job's one-line reason, and it must say which registry's token server sent it."""
     now = time.monotonic() if now is None else now
+    where = " ".join(part for part in (f"registry {registry}:" if registry else "", "token server", realm) if part)
     try:
         doc = json.loads(body[:MAX_TOKEN_ANSWER])
     except ValueError as exc:
-        raise ProtocolViolation("token server answered with something that is not JSON") from exc
+        raise ProtocolViolation(f"{where} answered with something that is not JSON", registry=registry) from exc
     if not isinstance(doc, dict):
-        raise ProtocolViolation("token server answer is not a JSON object")
+        raise ProtocolViolation(f"{where} answer is not a JSON object", registry=registry)
     token = doc.get("token") or doc.get("access_token")
     if not isinstance(token, str) or not token:
-        raise ProtocolViolation("token server answer has no 'token' or 'access_token'")
+        raise ProtocolViolation(f"{where} answer has no 'token' or 'access_token'", registry=registry)
     expires_in = doc.get("expires_in")
     lifetime = float(expires_in) if isinstance(expires_in, int | float) else MIN_TOKEN_LIFETIME
     expires_at = now + max(lifetime, MIN_TOKEN_LIFETIME) - 5.0

@@ -115,7 +115,8 @@ class Authenticator:
                 body = await fetch(
                     auth.url, auth.header, None, auth.json_body, "fetching a token from the auth url", False
                 )
-                self.seed_token, _ = parse_token_answer(body)
+                where = redact_url(auth.url, every_value=True)
+                self.seed_token, _ = parse_token_answer(body, registry=self.host, realm=where)
             return f"{self.seed_auth.token_type or 'Bearer'} {self.seed_token}"
         ch = self.challenge
         if ch is None:
@@ -180,7 +181,7 @@ class Authenticator:
         if answer is None:
             headers = {"Authorization": req.basic.basic_header()} if req.basic else {}
             answer = await fetch(req.url, headers, req.params, None, "token server refused", True)
-        token, expires_at = parse_token_answer(answer)
+        token, expires_at = parse_token_answer(answer, registry=self.host, realm=redact_url(req.url, every_value=True))
         self.tokens.put(key, token, expires_at)
         return token
 

@@ -36,6 +36,18 @@ Body = bytes | AsyncIterable[bytes] | None
 T = TypeVar("T")
 
 
+class _TokenFailed(Exception):
+    """A token request that failed for want of an answer, past its own retries (``client.fetch_token`` goes
+    through ``request`` and ``reading`` itself): carried out of the asking request's retry loops as it is.
+    Retried there again, the tries multiplied: a token server that never answered held a copy for four
+    request timeouts (twice two), one that refused connections took 25 tries of 5."""
+
+    def __init__(self, error: RegistryUnreachable) -> None:
+        super().__init__(str(error))
+        # a plain RegistryUnreachable, not BodyBroken: the asking request's own ``reading`` must not retry it
+        self.error = RegistryUnreachable(str(error), registry=error.registry, failure=error.failure)
+
+
 @dataclass
 class Call:
     """One logical request, as the request path replays it."""
@@ -117,6 +129,8 @@ async def request(
                 client.note_retry,
                 lambda: _send_authenticated(client, call, streaming or not replayable),
             )
+        except _TokenFailed as failed:
+            raise failed.error from failed.__cause__
         except RegistryUnreachable as exc:
             if client.closed:  # cut by close(): whoever asked is gone, a retry would open a new session
                 raise
@@ -192,7 +206,10 @@ async def _send_once(
 ) -> aiohttp.ClientResponse:
     hdrs = dict(call.headers or {})
     if call.scopes is not None:
-        auth = await client.auth.header(call.scopes, url, client.endpoint.base, client.fetch_token)
+        try:
+            auth = await client.auth.header(call.scopes, url, client.endpoint.base, client.fetch_token)
+        except RegistryUnreachable as exc:
+            raise _TokenFailed(exc) from exc
         if auth:
             hdrs["Authorization"] = auth
     if log.isEnabledFor(logging.DEBUG):  # redacting a URL costs more than the log call it would feed

@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,9 +260,9 @@ def test_mirror_routes_answer_503_while_the_database_is_down(tmp_path: Path) -> 
     settings = load_settings(database_url=f"sqlite:///{home / 'jobs.db'}", poll_interval=0.1)
     service = Service(settings, JobStore(settings.database_url), BOX, run_workers=False)
     with TestClient(create_app(service), base_url="http://127.0.0.1:5001") as client:
-        for _ in range(200):
-            if client.get("/readyz").status_code == 200:
-                break
+        deadline = time.monotonic() + 30  # migrations on a loaded machine: 200 quick polls were not always enough
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert client.get("/api/mirrors").json() == {"mirrors": []}
         service.store.engine.dispose()
         home.rename(gone)

@@ -82,22 +82,18 @@ def test_wrong_password_gives_one_line_error(
     repo: str, src_reg: RegistryServer, basic_reg: RegistryServer, open_reg: RegistryServer, ca_bundle: Path
 ) -> None:
     images.image().push(src_reg.http(), repo, "v1")
-    r = regcast(
-        "copy",
-        "--ca-bundle",
-        str(ca_bundle),
-        "--dest-creds",
-        "alice:not-the-Password-9",
-        f"{src_reg.host}/{repo}:v1",
-        f"{basic_reg.host}/{repo}:v1",
-    )
+    args = ["--ca-bundle", str(ca_bundle), "--dest-creds", "alice:not-the-Password-9"]
+    r = regcast("copy", *args, f"{src_reg.host}/{repo}:v1", f"{basic_reg.host}/{repo}:v1")
     assert r.returncode == 1
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1
+    errors = [line for line in r.stderr.splitlines() if not line.startswith("progress ")]  # the periodic line
+    assert len(errors) == 1, r.stderr  # not a log line saying it too
+    assert errors[0].startswith("error: ")
     assert basic_reg.host in errors[0]
     assert "401" in errors[0]
     assert "Traceback" not in r.stderr
     assert "not-the-Password-9" not in r.stderr + r.stdout
+    verbose = regcast("-v", "copy", *args, f"{src_reg.host}/{repo}:v1", f"{basic_reg.host}/{repo}:v1")
+    assert f"target {basic_reg.host}/{repo}:v1 failed: " in verbose.stderr  # -v: the log says it as well
 
 
 def test_unreachable_target_and_missing_source(repo: str, src_reg: RegistryServer, open_reg: RegistryServer) -> None:

@@ -41,6 +41,14 @@ class Invocation:
         except Exception:  # a bad setting is reported by a command that reads it
             self._log("text")
 
+    def reports_failures(self) -> None:
+        """The command prints each failed target itself (copy's ``error:`` lines, sync's table): the engine's log
+        line saying the same (``regcast.transfer.failed``, for the service's log) only with ``-v``."""
+        if not self.verbose:
+            import logging
+
+            logging.getLogger("regcast.transfer.failed").setLevel(logging.ERROR)
+
     def _log(self, fmt: str) -> None:
         import logging
 

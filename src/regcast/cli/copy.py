@@ -246,6 +246,7 @@ def _run(src: str, dst: tuple[str, ...], opts: dict[str, Any]) -> None:
     except (RegcastError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     opts["platforms"] = platforms or None
+    invocation().reports_failures()  # each failed target is its one ``error:`` line (_report)
     try:
         result = asyncio.run(_copy(src_ref, dst_refs, settings, opts, console))
     except NotFound as exc:

@@ -31,6 +31,7 @@ def sync(file: Path, dry_run: bool, as_json: bool, ca_bundle: str | None) -> Non
 
     try:
         settings = invocation().settings(ca_bundle=ca_bundle)
+        invocation().reports_failures()  # each failed copy is in the table
         status = asyncio.run(sync_file(file.read_text(), settings, dry_run=dry_run, as_json=as_json))
     except DocumentError as exc:  # bad input, as a bad flag: exit 2, every problem with its line
         click.echo(f"error: {file}: {exc}", err=True)

@@ -25,7 +25,8 @@ from regcast.transfer.target import SKIP_TAG_DIFFERS, SKIP_UP_TO_DATE, Target
 if TYPE_CHECKING:
     from regcast.transfer.engine import CopyEngine
 
-log = logging.getLogger("regcast.transfer")
+# a target's failure, in the service's log; ``regcast copy`` prints it itself as its ``error:`` line
+failures = logging.getLogger("regcast.transfer.failed")
 
 
 class RunState:
@@ -128,7 +129,7 @@ class RunState:
         for secret in t.repo.secrets() + self.source.secrets():
             if secret and len(secret) >= 3:
                 message = message.replace(secret, "REDACTED")
-        log.warning("target %s failed: %s", t.key, message)
+        failures.warning("target %s failed: %s", t.key, message)
         t.status.retryable = is_retryable(exc)
         self._set(t, TargetState.FAILED, message)
 

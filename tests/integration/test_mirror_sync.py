@@ -322,6 +322,9 @@ def test_a_bad_document_exits_2_naming_the_line_and_nothing_is_copied(tmp_path: 
     r = regcast("sync", str(path), env={"SURELY_NOT_SET_42": "pw"})
     assert r.returncode == 2
     assert "line 7: mirrors[0].tags.allow[0]: invalid regular expression" in r.stderr
+    path.write_bytes(b"version: 1\nmirrors:\n  - {name: a, source: reg.example/x\xff, targets: [reg.example/y]}\n")
+    r = regcast("sync", "--dry-run", str(path))  # not UTF-8: bad input as well, not a failed pass (1)
+    assert (r.returncode, r.stderr) == (2, f"error: {path}: document: not UTF-8 text (byte 55)\n")
 
 
 def test_text_output_plan_then_pass(

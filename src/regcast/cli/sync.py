@@ -30,9 +30,13 @@ def sync(file: Path, dry_run: bool, as_json: bool, ca_bundle: str | None) -> Non
     from regcast.mirrors.document import DocumentError
 
     try:
+        try:
+            text = file.read_bytes().decode()
+        except UnicodeDecodeError as exc:  # bad input like any other (exit 2), not a failed pass
+            raise DocumentError([f"document: not UTF-8 text (byte {exc.start})"]) from None
         settings = invocation().settings(ca_bundle=ca_bundle)
         invocation().reports_failures()  # each failed copy is in the table
-        status = asyncio.run(sync_file(file.read_text(), settings, dry_run=dry_run, as_json=as_json))
+        status = asyncio.run(sync_file(text, settings, dry_run=dry_run, as_json=as_json))
     except DocumentError as exc:  # bad input, as a bad flag: exit 2, every problem with its line
         click.echo(f"error: {file}: {exc}", err=True)
         sys.exit(2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,23 @@ def test_blob_redirect_to_storage_gets_no_authorization(
     assert p.side_auth_headers == 0  # Authorization never went to the other host
     assert "s3cr3t-storage-token" not in caplog.text  # token-bearing query parameters redacted
     assert_same_image(token_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
+def test_a_blob_redirect_loop_ends_in_one_line_saying_so(
+    faults: list[FaultProxy], repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """A blob GET that redirects to itself is followed MAX_REDIRECTS times, then the target fails with a line
+    that says it was a loop (it said "answered 302 Found", which reads as the registry's fault to find)."""
+    img = images.image([b"loop " * 100]).push(src_reg.http(), repo, "v1")
+    p = proxy(faults, src_reg, "redirect_loop")
+    result = copy(via(p), repo, [target(open_reg, repo, "v1")])
+    t = result.targets[0]
+    assert t.state is TargetState.FAILED
+    url = re.escape(f"http://127.0.0.1:{p.port}/v2/{repo}/blobs/") + "sha256:[0-9a-f]{64}"
+    said = re.escape(": redirected more than 5 times (a redirect loop)")
+    assert re.fullmatch(f"registry 127\\.0\\.0\\.1:{p.port}: GET {url}{said}", t.error or ""), t.error
+    # each blob's GET and its five hops, once: a loop is not retried (it would be the same loop again)
+    assert p.events["loop"] in {6 * n for n in range(1, len(img.blobs) + 1)}
 
 
 def test_relative_upload_location(

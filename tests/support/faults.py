@@ -155,6 +155,19 @@ class FaultProxy:
             return web.Response(status=404, text="404 page not found")
         return web.json_response({"name": path[4:-10], "tags": []})
 
+    def _redirect(self, path: str) -> web.StreamResponse:
+        """A blob GET redirected: to the metadata service (``evil_redirect``), back to itself, relative, as
+        some gateways write it (``redirect_loop``), or to the side server, an object store (``redirect_blob``)."""
+        if self.scenario == "evil_redirect":
+            self.events["evil"] += 1
+            return web.Response(status=307, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+        if self.scenario == "redirect_loop":
+            self.events["loop"] += 1
+            return web.Response(status=302, headers={"Location": "./" + path.rsplit("/", 1)[1]})
+        self.events["redirect"] += 1
+        target = f"http://127.0.0.1:{self.side_port}{path}?access_token=s3cr3t-storage-token"
+        return web.Response(status=307, headers={"Location": target})
+
     async def _fault_before(self, request: web.Request) -> web.StreamResponse | None:
         s, path, method = self.scenario, request.path, request.method
         if s == "ping_5xx" and path == "/v2/" and self.events["ping_5xx"] < self.params.get("count", 2):
@@ -184,13 +197,8 @@ class FaultProxy:
                 text="<html>maintenance</html>",
                 headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
             )
-        if s == "evil_redirect" and method == "GET" and BLOB_GET.match(path):
-            self.events["evil"] += 1
-            return web.Response(status=307, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
-        if s == "redirect_blob" and method == "GET" and BLOB_GET.match(path):
-            self.events["redirect"] += 1
-            target = f"http://127.0.0.1:{self.side_port}{path}?access_token=s3cr3t-storage-token"
-            return web.Response(status=307, headers={"Location": target})
+        if s in ("evil_redirect", "redirect_loop", "redirect_blob") and method == "GET" and BLOB_GET.match(path):
+            return self._redirect(path)
         if s == "ghcr" and method == "PATCH" and request.content_length and request.content_length > 4 * MiB:
             self.events["patch_refused"] += 1
             await request.read()

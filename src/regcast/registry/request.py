@@ -190,6 +190,13 @@ async def _send_authenticated(client: RegistryClient, call: Call, streaming: boo
         )
         resp = await _send_once(client, call, url, None, timeout)
         hops += 1
+    if call.follow_redirects and resp.status in REDIRECTS:  # said as what it is, not as "answered 307"
+        resp.release()
+        raise ProtocolViolation(
+            f"registry {client.name}: {call.method} {redact_url(call.url)}: redirected more than {MAX_REDIRECTS} "
+            "times (a redirect loop)",
+            registry=client.name,
+        )
     return resp
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,7 @@ def test_a_run_still_going_is_not_started_twice(tmp_path: Path) -> None:
 
 
 def test_a_stored_schedule_that_never_fires_stops_no_other_mirror(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``0 0 31 2 *`` parses but never comes: stored, it made every tick fail (no mirror after it in
     name order ever ran again) and ``GET /api/mirrors`` answer 500. Now refused when loading; one stored
@@ -120,9 +121,13 @@ def test_a_stored_schedule_that_never_fires_stops_no_other_mirror(
     async def go() -> list[str]:
         started = await ms.tick(app.created_at + dt.timedelta(seconds=61))
         await settle(ms)
+        assert await ms.tick(app.created_at + dt.timedelta(seconds=62)) == []
         return started
 
-    assert len(asyncio.run(go())) == 1
+    with caplog.at_level(logging.WARNING, "regcast.mirrors"):
+        assert len(asyncio.run(go())) == 1
+    said = [r.getMessage() for r in caplog.records if "no due time" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("mirror aaa: schedule '0 0 31 2 *'"), said  # once, not every tick
     assert [r.mirror for r in ms.store.runs("app")] == ["app"]
     assert _summary(aaa, app.created_at)["next_due"] is None
     assert _summary(app, app.created_at)["next_due"] is not None

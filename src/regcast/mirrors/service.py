@@ -112,6 +112,7 @@ class MirrorService:
         self.limits = Limits()  # the process's (its copy engine's), so jobs and plans share them
         self.connections: ConnectionPools | None = None  # the worker's: runs reuse connections and tokens
         self._docs: dict[tuple[str, dt.datetime], MirrorDocument] = {}
+        self._never_due: set[tuple[str, dt.datetime]] = set()  # stored schedules with no due time: said once
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_run_ended: Callable[[RunRecord, MirrorDocument], None] | None = None  # notifications (ops/)
 
@@ -246,7 +247,9 @@ class MirrorService:
             try:
                 due = schedule.latest_due(now)
             except ValueError as exc:  # stored before check_cron refused it: the other mirrors still run
-                log.warning("mirror %s: schedule %r has no due time (%s)", rec.name, rec.schedule, exc)
+                if (rec.name, rec.updated_at) not in self._never_due:
+                    self._never_due.add((rec.name, rec.updated_at))
+                    log.warning("mirror %s: schedule %r has no due time (%s)", rec.name, rec.schedule, exc)
                 continue
             if due < rec.created_at:
                 continue  # the first due time is the first after the mirror was stored

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.support import images
 from tests.support.cli import regcast
+from tests.support.faults import FaultProxy, proxy
 from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
 
@@ -99,3 +100,26 @@ def test_several_platforms_keep_the_attestations_buildx_lists_for_them(
     assert [m["digest"] for m in got["manifests"]] == kept
     for digest in kept:
         assert_same_image(src_reg.http(), repo, digest, open_reg.http(), repo, digest)
+
+
+def test_referrers_a_target_holds_are_not_written_again(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer, faults: list[FaultProxy]
+) -> None:
+    """A second copy re-PUT every signature and SBOM, the cosign tag too: a tag-immutable registry (ECR,
+    Harbor rules) refuses that, so every copy after the first failed there; a copy onto its own source wrote."""
+    images.signed_image(src_reg, repo)
+    target = proxy(faults, open_reg, "pass")
+    src, dst = f"{src_reg.host}/{repo}:v1", f"127.0.0.1:{target.port}/{repo}:v1"
+    first = regcast("copy", src, dst)
+    assert first.returncode == 0, first.stderr
+    assert "3 referrers" in first.stdout
+    written = len(target.seen)
+    again = regcast("copy", src, dst)
+    assert again.returncode == 0, again.stderr
+    assert "already up to date, 3 referrers" in again.stdout
+    assert [m for m, _p, _h in target.seen[written:] if m not in ("GET", "HEAD")] == []
+    own = proxy(faults, src_reg, "pass")
+    at_source = f"127.0.0.1:{own.port}/{repo}:v1"
+    onto_itself = regcast("copy", at_source, at_source)
+    assert onto_itself.returncode == 0, onto_itself.stderr
+    assert [m for m, _p, _h in own.seen if m not in ("GET", "HEAD")] == []

@@ -204,6 +204,10 @@ def test_referrers_api_paged_to_a_target_that_keeps_the_list(
         same_manifest(src.server, dst.server, repo, r.digest)
     # the target answered OCI-Subject: no tag-schema index written there
     assert dst.server.http().get_manifest(repo, images.fallback_tag(img.digest)).status_code == 404
+    again = run_copy(src.server, repo, "v1", [target(dst.server, repo, "v1")])  # held: its API lists them
+    assert again.ok, [(t.key, t.error) for t in again.targets]
+    assert again.targets[0].referrers == 3
+    assert dst.server.http().get_manifest(repo, images.fallback_tag(img.digest)).status_code == 404
 
 
 def test_referrers_api_artifact_type_filter(repo: str, front_pair: tuple[ReferrersFront, ReferrersFront]) -> None:

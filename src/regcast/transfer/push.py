@@ -106,7 +106,8 @@ class ManifestPush(RunState):
             # referrers after what they refer to, before the tag moves
             if t not in self.image_held and ":" not in t.ref:
                 await self._put_manifest(t, graph.root, graph.root.digest)
-            t.status.referrers = await push_referrers(t.repo, found, self.engine.referrer_locks)
+            held = t not in self.fresh  # a repository without tags holds no referrer worth a HEAD
+            t.status.referrers = await push_referrers(t.repo, found, self.engine.referrer_locks, held=held)
             self.listener.changed(t.status)
         if t not in self.image_held:
             await self._put_manifest(t, graph.root, t.ref)

@@ -170,21 +170,47 @@ class IndexLocks:
         return lock
 
 
-async def push_referrers(repo: Repository, found: ReferrerSet, locks: IndexLocks) -> int:
-    """Push every referrer (their blobs are already there); returns how many were pushed."""
+async def push_referrers(repo: Repository, found: ReferrerSet, locks: IndexLocks, *, held: bool = True) -> int:
+    """Push every referrer (their blobs are already there); returns how many the target holds now.
+
+    ``held``: the target may hold some already (an earlier copy; not a repository without tags): each is
+    HEADed first and not written again, for a tag-immutable registry (ECR, Harbor rules) refuses even the
+    same bytes at a cosign tag, and a copy onto its own source must write nothing. Its subject is then
+    tracked by the registry if its referrers API lists it, else in the tag-schema index (merged only if
+    the entry is missing)."""
     reach = access(repo)
     if reach is None:
         raise UnsupportedManifest(f"{repo.name} cannot keep referrers")  # callers check access() first
     untracked: dict[str, list[dict[str, Any]]] = {}
     for r in found.referrers:
         for child in r.children:
-            await _put(repo, reach, child, child.digest)
-        answer = await _put(repo, reach, r.manifest, r.tag or r.manifest.digest)
-        subject = r.manifest.subject
-        if subject is not None and not answer.subject_kept:
+            if not (held and await _holds(repo, child.digest, child.digest)):
+                await _put(repo, reach, child, child.digest)
+        ref, subject = r.tag or r.manifest.digest, r.manifest.subject
+        if held and await _holds(repo, ref, r.manifest.digest):
+            kept = subject is None or await _listed(reach, subject.digest, r.manifest.digest)
+        else:
+            kept = (await _put(repo, reach, r.manifest, ref)).subject_kept
+        if subject is not None and not kept:
             untracked.setdefault(subject.digest, []).append(index_descriptor(r))
     await gather_all(*(merge_index(repo, reach, s, e, locks) for s, e in untracked.items()))
     return len(found.referrers)
+
+
+async def _holds(repo: Repository, ref: str, digest: str) -> bool:
+    try:
+        return await repo.head_manifest(ref) == digest
+    except RegcastError:  # cannot tell (push-only credentials...): pushed, as before
+        return False
+
+
+async def _listed(reach: ReferrerAccess, subject: str, digest: str) -> bool:
+    """Does the target's referrers API list ``digest`` for ``subject`` (False: no API, or not listed)?"""
+    try:
+        listing = await reach.list_referrers(subject, None)
+    except RegcastError:
+        return False
+    return listing is not None and any(d.get("digest") == digest for d in listing.descriptors)
 
 
 async def _put(repo: Repository, reach: ReferrerAccess, m: Manifest, ref: str) -> api.Pushed:

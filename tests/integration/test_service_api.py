@@ -335,3 +335,28 @@ def test_mirror_layout_targets_are_for_regcast_sync_only(service: Service, tmp_p
         }
     assert service.http.get("/api/mirrors").json() == {"mirrors": []}
     assert not (tmp_path / "x.tar").exists()
+
+
+def test_a_posted_document_cannot_read_the_services_own_settings(
+    service: Service, ca_bundle: Path, src_reg: RegistryServer, open_reg: RegistryServer, repo: str
+) -> None:
+    """``${VAR}`` reads the serving process's environment: a caller could read REGCAST_SECRET_KEY, the
+    API tokens or the database URL back, in the plan (a listed tag is echoed) or the stored document."""
+    images.image().push(src_reg.http(), repo, "v1")
+    base = f"version: 1\nmirrors:\n  - name: a\n    source: {src_reg.host}/{repo}\n    targets: [{open_reg.host}/m]\n"
+    for name in ("REGCAST_CA_BUNDLE", "regcast_ca_bundle"):
+        doc = base + f"    tags: {{list: [v1, '${{{name}}}']}}\n"
+        for route in ("/api/mirrors/plan", "/api/mirrors"):
+            r = service.http.post(route, content=doc, headers={"Content-Type": "application/yaml"})
+            assert (r.status_code, r.json()) == (
+                400,
+                {
+                    "status": "error",
+                    "msg": f"Failed to parse data: line 6: mirrors[0].tags.list[1]: {name} is one of "
+                    "regcast's own settings, not readable by a document",
+                },
+            )
+            assert str(ca_bundle) not in r.text
+    assert service.http.get("/api/mirrors").json() == {"mirrors": []}
+    r = service.http.post("/api/mirrors/plan", content=base + "    tags: {list: [v1]}\n")
+    assert r.status_code == 200 and r.json()["totals"]["copy"] == 1, r.text  # other variables and none: as before

@@ -264,3 +264,16 @@ def test_a_mirror_of_listed_tags_alone_selects_no_other_tag_pushed_or_deleted() 
     assert mirror_selects(doc, m, "r.example", "team/app", "v1")
     assert not mirror_selects(doc, m, "r.example", "team/app", "v9")
     assert not mirror_selects(doc, m, "r.example", "team/app", "v9", tags=["v1", "v9"])
+
+
+def test_a_reserved_prefix_of_variables_is_refused_in_any_case() -> None:
+    env = {**ENV, "REGCAST_SECRET_KEY": "k" * 40}
+    doc = GOOD.replace("${A_PASS}", "${REGCAST_SECRET_KEY}").replace("${A_USER}", "${Regcast_Api_Tokens}")
+    with pytest.raises(DocumentError) as info:
+        load_document(doc, env, reserved="REGCAST_")
+    why = "is one of regcast's own settings, not readable by a document"
+    assert info.value.problems == [
+        f"line 4: registries[0].username: Regcast_Api_Tokens {why}",
+        f"line 5: registries[0].password: REGCAST_SECRET_KEY {why}",
+    ]
+    assert load_document(doc.replace("${Regcast_Api_Tokens}", "u"), env).registries[0].password == "k" * 40  # the CLI

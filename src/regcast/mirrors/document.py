@@ -171,19 +171,36 @@ def format_loc(loc: Loc) -> str:
 # -- ${VAR} ----------------------------------------------------------------------------------------
 
 
-def substitute(data: Any, env: Mapping[str, str], lines: LineMap, loc: Loc = ()) -> tuple[Any, list[str]]:
-    """``${VAR}`` filled in every string value; ``$$`` is a literal ``$``. Unset or malformed: a problem."""
+def _value_of(m: re.Match[str], env: Mapping[str, str], reserved: str | None) -> tuple[str, str | None]:
+    """One ``${VAR}`` (or ``$$``): its value, or ``""`` and why it has none."""
+    if m.group(0) == "$$":
+        return "$", None
+    name = m.group(1)
+    if name is None:
+        return "", f"malformed variable {m.group(0)!r} (write ${{NAME}}, or $$ for $)"
+    if reserved is not None and name.upper().startswith(reserved.upper()):  # settings are read in any case
+        return "", f"{name} is one of regcast's own settings, not readable by a document"
+    if name not in env:
+        return "", f"environment variable {name} is not set"
+    return env[name], None
+
+
+def substitute(
+    data: Any, env: Mapping[str, str], lines: LineMap, loc: Loc = (), reserved: str | None = None
+) -> tuple[Any, list[str]]:
+    """``${VAR}`` filled in every string value; ``$$`` is a literal ``$``. Unset or malformed: a problem;
+    so is a name starting with ``reserved`` (the service's own settings, see ``load_document``)."""
     problems: list[str] = []
     if isinstance(data, dict):
         out: dict[Any, Any] = {}
         for k, v in data.items():
-            out[k], p = substitute(v, env, lines, (*loc, str(k)))
+            out[k], p = substitute(v, env, lines, (*loc, str(k)), reserved)
             problems += p
         return out, problems
     if isinstance(data, list):
         items = []
         for i, v in enumerate(data):
-            item, p = substitute(v, env, lines, (*loc, i))
+            item, p = substitute(v, env, lines, (*loc, i), reserved)
             items.append(item)
             problems += p
         return items, problems
@@ -191,16 +208,10 @@ def substitute(data: Any, env: Mapping[str, str], lines: LineMap, loc: Loc = ())
         return data, problems
 
     def fill(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name = m.group(1)
-        if name is None:
-            problems.append(f"{lines.where(loc)}: malformed variable {m.group(0)!r} (write ${{NAME}}, or $$ for $)")
-            return ""
-        if name not in env:
-            problems.append(f"{lines.where(loc)}: environment variable {name} is not set")
-            return ""
-        return env[name]
+        value, problem = _value_of(m, env, reserved)
+        if problem is not None:
+            problems.append(f"{lines.where(loc)}: {problem}")
+        return value
 
     return _VAR.sub(fill, data), problems
 
@@ -246,14 +257,19 @@ def _pydantic_problems(exc: ValidationError, lines: LineMap) -> list[str]:
     return problems
 
 
-def load_document(text: str, env: Mapping[str, str]) -> MirrorDocument:
-    """Parse, substitute and validate one document; raises ``DocumentError`` naming every place."""
+def load_document(text: str, env: Mapping[str, str], reserved: str | None = None) -> MirrorDocument:
+    """Parse, substitute and validate one document; raises ``DocumentError`` naming every place.
+
+    ``reserved``: a prefix of variables no ``${VAR}`` may read. The service passes ``REGCAST_``: a
+    document posted by an API caller would otherwise read the secret key, the API tokens or the
+    database URL of the serving process, echoed back in the plan or ``GET /api/mirrors/<name>``.
+    """
     from regcast.mirrors.checks import check_document
 
     data, lines = parse_text(text)
     if not isinstance(data, dict):
         raise DocumentError(["document: expected a mapping with version, mirrors (and registries, target_groups)"])
-    data, problems = substitute(data, env, lines)
+    data, problems = substitute(data, env, lines, reserved=reserved)
     if problems:
         raise DocumentError(problems)
     try:

@@ -25,6 +25,7 @@ from regcast.mirrors.sync import PassReport
 
 router = APIRouter(tags=["mirrors"])
 PLAN_TIMEOUT = 300.0
+SETTINGS_PREFIX = "REGCAST_"  # variables a posted document's ${VAR} may not read
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no mirror of that name"}}
 _BODY = {
     "requestBody": {
@@ -48,7 +49,7 @@ async def _document(request: Request) -> MirrorDocument | SeedJSON:
     except UnicodeDecodeError:
         return error(400, "Failed to parse data: the document is not UTF-8 text")
     try:
-        doc = load_document(text, os.environ)
+        doc = load_document(text, os.environ, reserved=SETTINGS_PREFIX)  # the service's own secrets stay its own
     except InvalidInput as exc:
         return error(400, f"Failed to parse data: {exc}")
     for i, m in enumerate(doc.mirrors):  # a service writing files on its own host is nobody's intent

@@ -119,6 +119,10 @@ def test_dollar_dollar_is_a_literal_dollar() -> None:
             "line 27: mirrors[1].spool: Input should be a valid boolean",
         ),
         (
+            ('      list: ["1.4.2"]', '      list: ["1.4.2", "a b"]'),
+            "line 14: mirrors[0].tags.list[1]: invalid tag 'a b'",
+        ),
+        (
             ("      latest: 5", "      latest: -1"),
             "line 18: mirrors[0].tags.latest: Input should be greater than or equal to 1",
         ),

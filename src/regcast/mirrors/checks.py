@@ -17,7 +17,7 @@ from regcast.mirrors.document import Loc, Mirror, MirrorDocument
 from regcast.mirrors.schedule import check_cron, parse_interval
 from regcast.mirrors.select import Repo, expand_targets, source_of, split_location, targets_of
 from regcast.registry.manifest import Platform
-from regcast.registry.reference import validate_repository
+from regcast.registry.reference import validate_repository, validate_tag
 
 Problem = tuple[Loc, str]
 
@@ -90,6 +90,11 @@ def _layouts_of(doc: MirrorDocument, m: Mirror) -> set[str]:
 
 def _check_tags(m: Mirror, loc: Loc) -> Iterator[Problem]:
     if m.tags is not None:
+        for i, tag in enumerate(m.tags.list):  # at load time, not as a failed image of every pass
+            try:
+                validate_tag(tag)
+            except InvalidInput as exc:
+                yield (*loc, "tags", "list", i), str(exc)
         yield from _regexes(m.tags.allow, (*loc, "tags", "allow"))
         yield from _regexes(m.tags.deny, (*loc, "tags", "deny"))
         if m.tags.semver is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.support import images
 from tests.support.cli import regcast
 from tests.support.faults import FaultProxy, proxy
+from tests.support.quirks import QuirkProxy
 from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
 
@@ -123,3 +124,21 @@ def test_referrers_a_target_holds_are_not_written_again(
     onto_itself = regcast("copy", at_source, at_source)
     assert onto_itself.returncode == 0, onto_itself.stderr
     assert [m for m, _p, _h in own.seen if m not in ("GET", "HEAD")] == []
+
+
+def test_no_overwrite_never_pushes_over_a_tag_it_could_not_check(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer, faults: list[FaultProxy]
+) -> None:
+    """Credentials that may push but not read cannot tell whether the tag exists: with ``--no-overwrite`` the
+    target fails rather than push over what may be there (it pushed, replacing the tag)."""
+    images.image().push(src_reg.http(), repo, "v1")
+    there = images.image().push(open_reg.http(), repo, "v1")
+    blind = QuirkProxy(open_reg.port, "push_only").start()
+    faults.append(blind)
+    dst = f"127.0.0.1:{blind.port}/{repo}:v1"
+    r = regcast("copy", "--no-overwrite", f"{src_reg.host}/{repo}:v1", dst)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: {dst}: ")
+    assert "overwrite is off" in r.stderr
+    assert blind.events["read_denied"] >= 1
+    assert open_reg.http().get_manifest(repo, "v1").content == there.root.raw

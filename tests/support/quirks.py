@@ -31,6 +31,7 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
 - ``location_elsewhere``: upload Locations name another server (``params["elsewhere"]``: host:port,
   a second proxy to the same registry), absolute;
 - ``upload_200``: every blob upload PATCH and PUT that succeeded answers 200 (the spec says 202, 201).
+- ``push_only``: manifest GETs and HEADs and tag lists answer 403 DENIED (credentials that may push, not read).
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ class QuirkProxy(FaultProxy):
         pushing = await self._push_fault(request)
         if pushing is not None:
             return pushing
+        reading = request.method in ("GET", "HEAD") and ("/manifests/" in request.path or tags_get)
+        if self.scenario == "push_only" and reading:
+            self.events["read_denied"] += 1
+            return web.json_response(
+                {"errors": [{"code": "DENIED", "message": "requested access is denied"}]}, status=403
+            )
         if self.scenario == "no_head" and request.method == "HEAD" and "/manifests/" in request.path:
             self.events["head_refused"] += 1
             return web.Response(status=405)

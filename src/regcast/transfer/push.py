@@ -10,7 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from regcast._exceptions import AuthenticationFailed, InvalidReference, RegcastError, RegistryResponseError
+from regcast._exceptions import (
+    AuthenticationFailed,
+    InvalidReference,
+    RegcastError,
+    RegistryError,
+    RegistryResponseError,
+)
 from regcast.registry.manifest import Descriptor, Manifest
 from regcast.transfer.plan import SourceGraph
 from regcast.transfer.progress import TargetState
@@ -51,6 +57,9 @@ class ManifestPush(RunState):
             if existing is None and t.status.attempts <= 1 and t not in self.listed and await t.repo.holds_no_tags():
                 self.fresh.add(t)
         except AuthenticationFailed as exc:
+            if not t.overwrite:  # what the tag holds decides the skip: pushing blind could replace it
+                self._fail(t, RegistryError(f"{exc}; cannot tell whether {t.ref} exists and overwrite is off"))
+                return
             # push-only credentials may not read: the push itself will tell if they cannot write either
             log.info("target %s: cannot check %s (%s); pushing", t.key, t.ref, exc)
             existing = None

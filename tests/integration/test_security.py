@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support import images
+from tests.support.cli import regcast
 from tests.support.clients import client_for
 from tests.support.faults import FaultProxy, copy, proxy, via
 from tests.support.registry import RegistryServer, free_port
@@ -210,6 +211,21 @@ def test_no_secret_in_any_output(
             assert secret not in out
         assert secret.encode() not in stored
     assert not any("Authorization: " in o or "Bearer ey" in o for o in outputs)
+
+
+@pytest.mark.parametrize("command", [["jobs"], ["status", "some-job"], ["cancel", "some-job"]])
+def test_a_server_url_never_shows_its_credentials(command: list[str]) -> None:
+    """``--server http://user:password@host``: refused in a line without the URL (the password was echoed in
+    the "unreachable" line, and ``-v`` printed httpx's request line with it); a query's token is hidden."""
+    port = free_port()  # nothing listens: the "unreachable" line is the one that showed the URL
+    userinfo = regcast("-v", *command, "--server", f"http://ops:Sekr1t-server-PW@127.0.0.1:{port}", timeout=60)
+    assert userinfo.returncode == 1
+    assert userinfo.stderr == "error: --server URL: credentials belong in REGCAST_API_TOKEN, not in the URL\n"
+    query = regcast("-v", *command, "--server", f"http://127.0.0.1:{port}/?token=Sekr1t-server-TOKEN", timeout=60)
+    assert query.returncode == 1
+    shown = f"http://127.0.0.1:{port}/?token=REDACTED"
+    assert query.stderr.splitlines()[-1] == f"error: regcast service {shown} unreachable (ConnectError)"
+    assert "Sekr1t" not in userinfo.stdout + userinfo.stderr + query.stdout + query.stderr
 
 
 def test_schemathesis_finds_no_server_error_or_undocumented_status(tmp_path: Path, src_reg: RegistryServer) -> None:

@@ -46,11 +46,13 @@ class Remote:
         import httpx
 
         from regcast import USER_AGENT
+        from regcast.registry.redact import redact_url
 
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.server = server.rstrip("/")
+        self.shown = redact_url(self.server)  # what errors say: a query's secret-looking values hidden
         self.http: httpx.Client = httpx.Client(base_url=self.server, headers=headers, timeout=60.0)
 
     def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> dict[str, Any]:
@@ -59,7 +61,7 @@ class Remote:
         try:
             resp = self.http.request(method, path, json=body)
         except httpx.HTTPError as exc:
-            fail(f"regcast service {self.server} unreachable ({type(exc).__name__})")
+            fail(f"regcast service {self.shown} unreachable ({type(exc).__name__})")
         try:
             data = resp.json()
         except ValueError:
@@ -74,12 +76,16 @@ class Remote:
 
 def remote_from(server: str | None) -> Remote:
     import os
+    import re
 
     from regcast.cli._common import invocation
 
     invocation().log()  # no Settings of their own, but -v and REGCAST_LOG_FORMAT apply (httpx's lines)
     if not server:
         fail("no server: pass --server URL or set REGCAST_SERVER")
+    if "@" in re.split(r"[/?#]", server.split("://", 1)[-1], maxsplit=1)[0]:
+        # said without the URL: it was echoed in the error line, and httpx's -v lines printed it whole
+        fail("--server URL: credentials belong in REGCAST_API_TOKEN, not in the URL")
     return Remote(server, os.environ.get("REGCAST_API_TOKEN") or None)
 
 

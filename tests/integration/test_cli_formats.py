@@ -142,3 +142,22 @@ def test_no_overwrite_never_pushes_over_a_tag_it_could_not_check(
     assert "overwrite is off" in r.stderr
     assert blind.events["read_denied"] >= 1
     assert open_reg.http().get_manifest(repo, "v1").content == there.root.raw
+
+
+def test_an_index_whose_child_is_gone_is_not_called_a_missing_image(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """A child manifest garbage-collected at the source (or never mirrored): the image is there, incomplete;
+    "source image ... not found" sent users looking for a typo in the reference."""
+    img = images.multi_platform(platforms=("linux/amd64", "linux/arm64")).push(src_reg.http(), repo, "v1")
+    gone = img.children[1].digest
+    src_reg.blob_path(gone).unlink()
+    r = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}:v1")
+    assert r.returncode == 1
+    (line,) = [x for x in r.stderr.splitlines() if not x.startswith("progress ")]
+    assert line.startswith(f"error: registry {src_reg.host}: index {img.digest} lists {gone}, which is not there (")
+    assert "not found" not in line
+    one = regcast("copy", "--platform", "linux/arm64", f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}:arm")
+    assert one.returncode == 1
+    assert f"index {img.digest} lists {gone}, which is not there" in one.stderr
+    assert open_reg.http().get_manifest(repo, "v1").status_code == 404

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from regcast._async import gather_all
-from regcast._exceptions import DigestMismatch, GraphTooLarge, UnsupportedManifest
+from regcast._exceptions import DigestMismatch, GraphTooLarge, NotFound, RegistryError, UnsupportedManifest
 from regcast.registry import mediatypes as mt
 from regcast.registry.digest import digest_of
 from regcast.registry.manifest import Descriptor, Manifest, Platform, filter_index, parse_manifest
@@ -113,7 +113,7 @@ async def _children(
     budget.more_children(len(todo))
     for start in range(0, len(todo), FETCH_BATCH):
         batch = todo[start : start + FETCH_BATCH]
-        fetched = await gather_all(*(source.get_manifest(d.digest) for d in batch))
+        fetched = await gather_all(*(_child(source, index, d.digest) for d in batch))
         for desc, child in zip(batch, fetched, strict=True):
             if desc.digest in seen:
                 continue
@@ -122,6 +122,15 @@ async def _children(
             if child.is_index:
                 await _children(source, child, depth + 1, seen, order, budget)
             order.append(child)
+
+
+async def _child(source: Repository, index: Manifest, digest: str) -> Manifest:
+    """A manifest an index lists; one the source lacks is not "the image not found" (the CLI's word for a
+    NotFound): the image is there, incomplete (a garbage-collected child, a partial mirror)."""
+    try:
+        return await source.get_manifest(digest)
+    except NotFound as exc:
+        raise RegistryError(f"{source.name}: index {index.digest} lists {digest}, which is not there ({exc})") from None
 
 
 async def _check_image_platform(source: Repository, image: Manifest, platforms: list[Platform]) -> None:
@@ -162,7 +171,7 @@ async def _platform_entries(
             continue
         if depth >= MAX_DEPTH:
             raise UnsupportedManifest(f"index nesting deeper than {MAX_DEPTH}")
-        inner = await source.get_manifest(d.digest)
+        inner = await _child(source, index, d.digest)
         budget.manifest(inner)
         nested[d.digest] = inner
         entries += await _platform_entries(source, inner, nested, budget, depth + 1)
@@ -196,7 +205,7 @@ async def load_graph(
         nested: dict[str, Manifest] = {}
         chosen = _select(await _platform_entries(source, root, nested, budget), platforms)
         if len(platforms) == 1 and len(chosen) >= 1:
-            root = await source.get_manifest(chosen[0].digest)
+            root = await _child(source, root, chosen[0].digest)
             budget.manifest(root)
         else:
             raw = filter_index(root, chosen, nested)

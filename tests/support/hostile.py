@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,8 +19,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class HostileServer:
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self.tls = tls  # serve HTTPS with this context (a certificate the test chose: expired, another name...)
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -28,7 +30,7 @@ class HostileServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def endpoint(self) -> str:
@@ -44,7 +46,7 @@ class HostileServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.tls)
         await site.start()
         self.port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
@@ -99,8 +101,8 @@ def registry_serving(manifests: dict[str, tuple[bytes, str]], digest_header: boo
     return handle
 
 
-def serve(servers: list[HostileServer], handler: Any) -> HostileServer:
+def serve(servers: list[HostileServer], handler: Any, tls: ssl.SSLContext | None = None) -> HostileServer:
     """Start a hostile server for one test; the ``hostile`` fixture stops it after the test."""
-    s = HostileServer(handler).start()
+    s = HostileServer(handler, tls).start()
     servers.append(s)
     return s

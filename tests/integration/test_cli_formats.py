@@ -161,3 +161,21 @@ def test_an_index_whose_child_is_gone_is_not_called_a_missing_image(
     assert one.returncode == 1
     assert f"index {img.digest} lists {gone}, which is not there" in one.stderr
     assert open_reg.http().get_manifest(repo, "v1").status_code == 404
+
+
+def test_a_layout_holding_one_image_and_its_referrers_is_read_without_a_tag(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer, tmp_path: Path
+) -> None:
+    """``regcast copy reg/app:v1 oci:DIR`` writes the image and its signatures and SBOMs under their referrer
+    tags; ``regcast copy oci:DIR reg2/app`` said "holds 4 images: name one" (air-gapped transfer, CONTRACT 5)."""
+    img, sig, sbom, _sbom_sig = images.signed_image(src_reg, repo)
+    for layout in (f"oci:{tmp_path / 'dir'}", f"oci-archive:{tmp_path / 'a.tar'}"):
+        out = regcast("copy", f"{src_reg.host}/{repo}:v1", layout)
+        assert out.returncode == 0, out.stderr
+        back = regcast("copy", layout, f"{open_reg.host}/{repo}/back")
+        assert back.returncode == 0, back.stderr
+        assert f"ok {open_reg.host}/{repo}/back:v1 {img.digest} " in back.stdout
+        assert "3 referrers" in back.stdout
+        dst = open_reg.http()
+        assert dst.get_manifest(f"{repo}/back", images.cosign_tag(img.digest)).content == sig.root.raw
+        assert sbom.digest in [e["digest"] for e in images.index_entries(dst, f"{repo}/back", img.digest)]

@@ -29,7 +29,7 @@ from regcast.layouts.reference import OCI, LayoutRef, parse_layout_reference
 from regcast.registry.digest import digest_of
 from regcast.registry.limits import RateWait
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Descriptor, Manifest, parse_manifest
-from regcast.registry.referrers import Held, Listing, Pushed
+from regcast.registry.referrers import Held, Listing, Pushed, is_referrer_tag
 from regcast.registry.retry import RetryPolicy
 
 
@@ -162,8 +162,10 @@ class LayoutRepository:
                 raise LayoutError(f"{self.ref.kind}:{self.ref.path} has no image named {self._name} (tags: {tags})")
             return desc.digest
         entries = self._view().entries
-        if len(entries) == 1:
-            return self._view().tags()[0] if self._view().tags() else str(entries[0]["digest"])
+        # the signatures and SBOMs a copy brought along sit under their referrer tags: not images to pick among
+        images = [e for e in entries if not is_referrer_tag(tag_of(e) or "")] or entries
+        if len(images) == 1:
+            return tag_of(images[0]) or str(images[0]["digest"])
         tags = ", ".join(self._view().tags()) or "none"
         unnamed = [str(e["digest"]) for e in entries if tag_of(e) is None]
         how = f"{self._where}:TAG" + (f" or {self._where}@DIGEST" if unnamed else "")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,14 @@ def fallback_tag(digest: str) -> str:
     """The referrers tag schema's tag for ``digest``: ``<alg>-<hex>``, truncated as the spec says."""
     alg, hexpart = validate_digest(digest).split(":", 1)
     return f"{alg[:32]}-{hexpart[:64]}"
+
+
+_REFERRER_TAG = re.compile(r"^(?:sha256-[0-9a-f]{64}(?:\.(?:sig|att|sbom))?|sha512-[0-9a-f]{64})$")
+
+
+def is_referrer_tag(tag: str) -> bool:
+    """Is ``tag`` one a referrer lives under (the tag schema's ``<alg>-<hex>``, cosign's ``.sig|.att|.sbom``)?"""
+    return bool(_REFERRER_TAG.match(tag))
 
 
 def cosign_tags(digest: str) -> list[str]:

@@ -4,6 +4,7 @@ names the registry, holds no secret, and is not retried inside its own retries."
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,31 @@ def test_a_token_answer_that_is_no_token_names_the_registry(
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: registry 127.0.0.1:{src.port}: token server {realm.url}/token {what}"], r.stderr
     assert PASSWORD not in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_a_token_server_quoting_the_basic_credentials_it_got_never_shows_them(
+    padded: bool, hostile: list[HostileServer], open_reg: RegistryServer
+) -> None:
+    """A token server quoting the credential it refused as it got it (the base64 of ``user:password``, without
+    the ``Basic`` word, padded or not) showed the password encoded in the error line."""
+    user = "ux"  # "ux:" + PASSWORD is 28 bytes: its base64 ends in "="
+    encoded = base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
+    assert encoded.endswith("=")
+
+    async def quoting(request: web.Request) -> web.StreamResponse:
+        sent = request.headers.get("Authorization", "").partition(" ")[2]
+        quoted = sent if padded else sent.rstrip("=")
+        return web.json_response({"errors": [{"code": "DENIED", "message": f"refused {quoted}"}]}, status=401)
+
+    realm = serve(hostile, quoting)
+    src = registry_asking_tokens_of(hostile, realm)
+    r = regcast("copy", "--src-creds", f"{user}:{PASSWORD}", f"127.0.0.1:{src.port}/a/b:v1", f"{open_reg.host}/a/q")
+    assert r.returncode == 1
+    assert realm.authorizations() == [f"Basic {encoded}"]  # it did get them (a loopback realm)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].endswith("answered 401 DENIED: refused REDACTED (check the credentials)")
+    assert encoded.rstrip("=") not in r.stdout + r.stderr and PASSWORD not in r.stdout + r.stderr
 
 
 def test_a_job_target_whose_token_server_answers_a_page_fails_alone_naming_its_registry(

@@ -74,15 +74,21 @@ class Authenticator:
         self._own_prefixes = (f"http://{host}/", f"https://{host}/") if plain else ()
 
     def secrets(self) -> tuple[str, ...]:
+        """Values no error or log may show. A credential as it was sent counts too: a server echoing the
+        Basic header's base64 without its ``Basic`` word (an error page quoting it) showed the password
+        encoded; it is listed padded and unpadded, as either may be quoted."""
         out = list(self.tokens.secrets())
         if self.credentials:
             out.append(self.credentials.password)
+            encoded = self.credentials.basic_header().partition(" ")[2]
+            out += [encoded, encoded.rstrip("=")]
             if self.credentials.identity_token:
                 out.append(self.credentials.identity_token)
         if self.seed_token:
             out.append(self.seed_token)
         if self.seed_auth is not None:  # every header value and every auth.url query value may be a secret
-            out += self.seed_auth.header.values()
+            for value in self.seed_auth.header.values():
+                out += [value, value.partition(" ")[2]]  # "Basic <b64>": its credential alone as well
             out += [v for _k, v in parse_qsl(urlsplit(self.seed_auth.url or "").query, keep_blank_values=True)]
         return tuple(out)
 

@@ -179,3 +179,23 @@ def test_a_layout_holding_one_image_and_its_referrers_is_read_without_a_tag(
         dst = open_reg.http()
         assert dst.get_manifest(f"{repo}/back", images.cosign_tag(img.digest)).content == sig.root.raw
         assert sbom.digest in [e["digest"] for e in images.index_entries(dst, f"{repo}/back", img.digest)]
+
+
+def test_credentials_kept_in_a_helper_are_named_not_silently_skipped(
+    repo: str, src_reg: RegistryServer, basic_reg: RegistryServer, ca_bundle: Path, tmp_path: Path
+) -> None:
+    """Docker Desktop keeps logins in ``credsStore``; regcast runs no helper: it says so (once), then the
+    registry's 401 follows, rather than a bare 401 that looked like a wrong password."""
+    images.image().push(src_reg.http(), repo, "v1")
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {basic_reg.host: {}}, "credsStore": "desktop"}))
+    dsts = [f"{basic_reg.host}/{repo}:a", f"{basic_reg.host}/{repo}:b"]
+    r = regcast(
+        "copy", "--ca-bundle", str(ca_bundle), f"{src_reg.host}/{repo}:v1", *dsts, env={"DOCKER_CONFIG": str(tmp_path)}
+    )
+    assert r.returncode == 1
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+    assert warned == [
+        f"warning: {basic_reg.host}: the Docker config keeps its credentials in the credential helper "
+        "docker-credential-desktop, which regcast does not run; going anonymous "
+        "(give --dest-creds, --dest-creds-file or REGCAST_DEST_CREDS)"
+    ]

@@ -15,7 +15,9 @@ from pathlib import Path
 import click
 
 from regcast.registry.auth import Credentials
-from regcast.registry.dockerconfig import credentials_for
+from regcast.registry.dockerconfig import credentials_for, helper_for
+
+_WARNED: set[str] = set()  # registries already warned about (a helper's credentials), once per process
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,19 @@ class CredsSource:
             raise click.UsageError(f"{where}: {exc}") from None
 
     def for_registry(self, registry: str) -> Credentials | None:
-        """What the user gave, else the Docker config's entry for ``registry``."""
-        return self.explicit() or credentials_for(registry)
+        """What the user gave, else the Docker config's entry for ``registry`` (a warning, once per registry,
+        when the config keeps it in a credential helper regcast does not run: the copy goes anonymous)."""
+        creds = self.explicit() or credentials_for(registry)
+        helper = helper_for(registry) if creds is None and registry not in _WARNED else None
+        if helper:
+            _WARNED.add(registry)
+            click.echo(
+                f"warning: {registry}: the Docker config keeps its credentials in the credential helper "
+                f"docker-credential-{helper}, which regcast does not run; going anonymous (give "
+                f"--{self.side}-creds, --{self.side}-creds-file or {self.env_name})",
+                err=True,
+            )
+        return creds
 
 
 def _read(path: str, option: str) -> str:

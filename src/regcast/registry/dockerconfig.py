@@ -49,21 +49,44 @@ def _entry_credentials(entry: object) -> Credentials | None:
     return None
 
 
+def _config(path: Path | None) -> dict[str, object]:
+    try:
+        doc = json.loads((path or config_path()).read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _names(key: str, registry: str) -> bool:
+    """Does the config key ``key`` name ``registry`` (host[:port]; ``docker.io`` for Docker Hub)?"""
+    host, wanted = _host_of(key), registry.lower()
+    return host == wanted or (wanted == DOCKER_HUB and (key in _HUB_KEYS or host in _HUB_KEYS))
+
+
 def credentials_for(registry: str, path: Path | None = None) -> Credentials | None:
     """Credentials stored for ``registry`` (host[:port]; ``docker.io`` for Docker Hub), or None."""
-    path = path or config_path()
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    auths = doc.get("auths") if isinstance(doc, dict) else None
+    auths = _config(path).get("auths")
     if not isinstance(auths, dict):
         return None
-    wanted = registry.lower()
     for key, entry in auths.items():
-        host = _host_of(key)
-        if host == wanted or (wanted == DOCKER_HUB and (key in _HUB_KEYS or host in _HUB_KEYS)):
+        if _names(key, registry):
             creds = _entry_credentials(entry)
             if creds:
                 return creds
+    return None
+
+
+def helper_for(registry: str, path: Path | None = None) -> str | None:
+    """The credential helper the config keeps ``registry``'s credentials in, or None: its ``credHelpers``
+    entry, or ``credsStore`` where ``auths`` lists the registry (``docker login`` with a store writes an
+    empty entry there). regcast runs no helper: the CLI says so rather than go anonymous in silence."""
+    doc = _config(path)
+    helpers = doc.get("credHelpers")
+    if isinstance(helpers, dict):
+        for key, name in helpers.items():
+            if _names(key, registry) and isinstance(name, str) and name:
+                return name
+    store, auths = doc.get("credsStore"), doc.get("auths")
+    if isinstance(store, str) and store and isinstance(auths, dict) and any(_names(k, registry) for k in auths):
+        return store
     return None

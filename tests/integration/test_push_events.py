@@ -191,6 +191,20 @@ def test_the_same_event_delivered_three_times_gives_one_job(setup: Setup) -> Non
         assert_same_image(setup.source.http(), REPO, "v3", t.http(), REPO, "v3")
 
 
+def test_a_tag_pushed_back_to_its_previous_digest_is_copied_again(setup: Setup) -> None:
+    """A rollback (v6: a, then b, then a again) is a push like any other: the third push's key was
+    taken by the first, so the targets kept b while the source held a again."""
+    http = setup.source.http()
+    a = images.image().push(http, REPO, "v6")
+    assert [r["state"] for r in setup.wait_runs(1)] == ["FINISHED"]
+    images.image().push(http, REPO, "v6")
+    assert [r["state"] for r in setup.wait_runs(2)] == ["FINISHED"] * 2
+    http.push_manifest(REPO, "v6", a.root.raw, a.root.media_type)  # rolled back
+    assert [r["state"] for r in setup.wait_runs(3)] == ["FINISHED"] * 3
+    for t in setup.targets:
+        assert t.http().get_manifest(REPO, "v6").content == a.root.raw
+
+
 def test_unsigned_wrong_or_unknown_deliveries_are_401_and_garbage_is_400(setup: Setup) -> None:
     event = {"events": [_manifest_event("v7", "sha256:" + "b" * 64)]}
     assert setup.post(event, secret="wrong").status_code == 401

@@ -6,6 +6,7 @@ and records carry enums. Callers (scheduler, planner, routes) rely on the transl
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from regcast._exceptions import JobError, JobStoreUnavailable
 from regcast.api.app import create_app
@@ -333,3 +334,42 @@ def test_two_concurrent_settles_end_a_run_once_and_notify_once(db: Db, monkeypat
     assert run.state is RunState.FINISHED
     assert asyncio.run(db.ms.settle()) == []
     assert len(notified) == 1
+
+
+def test_a_tag_pushed_back_to_a_digest_it_held_is_a_new_push_but_a_repeat_is_not(db: Db) -> None:
+    """One run per push of a tag however often delivered; a rollback (v1: a, then b, then a again) is a
+    push too: its key used to be taken by the first, so the targets kept b while the source held a."""
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    first = db.store.start_push_run("app", f"v1@{a}", "replica-a", None)
+    assert first is not None
+    assert db.store.start_push_run("app", f"v1@{a}", "replica-b", None) is None  # delivered again
+    assert db.store.start_push_run("app", f"v1@{b}", "replica-a", None) is not None
+    assert db.store.start_push_run("app", f"v1@{b}", "replica-b", None) is None
+    back = db.store.start_push_run("app", f"v1@{a}", "replica-a", None)  # the rollback
+    assert back is not None and back != first
+    assert db.store.start_push_run("app", f"v1@{a}", "replica-b", None) is None  # ... delivered again
+    assert db.store.start_push_run("app", f"v1_0@{a}", "replica-a", None) is not None  # another tag: its own
+    assert db.store.start_push_run("app", f"v1@{b}", "replica-a", None) is not None  # forward again
+    long = "at-" + "9" * 300  # a version too long for the column: still one run per push, in a row
+    assert db.store.start_push_run("app", f"v1@{long}", "replica-a", None) is not None
+    assert db.store.start_push_run("app", f"v1@{long}", "replica-b", None) is None
+    with db.store.db.tx() as conn:
+        keys = list(conn.execute(select(mirror_runs.c.run_key).where(mirror_runs.c.mirror == "app")).scalars())
+    assert all(len(k) <= 300 for k in keys)
+    assert len(keys) == len(set(keys)) == 6
+
+
+def test_racing_deliveries_of_one_push_start_one_run(db: Db) -> None:
+    """Two replicas (threads here) receiving the same delivery at once: one run, whichever wins."""
+    digest = "sha256:" + "c" * 64
+    assert db.store.start_push_run("app", "v2@sha256:" + "d" * 64, "test", None) is not None  # v2 has a past
+    for round_ in range(5):
+        barrier = threading.Barrier(4)
+
+        def deliver(version: str = f"{digest[:-1]}{round_}", barrier: threading.Barrier = barrier) -> str | None:
+            barrier.wait()
+            return db.store.start_push_run("app", f"v2@{version}", "replica", None)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            started = [r for r in pool.map(lambda _: deliver(), range(4)) if r is not None]
+        assert len(started) == 1, (round_, started)

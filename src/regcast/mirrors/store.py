@@ -15,6 +15,7 @@ return the records of ``mirrors/records.py`` (states as enums).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from typing import Any
 
@@ -31,6 +32,7 @@ from regcast.mirrors.records import MirrorRecord, RunRecord, StoredMirror
 __all__ = ["MirrorRecord", "MirrorStore", "RunRecord", "StoredMirror", "utcnow"]
 
 
+KEY_LENGTH = 300  # mirror_runs.run_key
 PLANNING_TIMEOUT = dt.timedelta(minutes=15)  # a planner that died: its run fails, the lease is freed
 ENDED = (RunState.FINISHED, RunState.FAILED, RunState.SKIPPED)
 
@@ -136,17 +138,23 @@ class MirrorStore:
             return None, None
 
     def start_push_run(self, name: str, key: str, owner: str, pushed_at: dt.datetime | None) -> str | None:
-        """Take the run key of one pushed tag (mirror + tag + digest): the run id, or None when the
-        key was taken (the same push delivered again) or the mirror is gone.
+        """Take the run key of one pushed tag (``key``: ``<tag>@<digest>``): the run id, or None when
+        the tag's latest push run has that digest already (the same push delivered again) or the
+        mirror is gone.
 
-        A push run takes no lease: a scheduled pass still going must not hold back a release tag,
-        and the two only ever copy the same digests. ``due_at`` keeps the push time (for the lag).
+        The tag's latest push only: a tag moved back to a digest it held before (a rollback) is a new
+        push, and starts a run (``#<n>`` counts the tag's pushes); it used to be taken for a repeat,
+        so the targets kept the digest rolled back from. Replicas racing on one push insert the
+        same key, and one wins. A push run takes no lease: a scheduled pass still going must not hold
+        back a release tag, and the two only ever copy the same digests. ``due_at`` keeps the push
+        time (for the lag).
         """
+        tag, _, version = key.rpartition("@")
         run_id = str(uuid.uuid4())
         row = {
             "id": run_id,
             "mirror": name,
-            "run_key": f"{name}@push-{key}"[:300],
+            "run_key": "",
             "trigger": Trigger.PUSH.value,
             "due_at": pushed_at,
             "state": RunState.PLANNING.value,
@@ -161,10 +169,38 @@ class MirrorStore:
             with self.db.tx() as conn:
                 if conn.execute(select(mirrors.c.name).where(mirrors.c.name == name)).first() is None:
                     return None
-                conn.execute(insert(mirror_runs).values(**row))
+                run_key = self._push_key(conn, name, tag, version)
+                if run_key is None:
+                    return None
+                conn.execute(insert(mirror_runs).values(**{**row, "run_key": run_key}))
         except StoreConflict:
             return None
         return run_id
+
+    @staticmethod
+    def _push_key(conn: Connection, name: str, tag: str, version: str) -> str | None:
+        """The run key of a push of ``tag`` at ``version``, or None when the tag's latest push run was
+        of that version. Keys count the tag's pushes (``#<n>`` after the first) and are computed from
+        one read: replicas racing on one push compute the same key and the unique index keeps one.
+        A long version is hashed, so the key fits its column with the tag's prefix whole."""
+        prefix = f"{name}@push-{tag}@"
+        if len(prefix) + len(version) > KEY_LENGTH - 12:
+            version = "h-" + hashlib.sha256(version.encode()).hexdigest()[:40]
+        if len(prefix) + len(version) > KEY_LENGTH - 12:  # a tag no registry accepts: one key per version
+            return (prefix + version)[:KEY_LENGTH]
+        column = mirror_runs.c.run_key
+        latest = conn.execute(
+            select(column)
+            .where(mirror_runs.c.mirror == name, func.substr(column, 1, len(prefix)) == prefix)
+            .order_by(mirror_runs.c.created_at.desc())
+            .limit(1)
+        ).scalar()
+        if latest is None:
+            return prefix + version
+        held, _, count = latest[len(prefix) :].partition("#")
+        if held == version:
+            return None
+        return f"{prefix}{version}#{int(count) + 1 if count.isdigit() else 1}"
 
     def link_job(self, run_id: str, job_id: str, tag: str) -> None:
         with self.db.tx() as conn:

@@ -3,9 +3,10 @@
 The route hands over the raw delivery; this module finds the stored mirrors whose *source*
 registry has an ``events`` block of that name, checks the signature against their secret,
 reads the envelope and, per pushed tag a mirror selects, takes a push run under the key
-mirror + tag + digest. The key is unique in the database, so a delivery repeated by the
-registry, or the several events distribution sends for one push, start one run however many
-replicas receive them. The run is planned like any other (HEADs at the targets, one source HEAD
+mirror + tag + digest (``MirrorStore.start_push_run``: a digest the tag's last push had is a
+repeat; one it held before that, a rollback, is a new push). The key is unique in the database, so
+a delivery repeated by the registry, or the several events distribution sends for one push, start
+one run however many replicas receive them. The run is planned like any other (HEADs at the targets, one source HEAD
 for the digest; no tag list unless the mirror keeps the ``latest`` N) and its copies are ordinary
 jobs. Deletes prune the targets only for mirrors with ``prune: true``.
 """

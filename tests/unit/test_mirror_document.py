@@ -281,3 +281,22 @@ def test_a_reserved_prefix_of_variables_is_refused_in_any_case() -> None:
         f"line 5: registries[0].password: REGCAST_SECRET_KEY {why}",
     ]
     assert load_document(doc.replace("${Regcast_Api_Tokens}", "u"), env).registries[0].password == "k" * 40  # the CLI
+
+
+def test_docker_hub_settings_apply_under_any_of_its_names() -> None:
+    """``host: index.docker.io`` (as docker's config writes it) matched no ``docker.io/...`` source: its
+    credentials and limits went unused, and every pull of the mirror was anonymous (rate limited)."""
+    from regcast.mirrors.clients import configure_limits
+    from regcast.registry.limits import Limits
+
+    text = (
+        "version: 1\nregistries:\n  - {host: index.docker.io, username: u, password: p, max_concurrency: 2}\n"
+        "mirrors:\n  - {name: m, source: docker.io/library/alpine, targets: [reg.example/m]}\n"
+    )
+    doc = load_document(text, {})
+    assert doc.registry("docker.io") is doc.registries[0]
+    limits = Limits()
+    configure_limits(limits, doc)
+    assert limits.for_host("docker.io") is not None and limits.for_host("registry-1.docker.io") is not None
+    twice = text.replace("registries:\n", "registries:\n  - {host: docker.io, username: v, password: q}\n")
+    assert "line 4: registries[1].host: duplicate registry 'index.docker.io'" in problems(twice)

@@ -17,7 +17,7 @@ from regcast.mirrors.document import Loc, Mirror, MirrorDocument
 from regcast.mirrors.schedule import check_cron, parse_interval
 from regcast.mirrors.select import Repo, expand_targets, source_of, split_location, targets_of
 from regcast.registry.manifest import Platform
-from regcast.registry.reference import validate_repository, validate_tag
+from regcast.registry.reference import canonical_registry, validate_repository, validate_tag
 
 Problem = tuple[Loc, str]
 
@@ -163,9 +163,9 @@ def check_document(doc: MirrorDocument) -> list[Problem]:
     hosts: set[str] = set()
     events = Counter(r.events.name for r in doc.registries if r.events)
     for i, r in enumerate(doc.registries):
-        if r.host.lower() in hosts:
+        if canonical_registry(r.host) in hosts:
             problems.append((("registries", i, "host"), f"duplicate registry {r.host!r}"))
-        hosts.add(r.host.lower())
+        hosts.add(canonical_registry(r.host))
         if (r.username is None) != (r.password is None):
             problems.append((("registries", i), "give both username and password, or neither"))
         if r.events and events[r.events.name] > 1:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from regcast._exceptions import InvalidInput
+from regcast.registry.reference import canonical_registry
 
 Loc = tuple[str | int, ...]
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{([^}]*)\}?")
@@ -103,8 +104,10 @@ class MirrorDocument(_Strict):
     mirrors: list[Mirror] = Field(min_length=1)
 
     def registry(self, host: str) -> RegistrySettings | None:
+        """The settings of ``host``; Docker Hub's under any of its names (``index.docker.io``, as docker's
+        config writes it, used to match no ``docker.io/...`` source: its credentials went unused)."""
         for r in self.registries:
-            if r.host.lower() == host.lower():
+            if canonical_registry(r.host) == canonical_registry(host):
                 return r
         return None
 

@@ -203,6 +203,12 @@ def _split_registry(text: str, original: str) -> tuple[str, str]:
     return DOCKER_HUB, text
 
 
+def canonical_registry(host: str) -> str:
+    """A registry host as references name it: lower case, Docker Hub's aliases as ``docker.io`` (docker's
+    config writes ``index.docker.io``, its API answers at ``registry-1.docker.io``)."""
+    return DOCKER_HUB if host.lower() in _HUB_ALIASES else host.lower()
+
+
 def validate_host(host: str) -> str:
     """A registry ``host[:port]`` as a reference or a mirror's target names it; ``user:password@`` is
     refused without being echoed (credentials go in the document's ``registries``)."""

@@ -286,7 +286,9 @@ def test_a_reserved_prefix_of_variables_is_refused_in_any_case() -> None:
 def test_docker_hub_settings_apply_under_any_of_its_names() -> None:
     """``host: index.docker.io`` (as docker's config writes it) matched no ``docker.io/...`` source: its
     credentials and limits went unused, and every pull of the mirror was anonymous (rate limited)."""
+    from regcast.jobs.secrets import SecretBox
     from regcast.mirrors.clients import configure_limits
+    from regcast.mirrors.service import split_document
     from regcast.registry.limits import Limits
 
     text = (
@@ -298,5 +300,7 @@ def test_docker_hub_settings_apply_under_any_of_its_names() -> None:
     limits = Limits()
     configure_limits(limits, doc)
     assert limits.for_host("docker.io") is not None and limits.for_host("registry-1.docker.io") is not None
+    (stored,) = split_document(doc, SecretBox(b"k" * 32))  # the service keeps it with the mirror
+    assert stored.document["registries"][0]["host"] == "index.docker.io"
     twice = text.replace("registries:\n", "registries:\n  - {host: docker.io, username: v, password: q}\n")
     assert "line 4: registries[1].host: duplicate registry 'index.docker.io'" in problems(twice)

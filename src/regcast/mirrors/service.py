@@ -32,6 +32,7 @@ from regcast.registry.client import describe
 from regcast.registry.dockerconfig import credentials_for
 from regcast.registry.limits import Limits, RateWait
 from regcast.registry.pool import ConnectionPools
+from regcast.registry.reference import canonical_registry
 
 log = logging.getLogger("regcast.mirrors")
 
@@ -40,10 +41,10 @@ def split_document(doc: MirrorDocument, box: SecretBox) -> list[StoredMirror]:
     """One self-contained document per mirror: its registries, its targets with groups expanded."""
     out = []
     for m in doc.mirrors:
-        hosts = {source_of(m).registry, *(t.registry for t in targets_of(doc, m))}
+        hosts = {canonical_registry(h) for h in (source_of(m).registry, *(t.registry for t in targets_of(doc, m)))}
         single = MirrorDocument(
             version=1,
-            registries=[r for r in doc.registries if r.host.lower() in hosts],
+            registries=[r for r in doc.registries if canonical_registry(r.host) in hosts],
             mirrors=[m.model_copy(update={"targets": expand_targets(doc, m.targets)})],
         )
         out.append(

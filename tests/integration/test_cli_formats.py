@@ -6,11 +6,14 @@ Platform choice as docker and containerd make it, nested indexes, digest sources
 from __future__ import annotations
 
 import json
+import os
+import tarfile
 from pathlib import Path
 
 from tests.support import images
 from tests.support.cli import regcast
 from tests.support.faults import FaultProxy, proxy
+from tests.support.proxy import TcpProxy
 from tests.support.quirks import QuirkProxy
 from tests.support.registry import RegistryServer
 from tests.support.verify import assert_same_image
@@ -199,3 +202,32 @@ def test_credentials_kept_in_a_helper_are_named_not_silently_skipped(
         "docker-credential-desktop, which regcast does not run; going anonymous "
         "(give --dest-creds, --dest-creds-file or REGCAST_DEST_CREDS)"
     ]
+
+
+def test_an_archive_read_while_the_same_copy_rewrites_it_still_reads_its_blobs(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer, tmp_path: Path
+) -> None:
+    """``oci-archive:a.tar:v1`` to ``a.tar:new`` and two registries, one slow: the archive target is done at
+    once and renames a new archive over the path (a grown index.json moves every blob); the slow target,
+    detached, reads its blobs from the source again later: by path, at the old offsets in the new file."""
+    img = images.image([os.urandom(3 * 1024 * 1024) for _ in range(2)], oci=True).push(src_reg.http(), repo, "v1")
+    archive = tmp_path / "a.tar"
+    assert regcast("copy", f"{src_reg.host}/{repo}:v1", f"oci-archive:{archive}:v1").returncode == 0
+    before = index_json_blocks(archive)
+    slow = TcpProxy(open_reg.port, upload_rate=1024 * 1024).start()  # detached after 1 s: a second read
+    try:
+        grown = f"oci-archive:{archive}:{'t' * 128}"  # index.json grows past a 512-byte tar block: the blobs move
+        dsts = [grown, f"{open_reg.host}/{repo}/fast", f"127.0.0.1:{slow.port}/{repo}/slow"]
+        r = regcast("copy", f"oci-archive:{archive}:v1", *dsts)
+    finally:
+        slow.stop()
+    assert r.returncode == 0, r.stderr
+    assert index_json_blocks(archive) > before  # the blobs did move
+    for path in (f"{repo}/fast", f"{repo}/slow"):
+        assert open_reg.http().get_manifest(path, "v1").content == img.root.raw
+        assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), path, "v1")
+
+
+def index_json_blocks(archive: Path) -> int:
+    with tarfile.open(archive) as tar:
+        return -(-tar.getmember("index.json").size // 512)

@@ -9,7 +9,6 @@ the archive: an interrupted write leaves the old archive, or none, never a parti
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import tarfile
@@ -35,23 +34,33 @@ def blob_member(digest: str) -> str:
 
 
 class ArchiveReader:
-    """The members of an existing archive (regular files only), read by offset."""
+    """The members of an existing archive (regular files only), read by offset from the file indexed.
+
+    The file stays open: a copy writing the same archive (``oci-archive:a.tar:v1`` to ``a.tar:v2``) renames
+    a new one over the path while this reader may still stream blobs to slower targets; read by path,
+    those reads landed at the old offsets in the new file (wrong bytes: the blob failed its digest)."""
 
     def __init__(self, path: Path, where: str) -> None:
         self.path = path
         self.where = where
         self.members: dict[str, tarfile.TarInfo] = {}
         with file_errors(where, "reading the archive"):
+            self._file = open(path, "rb")  # noqa: SIM115 (kept open: closed by close())
             try:
-                with tarfile.open(path, "r:") as tar:
+                with tarfile.open(fileobj=self._file, mode="r:") as tar:
                     for m in tar.getmembers():
                         if m.isreg():
                             self.members[_member_name(m.name)] = m
             except tarfile.TarError as exc:
+                self._file.close()
                 raise LayoutError(f"{where}: not an uncompressed tar archive ({exc})") from None
         if INDEX_FILE not in self.members:  # oci-layout is not required: a directory without it is read too
+            self._file.close()
             raise LayoutError(f"{where}: not an OCI image layout (no {INDEX_FILE} in the archive)")
         self.index = LayoutIndex.parse(self.read_member(INDEX_FILE, MAX_INDEX_BYTES), where)
+
+    def close(self) -> None:
+        self._file.close()
 
     def has(self, digest: str) -> bool:
         return blob_member(digest) in self.members
@@ -62,23 +71,17 @@ class ArchiveReader:
             raise LayoutError(f"{self.where}: {name} is not in the archive")
         if m.size > limit:
             raise LayoutError(f"{self.where}: {name} is {m.size} bytes, over the {limit} byte limit")
-        with file_errors(self.where, f"reading {name}"), open(self.path, "rb") as f:
-            f.seek(m.offset_data)
-            return f.read(m.size)
+        with file_errors(self.where, f"reading {name}"):
+            return os.pread(self._file.fileno(), m.size, m.offset_data)
 
     async def stream(self, blob: Descriptor) -> AsyncIterator[bytes]:
         name = blob_member(blob.digest)
         m = self.members.get(name)
         if m is None:
             raise LayoutError(f"{self.where}: {blob.digest} is not in the archive")
-        with file_errors(self.where, f"reading {blob.digest}"):
-            f = await asyncio.to_thread(open, self.path, "rb")
-        try:
-            f.seek(m.offset_data)
-            async for chunk in read_chunks(f, min(m.size, blob.size + 1), self.where):
-                yield chunk
-        finally:
-            f.close()
+        at = _At(self._file, m.offset_data)
+        async for chunk in read_chunks(at, min(m.size, blob.size + 1), self.where):
+            yield chunk
 
 
 def _info(name: str, size: int, directory: bool = False) -> tarfile.TarInfo:
@@ -125,6 +128,19 @@ def pack(archive: Path, staged: Path, index: LayoutIndex, old: ArchiveReader | N
             os.replace(tmp, archive)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class _At:
+    """Sequential reads from ``offset`` of an open file, positional (``pread``): streams share the file."""
+
+    def __init__(self, f: BinaryIO, offset: int) -> None:
+        self.f = f
+        self.offset = offset
+
+    def read(self, n: int) -> bytes:
+        data = os.pread(self.f.fileno(), n, self.offset)
+        self.offset += len(data)
+        return data
 
 
 class _Window:

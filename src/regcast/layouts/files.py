@@ -14,7 +14,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from regcast._exceptions import DigestMismatch, LayoutError
 from regcast.registry.digest import validate_digest
@@ -101,7 +101,13 @@ class BlobFiles:
         return FileUpload(self)
 
 
-async def read_chunks(f: BinaryIO, limit: int, where: str) -> AsyncIterator[bytes]:
+class Reads(Protocol):
+    """What ``read_chunks`` reads from: a file, or an archive member read by offset."""
+
+    def read(self, n: int, /) -> bytes: ...
+
+
+async def read_chunks(f: Reads, limit: int, where: str) -> AsyncIterator[bytes]:
     """Up to ``limit`` bytes of ``f`` from where it stands, a chunk at a time."""
     left = limit
     while left > 0:

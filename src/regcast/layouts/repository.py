@@ -284,14 +284,22 @@ class LayoutRepository:
             archive.parent.mkdir(parents=True, exist_ok=True)
             with locked(archive.parent):  # another writer may have replaced the archive meanwhile
                 current = ArchiveReader(archive, self._where) if archive.is_file() else None
-                merged = self._index.merged_over(current.index) if current else self._index
-                pack(archive, self._staging, merged, current, self._where)
+                try:
+                    merged = self._index.merged_over(current.index) if current else self._index
+                    pack(archive, self._staging, merged, current, self._where)
+                finally:
+                    if current is not None:
+                        current.close()
+            if self._reader is not None:
+                self._reader.close()
             self._reader = ArchiveReader(archive, self._where)
             self._index = LayoutIndex()
             shutil.rmtree(self._staging, ignore_errors=True)
 
     async def close(self) -> None:
         """Drop what was staged and not committed (an archive is only ever replaced whole)."""
+        if self._reader is not None:
+            self._reader.close()
         if self._staging is not None:
             await asyncio.to_thread(shutil.rmtree, self._staging, True)
 

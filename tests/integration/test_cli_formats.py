@@ -42,6 +42,8 @@ def test_a_digest_source_under_a_platform_filter_lands_by_the_copied_digest(
     arm = img.children[1]
     r = regcast("copy", "--platform", "linux/arm64", src, f"{open_reg.host}/{repo}", f"oci:{tmp_path / 'l'}")
     assert r.returncode == 0, r.stderr
+    assert f"ok {open_reg.host}/{repo}@{arm.digest} {arm.digest} (" in r.stdout  # not @<the index's digest>
+    assert f"ok oci:{tmp_path / 'l'}@{arm.digest} {arm.digest} (" in r.stdout
     assert open_reg.http().get_manifest(repo, arm.digest).content == arm.raw
     assert open_reg.http().get_manifest(repo, img.digest).status_code == 404
     index = json.loads((tmp_path / "l" / "index.json").read_text())

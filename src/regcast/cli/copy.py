@@ -266,7 +266,7 @@ def _run(src: str, dst: tuple[str, ...], opts: dict[str, Any]) -> None:
         logging.getLogger("regcast").debug("internal error", exc_info=True)
         click.echo(f"error: internal error ({type(exc).__name__}: {exc}); run with -v for details", err=True)
         sys.exit(EXIT_FAILED)
-    status = _report(result, referrers=opts["referrers"])
+    status = _report(result, referrers=opts["referrers"], kept=src_ref.digest)
     sys.exit(status)
 
 
@@ -281,8 +281,11 @@ def _check_pinned(src: Where, dsts: list[Where]) -> None:
             raise click.UsageError(why)
 
 
-def _report(result: CopyResult, *, referrers: bool = False) -> int:
-    """One line per target; the exit status (0 all hold the image, 3 one skipped, 1 one failed)."""
+def _report(result: CopyResult, *, referrers: bool = False, kept: str | None = None) -> int:
+    """One line per target; the exit status (0 all hold the image, 3 one skipped, 1 one failed).
+
+    A DST that kept the source's digest (``kept``) holds what was copied by its own digest: under a platform
+    filter another one, which its line names (``DST@<kept>`` would name a manifest it does not hold)."""
     from regcast.transfer.engine import SKIP_UP_TO_DATE
     from regcast.transfer.progress import TargetState
 
@@ -299,7 +302,10 @@ def _report(result: CopyResult, *, referrers: bool = False) -> int:
             if referrers:
                 left = f" ({len(t.referrers_left_out)} left out)" if t.referrers_left_out else ""
                 how += f", {t.referrers} referrers{left}"
-            click.echo(f"ok {t.key} {result.source_digest} ({how})")
+            key = t.key
+            if kept and kept != result.source_digest and key.endswith(f"@{kept}"):
+                key = key[: -len(kept)] + result.source_digest
+            click.echo(f"ok {key} {result.source_digest} ({how})")
         elif t.state is TargetState.SKIPPED:
             click.echo(f"skipped {t.key} ({t.reason}): {t.notes[0] if t.notes else 'tag exists'}", err=True)
             if t.reason != SKIP_UP_TO_DATE:  # the target does not hold the image

@@ -233,3 +233,13 @@ def test_an_archive_read_while_the_same_copy_rewrites_it_still_reads_its_blobs(
 def index_json_blocks(archive: Path) -> int:
     with tarfile.open(archive) as tar:
         return -(-tar.getmember("index.json").size // 512)
+
+
+def test_one_platform_asked_twice_is_one_platform(repo: str, src_reg: RegistryServer, open_reg: RegistryServer) -> None:
+    """A script's list with a repeat (or ``linux/x86_64`` beside ``linux/amd64``): the platform's image manifest,
+    not a new index listing it alone (another digest, and an index where one image was asked for)."""
+    img = images.multi_platform(platforms=("linux/amd64", "linux/arm64")).push(src_reg.http(), repo, "v1")
+    args = ["--platform", "linux/amd64", "--platform", "linux/x86_64", "--platform", "Linux/AMD64"]
+    r = regcast("copy", *args, f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}:v1")
+    assert r.returncode == 0, r.stderr
+    assert open_reg.http().get_manifest(repo, "v1").content == img.children[0].raw

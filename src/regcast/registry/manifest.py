@@ -58,6 +58,15 @@ class Platform:
     def __str__(self) -> str:
         return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
 
+    @staticmethod
+    def distinct(platforms: list[Platform]) -> list[Platform]:
+        """``platforms`` without repeats (``linux/amd64`` twice, ``Linux/x86_64``...): one platform asked for
+        twice is still one (its image manifest is the root, not a new index listing it alone)."""
+        seen: dict[tuple[tuple[str, str, str], bool], Platform] = {}
+        for p in platforms:
+            seen.setdefault((_normalised(p), bool(p.variant)), p)
+        return list(seen.values())
+
 
 _ARCH_ALIASES = {"aarch64": "arm64", "x86_64": "amd64", "x86-64": "amd64"}
 _DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7", "amd64": "v1"}

@@ -201,6 +201,7 @@ async def load_graph(
     budget = GraphBudget(limits or GraphLimits())
     root = await source.get_manifest(ref)
     budget.manifest(root)
+    platforms = Platform.distinct(platforms) if platforms else platforms
     if root.is_index and platforms:
         nested: dict[str, Manifest] = {}
         chosen = _select(await _platform_entries(source, root, nested, budget), platforms)

@@ -111,7 +111,17 @@ def test_unknown_routes_and_methods_answer_seed_style(service: Service) -> None:
     r = service.http.put("/api/distribute/image", json={})
     assert r.status_code == 405
     assert r.text == '{"status": "error", "msg": "Method Not Allowed"}'
-    assert "POST" in r.headers["allow"]
+    assert r.headers["allow"] == "GET, HEAD, OPTIONS, POST"  # every route at the path, not the first one's
+    # the seed's Flask answered OPTIONS on every route: 200, no body, its methods (FastAPI: 405)
+    for path, allow in [
+        ("/api/distribute/image", "GET, HEAD, OPTIONS, POST"),
+        ("/api/distribute/image/", "GET, HEAD, OPTIONS, POST"),
+        (f"/api/distribute/image/{uuid.uuid4()}", "DELETE, GET, HEAD, OPTIONS"),
+        ("/api/mirrors", "GET, HEAD, OPTIONS, POST"),
+    ]:
+        r = service.http.options(path)
+        assert (r.status_code, r.content, r.headers["allow"]) == (200, b"", allow), path
+    assert service.http.options("/api/no-such-route").status_code == 404
 
 
 def test_ipv6_loopback_registries_by_cli_and_api(

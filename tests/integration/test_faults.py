@@ -238,6 +238,37 @@ def test_target_dying_mid_job_fails_alone(
     assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
 
 
+def test_a_target_that_dies_mid_upload_and_comes_back_ends_the_job_finished(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """The job's first attempt loses its target mid-upload; the job goes back to the queue, and a later claim
+    (the registry back by then) copies every blob exactly: FINISHED, in sync, more than one attempt."""
+    from tests.support.service import Service
+
+    img = images.image([os.urandom(4 * MiB) for _ in range(3)]).push(src_reg.http(), repo, "v1")
+    link = TcpProxy(open_reg.port, upload_rate=3 * MiB).start()  # 12 MiB take 4 s: it dies mid-upload
+    svc = Service(tmp_path, {"REGCAST_MAX_ATTEMPTS": "5", "REGCAST_RETRY_BACKOFF": "1"}).start()
+    try:
+        job = svc.submit(
+            {
+                "source": {"endpoint": src_reg.endpoint, "image": repo, "ref": "v1"},
+                "targets": [{"endpoint": f"http://127.0.0.1:{link.port}/v2"}],
+            }
+        )
+        svc.wait_for(job, lambda st: st["targets"][0]["bytes_done"] > 0)
+        link.set_down(True)
+        svc.wait_for(job, lambda st: st["attempts"] >= 2 or st["value"] == "FAILED")  # the first attempt lost it
+        link.set_down(False)
+        st = svc.wait(job)
+    finally:
+        svc.stop()
+        link.stop()
+    assert st["value"] == "FINISHED", st
+    assert st["in_sync"] is True and st["source_digest"] == img.digest
+    assert st["attempts"] >= 2 and st["targets"][0]["error"] is None
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+
+
 def test_service_status_shows_retries(
     faults: list[FaultProxy], tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
 ) -> None:

@@ -31,6 +31,7 @@ from regcast.jobs.secrets import SecretBox
 from regcast.jobs.store import JobStore
 from regcast.mirrors.document import load_document
 from regcast.mirrors.models import RunState, Trigger, mirror_runs
+from regcast.mirrors.records import StoredMirror
 from regcast.mirrors.service import MirrorService, split_document
 from regcast.mirrors.store import MirrorStore
 from regcast.triggers.dispatch import PushTriggers
@@ -373,3 +374,18 @@ def test_racing_deliveries_of_one_push_start_one_run(db: Db) -> None:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             started = [r for r in pool.map(lambda _: deliver(), range(4)) if r is not None]
         assert len(started) == 1, (round_, started)
+
+
+def test_replicas_storing_one_new_mirror_at_once_both_succeed(db: Db) -> None:
+    """The later INSERT of a new name met the other's row: StoreConflict, answered as a 503."""
+    for round_ in range(5):
+        items = split_document(load_document(DOC.replace("name: app", f"name: new-{round_}"), {}), BOX)
+        barrier = threading.Barrier(4)
+
+        def store(_: int, items: list[StoredMirror] = items, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            db.store.put(items)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(store, range(4)))  # raises what a put raised
+        assert db.store.get(f"new-{round_}") is not None

@@ -33,6 +33,7 @@ __all__ = ["MirrorRecord", "MirrorStore", "RunRecord", "StoredMirror", "utcnow"]
 
 
 KEY_LENGTH = 300  # mirror_runs.run_key
+PUT_ATTEMPTS = 3  # a put that met another replica's new row of the same name is tried again
 PLANNING_TIMEOUT = dt.timedelta(minutes=15)  # a planner that died: its run fails, the lease is freed
 ENDED = (RunState.FINISHED, RunState.FAILED, RunState.SKIPPED)
 
@@ -43,7 +44,21 @@ class MirrorStore:
 
     # -- mirrors ------------------------------------------------------------------------------------
     def put(self, items: list[StoredMirror]) -> None:
-        """Create or replace each mirror by name, all in one transaction."""
+        """Create or replace each mirror by name, all in one transaction.
+
+        Two replicas storing one new name at once: the later INSERT meets the other's row
+        (``StoreConflict``, which the API answered as a 503 "database unavailable"); the whole put is
+        tried again and now replaces it, the last writer winning as for a mirror stored before.
+        """
+        for attempt in range(PUT_ATTEMPTS):
+            try:
+                self._put(items)
+                return
+            except StoreConflict:
+                if attempt == PUT_ATTEMPTS - 1:
+                    raise
+
+    def _put(self, items: list[StoredMirror]) -> None:
         now = utcnow()
         with self.db.tx() as conn:
             for it in items:

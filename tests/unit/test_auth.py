@@ -4,13 +4,12 @@ import asyncio
 import base64
 import json
 import time
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regcast._exceptions import ProtocolViolation, RegistryUnreachable
+from regcast._exceptions import ProtocolViolation
 from regcast.registry.auth import (
     Challenge,
     Credentials,
@@ -223,32 +222,3 @@ def test_concurrent_requests_share_one_token_request_and_its_failure() -> None:
     assert len(calls) == 1 and all(isinstance(r, ProtocolViolation) for r in first)  # one request, one failure for all
     assert asyncio.run(five()) == ["Bearer t2"] * 5  # asked again (on another loop), once
     assert len(calls) == 2
-
-
-def test_a_waiter_asks_again_itself_when_the_shared_token_request_failed_on_its_starters_client() -> None:
-    """The request under way runs on the first caller's client; that job may end (its client closed) while
-    other jobs wait for the token: they ask once more on their own clients instead of failing too."""
-    auth = Authenticator("r.example", Credentials("u", "p"), None)
-    auth.remember('Bearer realm="https://auth.example/token",service="r"')
-    calls: list[str] = []
-
-    def fetch_of(who: str) -> Any:
-        async def fetch(url: str, *_: object) -> bytes:
-            calls.append(who)
-            await asyncio.sleep(0.01)
-            if who == "closed":
-                raise RegistryUnreachable("registry r.example: connection reset", registry="r.example")
-            return json.dumps({"token": f"t-{who}"}).encode()
-
-        return fetch
-
-    async def three() -> list[str | BaseException | None]:
-        scopes = ("repository:a:pull",)
-        url, base = "https://r.example/v2/a/blobs/x", "https://r.example/v2/"
-        asked = [auth.header(scopes, url, base, fetch_of(who)) for who in ("closed", "b", "c")]
-        return list(await asyncio.gather(*asked, return_exceptions=True))
-
-    first, second, third = asyncio.run(three())
-    assert isinstance(first, RegistryUnreachable)  # the starter's own failure is its own
-    assert second == third == "Bearer t-b"  # the first waiter asked again; the other joined that request
-    assert calls == ["closed", "b"]

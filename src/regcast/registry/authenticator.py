@@ -13,7 +13,7 @@ from collections.abc import Awaitable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
-from regcast._exceptions import RegistryResponseError, is_retryable
+from regcast._exceptions import RegistryResponseError
 from regcast.registry.auth import (
     Challenge,
     Credentials,
@@ -141,26 +141,13 @@ class Authenticator:
         """One token request per key at a time: the blobs a copy starts at once all lack the same token, and
         each asking the token server for it (10 requests for an 8-layer image) is what gets a client
         rate-limited there. The others wait for the one under way (shielded: a waiter that is cancelled
-        does not cancel it for the rest).
-
-        The request under way runs on its starter's client, which another job may close meanwhile (the
-        authenticator outlives jobs: pool.py): a waiter whose shared request failed in a way that may pass
-        asks once more itself, on its own client, instead of failing for someone else's job."""
-        joined_before = False
-        while True:
-            pending = self._pending.get(key)
-            mine = pending is None or pending.get_loop() is not asyncio.get_running_loop()  # or a closed loop's
-            if mine:
-                pending = asyncio.ensure_future(self._fetch_token(key, ch, scopes, base, fetch))
-                self._pending[key] = pending
-                pending.add_done_callback(functools.partial(self._fetched, key))
-            assert pending is not None
-            try:
-                return await asyncio.shield(pending)
-            except Exception as exc:
-                if mine or joined_before or not is_retryable(exc):
-                    raise
-                joined_before = True
+        does not cancel it for the rest)."""
+        pending = self._pending.get(key)
+        if pending is None or pending.get_loop() is not asyncio.get_running_loop():  # none a closed loop left
+            pending = asyncio.ensure_future(self._fetch_token(key, ch, scopes, base, fetch))
+            self._pending[key] = pending
+            pending.add_done_callback(functools.partial(self._fetched, key))
+        return await asyncio.shield(pending)
 
     def _fetched(self, key: tuple[str, str, tuple[str, ...]], done: asyncio.Future[str]) -> None:
         if self._pending.get(key) is done:

@@ -182,13 +182,16 @@ async def push_referrers(repo: Repository, found: ReferrerSet, locks: IndexLocks
     if reach is None:
         raise UnsupportedManifest(f"{repo.name} cannot keep referrers")  # callers check access() first
     untracked: dict[str, list[dict[str, Any]]] = {}
+    listed: dict[str, frozenset[str]] = {}  # per subject: what the target's referrers API lists (asked once)
     for r in found.referrers:
         for child in r.children:
             if not (held and await _holds(repo, child.digest, child.digest)):
                 await _put(repo, reach, child, child.digest)
         ref, subject = r.tag or r.manifest.digest, r.manifest.subject
         if held and await _holds(repo, ref, r.manifest.digest):
-            kept = subject is None or await _listed(reach, subject.digest, r.manifest.digest)
+            if subject is not None and subject.digest not in listed:
+                listed[subject.digest] = await _listed(reach, subject.digest)
+            kept = subject is None or r.manifest.digest in listed[subject.digest]
         else:
             kept = (await _put(repo, reach, r.manifest, ref)).subject_kept
         if subject is not None and not kept:
@@ -204,13 +207,13 @@ async def _holds(repo: Repository, ref: str, digest: str) -> bool:
         return False
 
 
-async def _listed(reach: ReferrerAccess, subject: str, digest: str) -> bool:
-    """Does the target's referrers API list ``digest`` for ``subject`` (False: no API, or not listed)?"""
+async def _listed(reach: ReferrerAccess, subject: str) -> frozenset[str]:
+    """The digests the target's referrers API lists for ``subject`` (none: no API, or it failed)."""
     try:
         listing = await reach.list_referrers(subject, None)
     except RegcastError:
-        return False
-    return listing is not None and any(d.get("digest") == digest for d in listing.descriptors)
+        return frozenset()
+    return frozenset(str(d.get("digest")) for d in listing.descriptors) if listing is not None else frozenset()
 
 
 async def _put(repo: Repository, reach: ReferrerAccess, m: Manifest, ref: str) -> api.Pushed:

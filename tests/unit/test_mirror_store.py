@@ -389,3 +389,14 @@ def test_replicas_storing_one_new_mirror_at_once_both_succeed(db: Db) -> None:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             list(pool.map(store, range(4)))  # raises what a put raised
         assert db.store.get(f"new-{round_}") is not None
+
+
+def test_a_mirror_sealed_with_another_key_stops_no_other_mirrors_events(db: Db) -> None:
+    """One stored mirror the process cannot decrypt (stored before a key change) made every delivery
+    to every mirror a 503 (CredentialsUnreadable is a JobError): the registry retried forever."""
+    events = "registries:\n  - host: 127.0.0.1:1\n    events: {name: src, secret: s3cret}\nmirrors:"
+    doc = DOC.replace("mirrors:", events, 1)
+    old = split_document(load_document(doc.replace("name: app", "name: aaa"), {}), SecretBox(b"o" * 32))
+    db.store.put([*old, *split_document(load_document(doc, {}), BOX)])
+    found = asyncio.run(PushTriggers(db.ms).listeners("src"))
+    assert [li.mirror.name for li in found] == ["app"]

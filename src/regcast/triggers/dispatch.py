@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from regcast._exceptions import JobError, RegcastError
+from regcast._exceptions import CredentialsUnreadable, JobError, RegcastError
 from regcast.mirrors.clients import ClientPool
 from regcast.mirrors.document import Mirror, MirrorDocument, RegistrySettings
 from regcast.mirrors.select import mirror_selects, source_of, targets_of
@@ -103,7 +103,11 @@ class PushTriggers:
         """Stored mirrors whose source registry sends events as ``name``."""
         found = []
         for rec in await asyncio.to_thread(self.mirrors.store.all):
-            doc = self.mirrors.document_of(rec.sealed)
+            try:
+                doc = self.mirrors.document_of(rec.sealed)
+            except CredentialsUnreadable as exc:  # sealed with another key: the other mirrors still listen
+                log.warning("events: mirror %s: stored document unreadable (%s)", rec.name, exc)
+                continue
             mirror = doc.mirrors[0]
             conf = doc.registry(source_of(mirror).registry)
             if conf is not None and conf.events is not None and conf.events.name == name:

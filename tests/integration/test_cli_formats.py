@@ -243,3 +243,22 @@ def test_one_platform_asked_twice_is_one_platform(repo: str, src_reg: RegistrySe
     r = regcast("copy", *args, f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}:v1")
     assert r.returncode == 0, r.stderr
     assert open_reg.http().get_manifest(repo, "v1").content == img.children[0].raw
+
+
+def test_platforms_comma_separated_as_buildx_and_podman_take_them(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    img = images.multi_platform(platforms=("linux/amd64", "linux/arm64", "linux/s390x")).push(
+        src_reg.http(), repo, "v1"
+    )
+    src = f"{src_reg.host}/{repo}:v1"
+    comma = regcast("copy", "--platform", "linux/amd64,linux/s390x", src, f"{open_reg.host}/{repo}:comma")
+    assert comma.returncode == 0, comma.stderr
+    repeated = regcast("copy", "--platform", "linux/amd64", "--platform", "linux/s390x", src, f"{open_reg.host}/{repo}")
+    assert repeated.returncode == 0, repeated.stderr
+    got = open_reg.http().get_manifest(repo, "comma")
+    assert got.content == open_reg.http().get_manifest(repo, "v1").content
+    assert [m["digest"] for m in got.json()["manifests"]] == [img.children[0].digest, img.children[2].digest]
+    bad = regcast("copy", "--platform", "linux/amd64,linux", src, f"{open_reg.host}/{repo}:bad")
+    assert bad.returncode == 2
+    assert "invalid platform 'linux'" in bad.stderr

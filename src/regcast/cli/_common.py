@@ -57,6 +57,12 @@ class Invocation:
         setup_logging(fmt, logging.WARNING - 10 * min(self.verbose, 2))
 
 
+def platform_list(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--platform`` repeated or as docker buildx and podman take it, comma-separated
+    (``linux/amd64,linux/arm64``): one platform per item either way."""
+    return tuple(item.strip() for value in values for item in value.split(",") if item.strip())
+
+
 def invocation() -> Invocation:
     """The running command's ``Invocation`` (made by the group callback)."""
     found = click.get_current_context().find_object(Invocation)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from regcast.cli._common import EXIT_FAILED, EXIT_SKIPPED, invocation
+from regcast.cli._common import EXIT_FAILED, EXIT_SKIPPED, invocation, platform_list
 
 # Start-up (#17): module level imports click only; the command imports what it uses in its body.
 if TYPE_CHECKING:
@@ -166,8 +166,9 @@ async def _copy(
     "--platform",
     "platforms",
     multiple=True,
+    callback=platform_list,
     metavar="OS/ARCH[/VARIANT]",
-    help="Copy only these platforms of an index (repeatable; default: all).",
+    help="Copy only these platforms of an index (repeatable or comma-separated; default: all).",
 )
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="Extra CA certificates (PEM).")
 @click.option("--blobs-in-flight", type=int, help="Blobs copied at the same time.")

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from regcast.cli._common import platform_list
+
 
 def image_ref(image: str, ref: str) -> str:
     """``app:1.0``, or ``app@sha256:...`` for a digest (as docker writes it, not ``app:sha256:...``)."""
@@ -150,7 +152,7 @@ def _references(src: str, dst: tuple[str, ...]) -> tuple[Reference, list[Referen
 @click.option("--src-tls-verify/--no-src-tls-verify", default=True, show_default=True)
 @click.option("--dest-tls-verify/--no-dest-tls-verify", default=True, show_default=True)
 @click.option("--overwrite/--no-overwrite", default=True, show_default=True, help="As for `regcast copy`.")
-@click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]")
+@click.option("--platform", "platforms", multiple=True, callback=platform_list, metavar="OS/ARCH[/VARIANT]")
 @click.option("--notify-url", metavar="URL", help="POST the job's summary here when it ends.")
 @click.option("--referrers/--no-referrers", default=True, show_default=True, help="As for `regcast copy`.")
 @click.option(

@@ -136,7 +136,7 @@ def test_no_overwrite_never_pushes_over_a_tag_it_could_not_check(
 ) -> None:
     """Credentials that may push but not read cannot tell whether the tag exists: with ``--no-overwrite`` the
     target fails rather than push over what may be there (it pushed, replacing the tag)."""
-    images.image().push(src_reg.http(), repo, "v1")
+    img = images.image().push(src_reg.http(), repo, "v1")
     there = images.image().push(open_reg.http(), repo, "v1")
     blind = QuirkProxy(open_reg.port, "push_only").start()
     faults.append(blind)
@@ -147,6 +147,11 @@ def test_no_overwrite_never_pushes_over_a_tag_it_could_not_check(
     assert "overwrite is off" in r.stderr
     assert blind.events["read_denied"] >= 1
     assert open_reg.http().get_manifest(repo, "v1").content == there.root.raw
+    by_digest = regcast(
+        "copy", "--no-overwrite", f"{src_reg.host}/{repo}:v1", f"127.0.0.1:{blind.port}/{repo}@{img.digest}"
+    )
+    assert by_digest.returncode == 0, by_digest.stderr  # a digest names one content: nothing to replace
+    assert open_reg.http().get_manifest(repo, img.digest).content == img.root.raw
 
 
 def test_an_index_whose_child_is_gone_is_not_called_a_missing_image(

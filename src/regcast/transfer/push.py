@@ -57,7 +57,7 @@ class ManifestPush(RunState):
             if existing is None and t.status.attempts <= 1 and t not in self.listed and await t.repo.holds_no_tags():
                 self.fresh.add(t)
         except AuthenticationFailed as exc:
-            if not t.overwrite:  # what the tag holds decides the skip: pushing blind could replace it
+            if not t.overwrite and ":" not in t.ref:  # what the tag holds decides the skip: blind, it could be replaced
                 self._fail(t, RegistryError(f"{exc}; cannot tell whether {t.ref} exists and overwrite is off"))
                 return
             # push-only credentials may not read: the push itself will tell if they cannot write either

@@ -249,3 +249,45 @@ def test_a_limited_registry_behind_a_token_server_still_gets_its_tokens(
     assert report.summary()["copied"] == len(tags)
     for tag in tags:
         assert_same_image(src_reg.http(), repo, tag, token_reg.http(), f"one-slot/{repo}", tag)
+
+
+class MountRefusingProxy(CountingProxy):
+    """Answers a mount with a plain upload session (202), as Harbor and Docker Hub across organisations do."""
+
+    async def _fault_before(self, request: web.Request) -> web.StreamResponse | None:
+        if request.method == "POST" and "mount" in request.query:
+            assert self._session
+            async with self._session.post(self.upstream + request.path) as up:
+                headers = {
+                    k: v for k, v in up.headers.items() if k.lower() in ("location", "docker-upload-uuid", "range")
+                }
+                if "Location" in headers:
+                    headers["Location"] = self._rewrite_location(headers["Location"])
+                return web.Response(status=up.status, headers=headers)
+        return await super()._fault_before(request)
+
+
+@pytest.mark.parametrize("max_concurrency", [1, 2])
+def test_a_copy_within_one_limited_registry_whose_mounts_are_refused_ends(
+    open_reg: RegistryServer, repo: str, faults: list[FaultProxy], max_concurrency: int
+) -> None:
+    """Source and target in one registry, mounts refused: every blob is downloaded and uploaded through the
+    same limit. Downloads holding every slot waited for their own uploads for ever (the pass never ended)."""
+    limited = MountRefusingProxy(open_reg.port).start()
+    faults.append(limited)
+    host = f"127.0.0.1:{limited.port}"
+    http = open_reg.http()
+    for tag in ("v1", "v2"):  # large blobs (streamed, each held while its upload runs) and small ones
+        images.image(
+            [images.layer_bytes(3 * 1024 * 1024), images.layer_bytes(2 * 1024 * 1024), images.layer_bytes(9_000)]
+        ).push(http, repo, tag)
+    doc = document(
+        [{"name": "m", "source": f"{host}/{repo}", "targets": [f"{host}/copy"]}],
+        [{"host": host, "max_concurrency": max_concurrency}],
+    )
+    report = asyncio.run(asyncio.wait_for(run_pass(doc, SETTINGS), 90))
+    assert report.ok, report.public()
+    assert report.summary()["copied"] == 2
+    assert limited.max_in_flight <= max(max_concurrency, 2)  # at 1, a download and its upload: two at once
+    for tag in ("v1", "v2"):
+        assert_same_image(http, repo, tag, http, f"copy/{repo}", tag)

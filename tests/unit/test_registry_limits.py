@@ -50,8 +50,8 @@ def test_slots_bound_requests_in_flight() -> None:
         peak = max(peak, in_flight)
         await asyncio.sleep(0.01)
         in_flight -= 1
-        assert slots is not None
-        slots.release()
+        assert len(slots) == 1
+        slots[0].release()
 
     async def go() -> None:
         await asyncio.gather(*(one() for _ in range(10)))
@@ -94,3 +94,22 @@ def test_limits_by_host() -> None:
     limits.configure("other.example", LimitSettings())
     assert limits.for_host("reg.example:5000") is not None
     assert limits.for_host("other.example") is None  # nothing to limit
+
+
+def test_downloads_never_hold_every_slot() -> None:
+    """A streamed download takes one of max_concurrency - 1 reader slots too: however many downloads wait,
+    one slot stays for the uploads (and HEADs) they feed, within one registry."""
+
+    async def go() -> tuple[int, bool]:
+        limit = RegistryLimit("r", LimitSettings(max_concurrency=3))
+        held = [await limit.acquire(False, Notes(), reading=True) for _ in range(2)]
+        third = asyncio.ensure_future(limit.acquire(False, Notes(), reading=True))
+        await asyncio.sleep(0.01)
+        upload = await asyncio.wait_for(limit.acquire(False, Notes()), 1)  # the slot downloads cannot take
+        waiting = not third.done()
+        for sem in upload + held[0]:
+            sem.release()
+        got = await asyncio.wait_for(third, 1)
+        return len(got), waiting
+
+    assert asyncio.run(go()) == (2, True)

@@ -87,7 +87,7 @@ class RegistryLimit:
     def __init__(self, name: str, settings: LimitSettings) -> None:
         self.name = name
         self.settings = settings
-        self._slots = asyncio.Semaphore(settings.max_concurrency) if settings.max_concurrency else None
+        self._slots, self._readers = _semaphores(settings.max_concurrency)
         self._next_start = 0.0
         self._gate_until = 0.0
         self.waits = 0  # times a request waited for the rate-limit gate
@@ -97,11 +97,17 @@ class RegistryLimit:
         if settings == self.settings:
             return
         if settings.max_concurrency != self.settings.max_concurrency:
-            self._slots = asyncio.Semaphore(settings.max_concurrency) if settings.max_concurrency else None
+            self._slots, self._readers = _semaphores(settings.max_concurrency)
         self.settings = settings
 
-    async def acquire(self, pull: bool, note: Note) -> asyncio.Semaphore | None:
-        """Wait for the gate (pulls), a start token and a slot; returns the semaphore to release."""
+    async def acquire(self, pull: bool, note: Note, reading: bool = False) -> list[asyncio.Semaphore]:
+        """Wait for the gate (pulls), a start token and a slot; returns the semaphores to release.
+
+        A streamed download (``reading``) also takes one of ``max_concurrency - 1`` reader slots, so
+        downloads never hold every slot: a download within one registry (a copy whose mount was refused)
+        feeds an upload that needs a slot of its own, and with every slot held by downloads each waited
+        for the others for ever. At ``max_concurrency: 1`` a download gives its slot back once its
+        headers are in (``send_within``): that copy needs two requests at once, or it cannot be made."""
         if pull and self.settings.rate_limit_min is not None:
             while (wait := self._gate_until - time.monotonic()) > 0:
                 self.waits += 1
@@ -118,10 +124,23 @@ class RegistryLimit:
             self._next_start = start + 1.0 / self.settings.requests_per_second
             if start > now:
                 await asyncio.sleep(start - now)
-        slots = self._slots
-        if slots is not None:
-            await slots.acquire()
-        return slots
+        held: list[asyncio.Semaphore] = []
+        for sem in (self._readers if reading else None, self._slots):
+            if sem is None:
+                continue
+            try:
+                await sem.acquire()
+            except BaseException:
+                for h in held:
+                    h.release()
+                raise
+            held.append(sem)
+        return held
+
+    @property
+    def single(self) -> bool:
+        """``max_concurrency: 1``: a download keeps no slot once its headers are in (see ``acquire``)."""
+        return self.settings.max_concurrency == 1
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         """Close the pull gate when the registry says few pulls are left (or a 429 says none)."""
@@ -159,18 +178,29 @@ async def send_within(
     pull: bool,
     note: Note,
     send: Callable[[], Awaitable[aiohttp.ClientResponse]],
+    reading: bool = False,
 ) -> aiohttp.ClientResponse:
-    """``send()`` within ``limit``: its slot is held until the caller releases the response."""
+    """``send()`` within ``limit``: its slots are held until the caller releases the response (a streamed
+    download's, ``reading``: see ``RegistryLimit.acquire``)."""
     if limit is None:
         return await send()
-    slots = await limit.acquire(pull, note)
+    held = await limit.acquire(pull, note, reading)
     try:
         resp = await send()
     except BaseException:
-        if slots is not None:
-            slots.release()
+        for sem in held:
+            sem.release()
         raise
     limit.observe(resp.status, resp.headers)
-    if slots is not None:
-        release_also(resp, slots.release)
+    if reading and limit.single and held:
+        held.pop().release()  # the one slot: the upload this download may feed needs it
+    for sem in held:
+        release_also(resp, sem.release)
     return resp
+
+
+def _semaphores(max_concurrency: int | None) -> tuple[asyncio.Semaphore | None, asyncio.Semaphore | None]:
+    """The slots of ``max_concurrency`` and the reader slots within them (``RegistryLimit.acquire``)."""
+    if not max_concurrency:
+        return None, None
+    return asyncio.Semaphore(max_concurrency), asyncio.Semaphore(max(max_concurrency - 1, 1))

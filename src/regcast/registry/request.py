@@ -128,6 +128,7 @@ async def request(
                 method == "GET" and "/manifests/" in url,
                 client.note_retry,
                 lambda: _send_authenticated(client, call, streaming or not replayable),
+                reading=streaming and method == "GET",
             )
         except _TokenFailed as failed:
             raise failed.error from failed.__cause__

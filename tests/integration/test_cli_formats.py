@@ -10,6 +10,7 @@ import os
 import tarfile
 from pathlib import Path
 
+from regcast.layouts.index import REF_NAME
 from tests.support import images
 from tests.support.cli import regcast
 from tests.support.faults import FaultProxy, proxy
@@ -267,3 +268,30 @@ def test_platforms_comma_separated_as_buildx_and_podman_take_them(
     bad = regcast("copy", "--platform", "linux/amd64,linux", src, f"{open_reg.host}/{repo}:bad")
     assert bad.returncode == 2
     assert "invalid platform 'linux'" in bad.stderr
+
+
+def test_a_docker_save_archive_is_read_by_the_names_docker_wrote(
+    repo: str, src_reg: RegistryServer, open_reg: RegistryServer, tmp_path: Path
+) -> None:
+    """``docker save alpine busybox`` (25+) writes an OCI layout whose entries both say ref.name ``latest``, the
+    full name in ``io.containerd.image.name``: ``oci-archive:x.tar:alpine:latest`` picks one, as docker reads it."""
+    alpine, busybox = images.image().push(src_reg.http(), repo, "a"), images.image().push(src_reg.http(), repo, "b")
+    layout = tmp_path / "saved"
+    for img in (alpine, busybox):
+        assert regcast("copy", f"{src_reg.host}/{repo}@{img.digest}", f"oci:{layout}").returncode == 0
+    index = json.loads((layout / "index.json").read_text())
+    for entry, name in zip(index["manifests"], ("alpine", "busybox"), strict=True):
+        entry["annotations"] = {"io.containerd.image.name": f"docker.io/library/{name}:latest", REF_NAME: "latest"}
+    (layout / "index.json").write_text(json.dumps(index))
+    archive = tmp_path / "saved.tar"
+    with tarfile.open(archive, "w") as tar:
+        for p in sorted(layout.rglob("*")):
+            tar.add(p, arcname=str(p.relative_to(layout)), recursive=False)
+    dst = f"{open_reg.host}/{repo}/loaded"
+    for name, img in (("alpine:latest", alpine), ("docker.io/library/busybox:latest", busybox)):
+        r = regcast("copy", f"oci-archive:{archive}:{name}", dst)
+        assert r.returncode == 0, r.stderr
+        assert f"ok {dst}:latest {img.digest} " in r.stdout
+    both = regcast("copy", f"oci-archive:{archive}:latest", dst)
+    assert both.returncode == 1
+    assert "(docker.io/library/alpine:latest, docker.io/library/busybox:latest): name one in full" in both.stderr

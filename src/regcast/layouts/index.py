@@ -13,16 +13,33 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from regcast._exceptions import LayoutError
+from regcast._exceptions import InvalidReference, LayoutError
 from regcast.registry import mediatypes as mt
 from regcast.registry.digest import validate_digest
 from regcast.registry.manifest import Descriptor
+from regcast.registry.reference import parse_reference
 
 REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
 MAX_INDEX_BYTES = 16 * 1024 * 1024
+
+
+def image_name(entry: dict[str, Any]) -> str | None:
+    """The full name ``docker save`` (25+) writes beside a ref.name of the tag alone (``io.containerd.image.name``:
+    ``docker.io/library/alpine:3.20``), or None."""
+    name = (entry.get("annotations") or {}).get(CONTAINERD_NAME)
+    return name if isinstance(name, str) and name else None
+
+
+def _docker_names(name: str) -> set[str]:
+    """``name`` and, if it is a docker reference, its full form (``alpine:3.20``: ``docker.io/library/alpine:3.20``)."""
+    try:
+        return {name, str(parse_reference(name, default_tag=None))}
+    except InvalidReference:
+        return {name}
 
 
 def ref_name(entry: dict[str, Any]) -> str | None:
@@ -72,19 +89,22 @@ class LayoutIndex:
         """The entry named ``tag`` exactly, else the full reference with that tag (``localhost/app:1.0``).
         Reading (``where`` given), several such names for different images are an error naming them,
         never a silent pick; a target's check takes the first (``put`` replaces them all)."""
-        exact = self.find_name(tag)
-        if exact is not None:
-            return exact
-        matches = [e for e in self.entries if tag_of(e) == tag]
+        exact = [e for e in self.entries if ref_name(e) == tag]  # docker save writes the tag alone, image by image
+        matches = exact or [e for e in self.entries if tag_of(e) == tag]
         if where is not None and len({e["digest"] for e in matches}) > 1:
-            names = ", ".join(str(ref_name(e)) for e in matches)
+            names = ", ".join(str(image_name(e) or ref_name(e)) for e in matches)
             raise LayoutError(f"{where}: the tag {tag} names {len(matches)} images ({names}): name one in full")
-        return _descriptor(matches[0]) if matches else None
+        return _descriptor(matches[0]) if matches else self.find_name(tag)
 
     def find_name(self, name: str) -> Descriptor | None:
-        """The entry whose ``ref.name`` is exactly ``name`` (a full reference as skopeo and buildah write it)."""
+        """The entry whose ``ref.name`` is exactly ``name`` (a full reference as skopeo and buildah write it),
+        else whose ``docker save`` name is ``name``, written in full or as docker reads it (``alpine:3.20``)."""
         for e in self.entries:
             if ref_name(e) == name:
+                return _descriptor(e)
+        names = _docker_names(name)
+        for e in self.entries:
+            if image_name(e) in names:
                 return _descriptor(e)
         return None
 

@@ -20,7 +20,7 @@ from tests.support.registry import RegistryServer
 from tests.support.service import Service, source
 
 REF_NAME = "org.opencontainers.image.ref.name"
-UNKNOWN_JOB = '{"status": "error", "msg": "job with id not found"}'
+UNKNOWN_JOB = '{"msg":"job with id not found","status":"error"}\n'  # the seed's Flask jsonify layout
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +107,10 @@ def test_a_target_with_tag_and_digest_is_pushed_to_its_tag_when_the_digest_match
 def test_unknown_routes_and_methods_answer_seed_style(service: Service) -> None:
     r = service.http.get("/api/no-such-route")
     assert r.status_code == 404
-    assert r.text == '{"status": "error", "msg": "Not Found"}'
+    assert r.text == '{"msg":"Not Found","status":"error"}\n'
     r = service.http.put("/api/distribute/image", json={})
     assert r.status_code == 405
-    assert r.text == '{"status": "error", "msg": "Method Not Allowed"}'
+    assert r.text == '{"msg":"Method Not Allowed","status":"error"}\n'
     assert r.headers["allow"] == "GET, HEAD, OPTIONS, POST"  # every route at the path, not the first one's
     # the seed's Flask answered OPTIONS on every route: 200, no body, its methods (FastAPI: 405)
     for path, allow in [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -147,3 +148,9 @@ def source(reg: Any, repo: str, ref: str = "v1", **extra: Any) -> dict[str, Any]
 def basicauth(reg: Any, password: str | None = None) -> dict[str, Any]:
     user, pw = next(iter(reg.users.items()))
     return {"basicauth": {"user": user, "password": password if password is not None else pw}}
+
+
+def flask_body(content: dict[str, Any]) -> str:
+    """A dict answer of the seed's Flask 1.1.2 service, byte for byte: ``jsonify``'s compact separators,
+    sorted keys and a newline (checked against Flask 1.1.2 itself)."""
+    return json.dumps(content, separators=(",", ":"), sort_keys=True) + "\n"

@@ -91,5 +91,5 @@ def test_the_worker_health_app_answers_head_and_seed_style_errors(tmp_path: Path
         assert client.head("/readyz").status_code == 200
         missing = client.get("/nope")
         assert missing.status_code == 404
-        assert missing.text == '{"status": "error", "msg": "Not Found"}'
+        assert missing.text == '{"msg":"Not Found","status":"error"}\n'
     store.close()

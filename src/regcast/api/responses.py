@@ -1,4 +1,11 @@
-"""Seed-style JSON bodies: ``json.dumps`` defaults (``", "`` and ``": "``), as the seed's were."""
+"""Seed-style JSON bodies, in the two layouts the seed's Flask 1.1.2 service produced.
+
+Its routes returned a dict for every answer but the job status, which Flask turns into
+``jsonify``'s layout: compact separators, keys sorted, a newline at the end
+(``{"msg":"Image not found","status":"error"}\n``): ``FlaskJSON``, for the 201 of a submit and
+every error. The job status was ``json.dumps(job)`` returned as text: default separators, the
+status's own key order, no newline: ``SeedJSON``, for the status and regcast's own answers.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +24,17 @@ class SeedJSON(JSONResponse):
         return json.dumps(content).encode()
 
 
-def error(status: int, msg: str) -> SeedJSON:
-    """The seed's error body: ``{"status": "error", "msg": ...}``."""
-    return SeedJSON({"status": "error", "msg": msg}, status_code=status)
+class FlaskJSON(SeedJSON):
+    """The body of a dict the seed's routes returned (Flask 1.1 ``jsonify``, not in debug mode); a ``SeedJSON``
+    wherever a route may answer either."""
+
+    def render(self, content: Any) -> bytes:
+        return (json.dumps(content, separators=(",", ":"), sort_keys=True) + "\n").encode()
+
+
+def error(status: int, msg: str) -> FlaskJSON:
+    """The seed's error body, byte for byte: ``{"msg":...,"status":"error"}`` and a newline."""
+    return FlaskJSON({"status": "error", "msg": msg}, status_code=status)
 
 
 def _routes(routes: Iterable[BaseRoute]) -> Iterator[Route]:

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from regcast._exceptions import InvalidInput, NotFound, RegcastError, is_retryable
-from regcast.api.responses import SeedJSON, error
+from regcast.api.responses import FlaskJSON, SeedJSON, error
 from regcast.api.schemas import Accepted, ErrorBody, JobList, JobStatus
 from regcast.api.service import Service, ServiceDep
 from regcast.api.status import job_status
@@ -87,7 +87,7 @@ async def distribute(request: Request, service: ServiceDep) -> SeedJSON:
     if warnings:
         log.warning("job %s: %s", job_id, "; ".join(warnings))
         accepted["warnings"] = warnings
-    return SeedJSON(accepted, status_code=201)
+    return FlaskJSON(accepted, status_code=201)  # the seed's dict answer: jsonify's layout
 
 
 def _parse(raw_body: bytes, service: Service) -> tuple[DistributeRequest, list[str]] | SeedJSON:

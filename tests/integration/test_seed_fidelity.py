@@ -394,3 +394,31 @@ def test_a_missing_v2_api_is_not_image_not_found(
     )
     assert r.status_code == 502, r.text
     assert r.json()["msg"].startswith(f"Source registry error: registry 127.0.0.1:{proxy.port}: checking the v2 API")
+
+
+def test_no_targets_is_accepted_and_finished_as_the_seed_did(
+    service: Service, repo: str, src_reg: RegistryServer
+) -> None:
+    """The seed loaded ``targets: []`` (a list, as its schema asked) and ran a job with nothing to do."""
+    images.image().push(src_reg.http(), repo, "v1")
+    r = service.http.post("/api/distribute/image", json={"source": source(src_reg, repo), "targets": []})
+    assert r.status_code == 201, r.text
+    assert r.text == flask_body({"id": r.json()["id"], "msg": "Image sync started", "status": "success"})
+    st = service.wait(r.json()["id"])
+    assert (st["value"], st["finished_endpoints"], st["skipped_clusters"]) == ("FINISHED", [], [])
+    assert st["finished_at"]
+
+
+def test_an_endpoint_named_twice_is_listed_once(
+    service: Service, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """The seed passed over a target whose endpoint it had listed already: each endpoint once in its lists."""
+    img = images.image().push(src_reg.http(), repo, "v1")
+    target = {"endpoint": open_reg.endpoint, "overwrite": True}
+    r = service.http.post("/api/distribute/image", json={"source": source(src_reg, repo), "targets": [target, target]})
+    assert r.status_code == 201, r.text
+    st = service.wait(r.json()["id"])
+    assert st["value"] == "FINISHED", st
+    assert st["finished_endpoints"] == [open_reg.endpoint]
+    assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
+    assert img.digest

@@ -72,8 +72,9 @@ def job_status(job: JobRecord) -> dict[str, Any]:
     return {
         "value": job.state,
         "started_at": iso(job.started_at),
-        "finished_endpoints": [t.endpoint for t in job.targets if t.state == "FINISHED"],
-        "skipped_clusters": [t.endpoint for t in job.targets if t.state == "SKIPPED"],
+        # each endpoint once, as the seed listed them (it passed over a target whose endpoint was listed)
+        "finished_endpoints": list(dict.fromkeys(t.endpoint for t in job.targets if t.state == "FINISHED")),
+        "skipped_clusters": list(dict.fromkeys(t.endpoint for t in job.targets if t.state == "SKIPPED")),
         "finished_at": iso(job.finished_at),
         "in_sync": in_sync(job),
         "id": job.id,

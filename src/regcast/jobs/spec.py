@@ -272,7 +272,7 @@ class DistributeRequest(_SeedModel):
         return raw
 
     source: SourceIn
-    targets: list[TargetIn] = Field(min_length=1)
+    targets: list[TargetIn]  # may be empty: the seed accepted that (a job with nothing to do, FINISHED)
     platforms: list[PlatformStr] | None = None
     notify: NotifyIn | None = None
     referrers: bool = True  # signatures, attestations, SBOMs travel with the image

@@ -80,10 +80,24 @@ class PassReport:
             outs = list(self.outcomes.values())
             counts.update(
                 copied=sum(o.state == "copied" for o in outs),
-                failed=counts["failed"] + sum(o.state == "failed" for o in outs),
+                failed=self._failed(),
                 moved=sum(o.moved for o in outs),
             )
         return counts
+
+    def _failed(self) -> int:
+        """Mirrors that could not be planned, and each (image, target) once: by its outcome, or by its plan
+        when the pass gave it none (a target whose check failed has both: it was counted twice)."""
+        failed = sum(p.error is not None for p in self.plans)
+        for p in self.plans:
+            for img in p.images:
+                for t in img.targets:
+                    out = self.outcome(img, str(t.target))
+                    if out is not None:
+                        failed += out.state == "failed"
+                    else:
+                        failed += bool(img.error) or t.action is Action.FAILED
+        return failed
 
     def public(self) -> dict[str, Any]:
         mirrors = []

@@ -282,7 +282,7 @@ async def _upload_request(
     try:
         if resp.status == 401 and not isinstance(body, bytes | None):
             raise TokenRejected(
-                f"registry {client.name}: {what}: token rejected mid-upload (it will be renewed)",
+                f"registry {client.name}: {what}: token rejected mid-upload (401: each try asks for a new one)",
                 registry=client.name,
                 status=401,
                 method=method,

@@ -201,9 +201,10 @@ def test_submit_takes_credentials_from_stdin_or_the_environment(
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ, "COLUMNS": "250"},
+            env={k: v for k, v in os.environ.items() if k != "COLUMNS"},  # a pipe, as in a CI log: no width
         )
         assert shown.returncode == 0, shown.stderr
         assert "in sync True" in shown.stdout and "SKIPPED (up-to-date)" in shown.stdout, shown.stdout
+        assert f"{repo}/a:v1" in shown.stdout, shown.stdout  # names whole, not cut to 80 columns
     finally:
         svc.stop()

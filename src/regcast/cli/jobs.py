@@ -10,6 +10,7 @@ import click
 
 from regcast.cli._common import EXIT_FAILED, db_option, invocation
 from regcast.console import remote
+from regcast.console.tables import table_console
 
 if TYPE_CHECKING:
     from regcast.config import Settings
@@ -26,7 +27,6 @@ def jobs(
     job_id: str | None, state: str | None, limit: int, as_json: bool, server: str | None, database_url: str | None
 ) -> None:
     """List jobs (newest first), or show one: from a service (--server / REGCAST_SERVER) or the database."""
-    from rich.console import Console
     from rich.table import Table
 
     from regcast._exceptions import RegcastError
@@ -40,7 +40,7 @@ def jobs(
     except (RegcastError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     store = _open_store(settings)
-    console = Console()
+    console = table_console()
     if as_json:
         _jobs_json(store, job_id, state, limit)
         return

@@ -11,22 +11,13 @@ from rich.table import Table
 
 from regcast.config import Settings
 from regcast.console.progress import Lines as ProgressLines
+from regcast.console.tables import table_console
 from regcast.mirrors.document import load_document
 from regcast.mirrors.plan import ImagePlan, MirrorPlan
 from regcast.mirrors.sync import PassReport, run_pass
 from regcast.transfer.progress import TargetStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_SKIPPED = 0, 1, 3
-LOG_WIDTH = 4096  # the table's width cap when stdout is no terminal: a row as long as its names
-
-
-def report_console() -> Console:
-    """stdout for the table: a terminal's width (or ``COLUMNS``); otherwise (a CI log, a file) every name
-    whole, as wide as the rows need: rich's 80 columns cut ``registry/team/app:1.4.2`` to ``registry/t…``."""
-    console = Console(soft_wrap=True)
-    if console.is_terminal or os.environ.get("COLUMNS"):
-        return console
-    return Console(soft_wrap=True, width=LOG_WIDTH)
 
 
 class Bars:
@@ -108,7 +99,7 @@ def print_report(report: PassReport, console: Console) -> None:
 
 async def sync_file(text: str, settings: Settings, *, dry_run: bool, as_json: bool) -> int:
     """Load, run and report one pass; the exit status (0 only if every image is in every target)."""
-    out = report_console()
+    out = table_console()
     err = Console(stderr=True)
     doc = load_document(text, os.environ)
     if as_json or err.is_terminal:

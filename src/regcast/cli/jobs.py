@@ -10,7 +10,6 @@ import click
 
 from regcast.cli._common import EXIT_FAILED, db_option, invocation
 from regcast.console import remote
-from regcast.console.tables import table_console
 
 if TYPE_CHECKING:
     from regcast.config import Settings
@@ -28,6 +27,8 @@ def jobs(
 ) -> None:
     """List jobs (newest first), or show one: from a service (--server / REGCAST_SERVER) or the database."""
     from rich.table import Table
+
+    from regcast.console.tables import table_console
 
     from regcast._exceptions import RegcastError
     from regcast.api.status import in_sync, iso, shown_state

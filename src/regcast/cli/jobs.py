@@ -28,10 +28,9 @@ def jobs(
     """List jobs (newest first), or show one: from a service (--server / REGCAST_SERVER) or the database."""
     from rich.table import Table
 
-    from regcast.console.tables import table_console
-
     from regcast._exceptions import RegcastError
     from regcast.api.status import in_sync, iso, shown_state
+    from regcast.console.tables import table_console
 
     if server:
         remote.remote_jobs(server, job_id, state, limit, as_json)

@@ -91,6 +91,7 @@ class Settings:
     api_tokens_file: str | None = None  # one token per line
     allow_unauthenticated: bool = False  # listen beyond loopback without API tokens
     allowed_registries: str = ""  # comma-separated glob patterns of host[:port]; empty = any
+    mirror_env: str = ""  # glob patterns of the variables a posted mirror document may read; empty = any but REGCAST_*
     allowed_auth_hosts: str = ""  # token servers allowed besides the registries (same form)
     block_private: bool = False  # refuse loopback and private addresses as well (guards.py)
     allowed_origins: str = ""  # browser Origins allowed besides the service's own (comma-separated)
@@ -181,6 +182,10 @@ class Settings:
     @property
     def registry_patterns(self) -> tuple[str, ...]:
         return split_list(self.allowed_registries)
+
+    @property
+    def mirror_env_patterns(self) -> tuple[str, ...]:
+        return split_list(self.mirror_env)
 
     def outbound_policy(self) -> OutboundPolicy:
         from regcast.registry.guards import OutboundPolicy

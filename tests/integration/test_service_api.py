@@ -357,3 +357,27 @@ def test_a_posted_document_cannot_read_the_services_own_settings(
     assert service.http.get("/api/mirrors").json() == {"mirrors": []}
     r = service.http.post("/api/mirrors/plan", content=base + "    tags: {list: [v1]}\n")
     assert r.status_code == 200 and r.json()["totals"]["copy"] == 1, r.text  # other variables and none: as before
+
+
+def test_a_service_with_a_variable_list_lets_documents_read_only_those(
+    tmp_path: Path, src_reg: RegistryServer, open_reg: RegistryServer, repo: str
+) -> None:
+    """REGCAST_MIRROR_ENV=MIRROR_*: a posted document reads MIRROR_TAG, never the service's other variables."""
+    images.image().push(src_reg.http(), repo, "v1")
+    env = {"REGCAST_MIRROR_ENV": "MIRROR_*", "MIRROR_TAG": "v1", "CLOUD_SECRET": "cloud-s3cr3t-value"}
+    svc = Service(tmp_path, env).start()
+    try:
+        base = (
+            f"version: 1\nmirrors:\n  - name: a\n    source: {src_reg.host}/{repo}\n    targets: [{open_reg.host}/m]\n"
+        )
+        r = svc.http.post("/api/mirrors/plan", content=base + "    tags: {list: ['${CLOUD_SECRET}']}\n")
+        assert r.status_code == 400, r.text
+        assert r.json()["msg"] == (
+            "Failed to parse data: line 6: mirrors[0].tags.list[0]: CLOUD_SECRET is not readable by a posted "
+            "document (REGCAST_MIRROR_ENV)"
+        )
+        assert "cloud-s3cr3t-value" not in r.text
+        r = svc.http.post("/api/mirrors/plan", content=base + "    tags: {list: ['${MIRROR_TAG}']}\n")
+        assert r.status_code == 200 and r.json()["totals"]["copy"] == 1, r.text
+    finally:
+        svc.stop()

@@ -304,3 +304,17 @@ def test_docker_hub_settings_apply_under_any_of_its_names() -> None:
     assert stored.document["registries"][0]["host"] == "index.docker.io"
     twice = text.replace("registries:\n", "registries:\n  - {host: docker.io, username: v, password: q}\n")
     assert "line 4: registries[1].host: duplicate registry 'index.docker.io'" in problems(twice)
+
+
+def test_only_the_allowed_variables_are_read_when_a_list_is_set() -> None:
+    """REGCAST_MIRROR_ENV: the service's other variables (cloud credentials, say) are not a caller's."""
+    env = {**ENV, "AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+    doc = GOOD.replace("${A_PASS}", "${AWS_SECRET_ACCESS_KEY}")
+    with pytest.raises(DocumentError) as info:
+        load_document(doc, env, reserved="REGCAST_", allowed=("A_*",))
+    assert info.value.problems == [
+        "line 5: registries[0].password: AWS_SECRET_ACCESS_KEY is not readable by a posted document "
+        "(REGCAST_MIRROR_ENV)"
+    ]
+    assert "s3cr3t" not in str(info.value)
+    assert load_document(GOOD, env, reserved="REGCAST_", allowed=("A_*",)).registries[0].password == env["A_PASS"]

@@ -8,6 +8,7 @@ and ``checks.py`` the cross-references. Every problem reads ``line N: path: why`
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -174,7 +175,9 @@ def format_loc(loc: Loc) -> str:
 # -- ${VAR} ----------------------------------------------------------------------------------------
 
 
-def _value_of(m: re.Match[str], env: Mapping[str, str], reserved: str | None) -> tuple[str, str | None]:
+def _value_of(
+    m: re.Match[str], env: Mapping[str, str], reserved: str | None, allowed: tuple[str, ...] = ()
+) -> tuple[str, str | None]:
     """One ``${VAR}`` (or ``$$``): its value, or ``""`` and why it has none."""
     if m.group(0) == "$$":
         return "$", None
@@ -183,27 +186,34 @@ def _value_of(m: re.Match[str], env: Mapping[str, str], reserved: str | None) ->
         return "", f"malformed variable {m.group(0)!r} (write ${{NAME}}, or $$ for $)"
     if reserved is not None and name.upper().startswith(reserved.upper()):  # settings are read in any case
         return "", f"{name} is one of regcast's own settings, not readable by a document"
+    if allowed and not any(fnmatch.fnmatchcase(name, pattern) for pattern in allowed):
+        return "", f"{name} is not readable by a posted document (REGCAST_MIRROR_ENV)"
     if name not in env:
         return "", f"environment variable {name} is not set"
     return env[name], None
 
 
 def substitute(
-    data: Any, env: Mapping[str, str], lines: LineMap, loc: Loc = (), reserved: str | None = None
+    data: Any,
+    env: Mapping[str, str],
+    lines: LineMap,
+    loc: Loc = (),
+    reserved: str | None = None,
+    allowed: tuple[str, ...] = (),
 ) -> tuple[Any, list[str]]:
     """``${VAR}`` filled in every string value; ``$$`` is a literal ``$``. Unset or malformed: a problem;
-    so is a name starting with ``reserved`` (the service's own settings, see ``load_document``)."""
+    so is a name starting with ``reserved`` or, with ``allowed``, one no pattern matches (``load_document``)."""
     problems: list[str] = []
     if isinstance(data, dict):
         out: dict[Any, Any] = {}
         for k, v in data.items():
-            out[k], p = substitute(v, env, lines, (*loc, str(k)), reserved)
+            out[k], p = substitute(v, env, lines, (*loc, str(k)), reserved, allowed)
             problems += p
         return out, problems
     if isinstance(data, list):
         items = []
         for i, v in enumerate(data):
-            item, p = substitute(v, env, lines, (*loc, i), reserved)
+            item, p = substitute(v, env, lines, (*loc, i), reserved, allowed)
             items.append(item)
             problems += p
         return items, problems
@@ -211,7 +221,7 @@ def substitute(
         return data, problems
 
     def fill(m: re.Match[str]) -> str:
-        value, problem = _value_of(m, env, reserved)
+        value, problem = _value_of(m, env, reserved, allowed)
         if problem is not None:
             problems.append(f"{lines.where(loc)}: {problem}")
         return value
@@ -260,19 +270,23 @@ def _pydantic_problems(exc: ValidationError, lines: LineMap) -> list[str]:
     return problems
 
 
-def load_document(text: str, env: Mapping[str, str], reserved: str | None = None) -> MirrorDocument:
+def load_document(
+    text: str, env: Mapping[str, str], reserved: str | None = None, allowed: tuple[str, ...] = ()
+) -> MirrorDocument:
     """Parse, substitute and validate one document; raises ``DocumentError`` naming every place.
 
     ``reserved``: a prefix of variables no ``${VAR}`` may read. The service passes ``REGCAST_``: a
     document posted by an API caller would otherwise read the secret key, the API tokens or the
     database URL of the serving process, echoed back in the plan or ``GET /api/mirrors/<name>``.
+    ``allowed``: glob patterns of the only variables it may read (``REGCAST_MIRROR_ENV``), so that the
+    rest of the service's environment (cloud credentials, say) stays its own too.
     """
     from regcast.mirrors.checks import check_document
 
     data, lines = parse_text(text)
     if not isinstance(data, dict):
         raise DocumentError(["document: expected a mapping with version, mirrors (and registries, target_groups)"])
-    data, problems = substitute(data, env, lines, reserved=reserved)
+    data, problems = substitute(data, env, lines, reserved=reserved, allowed=allowed)
     if problems:
         raise DocumentError(problems)
     try:

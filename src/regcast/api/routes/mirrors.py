@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from regcast._exceptions import InvalidInput
 from regcast.api.responses import SeedJSON, error
 from regcast.api.service import Service, ServiceDep
+from regcast.config import Settings
 from regcast.mirrors.clients import ClientPool
 from regcast.mirrors.document import MirrorDocument, load_document
 from regcast.mirrors.models import Trigger
@@ -43,13 +44,14 @@ def _mirrors(service: Service) -> MirrorService:
     return service.mirrors
 
 
-async def _document(request: Request) -> MirrorDocument | SeedJSON:
+async def _document(request: Request, settings: Settings) -> MirrorDocument | SeedJSON:
     try:
         text = (await request.body()).decode()
     except UnicodeDecodeError:
         return error(400, "Failed to parse data: the document is not UTF-8 text")
     try:
-        doc = load_document(text, os.environ, reserved=SETTINGS_PREFIX)  # the service's own secrets stay its own
+        # the service's own secrets stay its own, and so does what REGCAST_MIRROR_ENV does not list
+        doc = load_document(text, os.environ, reserved=SETTINGS_PREFIX, allowed=settings.mirror_env_patterns)
     except InvalidInput as exc:
         return error(400, f"Failed to parse data: {exc}")
     for i, m in enumerate(doc.mirrors):  # a service writing files on its own host is nobody's intent
@@ -86,7 +88,7 @@ def _summary(rec: MirrorRecord, now: Any) -> dict[str, Any]:
 )
 async def put_mirrors(request: Request, service: ServiceDep) -> SeedJSON:
     """Store every mirror of a document (YAML or JSON), creating or replacing each by name."""
-    doc = await _document(request)
+    doc = await _document(request, service.settings)
     if isinstance(doc, SeedJSON):
         return doc
     if not service.ready.is_set():
@@ -112,7 +114,7 @@ async def list_mirrors(service: ServiceDep) -> SeedJSON:
 )
 async def plan(request: Request, service: ServiceDep) -> SeedJSON:
     """The dry run of a posted document (image x target: up to date / copy / skip, bytes); nothing stored."""
-    doc = await _document(request)
+    doc = await _document(request, service.settings)
     if isinstance(doc, SeedJSON):
         return doc
     pool = ClientPool(doc, service.settings)

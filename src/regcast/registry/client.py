@@ -309,11 +309,13 @@ class RegistryClient:
         follow_redirects: bool = False,
         streaming: bool = False,
         read_bufsize: int | None = None,
+        limited: bool = True,
     ) -> aiohttp.ClientResponse:
         """A registry API request: ping first (scheme, challenge), then the one request path.
 
         The caller owns the response (``release()`` it); ``read_bufsize`` overrides the session's
-        response buffer (a slow reader's download buffers less).
+        response buffer (a slow reader's download buffers less); ``limited=False`` sends it outside the
+        registry's limit (``read_blob``: a resumed download whose uploads hold slots waiting for it).
         """
         if self.read_only and method not in ("GET", "HEAD"):
             raise RegistryError(f"refusing {method} to source registry {self.name}", registry=self.name)
@@ -327,6 +329,7 @@ class RegistryClient:
             follow_redirects=follow_redirects,
             streaming=streaming,
             read_bufsize=read_bufsize,
+            limited=limited,
         )
 
     async def _request(
@@ -344,6 +347,7 @@ class RegistryClient:
         retry: RetryPolicy | None = None,
         outbound: Kind = "registry",
         read_bufsize: int | None = None,
+        limited: bool = True,
     ) -> aiohttp.ClientResponse:
         """The one request path (``request.request``), without the ping first (the ping and tokens use it)."""
         return await request.request(
@@ -360,6 +364,7 @@ class RegistryClient:
             retry=retry,
             outbound=outbound,
             read_bufsize=read_bufsize,
+            limited=limited,
         )
 
     # -- manifests (manifests.py) ----------------------------------------------------------------

@@ -104,6 +104,7 @@ async def request(
     retry: RetryPolicy | None = None,
     outbound: Kind = "registry",
     read_bufsize: int | None = None,
+    limited: bool = True,
 ) -> aiohttp.ClientResponse:
     """The one request path of ping, token, manifest and blob requests: auth, a 401 answered once,
     redirects, and retries through ``RetryPolicy.increment``.
@@ -120,7 +121,7 @@ async def request(
     )
     # a token request is made by a request that holds its slot already (the token is fetched while it is
     # sent): asking for a second slot deadlocked a registry with max_concurrency once every slot waited
-    limit = client.limit if outbound == "registry" else None
+    limit = client.limit if outbound == "registry" and limited else None
     while True:
         try:
             resp = await send_within(

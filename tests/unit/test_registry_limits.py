@@ -113,3 +113,15 @@ def test_downloads_never_hold_every_slot() -> None:
         return len(got), waiting
 
     assert asyncio.run(go()) == (2, True)
+
+
+def test_docker_hub_is_one_limit_under_any_of_its_names() -> None:
+    """Plans name Hub docker.io, jobs its API host registry-1.docker.io, docker's config index.docker.io:
+    one limit for all, or its max_concurrency doubled and a closed pull gate ignored by the other half."""
+    limits = Limits()
+    limits.configure("index.docker.io", LimitSettings(max_concurrency=2))
+    hub = limits.for_host("docker.io")
+    assert hub is not None
+    assert limits.for_host("registry-1.docker.io") is hub and limits.for_host("Index.Docker.IO") is hub
+    limits.configure("reg.example:5000", LimitSettings(max_concurrency=1))
+    assert limits.for_host("reg.example:5000") is not hub

@@ -22,7 +22,7 @@ from regcast.registry.client import RegistryClient
 from regcast.registry.dockerconfig import credentials_for
 from regcast.registry.guards import check_registry_allowed
 from regcast.registry.limits import Limits, LimitSettings, RateWait
-from regcast.registry.reference import DOCKER_HUB, DOCKER_HUB_API, canonical_registry, endpoint_for_registry
+from regcast.registry.reference import endpoint_for_registry
 from regcast.transfer.remote import RegistryRepository
 from regcast.transfer.repository import Repository
 
@@ -35,13 +35,9 @@ def _uncounted(_what: str) -> None:
 
 
 def configure_limits(limits: Limits, doc: MirrorDocument) -> None:
-    """The document's per-registry limits into the process's ``Limits`` (by host as written)."""
+    """The document's per-registry limits into the process's ``Limits`` (one per registry, whatever its name)."""
     for r in doc.registries:
-        settings = LimitSettings(r.max_concurrency, r.requests_per_second, r.rate_limit_min)
-        limits.configure(r.host, settings)
-        if canonical_registry(r.host) == DOCKER_HUB:  # plans name it docker.io, jobs by its API host
-            limits.configure(DOCKER_HUB, settings)
-            limits.configure(DOCKER_HUB_API, settings)
+        limits.configure(r.host, LimitSettings(r.max_concurrency, r.requests_per_second, r.rate_limit_min))
 
 
 class ClientPool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from regcast.registry._transport import parse_retry_after
+from regcast.registry.reference import canonical_registry
 from regcast.registry.session import release_also
 from regcast.registry.tls import aiohttp
 
@@ -157,20 +158,21 @@ class RegistryLimit:
 
 
 class Limits:
-    """Every registry's ``RegistryLimit`` in one process, by host[:port]."""
+    """Every registry's ``RegistryLimit`` in one process, by host[:port] as references name it: Docker Hub
+    is one registry whichever of its names a document, a plan or a job uses (``canonical_registry``)."""
 
     def __init__(self) -> None:
         self._by_host: dict[str, RegistryLimit] = {}
 
     def configure(self, host: str, settings: LimitSettings) -> None:
-        key = host.lower()
+        key = canonical_registry(host)
         if key in self._by_host:
             self._by_host[key].update(settings)
         elif settings.any:
             self._by_host[key] = RegistryLimit(key, settings)
 
     def for_host(self, host: str) -> RegistryLimit | None:
-        return self._by_host.get(host.lower())
+        return self._by_host.get(canonical_registry(host))
 
 
 async def send_within(

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from tests.support import images
 from tests.support.cli import regcast
 from tests.support.clients import client_for
 from tests.support.faults import FaultProxy, copy, proxy, via
+from tests.support.hostile import HostileServer, serve
 from tests.support.registry import RegistryServer, free_port
 from tests.support.service import FAST, REGCAST, Service, basicauth
 from tests.support.tokenserver import TokenServer
@@ -215,12 +218,14 @@ def test_no_secret_in_any_output(
 
 @pytest.mark.parametrize("command", [["jobs"], ["status", "some-job"], ["cancel", "some-job"]])
 def test_a_server_url_never_shows_its_credentials(command: list[str]) -> None:
-    """``--server http://user:password@host``: refused in a line without the URL (the password was echoed in
-    the "unreachable" line, and ``-v`` printed httpx's request line with it); a query's token is hidden."""
+    """``--server http://user:password@host``: sent as Basic auth, never shown (the password was echoed in the
+    "unreachable" line, and ``-v`` printed httpx's request line with it); a query's token is hidden."""
     port = free_port()  # nothing listens: the "unreachable" line is the one that showed the URL
     userinfo = regcast("-v", *command, "--server", f"http://ops:Sekr1t-server-PW@127.0.0.1:{port}", timeout=60)
     assert userinfo.returncode == 1
-    assert userinfo.stderr == "error: --server URL: credentials belong in REGCAST_API_TOKEN, not in the URL\n"
+    assert (
+        userinfo.stderr.splitlines()[-1] == f"error: regcast service http://127.0.0.1:{port} unreachable (ConnectError)"
+    )
     query = regcast("-v", *command, "--server", f"http://127.0.0.1:{port}/?token=Sekr1t-server-TOKEN", timeout=60)
     assert query.returncode == 1
     shown = f"http://127.0.0.1:{port}/?token=REDACTED"
@@ -263,3 +268,20 @@ def test_schemathesis_finds_no_server_error_or_undocumented_status(tmp_path: Pat
         svc.stop()
     assert r.returncode == 0, r.stdout[-3000:]
     assert "Traceback" not in log
+
+
+def test_a_server_behind_a_basic_auth_proxy_is_reached_with_the_urls_credentials(hostile: list[HostileServer]) -> None:
+    """A service behind a proxy asking for Basic: ``--server https://user:password@host`` sends them so."""
+    wanted = "Basic " + base64.b64encode(b"ops:p@ss/w:rd").decode()
+    status = {"id": "j1", "value": "FINISHED", "source": {"endpoint": "http://r/v2", "image": "a", "ref": "v1"}}
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != wanted:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="ops"'})
+        return web.json_response({**status, "targets": []})
+
+    server = serve(hostile, answer)
+    r = regcast("-v", "status", "j1", "--json", "--server", f"http://ops:p%40ss%2Fw%3Ard@127.0.0.1:{server.port}")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["value"] == "FINISHED"
+    assert "p@ss" not in r.stderr and "p%40ss" not in r.stderr

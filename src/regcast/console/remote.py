@@ -44,7 +44,7 @@ def fail(message: str) -> NoReturn:
 class Remote:
     """The service's REST API, synchronously (httpx)."""
 
-    def __init__(self, server: str, token: str | None) -> None:
+    def __init__(self, server: str, token: str | None, basic: tuple[str, str] | None = None) -> None:
         import httpx
 
         from regcast import USER_AGENT
@@ -55,7 +55,7 @@ class Remote:
             headers["Authorization"] = f"Bearer {token}"
         self.server = server.rstrip("/")
         self.shown = redact_url(self.server)  # what errors say: a query's secret-looking values hidden
-        self.http: httpx.Client = httpx.Client(base_url=self.server, headers=headers, timeout=60.0)
+        self.http: httpx.Client = httpx.Client(base_url=self.server, headers=headers, timeout=60.0, auth=basic)
 
     def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> dict[str, Any]:
         import httpx
@@ -78,17 +78,30 @@ class Remote:
 
 def remote_from(server: str | None) -> Remote:
     import os
-    import re
 
     from regcast.cli._common import invocation
 
     invocation().log()  # no Settings of their own, but -v and REGCAST_LOG_FORMAT apply (httpx's lines)
     if not server:
         fail("no server: pass --server URL or set REGCAST_SERVER")
-    if "@" in re.split(r"[/?#]", server.split("://", 1)[-1], maxsplit=1)[0]:
-        # said without the URL: it was echoed in the error line, and httpx's -v lines printed it whole
-        fail("--server URL: credentials belong in REGCAST_API_TOKEN, not in the URL")
-    return Remote(server, os.environ.get("REGCAST_API_TOKEN") or None)
+    token = os.environ.get("REGCAST_API_TOKEN") or None
+    server, basic = _without_userinfo(server)
+    if basic is not None and token is not None:
+        fail("--server URL: user:password@ (Basic, a proxy's) and REGCAST_API_TOKEN (Bearer) both asked for")
+    return Remote(server, token, basic)
+
+
+def _without_userinfo(server: str) -> tuple[str, tuple[str, str] | None]:
+    """``https://user:password@host``: the URL without them, and them for Basic auth (a service behind a
+    proxy asking for Basic). Never kept in the URL: errors echo it and httpx's -v lines print it whole."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(server if "://" in server else f"http://{server}")
+    if parts.username is None and "@" not in parts.netloc:
+        return server, None
+    host = parts.netloc.rpartition("@")[2]
+    basic = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return urlunsplit(parts._replace(netloc=host)), basic
 
 
 def endpoint_of(ref: Reference) -> str:

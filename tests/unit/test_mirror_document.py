@@ -318,3 +318,14 @@ def test_only_the_allowed_variables_are_read_when_a_list_is_set() -> None:
     ]
     assert "s3cr3t" not in str(info.value)
     assert load_document(GOOD, env, reserved="REGCAST_", allowed=("A_*",)).registries[0].password == env["A_PASS"]
+
+
+def test_a_problem_never_echoes_a_value_read_from_the_environment() -> None:
+    """A listed tag that is no tag is quoted in its problem: read from ${VAR}, the name is shown, not the value
+    (a document posted to the service would otherwise read any variable of the serving process back)."""
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" * 3  # not a tag (a '/'), longer than the 80 quoted
+    doc = GOOD.replace("${A_PASS}", "pw") + "    tags: {list: ['${CLOUD_KEY}']}\n"
+    with pytest.raises(DocumentError) as info:
+        load_document(doc, {**ENV, "CLOUD_KEY": secret})
+    assert "${CLOUD_KEY}" in str(info.value)
+    assert secret[:20] not in str(info.value)

@@ -292,11 +292,26 @@ def load_document(
     try:
         doc = MirrorDocument.model_validate(data)
     except ValidationError as exc:
-        raise DocumentError(_pydantic_problems(exc, lines)) from None
+        raise DocumentError(_unfilled(_pydantic_problems(exc, lines), text, env)) from None
     problems = [f"{lines.where(loc)}: {msg}" for loc, msg in check_document(doc)]
     if problems:
-        raise DocumentError(problems)
+        raise DocumentError(_unfilled(problems, text, env))
     return doc
+
+
+def _unfilled(problems: list[str], text: str, env: Mapping[str, str]) -> list[str]:
+    """Problems that quote a value (an invalid tag, say) show ``${NAME}`` where a variable's value went: what
+    a document read from the environment is never echoed back to whoever posted it."""
+    filled = {m.group(1): env[m.group(1)] for m in _VAR.finditer(text) if m.group(1) in env}
+    # whole, and cut at 80 as messages quote a long value (validate_tag)
+    cuts = {(v[:cut], n) for n, v in filled.items() if len(v) >= 4 for cut in (len(v), 80)}
+    values = sorted(cuts, key=lambda vn: -len(vn[0]))
+    out = []
+    for problem in problems:
+        for value, name in values:
+            problem = problem.replace(value, f"${{{name}}}")
+        out.append(problem)
+    return out
 
 
 __all__ = [

@@ -124,7 +124,7 @@ class RegistryClient:
         self.reads = shared.reads if shared else InFlight()  # identical reads under way: sent once
         self.memo = shared.memo if shared else Memo()  # kept across jobs in a pool entry (memo.py)
         self._session: aiohttp.ClientSession | None = None
-        self.slots = ConnectionSlots(self.options.max_connections)  # replaced with each session: session()
+        self.slots = ConnectionSlots(self.options.max_connections, endpoint.name)  # replaced with each session
         self.closed = False  # close() was called and no request opened a session since: nothing to retry for
         self._released = False  # a pooled client gave its pool entry back (close())
         self._pinged = False
@@ -178,7 +178,7 @@ class RegistryClient:
         if self._session is None:
             self.closed = False  # used again after close(): a client of its own from here on
             self._session = open_session(self.options)
-            self.slots = ConnectionSlots(self.options.max_connections)
+            self.slots = ConnectionSlots(self.options.max_connections, self.name)
             if self._shared is not None:
                 self._shared.session, self._shared.slots = self._session, self.slots
         return self._session

@@ -7,6 +7,7 @@ read may stall) is decided once per client here; ``request.py`` only sends throu
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import weakref
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 # and at 1 MiB a slow target cost ~10 MiB more peak RSS than a fast one; the CPU per byte is within
 # the noise of bench a/b/e (docs/decisions.md, issue 19).
 READ_CHUNK: Final = 256 * 1024
+SLOT_WAIT_WARNING: Final = 300.0  # seconds a request waits for a pooled connection before it is said
+log = logging.getLogger("regcast.registry")
 
 
 class RequestObserver(Protocol):
@@ -100,13 +103,32 @@ class ConnectionSlots:
     a registry's pool (``pool.py``), so a few jobs streaming large blobs kept other jobs' HEADs and manifest
     PUTs waiting past ``request_timeout``: they failed as timeouts although the registry answered at once.
     With as many slots as the pool has connections, a request that holds a slot finds a connection free,
-    and its clock starts only then. Waiting for a slot is never a failure."""
+    and its clock starts only then. Waiting for a slot is never a failure, but a long wait is said (every
+    ``SLOT_WAIT_WARNING`` seconds): every connection busy that long is a large transfer, or a bug that kept a
+    response unreleased (its slot then never comes back)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, registry: str) -> None:
         self._free = asyncio.Semaphore(size)
+        self.size = size
+        self.registry = registry
 
     async def send(self, request: Callable[[], Awaitable[aiohttp.ClientResponse]]) -> aiohttp.ClientResponse:
-        await self._free.acquire()
+        waited = 0.0
+        while True:
+            try:
+                if self._free.locked():
+                    await asyncio.wait_for(self._free.acquire(), SLOT_WAIT_WARNING)
+                else:  # free: no timer (the common case costs a request nothing more)
+                    await self._free.acquire()
+                break
+            except TimeoutError:
+                waited += SLOT_WAIT_WARNING
+                log.warning(
+                    "registry %s: a request has waited %.0fs for one of its %d connections",
+                    self.registry,
+                    waited,
+                    self.size,
+                )
         try:
             resp = await request()
         except BaseException:
@@ -118,7 +140,8 @@ class ConnectionSlots:
 
 def release_also(resp: aiohttp.ClientResponse, extra: Callable[[], None]) -> None:
     """Run ``extra`` once when the caller releases ``resp`` (a slot follows the connection), or when ``resp``
-    is collected unreleased: a slot never leaks, whatever path dropped the response."""
+    is collected unreleased (a response whose body was read; one still being received stays referenced by
+    its connection, so every path must release what it sent)."""
     pending = [extra]
 
     def give_back() -> None:

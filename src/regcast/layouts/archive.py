@@ -46,16 +46,22 @@ class ArchiveReader:
         self.members: dict[str, tarfile.TarInfo] = {}
         with file_errors(where, "reading the archive"):
             self._file = open(path, "rb")  # noqa: SIM115 (kept open: closed by close())
+        try:
+            self._read_index(where)
+        except BaseException:  # whatever refused the archive, its file is not left open
+            self._file.close()
+            raise
+
+    def _read_index(self, where: str) -> None:
+        with file_errors(where, "reading the archive"):
             try:
                 with tarfile.open(fileobj=self._file, mode="r:") as tar:
                     for m in tar.getmembers():
                         if m.isreg():
                             self.members[_member_name(m.name)] = m
             except tarfile.TarError as exc:
-                self._file.close()
                 raise LayoutError(f"{where}: not an uncompressed tar archive ({exc})") from None
         if INDEX_FILE not in self.members:  # oci-layout is not required: a directory without it is read too
-            self._file.close()
             raise LayoutError(f"{where}: not an OCI image layout (no {INDEX_FILE} in the archive)")
         self.index = LayoutIndex.parse(self.read_member(INDEX_FILE, MAX_INDEX_BYTES), where)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import pytest
 
@@ -21,10 +21,10 @@ def test_an_archive_whose_index_is_refused_is_closed(tmp_path: Path, monkeypatch
         info = tarfile.TarInfo("index.json")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    opened: list[IO[Any]] = []
+    opened: list[IO[bytes]] = []
 
-    def tracked(*args: Any, **kwargs: Any) -> IO[Any]:
-        f = open(*args, **kwargs)  # noqa: SIM115
+    def tracked(path: Path, mode: str) -> IO[bytes]:
+        f = open(path, mode)  # noqa: SIM115
         opened.append(f)
         return f
 

@@ -62,9 +62,11 @@ class Platform:
     def distinct(platforms: list[Platform]) -> list[Platform]:
         """``platforms`` without repeats (``linux/amd64`` twice, ``Linux/x86_64``...): one platform asked for
         twice is still one (its image manifest is the root, not a new index listing it alone)."""
-        seen: dict[tuple[tuple[str, str, str], bool], Platform] = {}
+        seen: dict[tuple[str, str, str], Platform] = {}
         for p in platforms:
-            seen.setdefault((_normalised(p), bool(p.variant)), p)
+            kept = seen.setdefault(_normalised(p), p)
+            if kept.variant and not p.variant:  # linux/arm64 beside linux/arm64/v8: the broader one is kept
+                seen[_normalised(p)] = p
         return list(seen.values())
 
 

@@ -327,5 +327,12 @@ def test_a_problem_never_echoes_a_value_read_from_the_environment() -> None:
     doc = GOOD.replace("${A_PASS}", "pw") + "    tags: {list: ['${CLOUD_KEY}']}\n"
     with pytest.raises(DocumentError) as info:
         load_document(doc, {**ENV, "CLOUD_KEY": secret})
-    assert "${CLOUD_KEY}" in str(info.value)
-    assert secret[:20] not in str(info.value)
+    assert info.value.problems[-1].endswith(
+        "tags.list[0]: not valid here (the value read from ${CLOUD_KEY} is not shown)"
+    )
+    assert secret[:4] not in str(info.value)
+    for entry in ("!" * 70 + "${CLOUD_KEY}", "${CLOUD_KEY}${CLOUD_KEY}", "!${SHORT}", "${CLOUD_KEY}\\x"):
+        # padded to move the message's cut, doubled, short, escaped: never a character of the value
+        with pytest.raises(DocumentError) as info:
+            load_document(doc.replace("${CLOUD_KEY}", entry), {**ENV, "CLOUD_KEY": secret, "SHORT": "abc"})
+        assert "wJal" not in str(info.value) and "abc" not in str(info.value), info.value

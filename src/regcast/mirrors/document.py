@@ -200,20 +200,22 @@ def substitute(
     loc: Loc = (),
     reserved: str | None = None,
     allowed: tuple[str, ...] = (),
+    filled: dict[Loc, list[str]] | None = None,
 ) -> tuple[Any, list[str]]:
     """``${VAR}`` filled in every string value; ``$$`` is a literal ``$``. Unset or malformed: a problem;
-    so is a name starting with ``reserved`` or, with ``allowed``, one no pattern matches (``load_document``)."""
+    so is a name starting with ``reserved`` or, with ``allowed``, one no pattern matches (``load_document``).
+    ``filled`` gets the variables read at each place (a problem there never quotes the value)."""
     problems: list[str] = []
     if isinstance(data, dict):
         out: dict[Any, Any] = {}
         for k, v in data.items():
-            out[k], p = substitute(v, env, lines, (*loc, str(k)), reserved, allowed)
+            out[k], p = substitute(v, env, lines, (*loc, str(k)), reserved, allowed, filled)
             problems += p
         return out, problems
     if isinstance(data, list):
         items = []
         for i, v in enumerate(data):
-            item, p = substitute(v, env, lines, (*loc, i), reserved, allowed)
+            item, p = substitute(v, env, lines, (*loc, i), reserved, allowed, filled)
             items.append(item)
             problems += p
         return items, problems
@@ -224,6 +226,8 @@ def substitute(
         value, problem = _value_of(m, env, reserved, allowed)
         if problem is not None:
             problems.append(f"{lines.where(loc)}: {problem}")
+        elif m.group(1) and filled is not None:
+            filled.setdefault(loc, []).append(m.group(1))
         return value
 
     return _VAR.sub(fill, data), problems
@@ -251,7 +255,7 @@ def parse_text(text: str) -> tuple[Any, LineMap]:
     return data, LineMap(lines)
 
 
-def _pydantic_problems(exc: ValidationError, lines: LineMap) -> list[str]:
+def _pydantic_problems(exc: ValidationError, lines: LineMap, filled: dict[Loc, list[str]]) -> list[str]:
     problems = []
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -266,8 +270,19 @@ def _pydantic_problems(exc: ValidationError, lines: LineMap) -> list[str]:
             # YAML 1.1: `1.10` is the number 1.1, `on`/`no` are booleans; the value is not echoed (a password)
             kind = "a boolean" if isinstance(err["input"], bool) else "a number"
             msg = f"expected text, but YAML read {kind} here: put the value in quotes"
-        problems.append(f"{lines.where(loc)}: {msg}")
+        problems.append(f"{lines.where(loc)}: {_unquoted(loc, msg, filled)}")
     return problems
+
+
+def _unquoted(loc: Loc, msg: str, filled: dict[Loc, list[str]]) -> str:
+    """``msg``, unless a variable's value went in at or under ``loc`` (or ``loc`` is under one): then the
+    problem without the value, which it may quote (an invalid tag does): whatever a document read from the
+    environment is never echoed back to whoever sent it (a document posted to the service)."""
+    names = [n for at, ns in filled.items() if (loc and at[: len(loc)] == loc) or loc[: len(at)] == at for n in ns]
+    if not names:
+        return msg
+    shown = ", ".join(f"${{{n}}}" for n in dict.fromkeys(names))
+    return f"not valid here (the value read from {shown} is not shown)"
 
 
 def load_document(
@@ -286,32 +301,18 @@ def load_document(
     data, lines = parse_text(text)
     if not isinstance(data, dict):
         raise DocumentError(["document: expected a mapping with version, mirrors (and registries, target_groups)"])
-    data, problems = substitute(data, env, lines, reserved=reserved, allowed=allowed)
+    filled: dict[Loc, list[str]] = {}
+    data, problems = substitute(data, env, lines, reserved=reserved, allowed=allowed, filled=filled)
     if problems:
         raise DocumentError(problems)
     try:
         doc = MirrorDocument.model_validate(data)
     except ValidationError as exc:
-        raise DocumentError(_unfilled(_pydantic_problems(exc, lines), text, env)) from None
-    problems = [f"{lines.where(loc)}: {msg}" for loc, msg in check_document(doc)]
+        raise DocumentError(_pydantic_problems(exc, lines, filled)) from None
+    problems = [f"{lines.where(loc)}: {_unquoted(loc, msg, filled)}" for loc, msg in check_document(doc)]
     if problems:
-        raise DocumentError(_unfilled(problems, text, env))
+        raise DocumentError(problems)
     return doc
-
-
-def _unfilled(problems: list[str], text: str, env: Mapping[str, str]) -> list[str]:
-    """Problems that quote a value (an invalid tag, say) show ``${NAME}`` where a variable's value went: what
-    a document read from the environment is never echoed back to whoever posted it."""
-    filled = {m.group(1): env[m.group(1)] for m in _VAR.finditer(text) if m.group(1) in env}
-    # whole, and cut at 80 as messages quote a long value (validate_tag)
-    cuts = {(v[:cut], n) for n, v in filled.items() if len(v) >= 4 for cut in (len(v), 80)}
-    values = sorted(cuts, key=lambda vn: -len(vn[0]))
-    out = []
-    for problem in problems:
-        for value, name in values:
-            problem = problem.replace(value, f"${{{name}}}")
-        out.append(problem)
-    return out
 
 
 __all__ = [

@@ -132,9 +132,9 @@ async def read_blob(
             follow_redirects=True,
             streaming=True,
             read_bufsize=read_size,
-            # bytes already went on: the uploads they feed may hold the registry's slots while they wait for
-            # the rest (one registry as source and target), so this read must not wait for a slot of its own
-            limited=not received,
+            # a resume after bytes of this read went on: the uploads they feed may hold the registry's slots
+            # while they wait for the rest (one registry as source and target), so it must not wait for a slot
+            limited=received == start,
         )
         try:
             skip = _skip_for(resp, received, client.name, digest)

@@ -113,22 +113,10 @@ class ConnectionSlots:
         self.registry = registry
 
     async def send(self, request: Callable[[], Awaitable[aiohttp.ClientResponse]]) -> aiohttp.ClientResponse:
-        waited = 0.0
-        while True:
-            try:
-                if self._free.locked():
-                    await asyncio.wait_for(self._free.acquire(), SLOT_WAIT_WARNING)
-                else:  # free: no timer (the common case costs a request nothing more)
-                    await self._free.acquire()
-                break
-            except TimeoutError:
-                waited += SLOT_WAIT_WARNING
-                log.warning(
-                    "registry %s: a request has waited %.0fs for one of its %d connections",
-                    self.registry,
-                    waited,
-                    self.size,
-                )
+        if self._free.locked():
+            await self._wait_for_slot()
+        else:  # free: no timer (the common case costs a request nothing more)
+            await self._free.acquire()
         try:
             resp = await request()
         except BaseException:
@@ -136,6 +124,28 @@ class ConnectionSlots:
             raise
         release_also(resp, self._free.release)
         return resp
+
+    async def _wait_for_slot(self) -> None:
+        """Acquire, saying so every ``SLOT_WAIT_WARNING`` seconds; one acquire, so the waiter keeps its
+        place in the queue, and a cancellation is never lost (``wait_for`` on 3.11 could drop one that
+        came as the slot did) nor leaves a slot taken."""
+        acquire = asyncio.ensure_future(self._free.acquire())
+        waited = 0.0
+        try:
+            while not (await asyncio.wait({acquire}, timeout=SLOT_WAIT_WARNING))[0]:
+                waited += SLOT_WAIT_WARNING
+                log.warning(
+                    "registry %s: a request has waited %.0fs for one of its %d connections",
+                    self.registry,
+                    waited,
+                    self.size,
+                )
+        except BaseException:
+            if acquire.done() and not acquire.cancelled():
+                self._free.release()  # it came as this waiter left
+            else:
+                acquire.cancel()
+            raise
 
 
 def release_also(resp: aiohttp.ClientResponse, extra: Callable[[], None]) -> None:

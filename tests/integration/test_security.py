@@ -285,3 +285,11 @@ def test_a_server_behind_a_basic_auth_proxy_is_reached_with_the_urls_credentials
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["value"] == "FINISHED"
     assert "p@ss" not in r.stderr and "p%40ss" not in r.stderr
+    for bad, why in (
+        (f"ops:Sekr1t@127.0.0.1:{server.port}", "write the scheme too"),  # it would go out over plain HTTP
+        (f"http://ops:Sek/r1t@127.0.0.1:{server.port}", "percent-encoded"),  # the / split the URL there
+        (f"http://@127.0.0.1:{server.port}", "needs a user"),
+    ):
+        r = regcast("status", "j1", "--server", bad)
+        assert r.returncode == 1 and why in r.stderr, r.stderr
+        assert "Sek" not in r.stderr and "r1t" not in r.stderr

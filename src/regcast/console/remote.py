@@ -96,11 +96,17 @@ def _without_userinfo(server: str) -> tuple[str, tuple[str, str] | None]:
     proxy asking for Basic). Never kept in the URL: errors echo it and httpx's -v lines print it whole."""
     from urllib.parse import unquote, urlsplit, urlunsplit
 
-    parts = urlsplit(server if "://" in server else f"http://{server}")
-    if parts.username is None and "@" not in parts.netloc:
+    _scheme, sep, rest = server.partition("://")
+    if "@" not in (rest if sep else server):
         return server, None
+    if not sep:  # a URL without its scheme would go out as plain HTTP, the password with it
+        fail("--server URL: with user:password@, write the scheme too (https://...)")
+    parts = urlsplit(server)
+    if not parts.username or "@" in parts.path + parts.query + parts.fragment:
+        # an unencoded / ? # in the password split the URL there: said without echoing any of it
+        fail("--server URL: user:password@ needs a user, and / ? # @ in them percent-encoded (%2F %3F %23 %40)")
     host = parts.netloc.rpartition("@")[2]
-    basic = (unquote(parts.username or ""), unquote(parts.password or ""))
+    basic = (unquote(parts.username), unquote(parts.password or ""))
     return urlunsplit(parts._replace(netloc=host)), basic
 
 

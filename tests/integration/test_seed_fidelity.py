@@ -406,6 +406,7 @@ def test_no_targets_is_accepted_and_finished_as_the_seed_did(
     assert r.text == flask_body({"id": r.json()["id"], "msg": "Image sync started", "status": "success"})
     st = service.wait(r.json()["id"])
     assert (st["value"], st["finished_endpoints"], st["skipped_clusters"]) == ("FINISHED", [], [])
+    assert st["in_sync"] is True  # no target that does not hold it
     assert st["finished_at"]
 
 

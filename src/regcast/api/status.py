@@ -28,8 +28,24 @@ def holds_source(t: TargetRecord) -> bool:
 
 
 def in_sync(job: JobRecord) -> bool:
-    """What a CI script can trust: the job finished and every target now holds the source digest."""
-    return job.state == "FINISHED" and bool(job.targets) and all(holds_source(t) for t in job.targets)
+    """What a CI script can trust: the job finished and every target now holds the source digest (a job
+    with no targets, as the seed accepted, has none that does not)."""
+    return job.state == "FINISHED" and all(holds_source(t) for t in job.targets)
+
+
+def seed_lists(job: JobRecord) -> dict[str, list[str]]:
+    """``finished_endpoints`` and ``skipped_clusters``: a target named twice is listed once across both, in
+    the list of the first that ended so, as the seed listed them (it passed over a target whose endpoint it
+    had listed: its targets had no ``image``/``ref``, so one endpoint was one target). Targets that differ in
+    those extensions are listed each, as written."""
+    lists: dict[str, list[str]] = {"FINISHED": [], "SKIPPED": []}
+    listed: set[tuple[str, str, str]] = set()
+    for t in job.targets:
+        key = (t.endpoint, t.repository, t.ref)
+        if t.state in lists and key not in listed:
+            listed.add(key)
+            lists[t.state].append(t.endpoint)
+    return lists
 
 
 def _rate(job: JobRecord, t: TargetRecord) -> int | None:
@@ -69,12 +85,12 @@ def job_status(job: JobRecord) -> dict[str, Any]:
                 "waiting": t.waiting_now(now),  # a registry's rate limit holds it back: until when, why
             }
         )
+    lists = seed_lists(job)
     return {
         "value": job.state,
         "started_at": iso(job.started_at),
-        # each endpoint once, as the seed listed them (it passed over a target whose endpoint was listed)
-        "finished_endpoints": list(dict.fromkeys(t.endpoint for t in job.targets if t.state == "FINISHED")),
-        "skipped_clusters": list(dict.fromkeys(t.endpoint for t in job.targets if t.state == "SKIPPED")),
+        "finished_endpoints": lists["FINISHED"],
+        "skipped_clusters": lists["SKIPPED"],
         "finished_at": iso(job.finished_at),
         "in_sync": in_sync(job),
         "id": job.id,

@@ -189,6 +189,17 @@ def test_an_image_without_a_name_is_read_by_digest(
     assert f"{layout}@{one.digest}: a layout target is {layout} or {layout}:TAG" in refused.stderr
 
 
+def named_layout(layout: Path, src_reg: RegistryServer, repo: str, names: dict[str, str]) -> Path:
+    """A layout holding each image (by digest) under the full name given, as buildah and skopeo write them."""
+    for digest in names:
+        assert regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}@{digest}", f"oci:{layout}").returncode == 0
+    index = json.loads((layout / "index.json").read_text())
+    for entry in index["manifests"]:
+        entry["annotations"] = {REF_NAME: names[entry["digest"]]}
+    (layout / "index.json").write_text(json.dumps(index))
+    return layout
+
+
 def test_skopeo_names_pick_the_image_by_its_full_reference(
     tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
 ) -> None:
@@ -196,13 +207,9 @@ def test_skopeo_names_pick_the_image_by_its_full_reference(
     split at the first ``:``. Two images share the tag ``1.0`` under different names: the name decides."""
     a = images.image().push(src_reg.http(), repo, "a")
     b = images.image().push(src_reg.http(), repo, "b")
-    layout = tmp_path / "skopeo"
-    for img in (a, b):
-        assert regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}@{img.digest}", f"oci:{layout}").returncode == 0
-    index = json.loads((layout / "index.json").read_text())
-    for entry, name in zip(index["manifests"], ("docker.io/library/a:1.0", "localhost/app:1.0"), strict=True):
-        entry["annotations"] = {REF_NAME: name}
-    (layout / "index.json").write_text(json.dumps(index))
+    layout = named_layout(
+        tmp_path / "skopeo", src_reg, repo, {a.digest: "docker.io/library/a:1.0", b.digest: "localhost/app:1.0"}
+    )
     archive = tmp_path / "skopeo.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(layout, arcname=".")
@@ -257,13 +264,9 @@ def test_one_tag_under_two_full_names_is_never_a_silent_pick(
     """buildah and skopeo write full names (``docker.io/library/a:1.0``, ``localhost/b:1.0``): reading,
     ``:1.0`` names neither alone; writing ``:1.0`` moves the tag, as at a registry."""
     a, b, c = (images.image().push(src_reg.http(), repo, t) for t in ("a", "b", "c"))
-    layout = tmp_path / "names"
-    for img in (a, b):
-        assert regcast("copy", f"127.0.0.1:{src_reg.port}/{repo}@{img.digest}", f"oci:{layout}").returncode == 0
-    index = json.loads((layout / "index.json").read_text())
-    for entry, name in zip(index["manifests"], ("docker.io/library/a:1.0", "localhost/b:1.0"), strict=True):
-        entry["annotations"] = {REF_NAME: name}
-    (layout / "index.json").write_text(json.dumps(index))
+    layout = named_layout(
+        tmp_path / "names", src_reg, repo, {a.digest: "docker.io/library/a:1.0", b.digest: "localhost/b:1.0"}
+    )
     dst = f"127.0.0.1:{open_reg.port}/{repo}"
     which = regcast("copy", f"oci:{layout}:1.0", dst)
     assert which.returncode == 1  # was: a's image, silently

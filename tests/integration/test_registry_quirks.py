@@ -261,8 +261,9 @@ def test_a_manifest_corrupted_on_its_way_is_read_again_or_fails_clearly(
         assert result.source_digest == img.digest
         assert_same_image(src_reg.http(), repo, "v1", open_reg.http(), repo, "v1")
     else:
-        with pytest.raises(DigestMismatch, match=f"not the {img.digest} asked for"):
+        with pytest.raises(DigestMismatch, match=f"not the {img.digest} asked for") as failed:
             copy(via(p), repo, [target(open_reg, repo, "v1")])
+        assert str(failed.value).count(f"manifest {repo}:v1") == 1  # named once, though read twice
         assert p.events["corrupted"] == 2
         assert open_reg.http().get_manifest(repo, "v1").status_code == 404
 

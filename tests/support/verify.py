@@ -9,7 +9,9 @@ from tests.support.registry import RegistryHTTP
 
 FOREIGN = {
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 }
 
 
@@ -30,7 +32,7 @@ def assert_same_image(
 
 
 def _check_graph(src: RegistryHTTP, src_repo: str, dst: RegistryHTTP, dst_repo: str, raw: bytes) -> None:
-    doc = json.loads(raw)
+    doc = json.loads(raw.decode("utf-8", errors="replace"))  # as registries read it (Go: U+FFFD)
     for child in doc.get("manifests", []):
         a = src.get_manifest(src_repo, child["digest"])
         b = dst.get_manifest(dst_repo, child["digest"])

@@ -151,16 +151,41 @@ def _media_type(doc: dict[str, Any], content_type: str) -> str:
     return ctype
 
 
+def manifest_json(raw: bytes) -> Any:
+    """The JSON value of manifest bytes as a registry read them: bytes that are not UTF-8 inside a string
+    (an annotation written by hand) read as U+FFFD, as Go's encoding/json reads them (distribution stores
+    such manifests, and they are copied byte for byte like any other). Raises ``ValueError``."""
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        return json.loads(raw.decode("utf-8", errors="replace"))
+
+
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = manifest_json(raw)
+    except ValueError as exc:
         raise UnsupportedManifest(f"manifest is not JSON: {exc}") from exc
     except RecursionError:  # a hostile source nesting arrays 200k deep
         raise UnsupportedManifest("manifest JSON is nested too deeply") from None
     if not isinstance(doc, dict):
         raise UnsupportedManifest("manifest is not a JSON object")
     return doc
+
+
+SCHEMA1 = "Docker schema1 manifests are not supported (deprecated; convert to schema2)"
+SCHEMA1_TYPES = (mt.DOCKER_SCHEMA1, mt.DOCKER_SCHEMA1_SIGNED)
+
+
+def _schema1(raw: bytes, content_type: str) -> bool:
+    """Served as schema1, or shaped so (``schemaVersion`` 1)."""
+    if content_type.split(";", 1)[0].strip() in SCHEMA1_TYPES:
+        return True
+    try:
+        doc = manifest_json(raw)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and doc.get("schemaVersion") == 1
 
 
 def parse_manifest(raw: bytes, content_type: str = "", expected_digest: str | None = None) -> Manifest:
@@ -170,11 +195,13 @@ def parse_manifest(raw: bytes, content_type: str = "", expected_digest: str | No
     algorithm = expected_digest.split(":", 1)[0] if expected_digest else "sha256"
     digest = digest_of(raw, algorithm)
     if expected_digest and digest != expected_digest:
+        if _schema1(raw, content_type):  # its digest is its payload's, signatures left out: never the bytes'
+            raise UnsupportedManifest(SCHEMA1)
         raise DigestMismatch(f"manifest bytes hash to {digest}, not the {expected_digest} asked for")
     doc = _json_object(raw)
     media_type = _media_type(doc, content_type)
-    if media_type in (mt.DOCKER_SCHEMA1, mt.DOCKER_SCHEMA1_SIGNED) or doc.get("schemaVersion") == 1:
-        raise UnsupportedManifest("Docker schema1 manifests are not supported (deprecated; convert to schema2)")
+    if media_type in SCHEMA1_TYPES or doc.get("schemaVersion") == 1:
+        raise UnsupportedManifest(SCHEMA1)
     if media_type in mt.INDEXES:
         items = doc.get("manifests")
         if not isinstance(items, list):
@@ -199,7 +226,7 @@ def filter_index(index: Manifest, keep: list[Descriptor], nested: Mapping[str, M
     manifests buildx lists for them (``unknown/unknown``, pointing at their image by annotation: provenance
     and SBOMs stay with the platforms kept, as ``docker image convert`` keeps them); an entry for one of the
     ``nested`` indexes stands for that index's own entries (the new index lists them flat)."""
-    doc = json.loads(index.raw)
+    doc = manifest_json(index.raw)
     wanted = {d.digest for d in keep}
     doc["manifests"] = [
         m for m in _flat_entries(doc, nested or {}) if m.get("digest") in wanted or _attestation_for(m) in wanted
@@ -220,5 +247,5 @@ def _flat_entries(doc: dict[str, Any], nested: Mapping[str, Manifest]) -> list[A
     entries: list[Any] = []
     for m in doc["manifests"]:
         inner = nested.get(str(m.get("digest"))) if isinstance(m, dict) else None
-        entries += _flat_entries(json.loads(inner.raw), nested) if inner is not None else [m]
+        entries += _flat_entries(manifest_json(inner.raw), nested) if inner is not None else [m]
     return entries

@@ -97,32 +97,46 @@ async def _get_manifest(
         by_tag = ":" not in ref
         expected = announced_digest(resp.headers.get("Docker-Content-Digest")) if by_tag else ref
         ctype = resp.headers.get("Content-Type", "")
+        mismatch = ""  # by tag: the announced digest these bytes do not hash to
         try:
-            try:
-                manifest = await _parsed(raw, ctype, expected)
-            except DigestMismatch:
-                if not by_tag or again or expected is None:
-                    raise
-                resp.release()
-                held = await _held_as(client, repository, digest_of(raw, expected.split(":", 1)[0]))
-                if held is not None:
-                    log.warning(
-                        "registry %s: manifest %s:%s is announced as %s, but the registry holds its bytes as %s",
-                        client.name,
-                        repository,
-                        ref,
-                        expected,
-                        held.digest,
-                    )
-                    return held
-                return await _get_manifest(client, repository, ref, conditional=False, again=True)
-        except ContentError as exc:  # name the registry, as every error does
-            raise type(exc)(f"registry {client.name}: manifest {repository}:{ref}: {exc}") from None
+            manifest = await _parsed(raw, ctype, expected)
+        except DigestMismatch as exc:
+            if not by_tag or again or expected is None:
+                raise _named(exc, client, repository, ref) from None
+            mismatch = expected
+        except ContentError as exc:
+            raise _named(exc, client, repository, ref) from None
     finally:
         resp.release()
+    if mismatch:  # asked for again outside the try above: an error of that read is named once
+        return await _announced_otherwise(client, repository, ref, raw, mismatch)
     # its digest is the hash of these bytes (verified above when asked or announced): safe to keep by it
     client.memo.keep(repository, manifest, None if ":" in ref else ref)
     return manifest
+
+
+async def _announced_otherwise(
+    client: RegistryClient, repository: str, ref: str, raw: bytes, announced: str
+) -> Manifest:
+    """Bytes read by tag that do not hash to the ``announced`` digest: what the registry holds by their own
+    digest (a wrong header), else the tag read once more."""
+    held = await _held_as(client, repository, digest_of(raw, announced.split(":", 1)[0]))
+    if held is not None:
+        log.warning(
+            "registry %s: manifest %s:%s is announced as %s, but the registry holds its bytes as %s",
+            client.name,
+            repository,
+            ref,
+            announced,
+            held.digest,
+        )
+        return held
+    return await _get_manifest(client, repository, ref, conditional=False, again=True)
+
+
+def _named(exc: ContentError, client: RegistryClient, repository: str, ref: str) -> ContentError:
+    """``exc`` naming the registry and manifest, as every error does."""
+    return type(exc)(f"registry {client.name}: manifest {repository}:{ref}: {exc}")
 
 
 async def get_manifest_bytes(client: RegistryClient, repository: str, ref: str) -> bytes:

@@ -29,7 +29,7 @@ from regcast.registry.auth import scope
 from regcast.registry.client import RegistryClient, next_link, with_query
 from regcast.registry.digest import announced_digest, validate_digest
 from regcast.registry.guards import check_followed_url
-from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
+from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, manifest_json, parse_manifest
 from regcast.registry.reference import validate_ref, validate_repository
 from regcast.registry.request import reading
 
@@ -80,8 +80,8 @@ def _descriptors(raw: bytes, registry: str, what: str, none_is_empty: bool = Fal
     """The descriptors of an index body; ``none_is_empty``: a referrers API page may say "none" as
     ``"manifests": null`` or leave the list out (registries that serialise an empty list so)."""
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        doc = manifest_json(raw)
+    except ValueError:
         raise UnsupportedManifest(f"registry {registry}: {what} is not JSON") from None
     items = doc.get("manifests") if isinstance(doc, dict) else None
     if items is None and none_is_empty and isinstance(doc, dict) and _index_shaped(doc):

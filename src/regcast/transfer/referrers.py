@@ -22,7 +22,7 @@ from regcast._async import gather_all
 from regcast._exceptions import RegcastError, RegistryError, UnsupportedManifest
 from regcast.registry import mediatypes as mt
 from regcast.registry import referrers as api
-from regcast.registry.manifest import Descriptor, Manifest
+from regcast.registry.manifest import Descriptor, Manifest, manifest_json
 from regcast.transfer.remote import RegistryRepository
 from regcast.transfer.repository import Repository
 
@@ -123,7 +123,7 @@ def artifact_type_of(manifest: Manifest) -> str:
     """``artifactType``, else the config's media type (the OCI rule); for cosign's generic config, the
     first layer's media type (``...simplesigning...``, ``...dsse.envelope...``, an SBOM format)."""
     try:
-        doc = json.loads(manifest.raw)
+        doc = manifest_json(manifest.raw)
     except ValueError:
         return ""
     declared = doc.get("artifactType")
@@ -146,7 +146,7 @@ def index_descriptor(r: Referrer) -> dict[str, Any]:
     if r.artifact_type:
         desc["artifactType"] = r.artifact_type
     try:
-        annotations = json.loads(m.raw).get("annotations")
+        annotations = manifest_json(m.raw).get("annotations")
     except ValueError:
         annotations = None
     if isinstance(annotations, dict) and annotations:
@@ -266,7 +266,7 @@ async def merge_index(
             if await repo.head_manifest(tag) != (held.manifest.digest if held else None):
                 continue  # moved under us: read it again
             doc: dict[str, Any] = (
-                json.loads(held.manifest.raw) if held else {"schemaVersion": 2, "mediaType": mt.OCI_INDEX}
+                manifest_json(held.manifest.raw) if held else {"schemaVersion": 2, "mediaType": mt.OCI_INDEX}
             )
             doc["manifests"] = [*doc.get("manifests", []), *missing]  # others' entries kept exactly as written
             raw = json.dumps(doc, separators=(",", ":")).encode()

@@ -18,7 +18,7 @@ import json
 from urllib.parse import urljoin
 
 from regcast._exceptions import ProtocolViolation, RegistryResponseError
-from regcast.registry._transport import read_capped, response_error, translate_errors
+from regcast.registry._transport import read_capped, translate_errors
 from regcast.registry.auth import scope
 from regcast.registry.client import RegistryClient, next_link, with_query
 from regcast.registry.guards import check_followed_url
@@ -72,7 +72,7 @@ async def _page(client: RegistryClient, repository: str, url: str) -> tuple[byte
     resp = await client.send("GET", url, scopes=(scope(repository, "pull"),), headers={"Accept": "application/json"})
     try:
         if resp.status != 200:
-            raise await response_error(resp, client.name, f"listing the tags of {repository}")
+            raise await client.refusal(resp, f"listing the tags of {repository}")
         with translate_errors(client.name, "GET", url, body=True):
             raw = await read_capped(resp, MAX_PAGE_BYTES)
         return raw, next_link(resp.headers.get("Link"))

@@ -25,7 +25,7 @@ from regcast._exceptions import (
     TokenRejected,
     UploadLost,
 )
-from regcast.registry._transport import read_capped, response_error, translate_errors
+from regcast.registry._transport import read_capped, translate_errors
 from regcast.registry.auth import scope
 from regcast.registry.client import Body, RegistryClient, with_query
 from regcast.registry.digest import validate_digest
@@ -62,7 +62,7 @@ async def _blob_exists(client: RegistryClient, repository: str, digest: str, url
             return True
         if resp.status in (401, 403, 404):
             return False
-        raise await response_error(resp, client.name, f"checking blob {digest}")
+        raise await client.refusal(resp, f"checking blob {digest}")
     finally:
         resp.release()
 
@@ -92,7 +92,7 @@ async def _holds_no_tags(client: RegistryClient, repository: str, url: str) -> b
         return False
     try:
         if resp.status == 404:  # the registry says the repository is unknown; a bare 404 proves nothing
-            return (await response_error(resp, client.name, "listing tags")).code == "NAME_UNKNOWN"
+            return (await client.refusal(resp, "listing tags")).code == "NAME_UNKNOWN"
         if resp.status != 200:
             return False
         with translate_errors(client.name, "GET", url):
@@ -139,7 +139,7 @@ async def read_blob(
         try:
             skip = _skip_for(resp, received, client.name, digest)
             if skip is None:
-                raise await response_error(resp, client.name, f"getting blob {digest}")
+                raise await client.refusal(resp, f"getting blob {digest}")
             try:
                 async for chunk in _body(resp, client, url, read_size or client.options.chunk_size):
                     if skip:
@@ -250,7 +250,7 @@ async def start_upload(
         if mount and resp.status == 201 and "/blobs/uploads/" not in resp.headers.get("Location", ""):
             return None  # mounted: Location points at the blob itself
         if resp.status not in (200, 201, 202) or not resp.headers.get("Location"):
-            raise await response_error(resp, client.name, "starting a blob upload")
+            raise await client.refusal(resp, "starting a blob upload")
         client.uploads.note_min_length(resp.headers.get("OCI-Chunk-Min-Length"))
         return _location(resp, url, client)
     finally:
@@ -292,7 +292,7 @@ async def _upload_request(
                 url=redact_url(url),
             )
         if resp.status not in ok:
-            refused = await response_error(resp, client.name, what)
+            refused = await client.refusal(resp, what)
             if refused.code in UPLOAD_LOST:
                 raise UploadLost(
                     str(refused),

@@ -23,6 +23,7 @@ from regcast._exceptions import (
     Failure,
     OutboundRefused,
     RegistryError,
+    RegistryResponseError,
     RegistryUnreachable,
 )
 from regcast.registry import manifests, request
@@ -166,6 +167,12 @@ class RegistryClient:
         """Every secret this client holds, for scrubbing free text."""
         return self.auth.secrets()
 
+    async def refusal(self, resp: aiohttp.ClientResponse, what: str) -> RegistryResponseError:
+        """The error an unwanted answer of this registry stands for (``response_error``), its text scrubbed of
+        this client's secrets: a registry's error message quoting the credentials it got (``denied for
+        alice:<password>``) was shown as it came in the CLI's error line, a submit's 502 and the logs."""
+        return await response_error(resp, self.name, what, self.secrets())
+
     def session(self) -> aiohttp.ClientSession:
         """This client's session: the shared pool's when it has one (``pool.py``), else its own; ``slots``
         are that session's connection slots."""
@@ -234,7 +241,7 @@ class RegistryClient:
                 await read_capped(resp, 65536)
             self.auth.remember(challenges(resp))
             if resp.status not in (200, 401):
-                raise await response_error(resp, self.name, "checking the v2 API")
+                raise await self.refusal(resp, "checking the v2 API")
         finally:
             resp.release()
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from regcast._exceptions import ContentError, DigestMismatch, ManifestTooLarge, NotFound, RegcastError
 from regcast.registry import mediatypes as mt
 from regcast.registry import request
-from regcast.registry._transport import read_capped, response_error, translate_errors
+from regcast.registry._transport import read_capped, translate_errors
 from regcast.registry.auth import scope
 from regcast.registry.digest import announced_digest, digest_of, validate_digest
 from regcast.registry.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
@@ -81,7 +81,7 @@ async def _get_manifest(
             resp.release()
             return await _get_manifest(client, repository, ref, conditional=False)
         if resp.status != 200:
-            raise await response_error(resp, client.name, f"getting manifest {repository}:{ref}")
+            raise await client.refusal(resp, f"getting manifest {repository}:{ref}")
         length = resp.content_length
         if length is not None and length > MAX_MANIFEST_BYTES:
             raise ManifestTooLarge(
@@ -148,7 +148,7 @@ async def get_manifest_bytes(client: RegistryClient, repository: str, ref: str) 
         _url, resp = await _manifest_request(client, "GET", repository, ref)
         try:
             if resp.status != 200:
-                raise await response_error(resp, client.name, f"getting manifest {repository}:{ref}")
+                raise await client.refusal(resp, f"getting manifest {repository}:{ref}")
             with translate_errors(client.name, "GET", url, body=True):
                 raw = await read_capped(resp, MAX_MANIFEST_BYTES)
             if len(raw) > MAX_MANIFEST_BYTES:
@@ -190,7 +190,7 @@ async def _head_manifest(client: RegistryClient, repository: str, ref: str) -> s
         if resp.status in NO_HEAD:
             digest = None  # a registry (or gateway) that takes no HEAD: asked with GET below
         elif resp.status != 200:
-            raise await response_error(resp, client.name, f"checking manifest {repository}:{ref}")
+            raise await client.refusal(resp, f"checking manifest {repository}:{ref}")
         else:
             digest = announced_digest(resp.headers.get("Docker-Content-Digest"))
     finally:
@@ -215,7 +215,7 @@ async def put_manifest(client: RegistryClient, repository: str, ref: str, raw: b
     )
     try:
         if resp.status not in (200, 201, 202):
-            raise await response_error(resp, client.name, f"pushing manifest {repository}:{ref}")
+            raise await client.refusal(resp, f"pushing manifest {repository}:{ref}")
         if ":" not in ref:
             client.memo.note_tags(repository)  # it holds a tag now: the next job HEADs its blobs at once
         return announced_digest(resp.headers.get("Docker-Content-Digest"))
@@ -236,7 +236,7 @@ async def delete_manifest(client: RegistryClient, repository: str, ref: str) -> 
         if resp.status == 404:
             return False
         if resp.status not in (200, 202, 204):
-            raise await response_error(resp, client.name, f"deleting manifest {repository}:{ref}")
+            raise await client.refusal(resp, f"deleting manifest {repository}:{ref}")
         return True
     finally:
         resp.release()

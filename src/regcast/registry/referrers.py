@@ -24,7 +24,7 @@ from urllib.parse import urljoin
 
 from regcast._exceptions import ContentError, ManifestTooLarge, RegcastError, UnsupportedManifest
 from regcast.registry import mediatypes as mt
-from regcast.registry._transport import read_capped, response_error, translate_errors
+from regcast.registry._transport import read_capped, translate_errors
 from regcast.registry.auth import scope
 from regcast.registry.client import RegistryClient, next_link, with_query
 from regcast.registry.digest import announced_digest, validate_digest
@@ -158,7 +158,7 @@ async def _page(
                 client.memo.note_referrers_api_absent()
             return None
         if resp.status != 200:
-            raise await response_error(resp, client.name, f"listing referrers of {repository}@{digest}")
+            raise await client.refusal(resp, f"listing referrers of {repository}@{digest}")
         with translate_errors(client.name, "GET", url, body=True):
             raw = await read_capped(resp, MAX_MANIFEST_BYTES)
         applied = {f.strip() for f in resp.headers.get("OCI-Filters-Applied", "").split(",")}
@@ -220,7 +220,7 @@ async def read_index(client: RegistryClient, repository: str, tag: str) -> Held 
         if resp.status == 404:
             return None
         if resp.status != 200:
-            raise await response_error(resp, client.name, f"reading referrers index {repository}:{tag}")
+            raise await client.refusal(resp, f"reading referrers index {repository}:{tag}")
         with translate_errors(client.name, "GET", url):
             raw = await read_capped(resp, MAX_MANIFEST_BYTES)
         try:
@@ -258,7 +258,7 @@ async def put_manifest(
         if resp.status == 412 and if_match:
             return Pushed(None, False, conflict=True)
         if resp.status not in (200, 201, 202):
-            raise await response_error(resp, client.name, f"pushing manifest {repository}:{ref}")
+            raise await client.refusal(resp, f"pushing manifest {repository}:{ref}")
         announced = announced_digest(resp.headers.get("Docker-Content-Digest"))
         return Pushed(announced, bool(resp.headers.get("OCI-Subject")))
     finally:

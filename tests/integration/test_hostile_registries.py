@@ -1,0 +1,165 @@
+"""Registries (and the hosts they redirect to) that echo secrets, answer malformed heads or trickle them.
+
+Everything runs on loopback: hostile aiohttp servers (``tests.support.hostile``) and raw asyncio sockets for
+answers aiohttp's server would not send. The assertions are on what a user sees: the error line, its time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+from aiohttp import web
+
+from regcast._exceptions import RegistryUnreachable
+from regcast.registry import blobs
+from regcast.registry.client import ClientOptions, RegistryClient
+from regcast.registry.reference import parse_endpoint
+from regcast.registry.retry import RetryPolicy
+from tests.support.cli import regcast
+from tests.support.hostile import HostileServer, serve
+
+PASSWORD = "Sekr1t-echoed-PW-42"
+DIGEST = "sha256:" + "a" * 64
+Conversation = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """A loopback TCP server in its own thread whose every connection is ``talk``'s (any bytes at all)."""
+
+    def __init__(self, talk: Conversation) -> None:
+        self.talk = talk
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    async def _quiet(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self.talk(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client hung up: what the test wanted
+        finally:
+            writer.close()
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._quiet, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    def start(self) -> RawServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+@pytest.fixture
+def raw() -> Iterator[list[RawServer]]:
+    servers: list[RawServer] = []
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+def client_of(port: int, **options: object) -> RegistryClient:
+    opts = ClientOptions(retry=RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.01), **options)  # type: ignore[arg-type]
+    return RegistryClient(parse_endpoint(f"http://127.0.0.1:{port}/v2"), options=opts)
+
+
+async def read_all(client: RegistryClient) -> None:
+    try:
+        async for _chunk in blobs.read_blob(client, "a/b", DIGEST, 10):
+            pass
+    finally:
+        await client.close()
+
+
+def test_a_registry_quoting_the_credentials_it_got_never_shows_them(hostile: list[HostileServer]) -> None:
+    """An error message that quotes the Basic credentials (decoded or not) is the CLI's error line without them."""
+
+    async def quoting(request: web.Request) -> web.StreamResponse:
+        if "Authorization" not in request.headers:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        if request.path == "/v2/":
+            return web.json_response({})
+        sent = request.headers["Authorization"].split()[1]
+        said = f"denied for {base64.b64decode(sent).decode()} ({sent})"
+        return web.json_response({"errors": [{"code": "DENIED", "message": said}]}, status=403)
+
+    server = serve(hostile, quoting)
+    r = regcast("copy", "--src-creds", f"alice:{PASSWORD}", f"127.0.0.1:{server.port}/a/b:v1", "127.0.0.1:1/a/b:v1")
+    assert r.returncode != 0
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: registry 127.0.0.1:{server.port}: getting manifest a/b:v1:"), line
+    assert "403 DENIED: denied for alice:REDACTED (REDACTED)" in line
+    encoded = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    assert PASSWORD not in r.stdout + r.stderr and encoded.rstrip("=") not in r.stdout + r.stderr
+
+
+def test_a_redirect_host_answering_a_malformed_head_never_shows_its_signed_url(
+    hostile: list[HostileServer], raw: list[RawServer]
+) -> None:
+    """aiohttp's error for a header line over its limit ends with the raw URL: a blob redirect's signature."""
+
+    async def oversized(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        await writer.drain()
+
+    storage = RawServer(oversized).start()
+    raw.append(storage)
+    signed = f"http://127.0.0.1:{storage.port}/o?X-Amz-Signature=Sekr1t-SIG&sig=Sekr1t-SAS&access_token=Sekr1t-TOK"
+
+    async def redirecting(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v2/":
+            return web.json_response({})
+        return web.Response(status=307, headers={"Location": signed})
+
+    registry = serve(hostile, redirecting)
+    with pytest.raises(RegistryUnreachable) as caught:
+        asyncio.run(read_all(client_of(registry.port)))
+    text = str(caught.value)
+    assert "X-Amz-Signature=REDACTED&sig=REDACTED&access_token=REDACTED: malformed answer (Got more than" in text
+    assert "Sekr1t" not in text
+
+
+def test_a_blob_answer_whose_headers_trickle_forever_times_out_in_one_line(raw: list[RawServer]) -> None:
+    """A streamed GET has no total limit and its read limit is between reads: a header line every 0.2 s
+    held it forever. Its head must come within the request timeout, then it is retried and given up."""
+
+    async def trickling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            line = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+            if line.startswith(b"GET /v2/ "):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                continue
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            while True:
+                writer.write(b"X-Slow: 1\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+
+    server = RawServer(trickling).start()
+    raw.append(server)
+    started = time.monotonic()
+    with pytest.raises(RegistryUnreachable) as caught:
+        asyncio.run(asyncio.wait_for(read_all(client_of(server.port, request_timeout=1.0, read_timeout=1.0)), 30))
+    assert time.monotonic() - started < 10
+    assert (
+        str(caught.value)
+        == f"registry 127.0.0.1:{server.port}: GET http://127.0.0.1:{server.port}/v2/a/b/blobs/{DIGEST}: timed out"
+    )

@@ -24,7 +24,7 @@ from regcast._exceptions import (
 )
 from regcast.registry.auth import parse_www_authenticate
 from regcast.registry.guards import AddressRefused
-from regcast.registry.redact import printable, redact_text, redact_url
+from regcast.registry.redact import printable, redact_text, redact_url, redact_urls
 from regcast.registry.tls import aiohttp
 
 MAX_ERROR_BODY = 1024 * 1024
@@ -53,7 +53,15 @@ def _classify(exc: BaseException) -> tuple[Failure, str]:
         return Failure.DISCONNECTED, "server closed the connection"
     if isinstance(exc, aiohttp.ClientPayloadError):
         return Failure.DISCONNECTED, "connection broke while reading the body"
-    return Failure.DISCONNECTED, type(exc).__name__ + (f" ({exc})" if str(exc) else "")
+    return Failure.DISCONNECTED, _other(exc)
+
+
+def _other(exc: BaseException) -> str:
+    """The words for any other library error: never its raw text, whose URL may carry a redirect's signature."""
+    if isinstance(exc, aiohttp.ClientResponseError):  # its str() ends with the raw URL
+        return f"malformed answer ({printable(str(exc.message), 100)})"
+    text = str(exc)
+    return type(exc).__name__ + (f" ({printable(redact_urls(text), 200)})" if text else "")
 
 
 def _refused_address(exc: BaseException) -> str | None:

@@ -55,6 +55,14 @@ def redact_url(url: str, every_value: bool = False) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+_URL_IN_TEXT = r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>()]+"
+
+
+def redact_urls(text: str) -> str:
+    """``text`` (a library's message) with every URL in it redacted as ``redact_url`` does."""
+    return re.sub(_URL_IN_TEXT, lambda m: redact_url(m.group()), text)
+
+
 _USERINFO = re.compile(r"^((?:[^/?#@]*://)?)(.*)@(?![A-Za-z][A-Za-z0-9+._-]*:[0-9a-fA-F]{32,})")
 
 

@@ -9,6 +9,7 @@ state (session, tokens, watchers), this module the order of the steps.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -202,6 +203,14 @@ async def _send_authenticated(client: RegistryClient, call: Call, streaming: boo
     return resp
 
 
+async def _head_within(send: Callable[[], Awaitable[T]], seconds: float) -> T:
+    """``send()``, its status line and headers within ``seconds``: a streamed read has no total limit, and the
+    session's read limit is between reads, so a server trickling header lines (slowloris) held a blob GET
+    forever; the body's pace is ``blobs._body``'s to judge."""
+    async with asyncio.timeout(seconds):
+        return await send()
+
+
 def _total_timeout(o: ClientOptions) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=o.request_timeout, sock_connect=o.connect_timeout)
 
@@ -237,9 +246,12 @@ async def _send_once(
     try:
         with translate_errors(client.name, call.method, url):
             session = client.session()  # its clock starts once a connection is free: ConnectionSlots
-            resp = await client.slots.send(
-                lambda: session.request(call.method, url, headers=hdrs, data=data, allow_redirects=False, **extra)
+            send = functools.partial(
+                session.request, call.method, url, headers=hdrs, data=data, allow_redirects=False, **extra
             )
+            # a streamed download (no total limit): its answer's head is still bounded
+            head_limit = client.options.request_timeout if timeout is None and data is None else None
+            resp = await client.slots.send(send if head_limit is None else lambda: _head_within(send, head_limit))
         status = resp.status
         return resp
     finally:

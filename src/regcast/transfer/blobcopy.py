@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Final
 
 from regcast._async import gather_all
-from regcast._exceptions import DigestMismatch, RegcastError, RegistryError, RegistryUnreachable
+from regcast._exceptions import ContentError, DigestMismatch, RegcastError, RegistryError, RegistryUnreachable
 from regcast.registry.client import describe
 from regcast.registry.manifest import Descriptor
 from regcast.registry.retry import RetryPolicy
@@ -317,8 +317,8 @@ class BlobCopy(RunState):
 
     def _named(self, t: Target, err: BaseException) -> BaseException:
         """A stream error that names where it happened: the source (a mismatch), the target (a stall)."""
-        if isinstance(err, DigestMismatch):
-            return DigestMismatch(f"source {self.source.name}: {err}")
+        if isinstance(err, ContentError):  # a mismatch, a blob its manifest gives another size
+            return type(err)(f"source {self.source.name}: {err}")
         if isinstance(err, RegistryUnreachable) and not err.registry:  # the stall watchdog's
             return RegistryUnreachable(f"{t.repo.name}: {err}", registry=t.repo.name, failure=err.failure)
         return err

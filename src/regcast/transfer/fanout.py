@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
-from regcast._exceptions import DigestMismatch, Failure, RegistryUnreachable
+from regcast._exceptions import ContentError, DigestMismatch, Failure, RegistryUnreachable
 from regcast.registry.digest import hasher_for
 from regcast.registry.manifest import Descriptor
 from regcast.transfer.channel import END, Channel, Item
@@ -387,6 +387,10 @@ async def _feed_group(group: list[_Feed], chunk: bytes, at: int) -> bool:
 
 def check_digest(descriptor: Descriptor, received: int, hasher: Any, where: str) -> None:
     actual = f"{descriptor.digest.split(':', 1)[0]}:{hasher.hexdigest()}"
+    if actual == descriptor.digest and received != descriptor.size:  # the bytes are right, the manifest is not
+        raise ContentError(
+            f"blob {descriptor.digest} is {received} bytes, not the {descriptor.size} its manifest says; not committed"
+        )
     if received != descriptor.size or actual != descriptor.digest:
         raise DigestMismatch(
             f"blob {descriptor.digest} from {where} has {received} bytes hashing to {actual}; not committed"

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 from pathlib import Path
 from typing import Any
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-JAIL_ENV = {"PYTHONPATH": str(Path(__file__).parent / "jail")}
+# the jail first, then the PYTHONPATH the tests run with: a worktree's src (its code, not the main checkout's)
+JAIL_ENV = {
+    "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parent / "jail"), os.environ.get("PYTHONPATH")) if p)
+}
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 _real_getaddrinfo = socket.getaddrinfo

@@ -11,6 +11,7 @@ import base64
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -22,6 +23,8 @@ from regcast.registry.reference import parse_endpoint
 from regcast.registry.retry import RetryPolicy
 from tests.support.cli import regcast
 from tests.support.hostile import HostileServer, serve
+from tests.support.loopback import JAIL_ENV
+from tests.support.service import Service
 
 PASSWORD = "Sekr1t-echoed-PW-42"
 DIGEST = "sha256:" + "a" * 64
@@ -163,3 +166,29 @@ def test_a_blob_answer_whose_headers_trickle_forever_times_out_in_one_line(raw: 
         str(caught.value)
         == f"registry 127.0.0.1:{server.port}: GET http://127.0.0.1:{server.port}/v2/a/b/blobs/{DIGEST}: timed out"
     )
+
+
+def test_a_stored_mirror_shows_its_notify_url_without_userinfo_or_query(tmp_path: Path) -> None:
+    """GET /api/mirrors/<name> shows a hook's scheme and host only: ``user:password@`` and a query's token were
+    echoed (only a path was cut)."""
+    svc = Service(tmp_path, JAIL_ENV).start()
+    try:
+        for url in ("https://hook:Sekr1t-hook-PW@hooks.example/x", "https://hooks.example?token=Sekr1t-hook-TOK"):
+            doc = {
+                "version": 1,
+                "mirrors": [
+                    {
+                        "name": "app",
+                        "source": "127.0.0.1:1/a/b",
+                        "targets": ["127.0.0.1:2/m"],
+                        "notify": {"url": url},
+                    }
+                ],
+            }
+            r = svc.http.post("/api/mirrors", json=doc)
+            assert r.status_code == 201, r.text
+            shown = svc.http.get("/api/mirrors/app")
+            assert shown.json()["document"]["mirrors"][0]["notify"]["url"] == "https://hooks.example/..."
+            assert "Sekr1t" not in shown.text + svc.http.get("/api/mirrors").text
+    finally:
+        svc.stop()

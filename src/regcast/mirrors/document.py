@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from regcast._exceptions import InvalidInput
+from regcast.registry.redact import origin_only
 from regcast.registry.reference import canonical_registry
 
 Loc = tuple[str | int, ...]
@@ -124,8 +125,8 @@ class MirrorDocument(_Strict):
             if "events" in r:
                 r["events"]["secret"] = "***"
         for m in data.get("mirrors", []):
-            if "notify" in m:  # a hook URL's path may itself be a secret (chat hooks)
-                m["notify"]["url"] = re.sub(r"^(https?://[^/]+).*$", r"\1/...", m["notify"]["url"])
+            if "notify" in m:  # a hook URL's path, query and user:password@ may each be its secret (chat hooks)
+                m["notify"]["url"] = origin_only(m["notify"]["url"])
                 if "secret" in m["notify"]:
                     m["notify"]["secret"] = "***"
         return data

@@ -55,6 +55,15 @@ def redact_url(url: str, every_value: bool = False) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def origin_only(url: str) -> str:
+    """``scheme://host[:port]/...``: a URL whose every part but where it goes may be a secret (a hook's)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/..."
+
+
 _URL_IN_TEXT = r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>()]+"
 
 

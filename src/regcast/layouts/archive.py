@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-from regcast._exceptions import LayoutError
+from regcast._exceptions import InvalidReference, LayoutError
 from regcast.layouts.files import file_errors, read_chunks, temporary_name
 from regcast.layouts.index import INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION, MAX_INDEX_BYTES, LayoutIndex
 from regcast.registry.digest import validate_digest
@@ -31,6 +31,21 @@ def _member_name(name: str) -> str:
 
 def blob_member(digest: str) -> str:
     return "blobs/" + validate_digest(digest).replace(":", "/", 1)
+
+
+def _wanted(name: str) -> bool:
+    """A member regcast reads or carries over: ``index.json``, ``oci-layout`` or ``blobs/<alg>/<hex>`` of a
+    valid digest. Any other name (``blobs/sha256/../../../x``, ``blobs/../etc``) is not indexed, so a rewrite
+    never passes it on into the archive regcast writes (nor a ``blobs/..`` directory entry made of it)."""
+    if name in (INDEX_FILE, LAYOUT_FILE):
+        return True
+    parts = name.split("/")
+    if len(parts) != 3 or parts[0] != "blobs":
+        return False
+    try:
+        return blob_member(f"{parts[1]}:{parts[2]}") == name
+    except InvalidReference:
+        return False
 
 
 class ArchiveReader:
@@ -57,7 +72,7 @@ class ArchiveReader:
             try:
                 with tarfile.open(fileobj=self._file, mode="r:") as tar:
                     for m in tar.getmembers():
-                        if m.isreg():
+                        if m.isreg() and _wanted(_member_name(m.name)):
                             self.members[_member_name(m.name)] = m
             except tarfile.TarError as exc:
                 raise LayoutError(f"{where}: not an uncompressed tar archive ({exc})") from None

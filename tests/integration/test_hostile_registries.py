@@ -192,3 +192,42 @@ def test_a_stored_mirror_shows_its_notify_url_without_userinfo_or_query(tmp_path
             assert "Sekr1t" not in shown.text + svc.http.get("/api/mirrors").text
     finally:
         svc.stop()
+
+
+def test_a_tag_list_that_never_ends_is_given_up_past_its_byte_limit(
+    hostile: list[HostileServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Page after page of new tags (each page linking the next) is refused once the walk read the limit;
+    it grew the walk's memory for 10,000 pages of up to 16 MiB each."""
+    from regcast._exceptions import ProtocolViolation
+    from regcast.mirrors import tags
+
+    monkeypatch.setattr(tags, "MAX_TAG_LIST_BYTES", 1024 * 1024, raising=False)  # the real one is 64 MiB
+    pages: list[int] = []
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v2/":
+            return web.json_response({})
+        page = int(request.query.get("page", "0"))
+        pages.append(page)
+        await asyncio.sleep(0.02)  # paced: memory of a walk that never stops stays small while the test waits
+        names = [f"p{page}-t{i}" for i in range(1000)]
+        link = f'</v2/a/b/tags/list?page={page + 1}>; rel="next"'
+        return web.json_response({"name": "a/b", "tags": names}, headers={"Link": link})
+
+    server = serve(hostile, endless)
+
+    async def walk() -> list[str]:
+        client = client_of(server.port)
+        try:
+            return await tags.list_tags(client, "a/b")
+        finally:
+            await client.close()
+
+    with pytest.raises(ProtocolViolation) as caught:
+        asyncio.run(asyncio.wait_for(walk(), 20))
+    assert str(caught.value) == (
+        f"registry 127.0.0.1:{server.port}: the tag list of a/b is over 1048576 bytes ({len(pages)} pages): "
+        "not read further"
+    )
+    assert len(pages) < 100

@@ -28,6 +28,9 @@ from regcast.registry.request import reading
 PAGE_SIZE = 1000
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 MAX_PAGES = 10_000
+# All pages of one walk together: a registry answering page after page of new tags (10,000 pages of up to
+# 16 MiB each) grew the walk's dict past any memory; the largest real repositories list a few MiB.
+MAX_TAG_LIST_BYTES = 64 * 1024 * 1024
 
 
 async def list_tags(client: RegistryClient, repository: str, page_size: int = PAGE_SIZE) -> list[str]:
@@ -41,6 +44,7 @@ async def list_tags(client: RegistryClient, repository: str, page_size: int = PA
 async def _walk(client: RegistryClient, repository: str, url: str) -> tuple[str, ...]:
     """Every page from ``url`` on, following ``Link``; a tuple, so joiners share nothing mutable."""
     tags: dict[str, None] = {}
+    read = 0
     for number in range(MAX_PAGES):
         try:
             raw, link = await reading(client, "GET", url, functools.partial(_page, client, repository, url))
@@ -51,6 +55,13 @@ async def _walk(client: RegistryClient, repository: str, url: str) -> tuple[str,
             # tags.maxtags): asked without one, the registry pages at its own size, linking the next page
             url = url.split("?", 1)[0]
             raw, link = await reading(client, "GET", url, functools.partial(_page, client, repository, url))
+        read += len(raw)
+        if read > MAX_TAG_LIST_BYTES:
+            raise ProtocolViolation(
+                f"registry {client.name}: the tag list of {repository} is over {MAX_TAG_LIST_BYTES} bytes "
+                f"({number + 1} pages): not read further",
+                registry=client.name,
+            )
         try:
             page = json.loads(raw).get("tags") or []
             if not isinstance(page, list) or not all(isinstance(t, str) for t in page):

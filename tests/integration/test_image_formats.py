@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -156,6 +157,39 @@ def test_a_layer_its_manifest_gives_the_wrong_size_fails_saying_so_once(
     ]
     assert "trying again" not in r.stderr
     assert open_reg.http().get_manifest(repo, "v1").status_code == 404
+
+
+class _NoForeignUrls(RegistryServer):
+    """distribution as it ships: no ``validation.manifests.urls.allow``, so it takes no foreign layer URL."""
+
+    def config(self) -> str:
+        allow = "validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n"
+        assert allow in super().config()
+        return super().config().replace(allow, "")
+
+
+def test_a_registry_refusing_foreign_layer_urls_is_named_with_the_layer(
+    tmp_path: Path, repo: str, src_reg: RegistryServer
+) -> None:
+    """distribution 2.8 answers such a manifest 500 with ``UNKNOWN`` first and ``MANIFEST_BLOB_UNKNOWN <digest>``
+    after it: regcast said "500 UNKNOWN: unknown error". The line now names the foreign layer and why it is not
+    there; the layer is still never pushed, and the tag not written."""
+    target = _NoForeignUrls("no-urls", tmp_path / "no-urls").start()
+    try:
+        img = images.foreign_layer_image().push(src_reg.http(), repo, "v1")
+        foreign = json.loads(img.root.raw)["layers"][-1]["digest"]
+        r = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{target.host}/{repo}:v1")
+        assert r.returncode == 1
+        (line,) = [x for x in _errors(r.stderr) if x.startswith("error:")]
+        assert f"answered 500 MANIFEST_BLOB_UNKNOWN: blob unknown to registry ({foreign}): " in line
+        assert line.endswith(
+            f": {foreign} is a foreign layer (urls), never pushed; this registry refuses its URL "
+            "(distribution: validation.manifests.urls.allow)"
+        )
+        assert target.http().head_blob(repo, foreign) == 404
+        assert target.http().get_manifest(repo, "v1").status_code == 404
+    finally:
+        target.stop()
 
 
 def _no_media_type_index(http: RegistryHTTP, repo: str) -> str:

@@ -23,6 +23,7 @@ from regcast._exceptions import (
     RegistryUnreachable,
 )
 from regcast.registry.auth import parse_www_authenticate
+from regcast.registry.digest import announced_digest
 from regcast.registry.guards import AddressRefused
 from regcast.registry.redact import printable, redact_text, redact_url, redact_urls
 from regcast.registry.tls import aiohttp
@@ -122,11 +123,17 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def oci_error(body: bytes) -> tuple[str, str]:
-    """First ``(code, message)`` of an OCI ``errors`` body; empty strings if the body is anything else."""
+    """The telling ``(code, message)`` of an OCI ``errors`` body: the first not ``UNKNOWN`` (distribution 2.8
+    lists ``UNKNOWN`` first, then ``MANIFEST_BLOB_UNKNOWN``, for a foreign layer URL it refuses), with the
+    digest its ``detail`` names, if any; empty strings if the body is anything else."""
     try:
-        doc = json.loads(body)
-        first = doc["errors"][0]
-        return printable(str(first.get("code", "")), 60), printable(str(first.get("message", "")), 200)
+        errors = json.loads(body)["errors"]
+        first = next((e for e in errors if e.get("code") != "UNKNOWN"), errors[0])
+        message = printable(str(first.get("message", "")), 200)
+        detail = first.get("detail")
+        if isinstance(detail, str) and announced_digest(detail) == detail:  # a digest only: no remote prose
+            message += f" ({detail})"
+        return printable(str(first.get("code", "")), 60), message
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return "", ""
 

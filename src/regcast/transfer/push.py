@@ -28,6 +28,19 @@ log = logging.getLogger("regcast.transfer")
 BLOB_UNKNOWN = ("MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN")
 
 
+def _foreign_refused(exc: RegistryResponseError, graph: SourceGraph) -> None:
+    """A manifest refused for a blob that is one of its foreign layers (never pushed: they carry ``urls``): the
+    registry takes no foreign layer URLs (distribution: ``validation.manifests.urls.allow`` unset, or not
+    matching); said so, and not sent again."""
+    named = next((d.digest for d in graph.foreign if d.digest in str(exc)), None)
+    if named is not None:
+        raise RegistryError(
+            f"{exc}: {named} is a foreign layer (urls), never pushed; this registry refuses its URL "
+            "(distribution: validation.manifests.urls.allow)",
+            registry=exc.registry,
+        ) from None
+
+
 class ManifestPush(RunState):
     """The tag and manifests part of a copy."""
 
@@ -92,6 +105,7 @@ class ManifestPush(RunState):
             except RegistryResponseError as exc:
                 if exc.code not in BLOB_UNKNOWN:
                     raise
+                _foreign_refused(exc, graph)
                 # a blob trusted without a HEAD (known_blob_seconds) is gone after all: check every one, once
                 log.warning("target %s: %s; checking its blobs again", t.key, exc)
                 await self._check_blobs_again(t, [*graph.blobs, *(found.blobs if found else ())])

@@ -109,8 +109,8 @@ def test_sigterm_stops_cleanly_and_job_resumes(
     first = Service(tmp_path).start()
     job = first.submit(body(slow_source, repo, [{"endpoint": open_reg.endpoint}]))
     first.wait_for(job, moving)
-    # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is -15, not a crash
-    assert first.terminate(timeout=30) in (0, -15)
+    assert first.terminate(timeout=30) == 0  # a graceful stop is a success (uvicorn would raise SIGTERM again)
+    assert "Traceback" not in first.output()
     assert "back in the queue" in first.output()
     assert first.output().count("claimed by") == 1  # a stopping process never claims again
     record = JobStore(f"sqlite:///{tmp_path / 'regcast.db'}").get(job)

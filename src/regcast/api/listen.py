@@ -7,6 +7,7 @@ graceful shutdown); and "serving on" is printed only once connections are accept
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
 
@@ -35,9 +36,28 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(app: Any, sock: socket.socket, **config: Any) -> None:
-    """Run ``app`` with uvicorn on the already listening ``sock``, on uvloop, requests parsed by httptools."""
+    """Run ``app`` with uvicorn on the already listening ``sock``, on uvloop, requests parsed by httptools.
+
+    SIGTERM and SIGINT shut it down gracefully and the process then exits 0, as ``regcast worker``
+    does: uvicorn would raise the signal again once done, so a clean stop would end with status 143
+    (-15), which systemd, Kubernetes and scripts read as a failure.
+    """
+    import signal
+    from collections.abc import Iterator
+
     import uvicorn
 
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            handled = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
     host, port = sock.getsockname()[:2]
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, loop=LOOP, http=HTTP, **config))
+    server = _Server(uvicorn.Config(app, host=host, port=port, loop=LOOP, http=HTTP, **config))
     server.run(sockets=[sock])

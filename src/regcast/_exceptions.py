@@ -33,6 +33,7 @@ the job-level target retries all ask ``is_retryable(exc)``.
     └── JobError                     job store / worker problems
         ├── JobStoreUnavailable      the job database did not answer (down, frozen, timed out): retry later
         ├── StoreConflict            a write refused by a unique key (another replica wrote it first)
+        ├── SchemaUnknown            the database's schema revision is unknown here (a newer regcast wrote it)
         └── CredentialsUnreadable    a job's stored credentials cannot be decrypted with this key
 """
 
@@ -224,6 +225,10 @@ class JobStoreUnavailable(JobError):
 
 class StoreConflict(JobError):
     """A write the database refused by a unique key: another replica (or delivery) wrote it first."""
+
+
+class SchemaUnknown(JobError):
+    """The database's schema revision is not one of this regcast's: a newer regcast migrated it."""
 
 
 class CredentialsUnreadable(JobError):

@@ -27,6 +27,7 @@ from regcast.api.responses import SeedJSON, error, seed_errors
 from regcast.api.routes import events, health, jobs, mirrors, operations
 from regcast.api.service import Service
 from regcast.config import split_list as _split
+from regcast.jobs.store import failure_reason
 from regcast.jobs.worker import Worker
 from regcast.mirrors.service import MirrorService
 from regcast.ops.events import JobEvents
@@ -117,8 +118,9 @@ async def _running(service: Service) -> AsyncIterator[None]:
         service.stopping = True
         if service.worker is not None:
             service.worker.stop()  # running jobs stop cleanly and go back to the queue
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(starter), service.settings.shutdown_grace + SHUTDOWN_MARGIN)
+        if service.ready.is_set():  # else still waiting for the database: nothing to stop cleanly
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(starter), service.settings.shutdown_grace + SHUTDOWN_MARGIN)
         starter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await starter
@@ -131,14 +133,18 @@ async def _running(service: Service) -> AsyncIterator[None]:
 async def _start(service: Service) -> None:
     """Migrate (retrying while the database is down), then run the workers until shutdown."""
     delay = 1.0
+    store = service.store
     while True:
         try:
-            await asyncio.to_thread(service.store.migrate)
+            await asyncio.to_thread(store.migrate)
             break
         except JobStoreUnavailable as exc:
-            log.error("%s; retrying in %.0fs", exc, delay)
+            log.error("database %s unavailable: %s; retrying in %.0fs", store.label, failure_reason(exc), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+        except JobError as exc:  # no waiting helps (a schema a newer regcast wrote): /healthz answers 503
+            log.error("%s", exc)
+            return
     service.ready.set()
     events = JobEvents(service.store, service.settings, service.box, service.metrics)
     if service.mirrors is not None:  # whichever process settles a run sends its notification

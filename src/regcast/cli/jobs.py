@@ -98,13 +98,20 @@ def _open_store(settings: Settings) -> Any:
             err=True,
         )
         sys.exit(EXIT_FAILED)
-    from regcast.jobs.store import JobStore
+    from regcast._exceptions import JobError, SchemaUnknown
+    from regcast.jobs.store import JobStore, failure_reason
 
     store = JobStore(settings.database_url, timeout=settings.db_timeout)  # reads only: no key needed
     try:
         store.migrate()
+    except SchemaUnknown as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except JobError as exc:
+        click.echo(f"error: database {store.label} unavailable: {failure_reason(exc)}", err=True)
+        sys.exit(EXIT_FAILED)
     except Exception as exc:
-        click.echo(f"error: database unavailable ({type(exc).__name__})", err=True)
+        click.echo(f"error: database {store.label} unavailable ({type(exc).__name__})", err=True)
         sys.exit(EXIT_FAILED)
     return store
 

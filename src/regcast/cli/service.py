@@ -81,8 +81,9 @@ def serve(
     except OSError as exc:  # a busy port: say so and stop now, nothing started yet
         click.echo(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_FAILED)
+    _usable_database(settings, store)
     app = create_app(Service(settings, store, box, run_workers=run_workers))
-    _say(settings, f"regcast serving on http://{settings.host}:{settings.port} (database: {_db_label(settings)})")
+    _say(settings, f"regcast serving on http://{settings.host}:{settings.port} (database: {store.label})")
     run_server(
         app,
         sock,
@@ -112,10 +113,28 @@ def _service_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
-def _db_label(settings: Settings) -> str:
-    from sqlalchemy.engine import make_url
+def _usable_database(settings: Settings, store: Any) -> None:
+    """Before anything starts: a database no waiting can make usable is one line and exit 1.
 
-    return make_url(settings.database_url).render_as_string(hide_password=True)
+    That is a schema a newer regcast wrote, and an SQLite file that cannot be opened, written or
+    migrated (a read-only file or folder, a missing folder): SQLite is a local file, not a server that
+    may come up later. A server database that does not answer yet is waited for, in the background.
+    """
+    from regcast._exceptions import JobError, SchemaUnknown
+    from regcast.jobs.store import failure_reason
+
+    try:
+        if store.postgres:
+            store.check_schema(timeout=min(settings.db_timeout, 5.0))
+        else:
+            store.migrate()
+    except SchemaUnknown as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except JobError as exc:
+        if not store.postgres:
+            click.echo(f"error: cannot use database {store.label}: {failure_reason(exc)}", err=True)
+            sys.exit(EXIT_FAILED)
 
 
 @click.command()
@@ -149,6 +168,7 @@ def worker(health_port: int | None, database_url: str | None) -> None:
                 f"cannot listen on {settings.host}:{settings.health_port} for /healthz and /readyz: {exc.strerror} "
                 "(set REGCAST_HEALTH_PORT, or 0 for none)"
             ) from None
+    _usable_database(settings, store)
     _service_logging()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_run_worker(settings, store, box, health))
@@ -166,6 +186,7 @@ async def _run_worker(settings: Settings, store: Any, box: Any, health: Any) -> 
     from regcast._exceptions import JobStoreUnavailable
     from regcast.api.listen import HTTP
     from regcast.api.probe import Probe, create_health_app
+    from regcast.jobs.store import failure_reason
     from regcast.jobs.worker import Worker
     from regcast.mirrors.service import MirrorService
     from regcast.ops.events import JobEvents
@@ -209,7 +230,7 @@ async def _run_worker(settings: Settings, store: Any, box: Any, health: Any) -> 
             migrated = True
             break
         except JobStoreUnavailable as exc:  # database not up yet: wait, as serve does
-            _say(settings, f"{exc}; retrying in {delay:.0f}s")
+            _say(settings, f"database {store.label} unavailable: {failure_reason(exc)}; retrying in {delay:.0f}s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(w.stopping.wait(), delay)
             delay = min(delay * 2, 30)

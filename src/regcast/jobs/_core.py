@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from regcast.jobs._db import Clock, Database, Watchdog, make_engine
+from regcast.jobs._db import Clock, Database, Watchdog, database_label, make_engine
 from regcast.jobs._statements import Statements
 
 CHANNEL = "regcast_jobs"  # PostgreSQL NOTIFY channel: a job became claimable
@@ -23,6 +23,7 @@ CHANNEL = "regcast_jobs"  # PostgreSQL NOTIFY channel: a job became claimable
 class StoreCore:
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         self.url = url
+        self.label = database_label(url)  # the URL as messages name it (no password)
         self.timeout = timeout
         self._watchdog = Watchdog()
         self.engine = make_engine(url, timeout, self._watchdog)

@@ -44,6 +44,34 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+def database_label(url: str) -> str:
+    """The database URL as messages name it: the password and secret-looking query values hidden."""
+    import re
+
+    from sqlalchemy.engine import make_url
+
+    from regcast.registry.redact import _SECRET_PARAMS, REDACTED
+
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        return "<unparsable database URL>"
+    query = {k: (REDACTED if re.match(_SECRET_PARAMS, k) else v) for k, v in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a database call failed, in one line: the driver's own first line (drivers never echo a
+    password), else the error's message (a watchdog's deadline, a pool timeout)."""
+    from regcast.registry.redact import printable
+
+    cause = error.__cause__
+    orig = getattr(cause, "orig", None)
+    if isinstance(orig, BaseException) and str(orig).strip():
+        return printable(str(orig).strip().splitlines()[0], 300)
+    return printable(str(error), 300)
+
+
 @dataclass(eq=False)
 class _Guard:
     deadline: float

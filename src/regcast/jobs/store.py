@@ -20,9 +20,11 @@ from typing import Any
 from sqlalchemy import and_, func, inspect, or_, select, text, true, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from regcast import __version__
+from regcast._exceptions import SchemaUnknown
 from regcast.jobs._claims import Claims
 from regcast.jobs._core import CHANNEL
-from regcast.jobs._db import utcnow
+from regcast.jobs._db import failure_reason, utcnow
 from regcast.jobs._rows import get_jobs, job_records
 from regcast.jobs._workers import WorkerRows
 from regcast.jobs.models import FINAL_STATES, JobState, job_targets, jobs
@@ -38,14 +40,15 @@ __all__ = [
     "TargetRecord",
     "TargetUpdate",
     "WorkerRecord",
+    "failure_reason",
     "head_revision",
     "utcnow",
 ]
 
 
-def head_revision() -> str | None:
-    """The newest revision of ``migrations/versions`` read from the files' ``revision`` and
-    ``down_revision`` assignments (no Alembic import); None unless they form one chain with one head."""
+def _revision_chain() -> dict[str, str | None] | None:
+    """Each revision of ``migrations/versions`` -> its ``down_revision``, read from the files' assignments
+    (no Alembic import); None if a file holds something unexpected (a merge): Alembic decides then."""
     revisions: dict[str, str | None] = {}
     for script in (resources.files("regcast.jobs") / "migrations" / "versions").iterdir():
         if not script.name.endswith(".py") or script.name.startswith("_"):
@@ -57,8 +60,17 @@ def head_revision() -> str | None:
                 found.update({t.id: node.value.value for t in targets if isinstance(t, ast.Name)})
         rev, down = found.get("revision"), found.get("down_revision")
         if not isinstance(rev, str) or not (down is None or isinstance(down, str)):
-            return None  # a merge or something unexpected: Alembic decides
+            return None
         revisions[rev] = down
+    return revisions
+
+
+def head_revision() -> str | None:
+    """The newest revision of ``migrations/versions`` read from the files' ``revision`` and
+    ``down_revision`` assignments (no Alembic import); None unless they form one chain with one head."""
+    revisions = _revision_chain()
+    if revisions is None:
+        return None
     heads = set(revisions) - {d for d in revisions.values() if d is not None}
     return heads.pop() if len(heads) == 1 else None
 
@@ -73,6 +85,7 @@ class JobStore(Claims, WorkerRows, OpsQueries):
         """
         if self._at_head():
             return
+        self._known_schema()
         from alembic import command
         from alembic.config import Config as AlembicConfig
 
@@ -87,12 +100,32 @@ class JobStore(Claims, WorkerRows, OpsQueries):
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
-    def _at_head(self) -> bool:
+    def _at_head(self, timeout: float | None = None) -> bool:
         head = head_revision()
-        with self._tx() as conn:
+        with self._tx(timeout) as conn:
             if head is None or not inspect(conn).has_table("alembic_version"):
                 return False
             return [r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))] == [head]
+
+    def check_schema(self, timeout: float | None = None) -> None:
+        """Raise ``SchemaUnknown`` if the schema was written by a newer regcast (reads only: no migration)."""
+        if not self._at_head(timeout):
+            self._known_schema(timeout)
+
+    def _known_schema(self, timeout: float | None = None) -> None:
+        known = _revision_chain()
+        if known is None:
+            return  # Alembic decides
+        with self._tx(timeout) as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return
+            found = [str(r[0]) for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
+        unknown = [rev for rev in found if rev not in known]
+        if unknown:
+            raise SchemaUnknown(
+                f"database {self.label} has schema revision {', '.join(unknown)}, which this regcast "
+                f"({__version__}) does not know: a newer regcast wrote it; run that version or a newer one"
+            )
 
     def ping(self, timeout: float | None = None) -> None:
         with self._tx(timeout) as conn:

@@ -1,0 +1,89 @@
+"""Starting and stopping the services against a database they cannot use (yet): what an operator sees.
+
+A database no waiting can fix (a schema a newer regcast wrote, an SQLite file that cannot be opened)
+is one line naming it and exit 1 at start; a server database that does not answer yet is waited for,
+each retry line naming it (password hidden) and why; SIGTERM meanwhile stops at once, exit 0.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from tests.support.cli import regcast
+from tests.support.registry import free_port
+from tests.support.service import FAST, Process, Service
+
+KEY = "k" * 40
+
+
+def _newer_schema(db: Path) -> None:
+    """A database migrated by a newer regcast: its Alembic revision is one this code does not know."""
+    Service(db.parent, {"REGCAST_DATABASE_URL": f"sqlite:///{db}"}).start().terminate()
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+    engine.dispose()
+
+
+def _one_error_line(r: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert r.returncode == 1, r.stdout + r.stderr
+    [line] = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    for word in words:
+        assert word in line, line
+    assert "Traceback" not in r.stdout + r.stderr
+    return line
+
+
+def test_a_schema_written_by_a_newer_regcast_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    db = tmp_path / "regcast.db"
+    _newer_schema(db)
+    env = {"REGCAST_DATABASE_URL": f"sqlite:///{db}", "REGCAST_HEALTH_PORT": "0"}
+    words = (f"sqlite:///{db}", "0099_from_the_future", "newer regcast")
+    _one_error_line(regcast("jobs", env=env, timeout=30), *words)
+    _one_error_line(regcast("worker", env=env, timeout=30), *words)
+    r = regcast("serve", "--port", str(free_port()), env=env, timeout=30)
+    _one_error_line(r, *words)
+    assert "serving on" not in r.stderr
+
+
+def test_an_sqlite_file_that_cannot_be_opened_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    (tmp_path / "regcast.db").mkdir()  # a folder where the file should be: "unable to open database file"
+    env = {"REGCAST_DATABASE_URL": f"sqlite:///{tmp_path / 'regcast.db'}", "REGCAST_HEALTH_PORT": "0"}
+    words = (f"sqlite:///{tmp_path / 'regcast.db'}", "unable to open database file")
+    r = regcast("serve", "--port", str(free_port()), env=env, timeout=30)
+    _one_error_line(r, *words)
+    assert "serving on" not in r.stderr
+    _one_error_line(regcast("worker", env=env, timeout=30), *words)
+    _one_error_line(regcast("jobs", env=env, timeout=30), *words)
+
+
+def test_a_database_not_answering_yet_is_named_without_its_password_and_sigterm_stops_at_once(
+    tmp_path: Path,
+) -> None:
+    closed = free_port()  # nothing listens there: connection refused
+    url = f"postgresql://regcast:pa55word@127.0.0.1:{closed}/regcast?password=pa55query"
+    env = {"REGCAST_DATABASE_URL": url, "REGCAST_SECRET_KEY": KEY}
+    r = regcast("jobs", env=env, timeout=30)
+    line = _one_error_line(r, f"127.0.0.1:{closed}/regcast", "Connection refused")
+    assert "pa55" not in r.stderr, line
+    for proc in (
+        Process(["serve", "--port", str(free_port())], tmp_path, {**FAST, **env}),
+        Process(["worker"], tmp_path, {**FAST, **env}),
+    ):
+        proc.start()
+        deadline = time.monotonic() + 60
+        while "retrying in" not in proc.output():
+            assert time.monotonic() < deadline, proc.output()
+            time.sleep(0.1)
+        started = time.monotonic()
+        assert proc.terminate(timeout=10) == 0, proc.output()
+        assert time.monotonic() - started < 5, proc.output()
+        out = proc.output()
+        retry = next(x for x in out.splitlines() if "retrying in" in x)
+        assert f"127.0.0.1:{closed}/regcast" in retry and "Connection refused" in retry, retry
+        assert "pa55" not in out
+        assert "Traceback" not in out

@@ -231,3 +231,35 @@ def test_a_tag_list_that_never_ends_is_given_up_past_its_byte_limit(
         "not read further"
     )
     assert len(pages) < 100
+
+
+def test_a_hook_answering_a_malformed_head_never_shows_its_url_in_the_job_status(
+    tmp_path: Path, raw: list[RawServer]
+) -> None:
+    """A hook URL's path and query are its secret; the delivery error quoted aiohttp's text, which ends with the
+    URL in yarl's form (lower-case host, ``%7e`` as ``~``): not the URL given, so not replaced."""
+
+    async def oversized(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        await writer.drain()
+
+    hook = RawServer(oversized).start()
+    raw.append(hook)
+    svc = Service(tmp_path, {**JAIL_ENV, "REGCAST_NOTIFY_BACKOFF": "0"}).start()
+    try:
+        job = svc.submit(
+            {
+                "source": {"endpoint": "http://127.0.0.1:1/v2", "image": "a/b", "ref": "v1"},
+                "targets": [{"endpoint": "http://127.0.0.1:2/v2"}],
+                "notify": {"url": f"http://LOCALHOST:{hook.port}/hooks/Sekr1t-PATH?token=Sekr1t-Q%7e"},
+            }
+        )
+        status = svc.wait_for(job, lambda s: len(s["notifications"]) >= 2)
+        shown = svc.http.get(f"/api/distribute/image/{job}").text + svc.output()
+    finally:
+        svc.stop()
+    first = status["notifications"][0]
+    assert first["delivered"] is False
+    assert first["error"].startswith("ClientResponseError: Got more than 8190 bytes"), first
+    assert "Sekr1t" not in shown

@@ -31,7 +31,7 @@ from regcast.api.status import in_sync
 from regcast.config import Settings
 from regcast.jobs.store import JobRecord, JobStore
 from regcast.registry._transport import read_capped
-from regcast.registry.redact import printable, redact_text
+from regcast.registry.redact import origin_only, printable, redact_text, redact_urls
 from regcast.registry.tls import aiohttp, trust
 
 if TYPE_CHECKING:
@@ -242,8 +242,11 @@ class Notifier:
                 await read_capped(resp, 64 * 1024)  # a receiver's answer is never kept, nor read unbounded
                 return resp.status, None if resp.status < 300 else f"HTTP {resp.status}"
         except (aiohttp.ClientError, TimeoutError, OSError, RegcastError) as exc:
-            secrets = (hook.url, hook.secret or "")
-            return None, printable(redact_text(f"{type(exc).__name__}: {exc}", secrets), 300)
+            # the hook's URL as the library wrote it (yarl's form: lower-case host, %7e as ~) is not the URL given,
+            # so every URL in the text is cut to its origin; a ClientResponseError's str() ends with one
+            said = exc.message if isinstance(exc, aiohttp.ClientResponseError) else str(exc)
+            text = redact_urls(redact_text(f"{type(exc).__name__}: {said}", (hook.url, hook.secret or "")), origin_only)
+            return None, printable(text, 300)
 
     def _count(self, outcome: str) -> None:
         if self.on_delivery is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 # Query parameters that carry credentials on real registries and object stores (GCR access_token, S3
@@ -67,9 +68,10 @@ def origin_only(url: str) -> str:
 _URL_IN_TEXT = r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>()]+"
 
 
-def redact_urls(text: str) -> str:
-    """``text`` (a library's message) with every URL in it redacted as ``redact_url`` does."""
-    return re.sub(_URL_IN_TEXT, lambda m: redact_url(m.group()), text)
+def redact_urls(text: str, shown: Callable[[str], str] = redact_url) -> str:
+    """``text`` (a library's message) with every URL in it as ``shown`` writes it (``redact_url``: secret
+    query values and userinfo out; ``origin_only``: nothing but where it goes)."""
+    return re.sub(_URL_IN_TEXT, lambda m: shown(m.group()), text)
 
 
 _USERINFO = re.compile(r"^((?:[^/?#@]*://)?)(.*)@(?![A-Za-z][A-Za-z0-9+._-]*:[0-9a-fA-F]{32,})")

@@ -11,11 +11,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 from sqlalchemy import create_engine, text
 
+from tests.support import images
 from tests.support.cli import regcast
-from tests.support.registry import free_port
-from tests.support.service import FAST, Process, Service
+from tests.support.registry import RegistryServer, free_port
+from tests.support.service import FAST, Process, Service, source
 
 KEY = "k" * 40
 
@@ -87,3 +89,26 @@ def test_a_database_not_answering_yet_is_named_without_its_password_and_sigterm_
         assert f"127.0.0.1:{closed}/regcast" in retry and "Connection refused" in retry, retry
         assert "pa55" not in out
         assert "Traceback" not in out
+
+
+def test_a_submission_the_moment_the_port_opens_is_accepted_not_503(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """The port is bound before the database is tried: a script's first request (no /readyz poll)
+    must wait for that try, not get 'database unavailable' from a service whose database is fine."""
+    images.image().push(src_reg.http(), repo, "v1")
+    port = free_port()
+    proc = Process(["serve", "--port", str(port)], tmp_path, dict(FAST)).start()
+    body = {"source": source(src_reg, repo), "targets": [{"endpoint": open_reg.endpoint}]}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, proc.output()
+            try:
+                r = httpx.post(f"http://127.0.0.1:{port}/api/distribute/image", json=body, timeout=30)
+                break
+            except httpx.ConnectError:
+                time.sleep(0.005)
+        assert r.status_code == 201, r.text
+    finally:
+        proc.stop()

@@ -112,6 +112,13 @@ def create_app(service: Service) -> FastAPI:
 async def _running(service: Service) -> AsyncIterator[None]:
     """Start migrating and working in the background; on exit stop the workers cleanly."""
     starter = service.starter = asyncio.create_task(_start(service), name="startup")
+    # uvicorn answers once this yields: the first try at the database comes first, so a request right
+    # after the start finds the service ready rather than a 503 (a database down is waited for meanwhile)
+    tried = asyncio.ensure_future(service.tried.wait())
+    await asyncio.wait(
+        {tried, starter}, timeout=service.settings.db_timeout + SHUTDOWN_MARGIN, return_when="FIRST_COMPLETED"
+    )
+    tried.cancel()
     try:
         yield
     finally:
@@ -140,12 +147,15 @@ async def _start(service: Service) -> None:
             break
         except JobStoreUnavailable as exc:
             log.error("database %s unavailable: %s; retrying in %.0fs", store.label, failure_reason(exc), delay)
+            service.tried.set()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
         except JobError as exc:  # no waiting helps (a schema a newer regcast wrote): /healthz answers 503
             log.error("%s", exc)
+            service.tried.set()
             return
     service.ready.set()
+    service.tried.set()
     events = JobEvents(service.store, service.settings, service.box, service.metrics)
     if service.mirrors is not None:  # whichever process settles a run sends its notification
         service.mirrors.on_run_ended = events.notifier.run_ended

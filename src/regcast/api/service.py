@@ -25,6 +25,7 @@ class Service:
     box: SecretBox
     run_workers: bool = True
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    tried: asyncio.Event = field(default_factory=asyncio.Event)  # the first try at the database ended
     worker: Worker | None = None
     mirrors: MirrorService | None = None  # stored mirror sets, their runs and schedules
     metrics: Metrics = field(default_factory=Metrics)

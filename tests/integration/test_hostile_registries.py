@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,11 +19,13 @@ from aiohttp import web
 
 from regcast._exceptions import RegistryUnreachable
 from regcast.registry import blobs
+from regcast.registry import mediatypes as mt
 from regcast.registry.client import ClientOptions, RegistryClient
+from regcast.registry.digest import digest_of
 from regcast.registry.reference import parse_endpoint
 from regcast.registry.retry import RetryPolicy
 from tests.support.cli import regcast
-from tests.support.hostile import HostileServer, serve
+from tests.support.hostile import HostileServer, registry_serving, serve
 from tests.support.loopback import JAIL_ENV
 from tests.support.service import Service
 
@@ -263,3 +266,31 @@ def test_a_hook_answering_a_malformed_head_never_shows_its_url_in_the_job_status
     assert first["delivered"] is False
     assert first["error"].startswith("ClientResponseError: Got more than 8190 bytes"), first
     assert "Sekr1t" not in shown
+
+
+def test_a_digest_ending_in_a_newline_is_refused_before_any_use(tmp_path: Path, hostile: list[HostileServer]) -> None:
+    """``$`` in a Python pattern also matches before a final ``\\n``: ``sha256:<hex>\\n`` passed the digest check
+    (CVE-2024-3727's guard) into a blob URL (``%0A``) and a layout's file names."""
+    config = b"{}"
+    layer = "sha256:" + "b" * 64 + "\n"
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": digest_of(config), "size": len(config)},
+            "layers": [{"mediaType": mt.OCI_LAYER, "digest": layer, "size": 1}],
+        }
+    ).encode()
+    manifests = registry_serving({"v1": (manifest, mt.OCI_MANIFEST)})
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith(f"/blobs/{digest_of(config)}"):
+            return web.Response(body=b"" if request.method == "HEAD" else config)
+        return await manifests(request)
+
+    server = serve(hostile, handle)
+    r = regcast("copy", f"127.0.0.1:{server.port}/a/b:v1", f"oci:{tmp_path}/out:v1")
+    assert r.returncode != 0
+    assert "invalid digest 'sha256:bbbb" in r.stderr.strip().splitlines()[-1], r.stderr
+    assert not [path for _m, path, _h in server.seen if "%0A" in path.upper() or "\n" in path]
+    assert not [p.name for p in tmp_path.rglob("*") if "\n" in p.name]

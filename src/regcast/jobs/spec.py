@@ -48,7 +48,7 @@ SEED_IGNORED = {"job": {"issuer", "retries_left", "id", "status"}, "auth": {"tok
 MAX_DEPTH = 32  # JSON nesting of a request (auth.json included): deep enough for any real token body
 # C0 and C1 controls, DEL and the Unicode line/paragraph separators: they forge log lines and headers
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}\Z")
 
 
 def refuse_control_characters(raw: Any) -> str | None:
@@ -205,7 +205,7 @@ RepositoryStr = Annotated[str, BeforeValidator(_not_empty), AfterValidator(_repo
 RefStr = Annotated[str, BeforeValidator(_not_empty), AfterValidator(_ref)]
 PlatformStr = Annotated[str, AfterValidator(_platform)]
 # RFC 6838 type/subtype (+suffix), as artifactType values are written
-MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z")
 
 
 def _media_type(v: str) -> str:

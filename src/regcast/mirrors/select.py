@@ -55,7 +55,7 @@ def _newest_first(a: str, b: str) -> int:
 
 # The tags referrers live under (the referrers tag schema's ``<alg>-<hex>``, cosign's ``.sig|.att|.sbom``):
 # not images of their own; they travel with the image they refer to, or, with ``referrers: false``, stay.
-REFERRER_TAG = re.compile(r"^(sha256|sha512)-[0-9a-f]{64}(\.(sig|att|sbom))?$")
+REFERRER_TAG = re.compile(r"^(sha256|sha512)-[0-9a-f]{64}(\.(sig|att|sbom))?\Z")
 
 
 def is_referrer_tag(tag: str) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 from regcast._exceptions import InvalidReference
 
 _HEX_LENGTHS = {"sha256": 64, "sha512": 128}
-_DIGEST_RE = re.compile(r"^(sha256|sha512):([a-f0-9]+)$")
+_DIGEST_RE = re.compile(r"^(sha256|sha512):([a-f0-9]+)\Z")  # \Z: $ also matched before a final \n
 
 
 def validate_digest(value: str) -> str:

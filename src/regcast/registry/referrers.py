@@ -52,7 +52,7 @@ def fallback_tag(digest: str) -> str:
     return f"{alg[:32]}-{hexpart[:64]}"
 
 
-_REFERRER_TAG = re.compile(r"^(?:sha256-[0-9a-f]{64}(?:\.(?:sig|att|sbom))?|sha512-[0-9a-f]{64})$")
+_REFERRER_TAG = re.compile(r"^(?:sha256-[0-9a-f]{64}(?:\.(?:sig|att|sbom))?|sha512-[0-9a-f]{64})\Z")
 
 
 def is_referrer_tag(tag: str) -> bool:

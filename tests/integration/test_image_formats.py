@@ -256,7 +256,32 @@ def _index_of_everything(http: RegistryHTTP, repo: str) -> str:
     return "v1"
 
 
+def _keys_in_another_case(http: RegistryHTTP, repo: str) -> str:
+    """Keys as Go reads them: any case, the last one winning (``"layers": [], "Layers": [...]``, an index's
+    ``Manifests``); distribution takes them so and checks those blobs are there: they must be copied too."""
+    img = images.image(oci=True)
+    for digest, data in img.blobs.items():
+        http.push_blob(repo, data, digest)
+    raw = img.root.raw.replace(b'"layers":', b'"layers":[],"Layers":')
+    _put(http, repo, sha(raw), raw, OCI_MANIFEST)
+    entry = {
+        "mediaType": OCI_MANIFEST,
+        "size": len(raw),
+        "digest": sha(raw),
+        "Platform": {"OS": "linux", "architecture": "amd64"},
+    }
+    _put(
+        http,
+        repo,
+        "v1",
+        json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "Manifests": [entry]}).encode(),
+        OCI_INDEX,
+    )
+    return "v1"
+
+
 SHAPES: dict[str, Callable[[RegistryHTTP, str], str]] = {
+    "keys-in-another-case": _keys_in_another_case,
     "index-without-media-types": _no_media_type_index,
     "oci-nondistributable-kinds": _nondistributable_kinds,
     "one-blob-as-config-and-layers": _one_blob_everywhere,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from tests.support.registry import RegistryHTTP
 
@@ -13,6 +14,13 @@ FOREIGN = {
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
     "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 }
+
+
+_FIELDS = {k.casefold(): k for k in ("manifests", "config", "layers", "mediaType", "digest", "size", "urls")}
+
+
+def _go_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {_FIELDS.get(k.casefold(), k): v for k, v in pairs}
 
 
 def assert_same_image(
@@ -32,7 +40,8 @@ def assert_same_image(
 
 
 def _check_graph(src: RegistryHTTP, src_repo: str, dst: RegistryHTTP, dst_repo: str, raw: bytes) -> None:
-    doc = json.loads(raw.decode("utf-8", errors="replace"))  # as registries read it (Go: U+FFFD)
+    # as distribution (Go) reads it: not-UTF-8 bytes as U+FFFD, the fields' keys in any case, the last winning
+    doc = json.loads(raw.decode("utf-8", errors="replace"), object_pairs_hook=_go_keys)
     for child in doc.get("manifests", []):
         a = src.get_manifest(src_repo, child["digest"])
         b = dst.get_manifest(dst_repo, child["digest"])

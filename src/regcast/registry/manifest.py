@@ -115,9 +115,9 @@ class Manifest:
 def _descriptor(obj: Any, where: str) -> Descriptor:
     if not isinstance(obj, dict):
         raise UnsupportedManifest(f"{where}: descriptor is not an object")
-    digest = obj.get("digest")
-    size = obj.get("size")
-    media_type = obj.get("mediaType", "")
+    digest = field(obj, "digest")
+    size = field(obj, "size")
+    media_type = field(obj, "mediaType", "")
     if not isinstance(digest, str) or not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise UnsupportedManifest(f"{where}: descriptor needs a digest string and a non-negative size")
     if size >= MAX_SIZE:
@@ -125,40 +125,66 @@ def _descriptor(obj: Any, where: str) -> Descriptor:
     if not isinstance(media_type, str):
         raise UnsupportedManifest(f"{where}: mediaType must be a string")
     validate_digest(digest)
-    urls = obj.get("urls") or ()
+    urls = field(obj, "urls") or ()
     if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
         raise UnsupportedManifest(f"{where}: urls must be a list of strings")
     platform = None
-    p = obj.get("platform")
-    if isinstance(p, dict) and isinstance(p.get("os"), str) and isinstance(p.get("architecture"), str):
-        variant = p.get("variant")
-        platform = Platform(p["os"], p["architecture"], variant if isinstance(variant, str) else "")
+    p = field(obj, "platform")
+    system, arch = (field(p, "os"), field(p, "architecture")) if isinstance(p, dict) else (None, None)
+    if isinstance(system, str) and isinstance(arch, str):
+        variant = field(p, "variant")
+        platform = Platform(system, arch, variant if isinstance(variant, str) else "")
     return Descriptor(media_type, digest, size, tuple(urls), platform)
 
 
 def _media_type(doc: dict[str, Any], content_type: str) -> str:
-    declared = doc.get("mediaType")
+    declared = field(doc, "mediaType")
     if isinstance(declared, str) and declared:
         return declared
     ctype = content_type.split(";", 1)[0].strip()
     if ctype in mt.MANIFESTS:
         return ctype
     # OCI allows omitting mediaType: tell index from image by shape.
-    if "manifests" in doc:
+    if field(doc, "manifests") is not None:  # as distribution tells them apart
         return mt.OCI_INDEX
-    if "layers" in doc or "config" in doc:
+    if field(doc, "layers") is not None or field(doc, "config") is not None:
         return mt.OCI_MANIFEST
     return ctype
+
+
+class _Object(dict[str, Any]):
+    """A JSON object that keeps its members in document order, repeated keys included (``field``)."""
+
+    pairs: list[tuple[str, Any]]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    obj.pairs = pairs
+    return obj
+
+
+def field(obj: dict[str, Any], name: str, default: Any = None) -> Any:
+    """The member ``name`` of a manifest's object as distribution (Go's encoding/json) reads it into the field
+    of that name: a key equal to it in any case (``Layers``), the last one written winning. A registry stores
+    such manifests; read otherwise, blobs it counts as referenced were left behind."""
+    pairs = getattr(obj, "pairs", None)
+    if pairs is None:
+        return obj.get(name, default)
+    wanted = name.casefold()
+    found = [value for key, value in pairs if key.casefold() == wanted]
+    return found[-1] if found else default
 
 
 def manifest_json(raw: bytes) -> Any:
     """The JSON value of manifest bytes as a registry read them: bytes that are not UTF-8 inside a string
     (an annotation written by hand) read as U+FFFD, as Go's encoding/json reads them (distribution stores
-    such manifests, and they are copied byte for byte like any other). Raises ``ValueError``."""
+    such manifests, and they are copied byte for byte like any other); objects read through ``field``.
+    Raises ``ValueError``."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, object_pairs_hook=_object)
     except UnicodeDecodeError:
-        return json.loads(raw.decode("utf-8", errors="replace"))
+        return json.loads(raw.decode("utf-8", errors="replace"), object_pairs_hook=_object)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -185,7 +211,7 @@ def _schema1(raw: bytes, content_type: str) -> bool:
         doc = manifest_json(raw)
     except (ValueError, RecursionError):
         return False
-    return isinstance(doc, dict) and doc.get("schemaVersion") == 1
+    return isinstance(doc, dict) and field(doc, "schemaVersion") == 1
 
 
 def parse_manifest(raw: bytes, content_type: str = "", expected_digest: str | None = None) -> Manifest:
@@ -200,24 +226,25 @@ def parse_manifest(raw: bytes, content_type: str = "", expected_digest: str | No
         raise DigestMismatch(f"manifest bytes hash to {digest}, not the {expected_digest} asked for")
     doc = _json_object(raw)
     media_type = _media_type(doc, content_type)
-    if media_type in SCHEMA1_TYPES or doc.get("schemaVersion") == 1:
+    if media_type in SCHEMA1_TYPES or field(doc, "schemaVersion") == 1:
         raise UnsupportedManifest(SCHEMA1)
     if media_type in mt.INDEXES:
-        items = doc.get("manifests")
+        items = field(doc, "manifests")
         if not isinstance(items, list):
             raise UnsupportedManifest("index has no 'manifests' list")
         children = tuple(_descriptor(d, f"manifests[{i}]") for i, d in enumerate(items))
         blobs: tuple[Descriptor, ...] = ()
     elif media_type in mt.IMAGE_MANIFESTS:
-        config = doc.get("config")
-        layers = doc.get("layers", [])
+        config = field(doc, "config")
+        layers = field(doc, "layers", [])
         if config is None or not isinstance(layers, list):
             raise UnsupportedManifest("image manifest needs 'config' and a 'layers' list")
         blobs = (_descriptor(config, "config"),) + tuple(_descriptor(d, f"layers[{i}]") for i, d in enumerate(layers))
         children = ()
     else:
         raise UnsupportedManifest(f"unsupported manifest media type {media_type[:100]!r}")
-    subject = _descriptor(doc["subject"], "subject") if isinstance(doc.get("subject"), dict) else None
+    about = field(doc, "subject")
+    subject = _descriptor(about, "subject") if isinstance(about, dict) else None
     return Manifest(raw, digest, media_type, children, blobs, subject)
 
 
@@ -228,15 +255,18 @@ def filter_index(index: Manifest, keep: list[Descriptor], nested: Mapping[str, M
     ``nested`` indexes stands for that index's own entries (the new index lists them flat)."""
     doc = manifest_json(index.raw)
     wanted = {d.digest for d in keep}
-    doc["manifests"] = [
-        m for m in _flat_entries(doc, nested or {}) if m.get("digest") in wanted or _attestation_for(m) in wanted
+    entries = [
+        m for m in _flat_entries(doc, nested or {}) if field(m, "digest") in wanted or _attestation_for(m) in wanted
     ]
+    for key in [k for k in doc if k.casefold() == "manifests"]:  # "Manifests" too: one list, the new one
+        del doc[key]
+    doc["manifests"] = entries
     return json.dumps(doc, indent=3).encode()
 
 
 def _attestation_for(entry: dict[str, Any]) -> str | None:
     """The image digest a buildx attestation manifest entry attests, or None (any other entry)."""
-    notes = entry.get("annotations")
+    notes = field(entry, "annotations")
     if not isinstance(notes, dict) or notes.get("vnd.docker.reference.type") != "attestation-manifest":
         return None
     digest = notes.get("vnd.docker.reference.digest")
@@ -245,7 +275,7 @@ def _attestation_for(entry: dict[str, Any]) -> str | None:
 
 def _flat_entries(doc: dict[str, Any], nested: Mapping[str, Manifest]) -> list[Any]:
     entries: list[Any] = []
-    for m in doc["manifests"]:
-        inner = nested.get(str(m.get("digest"))) if isinstance(m, dict) else None
+    for m in field(doc, "manifests"):
+        inner = nested.get(str(field(m, "digest"))) if isinstance(m, dict) else None
         entries += _flat_entries(manifest_json(inner.raw), nested) if inner is not None else [m]
     return entries

@@ -11,7 +11,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -294,3 +294,48 @@ def test_a_digest_ending_in_a_newline_is_refused_before_any_use(tmp_path: Path, 
     assert "invalid digest 'sha256:bbbb" in r.stderr.strip().splitlines()[-1], r.stderr
     assert not [path for _m, path, _h in server.seen if "%0A" in path.upper() or "\n" in path]
     assert not [p.name for p in tmp_path.rglob("*") if "\n" in p.name]
+
+
+def test_an_upload_answer_whose_headers_trickle_forever_times_out_once_the_body_went(raw: list[RawServer]) -> None:
+    """A target that took every byte of a streamed upload, then trickles header lines: bounded from the body's
+    end by the read timeout (its bytes may take as long as they take), not held forever."""
+    data = b"x" * 300_000
+    digest = digest_of(data)
+    took: list[int] = []
+
+    async def trickling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head.startswith(b"GET /v2/ "):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                continue
+            length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+            took.append(len(await reader.readexactly(length)))
+            writer.write(b"HTTP/1.1 201 Created\r\n")
+            while True:
+                writer.write(b"X-Slow: 1\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+
+    server = RawServer(trickling).start()
+    raw.append(server)
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 100_000):
+            await asyncio.sleep(0.6)  # the body's own time is not counted: 1.8 s in all, over the 1 s limit
+            yield data[i : i + 100_000]
+
+    async def upload() -> None:
+        client = client_of(server.port, request_timeout=1.0, read_timeout=1.0)
+        try:
+            location = f"http://127.0.0.1:{server.port}/v2/a/b/blobs/uploads/u1"
+            await blobs.put_monolithic(client, location, "a/b", digest, len(data), body())
+        finally:
+            await client.close()
+
+    started = time.monotonic()
+    with pytest.raises(RegistryUnreachable) as caught:
+        asyncio.run(asyncio.wait_for(upload(), 30))
+    assert took == [len(data)]
+    assert time.monotonic() - started < 10
+    assert str(caught.value).endswith(f"/v2/a/b/blobs/uploads/u1?digest={digest}: timed out"), caught.value

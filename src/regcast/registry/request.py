@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin
@@ -203,12 +203,44 @@ async def _send_authenticated(client: RegistryClient, call: Call, streaming: boo
     return resp
 
 
-async def _head_within(send: Callable[[], Awaitable[T]], seconds: float) -> T:
-    """``send()``, its status line and headers within ``seconds``: a streamed read has no total limit, and the
-    session's read limit is between reads, so a server trickling header lines (slowloris) held a blob GET
-    forever; the body's pace is ``blobs._body``'s to judge."""
-    async with asyncio.timeout(seconds):
-        return await send()
+class _Sent:
+    """A streamed request body that tells when its last chunk was taken (``ended``): from then on the
+    answer's head is awaited, and bounded (``_head_within``)."""
+
+    def __init__(self, body: AsyncIterable[bytes]) -> None:
+        self.body = body
+        self.ended = asyncio.Event()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self.body:
+            yield chunk
+        self.ended.set()
+
+
+async def _head_within(send: Callable[[], Awaitable[T]], seconds: float, body: _Sent | None = None) -> T:
+    """``send()``, its status line and headers within ``seconds`` of the request's body having gone (at once
+    without one). A streamed request has no total limit and the session's read limit is between reads, so a
+    server trickling header lines (slowloris) held a blob GET, or an upload whose bytes it had all taken,
+    forever; the pace of the bytes themselves is the fan-out's and ``blobs._body``'s to judge."""
+    if body is None:
+        async with asyncio.timeout(seconds):
+            return await send()
+    sending = asyncio.ensure_future(send())
+    sending.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, whoever gave up on it
+    try:
+        ended = asyncio.ensure_future(body.ended.wait())
+        try:
+            await asyncio.wait({sending, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        async with asyncio.timeout(seconds):
+            return await asyncio.shield(sending)
+    finally:
+        if not sending.done():
+            sending.cancel()
 
 
 def _total_timeout(o: ClientOptions) -> aiohttp.ClientTimeout:
@@ -235,6 +267,7 @@ async def _send_once(
     extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}  # streamed: per-read limit
     if call.params:
         extra["params"] = call.params
+    sent = _Sent(data) if timeout is None and data is not None and not isinstance(data, bytes) else None
     if call.read_bufsize is not None:  # aiohttp pauses the socket once 2x this is buffered
         extra["read_bufsize"] = call.read_bufsize
     if call.json_body is not None:
@@ -247,11 +280,11 @@ async def _send_once(
         with translate_errors(client.name, call.method, url):
             session = client.session()  # its clock starts once a connection is free: ConnectionSlots
             send = functools.partial(
-                session.request, call.method, url, headers=hdrs, data=data, allow_redirects=False, **extra
+                session.request, call.method, url, headers=hdrs, data=sent or data, allow_redirects=False, **extra
             )
-            # a streamed download (no total limit): its answer's head is still bounded
-            head_limit = client.options.request_timeout if timeout is None and data is None else None
-            resp = await client.slots.send(send if head_limit is None else lambda: _head_within(send, head_limit))
+            # streamed (no total limit): the answer's head still comes within the read timeout of the body's end
+            limit = client.options.read_timeout
+            resp = await client.slots.send(send if timeout is not None else lambda: _head_within(send, limit, sent))
         status = resp.status
         return resp
     finally:

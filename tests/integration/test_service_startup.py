@@ -7,6 +7,7 @@ each retry line naming it (password hidden) and why; SIGTERM meanwhile stops at 
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -112,3 +113,15 @@ def test_a_submission_the_moment_the_port_opens_is_accepted_not_503(
         assert r.status_code == 201, r.text
     finally:
         proc.stop()
+
+
+def test_a_worker_whose_health_port_is_busy_fails_in_one_line_as_serve_does(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {"REGCAST_DATABASE_URL": f"sqlite:///{tmp_path / 'regcast.db'}", "REGCAST_HEALTH_PORT": str(port)}
+        r = regcast("worker", env=env, timeout=30)
+    line = _one_error_line(r, f"127.0.0.1:{port} for /healthz and /readyz: Address already in use")
+    assert "while attempting" not in line and "Usage:" not in r.stderr
+    assert " started" not in r.stderr  # nothing started

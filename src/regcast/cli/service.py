@@ -148,6 +148,7 @@ def worker(health_port: int | None, database_url: str | None) -> None:
     Serves /healthz, /readyz (Kubernetes probes) and /metrics on REGCAST_HOST:REGCAST_HEALTH_PORT.
     """
     import asyncio
+    import os
     import socket
 
     import uvloop  # the services' loop, as `serve`'s (api/listen.py, docs/decisions.md)
@@ -163,11 +164,14 @@ def worker(health_port: int | None, database_url: str | None) -> None:
     if settings.health_port:
         try:
             health = socket.create_server((settings.host, settings.health_port))
-        except OSError as exc:
-            raise click.UsageError(
-                f"cannot listen on {settings.host}:{settings.health_port} for /healthz and /readyz: {exc.strerror} "
-                "(set REGCAST_HEALTH_PORT, or 0 for none)"
-            ) from None
+        except OSError as exc:  # a busy port: one line and exit 1, as serve's (not a usage error)
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            click.echo(
+                f"error: cannot listen on {settings.host}:{settings.health_port} for /healthz and /readyz: {why} "
+                "(set REGCAST_HEALTH_PORT, or 0 for none)",
+                err=True,
+            )
+            sys.exit(EXIT_FAILED)
     _usable_database(settings, store)
     _service_logging()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from regcast._exceptions import InvalidInput, OutboundRefused, ProtocolViolation
 from regcast.jobs.spec import DistributeRequest, describe_validation, parse_request
+from regcast.registry.auth import TokenCache
 from regcast.registry.guards import check_followed_url, check_registry_allowed, is_metadata_address
 
 
@@ -159,18 +160,25 @@ def test_a_request_printed_shows_no_password_token_header_or_json_body() -> None
     """Whatever prints a parsed job request (a log line, an exception's repr) shows none of its secrets."""
     basic = {"basicauth": {"user": "u", "password": "pw-secret-1"}}
     token = {
-        "url": "https://auth.example/token",
+        "url": "https://auth.example/token?api_key=url-secret-4",
         "header": {"Authorization": "Basic hdr-secret-2"},
         "json": {"k": "json-secret-3"},
     }
     body = {
         "source": {"endpoint": "https://a.example/v2", "image": "x", "ref": "v1", "auth": basic},
         "targets": [{"endpoint": "https://b.example/v2", "auth": token}],
+        "notify": {"url": "https://hooks.example/services/hook-secret-5", "secret": "sign-secret-6"},
     }
     request, _warnings = parse_request(body)
-    shown = repr(request) + str(request)
-    for secret in ("pw-secret-1", "hdr-secret-2", "json-secret-3"):
+    auth = request.targets[0].auth
+    assert auth is not None
+    seed_auth = auth.seed_auth()
+    cache = TokenCache()
+    cache.put(("realm", "svc", ()), "token-secret-7", 1e18)
+    shown = repr(request) + str(request) + repr(seed_auth) + repr(cache)
+    for secret in ("pw-secret-1", "hdr-secret-2", "json-secret-3", "url-secret-4", "hook-secret-5", "sign-secret-6"):
         assert secret not in shown
+    assert "token-secret-7" not in shown
 
 
 @pytest.mark.parametrize("endpoint", ["ftp://bob:Pw0rdLeak@reg/v2", "bob:Pw0rdLeak@reg.example:5000/v2"])

@@ -127,7 +127,7 @@ class BasicAuthIn(_SeedModel):
 class AuthIn(_SeedModel):
     """The seed's ``auth`` block. With ``basicauth`` the token fields are ignored, as in the seed."""
 
-    url: str | None = Field(None, max_length=4096)
+    url: str | None = Field(None, max_length=4096, repr=False)  # its query may hold an api_key
     token_type: str = "Bearer"
     header: Annotated[dict[str, str] | None, BeforeValidator(_header), Field(repr=False)] = None
     json_body: Any = Field(None, alias="json", repr=False)
@@ -242,9 +242,9 @@ NOTIFY_EVENTS = ("finished", "failed", "cancelled")
 class NotifyIn(_SeedModel):
     """Where to POST the job's summary when it ends (``ops/notify.py``); url and secret are sealed."""
 
-    url: str = Field(max_length=4096)
+    url: str = Field(max_length=4096, repr=False)  # a chat hook's path is its secret
     events: list[str] = Field(default_factory=lambda: list(NOTIFY_EVENTS))
-    secret: str | None = Field(None, max_length=4096)
+    secret: str | None = Field(None, max_length=4096, repr=False)
 
     @field_validator("url")
     @classmethod

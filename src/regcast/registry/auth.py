@@ -50,7 +50,7 @@ class SeedAuth:
     read ``token`` from the answer; regcast does the same (also accepting ``access_token``).
     """
 
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)  # its query may hold an api_key
     token_type: str = "Bearer"
     header: dict[str, str] = field(default_factory=dict, repr=False)
     json_body: Any = field(default=None, repr=False)
@@ -221,7 +221,7 @@ def _jwt_seconds_left(token: str) -> float | None:
 class TokenCache:
     """Tokens per (realm, service, scopes): several slots, unlike a one-token client."""
 
-    _tokens: dict[tuple[str, str, tuple[str, ...]], tuple[str, float]] = field(default_factory=dict)
+    _tokens: dict[tuple[str, str, tuple[str, ...]], tuple[str, float]] = field(default_factory=dict, repr=False)
 
     @staticmethod
     def key(challenge: Challenge, scopes: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:

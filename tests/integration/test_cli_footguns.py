@@ -78,7 +78,12 @@ def test_jobs_with_a_bad_setting_is_a_usage_error_not_a_traceback(tmp_path: Path
     tmp_path = tmp_path / "here"
     tmp_path.mkdir()
     for env, args, said in [
-        ({"REGCAST_JOBS_IN_FLIGHT": "0"}, [], "jobs_in_flight"),
+        (
+            {"REGCAST_JOBS_IN_FLIGHT": "0"},
+            [],
+            "Error: REGCAST_JOBS_IN_FLIGHT: Input should be greater than or equal to 1",
+        ),
+        ({"REGCAST_PORT": "abc"}, [], "Error: REGCAST_PORT: Input should be a valid integer"),
         ({}, ["--database-url", "not a url"], "--database-url / REGCAST_DATABASE_URL: Could not parse"),
     ]:
         r = subprocess.run(
@@ -93,6 +98,7 @@ def test_jobs_with_a_bad_setting_is_a_usage_error_not_a_traceback(tmp_path: Path
         assert r.returncode == 2, r.stderr
         assert said in r.stderr
         assert "Traceback" not in r.stderr
+        assert "validation error" not in r.stderr and "errors.pydantic.dev" not in r.stderr
     assert list(tmp_path.iterdir()) == []  # nothing created
 
 

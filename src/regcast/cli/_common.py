@@ -13,6 +13,23 @@ EXIT_FAILED = 1
 EXIT_SKIPPED = 3
 
 
+def _knob_error(exc: ValueError) -> Exception:
+    """pydantic's verdict on the settings as one line per bad knob, named as users set it
+    (``REGCAST_PORT: Input should be ...``): not its "1 validation error for Settings" block with a
+    link to its documentation."""
+    from regcast._exceptions import ConfigError
+
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return exc
+    said = []
+    for err in errors(include_url=False, include_input=False):
+        loc = [str(p) for p in err.get("loc", ())]
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        said.append(f"REGCAST_{loc[0].upper()}: {msg}" if loc else msg)
+    return ConfigError("; ".join(said))
+
+
 class Invocation:
     """``ctx.obj`` of every command: ``-v`` now, the command's Settings when it first asks for them.
 
@@ -30,7 +47,10 @@ class Invocation:
             from regcast.config import load_settings
 
             self._log("text")  # a warning while reading the environment goes through the usual handler
-            self._settings = load_settings(**flags)
+            try:
+                self._settings = load_settings(**flags)
+            except ValueError as exc:
+                raise _knob_error(exc) from None
             self._log(self._settings.log_format)
         return self._settings
 

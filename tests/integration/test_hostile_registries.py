@@ -339,3 +339,34 @@ def test_an_upload_answer_whose_headers_trickle_forever_times_out_once_the_body_
     assert took == [len(data)]
     assert time.monotonic() - started < 10
     assert str(caught.value).endswith(f"/v2/a/b/blobs/uploads/u1?digest={digest}: timed out"), caught.value
+
+
+def test_an_error_answer_whose_body_trickles_is_reported_without_waiting_for_it(
+    raw: list[RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob GET answered 404 with a body of a byte every 0.3 s (never silent for the read timeout): the
+    error is said from its status once the body's time is up; reading the body for its message held it forever."""
+    from regcast._exceptions import NotFound
+    from regcast.registry import _transport
+
+    monkeypatch.setattr(_transport, "ERROR_BODY_SECONDS", 1.0, raising=False)  # 10 s in the product
+
+    async def trickling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head.startswith(b"GET /v2/ "):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                continue
+            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 1000000\r\n\r\n")
+            while True:
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.3)
+
+    server = RawServer(trickling).start()
+    raw.append(server)
+    started = time.monotonic()
+    with pytest.raises(NotFound) as caught:
+        asyncio.run(asyncio.wait_for(read_all(client_of(server.port, request_timeout=1.0, read_timeout=1.0)), 20))
+    assert time.monotonic() - started < 10
+    assert str(caught.value).endswith(f"/v2/a/b/blobs/{DIGEST} answered 404 Not Found"), caught.value

@@ -29,6 +29,9 @@ from regcast.registry.redact import printable, redact_text, redact_url, redact_u
 from regcast.registry.tls import aiohttp
 
 MAX_ERROR_BODY = 1024 * 1024
+# An error body is read for its message only, within this many seconds: a streamed request (a blob GET, an
+# upload) has no total limit and the read limit is between reads, so a body trickled a byte at a time held it
+ERROR_BODY_SECONDS = 10.0
 # Answers whose Retry-After says when to come back: 429, and 503 (RFC 9110: how long the service is
 # expected to be unavailable, e.g. a registry in maintenance or its read-only window)
 RETRY_AFTER_STATUSES = frozenset({429, 503})
@@ -156,7 +159,8 @@ async def response_error(
 ) -> RegistryResponseError:
     """Build the right ``RegistryResponseError`` for an unwanted answer (reads a capped body)."""
     try:
-        body = await read_capped(resp, MAX_ERROR_BODY)
+        async with asyncio.timeout(ERROR_BODY_SECONDS):
+            body = await read_capped(resp, MAX_ERROR_BODY)
     except (TimeoutError, aiohttp.ClientError):
         body = b""
     code, message = oci_error(body)

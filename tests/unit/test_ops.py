@@ -142,3 +142,22 @@ def test_metrics_merge_across_processes_in_multiprocess_mode(tmp_path: Path) -> 
     assert 'regcast_jobs_finished_total{outcome="finished"} 2.0' in text.stdout
     assert 'regcast_source_read_bytes_total{registry="r:1"} 20.0' in text.stdout
     assert 'regcast_job_duration_seconds_count{outcome="finished"} 2.0' in text.stdout
+
+
+def test_metrics_answer_with_the_process_counters_while_the_database_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """/metrics used to answer 503 during a database outage: every counter lost exactly when it matters."""
+    from regcast._exceptions import JobStoreUnavailable
+    from regcast.ops.metrics import Metrics
+
+    class Down:
+        def queue_stats(self) -> tuple[dict[str, int], float | None, int]:
+            raise JobStoreUnavailable("database unavailable (OperationalError)")
+
+    metrics = Metrics()
+    metrics.jobs_finished.labels("finished").inc()
+    text = metrics.render(Down()).decode()  # type: ignore[arg-type]
+    assert 'regcast_jobs_finished_total{outcome="finished"} 1.0' in text
+    assert "regcast_queue_depth_jobs" not in text  # unknown, not a made-up 0
+    assert "the database's gauges left out: database unavailable" in caplog.text

@@ -8,6 +8,7 @@ uvicorn workers), prometheus-client keeps values in files there and ``render`` m
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -17,9 +18,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from regcast._exceptions import JobError
+
 if TYPE_CHECKING:
     from regcast.jobs.store import JobStore
     from regcast.transfer.progress import TargetStatus
+
+log = logging.getLogger("regcast.ops")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 JOB_STATES = ("QUEUED", "RUNNING", "FINISHED", "FAILED", "CANCELLED")
@@ -178,9 +183,12 @@ class Metrics:
             registry = self.registry
         text = generate_latest(registry)
         if store is not None:
-            extra = CollectorRegistry()
-            extra.register(StoreCollector(store.queue_stats, lambda: mirror_run_counts(store)))
-            text += generate_latest(extra)
+            try:
+                extra = CollectorRegistry()
+                extra.register(StoreCollector(store.queue_stats, lambda: mirror_run_counts(store)))
+                text += generate_latest(extra)
+            except JobError as exc:  # the process's own metrics still answer: an outage is when they matter
+                log.warning("metrics: the database's gauges left out: %s", exc)
         return text
 
 

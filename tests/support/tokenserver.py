@@ -58,7 +58,13 @@ class TokenServer:
         self.requests: list[dict[str, object]] = []
         self.grant: Callable[[str | None, list[str]], list[str]] | None = None
         self.refresh_tokens: dict[str, str] = {}  # OAuth2 refresh token -> user (docker's identitytoken)
-        self.oauth = True  # False: POST answers 404, as a token server that knows only GET
+        self.oauth = True  # False: POST answers ``post_refusal`` (404), as a token server that knows only GET
+        self.post_refusal: tuple[int, dict[str, object]] = (
+            404,
+            {"errors": [{"code": "NOT_FOUND", "message": "GET only"}]},
+        )
+        self.answer_fields: dict[str, object] = {}  # merged into every token answer (odd expires_in, no token...)
+        self.refused = 0  # token requests refused for bad credentials (not in ``requests``)
         self._key, self._cert = _signing_cert()
         self.cert_path = directory / "token-signer.pem"
         self.cert_path.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
@@ -110,15 +116,16 @@ class TokenServer:
                 if header.startswith("Basic "):
                     name, _, password = base64.b64decode(header[6:]).decode().partition(":")
                     if server.users.get(name) != password:
+                        server.refused += 1
                         self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]})
                         return
                     user = name
                 scopes = query.get("scope", []) if user else []
                 server.requests.append({"user": user, "scopes": scopes, "service": query.get("service")})
                 token = server.issue(user, scopes)
+                now = dt.datetime.now(dt.UTC).isoformat()
                 self._send(
-                    200,
-                    {"token": token, "expires_in": server.expires_in, "issued_at": dt.datetime.now(dt.UTC).isoformat()},
+                    200, {"token": token, "expires_in": server.expires_in, "issued_at": now, **server.answer_fields}
                 )
 
             def do_POST(self) -> None:
@@ -126,7 +133,7 @@ class TokenServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 form = parse_qs(self.rfile.read(length).decode())
                 if not server.oauth:
-                    self._send(404, {"errors": [{"code": "NOT_FOUND", "message": "GET only"}]})
+                    self._send(*server.post_refusal)
                     return
                 user = server.refresh_tokens.get((form.get("refresh_token") or [""])[0])
                 if (form.get("grant_type") or [""])[0] != "refresh_token" or user is None:
@@ -137,7 +144,8 @@ class TokenServer:
                     {"user": user, "scopes": scopes, "service": form.get("service"), "method": "POST", "form": form}
                 )
                 token = server.issue(user, scopes)
-                self._send(200, {"access_token": token, "expires_in": server.expires_in, "scope": " ".join(scopes)})
+                answer = {"access_token": token, "expires_in": server.expires_in, "scope": " ".join(scopes)}
+                self._send(200, {**answer, **server.answer_fields})
 
             def _send(self, status: int, body: dict[str, object]) -> None:
                 raw = json.dumps(body).encode()

@@ -222,3 +222,14 @@ def test_concurrent_requests_share_one_token_request_and_its_failure() -> None:
     assert len(calls) == 1 and all(isinstance(r, ProtocolViolation) for r in first)  # one request, one failure for all
     assert asyncio.run(five()) == ["Bearer t2"] * 5  # asked again (on another loop), once
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "lifetime"),
+    [("3600", 3600.0), (" 300 ", 300.0), ("soon", 60.0), (float("nan"), 60.0), ("NaN", 60.0), (True, 60.0)],
+)
+def test_an_odd_expires_in_is_a_number_or_the_default(expires_in: object, lifetime: float) -> None:
+    """A number written as a string is that many seconds; NaN (which would never count as valid: a token
+    asked for per request), text or a boolean is the spec's default."""
+    body = json.dumps({"token": "t", "expires_in": expires_in}).encode()
+    assert parse_token_answer(body, now=0) == ("t", lifetime - 5.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,13 +188,26 @@ def parse_token_answer(
     token = doc.get("token") or doc.get("access_token")
     if not isinstance(token, str) or not token:
         raise ProtocolViolation(f"{where} answer has no 'token' or 'access_token'", registry=registry)
-    expires_in = doc.get("expires_in")
-    lifetime = float(expires_in) if isinstance(expires_in, int | float) else MIN_TOKEN_LIFETIME
-    expires_at = now + max(lifetime, MIN_TOKEN_LIFETIME) - 5.0
+    expires_at = now + max(_lifetime(doc.get("expires_in")), MIN_TOKEN_LIFETIME) - 5.0
     jwt_left = _jwt_seconds_left(token)
     if jwt_left is not None:  # the token's own exp wins when it is sooner (servers that lie about expires_in)
         expires_at = min(expires_at, now + jwt_left - min(2.0, max(jwt_left, 0.0) / 4))
     return token, expires_at
+
+
+def _lifetime(expires_in: object) -> float:
+    """``expires_in`` in seconds: a number, or a number written as a string (``"3600"``, as some token servers
+    send it); anything else (absent, ``null``, ``true``, text) is the spec's default. Never NaN: Python's JSON
+    reader takes ``NaN``, and a NaN expiry is a token that never counts as valid (a token request per
+    registry request); ``Infinity`` is a token kept until the registry refuses it."""
+    if isinstance(expires_in, str):
+        try:
+            expires_in = float(expires_in.strip())
+        except ValueError:
+            return MIN_TOKEN_LIFETIME
+    if not isinstance(expires_in, int | float) or isinstance(expires_in, bool) or math.isnan(expires_in):
+        return MIN_TOKEN_LIFETIME
+    return float(expires_in)
 
 
 def _jwt_seconds_left(token: str) -> float | None:

@@ -2,7 +2,9 @@
 entry's ``identitytoken`` is used as docker and skopeo use it, for the OAuth2 refresh-token flow).
 
 Credential helpers (``credsStore``/``credHelpers``) would mean running other programs; regcast
-never shells out, so they are ignored.
+never shells out, so they are ignored. A file that cannot be read as a config (not JSON, not UTF-8,
+unreadable) or an entry whose ``auth`` is not ``base64(USER:PASSWORD)`` is said once per process in a
+warning naming the file (and the entry), never its content: going anonymous in silence ended in a bare 401.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from regcast.registry.auth import Credentials
 from regcast.registry.reference import DOCKER_HUB
+
+log = logging.getLogger("regcast.registry")
+_WARNED: set[str] = set()  # warnings already given in this process
 
 _HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
@@ -49,12 +55,31 @@ def _entry_credentials(entry: object) -> Credentials | None:
     return None
 
 
+def _warn(text: str) -> None:
+    if text not in _WARNED:
+        _WARNED.add(text)
+        log.warning("%s", text)
+
+
 def _config(path: Path | None) -> dict[str, object]:
+    where = path or config_path()
+    why = ""
     try:
-        doc = json.loads((path or config_path()).read_text())
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
+        doc = json.loads(where.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}  # no config: no stored credentials, as for docker
+    except OSError as exc:
+        why = f"cannot be read ({exc.strerror or type(exc).__name__})"
+    except UnicodeDecodeError:
+        why = "is not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        why = f"is not valid JSON (line {exc.lineno} column {exc.colno})"
+    else:
+        if isinstance(doc, dict):
+            return doc
+        why = "is not a JSON object"
+    _warn(f"Docker config {where} {why}: no credentials are taken from it")
+    return {}
 
 
 def _names(key: str, registry: str) -> bool:
@@ -73,6 +98,9 @@ def credentials_for(registry: str, path: Path | None = None) -> Credentials | No
             creds = _entry_credentials(entry)
             if creds:
                 return creds
+            if isinstance(entry, dict) and entry.get("auth"):
+                where = path or config_path()
+                _warn(f"Docker config {where}: the 'auth' of {key!r} is not base64 of USER:PASSWORD: not used")
     return None
 
 

@@ -3,15 +3,19 @@ token answers of every shape, the OAuth2 variant, Docker config files as docker 
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from tests.integration.test_token_faults import registry_asking_tokens_of
 from tests.support import images
 from tests.support.cli import regcast
+from tests.support.hostile import HostileServer, serve
 from tests.support.registry import RegistryServer
 from tests.support.tokenserver import TokenServer
 
@@ -85,3 +89,75 @@ def test_a_docker_config_entry_whose_auth_is_not_base64_is_named(
     assert r.returncode == 1
     assert f"the 'auth' of '{token_reg.host}' is not base64 of USER:PASSWORD: not used" in r.stderr, r.stderr
     assert "not-base64" not in r.stderr.replace("is not base64", "")
+
+
+@contextmanager
+def post_answering(ts: TokenServer, status: int, body: dict[str, object]) -> Iterator[TokenServer]:
+    """The token server answers every OAuth2 POST with ``status`` and ``body`` for the block (GET as usual)."""
+    ts.oauth, ts.post_refusal = False, (status, body)
+    try:
+        yield ts
+    finally:
+        ts.oauth, ts.post_refusal = True, (404, {})
+
+
+def test_an_identity_token_the_token_server_calls_expired_is_said_in_its_words(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, token_reg: RegistryServer
+) -> None:
+    """OAuth2's error body (RFC 6749 5.2) for a refresh token past its life: ``400 {"error": "invalid_grant",
+    "error_description": ...}``. The line said only ``answered 400 Bad Request``; a 400 is an answer, not a realm
+    without the POST, so no GET follows (it would send the placeholder user docker login stored)."""
+    images.image().push(src_reg.http(), repo, "v1")
+    ts = token_reg.token_server
+    assert ts is not None
+    placeholder = base64.b64encode(b"00000000-0000-0000-0000-000000000000:").decode()
+    entry = {"auth": placeholder, "identitytoken": "identity-SECRET-expired"}
+    env = _docker_config(tmp_path, json.dumps({"auths": {token_reg.host: entry}}))
+    body = {"error": "invalid_grant", "error_description": "refresh token expired, run docker login"}
+    before = len(ts.requests), ts.refused
+    with post_answering(ts, 400, body):
+        r = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{token_reg.host}/{repo}", env=env)
+    assert r.returncode == 1
+    [error] = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert f"registry {token_reg.host}: token server refused: POST {ts.realm} answered 400 " in error, error
+    assert error.endswith("invalid_grant: refresh token expired, run docker login"), error
+    assert (len(ts.requests), ts.refused) == before  # no GET after it
+    assert "identity-SECRET-expired" not in r.stdout + r.stderr
+
+
+def test_a_realm_answering_the_oauth2_post_405_is_asked_with_get(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, token_reg: RegistryServer
+) -> None:
+    """Quay and Harbor's token endpoints know GET only and answer a POST 405 (others 404): docker's GET with
+    the stored username and password follows, and the copy goes through."""
+    img = images.image().push(src_reg.http(), repo, "v1")
+    ts = token_reg.token_server
+    assert ts is not None
+    user, password = next(iter(token_reg.users.items()))
+    entry = {"username": user, "password": password, "identitytoken": "not-known-here"}
+    env = _docker_config(tmp_path, json.dumps({"auths": {token_reg.host: entry}}))
+    with post_answering(ts, 405, {"errors": [{"code": "UNSUPPORTED", "message": "method not allowed"}]}):
+        r = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{token_reg.host}/{repo}", env=env)
+    assert r.returncode == 0, r.stderr
+    assert token_reg.http().get_manifest(repo, "v1").content == img.root.raw
+
+
+def test_docker_hubs_wrong_password_answer_is_said_in_its_words(
+    hostile: list[HostileServer], open_reg: RegistryServer
+) -> None:
+    """auth.docker.io refuses a wrong password with ``401 {"details": "incorrect username or password"}``
+    (no OCI ``errors``): docker shows those words; regcast showed ``answered 401 Unauthorized``."""
+
+    async def hub_auth(_request: web.Request) -> web.StreamResponse:
+        return web.json_response({"details": "incorrect username or password"}, status=401)
+
+    realm = serve(hostile, hub_auth)
+    src = registry_asking_tokens_of(hostile, realm)
+    r = regcast("copy", "--src-creds", "u:Hub-PASSWORD-9", f"127.0.0.1:{src.port}/a/b:v1", f"{open_reg.host}/a/hub")
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: registry 127.0.0.1:{src.port}: token server refused: GET {realm.url}/token?service=evil&"
+        "scope=repository:a/b:pull answered 401 incorrect username or password (check the credentials)"
+    ], r.stderr
+    assert len(realm.seen) == 1  # refused once: not asked again

@@ -128,9 +128,17 @@ def parse_retry_after(value: str | None) -> float | None:
 def oci_error(body: bytes) -> tuple[str, str]:
     """The telling ``(code, message)`` of an OCI ``errors`` body: the first not ``UNKNOWN`` (distribution 2.8
     lists ``UNKNOWN`` first, then ``MANIFEST_BLOB_UNKNOWN``, for a foreign layer URL it refuses), with the
-    digest its ``detail`` names, if any; empty strings if the body is anything else."""
+    digest its ``detail`` names, if any; empty strings if the body is anything else.
+
+    Token servers answer in their own shapes, read as docker reads them: OAuth2's ``{"error",
+    "error_description"}`` (RFC 6749 5.2: an expired identity token is ``invalid_grant``) and Docker Hub's
+    ``{"details": "incorrect username or password"}`` (no code). Without them the line said only the status."""
     try:
-        errors = json.loads(body)["errors"]
+        doc = json.loads(body)
+    except ValueError:
+        return "", ""
+    try:
+        errors = doc["errors"]
         first = next((e for e in errors if e.get("code") != "UNKNOWN"), errors[0])
         message = printable(str(first.get("message", "")), 200)
         detail = first.get("detail")
@@ -138,7 +146,13 @@ def oci_error(body: bytes) -> tuple[str, str]:
             message += f" ({detail})"
         return printable(str(first.get("code", "")), 60), message
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        pass
+    if not isinstance(doc, dict):
         return "", ""
+    code, description, details = doc.get("error"), doc.get("error_description"), doc.get("details")
+    if isinstance(code, str) and code:
+        return printable(code, 60), printable(description, 200) if isinstance(description, str) else ""
+    return "", printable(details, 200) if isinstance(details, str) else ""
 
 
 async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
@@ -168,7 +182,7 @@ async def response_error(
     url = redact_url(str(resp.url), every_value)
     status = resp.status
     # a short, sanitised reason only: a foreign server's body is never echoed beyond it
-    detail = f"{code}: {message}" if code else printable(resp.reason or "", 60)
+    detail = f"{code}: {message}" if code and message else code or message or printable(resp.reason or "", 60)
     if status in (401, 403):
         detail += _scope_refused(challenges(resp))
     text = redact_text(f"registry {registry}: {what}: {method} {url} answered {status} {detail}".rstrip(), secrets)

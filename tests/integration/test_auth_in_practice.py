@@ -113,7 +113,7 @@ def test_an_identity_token_the_token_server_calls_expired_is_said_in_its_words(
     placeholder = base64.b64encode(b"00000000-0000-0000-0000-000000000000:").decode()
     entry = {"auth": placeholder, "identitytoken": "identity-SECRET-expired"}
     env = _docker_config(tmp_path, json.dumps({"auths": {token_reg.host: entry}}))
-    body = {"error": "invalid_grant", "error_description": "refresh token expired, run docker login"}
+    body: dict[str, object] = {"error": "invalid_grant", "error_description": "refresh token expired, run docker login"}
     before = len(ts.requests), ts.refused
     with post_answering(ts, 400, body):
         r = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{token_reg.host}/{repo}", env=env)

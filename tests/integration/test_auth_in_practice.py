@@ -161,3 +161,25 @@ def test_docker_hubs_wrong_password_answer_is_said_in_its_words(
         "scope=repository:a/b:pull answered 401 incorrect username or password (check the credentials)"
     ], r.stderr
     assert len(realm.seen) == 1  # refused once: not asked again
+
+
+def test_a_mirror_sets_registry_kept_in_a_credential_helper_is_warned_about(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, token_reg: RegistryServer
+) -> None:
+    """``regcast sync`` (and the service's runs) took the Docker config's ``auths`` but said nothing of a
+    ``credsStore`` keeping the target's credentials: the pass failed on a 401 with no hint why. Now the same
+    warning as ``regcast copy`` gives, once, with the document's way out."""
+    images.image().push(src_reg.http(), repo, "v1")
+    env = _docker_config(tmp_path, json.dumps({"auths": {token_reg.host: {}}, "credsStore": "secretservice"}))
+    doc = tmp_path / "mirrors.yaml"
+    mirror = {"name": "m", "source": f"{src_reg.host}/{repo}", "targets": [f"{token_reg.host}/helper"]}
+    doc.write_text(json.dumps({"version": 1, "mirrors": [mirror]}))
+    r = regcast("sync", str(doc), env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    said = [line for line in r.stderr.splitlines() if "credential helper docker-credential-secretservice" in line]
+    assert len(said) == 1, r.stderr
+    assert said[0].endswith(
+        f"{token_reg.host}: the Docker config keeps its credentials in the credential helper "
+        "docker-credential-secretservice, which regcast does not run; going anonymous (give its username and "
+        "password in the mirror document's registries)"
+    ), said

@@ -19,7 +19,7 @@ from regcast.mirrors.document import MirrorDocument
 from regcast.mirrors.select import Repo
 from regcast.registry.auth import Credentials
 from regcast.registry.client import RegistryClient
-from regcast.registry.dockerconfig import credentials_for
+from regcast.registry.dockerconfig import stored_credentials
 from regcast.registry.guards import check_registry_allowed
 from regcast.registry.limits import Limits, LimitSettings, RateWait
 from regcast.registry.reference import endpoint_for_registry
@@ -38,6 +38,10 @@ def configure_limits(limits: Limits, doc: MirrorDocument) -> None:
     """The document's per-registry limits into the process's ``Limits`` (one per registry, whatever its name)."""
     for r in doc.registries:
         limits.configure(r.host, LimitSettings(r.max_concurrency, r.requests_per_second, r.rate_limit_min))
+
+
+# said where the Docker config keeps a registry's credentials in a helper regcast does not run
+DOCUMENT_REMEDY = "give its username and password in the mirror document's registries"
 
 
 class ClientPool:
@@ -70,7 +74,7 @@ class ClientPool:
             creds = (
                 Credentials(conf.username, conf.password or "")
                 if conf and conf.username is not None
-                else credentials_for(registry)
+                else stored_credentials(registry, DOCUMENT_REMEDY)
             )
             make = self.connections.client if self.connections is not None else RegistryClient
             client = make(

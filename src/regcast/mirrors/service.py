@@ -20,7 +20,7 @@ from regcast.config import Settings
 from regcast.jobs.secrets import SecretBox
 from regcast.jobs.spec import DistributeRequest
 from regcast.jobs.store import JobStore
-from regcast.mirrors.clients import ClientPool, configure_limits
+from regcast.mirrors.clients import DOCUMENT_REMEDY, ClientPool, configure_limits
 from regcast.mirrors.document import Mirror, MirrorDocument
 from regcast.mirrors.models import Trigger
 from regcast.mirrors.plan import Action, ImagePlan, MirrorPlan, Planner
@@ -29,7 +29,7 @@ from regcast.mirrors.schedule import Schedule, parse_interval
 from regcast.mirrors.select import Repo, expand_targets, source_of, targets_of
 from regcast.mirrors.store import MirrorStore, utcnow
 from regcast.registry.client import describe
-from regcast.registry.dockerconfig import credentials_for
+from regcast.registry.dockerconfig import stored_credentials
 from regcast.registry.limits import Limits, RateWait
 from regcast.registry.pool import ConnectionPools
 from regcast.registry.reference import canonical_registry
@@ -65,7 +65,7 @@ def _auth(doc: MirrorDocument, registry: str) -> dict[str, Any] | None:
     conf = doc.registry(registry)
     if conf and conf.username is not None:
         return {"basicauth": {"user": conf.username, "password": conf.password or ""}}
-    creds = credentials_for(registry)
+    creds = stored_credentials(registry, DOCUMENT_REMEDY)
     if creds is None:
         return None
     basic = {"user": creds.username, "password": creds.password}

@@ -118,3 +118,17 @@ def helper_for(registry: str, path: Path | None = None) -> str | None:
     if isinstance(store, str) and store and isinstance(auths, dict) and any(_names(k, registry) for k in auths):
         return store
     return None
+
+
+def stored_credentials(registry: str, remedy: str, path: Path | None = None) -> Credentials | None:
+    """``credentials_for``, and where the config keeps ``registry``'s credentials in a helper regcast does not
+    run, a warning (once per process) saying the registry is asked anonymously and ``remedy``: mirror sets
+    (``regcast sync``, the service's runs) went anonymous in silence, their 401 blaming no credentials at all."""
+    creds = credentials_for(registry, path)
+    helper = helper_for(registry, path) if creds is None else None
+    if helper:
+        _warn(
+            f"{registry}: the Docker config keeps its credentials in the credential helper docker-credential-"
+            f"{helper}, which regcast does not run; going anonymous ({remedy})"
+        )
+    return creds

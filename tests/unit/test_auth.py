@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import time
 
@@ -233,3 +234,35 @@ def test_an_odd_expires_in_is_a_number_or_the_default(expires_in: object, lifeti
     asked for per request), text or a boolean is the spec's default."""
     body = json.dumps({"token": "t", "expires_in": expires_in}).encode()
     assert parse_token_answer(body, now=0) == ("t", lifetime - 5.0)
+
+
+@pytest.mark.parametrize("skew", [-3600.0, 3600.0])
+def test_a_jwt_without_iat_from_a_skewed_server_is_not_asked_for_per_request(skew: float) -> None:
+    """A JWT without ``iat`` (its ``exp`` read against this machine's clock) from a token server an hour off:
+    it looked expired on arrival, so every request asked for a new one. The answer's ``issued_at`` is the
+    server's clock; without it, a token fresh from the server that looks expired means the clocks differ and
+    ``expires_in`` counts."""
+    server_now = time.time() + skew
+    token = _jwt({"exp": int(server_now) + 300})
+    issued = dt.datetime.fromtimestamp(server_now, dt.UTC).isoformat()
+    answer = {"token": token, "issued_at": issued, "expires_in": 3600}
+    _, expires_at = parse_token_answer(json.dumps(answer).encode(), now=1000.0)
+    assert 1000.0 + 280 <= expires_at <= 1000.0 + 300  # exp - issued_at: its 300 s
+    _, expires_at = parse_token_answer(json.dumps({"token": token, "expires_in": 300}).encode(), now=1000.0)
+    if skew < 0:  # an exp in this machine's past: expires_in
+        assert expires_at == 1000.0 + 295.0
+    fetched: list[str] = []
+
+    async def fetch(url: str, *_: object) -> bytes:
+        fetched.append(url)
+        return json.dumps({"token": token, "expires_in": 300}).encode()
+
+    auth = Authenticator("r.example", Credentials("u", "p"), None)
+    auth.remember('Bearer realm="https://auth.example/token",service="r"')
+
+    async def five() -> None:
+        for _ in range(5):
+            await auth.header(("repository:a:pull",), "https://r.example/v2/a/blobs/x", "https://r.example/v2/", fetch)
+
+    asyncio.run(five())
+    assert len(fetched) == 1

@@ -8,6 +8,7 @@ scopes, token request construction, token answer parsing and the token cache. Th
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import math
 import time
@@ -189,10 +190,24 @@ def parse_token_answer(
     if not isinstance(token, str) or not token:
         raise ProtocolViolation(f"{where} answer has no 'token' or 'access_token'", registry=registry)
     expires_at = now + max(_lifetime(doc.get("expires_in")), MIN_TOKEN_LIFETIME) - 5.0
-    jwt_left = _jwt_seconds_left(token)
-    if jwt_left is not None:  # the token's own exp wins when it is sooner (servers that lie about expires_in)
-        expires_at = min(expires_at, now + jwt_left - min(2.0, max(jwt_left, 0.0) / 4))
+    jwt_left = _jwt_seconds_left(token, _issued_at(doc.get("issued_at")))
+    # the token's own exp wins when it is sooner (servers that lie about expires_in); a token fresh from its
+    # server that looks expired says the clocks differ (no iat, no issued_at): expires_in counts then, not a
+    # token request per registry request
+    if jwt_left is not None and jwt_left > 0:
+        expires_at = min(expires_at, now + jwt_left - min(2.0, jwt_left / 4))
     return token, expires_at
+
+
+def _issued_at(value: object) -> float | None:
+    """The answer's ``issued_at`` (RFC 3339, the token server's clock) as a POSIX time, or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _lifetime(expires_in: object) -> float:
@@ -210,12 +225,12 @@ def _lifetime(expires_in: object) -> float:
     return float(expires_in)
 
 
-def _jwt_seconds_left(token: str) -> float | None:
+def _jwt_seconds_left(token: str, issued_at: float | None = None) -> float | None:
     """Seconds until a JWT's ``exp`` (read, not verified: only to refresh in time), or None.
 
-    Counted from its ``iat`` when it has one (a token is read as it arrives): both are the token server's
-    clock, so a skewed local clock neither makes a fresh token look expired (a token fetched per
-    request) nor long-lived."""
+    Counted from its ``iat`` when it has one, else from the answer's ``issued_at`` (a token is read as it
+    arrives): both are the token server's clock, so a skewed local clock neither makes a fresh token look
+    expired (a token fetched per request) nor long-lived."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -227,7 +242,10 @@ def _jwt_seconds_left(token: str) -> float | None:
         return None
     if not isinstance(exp, int | float) or isinstance(exp, bool):
         return None
-    issued = iat if isinstance(iat, int | float) and not isinstance(iat, bool) else time.time()
+    if isinstance(iat, int | float) and not isinstance(iat, bool):
+        issued = float(iat)
+    else:
+        issued = issued_at if issued_at is not None else time.time()
     return float(exp) - float(issued)
 
 

@@ -23,6 +23,9 @@ from regcast.registry.reference import canonical_registry
 Loc = tuple[str | int, ...]
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{([^}]*)\}?")
 MAX_DOCUMENT_BYTES = 1024 * 1024
+# Values a document may hold once its aliases are followed: ten levels of ten ``*alias`` each (under 1 KiB of
+# YAML) expand to 10^10 values, which the line map and the model walked one by one (the API's loop held for hours)
+MAX_DOCUMENT_VALUES = 250_000
 MAX_PROBLEMS = 10
 
 
@@ -135,6 +138,23 @@ class MirrorDocument(_Strict):
 # -- line numbers ------------------------------------------------------------------------------------
 
 
+def _expands_past(node: yaml.Node, limit: int) -> bool:
+    """Does ``node`` hold more than ``limit`` values with every alias followed (a node an alias names counted
+    each time)? Walked without recursion and given up at the limit: an alias to itself ends there too."""
+    stack, seen = [node], 0
+    while stack:
+        current = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                stack += (key, value)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+    return False
+
+
 def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
     out.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
@@ -243,6 +263,8 @@ def parse_text(text: str) -> tuple[Any, LineMap]:
         raise DocumentError([f"document: over {MAX_DOCUMENT_BYTES} bytes"])
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expands_past(node, MAX_DOCUMENT_VALUES):
+            raise DocumentError([f"document: over {MAX_DOCUMENT_VALUES} values once its aliases (*name) are followed"])
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -250,6 +272,8 @@ def parse_text(text: str) -> tuple[Any, LineMap]:
         raise DocumentError([f"{where}not valid YAML or JSON: {exc.problem or exc}"]) from None
     except yaml.YAMLError as exc:
         raise DocumentError([f"not valid YAML or JSON: {exc}"]) from None
+    except RecursionError:  # [[[[... 100k deep: the YAML composer recurses per level
+        raise DocumentError(["document: nested too deeply"]) from None
     lines: dict[Loc, int] = {}
     if node is not None:
         _lines(node, (), lines)

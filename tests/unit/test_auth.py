@@ -266,3 +266,56 @@ def test_a_jwt_without_iat_from_a_skewed_server_is_not_asked_for_per_request(ske
 
     asyncio.run(five())
     assert len(fetched) == 1
+
+
+def test_a_burst_of_401s_to_one_expired_token_asks_for_one_new_token() -> None:
+    """Requests in flight together all come back 401 when their token expires; each dropped whatever was
+    cached, the new token the first had just fetched included: a token request per request of the burst."""
+    fetched: list[str] = []
+
+    async def fetch(url: str, *_: object) -> bytes:
+        fetched.append(url)
+        return json.dumps({"token": f"t{len(fetched)}", "expires_in": 300}).encode()
+
+    challenge = 'Bearer realm="https://auth.example/token",service="r",error="invalid_token"'
+    scopes = ("repository:a:pull",)
+    auth = Authenticator("r.example", Credentials("u", "p"), None)
+    auth.remember(challenge)
+
+    async def header() -> str | None:
+        return await auth.header(scopes, "https://r.example/v2/a/blobs/x", "https://r.example/v2/", fetch)
+
+    assert asyncio.run(header()) == "Bearer t1"
+    auth.rejected(challenge, scopes, "Bearer t1")  # the first of four refused requests
+    assert asyncio.run(header()) == "Bearer t2"
+    for _ in range(3):  # the other three, each sent t1
+        auth.rejected(challenge, scopes, "Bearer t1")
+        assert asyncio.run(header()) == "Bearer t2"
+    auth.rejected(challenge, scopes, "Bearer t2")  # the new one refused: dropped
+    assert asyncio.run(header()) == "Bearer t3"
+    assert len(fetched) == 3
+
+
+def test_the_seed_token_is_fetched_once_for_requests_sent_together_and_after_a_burst_of_401s() -> None:
+    fetched: list[str] = []
+
+    async def fetch(url: str, *_: object) -> bytes:
+        fetched.append(url)
+        await asyncio.sleep(0.01)
+        return json.dumps({"token": f"s{len(fetched)}"}).encode()
+
+    auth = Authenticator("reg.example", None, SeedAuth(url="https://auth.example/token", token_type="JWT"))
+
+    async def together() -> list[str | None]:
+        asked = [
+            auth.header(("repository:a:pull",), "https://reg.example/v2/a/blobs/x", "https://reg.example/v2/", fetch)
+            for _ in range(5)
+        ]
+        return list(await asyncio.gather(*asked))
+
+    assert asyncio.run(together()) == ["JWT s1"] * 5
+    assert len(fetched) == 1
+    for _ in range(5):
+        auth.rejected(None, ("repository:a:pull",), "JWT s1")
+    assert asyncio.run(together()) == ["JWT s2"] * 5
+    assert len(fetched) == 2

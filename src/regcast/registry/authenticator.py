@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
@@ -49,6 +49,7 @@ class Fetch(Protocol):
 
 
 OAUTH_CLIENT_ID = "regcast"
+_SEED_KEY: tuple[str, str, tuple[str, ...]] = ("", "", ())  # the seed's one token, among the scoped keys
 
 
 class Authenticator:
@@ -102,28 +103,34 @@ class Authenticator:
         self.challenge = next((ch for ch in offered if ch.scheme == "bearer"), offered[0])
         return self.challenge
 
-    def rejected(self, header: str | None, scopes: tuple[str, ...]) -> None:
-        """A 401: forget what was sent, so the next request asks afresh."""
+    def rejected(self, header: str | None, scopes: tuple[str, ...], sent: str | None = None) -> None:
+        """A 401 to a request that carried ``sent`` (its Authorization): forget that token, so the next request
+        asks afresh. Only that one: requests in flight together all come back 401 when a token expires, and
+        each dropping whatever was cached threw away the new token the first one had just fetched (a token
+        request per request of the burst)."""
         challenge = self.remember(header) or self.challenge
         if self.seed_auth is not None:  # only the seed's token is ever sent: fetch it again (it outlives jobs: pool.py)
-            self.seed_token = None
+            if sent is None or self.seed_token is None or sent == self._seed_header(self.seed_token):
+                self.seed_token = None
         elif challenge is not None and challenge.scheme == "bearer":
-            self.tokens.drop(TokenCache.key(challenge, scopes))
+            key = TokenCache.key(challenge, scopes)
+            cached = self.tokens.get(key)
+            if sent is None or cached is None or sent == f"Bearer {cached}":
+                self.tokens.drop(key)
+
+    def _seed_header(self, token: str) -> str:
+        assert self.seed_auth is not None
+        return f"{self.seed_auth.token_type or 'Bearer'} {token}"
 
     async def header(self, scopes: tuple[str, ...], url: str, base: str, fetch: Fetch) -> str | None:
         """The Authorization value for a request to ``url`` needing ``scopes``, or None."""
         if not url.startswith(self._own_prefixes) and not self._same_host(url, base):
             return None  # never send credentials to another host (redirect targets, foreign Locations)
         if self.seed_auth is not None:
-            if self.seed_token is None:
-                auth = self.seed_auth
-                assert auth.url
-                body = await fetch(
-                    auth.url, auth.header, None, auth.json_body, "fetching a token from the auth url", False
-                )
-                where = redact_url(auth.url, every_value=True)
-                self.seed_token, _ = parse_token_answer(body, registry=self.host, realm=where)
-            return f"{self.seed_auth.token_type or 'Bearer'} {self.seed_token}"
+            token = self.seed_token
+            if token is None:
+                token = await self._token_once(_SEED_KEY, lambda: self._fetch_seed_token(fetch))
+            return self._seed_header(token)
         ch = self.challenge
         if ch is None:
             return None
@@ -132,19 +139,25 @@ class Authenticator:
         key = TokenCache.key(ch, scopes)
         token = self.tokens.get(key)
         if token is None:
-            token = await self._token_once(key, ch, scopes, base, fetch)
+            token = await self._token_once(key, lambda: self._fetch_token(key, ch, scopes, base, fetch))
         return f"Bearer {token}"
 
-    async def _token_once(
-        self, key: tuple[str, str, tuple[str, ...]], ch: Challenge, scopes: tuple[str, ...], base: str, fetch: Fetch
-    ) -> str:
-        """One token request per key at a time: the blobs a copy starts at once all lack the same token, and
-        each asking the token server for it (10 requests for an 8-layer image) is what gets a client
-        rate-limited there. The others wait for the one under way (shielded: a waiter that is cancelled
-        does not cancel it for the rest)."""
+    async def _fetch_seed_token(self, fetch: Fetch) -> str:
+        auth = self.seed_auth
+        assert auth is not None and auth.url
+        body = await fetch(auth.url, auth.header, None, auth.json_body, "fetching a token from the auth url", False)
+        where = redact_url(auth.url, every_value=True)
+        self.seed_token, _ = parse_token_answer(body, registry=self.host, realm=where)
+        return self.seed_token
+
+    async def _token_once(self, key: tuple[str, str, tuple[str, ...]], fetch: Callable[[], Awaitable[str]]) -> str:
+        """One token request per key at a time (the seed's token too): the blobs a copy starts at once all lack
+        the same token, and each asking the token server for it (10 requests for an 8-layer image) is what gets
+        a client rate-limited there. The others wait for the one under way (shielded: a waiter that is
+        cancelled does not cancel it for the rest)."""
         pending = self._pending.get(key)
         if pending is None or pending.get_loop() is not asyncio.get_running_loop():  # none a closed loop left
-            pending = asyncio.ensure_future(self._fetch_token(key, ch, scopes, base, fetch))
+            pending = asyncio.ensure_future(fetch())
             self._pending[key] = pending
             pending.add_done_callback(functools.partial(self._fetched, key))
         return await asyncio.shield(pending)

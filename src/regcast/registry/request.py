@@ -178,7 +178,7 @@ async def _send_authenticated(client: RegistryClient, call: Call, streaming: boo
     timeout = None if streaming else _total_timeout(client.options)
     resp = await _send_once(client, call, call.url, call.data, timeout)
     if resp.status == 401 and call.scopes is not None:
-        client.auth.rejected(challenges(resp), call.scopes)
+        client.auth.rejected(challenges(resp), call.scopes, resp.request_info.headers.get("Authorization"))
         if call.replayable:
             resp.release()
             resp = await _send_once(client, call, call.url, call.data, timeout)

@@ -158,3 +158,33 @@ def test_cancel_running_and_queued_jobs(
         assert open_reg.http().get_manifest(f"{repo}/2", "v1").status_code == 404
     finally:
         svc.stop()
+
+
+def test_a_hung_target_holds_neither_a_cancel_nor_a_sigterm(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer, slow_source: TcpProxy
+) -> None:
+    """A target that stops answering mid-upload: the upload sessions' DELETEs are best effort, bounded
+    (the job waited for them through the request timeout and its retries: a cancel over a minute, a
+    SIGTERM the whole shutdown grace, then the process cut it off)."""
+    big_image(src_reg, repo)
+    target = TcpProxy(open_reg.port).start()
+    svc = Service(tmp_path).start()
+    try:
+        hung = [{"endpoint": f"http://127.0.0.1:{target.port}/v2"}]
+        cancelled = svc.submit(body(slow_source, repo, hung))
+        svc.wait_for(cancelled, moving)
+        target.set_frozen(True)
+        assert svc.http.delete(f"/api/distribute/image/{cancelled}").status_code == 202
+        st = svc.wait(cancelled, timeout=15)
+        assert st["value"] == "CANCELLED"
+        assert [t["state"] for t in st["targets"]] == ["CANCELLED"]
+        target.set_frozen(False)
+        stopped = svc.submit(body(slow_source, repo, [{**hung[0], "image": f"{repo}/2"}]))
+        svc.wait_for(stopped, moving)
+        target.set_frozen(True)
+        assert svc.terminate(timeout=15) == 0, svc.output()
+        assert f"job {stopped}: interrupted by shutdown; back in the queue" in svc.output()
+        assert "Traceback" not in svc.output()
+    finally:
+        svc.stop()
+        target.stop()

@@ -41,6 +41,7 @@ log = logging.getLogger("regcast.registry")
 # Success answers to an upload PATCH or PUT. The spec says 202 and 201, ECR answers a PATCH 201, pulp 204;
 # any 2xx is the registry saying it took the bytes (a missing blob still fails the manifest push after it).
 UPLOAD_OK = (200, 201, 202, 204)
+CANCEL_BUDGET = 5.0  # seconds for dropping one unfinished upload session (best effort)
 # Refusals of an upload that a new session may pass (UploadLost): the session is gone, or the bytes that
 # arrived do not hash (regcast sends only bytes it verified, so they changed on the way)
 UPLOAD_LOST = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID", "DIGEST_INVALID"})
@@ -340,11 +341,20 @@ async def put_final(client: RegistryClient, location: str, repository: str, dige
 
 
 async def cancel_upload(client: RegistryClient, location: str, repository: str) -> None:
-    """Best effort: drop an unfinished upload session.
+    """Best effort: drop an unfinished upload session, within ``CANCEL_BUDGET`` seconds in all.
 
     Right after a request was cut mid-body the registry may still be handling it and answer
-    404/400 to the DELETE; a few short retries let that settle.
+    404/400 to the DELETE; a few short retries let that settle. A registry that does not answer
+    is not waited for (it expires stale sessions itself): a job cancelled or stopped on SIGTERM
+    waits for these DELETEs, and a hung target held it for the request timeout and its retries.
     """
+    try:
+        await asyncio.wait_for(_cancel_upload(client, location, repository), CANCEL_BUDGET)
+    except TimeoutError:
+        log.debug("cancelling upload at %s: no answer within %gs", client.name, CANCEL_BUDGET)
+
+
+async def _cancel_upload(client: RegistryClient, location: str, repository: str) -> None:
     for delay in (0.0, 0.2, 0.5):
         if delay:
             await asyncio.sleep(delay)

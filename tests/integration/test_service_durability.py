@@ -168,21 +168,25 @@ def test_a_hung_target_holds_neither_a_cancel_nor_a_sigterm(
     SIGTERM the whole shutdown grace, then the process cut it off)."""
     big_image(src_reg, repo)
     target = TcpProxy(open_reg.port).start()
-    svc = Service(tmp_path).start()
+    # long enough that waiting for the DELETEs could not pass for bounded: a minute and more
+    svc = Service(tmp_path, {"REGCAST_REQUEST_TIMEOUT": "120", "REGCAST_SHUTDOWN_GRACE": "60"}).start()
     try:
         hung = [{"endpoint": f"http://127.0.0.1:{target.port}/v2"}]
         cancelled = svc.submit(body(slow_source, repo, hung))
         svc.wait_for(cancelled, moving)
         target.set_frozen(True)
         assert svc.http.delete(f"/api/distribute/image/{cancelled}").status_code == 202
-        st = svc.wait(cancelled, timeout=15)
+        try:
+            st = svc.wait(cancelled, timeout=30)
+        except AssertionError as exc:
+            raise AssertionError(svc.output()) from exc
         assert st["value"] == "CANCELLED"
         assert [t["state"] for t in st["targets"]] == ["CANCELLED"]
         target.set_frozen(False)
         stopped = svc.submit(body(slow_source, repo, [{**hung[0], "image": f"{repo}/2"}]))
         svc.wait_for(stopped, moving)
         target.set_frozen(True)
-        assert svc.terminate(timeout=15) == 0, svc.output()
+        assert svc.terminate(timeout=30) == 0, svc.output()
         assert f"job {stopped}: interrupted by shutdown; back in the queue" in svc.output()
         assert "Traceback" not in svc.output()
     finally:

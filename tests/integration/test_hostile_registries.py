@@ -370,3 +370,53 @@ def test_an_error_answer_whose_body_trickles_is_reported_without_waiting_for_it(
         asyncio.run(asyncio.wait_for(read_all(client_of(server.port, request_timeout=1.0, read_timeout=1.0)), 20))
     assert time.monotonic() - started < 10
     assert str(caught.value).endswith(f"/v2/a/b/blobs/{DIGEST} answered 404 Not Found"), caught.value
+
+
+def test_a_url_handed_over_with_userinfo_is_refused_in_one_line(hostile: list[HostileServer]) -> None:
+    """An upload Location, a redirect or a token realm carrying ``user:password@``: sent beside regcast's own
+    Authorization, aiohttp raised a bare ValueError out of the registry layer (no registry named, no error tree)."""
+    from regcast._exceptions import ProtocolViolation
+    from regcast.registry.auth import Credentials
+
+    async def handing_userinfo(request: web.Request) -> web.StreamResponse:
+        here = f"http://x:Sekr1t-URL@127.0.0.1:{request.url.port}"
+        if request.path == "/v2/token-realm/":
+            return web.Response(status=401, headers={"WWW-Authenticate": f'Bearer realm="{here}/token"'})
+        if "Authorization" not in request.headers:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        if request.path == "/v2/":
+            return web.json_response({})
+        if request.method == "POST":
+            return web.Response(status=202, headers={"Location": f"{here}/v2/a/b/blobs/uploads/u1"})
+        return web.Response(status=307, headers={"Location": f"{here}/v2/a/b/elsewhere"})
+
+    server = serve(hostile, handing_userinfo)
+    opts = ClientOptions(retry=RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.01))
+
+    async def attempts() -> list[BaseException]:
+        client = RegistryClient(parse_endpoint(server.endpoint), credentials=Credentials("alice", "pw"), options=opts)
+        errors: list[BaseException] = []
+        try:
+            for attempt in (blobs.start_upload(client, "a/b"), read_all(client)):
+                try:
+                    await attempt
+                except Exception as exc:  # each is named below
+                    errors.append(exc)
+            realm = RegistryClient(parse_endpoint(server.endpoint), credentials=Credentials("a", "pw"), options=opts)
+            try:
+                await realm.send("GET", f"{server.url}/v2/token-realm/", scopes=("repository:a/b:pull",))
+            except Exception as exc:
+                errors.append(exc)
+            finally:
+                await realm.close()
+        finally:
+            await client.close()
+        return errors
+
+    errors = asyncio.run(attempts())
+    assert [type(e) for e in errors] == [ProtocolViolation] * 3, errors
+    assert [str(e).split(": ", 1)[1] for e in errors] == [
+        "refusing upload Location: it carries user:password@",
+        "refusing redirect: it carries user:password@",
+        "refusing token realm: it carries user:password@",
+    ]

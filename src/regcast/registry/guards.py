@@ -258,6 +258,8 @@ def check_followed_url(
     new, old = urlsplit(url), urlsplit(came_from)
     if new.scheme not in ("http", "https") or not new.hostname:
         raise ProtocolViolation(f"registry {registry}: {what} is not an http(s) URL", registry=registry)
+    if "@" in new.netloc:  # sent with them, aiohttp refused the request (a ValueError out of the registry layer)
+        raise ProtocolViolation(f"registry {registry}: refusing {what}: it carries user:password@", registry=registry)
     if old.scheme == "https" and new.scheme == "http":
         raise ProtocolViolation(f"registry {registry}: refusing {what} from https to http", registry=registry)
     why = (policy or OutboundPolicy()).problem(url, kind)

@@ -420,3 +420,64 @@ def test_a_url_handed_over_with_userinfo_is_refused_in_one_line(hostile: list[Ho
         "refusing redirect: it carries user:password@",
         "refusing token realm: it carries user:password@",
     ]
+
+
+def object_store(data: bytes) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Storage on another host, as S3 or Azure behind a registry: a second hop, the object, upload PUTs."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/hop":
+            return web.Response(status=307, headers={"Location": "/object?X-Amz-Signature=s"})
+        if request.method == "PUT":
+            return web.Response(status=201)
+        return web.Response(body=data)
+
+    return handle
+
+
+async def a_token(_request: web.Request) -> web.StreamResponse:
+    return web.json_response({"token": "reg-token-0123456789"})
+
+
+@pytest.mark.parametrize("scheme", ["basic", "bearer"])
+def test_credentials_never_follow_a_redirect_or_an_upload_location_to_another_host(
+    scheme: str, hostile: list[HostileServer]
+) -> None:
+    """Blob GET 307 to storage on another host (then a second hop there), an upload Location there: the
+    storage sees no Authorization, Basic or Bearer (ECR/S3 and ACR/SAS refuse one; CVE-2020-15157's class)."""
+    from regcast.registry.auth import Credentials
+
+    data = b"layer bytes"
+    digest = digest_of(data)
+    store, tokens = serve(hostile, object_store(data)), serve(hostile, a_token)
+    asked = 'Basic realm="r"' if scheme == "basic" else f'Bearer realm="{tokens.url}/token"'
+
+    async def registry(request: web.Request) -> web.StreamResponse:
+        if "Authorization" not in request.headers:
+            return web.Response(status=401, headers={"WWW-Authenticate": asked})
+        if request.path == "/v2/":
+            return web.json_response({})
+        if request.method == "POST":
+            return web.Response(status=202, headers={"Location": f"{store.url}/upload?session=1"})
+        return web.Response(status=307, headers={"Location": f"{store.url}/hop"})
+
+    reg = serve(hostile, registry)
+    opts = ClientOptions(retry=RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.01))
+
+    async def copy_one() -> bytes:
+        client = RegistryClient(parse_endpoint(reg.endpoint), credentials=Credentials("alice", "pw"), options=opts)
+        try:
+            got = b"".join([chunk async for chunk in blobs.read_blob(client, "a/b", digest, len(data))])
+            location = await blobs.start_upload(client, "a/b")
+            assert location is not None
+            await blobs.put_monolithic(client, location, "a/b", digest, len(data), data)
+            return got
+        finally:
+            await client.close()
+
+    assert asyncio.run(copy_one()) == data
+    paths = [(m, p.split("?")[0]) for m, p, _h in store.seen]
+    assert paths == [("GET", "/hop"), ("GET", "/object"), ("PUT", "/upload")]
+    assert store.authorizations() == []
+    wanted = "Basic " if scheme == "basic" else "Bearer reg-token-0123456789"
+    assert reg.authorizations() and all(a.startswith(wanted) for a in reg.authorizations())

@@ -15,7 +15,9 @@ from aiohttp import web
 from tests.integration.test_token_faults import registry_asking_tokens_of
 from tests.support import images
 from tests.support.cli import regcast
+from tests.support.faults import FaultProxy
 from tests.support.hostile import HostileServer, serve
+from tests.support.quirks import QuirkProxy
 from tests.support.registry import RegistryServer
 from tests.support.tokenserver import TokenServer
 
@@ -183,3 +185,24 @@ def test_a_mirror_sets_registry_kept_in_a_credential_helper_is_warned_about(
         "docker-credential-secretservice, which regcast does not run; going anonymous (give its username and "
         "password in the mirror document's registries)"
     ), said
+
+
+def test_tokens_that_expire_mid_copy_are_fetched_again_once_each_and_the_copy_goes_through(
+    repo: str, src_reg: RegistryServer, token_reg: RegistryServer, faults: list[FaultProxy]
+) -> None:
+    """A registry that stops taking each token after a few requests (its lifetime, shorter than the copy):
+    the requests in flight together come back 401 ``invalid_token`` at once. Each token is asked for again
+    once for all of them, and the copy is done."""
+    img = images.image([images.layer_bytes(2048) for _ in range(16)]).push(src_reg.http(), repo, "v1")
+    ts = token_reg.token_server
+    assert ts is not None
+    front = QuirkProxy(token_reg.port, "tokens_expire", seconds=0.1, delay=0.03).start()
+    faults.append(front)
+    before = len(ts.requests)
+    r = regcast("copy", "--dest-creds", creds(token_reg), f"{src_reg.host}/{repo}:v1", f"127.0.0.1:{front.port}/{repo}")
+    assert r.returncode == 0, r.stderr
+    assert token_reg.http().get_manifest(repo, "v1").content == img.root.raw
+    fetched = len(ts.requests) - before
+    assert front.events["expired"] >= 1  # tokens did expire mid-copy
+    # each refused token replaced about once (the requests refused together share the new one), not once per 401
+    assert fetched <= 2 + 2 * front.events["expired_tokens"], (fetched, front.events)

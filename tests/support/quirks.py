@@ -32,6 +32,10 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
   a second proxy to the same registry), absolute;
 - ``upload_200``: every blob upload PATCH and PUT that succeeded answers 200 (the spec says 202, 201).
 - ``push_only``: manifest GETs and HEADs and tag lists answer 403 DENIED (credentials that may push, not read).
+- ``tokens_expire``: a Bearer token is taken for ``params["seconds"]`` from its first use, then every request
+  carrying it answers 401 with the registry's challenge and ``error="invalid_token"`` (a token that expired mid-copy);
+  each request it takes waits ``params["delay"]`` (0) first;
+  ``events["expired"]`` counts those 401s, ``events["expired_tokens"]`` the tokens refused.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import MutableMapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -61,10 +66,17 @@ class QuirkProxy(FaultProxy):
 
     async def _start(self) -> None:
         self._stopping = asyncio.Event()
+        self.events_challenge = ""
+        self._first_seen: dict[str, float] = {}  # when each Bearer token was first sent (tokens_expire)
+        self._refused_tokens: set[str] = set()
         await super()._start()
 
     async def _stall(self) -> None:
         await self._stopping.wait()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        refused = await self._expired_token(request) if self.scenario == "tokens_expire" else None
+        return refused if refused is not None else await super()._handle(request)
 
     async def _fault_before(self, request: web.Request) -> web.StreamResponse | None:
         manifest_get = request.method == "GET" and "/manifests/" in request.path
@@ -110,6 +122,22 @@ class QuirkProxy(FaultProxy):
         if self.scenario in ("stall_blob", "short_blob") and request.method == "GET" and BLOB_GET.match(request.path):
             return await self._broken_blob(request)
         return await super()._fault_before(request)
+
+    async def _expired_token(self, request: web.Request) -> web.StreamResponse | None:
+        sent = request.headers.get("Authorization", "")
+        if not sent.startswith("Bearer "):
+            return None
+        first = self._first_seen.setdefault(sent, time.monotonic())
+        if time.monotonic() - first <= self.params["seconds"]:
+            await asyncio.sleep(self.params.get("delay", 0.0))  # a copy slower than a token's life
+            return None
+        self.events["expired"] += 1
+        self._refused_tokens.add(sent)
+        self.events["expired_tokens"] = len(self._refused_tokens)
+        await request.read()
+        challenge = f'{self.events_challenge},error="invalid_token"'
+        body = {"errors": [{"code": "UNAUTHORIZED", "message": "token expired"}]}
+        return web.json_response(body, status=401, headers={"WWW-Authenticate": challenge})
 
     async def _push_fault(self, request: web.Request) -> web.StreamResponse | None:
         """The scenarios of uploads and manifest pushes."""
@@ -230,6 +258,8 @@ class QuirkProxy(FaultProxy):
             del out["WWW-Authenticate"]
             self.events["challenge_dropped"] += 1
         challenge = out.get("WWW-Authenticate", "")
+        if challenge:
+            self.events_challenge = challenge  # the registry's own, for tokens_expire's 401s
         if self.scenario == "basic_and_bearer" and re.match(r"(?i)bearer ", challenge):
             self.events["rewritten"] += 1
             out["WWW-Authenticate"] = f'Basic realm="regcast-test", {challenge}'

@@ -481,3 +481,37 @@ def test_credentials_never_follow_a_redirect_or_an_upload_location_to_another_ho
     assert store.authorizations() == []
     wanted = "Basic " if scheme == "basic" else "Bearer reg-token-0123456789"
     assert reg.authorizations() and all(a.startswith(wanted) for a in reg.authorizations())
+
+
+def test_a_malformed_answer_quoting_the_credentials_never_shows_them(raw: list[RawServer]) -> None:
+    """A header line over aiohttp's limit is quoted in its error (the line's first 100 bytes): a registry putting
+    the Basic credentials it got there had them shown in the CLI's error line, whole or cut too short to scrub."""
+
+    async def quoting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            sent = [line for line in head.split(b"\r\n") if line.lower().startswith(b"authorization:")]
+            if not sent:
+                writer.write(
+                    b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm="r"\r\nContent-Length: 0\r\n\r\n'
+                )
+            elif head.startswith(b"GET /v2/ "):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            else:
+                credentials = sent[0].split(b" ")[-1]
+                plain = base64.b64decode(credentials)
+                writer.write(b"HTTP/1.1 200 OK\r\nX-Echo: " + plain + b" " + credentials + b"a" * 9000 + b"\r\n\r\n")
+            await writer.drain()
+
+    server = RawServer(quoting).start()
+    raw.append(server)
+    source = f"127.0.0.1:{server.port}/a/b:v1"
+    # the HTTPS try first waits out its handshake on this plain server: 1 s, not 20
+    r = regcast(
+        "copy", "--src-creds", f"alice:{PASSWORD}", source, "127.0.0.1:1/a/b:v1", env={"REGCAST_CONNECT_TIMEOUT": "1"}
+    )
+    assert r.returncode != 0
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.endswith("malformed answer (Got more than 8190 bytes when reading)"), line
+    encoded = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    assert PASSWORD[:8] not in r.stdout + r.stderr and encoded[:12] not in r.stdout + r.stderr

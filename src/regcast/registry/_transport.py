@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -63,7 +64,10 @@ def _classify(exc: BaseException) -> tuple[Failure, str]:
 def _other(exc: BaseException) -> str:
     """The words for any other library error: never its raw text, whose URL may carry a redirect's signature."""
     if isinstance(exc, aiohttp.ClientResponseError):  # its str() ends with the raw URL
-        return f"malformed answer ({printable(str(exc.message), 100)})"
+        # and its message quotes the server's bytes, cut at 100 (b'X-Echo: <credentials it got>...'): too short
+        # a piece for a secret to be recognised and scrubbed, so nothing quoted is kept
+        said = re.split(r""":?\s*b?['"]""", str(exc.message), maxsplit=1)[0]
+        return f"malformed answer ({printable(said, 100)})"
     text = str(exc)
     return type(exc).__name__ + (f" ({printable(redact_urls(text), 200)})" if text else "")
 
@@ -78,11 +82,14 @@ def _refused_address(exc: BaseException) -> str | None:
 
 
 @contextmanager
-def translate_errors(registry: str, method: str, url: str, body: bool = False) -> Iterator[None]:
+def translate_errors(
+    registry: str, method: str, url: str, body: bool = False, secrets: Callable[[], tuple[str, ...]] | None = None
+) -> Iterator[None]:
     """Turn library errors raised inside the block into ``RegistryUnreachable`` with one clear line
     (``BodyBroken`` with ``body``: the block reads an answer's body, which ``request.reading`` asks again).
 
-    The library error stays as ``__cause__`` for debugging; the message is built from the redacted URL.
+    The library error stays as ``__cause__`` for debugging; the message is built from the redacted URL, and
+    scrubbed of ``secrets()`` (asked only then): a malformed answer's text quotes the server's own bytes.
     """
     try:
         yield
@@ -94,10 +101,9 @@ def translate_errors(registry: str, method: str, url: str, body: bool = False) -
         if refused:
             raise OutboundRefused(f"registry {registry}: {method} {redact_url(url)}: {refused}") from exc
         failure, reason = _classify(exc)
+        text = f"registry {registry}: {method} {redact_url(url)}: {reason}"
         kind = BodyBroken if body else RegistryUnreachable
-        raise kind(
-            f"registry {registry}: {method} {redact_url(url)}: {reason}", registry=registry, failure=failure
-        ) from exc
+        raise kind(redact_text(text, secrets()) if secrets else text, registry=registry, failure=failure) from exc
 
 
 def challenges(resp: aiohttp.ClientResponse) -> str | None:

@@ -277,7 +277,7 @@ async def _send_once(
     observer = client.options.observer
     started, status = time.monotonic(), None
     try:
-        with translate_errors(client.name, call.method, url):
+        with translate_errors(client.name, call.method, url, secrets=client.secrets):
             session = client.session()  # its clock starts once a connection is free: ConnectionSlots
             send = functools.partial(
                 session.request, call.method, url, headers=hdrs, data=sent or data, allow_redirects=False, **extra

@@ -3,6 +3,7 @@ token answers of every shape, the OAuth2 variant, Docker config files as docker 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -12,11 +13,16 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from regcast._exceptions import AuthenticationFailed
+from regcast.registry.auth import Credentials
+from regcast.registry.client import RegistryClient
+from regcast.registry.mediatypes import DOCKER_MANIFEST
+from regcast.registry.reference import parse_endpoint
 from tests.integration.test_token_faults import registry_asking_tokens_of
 from tests.support import images
 from tests.support.cli import regcast
 from tests.support.faults import FaultProxy
-from tests.support.hostile import HostileServer, serve
+from tests.support.hostile import HostileServer, challenge, registry_serving, serve
 from tests.support.quirks import QuirkProxy
 from tests.support.registry import RegistryServer
 from tests.support.tokenserver import TokenServer
@@ -30,6 +36,9 @@ def answering(ts: TokenServer, **fields: object) -> Iterator[TokenServer]:
         yield ts
     finally:
         ts.answer_fields = {}
+
+
+PASSWORD = "Realm-redirect-PASSWORD-7"
 
 
 def creds(reg: RegistryServer) -> str:
@@ -206,3 +215,58 @@ def test_tokens_that_expire_mid_copy_are_fetched_again_once_each_and_the_copy_go
     assert front.events["expired"] >= 1  # tokens did expire mid-copy
     # each refused token replaced about once (the requests refused together share the new one), not once per 401
     assert fetched <= 2 + 2 * front.events["expired_tokens"], (fetched, front.events)
+
+
+def _token_registry(hostile: list[HostileServer], realm: str) -> tuple[HostileServer, bytes]:
+    """A registry serving one manifest (``a/b:v1``) to ``Bearer good-token`` and challenging the rest."""
+    raw = images.image().root.raw
+    serving = registry_serving({"v1": (raw, DOCKER_MANIFEST)})
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != "Bearer good-token":
+            return challenge(realm)
+        return await serving(request)
+
+    return serve(hostile, handle), raw
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_token_realm_that_redirects_is_followed_credentials_kept_on_its_own_server(
+    status: int, hostile: list[HostileServer]
+) -> None:
+    """A realm written ``http://`` behind a proxy that redirects to its https:// (Harbor's ext_endpoint), or a
+    token endpoint moved: docker (Go's client) and the seed (requests) follow the redirect, the Basic
+    credentials kept only while the server stays the same. regcast answered 'token server refused: ...
+    answered 301'."""
+    basic = "Basic " + base64.b64encode(f"u:{PASSWORD}".encode()).decode()
+
+    async def token_server(request: web.Request) -> web.StreamResponse:
+        if request.path == "/old-token":  # moved, on the same server: the credentials follow
+            return web.Response(status=status, headers={"Location": f"/token?{request.query_string}"})
+        if request.headers.get("Authorization") != basic:
+            return web.json_response({"details": "no credentials"}, status=401)
+        return web.json_response({"token": "good-token", "expires_in": 300})
+
+    async def elsewhere(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, headers={"Location": f"{moved.url}/token?{request.query_string}"})
+
+    moved = serve(hostile, token_server)
+    other = serve(hostile, elsewhere)
+
+    def get(realm: str) -> bytes:
+        registry, raw = _token_registry(hostile, realm)
+
+        async def go() -> bytes:
+            creds = Credentials("u", PASSWORD)
+            async with RegistryClient(parse_endpoint(registry.endpoint), credentials=creds) as client:
+                assert (await client.get_manifest("a/b", "v1")).raw == raw
+                return raw
+
+        return asyncio.run(go())
+
+    get(f"{moved.url}/old-token")
+    assert moved.authorizations() == [basic, basic]  # asked at /old-token, then at /token
+    with pytest.raises(AuthenticationFailed, match="no credentials"):  # another server: none carried there
+        get(f"{other.url}/token")
+    assert other.authorizations() == [basic]  # the realm itself (loopback, beside the registry)
+    assert moved.authorizations() == [basic, basic]

@@ -272,6 +272,7 @@ class RegistryClient:
                 params=params,
                 json_body=json_body,
                 outbound="auth",
+                follow_redirects=form is None,  # a realm moved (http -> https behind a proxy): as docker and the seed
             )
             try:
                 if resp.status != 200 if strict else resp.status >= 400:

@@ -9,6 +9,7 @@ state (session, tokens, watchers), this module the order of the steps.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -19,6 +20,7 @@ from urllib.parse import urljoin
 
 from regcast._exceptions import BodyBroken, ProtocolViolation, RateLimited, RegistryResponseError, RegistryUnreachable
 from regcast.registry._transport import challenges, status_error, translate_errors
+from regcast.registry.auth import origin
 from regcast.registry.guards import Kind, check_followed_url
 from regcast.registry.limits import RateWait, send_within
 from regcast.registry.redact import redact_url
@@ -188,10 +190,18 @@ async def _send_authenticated(client: RegistryClient, call: Call, streaming: boo
         resp.release()
         if not location:
             raise ProtocolViolation(f"registry {client.name}: redirect without Location", registry=client.name)
-        url = check_followed_url(
-            urljoin(url, location), came_from=url, registry=client.name, what="redirect", policy=client.options.policy
+        came_from, url = (
+            url,
+            check_followed_url(
+                urljoin(url, location),
+                came_from=url,
+                registry=client.name,
+                what="redirect",
+                policy=client.options.policy,
+                kind=call.outbound,
+            ),
         )
-        resp = await _send_once(client, call, url, None, timeout)
+        resp = await _send_once(client, _hop(call, came_from, url, resp.status), url, None, timeout)
         hops += 1
     if call.follow_redirects and resp.status in REDIRECTS:  # said as what it is, not as "answered 307"
         resp.release()
@@ -201,6 +211,18 @@ async def _send_authenticated(client: RegistryClient, call: Call, streaming: boo
             registry=client.name,
         )
     return resp
+
+
+def _hop(call: Call, came_from: str, url: str, status: int) -> Call:
+    """``call`` as sent to the ``url`` a redirect named: its query is the Location's (``params`` not added
+    again); a token request's headers (its Basic credentials, the seed's ``header``) only while the server
+    (scheme, host, port) stays the same, as Go's client and requests keep Authorization; a JSON body only
+    through 307/308. Registry credentials are chosen per URL anyway (``Authenticator.header``)."""
+    headers = call.headers
+    if call.outbound == "auth" and origin(url) != origin(came_from):
+        headers = None  # the seed's `header` values are secrets as much as its Authorization
+    body = call.json_body if status in (307, 308) else None
+    return dataclasses.replace(call, url=url, headers=headers, params=None, json_body=body)
 
 
 class _Sent:

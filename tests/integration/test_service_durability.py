@@ -192,3 +192,28 @@ def test_a_hung_target_holds_neither_a_cancel_nor_a_sigterm(
     finally:
         svc.stop()
         target.stop()
+
+
+def test_a_tag_pushed_just_before_a_crash_is_finished_not_skipped(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer, slow_source: TcpProxy
+) -> None:
+    """The process dies after a target's tag PUT landed but before that was written (a narrow window,
+    as any process can die in it). The next attempt finds the tag at the source digest with overwrite
+    off: that is this job's own push, so the target is FINISHED (finished_endpoints), not SKIPPED
+    as 'left alone because the tag existed' (skipped_clusters)."""
+    img = big_image(src_reg, repo)
+    first = Service(tmp_path).start()
+    job = first.submit(body(slow_source, repo, [{"endpoint": open_reg.endpoint}]))
+    first.wait_for(job, moving)
+    first.kill()
+    img.push(open_reg.http(), repo, "v1")  # what the dead attempt sent before it died
+    second = Service(tmp_path).start()
+    try:
+        st = second.wait(job)
+        assert st["value"] == "FINISHED", st
+        assert st["finished_endpoints"] == [open_reg.endpoint]
+        assert st["skipped_clusters"] == []
+        assert [(t["state"], t["reason"]) for t in st["targets"]] == [("FINISHED", None)]
+        assert st["in_sync"] is True
+    finally:
+        second.stop()

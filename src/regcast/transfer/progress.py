@@ -38,6 +38,9 @@ class TargetStatus:
     detached_reason: str | None = None  # why it was last detached
     finished_at: dt.datetime | None = None  # when this target ended (FINISHED/SKIPPED/FAILED), its own time
     attempts: int = 0
+    # an earlier attempt of this job got past the tag check and sent bytes: the tag found at the source
+    # digest now is that attempt's own push (its process died before the status was written)
+    pushed_before: bool = False
     retries: int = 0  # requests retried and blobs re-sent for this target
     retryable: bool = True  # False when trying again cannot help (bad credentials, bad input)
     referrers: int = 0  # signatures, attestations, SBOMs... pushed to this target

@@ -83,8 +83,8 @@ class ManifestPush(RunState):
             # the image is there; its referrers may not be (the tag is not touched either way)
             t.status.bytes_done = graph.total_bytes
             self.image_held.add(t)
-        elif existing is not None and not t.overwrite:  # the seed's rule: the tag exists, leave it alone
-            self._skip(t, up_to_date=existing == root.digest)
+        elif existing is not None and not t.overwrite and not (existing == root.digest and t.status.pushed_before):
+            self._skip(t, up_to_date=existing == root.digest)  # the seed's rule: the tag exists, leave it alone
         elif existing == root.digest:
             t.status.notes.append("already up to date")
             t.status.bytes_done = t.status.bytes_total

@@ -211,9 +211,10 @@ def test_a_tag_pushed_just_before_a_crash_is_finished_not_skipped(
     try:
         st = second.wait(job)
         assert st["value"] == "FINISHED", st
+        shown = [(t["state"], t["reason"]) for t in st["targets"]]
+        assert shown == [("FINISHED", None)], first.output() + second.output()
         assert st["finished_endpoints"] == [open_reg.endpoint]
         assert st["skipped_clusters"] == []
-        assert [(t["state"], t["reason"]) for t in st["targets"]] == [("FINISHED", None)]
         assert st["in_sync"] is True
     finally:
         second.stop()

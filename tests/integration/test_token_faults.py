@@ -61,6 +61,9 @@ def test_a_token_server_that_never_answers_is_given_up_after_its_own_two_timeout
         (b"<html>Sign in</html>", "answered with something that is not JSON"),
         (b'["not", "an", "object"]', "answer is not a JSON object"),
         (b'{"expires_in": 300}', "answer has no 'token' or 'access_token'"),
+        # a CR/LF in the token: aiohttp refused the header, 'internal error (ValueError: ...)' naming nothing
+        (b'{"token": "t\\r\\nX-Injected: 1"}', "answer's token is not printable ASCII (a header cannot carry it)"),
+        (b'{"token": "caf\\u00e9"}', "answer's token is not printable ASCII (a header cannot carry it)"),
     ],
 )
 def test_a_token_answer_that_is_no_token_names_the_registry(

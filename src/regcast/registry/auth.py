@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from regcast.registry.reference import is_loopback
 
 MIN_TOKEN_LIFETIME = 60.0  # distribution token spec: treat less than 60 s as 60 s
 MAX_TOKEN_ANSWER = 1024 * 1024
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # a token as an Authorization value carries it: visible ASCII
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,10 @@ def parse_token_answer(
     token = doc.get("token") or doc.get("access_token")
     if not isinstance(token, str) or not token:
         raise ProtocolViolation(f"{where} answer has no 'token' or 'access_token'", registry=registry)
+    if not _HEADER_SAFE.fullmatch(token):  # sent as "Bearer <token>": a CR/LF was an internal error, not this line
+        raise ProtocolViolation(
+            f"{where} answer's token is not printable ASCII (a header cannot carry it)", registry=registry
+        )
     expires_at = now + max(_lifetime(doc.get("expires_in")), MIN_TOKEN_LIFETIME) - 5.0
     jwt_left = _jwt_seconds_left(token, _issued_at(doc.get("issued_at")))
     # the token's own exp wins when it is sooner (servers that lie about expires_in); a token fresh from its

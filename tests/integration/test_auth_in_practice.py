@@ -270,3 +270,24 @@ def test_a_token_realm_that_redirects_is_followed_credentials_kept_on_its_own_se
         get(f"{other.url}/token")
     assert other.authorizations() == [basic]  # the realm itself (loopback, beside the registry)
     assert moved.authorizations() == [basic, basic]
+
+
+def test_an_anonymous_pull_from_a_token_registry_asks_an_anonymous_token(
+    repo: str, token_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """No credentials anywhere (flag, variable, Docker config): a public repository of a token registry is
+    read with the token the token server gives anyone (asked without Authorization), as docker pull does."""
+    img = images.image().push(token_reg.http(), repo, "v1")
+    ts = token_reg.token_server
+    assert ts is not None
+    before = len(ts.requests)
+    ts.anonymous_pull = True
+    try:
+        r = regcast("copy", f"{token_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}")
+    finally:
+        ts.anonymous_pull = False
+    assert r.returncode == 0, r.stderr
+    assert open_reg.http().get_manifest(repo, "v1").content == img.root.raw
+    asked = ts.requests[before:]
+    assert asked and all(q["user"] is None for q in asked), asked
+    assert {s for q in asked for s in q["scopes"]} == {f"repository:{repo}:pull"}  # type: ignore[attr-defined]

@@ -65,6 +65,7 @@ class TokenServer:
         )
         self.answer_fields: dict[str, object] = {}  # merged into every token answer (odd expires_in, no token...)
         self.refused = 0  # token requests refused for bad credentials (not in ``requests``)
+        self.anonymous_pull = False  # True: anonymous token requests are granted pull (public repositories)
         self._key, self._cert = _signing_cert()
         self.cert_path = directory / "token-signer.pem"
         self.cert_path.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
@@ -120,7 +121,11 @@ class TokenServer:
                         self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]})
                         return
                     user = name
-                scopes = query.get("scope", []) if user else []
+                scopes = query.get("scope", [])
+                if not user:  # anonymous: nothing, or pull only where ``anonymous_pull`` (a public repository)
+                    scopes = (
+                        [s.rpartition(":")[0] + ":pull" for s in scopes if "pull" in s] if server.anonymous_pull else []
+                    )
                 server.requests.append({"user": user, "scopes": scopes, "service": query.get("service")})
                 token = server.issue(user, scopes)
                 now = dt.datetime.now(dt.UTC).isoformat()

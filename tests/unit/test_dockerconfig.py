@@ -4,6 +4,8 @@ import base64
 import json
 from pathlib import Path
 
+import pytest
+
 from regcast.registry.auth import Credentials
 from regcast.registry.dockerconfig import credentials_for, helper_for
 
@@ -58,3 +60,29 @@ def test_a_credential_helper_is_named_where_the_config_keeps_a_registry_in_it(tm
     assert helper_for("never.example", p) is None  # not logged in there: anonymous is what docker does too
     assert credentials_for("plain.example", p) == Credentials("u", "p")
     assert helper_for("x", tmp_path / "missing.json") is None
+
+
+@pytest.mark.parametrize(
+    ("key", "registry"),
+    [
+        ("https://reg.example/v1/", "reg.example"),  # docker login of old
+        ("https://reg.example/v2/", "reg.example"),
+        ("http://reg.example", "reg.example"),
+        ("reg.example:5000", "reg.example:5000"),
+        ("https://reg.example:5000", "reg.example:5000"),
+        ("REG.Example", "reg.example"),
+        ("index.docker.io/v1/", "docker.io"),
+        ("https://index.docker.io/v1/", "docker.io"),
+        ("registry-1.docker.io", "docker.io"),
+        ("docker.io", "docker.io"),
+    ],
+)
+def test_auths_keys_as_docker_and_its_tools_write_them(tmp_path: Path, key: str, registry: str) -> None:
+    """Every spelling of a registry docker login, podman, skopeo and CI scripts leave in ``auths``, the
+    password holding a colon; ``username``/``password`` fields name the same as ``auth``."""
+    encoded = base64.b64encode(b"user:pa:ss").decode()
+    assert credentials_for(registry, write(tmp_path, {key: {"auth": encoded}})) == Credentials("user", "pa:ss")
+    fields: dict[str, object] = {key: {"username": "user", "password": "pa:ss"}}
+    assert credentials_for(registry, write(tmp_path, fields)) == Credentials("user", "pa:ss")
+    assert credentials_for("other.example", write(tmp_path, fields)) is None
+    assert credentials_for(f"x{registry}", write(tmp_path, fields)) is None  # a longer name is another host

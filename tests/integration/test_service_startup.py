@@ -123,3 +123,34 @@ def test_a_worker_whose_health_port_is_busy_fails_in_one_line_as_serve_does(tmp_
     line = _one_error_line(r, f"127.0.0.1:{port} for /healthz and /readyz: Address already in use")
     assert "while attempting" not in line and "Usage:" not in r.stderr
     assert " started" not in r.stderr  # nothing started
+
+
+def test_jobs_does_not_migrate_a_shared_database_under_its_replicas(pg_url: str) -> None:
+    """A newer `regcast jobs` run against PostgreSQL used to migrate it: the replicas still running the
+    older regcast then found a schema they do not know. It says what is there and changes nothing."""
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    from regcast.config import load_settings
+    from regcast.jobs.store import JobStore, head_revision
+
+    store = JobStore(load_settings(database_url=pg_url).database_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("regcast.jobs") / "migrations"))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0007_workers")
+    try:
+        r = regcast("jobs", env={"REGCAST_DATABASE_URL": pg_url}, timeout=30)
+        _one_error_line(r, "schema revision 0007_workers, older than this regcast's", "migrates it when it starts")
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007_workers"
+        store.migrate()  # what serve or worker does when it starts
+        assert head_revision() != "0007_workers"
+        r = regcast("jobs", env={"REGCAST_DATABASE_URL": pg_url}, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert "0 of 0 job(s)" in r.stdout
+    finally:
+        store.close()

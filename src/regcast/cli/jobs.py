@@ -99,11 +99,20 @@ def _open_store(settings: Settings) -> Any:
         )
         sys.exit(EXIT_FAILED)
     from regcast._exceptions import JobError, SchemaUnknown
-    from regcast.jobs.store import JobStore, failure_reason
+    from regcast.jobs.store import JobStore, failure_reason, head_revision
 
     store = JobStore(settings.database_url, timeout=settings.db_timeout)  # reads only: no key needed
     try:
-        store.migrate()
+        if not store.postgres:
+            store.migrate()  # this host's own file
+        elif (older := store.check_schema()) is not None:
+            # a shared database: a read command does not move the schema under the replicas using it
+            click.echo(
+                f"error: database {store.label} has schema revision {older}, older than this regcast's "
+                f"({head_revision()}): `regcast serve` or `regcast worker` of this version migrates it when it starts",
+                err=True,
+            )
+            sys.exit(EXIT_FAILED)
     except SchemaUnknown as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)

@@ -107,25 +107,28 @@ class JobStore(Claims, WorkerRows, OpsQueries):
                 return False
             return [r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))] == [head]
 
-    def check_schema(self, timeout: float | None = None) -> None:
-        """Raise ``SchemaUnknown`` if the schema was written by a newer regcast (reads only: no migration)."""
-        if not self._at_head(timeout):
-            self._known_schema(timeout)
+    def check_schema(self, timeout: float | None = None) -> str | None:
+        """None when the schema is at this regcast's newest revision, else the older one found ("none":
+        an empty database), to be migrated; ``SchemaUnknown`` if a newer regcast wrote it. Reads only."""
+        if self._at_head(timeout):
+            return None
+        return self._known_schema(timeout)
 
-    def _known_schema(self, timeout: float | None = None) -> None:
-        known = _revision_chain()
-        if known is None:
-            return  # Alembic decides
+    def _known_schema(self, timeout: float | None = None) -> str:
         with self._tx(timeout) as conn:
-            if not inspect(conn).has_table("alembic_version"):
-                return
-            found = [str(r[0]) for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
-        unknown = [rev for rev in found if rev not in known]
+            found = (
+                [str(r[0]) for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
+                if inspect(conn).has_table("alembic_version")
+                else []
+            )
+        known = _revision_chain()
+        unknown = [rev for rev in found if known is not None and rev not in known]
         if unknown:
             raise SchemaUnknown(
                 f"database {self.label} has schema revision {', '.join(unknown)}, which this regcast "
                 f"({__version__}) does not know: a newer regcast wrote it; run that version or a newer one"
             )
+        return ", ".join(found) or "none"
 
     def ping(self, timeout: float | None = None) -> None:
         with self._tx(timeout) as conn:

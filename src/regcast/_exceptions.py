@@ -151,7 +151,10 @@ class RegistryResponseError(RegistryError):
 
 
 class AuthenticationFailed(RegistryResponseError):
-    """401/403 after credentials were offered, or the token server refused them."""
+    """401/403 after credentials were offered, or the token server refused them. ``anonymous``: none were
+    offered (a private repository read without credentials): the hint is to give some, not to check them."""
+
+    anonymous = False
 
 
 class TokenRejected(RegistryResponseError):

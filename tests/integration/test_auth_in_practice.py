@@ -291,3 +291,25 @@ def test_an_anonymous_pull_from_a_token_registry_asks_an_anonymous_token(
     asked = ts.requests[before:]
     assert asked and all(q["user"] is None for q in asked), asked
     assert {s for q in asked for s in q["scopes"]} == {f"repository:{repo}:pull"}  # type: ignore[attr-defined]
+
+
+def test_a_private_repository_read_without_credentials_says_none_were_given(
+    tmp_path: Path, repo: str, token_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """No credentials anywhere and a repository the anonymous token may not read: the line said 'check the
+    credentials' of credentials nobody gave; now it says none were given (by regcast copy and a job alike)."""
+    images.image().push(token_reg.http(), repo, "v1")
+    r = regcast("copy", f"{token_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}/anon")
+    assert r.returncode == 1
+    [error] = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert error.startswith(f"error: registry {token_reg.host}: getting manifest {repo}:v1: "), error
+    assert error.endswith(
+        f"(insufficient_scope: repository:{repo}:pull) (no credentials were given for this registry)"
+    ), error
+    r = regcast("copy", "--src-creds", creds(token_reg), f"{token_reg.host}/{repo}:v1", f"{token_reg.host}/{repo}:v2")
+    assert r.returncode == 1  # read with credentials; the target, on the same registry, has none
+    [error] = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert error.endswith("(no credentials were given for this registry)"), error
+    images.image().push(open_reg.http(), repo, "v1")
+    r = regcast("copy", "--dest-creds", "bob:wrong-pw", f"{open_reg.host}/{repo}:v1", f"{token_reg.host}/{repo}")
+    assert "(check the credentials)" in r.stderr  # given, and refused: the old hint

@@ -171,7 +171,13 @@ class RegistryClient:
         """The error an unwanted answer of this registry stands for (``response_error``), its text scrubbed of
         this client's secrets: a registry's error message quoting the credentials it got (``denied for
         alice:<password>``) was shown as it came in the CLI's error line, a submit's 502 and the logs."""
-        return await response_error(resp, self.name, what, self.secrets())
+        return self._anonymous(await response_error(resp, self.name, what, self.secrets()))
+
+    def _anonymous(self, error: RegistryResponseError) -> RegistryResponseError:
+        """``error`` marked ``anonymous`` when it is a refusal and this client offered no credentials at all."""
+        if isinstance(error, AuthenticationFailed) and self.auth.credentials is None and self.auth.seed_auth is None:
+            error.anonymous = True
+        return error
 
     def session(self) -> aiohttp.ClientSession:
         """This client's session: the shared pool's when it has one (``pool.py``), else its own; ``slots``
@@ -276,7 +282,9 @@ class RegistryClient:
             )
             try:
                 if resp.status != 200 if strict else resp.status >= 400:
-                    raise await response_error(resp, self.name, what, self.secrets(), every_value=not strict)
+                    raise self._anonymous(
+                        await response_error(resp, self.name, what, self.secrets(), every_value=not strict)
+                    )
                 with translate_errors(self.name, method, url, body=True):
                     return await read_capped(resp, MAX_TOKEN_ANSWER)
             finally:
@@ -412,7 +420,8 @@ def _watching(watchers: list[Watcher], watcher: Watcher) -> Iterator[None]:
 def describe(exc: BaseException) -> str:
     """A one-line, secret-free description for users."""
     if isinstance(exc, AuthenticationFailed):
-        return printable(f"{exc} (check the credentials)")
+        hint = "no credentials were given for this registry" if exc.anonymous else "check the credentials"
+        return printable(f"{exc} ({hint})")
     return printable(str(exc) or type(exc).__name__)
 
 

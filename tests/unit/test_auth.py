@@ -319,3 +319,18 @@ def test_the_seed_token_is_fetched_once_for_requests_sent_together_and_after_a_b
         auth.rejected(None, ("repository:a:pull",), "JWT s1")
     assert asyncio.run(together()) == ["JWT s2"] * 5
     assert len(fetched) == 2
+
+
+def test_the_token_cache_of_a_long_lived_pool_entry_stays_bounded() -> None:
+    """Tokens of repositories worked on long ago went nowhere (a busy pool entry is never closed): past the
+    cap the expired ones go first, then the longest kept; the token in use stays."""
+    cache = TokenCache()
+    ch = Challenge("bearer", {"realm": "r", "service": "s"})
+    now = time.monotonic()
+    for i in range(3000):  # repositories of long ago: their tokens expired
+        cache.put(TokenCache.key(ch, (f"repository:r{i}:pull",)), f"old{i}", now - 1)
+    assert len(cache.secrets()) <= 1024
+    for i in range(3000):  # more at once than any copy holds: the longest kept go
+        cache.put(TokenCache.key(ch, (f"repository:n{i}:pull",)), f"new{i}", now + 10_000)
+    assert len(cache.secrets()) <= 1024
+    assert cache.get(TokenCache.key(ch, ("repository:n2999:pull",))) == "new2999"

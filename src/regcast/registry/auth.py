@@ -22,6 +22,7 @@ from regcast.registry.reference import is_loopback
 
 MIN_TOKEN_LIFETIME = 60.0  # distribution token spec: treat less than 60 s as 60 s
 MAX_TOKEN_ANSWER = 1024 * 1024
+TOKENS_KEPT = 512  # token slots one client (or pool entry) keeps: scopes of the repositories it works on now
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # a token as an Authorization value carries it: visible ASCII
 
 
@@ -273,8 +274,20 @@ class TokenCache:
         self._tokens.pop(key, None)
         return None
 
-    def put(self, key: tuple[str, str, tuple[str, ...]], token: str, expires_at: float) -> None:
+    def put(
+        self, key: tuple[str, str, tuple[str, ...]], token: str, expires_at: float, now: float | None = None
+    ) -> None:
+        """Keep ``token``; past ``TOKENS_KEPT`` slots, the expired ones go, then the longest kept. A pool entry
+        of the service lives as long as its registry is busy: a mirror set's thousand repositories left a
+        token each (and its scopes' others) for good, every error's scrub walking them all."""
+        self._tokens.pop(key, None)
         self._tokens[key] = (token, expires_at)
+        if len(self._tokens) > TOKENS_KEPT:
+            now = time.monotonic() if now is None else now
+            for old in [k for k, (_t, until) in self._tokens.items() if until <= now]:
+                del self._tokens[old]
+            while len(self._tokens) > TOKENS_KEPT:
+                del self._tokens[next(iter(self._tokens))]
 
     def drop(self, key: tuple[str, str, tuple[str, ...]]) -> None:
         self._tokens.pop(key, None)

@@ -140,17 +140,21 @@ def test_a_realm_answering_the_oauth2_post_405_is_asked_with_get(
     tmp_path: Path, repo: str, src_reg: RegistryServer, token_reg: RegistryServer
 ) -> None:
     """Quay and Harbor's token endpoints know GET only and answer a POST 405 (others 404): docker's GET with
-    the stored username and password follows, and the copy goes through."""
+    the stored username and password follows, and the copy goes through. The realm is POSTed to once: a POST
+    refused per scope (pull, then pull+push) doubled the token requests of every copy."""
     img = images.image().push(src_reg.http(), repo, "v1")
     ts = token_reg.token_server
     assert ts is not None
     user, password = next(iter(token_reg.users.items()))
     entry = {"username": user, "password": password, "identitytoken": "not-known-here"}
     env = _docker_config(tmp_path, json.dumps({"auths": {token_reg.host: entry}}))
+    posted, asked = ts.posts_refused, len(ts.requests)
     with post_answering(ts, 405, {"errors": [{"code": "UNSUPPORTED", "message": "method not allowed"}]}):
         r = regcast("copy", f"{src_reg.host}/{repo}:v1", f"{token_reg.host}/{repo}", env=env)
     assert r.returncode == 0, r.stderr
     assert token_reg.http().get_manifest(repo, "v1").content == img.root.raw
+    assert len(ts.requests) - asked == 2  # GETs: pull, then pull+push
+    assert ts.posts_refused - posted == 1
 
 
 def test_docker_hubs_wrong_password_answer_is_said_in_its_words(

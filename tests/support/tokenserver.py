@@ -65,6 +65,7 @@ class TokenServer:
         )
         self.answer_fields: dict[str, object] = {}  # merged into every token answer (odd expires_in, no token...)
         self.refused = 0  # token requests refused for bad credentials (not in ``requests``)
+        self.posts_refused = 0  # OAuth2 POSTs answered ``post_refusal``
         self.anonymous_pull = False  # True: anonymous token requests are granted pull (public repositories)
         self._key, self._cert = _signing_cert()
         self.cert_path = directory / "token-signer.pem"
@@ -138,6 +139,7 @@ class TokenServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 form = parse_qs(self.rfile.read(length).decode())
                 if not server.oauth:
+                    server.posts_refused += 1
                     self._send(*server.post_refusal)
                     return
                 user = server.refresh_tokens.get((form.get("refresh_token") or [""])[0])

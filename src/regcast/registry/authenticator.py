@@ -69,6 +69,7 @@ class Authenticator:
         self.challenge: Challenge | None = None
         self.tokens = TokenCache()
         self._withheld = False  # credentials kept from an unsafe realm: warned about once
+        self._get_only: set[str] = set()  # realms that answered the OAuth2 POST 404/405/501: not POSTed to again
         self._pending: dict[tuple[str, str, tuple[str, ...]], asyncio.Future[str]] = {}  # token requests under way
         # URLs that certainly name this host (netloc == host): the per-request check without a urlsplit
         plain = host and not any(c in host for c in "/?#@\\[]")
@@ -183,7 +184,7 @@ class Authenticator:
                 self.host,
                 redact_url(req.url, every_value=True),
             )
-        answer = await self._oauth2(req, fetch)
+        answer = None if req.url in self._get_only else await self._oauth2(req, fetch)
         if answer is None:
             headers = {"Authorization": req.basic.basic_header()} if req.basic else {}
             answer = await fetch(req.url, headers, req.params, None, "token server refused", True)
@@ -199,11 +200,12 @@ class Authenticator:
             return True
         return bool(base) and origin(url) == origin(base)
 
-    @staticmethod
-    async def _oauth2(req: TokenRequest, fetch: Fetch) -> bytes | None:
+    async def _oauth2(self, req: TokenRequest, fetch: Fetch) -> bytes | None:
         """With an identity token (``docker login`` to ACR and others stores one), the OAuth2 variant of
         the token spec: POST ``grant_type=refresh_token``, as docker and skopeo do. None when the realm
-        answers 404/405/501 (it knows only GET: the caller asks that way) or there is no identity token.
+        answers 404/405/501 (it knows only GET: the caller asks that way, and every later token request of
+        this client goes straight to GET: a POST refused per scope doubled the token requests) or there is
+        no identity token.
         Sent only where the password would be (``req.basic``: an HTTPS realm, or the registry's own)."""
         creds = req.basic
         if creds is None or not creds.identity_token:
@@ -219,6 +221,7 @@ class Authenticator:
         try:
             return await fetch(req.url, {}, None, None, "token server refused", True, form)
         except RegistryResponseError as exc:
-            if exc.status in (404, 405, 501):  # a realm that does not take the POST
+            if exc.status in (404, 405, 501):  # a realm that does not take the POST: asked with GET from now on
+                self._get_only.add(req.url)
                 return None
             raise

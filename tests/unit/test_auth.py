@@ -334,3 +334,27 @@ def test_the_token_cache_of_a_long_lived_pool_entry_stays_bounded() -> None:
         cache.put(TokenCache.key(ch, (f"repository:n{i}:pull",)), f"new{i}", now + 10_000)
     assert len(cache.secrets()) <= 1024
     assert cache.get(TokenCache.key(ch, ("repository:n2999:pull",))) == "new2999"
+
+
+@pytest.mark.parametrize(
+    ("came_from", "url", "kept"),
+    [
+        ("https://auth.example/token", "https://auth.example/v2/token?x=1", True),
+        ("http://auth.example/token", "https://auth.example/token", True),  # a proxy's upgrade, default ports
+        ("http://auth.example:8080/token", "https://auth.example/token", False),
+        ("https://auth.example/token", "https://auth.example:8443/token", False),
+        ("https://auth.example/token", "https://login.example/token", False),
+        ("https://auth.example/token", "https://auth.example.evil/token", False),
+    ],
+)
+def test_a_token_requests_headers_follow_a_redirect_only_on_its_own_server(
+    came_from: str, url: str, kept: bool
+) -> None:
+    from regcast.registry.request import Call, _hop
+
+    call = Call(
+        "GET", came_from, None, {"Authorization": "Basic dTpw"}, None, [("scope", "s")], None, True, True, "auth"
+    )
+    hop = _hop(call, came_from, url, 302)
+    assert (hop.headers == {"Authorization": "Basic dTpw"}) is kept
+    assert hop.params is None and hop.url == url  # the Location's query, not the realm's again

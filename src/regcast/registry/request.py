@@ -216,13 +216,20 @@ async def _send_authenticated(client: RegistryClient, call: Call, streaming: boo
 def _hop(call: Call, came_from: str, url: str, status: int) -> Call:
     """``call`` as sent to the ``url`` a redirect named: its query is the Location's (``params`` not added
     again); a token request's headers (its Basic credentials, the seed's ``header``) only while the server
-    (scheme, host, port) stays the same, as Go's client and requests keep Authorization; a JSON body only
+    stays the same (``_same_server``), as requests keeps Authorization; a JSON body only
     through 307/308. Registry credentials are chosen per URL anyway (``Authenticator.header``)."""
     headers = call.headers
-    if call.outbound == "auth" and origin(url) != origin(came_from):
+    if call.outbound == "auth" and not _same_server(came_from, url):
         headers = None  # the seed's `header` values are secrets as much as its Authorization
     body = call.json_body if status in (307, 308) else None
     return dataclasses.replace(call, url=url, headers=headers, params=None, json_body=body)
+
+
+def _same_server(came_from: str, url: str) -> bool:
+    """The same (scheme, host, port), or the same host moved from http:80 to https:443 (a proxy's upgrade:
+    requests keeps Authorization there too)."""
+    old, new = origin(came_from), origin(url)
+    return old == new or (old == ("http", new[1], 80) and new == ("https", old[1], 443))
 
 
 class _Sent:

@@ -158,3 +158,32 @@ def test_with_query_keeps_state() -> None:
     loc = "http://r/v2/a/blobs/uploads/u?_state=xyz%3D&foo=1"
     assert with_query(loc, digest=D1) == f"http://r/v2/a/blobs/uploads/u?_state=xyz%3D&foo=1&digest={D1}"
     assert with_query("/v2/a/blobs/uploads/u", digest=D1).endswith(f"?digest={D1}")
+
+
+_LAYER = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "sha256:" + "1" * 64, "size": 7}
+_CONFIG = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + "2" * 64, "size": 3}
+
+
+@pytest.mark.parametrize(
+    "layers_key",
+    ['"Layers"', '"L\\u0061yers"', '"layer\u017f"'],  # another case, a \u escape, a letter Go folds to "s"
+    ids=["case", "escape", "folded"],
+)
+def test_a_key_spelt_otherwise_is_read_as_go_reads_it(layers_key: str) -> None:
+    """The plain C reader takes manifests whose keys are spelt exactly; any other spelling, however
+    written, still goes through the member-by-member reading (the fast path must not hide it)."""
+    head = '{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", '
+    raw = (head + f'"config": {json.dumps(_CONFIG)}, "layers": [], {layers_key}: [{json.dumps(_LAYER)}]}}').encode()
+    m = parse_manifest(raw)
+    assert [b.digest for b in m.blobs] == [_CONFIG["digest"], _LAYER["digest"]]
+
+
+def test_a_manifest_spelt_exactly_is_read_by_the_plain_reader_last_repeat_winning() -> None:
+    from regcast.registry.manifest import manifest_json
+
+    doc = {"schemaVersion": 2, "config": _CONFIG, "layers": [_LAYER]}
+    assert type(manifest_json(json.dumps(doc).encode())) is dict  # no Python hook per object
+    repeated = json.dumps(doc)[:-1] + ', "layers": []}'  # Go and a dict agree: the last one written wins
+    assert parse_manifest(repeated.encode(), "application/vnd.oci.image.manifest.v1+json").blobs == (
+        parse_manifest(json.dumps(doc | {"layers": []}).encode(), "application/vnd.oci.image.manifest.v1+json").blobs
+    )

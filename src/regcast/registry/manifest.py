@@ -7,6 +7,7 @@ and the subject (referrers, for information only).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -168,12 +169,33 @@ def field(obj: dict[str, Any], name: str, default: Any = None) -> Any:
     """The member ``name`` of a manifest's object as distribution (Go's encoding/json) reads it into the field
     of that name: a key equal to it in any case (``Layers``), the last one written winning. A registry stores
     such manifests; read otherwise, blobs it counts as referenced were left behind."""
-    pairs = getattr(obj, "pairs", None)
-    if pairs is None:
+    if type(obj) is not _Object:  # read by the plain C reader: spelt exactly (not getattr: its miss is slow)
         return obj.get(name, default)
     wanted = name.casefold()
-    found = [value for key, value in pairs if key.casefold() == wanted]
+    found = [value for key, value in obj.pairs if key.casefold() == wanted]
     return found[-1] if found else default
+
+
+# The members ``field`` is asked for. Written exactly so (a repeat too: the last wins in a dict as in Go),
+# a plain dict reads them as Go does; only another spelling needs the member-by-member reading.
+_FIELDS = "mediaType|schemaVersion|manifests|layers|config|subject|digest|size|urls|platform|os|architecture|variant"
+
+
+@functools.cache
+def _otherwise_spelt_key() -> re.Pattern[bytes]:
+    """A key equal to one of ``_FIELDS`` in another case only; built on first use (start-up compiles no
+    pattern it does not need)."""
+    return re.compile(rf'"(?!(?:{_FIELDS})")(?i:{_FIELDS})"\s*:'.encode())
+
+
+def _spelt_otherwise(raw: bytes) -> bool:
+    """Whether a member ``field`` reads may be spelt another way than exactly: ``Layers``, a key written with
+    a ``\\u`` escape, or with a letter Go folds to an ASCII one (the long s U+017F, the Kelvin sign), so any non-ASCII
+    byte counts. One search in C, so the common manifest is parsed by the plain C reader, not through a
+    Python hook per object (3x slower on a large index; the search costs a third of the parse)."""
+    if not raw.isascii() or b"\\u" in raw:
+        return True
+    return _otherwise_spelt_key().search(raw) is not None
 
 
 def manifest_json(raw: bytes) -> Any:
@@ -181,10 +203,11 @@ def manifest_json(raw: bytes) -> Any:
     (an annotation written by hand) read as U+FFFD, as Go's encoding/json reads them (distribution stores
     such manifests, and they are copied byte for byte like any other); objects read through ``field``.
     Raises ``ValueError``."""
+    hook = _object if _spelt_otherwise(raw) else None
     try:
-        return json.loads(raw, object_pairs_hook=_object)
+        return json.loads(raw, object_pairs_hook=hook)
     except UnicodeDecodeError:
-        return json.loads(raw.decode("utf-8", errors="replace"), object_pairs_hook=_object)
+        return json.loads(raw.decode("utf-8", errors="replace"), object_pairs_hook=hook)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

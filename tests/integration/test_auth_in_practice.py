@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from tests.support.faults import FaultProxy
 from tests.support.hostile import HostileServer, challenge, registry_serving, serve
 from tests.support.quirks import QuirkProxy
 from tests.support.registry import RegistryServer
+from tests.support.service import Service, basicauth
 from tests.support.tokenserver import TokenServer
 
 
@@ -317,3 +319,44 @@ def test_a_private_repository_read_without_credentials_says_none_were_given(
     images.image().push(open_reg.http(), repo, "v1")
     r = regcast("copy", "--dest-creds", "bob:wrong-pw", f"{open_reg.host}/{repo}:v1", f"{token_reg.host}/{repo}")
     assert "(check the credentials)" in r.stderr  # given, and refused: the old hint
+
+
+def test_a_job_reads_token_answers_as_real_token_servers_write_them_and_says_refusals_in_their_words(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, token_reg: RegistryServer, hostile: list[HostileServer]
+) -> None:
+    """Through the service: ``basicauth`` answering a Bearer challenge whose token server names its token
+    ``access_token`` only, writes ``expires_in`` as a string and ``issued_at`` an hour ago (its clock) -> the
+    target FINISHED; a Docker Hub style refusal -> that target FAILED alone, the refusal's words in its
+    status, no password anywhere."""
+    images.image().push(src_reg.http(), repo, "v1")
+    ts = token_reg.token_server
+    assert ts is not None
+
+    async def hub_auth(_request: web.Request) -> web.StreamResponse:
+        return web.json_response({"details": "incorrect username or password"}, status=401)
+
+    refusing = registry_asking_tokens_of(hostile, serve(hostile, hub_auth))
+    past = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
+    ts.token_field = "access_token"
+    svc = Service(tmp_path).start()
+    try:
+        with answering(ts, expires_in="300", issued_at=past):
+            job = svc.submit(
+                {
+                    "source": {"endpoint": src_reg.endpoint, "image": repo, "ref": "v1"},
+                    "targets": [
+                        {"endpoint": token_reg.endpoint, "auth": basicauth(token_reg)},
+                        {"endpoint": refusing.endpoint, "auth": {"basicauth": {"user": "u", "password": PASSWORD}}},
+                    ],
+                }
+            )
+            st = svc.wait(job)
+        log = svc.output()
+    finally:
+        ts.token_field = "token"
+        svc.stop()
+    done, refused = st["targets"]
+    assert done["state"] == "FINISHED", st
+    assert refused["state"] == "FAILED" and "answered 401 incorrect username or password" in refused["error"], st
+    assert refused["error"].startswith(f"registry 127.0.0.1:{refusing.port}: token server refused"), st
+    assert PASSWORD not in str(st) and PASSWORD not in log

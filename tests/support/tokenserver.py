@@ -66,6 +66,7 @@ class TokenServer:
         self.answer_fields: dict[str, object] = {}  # merged into every token answer (odd expires_in, no token...)
         self.refused = 0  # token requests refused for bad credentials (not in ``requests``)
         self.posts_refused = 0  # OAuth2 POSTs answered ``post_refusal``
+        self.token_field = "token"  # "access_token": the answer names its token so (OAuth2 style), not "token"
         self.anonymous_pull = False  # True: anonymous token requests are granted pull (public repositories)
         self._key, self._cert = _signing_cert()
         self.cert_path = directory / "token-signer.pem"
@@ -131,7 +132,13 @@ class TokenServer:
                 token = server.issue(user, scopes)
                 now = dt.datetime.now(dt.UTC).isoformat()
                 self._send(
-                    200, {"token": token, "expires_in": server.expires_in, "issued_at": now, **server.answer_fields}
+                    200,
+                    {
+                        server.token_field: token,
+                        "expires_in": server.expires_in,
+                        "issued_at": now,
+                        **server.answer_fields,
+                    },
                 )
 
             def do_POST(self) -> None:

@@ -243,3 +243,18 @@ def test_a_job_path_sends_statements_built_once(store: JobStore) -> None:
     done = store.list_jobs(JobState.FINISHED)[0]
     assert [j.source_digest for j in done] == ["sha256:" + "c" * 64, "sha256:" + "c" * 64, None, None]
     assert all(j.worker_id is None and j.finished_at is not None for j in done)
+
+
+def test_a_database_url_is_named_with_only_its_harmless_query_values() -> None:
+    """Messages name the database: libpq reads secrets from the query too (``sslpassword``, the key's
+    passphrase), so every value not known to be harmless is hidden, not only a few known secret names."""
+    from regcast.jobs._db import database_label
+
+    label = database_label(
+        "postgresql://u:pa55@db.example:5432/app?sslmode=verify-full&password=Sekr1t-a&sslpassword=Sekr1t-b"
+        "&Some_Driver_Key=Sekr1t-c&application_name=regcast"
+    )
+    assert "Sekr1t" not in label and "pa55" not in label
+    assert label.startswith("postgresql://u:***@db.example:5432/app?")
+    assert "sslmode=verify-full" in label and "application_name=regcast" in label
+    assert "sslpassword=REDACTED" in label and "Some_Driver_Key=REDACTED" in label

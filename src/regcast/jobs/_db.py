@@ -44,19 +44,30 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def database_label(url: str) -> str:
-    """The database URL as messages name it: the password and secret-looking query values hidden."""
-    import re
+# Query parameters a database URL may carry that are never secret (libpq's and SQLite's); any other value
+# (``password``, ``sslpassword``, a driver's own key) is hidden: an allow-list, as a deny-list misses keys.
+_SHOWN_PARAMS = frozenset(
+    {
+        "host", "hostaddr", "port", "dbname", "user", "sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl",
+        "application_name", "connect_timeout", "target_session_attrs", "client_encoding", "gssencmode",
+        "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "load_balance_hosts",
+        "mode", "cache", "uri", "timeout",
+    }
+)  # fmt: skip
 
+
+def database_label(url: str) -> str:
+    """The database URL as messages name it: the password and every query value not known to be harmless
+    hidden."""
     from sqlalchemy.engine import make_url
 
-    from regcast.registry.redact import _SECRET_PARAMS, REDACTED
+    from regcast.registry.redact import REDACTED
 
     try:
         parsed = make_url(url)
     except exc.ArgumentError:
         return "<unparsable database URL>"
-    query = {k: (REDACTED if re.match(_SECRET_PARAMS, k) else v) for k, v in parsed.query.items()}
+    query = {k: (v if k.lower() in _SHOWN_PARAMS else REDACTED) for k, v in parsed.query.items()}
     return parsed.set(query=query).render_as_string(hide_password=True)
 
 

@@ -26,6 +26,7 @@ import typing
 from typing import Any, Literal
 
 from regcast import config
+from regcast._exceptions import ConfigError
 from regcast.config import Bounds, Settings
 
 log = logging.getLogger("regcast")
@@ -72,8 +73,8 @@ def environment() -> dict[str, Any]:
         if typing.get_origin(hint(f)) is dict:
             try:
                 value = json.loads(value)
-            except ValueError:  # pydantic-settings' words
-                raise ValueError(f'error parsing value for field "{f.name}" from source "EnvSettingsSource"') from None
+            except ValueError as exc:  # named as the operator set it, as every other bad knob is
+                raise ConfigError(f"{PREFIX.upper()}{f.name.upper()}: not JSON ({exc})") from None
         found[f.name] = value
     return found
 

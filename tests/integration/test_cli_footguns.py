@@ -84,6 +84,7 @@ def test_jobs_with_a_bad_setting_is_a_usage_error_not_a_traceback(tmp_path: Path
             "Error: REGCAST_JOBS_IN_FLIGHT: Input should be greater than or equal to 1",
         ),
         ({"REGCAST_PORT": "abc"}, [], "Error: REGCAST_PORT: Input should be a valid integer"),
+        ({"REGCAST_CHUNK_CAPS": "{bad"}, [], "Error: REGCAST_CHUNK_CAPS: not JSON"),
         ({}, ["--database-url", "not a url"], "--database-url / REGCAST_DATABASE_URL: Could not parse"),
     ]:
         r = subprocess.run(

@@ -16,6 +16,7 @@ import pytest
 from pydantic import Field, TypeAdapter, ValidationError, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from regcast._exceptions import ConfigError
 from regcast.config import Bounds, Settings, load_settings
 from regcast.config_source import NotPlain, convert, hint
 
@@ -111,12 +112,12 @@ def test_load_settings_reads_the_environment_as_pydantic_settings(
 @pytest.mark.parametrize("env", ERRORS)
 def test_a_bad_value_is_refused_in_pydantics_words(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     _clear(monkeypatch, env)
-    with pytest.raises(ValueError) as ours:
+    with pytest.raises((ValueError, ConfigError)) as ours:  # a dict knob's bad JSON: named as set (REGCAST_...)
         load_settings()
     with pytest.raises(ValueError) as theirs:
         Settings(**dict(_reference()()))
     knob = next(iter(env)).lower().removeprefix("regcast_")
-    assert knob in str(ours.value)
+    assert knob in str(ours.value).lower()
     if isinstance(theirs.value, ValidationError):  # the same error, field and words
         assert isinstance(ours.value, ValidationError)
         assert [(e["loc"], e["type"]) for e in ours.value.errors()] == [

@@ -64,6 +64,20 @@ def test_an_sqlite_file_that_cannot_be_opened_is_one_line_and_exit_1(tmp_path: P
     _one_error_line(regcast("jobs", env=env, timeout=30), *words)
 
 
+def test_an_sqlite_file_opened_read_only_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """Readable, so the schema check passed: every heartbeat and claim then failed, retried for ever."""
+    from regcast.jobs.store import JobStore
+
+    db = tmp_path / "regcast.db"
+    store = JobStore(f"sqlite:///{db}")
+    store.migrate()
+    store.close()
+    url = f"sqlite:///file:{db}?mode=ro&uri=true"
+    env = {"REGCAST_DATABASE_URL": url, "REGCAST_HEALTH_PORT": "0", "REGCAST_SECRET_KEY": KEY}
+    for args in (["serve", "--port", str(free_port())], ["worker"]):
+        _one_error_line(regcast(*args, env=env, timeout=20), url, "attempt to write a readonly database")
+
+
 def test_a_database_not_answering_yet_is_named_without_its_password_and_sigterm_stops_at_once(
     tmp_path: Path,
 ) -> None:

@@ -117,7 +117,7 @@ def _usable_database(settings: Settings, store: Any) -> None:
     """Before anything starts: a database no waiting can make usable is one line and exit 1.
 
     That is a schema a newer regcast wrote, and an SQLite file that cannot be opened, written or
-    migrated (a read-only file or folder, a missing folder): SQLite is a local file, not a server that
+    migrated (a read-only file, mount or folder, a missing folder): SQLite is a local file, not a server that
     may come up later. A server database that does not answer yet is waited for, in the background.
     """
     from regcast._exceptions import JobError, SchemaUnknown
@@ -128,6 +128,7 @@ def _usable_database(settings: Settings, store: Any) -> None:
             store.check_schema(timeout=min(settings.db_timeout, 5.0))
         else:
             store.migrate()
+            store.check_writable()
     except SchemaUnknown as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)

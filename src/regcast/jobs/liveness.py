@@ -23,7 +23,7 @@ from pathlib import Path
 
 from regcast._exceptions import JobStoreUnavailable
 from regcast.config import Settings
-from regcast.jobs.store import JobStore
+from regcast.jobs.store import JobStore, failure_reason
 
 log = logging.getLogger("regcast.worker")
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -92,7 +92,8 @@ class Liveness:
                 return True
             except JobStoreUnavailable as exc:
                 self._seen(False)
-                log.warning("worker %s: cannot register (%s); retrying in %.1fs", self.id, exc, delay)
+                why = failure_reason(exc)
+                log.warning("worker %s: cannot register (%s: %s); retrying in %.1fs", self.id, exc, why, delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
         return False

@@ -130,6 +130,12 @@ class JobStore(Claims, WorkerRows, OpsQueries):
             )
         return ", ".join(found) or "none"
 
+    def check_writable(self) -> None:
+        """A write that changes nothing: an SQLite file opened read-only (or on a read-only mount) fails
+        here, at start, rather than in every heartbeat and claim after."""
+        with self._tx() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+
     def ping(self, timeout: float | None = None) -> None:
         with self._tx(timeout) as conn:
             conn.execute(select(func.count()).select_from(jobs).where(jobs.c.id == ""))

@@ -66,12 +66,9 @@ def test_an_sqlite_file_that_cannot_be_opened_is_one_line_and_exit_1(tmp_path: P
 
 def test_an_sqlite_file_opened_read_only_is_one_line_and_exit_1(tmp_path: Path) -> None:
     """Readable, so the schema check passed: every heartbeat and claim then failed, retried for ever."""
-    from regcast.jobs.store import JobStore
-
     db = tmp_path / "regcast.db"
-    store = JobStore(f"sqlite:///{db}")
-    store.migrate()
-    store.close()
+    Service(tmp_path, {"REGCAST_DATABASE_URL": f"sqlite:///{db}"}).start().terminate()  # closed by its process
+    assert not (tmp_path / "regcast.db-wal").exists()
     url = f"sqlite:///file:{db}?mode=ro&uri=true"
     env = {"REGCAST_DATABASE_URL": url, "REGCAST_HEALTH_PORT": "0", "REGCAST_SECRET_KEY": KEY}
     for args in (["serve", "--port", str(free_port())], ["worker"]):

@@ -211,7 +211,7 @@ def test_tokens_that_expire_mid_copy_are_fetched_again_once_each_and_the_copy_go
     img = images.image([images.layer_bytes(2048) for _ in range(16)]).push(src_reg.http(), repo, "v1")
     ts = token_reg.token_server
     assert ts is not None
-    front = QuirkProxy(token_reg.port, "tokens_expire", seconds=0.1, delay=0.03).start()
+    front = QuirkProxy(token_reg.port, "tokens_expire", uses=20).start()
     faults.append(front)
     before = len(ts.requests)
     r = regcast("copy", "--dest-creds", creds(token_reg), f"{src_reg.host}/{repo}:v1", f"127.0.0.1:{front.port}/{repo}")

@@ -32,10 +32,10 @@ Scenarios (``QuirkProxy(port, scenario, **params)``):
   a second proxy to the same registry), absolute;
 - ``upload_200``: every blob upload PATCH and PUT that succeeded answers 200 (the spec says 202, 201).
 - ``push_only``: manifest GETs and HEADs and tag lists answer 403 DENIED (credentials that may push, not read).
-- ``tokens_expire``: a Bearer token is taken for ``params["seconds"]`` from its first use, then every request
-  carrying it answers 401 with the registry's challenge and ``error="invalid_token"`` (a token that expired mid-copy);
-  each request it takes waits ``params["delay"]`` (0) first;
-  ``events["expired"]`` counts those 401s, ``events["expired_tokens"]`` the tokens refused.
+- ``tokens_expire``: a Bearer token is taken for ``params["uses"]`` requests (its life, counted in requests
+  so that a loaded machine does not change it), then every request carrying it answers 401 with the
+  registry's challenge and ``error="invalid_token"``; ``events["expired"]`` counts those 401s,
+  ``events["expired_tokens"]`` the tokens refused.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
+from collections import Counter
 from collections.abc import MutableMapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -67,7 +67,7 @@ class QuirkProxy(FaultProxy):
     async def _start(self) -> None:
         self._stopping = asyncio.Event()
         self.events_challenge = ""
-        self._first_seen: dict[str, float] = {}  # when each Bearer token was first sent (tokens_expire)
+        self._uses: Counter[str] = Counter()  # requests that carried each Bearer token (tokens_expire)
         self._refused_tokens: set[str] = set()
         await super()._start()
 
@@ -127,9 +127,8 @@ class QuirkProxy(FaultProxy):
         sent = request.headers.get("Authorization", "")
         if not sent.startswith("Bearer "):
             return None
-        first = self._first_seen.setdefault(sent, time.monotonic())
-        if time.monotonic() - first <= self.params["seconds"]:
-            await asyncio.sleep(self.params.get("delay", 0.0))  # a copy slower than a token's life
+        self._uses[sent] += 1
+        if self._uses[sent] <= self.params["uses"]:
             return None
         self.events["expired"] += 1
         self._refused_tokens.add(sent)

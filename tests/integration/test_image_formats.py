@@ -132,12 +132,15 @@ def test_a_signed_schema1_source_is_refused_as_schema1_not_as_corrupt(
     assert open_reg.http().get_manifest("old/schema1", "v1").status_code == 404
 
 
+@pytest.mark.parametrize("off", [100, -100], ids=["says-more", "says-less"])
 def test_a_layer_its_manifest_gives_the_wrong_size_fails_saying_so_once(
-    repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+    off: int, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
 ) -> None:
-    """distribution does not check a descriptor's size against its blob: a manifest saying 100 bytes more than the
-    layer holds is served. Its bytes hash right, so "has N bytes hashing to <the same digest>" read as corruption
-    and was read again in full; now one line says the manifest is wrong, after one read, and nothing is pushed."""
+    """distribution does not check a descriptor's size against its blob: a manifest saying 100 bytes more (or
+    less) than the layer holds is served. Said more, its bytes hash right, so "has N bytes hashing to <the same
+    digest>" read as corruption; said less, "is longer than its N bytes": both were read again in full. Now one
+    line says the manifest is wrong, after one read (said less: from the answer's length, before reading it),
+    and nothing is pushed."""
     http = src_reg.http()
     config, layer = b'{"architecture":"amd64","os":"linux"}', layer_bytes(20_000)
     for blob in (config, layer):
@@ -146,12 +149,12 @@ def test_a_layer_its_manifest_gives_the_wrong_size_fails_saying_so_once(
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": images.OCI_CONFIG, "size": len(config), "digest": sha(config)},
-        "layers": [{"mediaType": images.OCI_LAYER, "size": len(layer) + 100, "digest": sha(layer)}],
+        "layers": [{"mediaType": images.OCI_LAYER, "size": len(layer) + off, "digest": sha(layer)}],
     }
     _put(http, repo, "v1", json.dumps(doc).encode(), OCI_MANIFEST)
     r = regcast("-v", "copy", f"{src_reg.host}/{repo}:v1", f"{open_reg.host}/{repo}:v1")
     assert r.returncode == 1
-    said = f"blob {sha(layer)} is {len(layer)} bytes, not the {len(layer) + 100} its manifest says; not committed"
+    said = f"blob {sha(layer)} is {len(layer)} bytes, not the {len(layer) + off} its manifest says; not committed"
     assert _errors(r.stderr) == [f"error: {open_reg.host}/{repo}:v1: source registry {src_reg.host}: {said}"]
     assert f"blob {sha(layer)} failed" not in r.stderr  # not read again: reading cannot change it
     assert open_reg.http().get_manifest(repo, "v1").status_code == 404

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 from regcast._exceptions import (
+    ContentError,
     Failure,
     ProtocolViolation,
     RegcastError,
@@ -141,6 +142,9 @@ async def read_blob(
             skip = _skip_for(resp, received, client.name, digest)
             if skip is None:
                 raise await client.refusal(resp, f"getting blob {digest}")
+            total = _announced_total(resp)
+            if total is not None and total != size:  # reading again cannot change it: the manifest is wrong
+                raise ContentError(f"blob {digest} is {total} bytes, not the {size} its manifest says; not committed")
             try:
                 async for chunk in _body(resp, client, url, read_size or client.options.chunk_size):
                     if skip:
@@ -183,6 +187,16 @@ def _skip_for(resp: aiohttp.ClientResponse, received: int, registry: str, digest
             )
         return 0
     return None
+
+
+def _announced_total(resp: aiohttp.ClientResponse) -> int | None:
+    """The blob's whole length as this answer gives it; None when not given, or given of encoded bytes."""
+    if resp.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        return None
+    if resp.status == 206:
+        total = resp.headers.get("Content-Range", "").rpartition("/")[2].strip()
+        return int(total) if total.isdigit() else None
+    return resp.content_length
 
 
 async def _body(resp: aiohttp.ClientResponse, client: RegistryClient, url: str, size: int) -> AsyncIterator[bytes]:

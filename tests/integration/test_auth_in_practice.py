@@ -7,11 +7,13 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import trustme
 from aiohttp import web
 
 from regcast._exceptions import AuthenticationFailed
@@ -19,6 +21,7 @@ from regcast.registry.auth import Credentials
 from regcast.registry.client import RegistryClient
 from regcast.registry.mediatypes import DOCKER_MANIFEST
 from regcast.registry.reference import parse_endpoint
+from regcast.registry.session import ClientOptions
 from tests.integration.test_token_faults import registry_asking_tokens_of
 from tests.support import images
 from tests.support.cli import regcast
@@ -360,3 +363,31 @@ def test_a_job_reads_token_answers_as_real_token_servers_write_them_and_says_ref
     assert refused["state"] == "FAILED" and "answered 401 incorrect username or password" in refused["error"], st
     assert refused["error"].startswith(f"registry 127.0.0.1:{refusing.port}: token server refused"), st
     assert PASSWORD not in str(st) and PASSWORD not in log
+
+
+def test_an_https_token_server_on_another_host_gets_the_credentials(
+    hostile: list[HostileServer], ca: tuple[trustme.CA, Path]
+) -> None:
+    """Docker Hub's shape: the registry on one host, its token server on another over HTTPS (auth.docker.io).
+    The guards that keep credentials from plain-HTTP realms elsewhere must not keep them from this one."""
+    basic = "Basic " + base64.b64encode(f"u:{PASSWORD}".encode()).decode()
+
+    async def token_server(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != basic:
+            return web.json_response({"details": "no credentials"}, status=401)
+        return web.json_response({"token": "good-token", "expires_in": 300})
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca[0].issue_cert("localhost").configure_cert(context)
+    auth_host = serve(hostile, token_server, tls=context)
+    realm = f"https://localhost:{auth_host.port}/token"  # another host name than the registry's 127.0.0.1
+    registry, raw = _token_registry(hostile, realm)
+
+    async def go() -> bytes:
+        options = ClientOptions(ca_bundle=str(ca[1]))
+        creds = Credentials("u", PASSWORD)
+        async with RegistryClient(parse_endpoint(registry.endpoint), credentials=creds, options=options) as client:
+            return (await client.get_manifest("a/b", "v1")).raw
+
+    assert asyncio.run(go()) == raw
+    assert auth_host.authorizations() == [basic]

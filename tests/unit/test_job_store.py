@@ -258,3 +258,28 @@ def test_a_database_url_is_named_with_only_its_harmless_query_values() -> None:
     assert label.startswith("postgresql://u:***@db.example:5432/app?")
     assert "sslmode=verify-full" in label and "application_name=regcast" in label
     assert "sslpassword=REDACTED" in label and "Some_Driver_Key=REDACTED" in label
+
+
+@pytest.mark.parametrize("back", ["reaped", "released", "retried later"])
+def test_a_job_whose_cancel_was_asked_is_not_queued_again(store: JobStore, back: str) -> None:
+    """The cancel was asked while it ran, and its worker died (reaped), stopped (released) or gave the
+    attempt up for later before it saw the request: back in the queue, the next worker copied it again."""
+    job = store.create({}, None, TARGETS)
+    [rec] = store.claim("w1")
+    claim = Claim(job, "w1", rec.claim_generation)
+    asked = store.request_cancel(job)
+    assert asked is not None and asked.state is JobState.RUNNING and asked.cancel_requested
+    if back == "reaped":
+        assert store.reap(None, 5, dead=["w1"]) == [job]
+    elif back == "released":
+        assert store.release(claim)
+    else:
+        assert store.retry_later(claim, -1)
+    assert store.claim("w2") == []
+    ended = store.get(job)
+    assert ended is not None
+    assert ended.state is JobState.CANCELLED
+    assert ended.finished_at is not None
+    assert ended.error == "cancelled by user"
+    assert [t.state for t in ended.targets] == [TargetState.CANCELLED, TargetState.CANCELLED]
+    assert store.save_progress(claim, []) == (False, False)  # a worker only cut off from the database stops

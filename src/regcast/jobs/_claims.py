@@ -22,7 +22,7 @@ from regcast.jobs._db import as_utc, utcnow
 from regcast.jobs._rows import job_records, target_values
 from regcast.jobs.models import JobState, job_targets, jobs
 from regcast.jobs.records import Claim, JobRecord, TargetUpdate
-from regcast.jobs.store_ops import requeue_targets, settle_targets
+from regcast.jobs.store_ops import cancel_if_asked, requeue_targets, settle_targets
 
 
 def _fenced_update(claim: Claim, **values: Any) -> Update:
@@ -123,6 +123,7 @@ class Claims(StoreCore):
             if ok:
                 _write_targets(conn, claim.job_id, updates)
                 requeue_targets(conn, [claim.job_id])
+                cancel_if_asked(conn, [claim.job_id])
                 self._notify(conn)
         return ok
 
@@ -132,4 +133,5 @@ class Claims(StoreCore):
             ok = self._fenced(conn, claim, state=JobState.QUEUED.value, not_before=self.clock.later(delay))
             if ok:
                 _write_targets(conn, claim.job_id, updates)
+                cancel_if_asked(conn, [claim.job_id])
         return ok

@@ -17,7 +17,7 @@ from regcast.jobs._core import StoreCore
 from regcast.jobs._db import utcnow
 from regcast.jobs.models import JobState, jobs, workers
 from regcast.jobs.records import WorkerRecord
-from regcast.jobs.store_ops import requeue_targets, settle_targets
+from regcast.jobs.store_ops import cancel_if_asked, requeue_targets, settle_targets
 
 log = logging.getLogger("regcast.jobs")
 
@@ -87,6 +87,7 @@ class WorkerRows(StoreCore):
                 .values(state=JobState.QUEUED.value, worker_id=None, updated_at=now)
             )
             requeue_targets(conn, ids)
+            cancel_if_asked(conn, ids)
             self._notify(conn)
         for i in ids:
             log.warning("job %s: its worker is gone; requeued", i)

@@ -112,6 +112,31 @@ def settle_targets(conn: Connection, ids: list[str], state: JobState, error: str
     )
 
 
+def cancel_if_asked(conn: Connection, ids: list[str]) -> None:
+    """Jobs just put back in the queue whose cancel a user asked for end CANCELLED now: queued with the
+    request still on them, they were claimed and copied again (a small image to the end) by the next
+    worker (a worker gone or stopped before it saw the request, an attempt retried later)."""
+    if not ids:
+        return
+    now = utcnow()
+    done = list(
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(ids), jobs.c.state == JobState.QUEUED.value, jobs.c.cancel_requested.is_(True))
+            .values(
+                state=JobState.CANCELLED.value,
+                finished_at=now,
+                updated_at=now,
+                worker_id=None,
+                not_before=None,
+                error="cancelled by user",
+            )
+            .returning(jobs.c.id)
+        ).scalars()
+    )
+    settle_targets(conn, done, JobState.CANCELLED, None, now)
+
+
 def requeue_targets(conn: Connection, ids: list[str]) -> None:
     """A job back in the queue has no target still RUNNING: they wait (QUEUED) with it."""
     conn.execute(

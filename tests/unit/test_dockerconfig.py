@@ -86,3 +86,10 @@ def test_auths_keys_as_docker_and_its_tools_write_them(tmp_path: Path, key: str,
     assert credentials_for(registry, write(tmp_path, fields)) == Credentials("user", "pa:ss")
     assert credentials_for("other.example", write(tmp_path, fields)) is None
     assert credentials_for(f"x{registry}", write(tmp_path, fields)) is None  # a longer name is another host
+
+
+def test_an_identity_token_alone_is_used_with_docker_logins_placeholder_user(tmp_path: Path) -> None:
+    """An entry holding only ``identitytoken`` (written by tools other than docker login, or by hand): docker
+    takes the OAuth2 refresh-token flow with it; regcast went anonymous."""
+    p = write(tmp_path, {"acr.example": {"identitytoken": "refresh-only"}})
+    assert credentials_for("acr.example", p) == Credentials("00000000-0000-0000-0000-000000000000", "", "refresh-only")

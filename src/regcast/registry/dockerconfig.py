@@ -23,6 +23,8 @@ from regcast.registry.reference import DOCKER_HUB
 log = logging.getLogger("regcast.registry")
 _WARNED: set[str] = set()  # warnings already given in this process
 
+IDENTITY_USER = "00000000-0000-0000-0000-000000000000"  # the user docker login stores beside an identity token
+
 _HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
 
@@ -52,6 +54,8 @@ def _entry_credentials(entry: object) -> Credentials | None:
     name, secret = entry.get("username"), entry.get("password")
     if isinstance(name, str) and isinstance(secret, str) and name:
         return Credentials(name, secret, identity)
+    if identity:  # an identity token alone (no auth, no user): docker takes the OAuth2 flow with it all the same
+        return Credentials(IDENTITY_USER, "", identity)
     return None
 
 

@@ -259,6 +259,7 @@ async def _head_within(send: Callable[[], Awaitable[T]], seconds: float, body: _
             return await send()
     sending = asyncio.ensure_future(send())
     sending.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, whoever gave up on it
+    answer: T | None = None
     try:
         ended = asyncio.ensure_future(body.ended.wait())
         try:
@@ -266,10 +267,23 @@ async def _head_within(send: Callable[[], Awaitable[T]], seconds: float, body: _
         finally:
             ended.cancel()
         async with asyncio.timeout(seconds):
-            return await asyncio.shield(sending)
+            answer = await asyncio.shield(sending)
+        return answer
     finally:
-        if not sending.done():
-            sending.cancel()
+        if answer is None:
+            await _abandon(sending)
+
+
+async def _abandon(sending: asyncio.Future[Any]) -> None:
+    """A send given up on (timed out, or its caller cancelled): stopped and waited for, or, when its answer
+    came in the same turn, that answer released, so its connection goes back to the pool now."""
+    if not sending.done():
+        sending.cancel()
+        await asyncio.wait({sending})
+    elif not sending.cancelled() and sending.exception() is None:
+        release = getattr(sending.result(), "release", None)
+        if callable(release):
+            release()
 
 
 def _total_timeout(o: ClientOptions) -> aiohttp.ClientTimeout:

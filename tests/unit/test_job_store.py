@@ -261,7 +261,9 @@ def test_a_database_url_is_named_with_only_its_harmless_query_values() -> None:
 
 
 @pytest.mark.parametrize("back", ["reaped", "released", "retried later"])
-def test_a_job_whose_cancel_was_asked_is_not_queued_again(store: JobStore, back: str) -> None:
+def test_a_job_whose_cancel_was_asked_is_not_queued_again(
+    store: JobStore, back: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """The cancel was asked while it ran, and its worker died (reaped), stopped (released) or gave the
     attempt up for later before it saw the request: back in the queue, the next worker copied it again."""
     job = store.create({}, None, TARGETS)
@@ -271,6 +273,7 @@ def test_a_job_whose_cancel_was_asked_is_not_queued_again(store: JobStore, back:
     assert asked is not None and asked.state is JobState.RUNNING and asked.cancel_requested
     if back == "reaped":
         assert store.reap(None, 5, dead=["w1"]) == [job]
+        assert f"job {job}: its worker is gone; CANCELLED, as asked" in caplog.text
     elif back == "released":
         assert store.release(claim)
     else:

@@ -87,8 +87,8 @@ class WorkerRows(StoreCore):
                 .values(state=JobState.QUEUED.value, worker_id=None, updated_at=now)
             )
             requeue_targets(conn, ids)
-            cancel_if_asked(conn, ids)
+            cancelled = set(cancel_if_asked(conn, ids))
             self._notify(conn)
         for i in ids:
-            log.warning("job %s: its worker is gone; requeued", i)
+            log.warning("job %s: its worker is gone; %s", i, "CANCELLED, as asked" if i in cancelled else "requeued")
         return ids

@@ -112,12 +112,12 @@ def settle_targets(conn: Connection, ids: list[str], state: JobState, error: str
     )
 
 
-def cancel_if_asked(conn: Connection, ids: list[str]) -> None:
+def cancel_if_asked(conn: Connection, ids: list[str]) -> list[str]:
     """Jobs just put back in the queue whose cancel a user asked for end CANCELLED now: queued with the
     request still on them, they were claimed and copied again (a small image to the end) by the next
     worker (a worker gone or stopped before it saw the request, an attempt retried later)."""
     if not ids:
-        return
+        return []
     now = utcnow()
     done = list(
         conn.execute(
@@ -135,6 +135,7 @@ def cancel_if_asked(conn: Connection, ids: list[str]) -> None:
         ).scalars()
     )
     settle_targets(conn, done, JobState.CANCELLED, None, now)
+    return done
 
 
 def requeue_targets(conn: Connection, ids: list[str]) -> None:

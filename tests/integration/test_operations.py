@@ -481,3 +481,43 @@ def test_service_wide_hook_and_retention(
         assert purged.http.get(f"/api/distribute/image/{job}").status_code == 404
     finally:
         purged.stop()
+
+
+def test_a_job_the_reaper_gives_up_on_is_notified_and_counted(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    """Its worker killed on its last attempt, the job ends FAILED in the reaper, not in a worker's
+    conclusion: the 'failed' hook and the job counter used to miss it."""
+    from tests.support.proxy import TcpProxy
+
+    hook = WebhookReceiver().start()
+    slow = TcpProxy(src_reg.port, rate=4 * 1024 * 1024).start()
+    images.image([os.urandom(8 * 1024 * 1024) for _ in range(2)]).push(src_reg.http(), repo, "v1")
+    env = {
+        "REGCAST_NOTIFY_URL": hook.url,
+        "REGCAST_NOTIFY_SECRET": HOOK_SECRET,
+        "REGCAST_NOTIFY_EVENTS": "failed",
+        "REGCAST_MAX_ATTEMPTS": "1",
+    }
+    first = _service(tmp_path, env)
+    second = None
+    try:
+        body = {"source": {**source(src_reg, repo), "endpoint": f"http://127.0.0.1:{slow.port}/v2"}}
+        job = first.submit({**body, "targets": [{"endpoint": open_reg.endpoint}]})
+        first.wait_for(job, lambda s: s["value"] == "RUNNING" and s["targets"][0]["bytes_done"] > 0)
+        first.kill()
+        second = _service(tmp_path, env)
+        st = second.wait(job)
+        assert st["value"] == "FAILED"
+        assert "gave up after 1 attempts" in st["error"]
+        [got] = hook.wait_for(1)
+        sent = json.loads(got.body)
+        assert (sent["id"], sent["state"], sent["event"]) == (job, "FAILED", "failed")
+        assert _verify(HOOK_SECRET, got.headers["x-regcast-signature"], got.body)
+        assert 'regcast_jobs_finished_total{outcome="failed"} 1.0' in second.http.get("/metrics").text
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        slow.stop()
+        hook.stop()

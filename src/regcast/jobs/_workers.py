@@ -54,7 +54,9 @@ class WorkerRows(StoreCore):
             for m in (r._mapping for r in rows)
         ]
 
-    def reap(self, stale_after: float | None, max_attempts: int, dead: Iterable[str] = ()) -> list[str]:
+    def reap(
+        self, stale_after: float | None, max_attempts: int, dead: Iterable[str] = (), ended: list[str] | None = None
+    ) -> list[str]:
         """Forget workers whose heartbeat is older than ``stale_after`` (None: judge no heartbeat) or
         known ``dead``; requeue every RUNNING job not held by a live worker — FAILED after
         ``max_attempts`` claims."""
@@ -74,13 +76,17 @@ class WorkerRows(StoreCore):
                 return []
             now = utcnow()
             given_up = f"worker stopped responding; gave up after {max_attempts} attempts"
-            failed = conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(ids), jobs.c.state == JobState.RUNNING.value, jobs.c.attempts >= max_attempts)
-                .values(state=JobState.FAILED.value, finished_at=now, updated_at=now, worker_id=None, error=given_up)
-                .returning(jobs.c.id)
-            ).scalars()
-            settle_targets(conn, list(failed), JobState.FAILED, given_up, now)
+            failed = list(
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_(ids), jobs.c.state == JobState.RUNNING.value, jobs.c.attempts >= max_attempts)
+                    .values(
+                        state=JobState.FAILED.value, finished_at=now, updated_at=now, worker_id=None, error=given_up
+                    )
+                    .returning(jobs.c.id)
+                ).scalars()
+            )
+            settle_targets(conn, failed, JobState.FAILED, given_up, now)
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id.in_(ids), jobs.c.state == JobState.RUNNING.value)
@@ -89,6 +95,9 @@ class WorkerRows(StoreCore):
             requeue_targets(conn, ids)
             cancelled = set(cancel_if_asked(conn, ids))
             self._notify(conn)
+        if ended is not None:  # the jobs that ended here, not in a worker: their notifications are the caller's
+            ended.extend([*failed, *cancelled])
         for i in ids:
-            log.warning("job %s: its worker is gone; %s", i, "CANCELLED, as asked" if i in cancelled else "requeued")
+            outcome = "CANCELLED, as asked" if i in cancelled else f"FAILED ({given_up})" if i in failed else "requeued"
+            log.warning("job %s: its worker is gone; %s", i, outcome)
         return ids

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from regcast._exceptions import JobStoreUnavailable
@@ -51,8 +52,16 @@ def pid_alive(pid: int) -> bool:
 class Liveness:
     """Registers the worker, keeps its heartbeat, and reaps the jobs of workers that died."""
 
-    def __init__(self, store: JobStore, settings: Settings, worker_id: str, stopping: asyncio.Event) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        settings: Settings,
+        worker_id: str,
+        stopping: asyncio.Event,
+        on_ended: Callable[[list[str]], None] | None = None,
+    ) -> None:
         self.store = store
+        self.on_ended = on_ended  # jobs the reaper ended (given up, or cancelled as asked): their notifications
         self.settings = settings
         self.id = worker_id
         self.host = host_identity()
@@ -88,7 +97,7 @@ class Liveness:
                     if w.host == self.host and w.id != self.id and (w.pid == self.pid or not pid_alive(w.pid))
                 ]
                 # no staleness judgement yet (not connected long enough): only certain deaths and orphans
-                await asyncio.to_thread(self.store.reap, None, self.settings.max_attempts, dead)
+                await self._reap(None, dead)
                 return True
             except JobStoreUnavailable as exc:
                 self._seen(False)
@@ -119,11 +128,17 @@ class Liveness:
             since = self.connected_since
             if since is not None and time.monotonic() - since >= stale:
                 try:
-                    await asyncio.to_thread(self.store.reap, stale, self.settings.max_attempts)
+                    await self._reap(stale)
                 except JobStoreUnavailable as exc:
                     log.warning("reaper: %s", exc)
                     self._seen(False)
             await self._sleep(interval)
+
+    async def _reap(self, stale: float | None, dead: list[str] | None = None) -> None:
+        ended: list[str] = []
+        await asyncio.to_thread(self.store.reap, stale, self.settings.max_attempts, dead or (), ended)
+        if ended and self.on_ended is not None:
+            self.on_ended(ended)
 
     async def stop(self) -> None:
         """A clean stop deregisters: nobody has to wait for this worker to look stale."""

@@ -67,7 +67,7 @@ class Worker:
         observer = events.metrics if events else None
         self.runner = JobRunner(settings, engine or CopyEngine(settings.transfer_options()), box, observer)
         self.stopping = asyncio.Event()
-        self.liveness = Liveness(store, settings, self.id, self.stopping)
+        self.liveness = Liveness(store, settings, self.id, self.stopping, events.ended_elsewhere if events else None)
         self.problem: str | None = None  # set when this worker must not run jobs (reported by /readyz)
         self._wake = asyncio.Event()
         self._listening = False  # NOTIFY reaches this process: it wakes with everybody else

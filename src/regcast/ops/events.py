@@ -7,6 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
+from regcast._exceptions import JobError
 from regcast.config import Settings
 from regcast.jobs.runner import JobRun
 from regcast.jobs.secrets import SecretBox
@@ -49,6 +50,25 @@ class JobEvents:
         opened = run.opened  # decrypted once per attempt by the runner, not again here
         notify = opened.get("notify") if opened is not None else self._sealed_notify(record.secrets)
         self.notifier.job_ended_later(record.id, notify if isinstance(notify, dict) else None)
+
+    def ended_elsewhere(self, job_ids: list[str]) -> None:
+        """Jobs the reaper ended (given up after their workers died, or cancelled as asked): no worker
+        concluded them, so their metrics and notifications go from here (the job read back first)."""
+        task = asyncio.create_task(self._ended_elsewhere(job_ids), name="reaped-jobs")
+        self.notifier.tasks.add(task)
+        task.add_done_callback(self.notifier.tasks.discard)
+
+    async def _ended_elsewhere(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            try:
+                record = await asyncio.to_thread(self.store.get, job_id)
+            except JobError as exc:
+                log.warning("job %s: ended by the reaper; not notified (%s)", job_id, exc)
+                continue
+            if record is None:
+                continue
+            self.metrics.job_done(record.state.value.lower(), None)
+            self.notifier.job_ended_later(job_id, self._sealed_notify(record.secrets))
 
     def _sealed_notify(self, sealed: bytes | None) -> dict[str, Any] | None:
         if not sealed:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -358,3 +359,55 @@ def test_a_token_requests_headers_follow_a_redirect_only_on_its_own_server(
     hop = _hop(call, came_from, url, 302)
     assert (hop.headers == {"Authorization": "Basic dTpw"}) is kept
     assert hop.params is None and hop.url == url  # the Location's query, not the realm's again
+    seed = dataclasses.replace(call, json_body={"username": "u", "password": "pw-secret"})
+    for status in (307, 308):  # the seed's `json` (credentials) goes on through 307/308 only to its own server
+        assert (_hop(seed, came_from, url, status).json_body == seed.json_body) is kept
+        assert (_hop(seed, came_from, url, status).headers == call.headers) is kept
+    assert _hop(seed, came_from, url, 302).json_body is None
+
+
+def test_a_token_servers_words_are_scrubbed_before_they_are_cut_short() -> None:
+    """A secret straddling the 200th character was cut in two first, and its first part no longer matched."""
+    from regcast.registry._transport import oci_error
+
+    pw = "S3cr3t-pa55word-0123456789"
+    body = json.dumps({"error": "invalid_grant", "error_description": "x" * 180 + " bad password " + pw}).encode()
+    code, message = oci_error(body, (pw,))
+    assert code == "invalid_grant"
+    assert "S3cr" not in message and "REDACT" in message
+    hub = json.dumps({"details": "y" * 190 + pw}).encode()
+    assert "S3cr" not in oci_error(hub, (pw,))[1]
+
+
+def test_the_seed_auth_json_values_count_as_secrets() -> None:
+    """The seed's ``json`` body is the credential payload sent to its auth url: a token server echoing it in an
+    error must not have it shown."""
+    body = {"username": "svc", "password": "pw-secret-42", "x": [1]}
+    seed = SeedAuth(url="https://auth.example/token", json_body=body)
+    secrets = Authenticator("reg.example", None, seed).secrets()
+    assert "pw-secret-42" in secrets and "svc" in secrets
+    assert "password" not in secrets  # keys are words errors use, not secrets
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"token": "t", "expires_in": Infinity}',
+        b'{"token": "t", "expires_in": "1e999"}',
+        b'{"token": "t", "expires_in": 1' + b"0" * 400 + b"}",
+    ],
+    ids=["infinity", "string-1e999", "huge-int"],
+)
+def test_no_token_is_kept_as_valid_forever(answer: bytes) -> None:
+    """A lifetime past a float (an OverflowError out of the registry layer, naming no registry) or infinite
+    (a token never refreshed nor evicted) is the 24 h cap."""
+    from regcast.registry.auth import MAX_TOKEN_LIFETIME
+
+    assert parse_token_answer(answer, now=0) == ("t", MAX_TOKEN_LIFETIME - 5.0)
+
+
+def test_a_jwt_whose_exp_is_past_a_float_is_read_by_its_expires_in() -> None:
+    head = base64.urlsafe_b64encode(b'{"alg":"none"}').rstrip(b"=").decode()
+    body = base64.urlsafe_b64encode(b'{"exp": 1' + b"0" * 400 + b"}").rstrip(b"=").decode()
+    token = f"{head}.{body}.sig"
+    assert parse_token_answer(json.dumps({"token": token, "expires_in": 300}).encode(), now=0) == (token, 295.0)

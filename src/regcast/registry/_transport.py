@@ -131,14 +131,20 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def oci_error(body: bytes) -> tuple[str, str]:
+def oci_error(body: bytes, secrets: tuple[str, ...] = ()) -> tuple[str, str]:
     """The telling ``(code, message)`` of an OCI ``errors`` body: the first not ``UNKNOWN`` (distribution 2.8
     lists ``UNKNOWN`` first, then ``MANIFEST_BLOB_UNKNOWN``, for a foreign layer URL it refuses), with the
     digest its ``detail`` names, if any; empty strings if the body is anything else.
 
     Token servers answer in their own shapes, read as docker reads them: OAuth2's ``{"error",
     "error_description"}`` (RFC 6749 5.2: an expired identity token is ``invalid_grant``) and Docker Hub's
-    ``{"details": "incorrect username or password"}`` (no code). Without them the line said only the status."""
+    ``{"details": "incorrect username or password"}`` (no code). Without them the line said only the status.
+    Every text is scrubbed of ``secrets`` before it is cut short: cut first, a secret across the cut showed
+    its first part."""
+
+    def said(value: object, length: int) -> str:
+        return printable(redact_text(str(value), secrets), length)
+
     try:
         doc = json.loads(body)
     except ValueError:
@@ -146,19 +152,19 @@ def oci_error(body: bytes) -> tuple[str, str]:
     try:
         errors = doc["errors"]
         first = next((e for e in errors if e.get("code") != "UNKNOWN"), errors[0])
-        message = printable(str(first.get("message", "")), 200)
+        message = said(first.get("message", ""), 200)
         detail = first.get("detail")
         if isinstance(detail, str) and announced_digest(detail) == detail:  # a digest only: no remote prose
             message += f" ({detail})"
-        return printable(str(first.get("code", "")), 60), message
+        return said(first.get("code", ""), 60), message
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         pass
     if not isinstance(doc, dict):
         return "", ""
     code, description, details = doc.get("error"), doc.get("error_description"), doc.get("details")
     if isinstance(code, str) and code:
-        return printable(code, 60), printable(description, 200) if isinstance(description, str) else ""
-    return "", printable(details, 200) if isinstance(details, str) else ""
+        return said(code, 60), said(description, 200) if isinstance(description, str) else ""
+    return "", said(details, 200) if isinstance(details, str) else ""
 
 
 async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
@@ -183,7 +189,7 @@ async def response_error(
             body = await read_capped(resp, MAX_ERROR_BODY)
     except (TimeoutError, aiohttp.ClientError):
         body = b""
-    code, message = oci_error(body)
+    code, message = oci_error(body, secrets)
     method = resp.method
     url = redact_url(str(resp.url), every_value)
     status = resp.status

@@ -21,6 +21,7 @@ from regcast._exceptions import ProtocolViolation
 from regcast.registry.reference import is_loopback
 
 MIN_TOKEN_LIFETIME = 60.0  # distribution token spec: treat less than 60 s as 60 s
+MAX_TOKEN_LIFETIME = 24 * 3600.0  # no token is kept as valid forever ("expires_in": Infinity, 1e999)
 MAX_TOKEN_ANSWER = 1024 * 1024
 TOKENS_KEPT = 512  # token slots one client (or pool entry) keeps: scopes of the repositories it works on now
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # a token as an Authorization value carries it: visible ASCII
@@ -196,7 +197,7 @@ def parse_token_answer(
         raise ProtocolViolation(
             f"{where} answer's token is not printable ASCII (a header cannot carry it)", registry=registry
         )
-    expires_at = now + max(_lifetime(doc.get("expires_in")), MIN_TOKEN_LIFETIME) - 5.0
+    expires_at = now + min(max(_lifetime(doc.get("expires_in")), MIN_TOKEN_LIFETIME), MAX_TOKEN_LIFETIME) - 5.0
     jwt_left = _jwt_seconds_left(token, _issued_at(doc.get("issued_at")))
     # the token's own exp wins when it is sooner (servers that lie about expires_in); a token fresh from its
     # server that looks expired says the clocks differ (no iat, no issued_at): expires_in counts then, not a
@@ -221,15 +222,20 @@ def _lifetime(expires_in: object) -> float:
     """``expires_in`` in seconds: a number, or a number written as a string (``"3600"``, as some token servers
     send it); anything else (absent, ``null``, ``true``, text) is the spec's default. Never NaN: Python's JSON
     reader takes ``NaN``, and a NaN expiry is a token that never counts as valid (a token request per
-    registry request); ``Infinity`` is a token kept until the registry refuses it."""
+    registry request); ``Infinity`` is capped by the caller (``MAX_TOKEN_LIFETIME``), and an integer too
+    large for a float is that cap too, not an ``OverflowError`` out of the registry layer."""
     if isinstance(expires_in, str):
         try:
             expires_in = float(expires_in.strip())
         except ValueError:
             return MIN_TOKEN_LIFETIME
-    if not isinstance(expires_in, int | float) or isinstance(expires_in, bool) or math.isnan(expires_in):
+    if not isinstance(expires_in, int | float) or isinstance(expires_in, bool):
         return MIN_TOKEN_LIFETIME
-    return float(expires_in)
+    try:
+        seconds = float(expires_in)
+    except OverflowError:
+        return MAX_TOKEN_LIFETIME
+    return MIN_TOKEN_LIFETIME if math.isnan(seconds) else seconds
 
 
 def _jwt_seconds_left(token: str, issued_at: float | None = None) -> float | None:
@@ -249,11 +255,14 @@ def _jwt_seconds_left(token: str, issued_at: float | None = None) -> float | Non
         return None
     if not isinstance(exp, int | float) or isinstance(exp, bool):
         return None
-    if isinstance(iat, int | float) and not isinstance(iat, bool):
-        issued = float(iat)
-    else:
-        issued = issued_at if issued_at is not None else time.time()
-    return float(exp) - float(issued)
+    try:  # an exp or iat too large for a float (10**400) says nothing usable
+        if isinstance(iat, int | float) and not isinstance(iat, bool):
+            issued = float(iat)
+        else:
+            issued = issued_at if issued_at is not None else time.time()
+        return float(exp) - float(issued)
+    except OverflowError:
+        return None
 
 
 @dataclass

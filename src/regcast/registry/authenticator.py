@@ -92,6 +92,7 @@ class Authenticator:
             for value in self.seed_auth.header.values():
                 out += [value, value.partition(" ")[2]]  # "Basic <b64>": its credential alone as well
             out += [v for _k, v in parse_qsl(urlsplit(self.seed_auth.url or "").query, keep_blank_values=True)]
+            out += _string_leaves(self.seed_auth.json_body)  # the seed's `json` body: credentials, as sent
         return tuple(out)
 
     def remember(self, header: str | None) -> Challenge | None:
@@ -225,3 +226,15 @@ class Authenticator:
                 self._get_only.add(req.url)
                 return None
             raise
+
+
+def _string_leaves(value: Any, depth: int = 0) -> list[str]:
+    """Every string value in a JSON value (not its keys: ``password`` is a word errors use): any may be a
+    secret."""
+    if depth > 32:  # a request's JSON is depth-checked already; a bound all the same
+        return []
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _string_leaves(v, depth + 1)]
+    if isinstance(value, list):
+        return [s for v in value for s in _string_leaves(v, depth + 1)]
+    return [value] if isinstance(value, str) else []

@@ -206,7 +206,8 @@ async def _send_authenticated(client: RegistryClient, call: Call, streaming: boo
     if call.follow_redirects and resp.status in REDIRECTS:  # said as what it is, not as "answered 307"
         resp.release()
         raise ProtocolViolation(
-            f"registry {client.name}: {call.method} {redact_url(call.url)}: redirected more than {MAX_REDIRECTS} "
+            f"registry {client.name}: {call.method} {redact_url(call.url, every_value=call.outbound == 'auth')}: "
+            f"redirected more than {MAX_REDIRECTS} "
             "times (a redirect loop)",
             registry=client.name,
         )
@@ -216,12 +217,12 @@ async def _send_authenticated(client: RegistryClient, call: Call, streaming: boo
 def _hop(call: Call, came_from: str, url: str, status: int) -> Call:
     """``call`` as sent to the ``url`` a redirect named: its query is the Location's (``params`` not added
     again); a token request's headers (its Basic credentials, the seed's ``header``) only while the server
-    stays the same (``_same_server``), as requests keeps Authorization; a JSON body only
-    through 307/308. Registry credentials are chosen per URL anyway (``Authenticator.header``)."""
-    headers = call.headers
+    stays the same (``_same_server``), as requests keeps Authorization; a JSON body only through 307/308,
+    and a token request's (the seed's ``json``, credentials) only on the same server too. Registry
+    credentials are chosen per URL anyway (``Authenticator.header``)."""
+    headers, body = call.headers, call.json_body if status in (307, 308) else None
     if call.outbound == "auth" and not _same_server(came_from, url):
-        headers = None  # the seed's `header` values are secrets as much as its Authorization
-    body = call.json_body if status in (307, 308) else None
+        headers = body = None  # the seed's `header` and `json` values are secrets as much as its Authorization
     return dataclasses.replace(call, url=url, headers=headers, params=None, json_body=body)
 
 

@@ -521,3 +521,25 @@ def test_a_job_the_reaper_gives_up_on_is_notified_and_counted(
             second.stop()
         slow.stop()
         hook.stop()
+
+
+def test_a_queued_job_cancelled_is_notified(tmp_path: Path, repo: str, src_reg: RegistryServer) -> None:
+    """A queued job is cancelled by the API at once, no worker concluding it: its 'cancelled' hook
+    and the job counter used to miss it."""
+    hook = WebhookReceiver().start()
+    env = {"REGCAST_NOTIFY_URL": hook.url, "REGCAST_NOTIFY_SECRET": HOOK_SECRET, "REGCAST_NOTIFY_EVENTS": "cancelled"}
+    svc = Service(tmp_path, {"REGCAST_API_TOKENS": TOKEN, **env}, args=["--no-workers"]).start()
+    svc.http.headers["Authorization"] = f"Bearer {TOKEN}"
+    try:
+        images.image().push(src_reg.http(), repo, "v1")
+        job = svc.submit({"source": source(src_reg, repo), "targets": [{"endpoint": "http://127.0.0.1:1/v2"}]})
+        r = svc.http.delete(f"/api/distribute/image/{job}")
+        assert (r.status_code, r.json()["value"]) == (200, "CANCELLED")
+        [got] = hook.wait_for(1)
+        sent = json.loads(got.body)
+        assert (sent["id"], sent["state"], sent["event"]) == (job, "CANCELLED", "cancelled")
+        assert _verify(HOOK_SECRET, got.headers["x-regcast-signature"], got.body)
+        assert 'regcast_jobs_finished_total{outcome="cancelled"} 1.0' in svc.http.get("/metrics").text
+    finally:
+        svc.stop()
+        hook.stop()

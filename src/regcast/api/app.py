@@ -156,7 +156,7 @@ async def _start(service: Service) -> None:
             return
     service.ready.set()
     service.tried.set()
-    events = JobEvents(service.store, service.settings, service.box, service.metrics)
+    events = service.events = JobEvents(service.store, service.settings, service.box, service.metrics)
     if service.mirrors is not None:  # whichever process settles a run sends its notification
         service.mirrors.on_run_ended = events.notifier.run_ended
     if service.run_workers:

@@ -13,6 +13,7 @@ from regcast.jobs.secrets import SecretBox
 from regcast.jobs.store import JobStore
 from regcast.jobs.worker import Worker
 from regcast.mirrors.service import MirrorService
+from regcast.ops.events import JobEvents
 from regcast.ops.metrics import Metrics
 from regcast.registry.pool import ConnectionPools
 from regcast.triggers.dispatch import PushTriggers
@@ -30,6 +31,7 @@ class Service:
     mirrors: MirrorService | None = None  # stored mirror sets, their runs and schedules
     metrics: Metrics = field(default_factory=Metrics)
     triggers: PushTriggers | None = None  # registries' push notifications (POST /api/events/<name>)
+    events: JobEvents | None = None  # set once the database is ready: a job ended here (a queued job cancelled)
     starter: asyncio.Task[None] | None = None  # migrate, then the worker loop until shutdown
     stopping: bool = False
     # the POST's source checks: connection, /v2/ ping and tokens kept across submissions (#17: per-job CPU)

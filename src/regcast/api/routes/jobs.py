@@ -222,4 +222,6 @@ async def cancel(job_id: str, service: ServiceDep) -> SeedJSON:
         return error(409, f"job already {before.state}")
     job = await asyncio.to_thread(store.request_cancel, job_id)
     assert job is not None
+    if job.state == JobState.CANCELLED and service.events is not None:  # ended here, not by a worker
+        service.events.ended_elsewhere([job.id])
     return SeedJSON(job_status(job), status_code=200 if job.state == JobState.CANCELLED else 202)

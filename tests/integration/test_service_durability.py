@@ -194,14 +194,18 @@ def test_a_hung_target_holds_neither_a_cancel_nor_a_sigterm(
         target.stop()
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["plain", "with-a-referrer"])
 def test_a_tag_pushed_just_before_a_crash_is_finished_not_skipped(
-    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer, slow_source: TcpProxy
+    signed: bool, tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer, slow_source: TcpProxy
 ) -> None:
     """The process dies after a target's tag PUT landed but before that was written (a narrow window,
     as any process can die in it). The next attempt finds the tag at the source digest with overwrite
-    off: that is this job's own push, so the target is FINISHED (finished_endpoints), not SKIPPED
-    as 'left alone because the tag existed' (skipped_clusters)."""
+    off: that is this job's own push (its tag check passed for a push, stored with its progress), so the
+    target is FINISHED (finished_endpoints), not SKIPPED as 'left alone because the tag existed'
+    (skipped_clusters); with a referrer still to bring too (the image held, its signature not yet)."""
     img = big_image(src_reg, repo)
+    if signed:
+        images.attach(src_reg.http(), repo, img.digest, [images.referrer(img)])
     first = Service(tmp_path).start()
     job = first.submit(body(slow_source, repo, [{"endpoint": open_reg.endpoint}]))
     first.wait_for(job, moving)

@@ -78,6 +78,7 @@ def target_record(row: Row[Any]) -> TargetRecord:
         detached_reason=m["detached_reason"],
         waiting=m["waiting"],
         waiting_until=as_utc(m["waiting_until"]),
+        tag_pushed=bool(m["tag_pushed"]),
     )
 
 
@@ -99,6 +100,7 @@ def target_values(u: TargetUpdate) -> dict[str, Any]:
         "detached_reason": u.detached_reason,
         "waiting": u.waiting,
         "waiting_until": u.waiting_until,
+        "tag_pushed": u.tag_pushed,
     }
 
 

@@ -101,6 +101,8 @@ job_targets = Table(
     Column("waiting_until", DateTime(timezone=True)),
     # a FAILED target worth another job-level attempt (a network fault, not bad credentials)
     Column("retryable", Boolean, nullable=False, server_default=true()),
+    # this job's tag check passed for a push here: a tag found later at the source digest is its own (0009)
+    Column("tag_pushed", Boolean, nullable=False, server_default=false()),
 )
 
 workers = Table(

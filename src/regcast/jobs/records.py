@@ -36,6 +36,7 @@ class TargetRecord:
     detached_reason: str | None = None
     waiting: str | None = None  # a registry's rate limit holds it back (shown while waiting_until is ahead)
     waiting_until: dt.datetime | None = None
+    tag_pushed: bool = False  # this job's tag check passed for a push (TargetStatus.tag_pushed)
 
     def waiting_now(self, now: dt.datetime) -> str | None:
         """The wait shown at ``now``: None once its time passed or the target ended (a wait is written
@@ -62,6 +63,7 @@ class TargetRecord:
             retryable=self.retryable,
             waiting=self.waiting,
             waiting_until=self.waiting_until,
+            tag_pushed=self.tag_pushed,
         )
 
 
@@ -106,6 +108,7 @@ class TargetUpdate:
     detached_reason: str | None = None
     waiting: str | None = None
     waiting_until: dt.datetime | None = None
+    tag_pushed: bool = False
 
     @classmethod
     def of(cls, idx: int, status: TargetStatus, state: TargetState | None = None) -> TargetUpdate:
@@ -127,6 +130,7 @@ class TargetUpdate:
             detached_reason=status.detached_reason,
             waiting=status.waiting,
             waiting_until=status.waiting_until,
+            tag_pushed=status.tag_pushed,
         )
 
 

@@ -207,8 +207,7 @@ class JobRunner:
                 )
                 previous = run.statuses[i]
                 target.status.attempts = previous.attempts
-                sent = previous.attempts > 0 and previous.bytes_done > 0  # so past its tag check (checks go first)
-                target.status.pushed_before = previous.pushed_before or sent
+                target.status.tag_pushed = previous.tag_pushed
                 target.status.retries = previous.retries
                 run.statuses[i] = target.status
                 targets.append(target)

@@ -155,7 +155,7 @@ class _CopyRun(BlobCopy, ManifestPush):
             return None
         for t in self.targets:
             t.status.attempts += 1
-            if t.overwrite or t.status.pushed_before:
+            if t.overwrite or t.status.tag_pushed:
                 t.status.notes.append("already up to date")
                 self._set(t, TargetState.FINISHED)
             else:

@@ -38,9 +38,10 @@ class TargetStatus:
     detached_reason: str | None = None  # why it was last detached
     finished_at: dt.datetime | None = None  # when this target ended (FINISHED/SKIPPED/FAILED), its own time
     attempts: int = 0
-    # an earlier attempt of this job got past the tag check and sent bytes: the tag found at the source
-    # digest now is that attempt's own push (its process died before the status was written)
-    pushed_before: bool = False
+    # this job's tag check passed for a push here (the tag absent, or another digest with overwrite on):
+    # stored, so a later attempt that finds the tag at the source digest knows it is this job's own push
+    # (its process died before the status said so) and the target is FINISHED, not SKIPPED
+    tag_pushed: bool = False
     retries: int = 0  # requests retried and blobs re-sent for this target
     retryable: bool = True  # False when trying again cannot help (bad credentials, bad input)
     referrers: int = 0  # signatures, attestations, SBOMs... pushed to this target

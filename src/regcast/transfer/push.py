@@ -83,12 +83,14 @@ class ManifestPush(RunState):
             # the image is there; its referrers may not be (the tag is not touched either way)
             t.status.bytes_done = graph.total_bytes
             self.image_held.add(t)
-        elif existing is not None and not t.overwrite and not (existing == root.digest and t.status.pushed_before):
+        elif existing is not None and not t.overwrite and not (existing == root.digest and t.status.tag_pushed):
             self._skip(t, up_to_date=existing == root.digest)  # the seed's rule: the tag exists, leave it alone
         elif existing == root.digest:
             t.status.notes.append("already up to date")
             t.status.bytes_done = t.status.bytes_total
             self._set(t, TargetState.FINISHED)
+        else:  # the push goes ahead: the tag this target will hold is this job's (stored with the status)
+            t.status.tag_pushed = True
 
     def _push_soon(self, t: Target) -> None:
         if t not in self._pushes and self._graph is not None:
@@ -114,7 +116,7 @@ class ManifestPush(RunState):
         except RegcastError as exc:
             self._fail(t, exc)
             return
-        if t in self.image_held and not t.overwrite:
+        if t in self.image_held and not t.overwrite and not t.status.tag_pushed:
             self._skip(t, up_to_date=True)  # as the seed's rule says, with the referrers brought
         else:
             if t in self.image_held:

@@ -184,3 +184,29 @@ def test_readyz_follows_the_database(
     finally:
         svc.stop()
         proxy.stop()
+
+
+def test_a_cancel_racing_a_job_going_back_to_the_queue_is_not_lost(pg_url: str) -> None:
+    """A worker's write putting a RUNNING job back in the queue (a release, a retry for later) is in flight
+    when the cancel comes: the cancel read the row as RUNNING for its QUEUED step and waited on the
+    RUNNING step until the write committed, then found it QUEUED and flagged nothing: copied again."""
+    import psycopg
+
+    store = make_store(pg_url)
+    job = store.create({}, None, [("http://127.0.0.1:1/v2", "a/b", "v1")])
+    store.register_worker("w1", "host-a", 1)
+    [claimed] = store.claim("w1")
+    assert claimed.id == job
+    with psycopg.connect(pg_url) as conn:  # the worker's write, not yet committed
+        conn.execute("UPDATE jobs SET state = 'QUEUED', worker_id = NULL WHERE id = %s", (job,))
+        asked: list[Any] = []
+        t = threading.Thread(target=lambda: asked.append(store.request_cancel(job)))
+        t.start()
+        time.sleep(1.0)  # the cancel now waits on the row's lock
+        assert t.is_alive()
+        conn.commit()
+    t.join(30)
+    ended = store.get(job)
+    assert ended is not None
+    assert ended.state.value == "CANCELLED"
+    assert store.claim("w1") == []

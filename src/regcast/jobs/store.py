@@ -219,9 +219,20 @@ class JobStore(Claims, WorkerRows, OpsQueries):
         return job_id
 
     def request_cancel(self, job_id: str) -> JobRecord | None:
-        """QUEUED → CANCELLED at once; RUNNING → flagged for its worker; final states unchanged."""
+        """QUEUED → CANCELLED at once; RUNNING → flagged for its worker; final states unchanged.
+
+        The flag is set first, on a QUEUED or RUNNING row: that UPDATE waits for a worker's write in
+        flight (a release, a retry for later, a reap: RUNNING → QUEUED) and takes the row as it then is,
+        so either the flag stands on a RUNNING job or the next statement finds it QUEUED. Flagging RUNNING
+        only, after trying QUEUED, lost the cancel on PostgreSQL when the job went back to the queue
+        between the two (each statement read the row before the other's commit)."""
         now = utcnow()
         with self._tx() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
+                .values(cancel_requested=True, updated_at=now)
+            )
             cancelled = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED.value)
@@ -229,10 +240,5 @@ class JobStore(Claims, WorkerRows, OpsQueries):
             ).rowcount
             if cancelled:
                 settle_targets(conn, [job_id], JobState.CANCELLED, None, now)
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING.value)
-                .values(cancel_requested=True, updated_at=now)
-            )
             found = get_jobs(conn, [job_id], self.sql)
         return found[0] if found else None

@@ -411,3 +411,38 @@ def test_a_jwt_whose_exp_is_past_a_float_is_read_by_its_expires_in() -> None:
     body = base64.urlsafe_b64encode(b'{"exp": 1' + b"0" * 400 + b"}").rstrip(b"=").decode()
     token = f"{head}.{body}.sig"
     assert parse_token_answer(json.dumps({"token": token, "expires_in": 300}).encode(), now=0) == (token, 295.0)
+
+
+def test_a_realm_that_refused_the_oauth2_post_is_posted_to_again_after_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A POST refused (404 during an ingress reload, 405) sends the realm to GET, but not for good: an
+    identity-token login cannot pass a GET (docker login's placeholder user), so a pool entry kept on GET
+    would fail every later job until the process restarts."""
+    from regcast._exceptions import RegistryResponseError
+    from regcast.registry import authenticator
+
+    sent: list[str] = []
+    refuse = [True]
+
+    async def fetch(
+        url: str, headers: object, params: object, body: object, what: str, strict: bool, *form: object
+    ) -> bytes:
+        sent.append("POST" if form else "GET")
+        if form and refuse[0]:
+            raise RegistryResponseError("405", registry="r.example", status=405)
+        return json.dumps({"token": f"t{len(sent)}", "expires_in": 300}).encode()
+
+    auth = Authenticator("r.example", Credentials("<token>", "", identity_token="idt"), None)
+    auth.remember('Bearer realm="https://auth.example/token",service="r"')
+
+    async def token(scope: str) -> str | None:
+        return await auth.header((scope,), "https://r.example/v2/a/blobs/x", "https://r.example/v2/", fetch)
+
+    asyncio.run(token("repository:a:pull"))
+    asyncio.run(token("repository:b:pull"))
+    assert sent == ["POST", "GET", "GET"]  # refused once, then GET while the mark holds
+    refuse[0] = False
+    real = time.monotonic
+    shift = authenticator.GET_ONLY_SECONDS + 1  # the clock moved on, for every reader of it
+    monkeypatch.setattr(time, "monotonic", lambda: real() + shift)
+    asyncio.run(token("repository:c:pull"))
+    assert sent[3:] == ["POST"]

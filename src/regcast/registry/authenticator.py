@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
@@ -49,6 +50,7 @@ class Fetch(Protocol):
 
 
 OAUTH_CLIENT_ID = "regcast"
+GET_ONLY_SECONDS = 600.0  # a realm that refused the OAuth2 POST is asked with GET this long, then POST again
 _SEED_KEY: tuple[str, str, tuple[str, ...]] = ("", "", ())  # the seed's one token, among the scoped keys
 
 
@@ -69,7 +71,8 @@ class Authenticator:
         self.challenge: Challenge | None = None
         self.tokens = TokenCache()
         self._withheld = False  # credentials kept from an unsafe realm: warned about once
-        self._get_only: set[str] = set()  # realms that answered the OAuth2 POST 404/405/501: not POSTed to again
+        # realms that answered the OAuth2 POST 404/405/501, and until when (monotonic) they are asked with GET
+        self._get_only: dict[str, float] = {}
         self._pending: dict[tuple[str, str, tuple[str, ...]], asyncio.Future[str]] = {}  # token requests under way
         # URLs that certainly name this host (netloc == host): the per-request check without a urlsplit
         plain = host and not any(c in host for c in "/?#@\\[]")
@@ -185,7 +188,7 @@ class Authenticator:
                 self.host,
                 redact_url(req.url, every_value=True),
             )
-        answer = None if req.url in self._get_only else await self._oauth2(req, fetch)
+        answer = None if self._get_only.get(req.url, 0.0) > time.monotonic() else await self._oauth2(req, fetch)
         if answer is None:
             headers = {"Authorization": req.basic.basic_header()} if req.basic else {}
             answer = await fetch(req.url, headers, req.params, None, "token server refused", True)
@@ -222,8 +225,10 @@ class Authenticator:
         try:
             return await fetch(req.url, {}, None, None, "token server refused", True, form)
         except RegistryResponseError as exc:
-            if exc.status in (404, 405, 501):  # a realm that does not take the POST: asked with GET from now on
-                self._get_only.add(req.url)
+            if exc.status in (404, 405, 501):  # a realm that does not take the POST: asked with GET for a while
+                # (not for good: a 404 during an ingress reload would leave a pool entry on GET, whose Basic
+                # placeholder user an identity-token login cannot pass, until the process restarts)
+                self._get_only[req.url] = time.monotonic() + GET_ONLY_SECONDS
                 return None
             raise
 

@@ -382,11 +382,11 @@ def test_a_token_servers_words_are_scrubbed_before_they_are_cut_short() -> None:
 def test_the_seed_auth_json_values_count_as_secrets() -> None:
     """The seed's ``json`` body is the credential payload sent to its auth url: a token server echoing it in an
     error must not have it shown."""
-    body = {"username": "svc", "password": "pw-secret-42", "x": [1]}
+    body = {"username": "svc", "password": "pw-secret-42", "grant_type": "password", "x": [1], "k": {"t": "tok9"}}
     seed = SeedAuth(url="https://auth.example/token", json_body=body)
     secrets = Authenticator("reg.example", None, seed).secrets()
-    assert "pw-secret-42" in secrets and "svc" in secrets
-    assert "password" not in secrets  # keys are words errors use, not secrets
+    assert "pw-secret-42" in secrets and "tok9" in secrets
+    assert "password" not in secrets and "svc" not in secrets  # keys, a grant type, a user: words errors use
 
 
 @pytest.mark.parametrize(
@@ -446,3 +446,36 @@ def test_a_realm_that_refused_the_oauth2_post_is_posted_to_again_after_a_while(m
     monkeypatch.setattr(time, "monotonic", lambda: real() + shift)
     asyncio.run(token("repository:c:pull"))
     assert sent[3:] == ["POST"]
+
+
+def test_a_get_refused_after_a_refused_post_sends_the_next_token_request_back_to_post() -> None:
+    """A 404 during an ingress reload marked the realm GET-only; an identity-token login cannot pass a GET
+    (docker login's placeholder user), so the GET's 401 lifts the mark: the next request POSTs again."""
+    from regcast._exceptions import RegistryResponseError
+
+    sent: list[str] = []
+
+    async def fetch(
+        url: str, headers: object, params: object, body: object, what: str, strict: bool, *form: object
+    ) -> bytes:
+        sent.append("POST" if form else "GET")
+        if form and len(sent) == 1:
+            raise RegistryResponseError("404", registry="r.example", status=404)
+        if not form:
+            raise RegistryResponseError("401", registry="r.example", status=401)
+        return json.dumps({"token": "t", "expires_in": 300}).encode()
+
+    auth = Authenticator("r.example", Credentials("<token>", "", identity_token="idt"), None)
+    auth.remember('Bearer realm="https://auth.example/token",service="r"')
+
+    async def token(scope: str) -> str | None:
+        return await auth.header((scope,), "https://r.example/v2/a/blobs/x", "https://r.example/v2/", fetch)
+
+    with pytest.raises(RegistryResponseError):
+        asyncio.run(token("repository:a:pull"))
+    assert asyncio.run(token("repository:b:pull")) == "Bearer t"
+    assert sent == ["POST", "GET", "POST"]
+
+
+def test_a_negative_lifetime_past_a_float_is_the_minimum() -> None:
+    assert parse_token_answer(b'{"token": "t", "expires_in": -1' + b"0" * 400 + b"}", now=0) == ("t", 55.0)

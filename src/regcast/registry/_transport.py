@@ -143,7 +143,10 @@ def oci_error(body: bytes, secrets: tuple[str, ...] = ()) -> tuple[str, str]:
     its first part."""
 
     def said(value: object, length: int) -> str:
-        return printable(redact_text(str(value), secrets), length)
+        # cut to a window a secret crossing the cut lies wholly inside, then scrubbed, then cut: not a 1 MiB
+        # body scrubbed of 512 tokens on the event loop
+        window = length + max((len(s) for s in secrets), default=0)
+        return printable(redact_text(str(value)[:window], secrets), length)
 
     try:
         doc = json.loads(body)

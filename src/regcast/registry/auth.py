@@ -234,7 +234,7 @@ def _lifetime(expires_in: object) -> float:
     try:
         seconds = float(expires_in)
     except OverflowError:
-        return MAX_TOKEN_LIFETIME
+        return MAX_TOKEN_LIFETIME if expires_in > 0 else MIN_TOKEN_LIFETIME
     return MIN_TOKEN_LIFETIME if math.isnan(seconds) else seconds
 
 

@@ -191,7 +191,12 @@ class Authenticator:
         answer = None if self._get_only.get(req.url, 0.0) > time.monotonic() else await self._oauth2(req, fetch)
         if answer is None:
             headers = {"Authorization": req.basic.basic_header()} if req.basic else {}
-            answer = await fetch(req.url, headers, req.params, None, "token server refused", True)
+            try:
+                answer = await fetch(req.url, headers, req.params, None, "token server refused", True)
+            except RegistryResponseError as exc:
+                if exc.status in (401, 403):  # GET cannot pass for this login: the next token request POSTs again
+                    self._get_only.pop(req.url, None)
+                raise
         token, expires_at = parse_token_answer(answer, registry=self.host, realm=redact_url(req.url, every_value=True))
         self.tokens.put(key, token, expires_at)
         return token
@@ -207,9 +212,9 @@ class Authenticator:
     async def _oauth2(self, req: TokenRequest, fetch: Fetch) -> bytes | None:
         """With an identity token (``docker login`` to ACR and others stores one), the OAuth2 variant of
         the token spec: POST ``grant_type=refresh_token``, as docker and skopeo do. None when the realm
-        answers 404/405/501 (it knows only GET: the caller asks that way, and every later token request of
-        this client goes straight to GET: a POST refused per scope doubled the token requests) or there is
-        no identity token.
+        answers 404/405/501 (it knows only GET: the caller asks that way, and the token requests of the next
+        10 minutes go straight to GET, unless a GET is refused: a POST refused per scope doubled the token
+        requests) or there is no identity token.
         Sent only where the password would be (``req.basic``: an HTTPS realm, or the registry's own)."""
         creds = req.basic
         if creds is None or not creds.identity_token:
@@ -233,13 +238,20 @@ class Authenticator:
             raise
 
 
+# Keys of the seed's ``json`` whose values are words the errors use, not secrets (a registry's name, a grant
+# type "password"): kept readable. Any other string value counts as a secret (an allow-list, as a
+# deny-list misses a key).
+_HARMLESS_KEYS = frozenset({"grant_type", "service", "scope", "client_id", "username", "user", "account"})
+
+
 def _string_leaves(value: Any, depth: int = 0) -> list[str]:
-    """Every string value in a JSON value (not its keys: ``password`` is a word errors use): any may be a
+    """Every string value in a JSON value (not its keys, nor the values of ``_HARMLESS_KEYS``): any may be a
     secret."""
     if depth > 32:  # a request's JSON is depth-checked already; a bound all the same
         return []
     if isinstance(value, dict):
-        return [s for v in value.values() for s in _string_leaves(v, depth + 1)]
+        kept = [v for k, v in value.items() if not (isinstance(k, str) and k.lower() in _HARMLESS_KEYS)]
+        return [s for v in kept for s in _string_leaves(v, depth + 1)]
     if isinstance(value, list):
         return [s for v in value for s in _string_leaves(v, depth + 1)]
     return [value] if isinstance(value, str) else []

@@ -197,15 +197,20 @@ def test_a_cancel_racing_a_job_going_back_to_the_queue_is_not_lost(pg_url: str) 
     store.register_worker("w1", "host-a", 1)
     [claimed] = store.claim("w1")
     assert claimed.id == job
-    with psycopg.connect(pg_url) as conn:  # the worker's write, not yet committed
-        conn.execute("UPDATE jobs SET state = 'QUEUED', worker_id = NULL WHERE id = %s", (job,))
+    with psycopg.connect(pg_url) as conn, psycopg.connect(pg_url, autocommit=True) as watch:
+        conn.execute("UPDATE jobs SET state = 'QUEUED', worker_id = NULL WHERE id = %s", (job,))  # not committed
         asked: list[Any] = []
         t = threading.Thread(target=lambda: asked.append(store.request_cancel(job)))
         t.start()
-        time.sleep(1.0)  # the cancel now waits on the row's lock
-        assert t.is_alive()
+        deadline = time.monotonic() + 20
+        blocked = "SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
+        while watch.execute(blocked, (conn.info.backend_pid,)).fetchone() is None:  # the cancel waits on the row
+            assert time.monotonic() < deadline, "the cancel never waited on the worker's write"
+            time.sleep(0.02)
         conn.commit()
     t.join(30)
+    assert not t.is_alive()
+    assert asked and asked[0] is not None and asked[0].state.value == "CANCELLED", asked
     ended = store.get(job)
     assert ended is not None
     assert ended.state.value == "CANCELLED"

@@ -286,3 +286,14 @@ def test_a_job_whose_cancel_was_asked_is_not_queued_again(
     assert ended.error == "cancelled by user"
     assert [t.state for t in ended.targets] == [TargetState.CANCELLED, TargetState.CANCELLED]
     assert store.save_progress(claim, []) == (False, False)  # a worker only cut off from the database stops
+
+
+def test_a_job_whose_cancel_was_asked_and_whose_worker_died_on_its_last_attempt_is_cancelled(store: JobStore) -> None:
+    """The reaper's give-up (FAILED after the last attempt) came before its cancel check: a job the user had
+    cancelled ended FAILED and fired the 'failed' hook."""
+    job = store.create({}, None, TARGETS)
+    store.claim("w1")
+    store.request_cancel(job)
+    assert store.reap(None, 1, dead=["w1"]) == [job]
+    ended = store.get(job)
+    assert ended is not None and ended.state is JobState.CANCELLED and ended.error == "cancelled by user"

@@ -133,6 +133,8 @@ async def _running(service: Service) -> AsyncIterator[None]:
             await starter
         if service.triggers is not None:
             await service.triggers.close()
+        if service.worker is None and service.events is not None:  # an API-only replica's own deliveries
+            await service.events.close()  # (a worker closes them itself): cancels notified, not dropped
         await service.check_pools.close()
         await asyncio.to_thread(service.store.close)
 

@@ -79,7 +79,12 @@ class WorkerRows(StoreCore):
             failed = list(
                 conn.execute(
                     update(jobs)
-                    .where(jobs.c.id.in_(ids), jobs.c.state == JobState.RUNNING.value, jobs.c.attempts >= max_attempts)
+                    .where(  # a job whose cancel was asked ends CANCELLED below, not FAILED
+                        jobs.c.id.in_(ids),
+                        jobs.c.state == JobState.RUNNING.value,
+                        jobs.c.attempts >= max_attempts,
+                        jobs.c.cancel_requested.is_(False),
+                    )
                     .values(
                         state=JobState.FAILED.value, finished_at=now, updated_at=now, worker_id=None, error=given_up
                     )

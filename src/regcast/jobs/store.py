@@ -219,7 +219,12 @@ class JobStore(Claims, WorkerRows, OpsQueries):
         return job_id
 
     def request_cancel(self, job_id: str) -> JobRecord | None:
-        """QUEUED → CANCELLED at once; RUNNING → flagged for its worker; final states unchanged.
+        """QUEUED → CANCELLED at once; RUNNING → flagged for its worker; final states unchanged."""
+        return self.cancel_job(job_id)[0]
+
+    def cancel_job(self, job_id: str) -> tuple[JobRecord | None, bool]:
+        """``request_cancel``, and whether this call ended the job (QUEUED → CANCELLED here): only then is its
+        notification the caller's (a second DELETE, or a worker concluding a cancel, must not notify again).
 
         The flag is set first, on a QUEUED or RUNNING row: that UPDATE waits for a worker's write in
         flight (a release, a retry for later, a reap: RUNNING → QUEUED) and takes the row as it then is,
@@ -241,4 +246,4 @@ class JobStore(Claims, WorkerRows, OpsQueries):
             if cancelled:
                 settle_targets(conn, [job_id], JobState.CANCELLED, None, now)
             found = get_jobs(conn, [job_id], self.sql)
-        return found[0] if found else None
+        return (found[0] if found else None), bool(cancelled)

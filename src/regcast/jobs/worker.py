@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from regcast._exceptions import CredentialsUnreadable, JobStoreUnavailable, NotFound, RegcastError
+from regcast._exceptions import CredentialsUnreadable, JobError, JobStoreUnavailable, NotFound, RegcastError
 from regcast.config import Settings
 from regcast.jobs.liveness import Liveness
 from regcast.jobs.models import JobState
@@ -269,10 +269,26 @@ class Worker:
                 break
             if self.stopping.is_set() and not task.done():
                 await _cancel(task)
-                await asyncio.shield(self._write(f"job {record.id}", self.store.release, claim, _updates(run)))
-                log.info("job %s: interrupted by shutdown; back in the queue", record.id)
+                ok = await asyncio.shield(self._write(f"job {record.id}", self.store.release, claim, _updates(run)))
+                if not (ok and await self._cancelled_meanwhile(run)):
+                    log.info("job %s: interrupted by shutdown; back in the queue", record.id)
                 return
         await asyncio.shield(self._conclude(claim, run, task, cancelled))
+
+    async def _cancelled_meanwhile(self, run: JobRun) -> bool:
+        """Whether the job just put back in the queue ended CANCELLED instead (a cancel asked since the last
+        flush: the store ends it there): then it is said, counted and notified here, as any job's end."""
+        try:
+            record = await asyncio.to_thread(self.store.get, run.record.id)
+        except JobError as exc:
+            log.warning("job %s: back in the queue, or cancelled as asked: cannot tell (%s)", run.record.id, exc)
+            return False
+        if record is None or record.state is not JobState.CANCELLED:
+            return False
+        log.info("job %s: CANCELLED (cancelled by user)", run.record.id)
+        if self.events is not None:
+            self.events.job_ended(run, JobState.CANCELLED.value, "cancelled by user")
+        return True
 
     async def _flush(self, claim: Claim, run: JobRun) -> tuple[bool, bool]:
         changed = [u for u in _updates(run) if run.saved.get(u.idx) != u]  # unchanged rows are not written again
@@ -307,7 +323,9 @@ class Worker:
         elif _retryable(run) and run.record.attempts < self.settings.max_attempts:
             delay = self.settings.retry_backoff * 2 ** (run.record.attempts - 1)
             ok = await self._write(what, self.store.retry_later, claim, delay, _updates(run, requeue=True))
-            log.info("job %s: %s", claim.job_id, f"retrying failed target(s) in {delay:.1f}s" if ok else "claim lost")
+            if not (ok and await self._cancelled_meanwhile(run)):
+                said = f"retrying failed target(s) in {delay:.1f}s" if ok else "claim lost"
+                log.info("job %s: %s", claim.job_id, said)
             return
         else:
             state, error = JobState.FAILED, failure_summary(run)

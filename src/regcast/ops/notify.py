@@ -253,7 +253,11 @@ class Notifier:
             self.on_delivery(outcome)
 
     async def close(self, grace: float = 10.0) -> None:
-        if self.tasks:
-            _, pending = await asyncio.wait(set(self.tasks), timeout=grace)
-            for t in pending:
-                t.cancel()
+        """Deliveries under way get ``grace`` seconds in all, those started meanwhile too (a job read back by
+        ``ended_elsewhere`` is notified after the close began); what is left then is cancelled."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self.tasks), timeout=left)
+        for t in list(self.tasks):
+            t.cancel()

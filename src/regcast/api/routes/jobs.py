@@ -220,8 +220,8 @@ async def cancel(job_id: str, service: ServiceDep) -> SeedJSON:
         return error(404, "job with id not found")
     if store.is_final(before.state):
         return error(409, f"job already {before.state}")
-    job = await asyncio.to_thread(store.request_cancel, job_id)
+    job, ended_here = await asyncio.to_thread(store.cancel_job, job_id)
     assert job is not None
-    if job.state == JobState.CANCELLED and service.events is not None:  # ended here, not by a worker
+    if ended_here and service.events is not None:  # ended by this call: not by a worker, nor by another DELETE
         service.events.ended_elsewhere([job.id])
     return SeedJSON(job_status(job), status_code=200 if job.state == JobState.CANCELLED else 202)

@@ -32,6 +32,30 @@ from tests.support.service import Service
 PASSWORD = "Sekr1t-echoed-PW-42"
 DIGEST = "sha256:" + "a" * 64
 Conversation = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Answer = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def pinged(answer: Answer) -> Conversation:
+    """A registry's conversation: the ``/v2/`` ping answered 200, every other request's head given to ``answer``."""
+
+    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head.startswith(b"GET /v2/ "):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                continue
+            await answer(head, reader, writer)
+
+    return talk
+
+
+async def trickle_headers(writer: asyncio.StreamWriter, status_line: bytes) -> None:
+    """``status_line``, then a header line every 0.2 s, forever: never silent for a read timeout."""
+    writer.write(status_line)
+    while True:
+        writer.write(b"X-Slow: 1\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
 
 
 class RawServer:
@@ -147,19 +171,10 @@ def test_a_blob_answer_whose_headers_trickle_forever_times_out_in_one_line(raw: 
     """A streamed GET has no total limit and its read limit is between reads: a header line every 0.2 s
     held it forever. Its head must come within the request timeout, then it is retried and given up."""
 
-    async def trickling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            line = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
-            if line.startswith(b"GET /v2/ "):
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-                continue
-            writer.write(b"HTTP/1.1 200 OK\r\n")
-            while True:
-                writer.write(b"X-Slow: 1\r\n")
-                await writer.drain()
-                await asyncio.sleep(0.2)
+    async def trickling(_head: bytes, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await trickle_headers(writer, b"HTTP/1.1 200 OK\r\n")
 
-    server = RawServer(trickling).start()
+    server = RawServer(pinged(trickling)).start()
     raw.append(server)
     started = time.monotonic()
     with pytest.raises(RegistryUnreachable) as caught:
@@ -303,21 +318,12 @@ def test_an_upload_answer_whose_headers_trickle_forever_times_out_once_the_body_
     digest = digest_of(data)
     took: list[int] = []
 
-    async def trickling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            if head.startswith(b"GET /v2/ "):
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-                continue
-            length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
-            took.append(len(await reader.readexactly(length)))
-            writer.write(b"HTTP/1.1 201 Created\r\n")
-            while True:
-                writer.write(b"X-Slow: 1\r\n")
-                await writer.drain()
-                await asyncio.sleep(0.2)
+    async def trickling(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+        took.append(len(await reader.readexactly(length)))
+        await trickle_headers(writer, b"HTTP/1.1 201 Created\r\n")
 
-    server = RawServer(trickling).start()
+    server = RawServer(pinged(trickling)).start()
     raw.append(server)
 
     async def body() -> AsyncIterator[bytes]:
@@ -351,19 +357,14 @@ def test_an_error_answer_whose_body_trickles_is_reported_without_waiting_for_it(
 
     monkeypatch.setattr(_transport, "ERROR_BODY_SECONDS", 1.0, raising=False)  # 10 s in the product
 
-    async def trickling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def trickling(_head: bytes, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 1000000\r\n\r\n")
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            if head.startswith(b"GET /v2/ "):
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-                continue
-            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 1000000\r\n\r\n")
-            while True:
-                writer.write(b" ")
-                await writer.drain()
-                await asyncio.sleep(0.3)
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.3)
 
-    server = RawServer(trickling).start()
+    server = RawServer(pinged(trickling)).start()
     raw.append(server)
     started = time.monotonic()
     with pytest.raises(NotFound) as caught:

@@ -483,6 +483,15 @@ def test_service_wide_hook_and_retention(
         purged.stop()
 
 
+def _notified_once(hook: WebhookReceiver, job: str, state: str, svc: Service) -> None:
+    """The job's end, signed, was delivered to the hook, and counted once in the service's metrics."""
+    [got] = hook.wait_for(1)
+    sent = json.loads(got.body)
+    assert (sent["id"], sent["state"], sent["event"]) == (job, state, state.lower())
+    assert _verify(HOOK_SECRET, got.headers["x-regcast-signature"], got.body)
+    assert f'regcast_jobs_finished_total{{outcome="{state.lower()}"}} 1.0' in svc.http.get("/metrics").text
+
+
 def test_a_job_the_reaper_gives_up_on_is_notified_and_counted(
     tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
 ) -> None:
@@ -510,11 +519,7 @@ def test_a_job_the_reaper_gives_up_on_is_notified_and_counted(
         st = second.wait(job)
         assert st["value"] == "FAILED"
         assert "gave up after 1 attempts" in st["error"]
-        [got] = hook.wait_for(1)
-        sent = json.loads(got.body)
-        assert (sent["id"], sent["state"], sent["event"]) == (job, "FAILED", "failed")
-        assert _verify(HOOK_SECRET, got.headers["x-regcast-signature"], got.body)
-        assert 'regcast_jobs_finished_total{outcome="failed"} 1.0' in second.http.get("/metrics").text
+        _notified_once(hook, job, "FAILED", second)
     finally:
         first.stop()
         if second is not None:
@@ -535,11 +540,7 @@ def test_a_queued_job_cancelled_is_notified(tmp_path: Path, repo: str, src_reg: 
         job = svc.submit({"source": source(src_reg, repo), "targets": [{"endpoint": "http://127.0.0.1:1/v2"}]})
         r = svc.http.delete(f"/api/distribute/image/{job}")
         assert (r.status_code, r.json()["value"]) == (200, "CANCELLED")
-        [got] = hook.wait_for(1)
-        sent = json.loads(got.body)
-        assert (sent["id"], sent["state"], sent["event"]) == (job, "CANCELLED", "cancelled")
-        assert _verify(HOOK_SECRET, got.headers["x-regcast-signature"], got.body)
-        assert 'regcast_jobs_finished_total{outcome="cancelled"} 1.0' in svc.http.get("/metrics").text
+        _notified_once(hook, job, "CANCELLED", svc)
     finally:
         svc.stop()
         hook.stop()

@@ -9,9 +9,10 @@ import pytest
 
 from regcast.mirrors.document import DocumentError, load_document
 from regcast.mirrors.select import mirror_selects
+from tests.support import images
 from tests.support.cli import regcast
 from tests.support.images import signed_image
-from tests.support.registry import RegistryServer
+from tests.support.registry import RegistryServer, free_port
 
 
 def tags_at(reg: RegistryServer, repo: str) -> list[str]:
@@ -80,3 +81,36 @@ def test_a_layout_as_a_mirror_source_is_refused_saying_what_a_layout_is_for() ->
     assert "line 3: mirrors[0].source: 'oci-archive:/srv/site.tar': a mirror's source is a registry repository" in str(
         caught.value
     )  # was: invalid registry host 'oci-archive:'
+
+
+def test_a_target_registry_down_fails_that_target_only_and_the_others_of_each_image_are_synced(
+    tmp_path: Path, repo: str, src_reg: RegistryServer, open_reg: RegistryServer
+) -> None:
+    images.image([images.layer_bytes(1200)]).push(src_reg.http(), repo, "1.0.0")
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    doc = {
+        "version": 1,
+        "target_groups": {"prod": [f"{open_reg.host}/up", dead]},
+        "mirrors": [
+            {"name": "app", "source": f"{src_reg.host}/{repo}", "repository": "moved/app", "targets": ["@prod"]}
+        ],
+    }
+    path = tmp_path / "mirrors.json"
+    path.write_text(json.dumps(doc))
+    plan = regcast("sync", str(path), "--dry-run", "--json")
+    assert plan.returncode == 1, plan.stderr
+    (image,) = json.loads(plan.stdout)["mirrors"][0]["images"]
+    assert [(t["target"], t["action"]) for t in image["targets"]] == [
+        (f"{open_reg.host}/up/moved/app", "copy"),  # was: failed, for the other target's connection error
+        (f"{dead}/moved/app", "failed"),
+    ]
+    assert tags_at(open_reg, "up/moved/app") == []  # a dry run copies nothing
+    done = regcast("sync", str(path), "--json")
+    assert done.returncode == 1, done.stderr  # not every image is in every target
+    report = json.loads(done.stdout)
+    (image,) = report["mirrors"][0]["images"]
+    up, down = image["targets"]
+    assert (up["state"], up["error"]) == ("copied", None)
+    assert down["state"] == "failed" and f"GET http://{dead}/v2/: connection failed" in down["error"]
+    assert (report["ok"], report["totals"]["copied"], report["totals"]["failed"]) == (False, 1, 1)
+    assert tags_at(open_reg, "up/moved/app") == ["1.0.0"]

@@ -113,6 +113,15 @@ def totals(plans: list[MirrorPlan]) -> dict[str, int]:
     return counts
 
 
+def _decide(mirror: Mirror, tag: str, digest: str, target: Repo, held: str | None) -> TargetPlan:
+    """One reachable target's action for a source digest, from the digest its tag holds (None: absent)."""
+    if held == digest or (held is not None and is_immutable(mirror, tag)):
+        return TargetPlan(target, Action.UP_TO_DATE, held)
+    if held is None or mirror.overwrite:
+        return TargetPlan(target, Action.COPY, held)
+    return TargetPlan(target, Action.SKIP, held, reason="tag-differs")
+
+
 async def _bounded(slots: asyncio.Semaphore, fn: Callable[[], Awaitable[T]]) -> T:
     async with slots:
         return await fn()
@@ -194,15 +203,18 @@ class Planner:
         platforms: list[Platform] | None,
     ) -> ImagePlan:
         img = ImagePlan(mirror.name, src, tag)
-        try:
-            held = await gather_all(*(self._head_target(t, tag) for t in targets))
-        except RegcastError as exc:
-            img.error = describe(exc)
-            img.targets = [TargetPlan(t, Action.FAILED, reason=img.error) for t in targets]
+        held, down = await self._check_targets(targets, tag)
+        if down and len(down) == len(targets):
+            img.error = next(iter(down.values()))
+            img.targets = [TargetPlan(t, Action.FAILED, reason=down[i]) for i, t in enumerate(targets)]
             return img
-        if is_immutable(mirror, tag) and all(h is not None for h in held):
+        live = [h for i, h in enumerate(held) if i not in down]
+        if is_immutable(mirror, tag) and all(h is not None for h in live):
             img.targets = [
-                TargetPlan(t, Action.UP_TO_DATE, h, reason="immutable") for t, h in zip(targets, held, strict=True)
+                TargetPlan(t, Action.FAILED, reason=down[i])
+                if i in down
+                else TargetPlan(t, Action.UP_TO_DATE, held[i], reason="immutable")
+                for i, t in enumerate(targets)
             ]
             return img
         try:
@@ -219,17 +231,31 @@ class Planner:
         if img.digest is None:
             img.error = img.error or f"{src}:{tag} is not in the source"
             img.targets = [
-                TargetPlan(t, Action.FAILED, h, reason=img.error) for t, h in zip(targets, held, strict=True)
+                TargetPlan(t, Action.FAILED, h, reason=down.get(i, img.error))
+                for i, (t, h) in enumerate(zip(targets, held, strict=True))
             ]
             return img
-        for t, h in zip(targets, held, strict=True):
-            if h == img.digest or (h is not None and is_immutable(mirror, tag)):
-                img.targets.append(TargetPlan(t, Action.UP_TO_DATE, h))
-            elif h is None or mirror.overwrite:
-                img.targets.append(TargetPlan(t, Action.COPY, h))
-            else:
-                img.targets.append(TargetPlan(t, Action.SKIP, h, reason="tag-differs"))
+        img.targets = [
+            TargetPlan(t, Action.FAILED, reason=down[i]) if i in down else _decide(mirror, tag, img.digest, t, h)
+            for i, (t, h) in enumerate(zip(targets, held, strict=True))
+        ]
         return img
+
+    async def _check_targets(self, targets: list[Repo], tag: str) -> tuple[list[str | None], dict[int, str]]:
+        """Each target's tag HEADed on its own: the digests held, and the targets (by index) whose check
+        failed, with why. A target that cannot be reached fails there only; the others are still planned."""
+        checks = await asyncio.gather(*(self._head_target(t, tag) for t in targets), return_exceptions=True)
+        down: dict[int, str] = {}
+        held: list[str | None] = []
+        for i, check in enumerate(checks):
+            if isinstance(check, RegcastError):
+                down[i] = describe(check)
+                held.append(None)
+            elif isinstance(check, BaseException):
+                raise check
+            else:
+                held.append(check)
+        return held, down
 
     async def _blob_exists(self, target: Repo, digest: str) -> bool:
         async with self.slots(target.registry):

@@ -17,7 +17,7 @@ import pytest
 
 from tests.support import images
 from tests.support.proxy import TcpProxy
-from tests.support.registry import RegistryServer
+from tests.support.registry import RegistryServer, free_port
 from tests.support.service import FAST, Process, Service
 from tests.support.verify import assert_same_image
 
@@ -304,5 +304,30 @@ mirrors:
         assert identity.encode() not in bytes(sealed)
         assert identity not in target_rows
         assert identity not in svc.output()
+    finally:
+        svc.stop()
+
+
+def test_a_run_with_one_target_registry_down_still_copies_to_the_others_and_fails_naming_it(
+    tmp_path: Path, pg_url: str, src_reg: RegistryServer, open_reg: RegistryServer, repo: str
+) -> None:
+    http = src_reg.http()
+    images.image().push(http, repo, "v1")
+    prefix = f"svc-{secrets.token_hex(3)}"
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    svc = service(tmp_path, pg_url)
+    try:
+        body = doc_yaml(src_reg, repo, [f"{open_reg.host}/{prefix}", dead])
+        assert svc.http.post("/api/mirrors", content=body).status_code == 201
+        plan = svc.http.post("/api/mirrors/plan", content=body).json()
+        (image,) = plan["mirrors"][0]["images"]
+        assert [t["action"] for t in image["targets"]] == ["copy", "failed"]
+        r = svc.http.post("/api/mirrors/app/run")
+        assert r.status_code == 202, r.text
+        run = wait_run(svc, "app", r.json()["id"])
+        assert run["state"] == "FAILED", run
+        assert (run["images_selected"], run["failed"], len(run["jobs"])) == (1, 1, 1), run  # was: no job at all
+        assert f"v1: {dead}/{repo}: registry {dead}:" in run["error"], run
+        assert_same_image(http, repo, "v1", open_reg.http(), f"{prefix}/{repo}", "v1")
     finally:
         svc.stop()

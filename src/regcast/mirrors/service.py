@@ -100,6 +100,18 @@ def job_request(doc: MirrorDocument, mirror: Mirror, pool: ClientPool, image: Im
     return DistributeRequest.model_validate(body)
 
 
+def _first_error(plan: MirrorPlan) -> str | None:
+    """The first image's error, or else the first target whose check failed, as the run's error."""
+    for img in plan.images:
+        if img.error:
+            return f"{img.tag}: {img.error}"
+    for img in plan.images:
+        for t in img.targets:
+            if t.action is Action.FAILED:
+                return f"{img.tag}: {t.target}: {t.reason}"
+    return None
+
+
 class MirrorService:
     """The store, the run launcher and the scheduler of one process."""
 
@@ -179,14 +191,16 @@ class MirrorService:
             pool = self.client_pool(doc, self._waits_of(run_id))
             try:
                 plan: MirrorPlan = await Planner(doc, pool).plan_mirror(mirror, only)
-                error = plan.error or next((f"{i.tag}: {i.error}" for i in plan.images if i.error), None)
+                error = plan.error or _first_error(plan)
                 for img in plan.images:
                     selected += 1
                     actions = {t.action for t in img.targets}
+                    if img.to_copy and not img.error:  # the targets reached are copied to: one down fails alone
+                        await self._queue(doc, mirror, pool, img, run_id)
                     if img.error or Action.FAILED in actions:
                         failed += 1
                     elif img.to_copy:
-                        await self._queue(doc, mirror, pool, img, run_id)
+                        continue  # counted by its job
                     elif Action.SKIP in actions:
                         skipped += 1
                     else:

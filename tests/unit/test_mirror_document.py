@@ -336,3 +336,13 @@ def test_a_problem_never_echoes_a_value_read_from_the_environment() -> None:
         with pytest.raises(DocumentError) as info:
             load_document(doc.replace("${CLOUD_KEY}", entry), {**ENV, "CLOUD_KEY": secret, "SHORT": "abc"})
         assert "wJal" not in str(info.value) and "abc" not in str(info.value), info.value
+
+
+def test_a_key_given_twice_is_named_not_silently_the_last_one_kept() -> None:
+    # a second `mirrors:` (two documents pasted together) dropped every mirror of the first, unsaid
+    twice = GOOD + "mirrors:\n  - {name: other, source: registry.a.example/o, targets: [reg-ap.example]}\n"
+    assert problems(twice) == "line 27: mirrors: duplicate key 'mirrors' (first at line 9)"
+    denied = GOOD.replace("      deny: ['-rc']\n", "      deny: ['-rc']\n      deny: ['-beta']\n")
+    assert problems(denied) == "line 17: mirrors[0].tags.deny: duplicate key 'deny' (first at line 16)"
+    json_text = '{"version": 1, "version": 1, "mirrors": []}'
+    assert problems(json_text) == "line 1: version: duplicate key 'version' (first at line 1)"

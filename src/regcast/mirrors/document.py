@@ -155,17 +155,25 @@ def _expands_past(node: yaml.Node, limit: int) -> bool:
     return False
 
 
-def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
+def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int], twice: list[str]) -> None:
+    """Where each key and item is; a key given twice in one mapping into ``twice`` (YAML forbids it, and
+    the loader would keep the last silently: a second ``mirrors:`` dropping the first's mirrors)."""
     out.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
         for key, value in node.value:
             k = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark.line)
+            if isinstance(key, yaml.ScalarNode) and k != "<<":
+                if k in first:
+                    where = f"line {key.start_mark.line + 1}: {format_loc((*loc, k))}"
+                    twice.append(f"{where}: duplicate key {k!r} (first at line {first[k]})")
+                first.setdefault(k, key.start_mark.line + 1)
             out[(*loc, k)] = key.start_mark.line + 1
-            _lines(value, (*loc, k), out)
+            _lines(value, (*loc, k), out, twice)
             out[(*loc, k)] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _lines(item, (*loc, i), out)
+            _lines(item, (*loc, i), out, twice)
 
 
 class LineMap:
@@ -275,8 +283,11 @@ def parse_text(text: str) -> tuple[Any, LineMap]:
     except RecursionError:  # [[[[... 100k deep: the YAML composer recurses per level
         raise DocumentError(["document: nested too deeply"]) from None
     lines: dict[Loc, int] = {}
+    twice: list[str] = []
     if node is not None:
-        _lines(node, (), lines)
+        _lines(node, (), lines, twice)
+    if twice:
+        raise DocumentError(twice)
     return data, LineMap(lines)
 
 
